@@ -1,0 +1,1 @@
+"""Worker side of petavox: geometry, layer I/O and per-chunk kernels. Never imports Ray."""

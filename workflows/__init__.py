@@ -1,0 +1,1 @@
+"""Orchestrator side of petavox: run config, planning, dispatch on Ray, ledger, CLI."""
