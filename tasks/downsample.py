@@ -1,0 +1,47 @@
+"""Mip pyramids: averaging for images, mode for segmentations (tinybrain), several mips per task."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import tinybrain
+
+from petavox.tasks.geometry import Chunk, Vec3
+from petavox.tasks.layers import Layer
+
+Method = Literal["average", "mode"]
+
+
+def pyramid(data: np.ndarray, factor: Vec3, mips: int, method: Method) -> list[np.ndarray]:
+    """`mips` successively coarser versions of an x,y,z(,c) array; odd edges are kept (ceil)."""
+    if method == "mode":
+        return tinybrain.downsample_segmentation(data, tuple(factor), num_mips=mips, sparse=False)
+    return tinybrain.downsample_with_averaging(data, tuple(factor), num_mips=mips)
+
+
+@dataclass(frozen=True)
+class DownsampleJob:
+    """Reads one mip-0 box of `source`, writes its pyramid (and mip 0 if `target` differs).
+
+    The task box is a multiple of the storage chunk times ``factor**mips``, so every mip's box
+    covers whole storage chunks of the target: no task writes another task's chunk.
+    """
+
+    source: Layer
+    target: Layer
+    factor: Vec3
+    mips: int
+    method: Method
+    fill_missing: bool = False
+
+    def run(self, chunk: Chunk) -> dict:
+        box = chunk.write_box
+        data = self.source.read(box, mip=0, fill_missing=self.fill_missing)
+        if self.target.url != self.source.url:
+            self.target.write(box, data, mip=0)
+        for mip, level in enumerate(pyramid(data, self.factor, self.mips, self.method), start=1):
+            f = Vec3(self.factor.x**mip, self.factor.y**mip, self.factor.z**mip)
+            self.target.write(box.scale_down(f), np.asarray(level), mip=mip)
+        return {"voxels": box.size}

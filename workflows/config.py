@@ -1,0 +1,245 @@
+"""The run config: one YAML file, validated by pydantic before anything is dispatched or written.
+
+A config has three parts. `output` and `stages` are the *spec*: what to compute, hashed into each
+task's identity. `ray` and `storage` are runtime *context*: where and how to run, never hashed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from petavox.tasks.errors import InputError
+from petavox.tasks.storage import StorageContext, normalize_url
+
+Triple = tuple[int, int, int]
+PositiveTriple = tuple[
+    Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]
+]
+NonNegativeTriple = tuple[
+    Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]
+]
+Resolution = tuple[
+    Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]
+]
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors; models are immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+
+
+def parse_memory(value: int | float | str | None) -> int | None:
+    """Bytes from ``1073741824``, ``"2GiB"``, ``"512MB"`` or ``"1.5G"`` (binary units)."""
+    if value is None or isinstance(value, int | float):
+        return None if value is None else int(value)
+    m = _MEMORY.match(value)
+    if not m:
+        raise ValueError(f"{value!r} is not a memory size; write e.g. 2GiB, 512MiB or 1073741824")
+    unit = (m.group(2) or "B").upper()[0]
+    power = {"B": 0, "K": 1, "M": 2, "G": 3, "T": 4}[unit]
+    return int(float(m.group(1)) * 1024**power)
+
+
+class Resources(Strict):
+    """What one task of a stage needs; the Ray autoscaler adds nodes that have it."""
+
+    num_cpus: float = Field(1.0, ge=0, description="CPU cores per task")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per task")
+    memory: int | None = Field(None, ge=0, description="memory per task, e.g. 2GiB")
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> Any:
+        return parse_memory(value)
+
+
+class StageParams(Strict):
+    """Fields every stage has. `resources` is context (not hashed); the rest is the spec."""
+
+    resources: Resources = Field(default_factory=Resources, description="Ray resources per task")
+
+    #: fields that do not change a stage's output, so they stay out of its identity hash
+    UNHASHED: ClassVar[frozenset[str]] = frozenset({"resources"})
+
+    def hashed_fields(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude=set(self.UNHASHED))
+
+
+class IngestParams(StageParams):
+    """Image stack (TIFF/PNG slices, multi-page TIFF, .npy, .h5) to a precomputed layer."""
+
+    stage: Literal["ingest"] = "ingest"
+    input: str = Field(
+        description="slice folder, .tif stack, .npy or file.h5:dataset (local path or file://)"
+    )
+    output: str = Field("raw", description="layer name under the run output, or a full URL")
+    axes: str = Field("zyx", description="axis order of the stored array (slice folders: zyx)")
+    layer_type: Literal["image", "segmentation"] = Field("image", description="layer type")
+    resolution: Resolution = Field(description="voxel size in nm, X,Y,Z")
+    voxel_offset: Triple = Field((0, 0, 0), description="position of voxel 0 in the volume, X,Y,Z")
+    dtype: str | None = Field(None, description="layer dtype (default: the source's)")
+    encoding: Literal["raw", "jpeg", "compressed_segmentation"] | None = Field(
+        None,
+        description="chunk encoding (default: raw; compressed_segmentation for uint32/64 labels)",
+    )
+    storage_chunk: PositiveTriple = Field((64, 64, 64), description="chunk size of the layer")
+    chunk_shape: PositiveTriple = Field(
+        (512, 512, 64), description="voxels per task, a multiple of storage_chunk"
+    )
+
+    @field_validator("axes")
+    @classmethod
+    def _axes(cls, value: str) -> str:
+        if sorted(value) != ["x", "y", "z"]:
+            raise ValueError(f"{value!r} is not an order of the letters x, y, z (e.g. zyx)")
+        return value
+
+
+class DownsampleParams(StageParams):
+    """Adds a mip pyramid to a layer: averaging for images, mode for segmentations."""
+
+    stage: Literal["downsample"] = "downsample"
+    input: str = Field("raw", description="layer to downsample: name under the output, or URL")
+    output: str | None = Field(None, description="layer that gets the pyramid (default: input)")
+    factor: PositiveTriple = Field((2, 2, 1), description="downsampling factor per mip, X,Y,Z")
+    mips: int = Field(3, ge=1, le=12, description="number of new mips to make")
+    method: Literal["auto", "average", "mode"] = Field(
+        "auto", description="auto: average for images, mode for segmentations"
+    )
+    chunk_shape: PositiveTriple | None = Field(
+        None, description="mip-0 voxels per task (default: storage chunk × factor^mips)"
+    )
+    fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
+
+
+AnyStage = Annotated[IngestParams | DownsampleParams, Field(discriminator="stage")]
+STAGE_MODELS: dict[str, type[StageParams]] = {
+    "ingest": IngestParams,
+    "downsample": DownsampleParams,
+}
+
+
+class RayConfig(Strict):
+    """Where tasks run. Context: never hashed."""
+
+    address: str = Field(
+        "local", description="local (start Ray here), auto (join the running cluster) or HOST:PORT"
+    )
+    workers: int | None = Field(None, ge=1, description="CPUs of a local Ray (default: all cores)")
+    max_in_flight: int | None = Field(
+        None, ge=1, description="tasks submitted at once (default: 2 × cluster CPUs)"
+    )
+    task_retries: int = Field(3, ge=0, description="reruns of a task whose worker died")
+    storage_retries: int = Field(
+        5, ge=0, description="attempts on transient storage errors inside a task"
+    )
+
+
+class StorageConfig(Strict):
+    """How to reach object storage. Context: never hashed; credentials come from the environment."""
+
+    s3_endpoint: str | None = Field(
+        None, description="S3-compatible endpoint for s3:// URLs, e.g. http://127.0.0.1:9000"
+    )
+    s3_region: str = Field("us-east-1", description="region sent to the S3 endpoint")
+    gcs_endpoint: str | None = Field(None, description="GCS emulator endpoint (tests)")
+
+    def context(self) -> StorageContext:
+        return StorageContext(self.s3_endpoint, self.s3_region, self.gcs_endpoint)
+
+
+class RunConfig(Strict):
+    """A whole run: the output root, the stages in order, and the runtime context."""
+
+    output: str = Field(description="run output root URL: layers and the ledger go here")
+    stages: list[AnyStage] = Field(min_length=1, description="stages to run, in order")
+    ray: RayConfig = Field(default_factory=RayConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, value: str) -> str:
+        return normalize_url(value)
+
+
+class ConfigError(InputError):
+    """The run config is invalid; the message lists every problem with its key."""
+
+
+def _location(loc: tuple) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in STAGE_MODELS and parts and parts[-1].endswith("]"):
+            continue  # the discriminator tag pydantic inserts
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def _allowed(loc: tuple) -> str:
+    """For an unknown key: the keys allowed at that place."""
+    model: type[BaseModel] | None = RunConfig
+    for item in loc[:-1]:
+        if isinstance(item, int):
+            continue
+        if item in STAGE_MODELS:
+            model = STAGE_MODELS[item]
+            continue
+        field = model.model_fields.get(item) if model is not None else None
+        ann = getattr(field, "annotation", None)
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    if model is None:
+        return ""
+    return "; allowed keys: " + ", ".join(sorted(model.model_fields))
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid run config {source}:"]
+    for err in exc.errors():
+        where = _location(err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {where}: unknown key{_allowed(err['loc'])}")
+        elif err["type"] == "union_tag_invalid":
+            lines.append(f"  {where}: unknown stage; stages are {', '.join(STAGE_MODELS)}")
+        elif err["type"] == "union_tag_not_found":
+            lines.append(f"  {where}: missing 'stage:' ({', '.join(STAGE_MODELS)})")
+        else:
+            lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<config>") -> RunConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid run config {source}: expected a mapping at the top level")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"run config {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"run config {path} is not valid YAML: {exc}") from None
+    return parse_config(data, str(path))
+
+
+def dump_config(config: RunConfig) -> str:
+    data = config.model_dump(mode="json", exclude_defaults=True)
+    data["output"] = config.output
+    return yaml.safe_dump(data, sort_keys=False)

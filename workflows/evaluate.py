@@ -1,0 +1,70 @@
+"""`petavox evaluate`: score a segmentation against ground truth, chunk by chunk, on Ray.
+
+Each task returns the contingency table of its chunk; the driver merges tables as they arrive,
+so memory holds one table of (segment, ground-truth object) pairs, never a volume.
+"""
+
+from __future__ import annotations
+
+from petavox.tasks.errors import LayerMismatchError
+from petavox.tasks.evaluate import ContingencyJob
+from petavox.tasks.geometry import ChunkGrid, Vec3
+from petavox.tasks.layers import Layer
+from petavox.tasks.metrics import Contingency, Scores, scores
+from petavox.tasks.storage import StorageContext
+from petavox.workflows.runner import RaySession, StagePlan, execute
+
+DEFAULT_CHUNK = Vec3(256, 256, 64)
+
+
+def plan_evaluate(
+    seg: Layer, gt: Layer, ignore_gt: tuple[int, ...], chunk_shape: Vec3 = DEFAULT_CHUNK
+) -> StagePlan:
+    for layer in (seg, gt):
+        if layer.layer_type != "segmentation" and layer.dtype.kind not in "ui":
+            raise LayerMismatchError(
+                f"{layer.url} is a {layer.dtype} {layer.layer_type} layer; evaluate needs integer "
+                "labels"
+            )
+    if seg.bounds(0) != gt.bounds(0):
+        raise LayerMismatchError(
+            f"segmentation {seg.url} covers {seg.bounds(0)} but ground truth {gt.url} covers "
+            f"{gt.bounds(0)}; score layers of the same bounds"
+        )
+    if seg.resolution(0) != gt.resolution(0):
+        raise LayerMismatchError(
+            f"segmentation resolution {seg.resolution(0)} differs from ground truth "
+            f"{gt.resolution(0)}"
+        )
+    chunk = gt.chunk_size(0)
+    shape = Vec3(*(max(c, (s // c) * c) for s, c in zip(chunk_shape, chunk)))
+    bounds = gt.bounds(0)
+    return StagePlan(
+        label="evaluate",
+        stage="evaluate",
+        identity="",
+        spec={},
+        grid=ChunkGrid(bounds, shape, 0, origin=bounds.start),
+        job=ContingencyJob(seg, gt, ignore_gt),
+        use_ledger=False,
+    )
+
+
+def evaluate_layers(
+    seg_url: str,
+    gt_url: str,
+    session: RaySession,
+    *,
+    ignore_gt: tuple[int, ...] = (0,),
+    context: StorageContext = StorageContext(),
+    progress: bool = True,
+) -> Scores:
+    plan = plan_evaluate(Layer.open(seg_url, context), Layer.open(gt_url, context), ignore_gt)
+    total = Contingency.empty()
+
+    def merge(_chunk, table: Contingency) -> None:
+        nonlocal total
+        total = total.merge(table)
+
+    execute(plan, None, session, on_result=merge, progress=progress)
+    return scores(total)

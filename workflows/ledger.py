@@ -1,0 +1,72 @@
+"""The ledger: done-markers in the output store, one per finished chunk, written after its data.
+
+Layout: ``<ledger url>/<stage>/<identity>/<chunk id>.json``, plus ``params.json`` beside the
+markers recording what the identity stands for. A rerun lists the markers once per stage and
+skips those chunks; a changed parameter changes the identity, so nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from petavox.tasks.storage import StorageContext, join_url
+
+PARAMS_FILE = "params.json"
+GLOBAL_STEP = "global"
+
+
+def identity(stage: str, version: int, spec: dict[str, Any]) -> str:
+    """Hash of what determines a stage's output: its name, code version and hashed params."""
+    blob = json.dumps({"stage": stage, "version": version, "spec": spec}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """Done-markers under `url` (usually ``<run output>/ledger``)."""
+
+    url: str
+    context: StorageContext = StorageContext()
+
+    def _files(self):
+        self.context.apply()
+        from cloudfiles import CloudFiles
+
+        return CloudFiles(self.url)
+
+    def prefix(self, stage: str, ident: str) -> str:
+        return f"{stage}/{ident}/"
+
+    def record_params(self, stage: str, ident: str, spec: dict[str, Any]) -> None:
+        key = self.prefix(stage, ident) + PARAMS_FILE
+        if not self._files().exists(key):
+            self._files().put_json(key, {"stage": stage, "identity": ident, "spec": spec})
+
+    def done(self, stage: str, ident: str) -> set[str]:
+        """Ids of the chunks (and global steps) already finished for this stage identity."""
+        prefix = self.prefix(stage, ident)
+        names = set()
+        for key in self._files().list(prefix=prefix):
+            name = key[len(prefix) :] if key.startswith(prefix) else key.rsplit("/", 1)[-1]
+            if name.endswith(".json") and name != PARAMS_FILE:
+                names.add(name[: -len(".json")])
+        return names
+
+    def mark_done(self, stage: str, ident: str, chunk_id: str, record: dict[str, Any]) -> None:
+        record = {
+            "chunk": chunk_id,
+            "finished": time.time(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            **record,
+        }
+        self._files().put_json(self.prefix(stage, ident) + f"{chunk_id}.json", record)
+
+    def stage_url(self, stage: str, ident: str) -> str:
+        return join_url(self.url, stage, ident)

@@ -1,0 +1,275 @@
+"""Maps a stage's chunk job over its grid on Ray: bounded submission, retries, ledger, progress.
+
+Two kinds of failure are told apart. A worker that dies (OOM kill, preemption, a killed process)
+is Ray's business: the task is re-run elsewhere up to `task_retries` times. An exception inside a
+task is ours: transient storage errors (see `petavox.tasks.transient`) are retried inside the
+task with exponential backoff; anything else fails the stage at once, naming the chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tqdm import tqdm
+
+from petavox.tasks.errors import PetavoxError
+from petavox.tasks.geometry import Chunk, ChunkGrid
+from petavox.tasks.transient import is_transient
+from petavox.workflows.config import RayConfig, Resources
+from petavox.workflows.ledger import GLOBAL_STEP, Ledger
+
+log = logging.getLogger("petavox")
+
+
+class ChunkJob(Protocol):
+    """What a stage does to one chunk (defined in `petavox.tasks`, picklable, no Ray)."""
+
+    def run(self, chunk: Chunk) -> Any: ...
+
+
+@dataclass
+class StagePlan:
+    """Everything needed to run one stage, computed before any write."""
+
+    label: str
+    stage: str
+    identity: str
+    spec: dict[str, Any]
+    grid: ChunkGrid
+    job: ChunkJob
+    resources: Resources = field(default_factory=Resources)
+    layer_infos: dict[str, dict] = field(default_factory=dict)
+    finalize: Callable[[], None] | None = None
+    use_ledger: bool = True
+
+
+class ChunkFailedError(PetavoxError):
+    """A chunk's task raised a non-transient error; carries the chunk id and the cause."""
+
+    def __init__(self, stage: str, chunk_id: str, message: str, details: str = "") -> None:
+        self.stage, self.chunk_id, self.message, self.details = stage, chunk_id, message, details
+        super().__init__(f"stage {stage} failed on chunk {chunk_id}: {message}")
+
+    def __reduce__(self):
+        return (type(self), (self.stage, self.chunk_id, self.message, self.details))
+
+
+def call_with_retries(
+    fn: Callable[[], Any],
+    attempts: int,
+    *,
+    base_delay: float = 0.5,
+    max_delay: float = 30.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """Call `fn`; retry transient errors up to `attempts` times with jittered backoff."""
+    for attempt in range(attempts + 1):
+        try:
+            return fn()
+        except Exception as exc:
+            if attempt >= attempts or not is_transient(exc):
+                raise
+            delay = min(max_delay, base_delay * 2**attempt) * (0.5 + random.random() / 2)
+            log.warning("transient error (attempt %d/%d): %s", attempt + 1, attempts, exc)
+            sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def run_chunk(
+    job: ChunkJob,
+    chunk: Chunk,
+    stage: str,
+    ident: str,
+    ledger: Ledger | None,
+    storage_retries: int,
+) -> Any:
+    """Body of one task, on a worker: run the job, then write the chunk's done-marker."""
+    started = time.perf_counter()
+    try:
+        result = call_with_retries(lambda: job.run(chunk), storage_retries)
+        if ledger is not None:
+            seconds = time.perf_counter() - started
+            record = {"stage": stage, "identity": ident, "seconds": round(seconds, 4)}
+            if isinstance(result, dict):
+                record["result"] = result
+            call_with_retries(
+                lambda: ledger.mark_done(stage, ident, chunk.id, record), storage_retries
+            )
+    except ChunkFailedError:
+        raise
+    except Exception as exc:
+        raise ChunkFailedError(
+            stage, chunk.id, f"{type(exc).__name__}: {exc}", traceback.format_exc()
+        ) from None
+    return result
+
+
+@dataclass
+class StageReport:
+    label: str
+    total: int
+    skipped: int
+    ran: int
+    seconds: float
+
+
+class RaySession:
+    """Starts or joins Ray lazily: a run with nothing left to do never starts a cluster."""
+
+    def __init__(self, config: RayConfig, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.env = env or {}
+        self._started = False
+
+    def ensure(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return
+        if self.config.address == "local":
+            # A laptop or CI cluster listens on loopback only.
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            ray.init(
+                address="local",
+                num_cpus=self.config.workers or os.cpu_count(),
+                include_dashboard=False,
+                log_to_driver=True,
+                logging_level=logging.WARNING,
+                runtime_env={"env_vars": self.env} if self.env else None,
+            )
+        else:
+            ray.init(
+                address=self.config.address,
+                logging_level=logging.WARNING,
+                runtime_env={"env_vars": self.env} if self.env else None,
+            )
+        self._started = True
+
+    def cluster_cpus(self) -> int:
+        import ray
+
+        return int(ray.cluster_resources().get("CPU", 0))
+
+    def shutdown(self) -> None:
+        import ray
+
+        if self._started and ray.is_initialized():
+            ray.shutdown()
+        self._started = False
+
+
+def _remote_options(resources: Resources, task_retries: int) -> dict[str, Any]:
+    opts: dict[str, Any] = {
+        "num_cpus": resources.num_cpus,
+        "num_gpus": resources.num_gpus,
+        "max_retries": task_retries,
+        "retry_exceptions": False,
+    }
+    if resources.memory:
+        opts["memory"] = resources.memory
+    return opts
+
+
+def _unwrap(exc: BaseException, stage: str, chunk: Chunk) -> PetavoxError:
+    """Turn what `ray.get` raised into a `ChunkFailedError` that names the chunk."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, ChunkFailedError):
+        return cause
+    name = type(exc).__name__
+    if "WorkerCrashed" in name or "NodeDied" in name or "OutOfMemory" in name:
+        return ChunkFailedError(stage, chunk.id, f"its worker died on every retry ({name})")
+    return ChunkFailedError(stage, chunk.id, f"{name}: {exc}")
+
+
+def execute(
+    plan: StagePlan,
+    ledger: Ledger | None,
+    session: RaySession,
+    *,
+    on_result: Callable[[Chunk, Any], None] | None = None,
+    progress: bool = True,
+) -> StageReport:
+    """Run the plan's chunks that the ledger does not list as done, then its global step."""
+    started = time.perf_counter()
+    use_ledger = plan.use_ledger and ledger is not None
+    done = ledger.done(plan.stage, plan.identity) if use_ledger else set()
+    todo = [c for c in plan.grid if c.id not in done]
+    total = len(plan.grid)
+    if todo:
+        if use_ledger:
+            ledger.record_params(plan.stage, plan.identity, plan.spec)
+        _dispatch(plan, todo, ledger if use_ledger else None, session, total, on_result, progress)
+    if plan.finalize is not None and GLOBAL_STEP not in done:
+        plan.finalize()
+        if use_ledger:
+            ledger.mark_done(plan.stage, plan.identity, GLOBAL_STEP, {"stage": plan.stage})
+    return StageReport(
+        plan.label, total, total - len(todo), len(todo), time.perf_counter() - started
+    )
+
+
+def _dispatch(
+    plan: StagePlan,
+    todo: list[Chunk],
+    ledger: Ledger | None,
+    session: RaySession,
+    total: int,
+    on_result: Callable[[Chunk, Any], None] | None,
+    progress: bool,
+) -> None:
+    import ray
+
+    session.ensure()
+    cfg = session.config
+    limit = cfg.max_in_flight or max(64, 2 * session.cluster_cpus())
+    remote = ray.remote(run_chunk).options(**_remote_options(plan.resources, cfg.task_retries))
+    job_ref = ray.put(plan.job)
+    pending: dict[Any, Chunk] = {}
+    chunks = iter(todo)
+    exhausted = False
+    bar = tqdm(
+        total=total,
+        initial=total - len(todo),
+        desc=plan.label,
+        unit="chunk",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    try:
+        while pending or not exhausted:
+            while not exhausted and len(pending) < limit:
+                chunk = next(chunks, None)
+                if chunk is None:
+                    exhausted = True
+                    break
+                ref = remote.remote(
+                    job_ref, chunk, plan.stage, plan.identity, ledger, cfg.storage_retries
+                )
+                pending[ref] = chunk
+            if not pending:
+                break
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                chunk = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as exc:
+                    raise _unwrap(exc, plan.stage, chunk) from None
+                if on_result is not None:
+                    on_result(chunk, result)
+                bar.update(1)
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref)
+        raise
+    finally:
+        bar.close()

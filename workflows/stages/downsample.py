@@ -1,0 +1,63 @@
+"""Plan the `downsample` stage: several mips per task, in place or into a new layer."""
+
+from __future__ import annotations
+
+from petavox.tasks.downsample import DownsampleJob
+from petavox.tasks.geometry import ChunkGrid, Vec3
+from petavox.tasks.layers import Layer, LayerSpec, planned_info, pyramid_info
+from petavox.workflows.catalog import Catalog
+from petavox.workflows.config import DownsampleParams
+from petavox.workflows.ledger import identity
+from petavox.workflows.runner import StagePlan
+from petavox.workflows.stages.ingest import check_multiple
+
+VERSION = 1
+
+
+def base_spec(layer: Layer) -> LayerSpec:
+    """The mip-0 description of an existing layer, for a copy that gets its own pyramid."""
+    scale = layer.scale(0)
+    return LayerSpec(
+        layer_type=layer.layer_type,  # type: ignore[arg-type]
+        dtype=layer.dtype.name,
+        size=Vec3.of(scale["size"]),
+        resolution=tuple(scale["resolution"]),  # type: ignore[arg-type]
+        chunk_size=layer.chunk_size(0),
+        voxel_offset=Vec3.of(scale["voxel_offset"]),
+        encoding=scale["encoding"],
+        num_channels=layer.num_channels,
+    )
+
+
+def plan_downsample(params: DownsampleParams, catalog: Catalog) -> StagePlan:
+    source = catalog.layer(catalog.url(params.input))
+    target_url = catalog.url(params.output or params.input)
+    factor = Vec3.of(params.factor)
+    if target_url == source.url:
+        base_info = source.info
+    else:
+        base_info = planned_info(target_url, base_spec(source), catalog.info(target_url))
+    info = pyramid_info(target_url, base_info, factor, params.mips)
+    catalog.declare(target_url, info)
+    target = Layer(target_url, info, catalog.context)
+
+    step = source.chunk_size(0) * Vec3(
+        factor.x**params.mips, factor.y**params.mips, factor.z**params.mips
+    )
+    chunk_shape = Vec3.of(params.chunk_shape) if params.chunk_shape else step
+    check_multiple("downsample chunk_shape", chunk_shape, step, "storage chunk × factor^mips")
+    method = params.method
+    if method == "auto":
+        method = "mode" if source.layer_type == "segmentation" else "average"
+    bounds = source.bounds(0)
+    spec = {**params.hashed_fields(), "input": source.url, "output": target_url, "method": method}
+    return StagePlan(
+        label=f"downsample {params.input}",
+        stage="downsample",
+        identity=identity("downsample", VERSION, spec),
+        spec=spec,
+        grid=ChunkGrid(bounds, chunk_shape, 0, origin=bounds.start),
+        job=DownsampleJob(source, target, factor, params.mips, method, params.fill_missing),
+        resources=params.resources,
+        layer_infos={target_url: info},
+    )

@@ -1,0 +1,68 @@
+"""Plan the `ingest` stage: an image stack becomes a precomputed layer, one task per box."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from petavox.tasks.errors import InputError
+from petavox.tasks.geometry import Box, ChunkGrid, Vec3
+from petavox.tasks.ingest import IngestJob
+from petavox.tasks.layers import Layer, LayerSpec, planned_info
+from petavox.tasks.sources import open_source
+from petavox.workflows.catalog import Catalog
+from petavox.workflows.config import IngestParams
+from petavox.workflows.ledger import identity
+from petavox.workflows.runner import StagePlan
+
+VERSION = 1
+
+
+def default_encoding(layer_type: str, dtype: np.dtype) -> str:
+    if layer_type == "segmentation" and dtype.name in ("uint32", "uint64"):
+        return "compressed_segmentation"
+    return "raw"
+
+
+def check_multiple(name: str, shape: Vec3, of: Vec3, of_name: str) -> None:
+    if any(s % o for s, o in zip(shape, of)):
+        raise InputError(
+            f"{name} {tuple(shape)} must be a multiple of {of_name} {tuple(of)} so that each task "
+            "writes whole storage chunks"
+        )
+
+
+def plan_ingest(params: IngestParams, catalog: Catalog) -> StagePlan:
+    source = open_source(params.input, params.axes)
+    dtype = np.dtype(params.dtype) if params.dtype else np.dtype(source.dtype)
+    storage_chunk, chunk_shape = Vec3.of(params.storage_chunk), Vec3.of(params.chunk_shape)
+    check_multiple("ingest chunk_shape", chunk_shape, storage_chunk, "storage_chunk")
+    spec = LayerSpec(
+        layer_type=params.layer_type,
+        dtype=dtype.name,
+        size=source.shape,
+        resolution=params.resolution,
+        chunk_size=storage_chunk,
+        voxel_offset=Vec3.of(params.voxel_offset),
+        encoding=params.encoding or default_encoding(params.layer_type, dtype),  # type: ignore[arg-type]
+    )
+    url = catalog.url(params.output)
+    info = planned_info(url, spec, catalog.info(url))
+    catalog.declare(url, info)
+    target = Layer(url, info, catalog.context)
+    bounds = Box.from_shape(source.shape, params.voxel_offset)
+    spec_hash = {
+        **params.hashed_fields(),
+        "output": url,
+        "source_shape": list(source.shape),
+        "source_dtype": np.dtype(source.dtype).name,
+    }
+    return StagePlan(
+        label=f"ingest → {params.output}",
+        stage="ingest",
+        identity=identity("ingest", VERSION, spec_hash),
+        spec=spec_hash,
+        grid=ChunkGrid(bounds, chunk_shape, 0, origin=params.voxel_offset),
+        job=IngestJob(source, target, Vec3.of(params.voxel_offset)),
+        resources=params.resources,
+        layer_infos={url: info},
+    )
