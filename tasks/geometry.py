@@ -124,7 +124,9 @@ class Box:
     def is_aligned(self, chunk: Iterable[int], offset: Iterable[int], bounds: Box) -> bool:
         """True if the box covers only whole storage chunks of a layer (clipped at `bounds`)."""
         c, o = Vec3.of(chunk), Vec3.of(offset)
-        start_ok = all((s - oo) % cc == 0 for s, oo, cc in zip(self.start, o, c))
+        start_ok = all(
+            (s - oo) % cc == 0 or s == bs for s, oo, cc, bs in zip(self.start, o, c, bounds.start)
+        )
         stop_ok = all(
             (e - oo) % cc == 0 or e == be for e, oo, cc, be in zip(self.stop, o, c, bounds.stop)
         )
