@@ -15,10 +15,26 @@ Method = Literal["average", "mode"]
 
 
 def pyramid(data: np.ndarray, factor: Vec3, mips: int, method: Method) -> list[np.ndarray]:
-    """`mips` successively coarser versions of an x,y,z(,c) array; odd edges are kept (ceil)."""
+    """`mips` successively coarser versions of an x,y,z(,c) array; odd edges are kept (ceil).
+
+    An edge block averages the voxels it has, as if each mip were made from the previous one.
+    """
     if method == "mode":
         return tinybrain.downsample_segmentation(data, tuple(factor), num_mips=mips, sparse=False)
-    return tinybrain.downsample_with_averaging(data, tuple(factor), num_mips=mips)
+    # Each mip is made from the previous (rounded) one, so a chunk's pyramid equals the whole
+    # volume's whatever the chunking. tinybrain 1.7's accelerated averaging garbles arrays whose
+    # size is not a multiple of the factor (it drops a row and zero-fills the last), so the edge
+    # is replicated up to a multiple first, which averages exactly the voxels an edge block has.
+    out = []
+    level = data
+    for _ in range(mips):
+        pad = [(-s) % f for s, f in zip(level.shape[:3], factor)]
+        if any(pad):
+            widths = [(0, p) for p in pad] + [(0, 0)] * (level.ndim - 3)
+            level = np.asfortranarray(np.pad(level, widths, mode="edge"))
+        (level,) = tinybrain.downsample_with_averaging(level, tuple(factor), num_mips=1)
+        out.append(level)
+    return out
 
 
 @dataclass(frozen=True)

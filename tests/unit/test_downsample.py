@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+
+from petavox.tasks.downsample import DownsampleJob, pyramid
+from petavox.tasks.geometry import Box, ChunkGrid, Vec3
+from petavox.tasks.layers import Layer, LayerSpec
+
+
+def block_mean(a, f):
+    x, y, z = (-(-s // k) for s, k in zip(a.shape, f))
+    out = np.zeros((x, y, z))
+    for i in range(x):
+        for j in range(y):
+            for k in range(z):
+                block = a[
+                    i * f[0] : (i + 1) * f[0], j * f[1] : (j + 1) * f[1], k * f[2] : (k + 1) * f[2]
+                ]
+                out[i, j, k] = block.mean()
+    return out
+
+
+@pytest.mark.parametrize("shape", [(9, 7, 3), (10, 7, 3), (9, 8, 3), (67, 33, 9), (8, 8, 2)])
+@pytest.mark.parametrize("factor", [(2, 2, 1), (2, 2, 2)])
+def test_average_matches_block_means_including_odd_edges(shape, factor):
+    a = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
+    levels = pyramid(a, Vec3(*factor), 2, "average")
+    previous = a.astype(float)
+    for level in levels:
+        expected = block_mean(previous, factor)
+        assert level.shape == expected.shape
+        assert np.abs(level.astype(float) - expected).max() <= 1.0
+        previous = level.astype(float)
+
+
+def test_mode_keeps_the_majority_label():
+    a = np.zeros((4, 4, 1), np.uint32)
+    a[:2, :2] = [[[7], [7]], [[7], [3]]]
+    a[2:, 2:] = 5
+    (level,) = pyramid(a, Vec3(2, 2, 1), 1, "mode")
+    assert level[0, 0, 0] == 7 and level[1, 1, 0] == 5
+    assert set(np.unique(level)) <= set(np.unique(a))
+
+
+def test_several_mips_shrink_by_the_factor_each_time():
+    a = np.ones((64, 40, 8), np.uint8)
+    levels = pyramid(a, Vec3(2, 2, 2), 3, "average")
+    assert [lv.shape for lv in levels] == [(32, 20, 4), (16, 10, 2), (8, 5, 1)]
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+def test_job_writes_every_mip_and_chunking_does_not_matter(tmp_path, in_place):
+    spec = LayerSpec("image", "uint8", Vec3(150, 90, 12), (4, 4, 40), Vec3(16, 16, 4))
+    data = np.random.default_rng(2).integers(0, 255, tuple(spec.size), dtype=np.uint8)
+    results = []
+    for task in ((64, 64, 4), (128, 64, 8)):
+        src = Layer.create(f"file://{tmp_path}/src{task[0]}", spec)
+        src.write(src.bounds(), data)
+        dst = src if in_place else Layer.create(f"file://{tmp_path}/dst{task[0]}", spec)
+        dst = dst.with_scales(Vec3(2, 2, 1), 2)
+        job = DownsampleJob(src, dst, Vec3(2, 2, 1), 2, "average")
+        for chunk in ChunkGrid(src.bounds(), task, 0):
+            job.run(chunk)
+        results.append([dst.read(dst.bounds(m), mip=m) for m in range(3)])
+    whole = pyramid(data, Vec3(2, 2, 1), 2, "average")
+    for levels in results:
+        np.testing.assert_array_equal(levels[0], data)
+        for m in (1, 2):
+            np.testing.assert_array_equal(levels[m], whole[m - 1])
+    assert results[0][2].shape == (38, 23, 12)
+    assert Box.from_shape(results[0][1].shape) == Box((0, 0, 0), (75, 45, 12))
