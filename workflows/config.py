@@ -119,6 +119,17 @@ class DownsampleParams(StageParams):
         None, description="mip-0 voxels per task (default: storage chunk × factor^mips)"
     )
     fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
+    bounds: tuple[Triple, Triple] | None = Field(
+        None,
+        description="only this box, [[x0,y0,z0],[x1,y1,z1]] in mip-0 voxels (grown to whole tasks)",
+    )
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, value: tuple[Triple, Triple] | None) -> tuple[Triple, Triple] | None:
+        if value is not None and any(b <= a for a, b in zip(*value)):
+            raise ValueError(f"bounds {value} are empty: each stop must exceed its start")
+        return value
 
 
 AnyStage = Annotated[IngestParams | DownsampleParams, Field(discriminator="stage")]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from petavox.tasks.downsample import DownsampleJob
-from petavox.tasks.geometry import ChunkGrid, Vec3
+from petavox.tasks.errors import InputError
+from petavox.tasks.geometry import Box, ChunkGrid, Vec3
 from petavox.tasks.layers import Layer, LayerSpec, planned_info, pyramid_info
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import DownsampleParams
@@ -29,6 +30,20 @@ def base_spec(layer: Layer) -> LayerSpec:
     )
 
 
+def restrict(layer: Layer, box: Box, chunk_shape: Vec3) -> Box:
+    """`box` grown to whole tasks of the layer's grid; an error if it leaves the layer."""
+    full = layer.bounds(0)
+    if not full.contains(box):
+        raise InputError(
+            f"bounds {box} lie outside layer {layer.url}, which covers {full}; "
+            "give bounds inside the layer"
+        )
+    origin = full.start
+    start = origin + ((box.start - origin) // chunk_shape) * chunk_shape
+    stop = origin + (box.stop - origin).ceildiv(chunk_shape) * chunk_shape
+    return Box(start, stop).intersection(full)
+
+
 def plan_downsample(params: DownsampleParams, catalog: Catalog) -> StagePlan:
     source = catalog.layer(catalog.url(params.input))
     target_url = catalog.url(params.output or params.input)
@@ -50,6 +65,8 @@ def plan_downsample(params: DownsampleParams, catalog: Catalog) -> StagePlan:
     if method == "auto":
         method = "mode" if source.layer_type == "segmentation" else "average"
     bounds = source.bounds(0)
+    if params.bounds is not None:
+        bounds = restrict(source, Box(*params.bounds), chunk_shape)
     spec = {**params.hashed_fields(), "input": source.url, "output": target_url, "method": method}
     return StagePlan(
         label=f"downsample {params.input}",

@@ -1,0 +1,159 @@
+"""The runner and ledger on a real local Ray against file:// layers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tree_compare import layer_files
+
+from petavox.tasks.errors import InputError, LayerMismatchError, LayerNotFoundError
+from petavox.tasks.layers import Layer
+from petavox.tasks.storage import local_path
+from petavox.workflows.config import parse_config
+from petavox.workflows.pipeline import ledger_for, plan_run, run, status
+from petavox.workflows.runner import ChunkFailedError
+
+pytestmark = pytest.mark.integration
+
+
+def make_stack(path, shape_zyx=(24, 150, 130), seed=0, dtype=np.uint8):
+    data = np.random.default_rng(seed).integers(0, 255, shape_zyx).astype(dtype)
+    np.save(path, data)
+    return data.transpose(2, 1, 0)  # x, y, z
+
+
+def config_for(tmp_path, stack, **downsample):
+    return parse_config(
+        {
+            "output": f"file://{tmp_path}/out",
+            "stages": [
+                {"stage": "ingest", "input": str(stack), "resolution": [4, 4, 40],
+                 "storage_chunk": [32, 32, 8], "chunk_shape": [64, 64, 8]},
+                {"stage": "downsample", "input": "raw", "mips": 2, **downsample},
+            ],
+        }
+    )  # fmt: skip
+
+
+def test_ingest_and_downsample_write_the_pyramid(tmp_path, ray_session):
+    truth = make_stack(tmp_path / "stack.npy")
+    config = config_for(tmp_path, tmp_path / "stack.npy")
+    reports = run(config, session=ray_session, progress=False)
+    assert [r.ran for r in reports] == [3 * 3 * 3, 2 * 2 * 3]
+    raw = Layer.open(f"{config.output}/raw")
+    assert raw.num_mips == 3
+    np.testing.assert_array_equal(raw.read(raw.bounds()), truth)
+    mip2 = raw.read(raw.bounds(2), mip=2)
+    assert mip2.shape == (33, 38, 24)
+    block = truth[:4, :4, 5].astype(float).mean()
+    assert abs(int(mip2[0, 0, 5]) - block) <= 1.5
+    assert [(r.done, r.total) for r in status(config)] == [(27, 27), (12, 12)]
+
+
+def test_rerun_skips_finished_chunks_and_a_changed_parameter_recomputes(tmp_path, ray_session):
+    make_stack(tmp_path / "stack.npy")
+    config = config_for(tmp_path, tmp_path / "stack.npy")
+    run(config, session=ray_session, progress=False)
+    again = run(config, session=ray_session, progress=False)
+    assert [r.ran for r in again] == [0, 0]
+    assert [r.skipped for r in again] == [27, 12]
+    # the same stage with a different parameter is a different identity: everything reruns
+    changed = config_for(tmp_path, tmp_path / "stack.npy", chunk_shape=[128, 128, 8])
+    reports = run(changed, only=["downsample"], session=ray_session, progress=False)
+    assert reports[0].skipped == 0 and reports[0].ran == reports[0].total
+
+
+def test_resources_do_not_change_identity(tmp_path, ray_session):
+    make_stack(tmp_path / "stack.npy")
+    config = config_for(tmp_path, tmp_path / "stack.npy")
+    run(config, session=ray_session, progress=False)
+    more = config_for(tmp_path, tmp_path / "stack.npy", resources={"num_cpus": 0.5})
+    reports = run(more, only=["downsample"], session=ray_session, progress=False)
+    assert reports[0].ran == 0
+
+
+def test_invalid_input_writes_nothing(tmp_path, ray_session):
+    config = parse_config(
+        {"output": f"file://{tmp_path}/out",
+         "stages": [{"stage": "downsample", "input": "missing-layer"}]}
+    )  # fmt: skip
+    with pytest.raises(LayerNotFoundError, match="missing-layer"):
+        run(config, session=ray_session, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_later_invalid_stage_stops_the_run_before_the_first_starts(tmp_path, ray_session):
+    make_stack(tmp_path / "stack.npy")
+    config = config_for(tmp_path, tmp_path / "stack.npy", chunk_shape=[100, 100, 8])
+    with pytest.raises(InputError, match="must be a multiple of"):
+        run(config, session=ray_session, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bounds_outside_the_volume(tmp_path, ray_session):
+    make_stack(tmp_path / "stack.npy")
+    config = config_for(tmp_path, tmp_path / "stack.npy", bounds=[[0, 0, 0], [500, 64, 8]])
+    with pytest.raises(InputError, match=r"bounds .* lie outside layer file://.*/raw"):
+        run(config, session=ray_session, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bounds_restrict_the_work(tmp_path, ray_session):
+    make_stack(tmp_path / "stack.npy")
+    config = config_for(tmp_path, tmp_path / "stack.npy", bounds=[[0, 0, 0], [10, 10, 1]])
+    reports = run(config, session=ray_session, progress=False)
+    assert reports[1].total == 1
+
+
+def test_wrong_dtype(tmp_path, ray_session):
+    make_stack(tmp_path / "stack.npy")
+    np.save(tmp_path / "wide.npy", np.full((24, 150, 130), 300, np.uint16))
+    run(config_for(tmp_path, tmp_path / "stack.npy"), only=["ingest"], session=ray_session,
+        progress=False)  # fmt: skip
+    # a uint16 stack into the existing uint8 layer: refused before any task runs
+    with pytest.raises(LayerMismatchError, match="uint16"):
+        run(config_for(tmp_path, tmp_path / "wide.npy"), session=ray_session, progress=False)
+    # values that do not fit the requested dtype: the chunk is named, nothing is written for it
+    narrow = parse_config(
+        {"output": f"file://{tmp_path}/out2",
+         "stages": [{"stage": "ingest", "input": str(tmp_path / "wide.npy"), "dtype": "uint8",
+                     "resolution": [4, 4, 40], "storage_chunk": [32, 32, 8],
+                     "chunk_shape": [64, 64, 8]}]}
+    )  # fmt: skip
+    with pytest.raises(ChunkFailedError, match=r"chunk \d+_\d+_\d+: .*do not fit the layer dtype"):
+        run(narrow, session=ray_session, progress=False)
+    assert not list((tmp_path / "out2" / "raw").glob("4_4_40/*"))
+
+
+def test_missing_and_corrupt_input_chunks_name_layer_and_chunk(tmp_path, ray_session):
+    make_stack(tmp_path / "stack.npy")
+    config = config_for(tmp_path, tmp_path / "stack.npy")
+    run(config, only=["ingest"], session=ray_session, progress=False)
+    chunk_dir = tmp_path / "out" / "raw" / "4_4_40"
+    (chunk_dir / "32-64_0-32_8-16").unlink()
+    with pytest.raises(ChunkFailedError) as err:
+        run(config, only=["downsample"], session=ray_session, progress=False)
+    message = str(err.value)
+    assert "chunk 0_0_1" in message and "raw: chunk 4_4_40/32-64_0-32_8-16 is missing" in message
+    plan = plan_run(config, ["downsample"])[0]
+    assert "0_0_1" not in ledger_for(config).done("downsample", plan.identity)
+
+    (chunk_dir / "32-64_0-32_8-16").write_bytes(b"garbage")
+    with pytest.raises(ChunkFailedError, match="4_4_40/32-64_0-32_8-16 cannot be decoded"):
+        run(config, only=["downsample"], session=ray_session, progress=False)
+
+    zeros = config_for(tmp_path, tmp_path / "stack.npy", fill_missing=True)
+    (chunk_dir / "32-64_0-32_8-16").unlink()
+    reports = run(zeros, only=["downsample"], session=ray_session, progress=False)
+    assert reports[0].ran == reports[0].total
+
+
+def test_chunking_does_not_change_the_output(tmp_path, ray_session):
+    make_stack(tmp_path / "stack.npy")
+    a = config_for(tmp_path / "a", tmp_path / "stack.npy")
+    b = config_for(tmp_path / "b", tmp_path / "stack.npy", chunk_shape=[256, 256, 8])
+    run(a, session=ray_session, progress=False)
+    run(b, session=ray_session, progress=False)
+    files_a = layer_files(local_path(a.output) + "/raw")
+    files_b = layer_files(local_path(b.output) + "/raw")
+    assert files_a.keys() == files_b.keys() and files_a == files_b
