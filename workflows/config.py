@@ -253,4 +253,9 @@ def load_config(path: str | Path) -> RunConfig:
 def dump_config(config: RunConfig) -> str:
     data = config.model_dump(mode="json", exclude_defaults=True)
     data["output"] = config.output
+    # the discriminator is a default value too, but the file cannot do without it
+    data["stages"] = [
+        {"stage": s.stage, **d}  # type: ignore[attr-defined]
+        for s, d in zip(config.stages, data["stages"])
+    ]
     return yaml.safe_dump(data, sort_keys=False)

@@ -10,7 +10,7 @@ from petavox.tasks.errors import LayerMismatchError
 from petavox.tasks.evaluate import ContingencyJob
 from petavox.tasks.geometry import ChunkGrid, Vec3
 from petavox.tasks.layers import Layer
-from petavox.tasks.metrics import Contingency, Scores, scores
+from petavox.tasks.metrics import Contingency, Scores, merge_all, scores
 from petavox.tasks.storage import StorageContext
 from petavox.workflows.runner import RaySession, StagePlan, execute
 
@@ -60,11 +60,13 @@ def evaluate_layers(
     progress: bool = True,
 ) -> Scores:
     plan = plan_evaluate(Layer.open(seg_url, context), Layer.open(gt_url, context), ignore_gt)
-    total = Contingency.empty()
+    # Tables are merged in batches: memory holds one merged table plus a batch, never a volume.
+    merged = [Contingency.empty()]
 
-    def merge(_chunk, table: Contingency) -> None:
-        nonlocal total
-        total = total.merge(table)
+    def collect(_chunk, table: Contingency) -> None:
+        merged.append(table)
+        if len(merged) > 32:
+            merged[:] = [merge_all(merged)]
 
-    execute(plan, None, session, on_result=merge, progress=progress)
-    return scores(total)
+    execute(plan, None, session, on_result=collect, progress=progress)
+    return scores(merge_all(merged))

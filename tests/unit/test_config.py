@@ -90,3 +90,12 @@ def test_resources_are_not_part_of_the_hashed_spec():
         {**GOOD, "stages": [GOOD["stages"][0], {**GOOD["stages"][1], "mips": 3}]}
     ).stages[1]
     assert c.hashed_fields() != a.hashed_fields()
+
+
+def test_dumped_config_loads_back_the_same(tmp_path):
+    from petavox.workflows.config import dump_config
+
+    config = parse_config(GOOD)
+    path = tmp_path / "run.yaml"
+    path.write_text(dump_config(config))
+    assert load_config(path) == config

@@ -1,0 +1,130 @@
+"""Reliability: a killed worker and a killed driver leave the same output as an undisturbed run."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from tree_compare import layer_files
+
+from petavox.workflows.config import dump_config, parse_config
+from petavox.workflows.pipeline import run
+
+pytestmark = pytest.mark.integration
+
+
+def make_config(tmp_path: Path, name: str, stack: Path):
+    return parse_config(
+        {
+            "output": f"file://{tmp_path}/{name}",
+            "stages": [
+                {"stage": "ingest", "input": str(stack), "resolution": [4, 4, 40],
+                 "storage_chunk": [32, 32, 8], "chunk_shape": [64, 64, 16]},
+                {"stage": "downsample", "input": "raw", "mips": 1},
+            ],
+        }
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("stack") / "stack.npy"
+    rng = np.random.default_rng(7)
+    np.save(path, rng.integers(0, 255, (48, 448, 448), dtype=np.uint8))
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, stack, ray_session) -> dict[str, bytes]:
+    root = tmp_path_factory.mktemp("reference")
+    run(make_config(root, "out", stack), session=ray_session, progress=False)
+    return layer_files(root / "out" / "raw")
+
+
+def own_ray_workers() -> list[psutil.Process]:
+    """Worker processes of this test session's Ray node that are running a chunk task."""
+    import ray
+
+    node = ray._private.worker._global_node
+    raylet_pid = node.all_processes["raylet"][0].process.pid
+    found = []
+    for proc in psutil.Process(raylet_pid).children(recursive=True):
+        try:
+            if "run_chunk" in " ".join(proc.cmdline()) or "run_chunk" in proc.name():
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def test_killed_worker_changes_nothing(tmp_path, stack, reference, ray_session):
+    config = make_config(tmp_path, "out", stack)
+    errors: list[BaseException] = []
+    reports = []
+
+    def target():
+        try:
+            reports.extend(run(config, session=ray_session, progress=False))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    killed = []
+    deadline = time.monotonic() + 60
+    while thread.is_alive() and not killed and time.monotonic() < deadline:
+        for proc in own_ray_workers():
+            proc.send_signal(signal.SIGKILL)
+            killed.append(proc.pid)
+            break
+        time.sleep(0.005)
+    thread.join(timeout=300)
+    assert killed, "no running chunk task was found to kill"
+    assert not errors, errors
+    assert [r.ran for r in reports] == [r.total for r in reports]
+    assert layer_files(tmp_path / "out" / "raw") == reference
+
+
+def test_killed_driver_then_rerun_resumes_and_matches(tmp_path, stack, reference, ray_session):
+    config = make_config(tmp_path, "out", stack)
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(dump_config(config))
+    ledger = tmp_path / "out" / "ledger" / "ingest"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "petavox.workflows.cli", "run", str(config_file),
+         "--workers", "2", "--quiet"],
+        env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    started: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and driver.poll() is None:
+            started = psutil.Process(driver.pid).children(recursive=True) or started
+            if len(list(ledger.rglob("*_*_*.json"))) >= 10:
+                break
+            time.sleep(0.02)
+        assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+        started = psutil.Process(driver.pid).children(recursive=True)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        # the driver's own Ray processes: stop them too (only those it started)
+        for proc in started:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        psutil.wait_procs(started, timeout=30)
+    done_before = len(list(ledger.rglob("*_*_*.json")))
+    reports = run(config, session=ray_session, progress=False)
+    assert reports[0].skipped >= 10 and reports[0].skipped == done_before
+    assert reports[0].ran + reports[0].skipped == reports[0].total
+    assert reports[0].ran > 0
+    assert layer_files(tmp_path / "out" / "raw") == reference
