@@ -18,21 +18,21 @@ from petavox.tasks.synthetic import SyntheticParams, generate
 from petavox.workflows.config import RunConfig, dump_config
 from petavox.workflows.pipeline import run
 
-RESOLUTION = (8, 8, 40)  # nm: serial-section EM, sections thicker than pixels
+RESOLUTION = (8, 8, 8)  # nm: the synthetic volume is isotropic (FIB-SEM-like)
 NEUROGLANCER = "https://neuroglancer-demo.appspot.com/#!"
 
 
 def demo_config(output: str, raw_npy: str, gt_npy: str, runtime: dict[str, Any]) -> RunConfig:
-    chunk = [64, 64, 16]
-    task = [256, 256, 16]
+    chunk = [32, 32, 16]
+    task = [128, 128, 32]
     stages = [
         {"stage": "ingest", "input": raw_npy, "output": "raw", "resolution": RESOLUTION,
          "storage_chunk": chunk, "chunk_shape": task},
         {"stage": "ingest", "input": gt_npy, "output": "ground_truth",
          "layer_type": "segmentation", "resolution": RESOLUTION, "storage_chunk": chunk,
          "chunk_shape": task},
-        {"stage": "downsample", "input": "raw", "mips": 2},
-        {"stage": "downsample", "input": "ground_truth", "mips": 2},
+        {"stage": "downsample", "input": "raw", "mips": 2, "factor": [2, 2, 2]},
+        {"stage": "downsample", "input": "ground_truth", "mips": 2, "factor": [2, 2, 2]},
     ]  # fmt: skip
     return RunConfig.model_validate({"output": output, "stages": stages, **runtime})
 

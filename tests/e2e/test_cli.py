@@ -1,0 +1,105 @@
+"""The `petavox` command line, run as a user would (subprocesses joining the test's Ray)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from petavox.tasks.layers import Layer
+from petavox.tasks.metrics import evaluate
+from petavox.tasks.synthetic import SyntheticParams, generate
+
+pytestmark = pytest.mark.e2e
+
+
+def petavox(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "petavox.workflows.cli", *args],
+        capture_output=True, text=True, env={**os.environ}, timeout=600,
+    )  # fmt: skip
+    if check and proc.returncode != 0:
+        raise AssertionError(f"petavox {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def address(ray_session) -> str:
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
+def test_every_command_has_help():
+    out = petavox("--help").stdout
+    for command in ("demo", "run", "status", "evaluate", "ingest", "downsample"):
+        assert command in out
+        text = petavox(command, "--help").stdout
+        assert "usage: petavox " + command in text
+    ingest = petavox("ingest", "--help").stdout
+    for option in ("--resolution", "--axes", "--layer-type", "--chunk-shape", "--workers"):
+        assert option in ingest
+    assert "--mips" in petavox("downsample", "--help").stdout
+
+
+def test_demo_writes_the_synthetic_volume_and_resumes(tmp_path, address):
+    out = tmp_path / "demo"
+    first = petavox("demo", "--size", "96", "--output", str(out), "--address", address,
+                    "--quiet")  # fmt: skip
+    assert "raw" in first.stdout and "neuroglancer" in first.stdout.lower()
+    volume = generate(SyntheticParams(shape=(96, 96, 24), seed=0))
+    raw = Layer.open(f"file://{out}/raw")
+    gt = Layer.open(f"file://{out}/ground_truth")
+    np.testing.assert_array_equal(raw.read(raw.bounds()), volume.raw)
+    np.testing.assert_array_equal(gt.read(gt.bounds()), volume.labels)
+    assert raw.num_mips == 3 and gt.layer_type == "segmentation"
+    status = petavox("status", str(out / "petavox-demo.yaml")).stdout
+    assert status.count("done") == 4 and "incomplete" not in status
+    again = petavox("demo", "--size", "96", "--output", str(out), "--address", address,
+                    "--quiet")  # fmt: skip
+    assert again.stdout.count("(0 run") == 0  # the demo prints totals only
+    assert "in 0.0 s" in again.stdout
+
+
+def test_ingest_downsample_and_evaluate_commands(tmp_path, address):
+    volume = generate(SyntheticParams(shape=(80, 64, 16), seed=3))
+    np.save(tmp_path / "gt.npy", volume.labels.transpose(2, 1, 0))
+    seg = volume.labels.copy()
+    seg[seg == 2] = 1  # a merge error
+    np.save(tmp_path / "seg.npy", seg.transpose(2, 1, 0))
+    for name in ("gt", "seg"):
+        petavox("ingest", str(tmp_path / f"{name}.npy"), f"file://{tmp_path}/{name}",
+                "--resolution", "8,8,40", "--layer-type", "segmentation",
+                "--storage-chunk", "32,32,8", "--chunk-shape", "64,64,8",
+                "--address", address, "--quiet")  # fmt: skip
+    petavox("downsample", f"file://{tmp_path}/gt", "--mips", "1", "--address", address, "--quiet")
+    assert Layer.open(f"file://{tmp_path}/gt").num_mips == 2
+    line = petavox("evaluate", "--seg", f"file://{tmp_path}/seg", "--gt",
+                   f"file://{tmp_path}/gt", "--address", address, "--quiet").stdout  # fmt: skip
+    result = json.loads(line.strip().splitlines()[-1])
+    expected = evaluate(seg, volume.labels)
+    assert result["arand"] == pytest.approx(expected.arand, abs=1e-12)
+    assert result["voi_merge"] == pytest.approx(expected.voi_merge, abs=1e-12)
+    assert result["voi_merge"] > 0 and result["voi_split"] == pytest.approx(0, abs=1e-12)
+
+
+def test_bad_input_exits_2_with_a_named_problem_and_writes_nothing(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"output: file://{tmp_path}/out\n"
+        "stages:\n"
+        "  - stage: ingest\n"
+        f"    input: {tmp_path}/missing.npy\n"
+        "    resolution: [8, 8, 40]\n"
+        "    chunk_shape: [100, 100, 10]\n"
+    )
+    proc = petavox("run", str(config), check=False)
+    assert proc.returncode == 2
+    assert "missing.npy" in proc.stderr
+    proc = petavox("ingest", "x.npy", f"file://{tmp_path}/o", "--resolution", "8,8", check=False)
+    assert proc.returncode == 2 and "--resolution" in proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "o").exists()
