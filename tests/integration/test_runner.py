@@ -1,0 +1,97 @@
+"""The Ray runner's guarantees, with small purpose-built jobs."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+import ray.cloudpickle
+import runner_jobs
+from runner_jobs import BrokenJob, DyingJob, FlakyJob, RecordingJob
+
+from petavox.tasks.geometry import Box, ChunkGrid
+from petavox.workflows.config import RayConfig
+from petavox.workflows.ledger import GLOBAL_STEP, Ledger
+from petavox.workflows.runner import ChunkFailedError, RaySession, StagePlan, execute
+
+pytestmark = pytest.mark.integration
+ray.cloudpickle.register_pickle_by_value(runner_jobs)
+
+
+def grid(n: int) -> ChunkGrid:
+    return ChunkGrid(Box((0, 0, 0), (n, 1, 1)), (1, 1, 1))
+
+
+def plan(job, n: int, finalize=None, name: str = "test") -> StagePlan:
+    return StagePlan(label=name, stage=name, identity="abc", spec={}, grid=grid(n), job=job,
+                     finalize=finalize)  # fmt: skip
+
+
+def session_with(ray_session, **changes) -> RaySession:
+    """The shared cluster with different runner settings (no new Ray)."""
+    config = RayConfig(**{**ray_session.config.model_dump(), **changes})
+    return RaySession(config)
+
+
+def test_global_step_runs_once_after_the_map(tmp_path, ray_session):
+    ledger = Ledger(f"file://{tmp_path}/ledger")
+    calls = []
+
+    def finalize():
+        calls.append(len(list((tmp_path / "log").glob("*.json"))))
+
+    (tmp_path / "log").mkdir()
+    job = RecordingJob(str(tmp_path / "log"), 0.0)
+    report = execute(plan(job, 6, finalize), ledger, ray_session, progress=False)
+    assert report.ran == 6 and calls == [6]  # after every chunk was written
+    assert GLOBAL_STEP in ledger.done("test", "abc")
+    again = execute(plan(job, 6, finalize), ledger, ray_session, progress=False)
+    assert again.ran == 0 and calls == [6]
+
+
+def test_in_flight_tasks_are_bounded(tmp_path, ray_session):
+    log = tmp_path / "log"
+    log.mkdir()
+    one_at_a_time = session_with(ray_session, max_in_flight=1)
+    execute(plan(RecordingJob(str(log), 0.05), 8), None, one_at_a_time, progress=False)
+    spans = sorted(json.loads(p.read_text()) for p in log.glob("*.json"))
+    assert len(spans) == 8
+    assert all(b[0] >= a[1] for a, b in itertools.pairwise(spans)), "tasks overlapped"
+
+    log2 = tmp_path / "log2"
+    log2.mkdir()
+    execute(plan(RecordingJob(str(log2), 0.3), 8), None, ray_session, progress=False)
+    spans = sorted(json.loads(p.read_text()) for p in log2.glob("*.json"))
+    assert any(b[0] < a[1] for a, b in itertools.pairwise(spans)), "no parallelism at all"
+
+
+def test_transient_errors_are_retried_inside_the_task(tmp_path, ray_session):
+    results = []
+    report = execute(plan(FlakyJob(str(tmp_path), 2), 3), None, ray_session, progress=False,
+                     on_result=lambda chunk, r: results.append(r))  # fmt: skip
+    assert report.ran == 3 and sorted(results) == ["0_0_0", "1_0_0", "2_0_0"]
+    assert all((tmp_path / c).read_text() == "3" for c in results)
+
+
+def test_transient_errors_give_up_after_the_configured_attempts(tmp_path, ray_session):
+    few = session_with(ray_session, storage_retries=1)
+    with pytest.raises(ChunkFailedError, match="ConnectionResetError"):
+        execute(plan(FlakyJob(str(tmp_path), 5), 1), None, few, progress=False)
+    assert (tmp_path / "0_0_0").read_text() == "2"
+
+
+def test_a_bug_fails_fast_with_the_chunk_id(tmp_path, ray_session):
+    ledger = Ledger(f"file://{tmp_path}/ledger")
+    with pytest.raises(ChunkFailedError) as err:
+        execute(plan(BrokenJob("3_0_0"), 40, name="broken"), ledger, ray_session, progress=False)
+    assert err.value.chunk_id == "3_0_0" and "KeyError" in str(err.value)
+    assert "a bug" in err.value.details  # the worker's traceback travels with it
+    assert "3_0_0" not in ledger.done("broken", "abc")
+    assert len(ledger.done("broken", "abc")) < 40  # it did not wait for every other chunk
+
+
+def test_a_worker_that_always_dies_is_reported(ray_session):
+    once = session_with(ray_session, task_retries=1)
+    with pytest.raises(ChunkFailedError, match=r"chunk 0_0_0: its worker died"):
+        execute(plan(DyingJob(), 1), None, once, progress=False)
