@@ -157,3 +157,43 @@ def test_chunking_does_not_change_the_output(tmp_path, ray_session):
     files_a = layer_files(local_path(a.output) + "/raw")
     files_b = layer_files(local_path(b.output) + "/raw")
     assert files_a.keys() == files_b.keys() and files_a == files_b
+
+
+@pytest.mark.parametrize("kind", ["png-folder", "tif-folder", "tif-stack", "h5", "npy-xyz"])
+def test_ingest_every_source_format(tmp_path, ray_session, kind):
+    import h5py
+    import tifffile
+    from PIL import Image
+
+    zyx = np.random.default_rng(5).integers(0, 255, (10, 70, 90), dtype=np.uint8)
+    axes = "zyx"
+    if kind.endswith("folder"):
+        src = tmp_path / "slices"
+        src.mkdir()
+        for z, section in enumerate(zyx):
+            if kind == "png-folder":
+                Image.fromarray(section).save(src / f"s{z}.png")
+            else:
+                tifffile.imwrite(src / f"s{z}.tif", section)
+    elif kind == "tif-stack":
+        src = tmp_path / "stack.tif"
+        tifffile.imwrite(src, zyx)
+    elif kind == "h5":
+        src = tmp_path / "stack.h5"
+        with h5py.File(src, "w") as f:
+            f["volumes/raw"] = zyx
+        src = f"{src}:/volumes/raw"
+    else:
+        src = tmp_path / "xyz.npy"
+        np.save(src, zyx.transpose(2, 1, 0))
+        axes = "xyz"
+    config = parse_config(
+        {"output": f"file://{tmp_path}/out",
+         "stages": [{"stage": "ingest", "input": str(src), "axes": axes,
+                     "resolution": [4, 4, 40], "storage_chunk": [32, 32, 4],
+                     "chunk_shape": [64, 64, 8]}]}
+    )  # fmt: skip
+    run(config, session=ray_session, progress=False)
+    raw = Layer.open(f"{config.output}/raw")
+    assert tuple(raw.bounds().shape) == (90, 70, 10)
+    np.testing.assert_array_equal(raw.read(raw.bounds()), zyx.transpose(2, 1, 0))
