@@ -45,8 +45,9 @@ class Ledger:
 
     def record_params(self, stage: str, ident: str, spec: dict[str, Any]) -> None:
         key = self.prefix(stage, ident) + PARAMS_FILE
-        if not self._files().exists(key):
-            self._files().put_json(key, {"stage": stage, "identity": ident, "spec": spec})
+        files = self._files()
+        if files.get(key) is None:  # (`exists` needs the GCS batch API, which emulators lack)
+            files.put_json(key, {"stage": stage, "identity": ident, "spec": spec})
 
     def done(self, stage: str, ident: str) -> set[str]:
         """Ids of the chunks (and global steps) already finished for this stage identity."""

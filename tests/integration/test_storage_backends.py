@@ -1,0 +1,186 @@
+"""petavox's own layer, ledger and pipeline code on S3 (SeaweedFS, moto) and GCS (emulator).
+
+The endpoint reaches petavox only through its storage context (as `storage.s3_endpoint` in a
+config would), never through AWS_ENDPOINT_URL in the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from storage_servers import client_env
+
+from petavox.tasks import tensorstore_io
+from petavox.tasks.errors import ChunkDataError
+from petavox.tasks.geometry import Box, Vec3
+from petavox.tasks.layers import Layer, LayerSpec
+from petavox.tasks.storage import StorageContext
+from petavox.tasks.synthetic import SyntheticParams, generate
+from petavox.workflows.ledger import Ledger
+
+pytestmark = pytest.mark.integration
+
+ENDPOINT_VARS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "STORAGE_EMULATOR_HOST",
+                 "TENSORSTORE_GCS_HTTP_URL")  # fmt: skip
+
+
+@dataclass
+class Store:
+    name: str
+    base: str  # URL prefix to write under
+    context: StorageContext
+    env: dict[str, str]  # credentials and client settings, without the endpoint
+    secret: str | None = None
+
+
+@pytest.fixture
+def restore_environ() -> Iterator[None]:
+    """`StorageContext.apply` sets variables for the process; undo that after each test."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(params=["seaweedfs", "moto", "gcs"])
+def store(request, restore_environ) -> Iterator[Store]:
+    if request.param == "gcs":
+        server = request.getfixturevalue("gcs_module")
+        env = {k: v for k, v in server.env().items() if k not in ENDPOINT_VARS}
+        ctx = StorageContext(gcs_endpoint=server.endpoint)
+        result = Store("gcs", f"gs://{server.bucket}/{request.node.name}", ctx, env)
+    else:
+        server = request.getfixturevalue(request.param)
+        env = {k: v for k, v in server.env().items() if k not in ENDPOINT_VARS}
+        ctx = StorageContext(s3_endpoint=server.endpoint)
+        result = Store(request.param, f"s3://{server.bucket}/{request.node.name}", ctx, env,
+                       server.secret_key)  # fmt: skip
+    for var in ENDPOINT_VARS:
+        os.environ.pop(var, None)
+    with client_env(env):
+        yield result
+
+
+def spec(**kw) -> LayerSpec:
+    base = dict(layer_type="image", dtype="uint8", size=Vec3(80, 48, 12), resolution=(8, 8, 40),
+                chunk_size=Vec3(32, 32, 8))  # fmt: skip
+    return LayerSpec(**{**base, **kw})
+
+
+def test_layer_roundtrip_errors_and_pyramid(store):
+    layer = Layer.create(f"{store.base}/img", spec(), store.context)
+    data = np.random.default_rng(0).integers(0, 255, (80, 48, 12), dtype=np.uint8)
+    layer.write(layer.bounds(), data)
+    reopened = Layer.open(layer.url, store.context)
+    out = reopened.read(Box((-4, 0, 0), (80, 50, 12)))
+    np.testing.assert_array_equal(out[4:, :48], data)
+    assert not out[:4].any() and not out[:, 48:].any()
+    assert reopened.with_scales(Vec3(2, 2, 1), 1).num_mips == 2
+    assert Layer.open(layer.url, store.context).num_mips == 2
+    empty = Layer.create(f"{store.base}/empty", spec(), store.context)
+    with pytest.raises(ChunkDataError, match=r"8_8_40/0-32_0-32_0-8 is missing"):
+        empty.read(Box((0, 0, 0), (32, 32, 8)))
+
+
+@pytest.mark.parametrize(
+    ("kind", "dtype", "encoding"),
+    [("image", "uint8", "raw"), ("image", "uint8", "jpeg"),
+     ("segmentation", "uint64", "compressed_segmentation"),
+     ("segmentation", "uint32", "compressed_segmentation")],
+)  # fmt: skip
+def test_cloudvolume_and_tensorstore_read_each_others_layers(store, kind, dtype, encoding):
+    if kind == "image":
+        x = np.linspace(0, 1, 80)[:, None, None] * np.ones((80, 48, 12))
+        data = (x * 180 + 30).astype(dtype)
+    else:
+        data = generate(SyntheticParams(shape=(80, 48, 12), seed=1)).labels.astype(dtype)
+        data[data > 0] += 2**31 if dtype == "uint64" else 0
+    exact = encoding != "jpeg"
+
+    def same(a, b):
+        if exact:
+            np.testing.assert_array_equal(a, b)
+        else:
+            assert np.abs(a.astype(int) - b.astype(int)).mean() < 2
+
+    ours = Layer.create(f"{store.base}/cv", spec(layer_type=kind, dtype=dtype, encoding=encoding),
+                        store.context)  # fmt: skip
+    ours.write(ours.bounds(), np.asfortranarray(data))
+    same(tensorstore_io.read(ours, ours.bounds()), data)
+
+    theirs = Layer.create(f"{store.base}/ts", spec(layer_type=kind, dtype=dtype,
+                                                   encoding=encoding), store.context)  # fmt: skip
+    tensorstore_io.write(theirs, theirs.bounds(), data)
+    same(Layer.open(theirs.url, store.context).read(theirs.bounds()), data)
+
+
+def test_ledger_on_object_storage(store):
+    ledger = Ledger(f"{store.base}/ledger", store.context)
+    ledger.record_params("ingest", "abc", {"a": 1})
+    ledger.record_params("ingest", "abc", {"a": 1})
+    for cid in ("0_0_0", "1_0_0", "10_2_3"):
+        ledger.mark_done("ingest", "abc", cid, {"seconds": 0.1})
+    assert ledger.done("ingest", "abc") == {"0_0_0", "1_0_0", "10_2_3"}
+    assert ledger.done("ingest", "abd") == set()
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ENDPOINT_VARS}
+    proc = subprocess.run(
+        [sys.executable, "-m", "petavox.workflows.cli", *args],
+        capture_output=True, text=True, env={**clean, **env}, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def test_demo_on_seaweedfs_with_credentials(seaweedfs, restore_environ):
+    """The laptop path with MinIO: `petavox demo --output s3://... --s3-endpoint ...`."""
+    env = {k: v for k, v in seaweedfs.env().items() if k not in ENDPOINT_VARS}
+    url = f"s3://{seaweedfs.bucket}/demo"
+    proc = run_cli(["demo", "--size", "64", "--output", url, "--s3-endpoint",
+                    seaweedfs.endpoint, "--workers", "2", "--quiet"], env)  # fmt: skip
+    assert seaweedfs.secret_key not in proc.stdout + proc.stderr
+    assert f"precomputed%3A%2F%2F{url.replace(':', '%3A').replace('/', '%2F')}" in proc.stdout
+    context = StorageContext(s3_endpoint=seaweedfs.endpoint)
+    with client_env(env):
+        raw = Layer.open(f"{url}/raw", context)
+        volume = generate(SyntheticParams(shape=(64, 64, 16), seed=0))
+        np.testing.assert_array_equal(raw.read(raw.bounds()), volume.raw)
+        assert raw.num_mips == 3
+        from cloudfiles import CloudFiles
+
+        ledger = CloudFiles(f"{url}/ledger")
+        markers = list(ledger.list())
+        blobs = b"".join(r["content"] for r in ledger.get(markers[:20]))
+    assert markers and seaweedfs.secret_key.encode() not in blobs
+
+
+def test_run_on_gcs(gcs_module, tmp_path, restore_environ):
+    stack = tmp_path / "stack.npy"
+    data = np.random.default_rng(3).integers(0, 255, (16, 64, 96), dtype=np.uint8)
+    np.save(stack, data)
+    url = f"gs://{gcs_module.bucket}/run"
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"output: {url}\n"
+        f"storage: {{gcs_endpoint: '{gcs_module.endpoint}'}}\n"
+        "stages:\n"
+        f"  - {{stage: ingest, input: '{stack}', resolution: [8, 8, 40],"
+        " storage_chunk: [32, 32, 8], chunk_shape: [64, 64, 8]}\n"
+        "  - {stage: downsample, input: raw, mips: 1}\n"
+    )
+    env = {k: v for k, v in gcs_module.env().items() if k not in ENDPOINT_VARS}
+    run_cli(["run", str(config), "--workers", "2", "--quiet"], env)
+    status = run_cli(["status", str(config)], env).stdout
+    assert status.count("done") == 2
+    with client_env(env):
+        raw = Layer.open(f"{url}/raw", StorageContext(gcs_endpoint=gcs_module.endpoint))
+        np.testing.assert_array_equal(raw.read(raw.bounds()), data.transpose(2, 1, 0))
+        assert raw.num_mips == 2
