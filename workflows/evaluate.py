@@ -57,9 +57,11 @@ def evaluate_layers(
     *,
     ignore_gt: tuple[int, ...] = (0,),
     context: StorageContext = StorageContext(),
+    chunk_shape: Vec3 = DEFAULT_CHUNK,
     progress: bool = True,
 ) -> Scores:
-    plan = plan_evaluate(Layer.open(seg_url, context), Layer.open(gt_url, context), ignore_gt)
+    seg, gt = Layer.open(seg_url, context), Layer.open(gt_url, context)
+    plan = plan_evaluate(seg, gt, ignore_gt, chunk_shape)
     # Tables are merged in batches: memory holds one merged table plus a batch, never a volume.
     merged = [Contingency.empty()]
 
