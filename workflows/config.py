@@ -92,8 +92,8 @@ class IngestParams(StageParams):
         description="chunk encoding (default: raw; compressed_segmentation for uint32/64 labels)",
     )
     storage_chunk: PositiveTriple = Field((64, 64, 64), description="chunk size of the layer")
-    chunk_shape: PositiveTriple = Field(
-        (512, 512, 64), description="voxels per task, a multiple of storage_chunk"
+    chunk_shape: PositiveTriple | None = Field(
+        None, description="voxels per task, a multiple of storage_chunk (default: ~64 M voxels)"
     )
 
     @field_validator("axes")
@@ -116,7 +116,9 @@ class DownsampleParams(StageParams):
         "auto", description="auto: average for images, mode for segmentations"
     )
     chunk_shape: PositiveTriple | None = Field(
-        None, description="mip-0 voxels per task (default: storage chunk × factor^mips)"
+        None,
+        description="mip-0 voxels per task, a multiple of storage chunk × factor^mips "
+        "(default: ~64 M voxels)",
     )
     fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
     bounds: tuple[Triple, Triple] | None = Field(

@@ -23,6 +23,7 @@ def make_stack(path, shape_zyx=(24, 150, 130), seed=0, dtype=np.uint8):
 
 
 def config_for(tmp_path, stack, **downsample):
+    downsample.setdefault("chunk_shape", [128, 128, 8])
     return parse_config(
         {
             "output": f"file://{tmp_path}/out",
@@ -58,7 +59,7 @@ def test_rerun_skips_finished_chunks_and_a_changed_parameter_recomputes(tmp_path
     assert [r.ran for r in again] == [0, 0]
     assert [r.skipped for r in again] == [27, 12]
     # the same stage with a different parameter is a different identity: everything reruns
-    changed = config_for(tmp_path, tmp_path / "stack.npy", chunk_shape=[128, 128, 8])
+    changed = config_for(tmp_path, tmp_path / "stack.npy", chunk_shape=[256, 256, 8])
     reports = run(changed, only=["downsample"], session=ray_session, progress=False)
     assert reports[0].skipped == 0 and reports[0].ran == reports[0].total
 

@@ -10,7 +10,7 @@ from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import DownsampleParams
 from petavox.workflows.ledger import identity
 from petavox.workflows.runner import StagePlan
-from petavox.workflows.stages.ingest import check_multiple
+from petavox.workflows.stages.sizing import auto_task_shape, check_multiple
 
 VERSION = 1
 
@@ -59,15 +59,25 @@ def plan_downsample(params: DownsampleParams, catalog: Catalog) -> StagePlan:
     step = source.chunk_size(0) * Vec3(
         factor.x**params.mips, factor.y**params.mips, factor.z**params.mips
     )
-    chunk_shape = Vec3.of(params.chunk_shape) if params.chunk_shape else step
-    check_multiple("downsample chunk_shape", chunk_shape, step, "storage chunk × factor^mips")
+    if params.chunk_shape is None:
+        itemsize = source.dtype.itemsize * source.num_channels
+        chunk_shape = auto_task_shape(step, source.bounds(0).shape, itemsize)
+    else:
+        chunk_shape = Vec3.of(params.chunk_shape)
+        check_multiple("downsample chunk_shape", chunk_shape, step, "storage chunk × factor^mips")
     method = params.method
     if method == "auto":
         method = "mode" if source.layer_type == "segmentation" else "average"
     bounds = source.bounds(0)
     if params.bounds is not None:
         bounds = restrict(source, Box(*params.bounds), chunk_shape)
-    spec = {**params.hashed_fields(), "input": source.url, "output": target_url, "method": method}
+    spec = {
+        **params.hashed_fields(),
+        "input": source.url,
+        "output": target_url,
+        "method": method,
+        "task_shape": list(chunk_shape),  # chunk ids are only comparable on the same grid
+    }
     return StagePlan(
         label=f"downsample {params.input}",
         stage="downsample",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from petavox.tasks.errors import InputError
 from petavox.tasks.geometry import Box, ChunkGrid, Vec3
 from petavox.tasks.ingest import IngestJob
 from petavox.tasks.layers import Layer, LayerSpec, planned_info
@@ -13,6 +12,7 @@ from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import IngestParams
 from petavox.workflows.ledger import identity
 from petavox.workflows.runner import StagePlan
+from petavox.workflows.stages.sizing import auto_task_shape, check_multiple
 
 VERSION = 1
 
@@ -23,19 +23,15 @@ def default_encoding(layer_type: str, dtype: np.dtype) -> str:
     return "raw"
 
 
-def check_multiple(name: str, shape: Vec3, of: Vec3, of_name: str) -> None:
-    if any(s % o for s, o in zip(shape, of)):
-        raise InputError(
-            f"{name} {tuple(shape)} must be a multiple of {of_name} {tuple(of)} so that each task "
-            "writes whole storage chunks"
-        )
-
-
 def plan_ingest(params: IngestParams, catalog: Catalog) -> StagePlan:
     source = open_source(params.input, params.axes)
     dtype = np.dtype(params.dtype) if params.dtype else np.dtype(source.dtype)
-    storage_chunk, chunk_shape = Vec3.of(params.storage_chunk), Vec3.of(params.chunk_shape)
-    check_multiple("ingest chunk_shape", chunk_shape, storage_chunk, "storage_chunk")
+    storage_chunk = Vec3.of(params.storage_chunk)
+    if params.chunk_shape is None:
+        chunk_shape = auto_task_shape(storage_chunk, source.shape, dtype.itemsize)
+    else:
+        chunk_shape = Vec3.of(params.chunk_shape)
+        check_multiple("ingest chunk_shape", chunk_shape, storage_chunk, "storage_chunk")
     spec = LayerSpec(
         layer_type=params.layer_type,
         dtype=dtype.name,
@@ -55,6 +51,7 @@ def plan_ingest(params: IngestParams, catalog: Catalog) -> StagePlan:
         "output": url,
         "source_shape": list(source.shape),
         "source_dtype": np.dtype(source.dtype).name,
+        "task_shape": list(chunk_shape),  # chunk ids are only comparable on the same grid
     }
     return StagePlan(
         label=f"ingest → {params.output}",

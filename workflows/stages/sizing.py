@@ -1,0 +1,38 @@
+"""Default task sizes: big enough that Ray's per-task cost is noise, small enough for memory."""
+
+from __future__ import annotations
+
+from petavox.tasks.errors import InputError
+from petavox.tasks.geometry import Vec3
+
+TARGET_VOXELS = 2**26  # ~64 M voxels: about a second of work per task at ~100 MVx/s
+TARGET_BYTES = 2**28  # 256 MiB of input per task
+
+
+def auto_task_shape(step: Vec3, extent: Vec3, bytes_per_voxel: int) -> Vec3:
+    """Multiples of `step` grown (z, then y, then x) towards the target, never past `extent`.
+
+    `step` is the smallest task that writes whole storage chunks (at every mip, for pyramids);
+    `extent` is the volume's shape, beyond which a bigger task only holds empty space.
+    """
+    budget = max(1, min(TARGET_VOXELS, TARGET_BYTES // max(1, bytes_per_voxel)))
+    shape = list(step)
+    grew = True
+    while grew:
+        grew = False
+        for axis in (2, 1, 0):
+            if shape[axis] >= extent[axis]:
+                continue
+            if Vec3(*shape).prod() * 2 > budget:
+                return Vec3(*shape)
+            shape[axis] *= 2
+            grew = True
+    return Vec3(*shape)
+
+
+def check_multiple(name: str, shape: Vec3, of: Vec3, of_name: str) -> None:
+    if any(s % o for s, o in zip(shape, of)):
+        raise InputError(
+            f"{name} {tuple(shape)} must be a multiple of {of_name} {tuple(of)} so that each task "
+            "writes whole storage chunks"
+        )
