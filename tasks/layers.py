@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from petavox.tasks import objects
 from petavox.tasks.errors import (
     ChunkDataError,
     LayerMismatchError,
@@ -358,10 +359,7 @@ def _describe(info: dict) -> str:
 
 def read_info(url: str, context: StorageContext = StorageContext()) -> dict | None:
     """The layer's info, or None when there is no info file."""
-    context.apply()
-    from cloudfiles import CloudFiles
-
-    raw = CloudFiles(url).get("info")
+    raw = objects.get(url, "info", context)
     if raw is None:
         return None
     try:
@@ -371,7 +369,4 @@ def read_info(url: str, context: StorageContext = StorageContext()) -> dict | No
 
 
 def write_info(url: str, info: dict, context: StorageContext = StorageContext()) -> None:
-    context.apply()
-    from cloudfiles import CloudFiles
-
-    CloudFiles(url).put_json("info", info, cache_control="no-cache")
+    objects.put_json(url, "info", info, context)

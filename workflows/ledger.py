@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from petavox.tasks import objects
 from petavox.tasks.storage import StorageContext, join_url
 
 PARAMS_FILE = "params.json"
@@ -34,26 +35,21 @@ class Ledger:
     url: str
     context: StorageContext = StorageContext()
 
-    def _files(self):
-        self.context.apply()
-        from cloudfiles import CloudFiles
-
-        return CloudFiles(self.url)
-
     def prefix(self, stage: str, ident: str) -> str:
         return f"{stage}/{ident}/"
 
     def record_params(self, stage: str, ident: str, spec: dict[str, Any]) -> None:
         key = self.prefix(stage, ident) + PARAMS_FILE
-        files = self._files()
-        if files.get(key) is None:  # (`exists` needs the GCS batch API, which emulators lack)
-            files.put_json(key, {"stage": stage, "identity": ident, "spec": spec})
+        # (`get`, not `exists`: cloud-files' exists needs a GCS batch API emulators lack)
+        if objects.get(self.url, key, self.context) is None:
+            record = {"stage": stage, "identity": ident, "spec": spec}
+            objects.put_json(self.url, key, record, self.context)
 
     def done(self, stage: str, ident: str) -> set[str]:
         """Ids of the chunks (and global steps) already finished for this stage identity."""
         prefix = self.prefix(stage, ident)
         names = set()
-        for key in self._files().list(prefix=prefix):
+        for key in objects.list_keys(self.url, prefix, self.context):
             name = key[len(prefix) :] if key.startswith(prefix) else key.rsplit("/", 1)[-1]
             if name.endswith(".json") and name != PARAMS_FILE:
                 names.add(name[: -len(".json")])
@@ -67,7 +63,9 @@ class Ledger:
             "pid": os.getpid(),
             **record,
         }
-        self._files().put_json(self.prefix(stage, ident) + f"{chunk_id}.json", record)
+        objects.put_json(
+            self.url, self.prefix(stage, ident) + f"{chunk_id}.json", record, self.context
+        )
 
     def stage_url(self, stage: str, ident: str) -> str:
         return join_url(self.url, stage, ident)

@@ -159,9 +159,11 @@ class RaySession:
         return int(ray.cluster_resources().get("CPU", 0))
 
     def shutdown(self) -> None:
+        if not self._started:
+            return  # never imports Ray when it was not needed
         import ray
 
-        if self._started and ray.is_initialized():
+        if ray.is_initialized():
             ray.shutdown()
         self._started = False
 

@@ -1,0 +1,65 @@
+"""Small objects in a store (info files, done-markers): get, put, list.
+
+On ``file://`` these use the standard library; elsewhere cloud-files. The local path matters
+because importing cloud-files (which imports the GCS and S3 clients) takes longer than the
+whole of a resumed run that has nothing left to do: `petavox status` and a finished rerun read
+infos and list markers, nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+from petavox.tasks.storage import StorageContext, local_path
+
+
+def _files(url: str, context: StorageContext):
+    context.apply()
+    from cloudfiles import CloudFiles
+
+    return CloudFiles(url)
+
+
+def get(url: str, key: str, context: StorageContext = StorageContext()) -> bytes | None:
+    """The object's bytes, or None if there is none."""
+    path = local_path(url)
+    if path is not None:
+        target = os.path.join(path, key)
+        if not os.path.exists(target):
+            # cloud-files may have stored it gzipped beside the plain name
+            return _files(url, context).get(key) if os.path.exists(target + ".gz") else None
+        with open(target, "rb") as f:
+            return f.read()
+    return _files(url, context).get(key)
+
+
+def put_json(url: str, key: str, value: Any, context: StorageContext = StorageContext()) -> None:
+    """Write JSON; on file:// atomically (a reader never sees half a file)."""
+    path = local_path(url)
+    if path is None:
+        _files(url, context).put_json(key, value, cache_control="no-cache")
+        return
+    target = os.path.join(path, key)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(value, f)
+    os.replace(tmp, target)
+
+
+def list_keys(url: str, prefix: str, context: StorageContext = StorageContext()) -> Iterator[str]:
+    """Keys under ``url`` that start with `prefix` (a folder-like prefix ending in /)."""
+    path = local_path(url)
+    if path is None:
+        yield from _files(url, context).list(prefix=prefix)
+        return
+    folder = os.path.join(path, prefix)
+    if not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if not name.startswith(".tmp-"):
+            yield prefix + name
