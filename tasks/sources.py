@@ -14,10 +14,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
-import tifffile
-from PIL import Image
 
 from .errors import InputError
 from .geometry import Box, Vec3
@@ -29,6 +26,26 @@ SUPPORTED = (
 )
 _H5 = re.compile(r"^(.*\.(?:h5|hdf5|hdf))(?::(.*))?$", re.IGNORECASE)
 _PNG_DTYPES = {"L": "uint8", "I;16": "uint16", "I;16B": "uint16", "I": "int32", "F": "float32"}
+
+
+def _h5py() -> Any:
+    """Format libraries are imported when a source of that format is opened: a resumed run or
+    `petavox status` should not pay for h5py, tifffile and Pillow."""
+    import h5py
+
+    return h5py
+
+
+def _tifffile() -> Any:
+    import tifffile
+
+    return tifffile
+
+
+def _pil_image() -> Any:
+    from PIL import Image
+
+    return Image
 
 
 class SourceError(InputError, ValueError):
@@ -148,13 +165,13 @@ class Hdf5Source(VolumeSource):
         if not path.is_file():
             raise SourceError(f"source {url}: no such HDF5 file: {path}")
         try:
-            f = h5py.File(path, "r")
+            f = _h5py().File(path, "r")
         except OSError as exc:
             raise SourceError(f"source {url}: cannot open as HDF5: {exc}") from exc
         with f:
             names: list[str] = []
             f.visititems(
-                lambda n, o: names.append("/" + n) if isinstance(o, h5py.Dataset) else None
+                lambda n, o: names.append("/" + n) if isinstance(o, _h5py().Dataset) else None
             )
             self.dataset = "/" + (dataset or (names[0] if len(names) == 1 else "")).lstrip("/")
             if self.dataset not in names:
@@ -167,7 +184,7 @@ class Hdf5Source(VolumeSource):
             self.axes, self.shape, self.dtype = _layout(axes, ds.shape, ds.dtype, url)
 
     def _open(self) -> Any:
-        return h5py.File(self.path, "r")
+        return _h5py().File(self.path, "r")
 
     def _read(self, box: Box) -> np.ndarray:
         block = self._get_handle()[self.dataset][_disk_key(box, self.axes)]
@@ -183,7 +200,7 @@ class TiffStackSource(VolumeSource):
     def __init__(self, url: str, path: Path, axes: str) -> None:
         self.url, self.path = url, path
         try:
-            with tifffile.TiffFile(path) as tf:
+            with _tifffile().TiffFile(path) as tf:
                 series = tf.series[0]
                 shape, dtype, letters = series.shape, series.dtype, series.axes
                 # decode page by page only if each page is one plane along the first axis
@@ -198,9 +215,9 @@ class TiffStackSource(VolumeSource):
 
     def _open(self) -> Any:
         try:
-            return tifffile.memmap(self.path, mode="r")
+            return _tifffile().memmap(self.path, mode="r")
         except ValueError:  # compressed or not contiguous
-            return tifffile.TiffFile(self.path)
+            return _tifffile().TiffFile(self.path)
 
     def _read(self, box: Box) -> np.ndarray:
         handle, key = self._get_handle(), _disk_key(box, self.axes)
@@ -225,14 +242,14 @@ def _slice_info(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of one slice file from its header; RGB and non-2-D files are refused."""
     try:
         if path.suffix.lower() == ".png":
-            with Image.open(path) as im:
+            with _pil_image().open(path) as im:
                 if im.mode not in _PNG_DTYPES:
                     raise SourceError(
                         f"slice {path} has image mode {im.mode}: not grayscale (RGB/RGBA/palette "
                         f"images are refused; supported modes: {', '.join(_PNG_DTYPES)})"
                     )
                 return (im.height, im.width), np.dtype(_PNG_DTYPES[im.mode])
-        with tifffile.TiffFile(path) as tf:
+        with _tifffile().TiffFile(path) as tf:
             series = tf.series[0]
             if "S" in series.axes:
                 raise SourceError(f"slice {path} is RGB/RGBA {series.shape}, not grayscale")
@@ -249,12 +266,12 @@ def _load_slice(path: Path) -> np.ndarray:
     """One slice as a (y, x) array: a TIFF memory map when possible, else decoded whole."""
     try:
         if path.suffix.lower() == ".png":
-            with Image.open(path) as im:
+            with _pil_image().open(path) as im:
                 return np.asarray(im)
         try:
-            return tifffile.memmap(path, mode="r")
+            return _tifffile().memmap(path, mode="r")
         except ValueError:  # compressed or not contiguous
-            return tifffile.imread(path)
+            return _tifffile().imread(path)
     except Exception as exc:
         raise SourceError(f"cannot read slice {path}: {exc}") from exc
 
