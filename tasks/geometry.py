@@ -6,7 +6,7 @@ Everything is in x, y, z order, as Neuroglancer precomputed stores it.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -99,10 +99,6 @@ class Box:
             a >= b for a, b in zip(self.stop, other.stop)
         )
 
-    def contains_point(self, point: Iterable[int]) -> bool:
-        p = Vec3.of(point)
-        return all(a <= v < b for a, v, b in zip(self.start, p, self.stop))
-
     def grow(self, amount: int | Iterable[int]) -> Box:
         a = Vec3.of(amount)
         return Box(self.start - a, self.stop + a)
@@ -131,9 +127,6 @@ class Box:
             (e - oo) % cc == 0 or e == be for e, oo, cc, be in zip(self.stop, o, c, bounds.stop)
         )
         return start_ok and stop_ok and bounds.contains(self)
-
-    def to_list(self) -> list[list[int]]:
-        return [list(self.start), list(self.stop)]
 
     def __str__(self) -> str:
         return f"[{self.start}]..[{self.stop})"
@@ -227,13 +220,3 @@ class ChunkGrid:
 
     def ids(self) -> list[ChunkId]:
         return [c.id for c in self]
-
-
-def parse_vec3(text: str | Sequence[int]) -> Vec3:
-    """Parse ``"X,Y,Z"`` (or a single number for all three) into a `Vec3`."""
-    if not isinstance(text, str):
-        return Vec3.of(text)
-    parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
-    if len(parts) == 1:
-        return Vec3.of(int(parts[0]))
-    return Vec3.of(int(p) for p in parts)

@@ -168,9 +168,6 @@ class Layer:
         r = self.scale(mip)["resolution"]
         return (r[0], r[1], r[2])
 
-    def encoding(self, mip: int = 0) -> str:
-        return self.scale(mip)["encoding"]
-
     # ---- pyramid --------------------------------------------------------------------------
     def with_scales(self, factor: Vec3, count: int) -> Layer:
         """Make sure mips 1..count exist (see `pyramid_info`); writes the info only if it grew."""

@@ -15,16 +15,15 @@ from petavox.tasks.storage import StorageContext, tensorstore_kvstore
 
 
 def open_scale(
-    url: str, mip: int = 0, context: StorageContext = StorageContext(), **create
+    url: str, mip: int = 0, context: StorageContext = StorageContext()
 ) -> ts.TensorStore:
-    """The tensorstore of one scale; pass ``create=True`` plus ``multiscale_metadata`` etc. to
-    create a layer. Indexing is x, y, z, channel in global voxel coordinates."""
+    """The tensorstore of one scale of an existing layer, indexed x, y, z, channel in global
+    voxel coordinates."""
     context.apply()
     spec = {
         "driver": "neuroglancer_precomputed",
         "kvstore": tensorstore_kvstore(url, context),
         "scale_index": mip,
-        **create,
     }
     return ts.open(spec).result()
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from petavox.tasks import objects
-from petavox.tasks.storage import StorageContext, join_url
+from petavox.tasks.storage import StorageContext
 
 PARAMS_FILE = "params.json"
 GLOBAL_STEP = "global"
@@ -66,6 +66,3 @@ class Ledger:
         objects.put_json(
             self.url, self.prefix(stage, ident) + f"{chunk_id}.json", record, self.context
         )
-
-    def stage_url(self, stage: str, ident: str) -> str:
-        return join_url(self.url, stage, ident)

@@ -124,9 +124,8 @@ class StageReport:
 class RaySession:
     """Starts or joins Ray lazily: a run with nothing left to do never starts a cluster."""
 
-    def __init__(self, config: RayConfig, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: RayConfig) -> None:
         self.config = config
-        self.env = env or {}
         self._started = False
 
     def ensure(self) -> None:
@@ -143,14 +142,9 @@ class RaySession:
                 include_dashboard=False,
                 log_to_driver=True,
                 logging_level=logging.WARNING,
-                runtime_env={"env_vars": self.env} if self.env else None,
             )
         else:
-            ray.init(
-                address=self.config.address,
-                logging_level=logging.WARNING,
-                runtime_env={"env_vars": self.env} if self.env else None,
-            )
+            ray.init(address=self.config.address, logging_level=logging.WARNING)
         self._started = True
 
     def cluster_cpus(self) -> int:

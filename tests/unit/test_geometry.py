@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from petavox.tasks.geometry import Box, ChunkGrid, Vec3, parse_vec3
+from petavox.tasks.geometry import Box, ChunkGrid, Vec3
 
 small = st.integers(min_value=1, max_value=40)
 offsets = st.integers(min_value=-30, max_value=30)
@@ -77,13 +77,6 @@ def test_box_operations():
     assert Box((3, 3, 0), (9, 9, 1)).scale_down((2, 2, 1)) == Box((1, 1, 0), (5, 5, 1))
     with pytest.raises(ValueError, match="before its start"):
         Box((5, 0, 0), (4, 1, 1))
-
-
-def test_parse_vec3():
-    assert parse_vec3("64,64,16") == Vec3(64, 64, 16)
-    assert parse_vec3("32") == Vec3(32, 32, 32)
-    with pytest.raises(ValueError):
-        parse_vec3("1,2")
 
 
 def test_grid_rejects_bad_shapes():
