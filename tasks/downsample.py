@@ -58,6 +58,5 @@ class DownsampleJob:
         if self.target.url != self.source.url:
             self.target.write(box, data, mip=0)
         for mip, level in enumerate(pyramid(data, self.factor, self.mips, self.method), start=1):
-            f = Vec3(self.factor.x**mip, self.factor.y**mip, self.factor.z**mip)
-            self.target.write(box.scale_down(f), np.asarray(level), mip=mip)
+            self.target.write(box.scale_down(self.factor**mip), np.asarray(level), mip=mip)
         return {"voxels": box.size}

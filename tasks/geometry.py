@@ -48,6 +48,10 @@ class Vec3(NamedTuple):
         o = Vec3.of(other)
         return Vec3(-(-self.x // o.x), -(-self.y // o.y), -(-self.z // o.z))
 
+    def __pow__(self, n: int) -> Vec3:  # type: ignore[override]
+        """Each component to the power `n` (a downsample factor at mip `n`)."""
+        return Vec3(self.x**n, self.y**n, self.z**n)
+
     def __mod__(self, other: object) -> Vec3:
         o = Vec3.of(other)  # type: ignore[arg-type]
         return Vec3(self.x % o.x, self.y % o.y, self.z % o.z)

@@ -22,6 +22,7 @@ from petavox.tasks.errors import (
 )
 from petavox.tasks.geometry import Box, Vec3
 from petavox.tasks.storage import StorageContext, normalize_url, scheme_of
+from petavox.tasks.transient import is_transient
 
 LayerType = Literal["image", "segmentation"]
 Encoding = Literal["raw", "jpeg", "compressed_segmentation"]
@@ -200,8 +201,8 @@ class Layer:
             )
         return self._clients[key]
 
-    def chunk_keys(self, box: Box, mip: int = 0) -> list[str]:
-        """Object keys of the storage chunks that `box` touches (inside the layer bounds)."""
+    def storage_chunks(self, box: Box, mip: int = 0) -> list[tuple[str, Box]]:
+        """Object key and box of each storage chunk that `box` touches (inside the bounds)."""
         bounds, chunk = self.bounds(mip), self.chunk_size(mip)
         inner = box.intersection(bounds)
         if inner.is_empty():
@@ -209,16 +210,15 @@ class Layer:
         first = (inner.start - bounds.start) // chunk
         last = (inner.stop - bounds.start).ceildiv(chunk)
         key = self.scale(mip)["key"]
-        names = []
+        found = []
         for z in range(first.z, last.z):
             for y in range(first.y, last.y):
                 for x in range(first.x, last.x):
                     lo = bounds.start + Vec3(x, y, z) * chunk
                     c = Box(lo, lo + chunk).intersection(bounds)
-                    names.append(
-                        f"{key}/{c.start.x}-{c.stop.x}_{c.start.y}-{c.stop.y}_{c.start.z}-{c.stop.z}"
-                    )
-        return names
+                    name = f"{c.start.x}-{c.stop.x}_{c.start.y}-{c.stop.y}_{c.start.z}-{c.stop.z}"
+                    found.append((f"{key}/{name}", c))
+        return found
 
     def read(self, box: Box, mip: int = 0, fill_missing: bool = False) -> np.ndarray:
         """Voxels of `box` as an x,y,z (or x,y,z,c) array; zeros outside the layer bounds.
@@ -239,7 +239,7 @@ class Layer:
                 "is missing (allow zero-filled missing chunks with fill_missing: true)",
             ) from None
         except (ValueError, OSError, RuntimeError) as exc:
-            if _looks_transient(exc):
+            if is_transient(exc):
                 raise
             raise self._locate_bad_chunk(box, mip, fill_missing, exc) from exc
         arr = np.asarray(data)
@@ -252,12 +252,9 @@ class Layer:
         from cloudvolume import Bbox
 
         cv = self._client(mip, fill_missing)
-        for key in self.chunk_keys(box, mip):
-            ranges = key.split("/")[-1].split("_")
-            lo = [int(r.split("-")[0]) for r in ranges]
-            hi = [int(r.split("-")[1]) for r in ranges]
+        for key, chunk in self.storage_chunks(box, mip):
             try:
-                cv.download(Bbox(lo, hi), mip=mip)
+                cv.download(Bbox(chunk.start, chunk.stop), mip=mip)
             except Exception as inner:  # any failure here names the chunk
                 return ChunkDataError(self.url, key, f"cannot be decoded ({inner})")
         return ChunkDataError(self.url, f"in {box}", f"could not be read ({exc})")
@@ -316,7 +313,7 @@ def pyramid_info(url: str, info: dict, factor: Vec3, count: int) -> dict:
     info = json.loads(json.dumps(info))
     base = info["scales"][0]
     for mip in range(1, count + 1):
-        f = Vec3(factor.x**mip, factor.y**mip, factor.z**mip)
+        f = factor**mip
         box = Box.from_shape(base["size"], base["voxel_offset"]).scale_down(f)
         res = [r * k for r, k in zip(base["resolution"], f)]
         scale = {
@@ -337,12 +334,6 @@ def pyramid_info(url: str, info: dict, factor: Vec3, count: int) -> dict:
         else:
             info["scales"].append(scale)
     return info
-
-
-def _looks_transient(exc: Exception) -> bool:
-    from petavox.tasks.transient import is_transient
-
-    return is_transient(exc)
 
 
 def _describe(info: dict) -> str:

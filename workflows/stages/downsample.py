@@ -56,9 +56,7 @@ def plan_downsample(params: DownsampleParams, catalog: Catalog) -> StagePlan:
     catalog.declare(target_url, info)
     target = Layer(target_url, info, catalog.context)
 
-    step = source.chunk_size(0) * Vec3(
-        factor.x**params.mips, factor.y**params.mips, factor.z**params.mips
-    )
+    step = source.chunk_size(0) * factor**params.mips
     if params.chunk_shape is None:
         itemsize = source.dtype.itemsize * source.num_channels
         chunk_shape = auto_task_shape(step, source.bounds(0).shape, itemsize)
