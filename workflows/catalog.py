@@ -15,9 +15,7 @@ from petavox.tasks.storage import StorageContext, join_url, normalize_url
 
 def resolve_layer_url(root: str, name_or_url: str) -> str:
     """A layer name (no scheme) lives under the run output; a URL is used as it is."""
-    if "://" in name_or_url:
-        return normalize_url(name_or_url)
-    if name_or_url.startswith(("/", "~", ".")):
+    if "://" in name_or_url or name_or_url.startswith(("/", "~", ".")):
         return normalize_url(name_or_url)
     return join_url(root, name_or_url)
 

@@ -8,7 +8,6 @@ import json
 import math
 import pickle
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +27,6 @@ from petavox.tasks.metrics import (
     scores,
 )
 
-GALA_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gala"
 BIG = 2**64 - 1
 ID_POOL = [0, 1, 2, 3, 5, 70_000, 2**32 + 7, 2**63 + 1, BIG]
 
@@ -358,11 +356,9 @@ def test_known_cases():
 
 
 @pytest.fixture(scope="module")
-def gala_test():
-    path = GALA_DATA / "test.npz"
-    if not path.is_file():
-        pytest.skip(f"gala example data not found at {path}")
-    with np.load(path) as f:
+def gala_test(gala_dir):
+    """Skips (through conftest's `gala_dir`) where the shared data is absent."""
+    with np.load(gala_dir / "test.npz") as f:
         return f["gt"], f["boundary"]
 
 

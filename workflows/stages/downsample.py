@@ -10,7 +10,7 @@ from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import DownsampleParams
 from petavox.workflows.ledger import identity
 from petavox.workflows.runner import StagePlan
-from petavox.workflows.stages.sizing import auto_task_shape, check_multiple
+from petavox.workflows.stages.sizing import task_shape
 
 VERSION = 1
 
@@ -57,12 +57,11 @@ def plan_downsample(params: DownsampleParams, catalog: Catalog) -> StagePlan:
     target = Layer(target_url, info, catalog.context)
 
     step = source.chunk_size(0) * factor**params.mips
-    if params.chunk_shape is None:
-        itemsize = source.dtype.itemsize * source.num_channels
-        chunk_shape = auto_task_shape(step, source.bounds(0).shape, itemsize)
-    else:
-        chunk_shape = Vec3.of(params.chunk_shape)
-        check_multiple("downsample chunk_shape", chunk_shape, step, "storage chunk × factor^mips")
+    chunk_shape = task_shape(
+        params.chunk_shape, step, source.bounds(0).shape,
+        source.dtype.itemsize * source.num_channels,
+        name="downsample chunk_shape", step_name="storage chunk × factor^mips",
+    )  # fmt: skip
     method = params.method
     if method == "auto":
         method = "mode" if source.layer_type == "segmentation" else "average"

@@ -12,7 +12,7 @@ from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import IngestParams
 from petavox.workflows.ledger import identity
 from petavox.workflows.runner import StagePlan
-from petavox.workflows.stages.sizing import auto_task_shape, check_multiple
+from petavox.workflows.stages.sizing import task_shape
 
 VERSION = 1
 
@@ -27,11 +27,10 @@ def plan_ingest(params: IngestParams, catalog: Catalog) -> StagePlan:
     source = open_source(params.input, params.axes)
     dtype = np.dtype(params.dtype) if params.dtype else np.dtype(source.dtype)
     storage_chunk = Vec3.of(params.storage_chunk)
-    if params.chunk_shape is None:
-        chunk_shape = auto_task_shape(storage_chunk, source.shape, dtype.itemsize)
-    else:
-        chunk_shape = Vec3.of(params.chunk_shape)
-        check_multiple("ingest chunk_shape", chunk_shape, storage_chunk, "storage_chunk")
+    chunk_shape = task_shape(
+        params.chunk_shape, storage_chunk, source.shape, dtype.itemsize,
+        name="ingest chunk_shape", step_name="storage_chunk",
+    )  # fmt: skip
     spec = LayerSpec(
         layer_type=params.layer_type,
         dtype=dtype.name,

@@ -30,6 +30,23 @@ def auto_task_shape(step: Vec3, extent: Vec3, bytes_per_voxel: int) -> Vec3:
     return Vec3(*shape)
 
 
+def task_shape(
+    requested: tuple[int, int, int] | None,
+    step: Vec3,
+    extent: Vec3,
+    bytes_per_voxel: int,
+    *,
+    name: str,
+    step_name: str,
+) -> Vec3:
+    """The configured task shape (checked to be a multiple of `step`), or `auto_task_shape`."""
+    if requested is None:
+        return auto_task_shape(step, extent, bytes_per_voxel)
+    shape = Vec3.of(requested)
+    check_multiple(name, shape, step, step_name)
+    return shape
+
+
 def check_multiple(name: str, shape: Vec3, of: Vec3, of_name: str) -> None:
     if any(s % o for s, o in zip(shape, of)):
         raise InputError(
