@@ -8,11 +8,14 @@ infos and list markers, nothing else.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from typing import Any
+
+import numpy as np
 
 from petavox.tasks.storage import StorageContext, local_path
 
@@ -37,18 +40,40 @@ def get(url: str, key: str, context: StorageContext = StorageContext()) -> bytes
     return _files(url, context).get(key)
 
 
-def put_json(url: str, key: str, value: Any, context: StorageContext = StorageContext()) -> None:
-    """Write JSON; on file:// atomically (a reader never sees half a file)."""
+def put(url: str, key: str, data: bytes, context: StorageContext = StorageContext()) -> None:
+    """Write bytes; on file:// atomically (a reader never sees half a file)."""
     path = local_path(url)
     if path is None:
-        _files(url, context).put_json(key, value, cache_control="no-cache")
+        _files(url, context).put(key, data, compress=None, cache_control="no-cache")
         return
     target = os.path.join(path, key)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(value, f)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
     os.replace(tmp, target)
+
+
+def put_json(url: str, key: str, value: Any, context: StorageContext = StorageContext()) -> None:
+    if local_path(url) is None:
+        _files(url, context).put_json(key, value, cache_control="no-cache")
+        return
+    put(url, key, json.dumps(value).encode(), context)
+
+
+def put_array(url: str, key: str, array: np.ndarray, context: StorageContext = StorageContext()):
+    """Store an array as .npy (never pickled)."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    put(url, key, buf.getvalue(), context)
+
+
+def get_array(url: str, key: str, context: StorageContext = StorageContext()) -> np.ndarray:
+    """An array stored by `put_array`; a missing one is a `FileNotFoundError` naming it."""
+    data = get(url, key, context)
+    if data is None:
+        raise FileNotFoundError(f"{url}/{key} is missing; rerun the stage that writes it")
+    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 def list_keys(url: str, prefix: str, context: StorageContext = StorageContext()) -> Iterator[str]:

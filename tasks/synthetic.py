@@ -416,3 +416,27 @@ def _misalign(aligned: np.ndarray, max_shift: int, rng) -> tuple[np.ndarray, np.
         dst = (slice(max(dx, 0), nx - max(-dx, 0)), slice(max(dy, 0), ny - max(-dy, 0)), z)
         raw[dst] = aligned[src]
     return shifts, raw
+
+
+def boundary_from_labels(labels: np.ndarray, noise: float = 0.1, seed: int = 0) -> np.ndarray:
+    """A float32 boundary map (1 = membrane) from ground truth: blurred membranes plus noise.
+
+    Stands in for a good CNN's output when testing segmentation apart from inference.
+    """
+    rng = np.random.default_rng(seed)
+    is_membrane = labels == 0
+    membrane = ndimage.gaussian_filter(is_membrane.astype(np.float32), 0.5)
+    membrane /= max(float(membrane[is_membrane].mean()), 1e-6) if is_membrane.any() else 1.0
+    noisy = membrane + rng.normal(0, noise, labels.shape).astype(np.float32)
+    return np.clip(noisy, 0, 1).astype(np.float32)
+
+
+def boundary_from_raw(raw: np.ndarray) -> np.ndarray:
+    """A classical boundary map from the synthetic image (dark = membrane), no model.
+
+    A placeholder until the inference stage predicts boundaries: it also marks mitochondria and
+    clefts, so segmentation on it over-merges and over-splits where a CNN would not.
+    """
+    smooth = ndimage.gaussian_filter(raw.astype(np.float32), 1.0)
+    lo, hi = np.percentile(smooth, [2, 60])
+    return np.clip((hi - smooth) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)

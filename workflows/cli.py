@@ -31,7 +31,11 @@ STAGE_POSITIONALS = {  # (field, metavar, help, required)
     "downsample": [("input", "INPUT_URL", "layer to downsample", True),
                    ("output", "OUTPUT_URL", "layer that gets the pyramid (default: INPUT_URL)",
                     False)],
+    "segment": [("input", "BOUNDARY_URL", "boundary map (1 channel, high = membrane) or "
+                 "affinities (3 channels)", True),
+                ("output", "OUTPUT_URL", "segmentation layer URL to write", True)],
 }  # fmt: skip
+COMMAND_STAGES = list(STAGE_POSITIONALS)  # `evaluate` has its own command (scores to stdout)
 SKIPPED_FIELDS = {"stage", "resources", "input", "output"}
 
 
@@ -69,10 +73,12 @@ def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -
                 help=text,
             )
         elif origin is typing.Literal:
+            choices = typing.get_args(ann)
             parser.add_argument(
                 _flag(name),
                 dest=name,
-                choices=typing.get_args(ann),
+                choices=choices,
+                type=type(choices[0]),
                 default=None,
                 help=text,
                 required=field.is_required(),
@@ -233,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_options(p)
     p.set_defaults(func=cmd_evaluate)
 
-    for stage, model in STAGE_MODELS.items():
+    for stage in COMMAND_STAGES:
+        model = STAGE_MODELS[stage]
         p = sub.add_parser(stage, help=(model.__doc__ or "").strip().splitlines()[0])
         for dest, metavar, text, required in STAGE_POSITIONALS[stage]:
             p.add_argument(dest, metavar=metavar, help=text, nargs=None if required else "?")

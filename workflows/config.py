@@ -134,10 +134,66 @@ class DownsampleParams(StageParams):
         return value
 
 
-AnyStage = Annotated[IngestParams | DownsampleParams, Field(discriminator="stage")]
+class SegmentParams(StageParams):
+    """Boundary map or affinities → one global id per object, segmented per chunk and stitched."""
+
+    stage: Literal["segment"] = "segment"
+    input: str = Field(
+        "boundary",
+        description="boundary map (1 channel, float 0-1 or uint8, high = membrane) or "
+        "affinities (3 channels x,y,z, high = connected): layer name or URL",
+    )
+    output: str = Field("segmentation", description="layer name under the run output, or a URL")
+    mode: Literal["watershed", "cc"] = Field(
+        "watershed",
+        description="watershed: seeded watershed + mean-affinity agglomeration; "
+        "cc: connected components of boundary < boundary_threshold",
+    )
+    chunk_shape: PositiveTriple | None = Field(
+        None, description="voxels per task, a multiple of the storage chunk (default: ~16 M voxels)"
+    )
+    halo: NonNegativeTriple = Field(
+        (32, 32, 32),
+        description="context read around each chunk in watershed mode, X,Y,Z (≥ 2 each)",
+    )
+    storage_chunk: PositiveTriple | None = Field(
+        None, description="chunk size of the output layer (default: the input's)"
+    )
+    smoothing: float = Field(0.5, ge=0, description="Gaussian sigma on the boundary map (voxels)")
+    seed_threshold: float = Field(
+        0.15, ge=0, le=1, description="boundary below this seeds the watershed"
+    )
+    merge_threshold: float = Field(
+        0.875, ge=0, le=1, description="agglomerate while 1 - mean affinity is below this"
+    )
+    boundary_threshold: float = Field(
+        0.5, ge=0, le=1, description="cc mode: voxels with boundary below this are foreground"
+    )
+    connectivity: Literal[6, 18, 26] = Field(6, description="cc mode: voxel connectivity")
+    fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
+
+
+class EvaluateParams(StageParams):
+    """Scores a segmentation against a ground-truth layer; writes the scores as JSON."""
+
+    stage: Literal["evaluate"] = "evaluate"
+    input: str = Field("segmentation", description="segmentation layer: name or URL")
+    ground_truth: str = Field(description="ground-truth layer: name or URL")
+    ignore: list[int] = Field([0], description="ground-truth labels left out of the scores")
+    report: str = Field(
+        "evaluation.json", description="where the scores go: key under the run output, or URL"
+    )
+
+
+AnyStage = Annotated[
+    IngestParams | DownsampleParams | SegmentParams | EvaluateParams,
+    Field(discriminator="stage"),
+]
 STAGE_MODELS: dict[str, type[StageParams]] = {
     "ingest": IngestParams,
     "downsample": DownsampleParams,
+    "segment": SegmentParams,
+    "evaluate": EvaluateParams,
 }
 
 

@@ -8,13 +8,31 @@ from __future__ import annotations
 
 from petavox.tasks.errors import LayerMismatchError
 from petavox.tasks.evaluate import ContingencyJob
-from petavox.tasks.geometry import ChunkGrid, Vec3
+from petavox.tasks.geometry import Chunk, ChunkGrid, Vec3
 from petavox.tasks.layers import Layer
 from petavox.tasks.metrics import Contingency, Scores, merge_all, scores
 from petavox.tasks.storage import StorageContext
 from petavox.workflows.runner import RaySession, StagePlan, execute
 
 DEFAULT_CHUNK = Vec3(256, 256, 64)
+
+
+class TableSum:
+    """Merges chunk tables in batches: memory holds one merged table plus a batch, no volume."""
+
+    BATCH = 32
+
+    def __init__(self) -> None:
+        self.tables = [Contingency.empty()]
+
+    def add(self, _chunk: Chunk, table: Contingency) -> None:
+        self.tables.append(table)
+        if len(self.tables) > self.BATCH:
+            self.tables = [merge_all(self.tables)]
+
+    def total(self) -> Contingency:
+        self.tables = [merge_all(self.tables)]
+        return self.tables[0]
 
 
 def plan_evaluate(
@@ -62,13 +80,6 @@ def evaluate_layers(
 ) -> Scores:
     seg, gt = Layer.open(seg_url, context), Layer.open(gt_url, context)
     plan = plan_evaluate(seg, gt, ignore_gt, chunk_shape)
-    # Tables are merged in batches: memory holds one merged table plus a batch, never a volume.
-    merged = [Contingency.empty()]
-
-    def collect(_chunk, table: Contingency) -> None:
-        merged.append(table)
-        if len(merged) > 32:
-            merged[:] = [merge_all(merged)]
-
-    execute(plan, None, session, on_result=collect, progress=progress)
-    return scores(merge_all(merged))
+    tables = TableSum()
+    execute(plan, None, session, on_result=tables.add, progress=progress)
+    return scores(tables.total())

@@ -38,7 +38,7 @@ def select_stages(config: RunConfig, only: Iterable[str] | None) -> list[StagePa
 def plan_run(config: RunConfig, only: Iterable[str] | None = None) -> list[StagePlan]:
     """Plan the selected stages in order. Raises before anything is written if any is invalid."""
     catalog = Catalog(config.output, config.storage.context())
-    return [plan_stage(params, catalog) for params in select_stages(config, only)]
+    return [plan for params in select_stages(config, only) for plan in plan_stage(params, catalog)]
 
 
 def prepare(plan: StagePlan, config: RunConfig) -> None:
@@ -86,12 +86,15 @@ def status(config: RunConfig) -> list[StageStatus]:
     rows = []
     for params in config.stages:
         try:
-            plan = plan_stage(params, catalog)
+            plans = plan_stage(params, catalog)
         except InputError as exc:
             label = f"{params.stage}"  # type: ignore[attr-defined]
             rows.append(StageStatus(label, 0, None, str(exc).splitlines()[0]))
             continue
-        ids = {c.id for c in plan.grid}
-        done = len(ledger.done(plan.stage, plan.identity) & ids)
-        rows.append(StageStatus(plan.label, done, len(ids)))
+        for plan in plans:
+            if not plan.use_ledger:
+                continue  # recomputed on every run (evaluation)
+            ids = {c.id for c in plan.grid}
+            done = len(ledger.done(plan.stage, plan.identity) & ids)
+            rows.append(StageStatus(plan.label, done, len(ids)))
     return rows

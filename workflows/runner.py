@@ -49,6 +49,7 @@ class StagePlan:
     layer_infos: dict[str, dict] = field(default_factory=dict)
     finalize: Callable[[], None] | None = None
     use_ledger: bool = True
+    on_result: Callable[[Chunk, Any], None] | None = None  # called on the driver per result
 
 
 class ChunkFailedError(PetavoxError):
@@ -195,6 +196,7 @@ def execute(
 ) -> StageReport:
     """Run the plan's chunks that the ledger does not list as done, then its global step."""
     started = time.perf_counter()
+    on_result = on_result or plan.on_result
     use_ledger = plan.use_ledger and ledger is not None
     done = ledger.done(plan.stage, plan.identity) if use_ledger else set()
     todo = [c for c in plan.grid if c.id not in done]

@@ -8,15 +8,21 @@ from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import StageParams
 from petavox.workflows.runner import StagePlan
 from petavox.workflows.stages.downsample import plan_downsample
+from petavox.workflows.stages.evaluate import plan_evaluate_stage
 from petavox.workflows.stages.ingest import plan_ingest
+from petavox.workflows.stages.segment import plan_segment
 
-Planner = Callable[[StageParams, Catalog], StagePlan]
+Planner = Callable[[StageParams, Catalog], StagePlan | list[StagePlan]]
 
 PLANNERS: dict[str, Planner] = {
     "ingest": plan_ingest,  # type: ignore[dict-item]
     "downsample": plan_downsample,  # type: ignore[dict-item]
+    "segment": plan_segment,  # type: ignore[dict-item]
+    "evaluate": plan_evaluate_stage,  # type: ignore[dict-item]
 }
 
 
-def plan_stage(params: StageParams, catalog: Catalog) -> StagePlan:
-    return PLANNERS[params.stage](params, catalog)  # type: ignore[attr-defined]
+def plan_stage(params: StageParams, catalog: Catalog) -> list[StagePlan]:
+    """The runner plans of one config stage, in order (a stage may take several steps)."""
+    plans = PLANNERS[params.stage](params, catalog)  # type: ignore[attr-defined]
+    return plans if isinstance(plans, list) else [plans]

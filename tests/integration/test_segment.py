@@ -1,0 +1,99 @@
+"""`segment` + stitching on a real local Ray and file:// layers: chunk invariance, quality."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from petavox.tasks.layers import Layer
+from petavox.tasks.metrics import evaluate
+from petavox.tasks.synthetic import SyntheticParams, boundary_from_labels, generate
+from petavox.tasks.tensorstore_io import read as ts_read
+from petavox.workflows.config import parse_config
+from petavox.workflows.pipeline import run, status
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """An odd-sized synthetic volume and a boundary map from its ground truth (x, y, z)."""
+    volume = generate(SyntheticParams(shape=(90, 78, 37), seed=5))
+    boundary = boundary_from_labels(volume.labels, seed=5)
+    folder = tmp_path_factory.mktemp("synthetic")
+    np.save(folder / "boundary.npy", boundary.transpose(2, 1, 0))
+    np.save(folder / "gt.npy", volume.labels.transpose(2, 1, 0).astype(np.uint32))
+    return folder, volume.labels, boundary
+
+
+def segment_config(out, folder, name, chunk_shape, **segment):
+    stages = [
+        {"stage": "ingest", "input": str(folder / "boundary.npy"), "output": "boundary",
+         "resolution": [8, 8, 8], "storage_chunk": [8, 8, 8]},
+        {"stage": "ingest", "input": str(folder / "gt.npy"), "output": "gt",
+         "layer_type": "segmentation", "resolution": [8, 8, 8], "storage_chunk": [8, 8, 8]},
+        {"stage": "segment", "output": name, "chunk_shape": chunk_shape, **segment},
+        {"stage": "evaluate", "input": name, "ground_truth": "gt", "report": f"{name}.json"},
+    ]  # fmt: skip
+    return parse_config({"output": f"file://{out}", "stages": stages})
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when a and b are the same partition up to renaming (0 stays 0)."""
+    if not np.array_equal(a == 0, b == 0):
+        return False
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()], axis=1), axis=0)
+    return len(pairs) == len(np.unique(a)) == len(np.unique(b))
+
+
+def segment(tmp_path, synthetic, name, chunk_shape, session, **params):
+    folder = synthetic[0]
+    config = segment_config(tmp_path, folder, name, chunk_shape, **params)
+    reports = run(config, session=session, progress=False)
+    layer = Layer.open(f"file://{tmp_path}/{name}")
+    return config, reports, layer, layer.read(layer.bounds(0))
+
+
+@pytest.mark.parametrize(("connectivity", "threshold"), [(6, 0.3), (18, 0.05), (26, 0.05)])
+def test_cc_mode_equals_the_single_chunk_result_for_any_chunking(
+    tmp_path, synthetic, ray_session, connectivity, threshold
+):
+    params = {"mode": "cc", "connectivity": connectivity, "boundary_threshold": threshold}
+    *_, whole = segment(tmp_path, synthetic, "whole", [96, 80, 40], ray_session, **params)
+    assert len(np.unique(whole)) > 8
+    for shape in ([16, 16, 8], [24, 8, 16], [8, 40, 24]):
+        *_, chunked = segment(tmp_path, synthetic, f"c{shape[0]}_{shape[1]}", shape,
+                              ray_session, **params)  # fmt: skip
+        assert same_partition(whole, chunked), shape
+        # stitching did work: objects cross the chunk faces with one id
+        assert len(np.unique(chunked[15:17])) < len(np.unique(chunked[15])) + len(
+            np.unique(chunked[16])
+        )
+
+
+def test_watershed_mode_scores_and_stitches_across_chunks(tmp_path, synthetic, ray_session):
+    labels = synthetic[1]
+    params = {"halo": [16, 16, 16], "merge_threshold": 0.6}  # the gala default merges here
+    config, reports, layer, whole = segment(tmp_path, synthetic, "whole", [96, 80, 40],
+                                            ray_session, **params)  # fmt: skip
+    assert evaluate(whole, labels).arand <= 0.05
+    config, reports, layer, chunked = segment(tmp_path, synthetic, "chunked", [32, 24, 16],
+                                              ray_session, **params)  # fmt: skip
+    stages = [r.label.split(":")[-1].strip() for r in reports]
+    assert "match faces" in stages and "relabel" in stages
+    scores = evaluate(chunked, labels)
+    assert scores.arand <= 0.05
+    # the report the evaluate stage wrote is the same score
+    report = (tmp_path / "chunked.json").read_text()
+    assert f"{scores.arand:.6f}"[:6] in report
+    # objects that cross chunk faces keep one id: no split against the whole-volume result
+    assert evaluate(chunked, whole, ignore_gt=()).voi_split <= 0.05
+    # the layer is uint64 compressed_segmentation, and tensorstore reads what cloud-volume does
+    assert layer.info["data_type"] == "uint64"
+    assert layer.scale(0)["encoding"] == "compressed_segmentation"
+    via_ts = ts_read(layer, layer.bounds(0))
+    np.testing.assert_array_equal(via_ts, chunked)
+    # a rerun finds every step done
+    again = run(config, session=ray_session, progress=False)
+    assert all(r.ran == 0 for r in again if r.label.startswith(("segment", "stitch")))
+    assert all(row.done == row.total for row in status(config))
