@@ -7,12 +7,13 @@ import os
 import subprocess
 import sys
 
+import cc3d
 import numpy as np
 import pytest
 
 from petavox.tasks.layers import Layer
 from petavox.tasks.metrics import evaluate
-from petavox.tasks.synthetic import SyntheticParams, generate
+from petavox.tasks.synthetic import SyntheticParams, boundary_from_labels, generate
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +37,7 @@ def address(ray_session) -> str:
 
 def test_every_command_has_help():
     out = petavox("--help").stdout
-    for command in ("demo", "run", "status", "evaluate", "ingest", "downsample"):
+    for command in ("demo", "run", "status", "evaluate", "ingest", "downsample", "segment"):
         assert command in out
         text = petavox(command, "--help").stdout
         assert "usage: petavox " + command in text
@@ -44,6 +45,9 @@ def test_every_command_has_help():
     for option in ("--resolution", "--axes", "--layer-type", "--chunk-shape", "--workers"):
         assert option in ingest
     assert "--mips" in petavox("downsample", "--help").stdout
+    segment = petavox("segment", "--help").stdout
+    for option in ("--chunk-shape", "--mode", "--workers", "--merge-threshold", "--halo"):
+        assert option in segment
 
 
 def test_demo_writes_the_synthetic_volume_and_resumes(tmp_path, address):
@@ -58,7 +62,9 @@ def test_demo_writes_the_synthetic_volume_and_resumes(tmp_path, address):
     np.testing.assert_array_equal(gt.read(gt.bounds()), volume.labels)
     assert raw.num_mips == 3 and gt.layer_type == "segmentation"
     status = petavox("status", str(out / "petavox-demo.yaml")).stdout
-    assert status.count("done") == 4 and "incomplete" not in status
+    assert "segment" in status and "incomplete" not in status
+    assert status.count("done") == 7  # ingest ×3, segment (one chunk: no stitch), downsample ×3
+    assert "adapted Rand error" in first.stdout
     again = petavox("demo", "--size", "96", "--output", str(out), "--address", address,
                     "--quiet")  # fmt: skip
     assert again.stdout.count("(0 run") == 0  # the demo prints totals only
@@ -85,6 +91,25 @@ def test_ingest_downsample_and_evaluate_commands(tmp_path, address):
     assert result["arand"] == pytest.approx(expected.arand, abs=1e-12)
     assert result["voi_merge"] == pytest.approx(expected.voi_merge, abs=1e-12)
     assert result["voi_merge"] > 0 and result["voi_split"] == pytest.approx(0, abs=1e-12)
+
+
+def test_segment_command_stitches_connected_components_exactly(tmp_path, address):
+    volume = generate(SyntheticParams(shape=(72, 60, 20), seed=4))
+    boundary = (boundary_from_labels(volume.labels, seed=4) * 255).astype(np.uint8)
+    np.save(tmp_path / "boundary.npy", boundary.transpose(2, 1, 0))
+    petavox("ingest", str(tmp_path / "boundary.npy"), f"file://{tmp_path}/boundary",
+            "--resolution", "8,8,8", "--storage-chunk", "8,8,4",
+            "--address", address, "--quiet")  # fmt: skip
+    out = f"file://{tmp_path}/seg"
+    petavox("segment", f"file://{tmp_path}/boundary", out, "--mode", "cc",
+            "--boundary-threshold", "0.3", "--chunk-shape", "24,16,8",
+            "--address", address, "--quiet")  # fmt: skip
+    seg = Layer.open(out)
+    got = seg.read(seg.bounds())
+    want = cc3d.connected_components(boundary < 0.3 * 255, connectivity=6)
+    pairs = np.unique(np.stack([got.ravel(), want.ravel()], axis=1), axis=0)
+    assert len(pairs) == len(np.unique(got)) == len(np.unique(want)) > 5
+    assert seg.info["data_type"] == "uint64"
 
 
 def test_bad_input_exits_2_with_a_named_problem_and_writes_nothing(tmp_path):
