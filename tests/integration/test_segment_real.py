@@ -48,7 +48,7 @@ def test_watershed_defaults_beat_gala_agglomeration_on_test(tmp_path, gala_test,
 def test_cc_mode_on_gala_is_the_same_for_32x32x16_chunks_and_one_chunk(
     tmp_path, gala_test, ray_session
 ):
-    folder, _, boundary = gala_test
+    folder, _, _ = gala_test
     params = {"mode": "cc", "boundary_threshold": 0.5}
     whole = segment_gala(tmp_path / "whole", folder, ray_session, [208, 112, 64], **params)
     chunked = segment_gala(tmp_path / "chunked", folder, ray_session, [32, 32, 16], **params)
