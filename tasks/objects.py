@@ -68,6 +68,24 @@ def put_array(url: str, key: str, array: np.ndarray, context: StorageContext = S
     put(url, key, buf.getvalue(), context)
 
 
+def put_arrays(
+    url: str, key: str, arrays: dict[str, np.ndarray], context: StorageContext = StorageContext()
+) -> None:
+    """Store named arrays as one .npz (never pickled)."""
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+    put(url, key, buf.getvalue(), context)
+
+
+def get_arrays(url: str, key: str, context: StorageContext = StorageContext()) -> dict:
+    """Arrays stored by `put_arrays`; a missing object is a `FileNotFoundError` naming it."""
+    data = get(url, key, context)
+    if data is None:
+        raise FileNotFoundError(f"{url}/{key} is missing; rerun the stage that writes it")
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
 def get_array(url: str, key: str, context: StorageContext = StorageContext()) -> np.ndarray:
     """An array stored by `put_array`; a missing one is a `FileNotFoundError` naming it."""
     data = get(url, key, context)

@@ -22,7 +22,7 @@ from petavox.tasks.segmentation import (
     as_boundary,
     boundary_from_affinities,
     cc_segment,
-    watershed_segment,
+    watershed_fragments,
 )
 
 Mode = Literal["watershed", "cc"]
@@ -67,11 +67,13 @@ class SegmentJob:
     fill_missing: bool = False
 
     def labels(self, data: np.ndarray) -> np.ndarray:
-        affs = as_affinities(data) if data.ndim == 4 else None
-        boundary = boundary_from_affinities(affs) if affs is not None else as_boundary(data)
+        if data.ndim == 4:
+            boundary = boundary_from_affinities(as_affinities(data))
+        else:
+            boundary = as_boundary(data)
         if self.mode == "cc":
             return cc_segment(boundary, self.boundary_threshold, self.connectivity)
-        return watershed_segment(boundary, self.params, affs)
+        return watershed_fragments(boundary, self.params)
 
     def run(self, chunk: Chunk) -> dict:
         labels = self.labels(self.source.read(chunk.read_box, fill_missing=self.fill_missing))

@@ -1,37 +1,29 @@
-"""Segmentation kernels on one block: seeded watershed + agglomeration, and connected components.
+"""Segmentation kernels on one block: watershed fragments and connected components.
 
 Arrays are indexed [x, y, z] like the rest of petavox. A boundary map is float in [0, 1] (or
 uint8 0-255), high on membranes; affinities are 3 channels [x, y, z, c] where channel c links a
 voxel to its predecessor along axis c (0 = x, 1 = y, 2 = z), high when they belong together.
 
-Watershed mode: seeds are the connected components of the (optionally smoothed) boundary map
-below `seed_threshold`; every voxel is flooded from them (scikit-image's watershed); then the
-fragments are merged by mean affinity on their contact surfaces until the score passes
-`merge_threshold` (waterz's region-graph agglomeration, the field's standard implementation).
+Watershed fragments: seeds are the connected components of the (optionally smoothed) boundary
+map below `seed_threshold`; every voxel is flooded from them (scikit-image's watershed). Their
+mean-affinity agglomeration runs over the whole volume, chunk by chunk
+(`petavox.tasks.agglomeration`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cc3d
-import fastremap
 import numpy as np
-
-MEAN_AFFINITY = "OneMinus<MeanAffinity<RegionGraphType, ScoreValue>>"
 
 
 @dataclass(frozen=True)
 class WatershedParams:
-    """Defaults were chosen on gala `train` only (see README, "Segmentation")."""
+    """Defaults were chosen on gala `train` (see README, "Segmentation")."""
 
     smoothing: float = 0.5  # Gaussian sigma (voxels) applied before seeding and flooding
     seed_threshold: float = 0.15  # boundary below this is seed interior
-    merge_threshold: float = 0.875  # merge fragments while 1 - mean affinity is below this
 
 
 def as_boundary(data: np.ndarray) -> np.ndarray:
@@ -62,21 +54,6 @@ def boundary_from_affinities(affs: np.ndarray) -> np.ndarray:
     return 1 - affs.mean(axis=3, dtype=np.float32)
 
 
-@contextlib.contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """Silence waterz's C++ progress lines (printed on fd 1) so worker logs stay readable."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
-
-
 def watershed_fragments(boundary: np.ndarray, params: WatershedParams) -> np.ndarray:
     """uint64 fragments 1..n: flood of the boundary map from low-boundary seed components."""
     from scipy import ndimage
@@ -87,38 +64,6 @@ def watershed_fragments(boundary: np.ndarray, params: WatershedParams) -> np.nda
     if seeds.max() == 0:  # no interior anywhere: one fragment, agglomeration has nothing to do
         return np.ones(boundary.shape, dtype=np.uint64)
     return watershed(relief, seeds).astype(np.uint64)
-
-
-def agglomerate(fragments: np.ndarray, affs: np.ndarray, threshold: float) -> np.ndarray:
-    """Merge fragments by mean affinity on their contacts until the score reaches `threshold`."""
-    import waterz
-
-    # waterz wants C-ordered [c][z][y][x]; our x,y,z(,c) arrays are that, transposed.
-    affs_czyx = np.ascontiguousarray(affs.transpose(3, 2, 1, 0)[::-1])
-    frags_zyx = np.ascontiguousarray(fragments.T)
-    with _quiet_stdout():
-        (merged,) = waterz.agglomerate(
-            affs_czyx, [threshold], fragments=frags_zyx, scoring_function=MEAN_AFFINITY
-        )
-    return np.ascontiguousarray(merged.T)
-
-
-def watershed_segment(
-    boundary: np.ndarray | None,
-    params: WatershedParams,
-    affs: np.ndarray | None = None,
-) -> np.ndarray:
-    """uint64 labels 1..n (no zeros) of a block, from a boundary map and/or affinities."""
-    if boundary is None:
-        if affs is None:
-            raise ValueError("watershed_segment needs a boundary map or affinities")
-        boundary = boundary_from_affinities(affs)
-    if affs is None:
-        affs = affinities_from_boundary(boundary)
-    fragments = watershed_fragments(boundary, params)
-    labels = agglomerate(fragments, affs, params.merge_threshold)
-    labels, _ = fastremap.renumber(labels, preserve_zero=True, in_place=True)
-    return labels.astype(np.uint64, copy=False)
 
 
 def cc_segment(boundary: np.ndarray, threshold: float, connectivity: int) -> np.ndarray:

@@ -30,6 +30,7 @@ from petavox.tasks.segment import Mode, face_boxes, face_key
 from petavox.tasks.storage import StorageContext
 
 MATCH_FRACTION = 0.5
+MAPS = "maps"
 
 
 def edges_key(level: int, node_id: str) -> str:
@@ -37,7 +38,7 @@ def edges_key(level: int, node_id: str) -> str:
 
 
 def map_key(level: int, node_id: str) -> str:
-    return f"maps/{level}/{node_id}.npy"
+    return f"{MAPS}/{level}/{node_id}.npy"
 
 
 def half_offsets(connectivity: int) -> list[tuple[int, int, int]]:
@@ -173,16 +174,19 @@ class ResolveJob:
 
 @dataclass(frozen=True)
 class RelabelJob:
+    """Rewrite a chunk with the chain of its ancestors' maps at `levels` (bottom up)."""
+
     layer: Layer
-    levels: int
     work_url: str
+    map_dir: str  # "maps" (stitching) or "agglo-maps" (agglomeration)
+    levels: tuple[int, ...]
 
     def run(self, chunk: Chunk) -> dict:
         maps = []
-        for level in range(1, self.levels + 1):
+        for level in self.levels:
             node = Vec3(*(i >> level for i in chunk.index))
-            maps.append(_load_map(self.work_url, map_key(level, f"{node.x}_{node.y}_{node.z}"),
-                                  self.layer.context))  # fmt: skip
+            key = f"{self.map_dir}/{level}/{node.x}_{node.y}_{node.z}.npy"
+            maps.append(_load_map(self.work_url, key, self.layer.context))
         labels = self.layer.read(chunk.write_box)
         present = fastremap.unique(labels)
         final = apply_maps(present, maps)

@@ -1,20 +1,30 @@
-"""Plan `segment`: per-chunk segmentation, then the stitch steps (match, resolve levels, relabel).
+"""Plan `segment`: per-chunk segmentation, stitching, and (watershed) global agglomeration.
 
 One config stage becomes several runner plans, each with its own ledger entry, so a run killed
-during stitching resumes at the step (and the chunk) where it stopped. Stitching's identities
-derive from the segment identity: re-segmenting restitches, and nothing else does.
+midway resumes at the step (and the chunk) where it stopped:
+
+1. segment: watershed fragments (or cc components) per chunk, in the chunk's own id range;
+2. stitch: match objects across faces, resolve equivalences up an octree, relabel in place;
+3. agglomerate (watershed): region graph per chunk, mean-affinity merges up the same octree,
+   relabel in place to the final ids.
+
+The follow-up identities derive from the segment identity: re-segmenting redoes them all.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+from petavox.tasks.agglomerate_jobs import MAPS as AGGLO_MAPS
+from petavox.tasks.agglomerate_jobs import ContactJob, MergeJob
 from petavox.tasks.equivalence import IdSpace
 from petavox.tasks.errors import InputError, LayerMismatchError
 from petavox.tasks.geometry import ChunkGrid, Vec3
 from petavox.tasks.layers import Layer, LayerSpec, planned_info
 from petavox.tasks.segment import SegmentJob
 from petavox.tasks.segmentation import WatershedParams
+from petavox.tasks.stitch import MAPS as STITCH_MAPS
 from petavox.tasks.stitch import MatchJob, RelabelJob, ResolveJob
 from petavox.tasks.storage import join_url
 from petavox.workflows.catalog import Catalog
@@ -81,70 +91,87 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
     seg_id = identity("segment", VERSION, seg_spec)
     work = join_url(catalog.root, "intermediate", "segment", seg_id)
     depth = Vec3(*(max(1, h // 2) for h in halo))
-    ws_params = WatershedParams(params.smoothing, params.seed_threshold, params.merge_threshold)
-    plans = [
-        StagePlan(
-            label=f"segment {params.input} → {params.output} ({params.mode})",
-            stage="segment",
-            identity=seg_id,
-            spec=seg_spec,
-            grid=grid,
-            job=SegmentJob(
-                source,
-                target,
-                grid,
-                ids,
-                params.mode,
-                ws_params,
-                params.boundary_threshold,
-                params.connectivity,
-                work,
-                depth,
-                params.fill_missing,
-            ),
-            resources=params.resources,
-            layer_infos={url: info},
-        )
-    ]
-    return plans + stitch_plans(params, grid, ids, target, work, depth, seg_id)
+    ws_params = WatershedParams(params.smoothing, params.seed_threshold)
+    segment_plan = StagePlan(
+        label=f"segment {params.input} → {params.output} ({params.mode})",
+        stage="segment",
+        identity=seg_id,
+        spec=seg_spec,
+        grid=grid,
+        job=SegmentJob(source, target, grid, ids, params.mode, ws_params,
+                       params.boundary_threshold, params.connectivity, work, depth,
+                       params.fill_missing),
+        resources=params.resources,
+        layer_infos={url: info},
+    )  # fmt: skip
+    steps = Steps(params.output, seg_id, ChunkGrid(bounds, chunk_shape, 0, origin=bounds.start))
+    plans = [segment_plan, *stitch_plans(steps, params, ids, target, work, depth)]
+    if watershed:
+        plans += agglomeration_plans(steps, params, source, target, work)
+    return plans
 
 
-def stitch_plans(
-    params: SegmentParams,
-    grid: ChunkGrid,
-    ids: IdSpace,
-    target: Layer,
-    work: str,
-    depth: Vec3,
-    seg_id: str,
-) -> list[StagePlan]:
-    """Match faces, resolve the octree levels bottom up, relabel. Nothing for a single chunk."""
-    levels = math.ceil(math.log2(max(grid.grid_shape)))
-    if levels == 0:
-        return []
-    flat = ChunkGrid(grid.bounds, grid.chunk_shape, 0, origin=grid.origin)
+@dataclass(frozen=True)
+class Steps:
+    """What the follow-up steps of one segment plan share: names, identity root, chunk grid."""
 
-    def plan(stage: str, label: str, node_grid: ChunkGrid, job, extra: dict) -> StagePlan:
-        spec = {"segment": seg_id, **extra}
+    output: str
+    segment_identity: str
+    chunks: ChunkGrid
+
+    @property
+    def levels(self) -> int:
+        return math.ceil(math.log2(max(self.chunks.grid_shape)))
+
+    def level_grid(self, level: int) -> ChunkGrid:
+        grid = self.chunks
+        return ChunkGrid(grid.bounds, grid.chunk_shape * 2**level, 0, origin=grid.origin)
+
+    def plan(self, stage: str, label: str, level: int, job: object) -> StagePlan:
+        spec = {"segment": self.segment_identity, "level": level}
         return StagePlan(
-            label=f"stitch {params.output}: {label}",
+            label=f"{label.split(':')[0]} {self.output}:{label.split(':', 1)[1]}",
             stage=stage,
             identity=identity(stage, VERSION, spec),
             spec=spec,
-            grid=node_grid,
-            job=job,
+            grid=self.level_grid(level),
+            job=job,  # type: ignore[arg-type]
         )
 
+
+def stitch_plans(steps: Steps, params: SegmentParams, ids: IdSpace, target: Layer, work: str,
+                 depth: Vec3) -> list[StagePlan]:  # fmt: skip
+    """Match faces, resolve the octree levels bottom up, relabel. Nothing for a single chunk."""
+    levels = steps.levels
+    if levels == 0:
+        return []
+    chunks = steps.chunks
     plans = [
-        plan("stitch-match", "match faces", flat,
-             MatchJob(target, flat, params.mode, params.connectivity, work, depth), {})
+        steps.plan("stitch-match", "stitch: match faces", 0,
+                   MatchJob(target, chunks, params.mode, params.connectivity, work, depth))
     ]  # fmt: skip
-    child = flat
     for level in range(1, levels + 1):
-        nodes = ChunkGrid(grid.bounds, grid.chunk_shape * 2**level, 0, origin=grid.origin)
-        job = ResolveJob(level, nodes, child, ids, work, target.context)
-        plans.append(plan("stitch-resolve", f"resolve level {level}/{levels}", nodes, job,
-                          {"level": level}))  # fmt: skip
-        child = nodes
-    plans.append(plan("stitch-relabel", "relabel", flat, RelabelJob(target, levels, work), {}))
+        job = ResolveJob(level, steps.level_grid(level), steps.level_grid(level - 1), ids, work,
+                         target.context)  # fmt: skip
+        plans.append(steps.plan("stitch-resolve", f"stitch: resolve level {level}/{levels}",
+                                level, job))  # fmt: skip
+    relabel = RelabelJob(target, work, STITCH_MAPS, tuple(range(1, levels + 1)))
+    plans.append(steps.plan("stitch-relabel", "stitch: relabel", 0, relabel))
+    return plans
+
+
+def agglomeration_plans(steps: Steps, params: SegmentParams, source: Layer, target: Layer,
+                        work: str) -> list[StagePlan]:  # fmt: skip
+    """Region graph and merges per chunk, merges up the octree, relabel to the final ids."""
+    levels = steps.levels
+    contacts = ContactJob(target, source, steps.chunks, params.merge_threshold, work,
+                          params.fill_missing)  # fmt: skip
+    plans = [steps.plan("agglomerate", "agglomerate: chunk region graphs", 0, contacts)]
+    for level in range(1, levels + 1):
+        job = MergeJob(level, steps.level_grid(level - 1), steps.chunks, params.merge_threshold,
+                       work, target.context)  # fmt: skip
+        plans.append(steps.plan("agglomerate", f"agglomerate: merge level {level}/{levels}",
+                                level, job))  # fmt: skip
+    relabel = RelabelJob(target, work, AGGLO_MAPS, tuple(range(levels + 1)))
+    plans.append(steps.plan("agglomerate-relabel", "agglomerate: relabel", 0, relabel))
     return plans
