@@ -63,7 +63,7 @@ def test_demo_writes_the_synthetic_volume_and_resumes(tmp_path, address):
     assert raw.num_mips == 3 and gt.layer_type == "segmentation"
     status = petavox("status", str(out / "petavox-demo.yaml")).stdout
     assert "segment" in status and "incomplete" not in status
-    assert status.count("done") == 7  # ingest ×3, segment (one chunk: no stitch), downsample ×3
+    assert status.count("done") == 9  # ingest ×3, segment, agglomerate ×2, downsample ×3
     assert "adapted Rand error" in first.stdout
     again = petavox("demo", "--size", "96", "--output", str(out), "--address", address,
                     "--quiet")  # fmt: skip
