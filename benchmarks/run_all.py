@@ -1,9 +1,9 @@
 """Run every benchmark (each in its own process), then print the summary table.
 
-    .venv/bin/python benchmarks/run_all.py [--quick] [--only downsample,runner,resume]
+    .venv/bin/python benchmarks/run_all.py [--quick] [--only downsample,runner,resume,segment]
 
 Each benchmark writes `results/<name>.json`; `results/summary.md` gathers their rows. A full
-(not --quick) run of all three also refreshes the table in README.md.
+(not --quick) run of all of them also refreshes the table in README.md.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ BENCHMARKS = {
     "downsample": "bench_downsample.py",
     "runner": "bench_runner.py",
     "resume": "bench_resume.py",
+    "segment": "bench_segment.py",
 }
 
 
