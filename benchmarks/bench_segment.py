@@ -6,8 +6,8 @@ through the Ray runner with 1 CPU, beside the kernel alone on the same volume in
 The volume is synthetic (neurites with known labels); its boundary map is the ground truth's
 membranes, blurred, plus noise. The kernel is watershed fragments + region graph + mean-affinity
 agglomeration of the whole volume with no storage, no halo and no Ray: what one core must do at
-least. The stage reads and writes file:// layers, recomputes halos, and stitches. Both results
-are checked to be the same partition.
+least. The stage reads and writes file:// layers, recomputes halos, and stitches. The VOI between
+the two results says how far the chunked result is from the whole-volume one (0 = identical).
 """
 
 from __future__ import annotations
@@ -41,11 +41,6 @@ def kernel(boundary: np.ndarray) -> np.ndarray:
     affs = np.pad(affinities_from_boundary(boundary), ((1, 0),) * 3 + ((0, 0),))
     mapping, _ = agglomerate_node(contact_graph(padded, affs), np.zeros(0), MERGE_THRESHOLD)
     return apply_maps(fragments.ravel(), [mapping]).reshape(fragments.shape)
-
-
-def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
-    pairs = np.unique(np.stack([a.ravel(), b.ravel()], axis=1), axis=0)
-    return len(pairs) == len(np.unique(a)) == len(np.unique(b))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -100,18 +95,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for r in segment_reports:
                     steps.setdefault(r.label, []).append(r.seconds)
                 layer = Layer.open(f"file://{root}/segmentation")
-                if not same_partition(layer.read(layer.bounds(0)), labels):
-                    raise RuntimeError(
-                        f"halo {halo}: the stage's partition differs from the kernel's"
-                    )
+                between = evaluate(layer.read(layer.bounds(0)), labels, ignore_gt=())
+                voi = between.voi_split + between.voi_merge
                 shutil.rmtree(root, ignore_errors=True)
             best = min(stage_s)
             key = f"halo{halo[0]}"
-            out[key] = {"stage_s": best, "steps_s": {k: min(v) for k, v in steps.items()}}
+            out[key] = {"stage_s": best, "steps_s": {k: min(v) for k, v in steps.items()},
+                        "voi_to_kernel": voi}  # fmt: skip
             rate = common.mvx_per_s(voxels, best)
             print(
                 f"segment stage, halo {halo}, 1 CPU: {best:.2f} s, {rate:.2f} MVx/s "
-                f"({best / kernel_s:.2f}× the kernel's time); same partition as the kernel"
+                f"({best / kernel_s:.2f}× the kernel's time); VOI to the kernel's result {voi:.4f}"
             )
             for label, seconds in out[key]["steps_s"].items():
                 print(f"    {label}: {seconds:.2f} s")
@@ -125,7 +119,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         s = out[f"halo{halo[0]}"]["stage_s"]
         rows.append(common.row("segment", f"stage per core, halo {halo[0]}",
                                common.mvx_per_s(voxels, s), "MVx/s",
-                               note=f"tasks {TASK}, {s / kernel_s:.2f}× kernel time"))  # fmt: skip
+                               note=f"tasks {TASK}, {s / kernel_s:.2f}× kernel time, VOI to "
+                               f"kernel {out[f'halo{halo[0]}']['voi_to_kernel']:.4f}"))  # fmt: skip
     out["rows"] = rows
     common.write_results("segment", out)
     common.print_rows(rows)

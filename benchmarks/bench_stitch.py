@@ -1,16 +1,14 @@
 """Stitch resolve: the octree union-find of chunk-face matches vs one flat union-find.
 
-Synthesises the face-matching output of a chunk grid (default 64×64×32 = 131072 chunks): K
-objects cross each + face between random local ids 1..N of the two chunks, and C "long
-neurites" (local ids 1..C) run through every chunk along one axis each, so the random crossings
-tie them into sets that span the grid. A chunk's edges are a pure function of its index (a
-splitmix64 hash), made when a level-1 node reads them, never all held at once. The levels run
-as `ResolveJob.run` does (same gather, same `inside` test, `resolve_node`, `sorted_map`), node
-by node in one process; passed-up edges and maps go into dicts, the analogue of object storage,
-measured apart. Per grid size, each in a fresh process: time per level, the largest node's
-input edges, its bytes in+out and tracemalloc peak, storage totals and peak RSS, and the same
-for a flat `components()` over all edges at once (one giant union-find on the driver). On the
-smallest grid the final ids (chain of maps) must equal the flat union-find's.
+Synthetic face matches of a chunk grid (default 64×64×32 = 131072 chunks): K objects cross each
++ face between random local ids 1..N of the two chunks, and C "long neurites" (local ids 1..C)
+cross every face along one axis each, so that sets span the grid. A chunk's edges are a pure
+function of its index (splitmix64), made when a level-1 node reads them, never all held. Levels
+run as `ResolveJob.run` does (same gather, `inside` test, `resolve_node`, `sorted_map`), node by
+node in one process; passed-up edges and maps go to dicts (the analogue of object storage,
+measured apart). Per grid size, each in a fresh process: time per level, the largest node's
+input edges, bytes in+out and tracemalloc peak, storage totals, peak RSS; and the same for one
+flat `components()` over all edges. On the smallest grid the final ids must equal the flat ones.
 
     .venv/bin/python benchmarks/bench_stitch.py [--quick] [--grid 64,64,32] [-k 8] [-n 64]
 """
@@ -32,14 +30,7 @@ from typing import Any
 import common
 import numpy as np
 
-from petavox.tasks.equivalence import (
-    IdSpace,
-    apply_maps,
-    components,
-    resolve_node,
-    sorted_map,
-    unique_edges,
-)
+from petavox.tasks import equivalence as eq
 
 Grid = tuple[int, int, int]
 FULL_GRID: Grid = (64, 64, 32)
@@ -57,7 +48,7 @@ def splitmix64(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Model:
-    ids: IdSpace
+    ids: eq.IdSpace
     k: int  # objects crossing each + face
     n: int  # local ids 1..n per chunk
     chains: int  # long neurites: local id j+1 crosses every face along axis j % 3
@@ -71,19 +62,13 @@ class Model:
         stride, parts = U(self.ids.stride), [np.zeros((0, 2), U)]
         for axis, step in enumerate((1, g[0], g[0] * g[1])):
             here = linear[c[:, axis] + 1 < g[axis]][:, None]
-            there = here + U(step)
-            slot = (here * U(3) + U(axis)) * U(self.k) + np.arange(self.k, dtype=U)
-            h = splitmix64(slot)
+            h = splitmix64((here * U(3) + U(axis)) * U(self.k) + np.arange(self.k, dtype=U))
             a, b = h % U(self.n) + U(1), (h >> U(32)) % U(self.n) + U(1)
             chain = np.arange(axis, self.chains, 3, dtype=U) + U(1)
             for x, y in ((a, b), (chain, chain)):
-                pair = np.broadcast_arrays(here * stride + x, there * stride + y)
+                pair = np.broadcast_arrays(here * stride + x, (here + U(step)) * stride + y)
                 parts.append(np.stack(pair, -1).reshape(-1, 2))
-        return unique_edges(np.concatenate(parts))
-
-    def labels(self) -> np.ndarray:
-        chunks = np.arange(math.prod(self.ids.grid_shape), dtype=U)[:, None]
-        return (chunks * U(self.ids.stride) + np.arange(1, self.n + 1, dtype=U)).ravel()
+        return eq.unique_edges(np.concatenate(parts))
 
 
 def faces(grid: Grid) -> int:
@@ -94,10 +79,10 @@ def node_faces(grid: Grid, level: int, node: tuple[int, ...]) -> int:
     """Chunk faces on the node's children's boundaries with a side in it: what it must see."""
     lo = [i << level for i in node]
     hi = [min((i + 1) << level, n) for i, n in zip(node, grid)]
-    child, total = 1 << (level - 1), 0
+    total, child = 0, 1 << (level - 1)
     for a in range(3):
-        cuts = sum(1 for p in range(lo[a] - 1, hi[a]) if p >= 0 and p + 1 < grid[a] and (p + 1) % child == 0)  # fmt: skip
-        total += cuts * math.prod(hi[b] - lo[b] for b in range(3) if b != a)
+        cuts = [p for p in range(max(lo[a], 1), min(hi[a] + 1, grid[a])) if p % child == 0]
+        total += len(cuts) * math.prod(hi[b] - lo[b] for b in range(3) if b != a)
     return total
 
 
@@ -116,9 +101,8 @@ def run_node(m: Model, level: int, node: tuple[int, ...], child_shape: Any, pass
     chunks = m.ids.chunk_index(edges.ravel()).reshape(-1, 2, 3)
     inside = ((chunks >> level) == np.asarray(node)).all(axis=2)
     touching = inside.any(axis=1)
-    mapping, up = resolve_node(edges[touching], inside[touching])
-    mapping = sorted_map(mapping)
-    return edges, mapping, up, t1 - t0, time.perf_counter() - t1
+    mapping, up = eq.resolve_node(edges[touching], inside[touching])
+    return edges, eq.sorted_map(mapping), up, t1 - t0, time.perf_counter() - t1
 
 
 def rss_mb() -> float:
@@ -126,76 +110,65 @@ def rss_mb() -> float:
 
 
 def hierarchical(m: Model, verify: bool) -> dict[str, Any]:
-    grid, rss0 = m.ids.grid_shape, rss_mb()
-    passed: dict = {}
-    maps: list[dict] = []
-    out: dict[str, Any] = {"levels": []}
+    grid, passed, maps, levels = m.ids.grid_shape, {}, [], []
     for level in range(1, math.ceil(math.log2(max(grid))) + 1):
-        shape = [-(-n >> level) for n in grid]
-        child_shape = [-(-n >> (level - 1)) for n in grid]
-        up: dict = {}
-        level_maps: dict = {}
-        read = resolve = 0.0
-        big: tuple = (-1, None, 0)
+        shape, child_shape = ([-(-n >> lv) for n in grid] for lv in (level, level - 1))
+        up, lmaps, read, resolve, big = {}, {}, 0.0, 0.0, (-1, (0, 0, 0), 0)
         started = time.perf_counter()
         for node in itertools.product(*map(range, shape)):
-            edges, level_maps[node], up[node], r, s = run_node(m, level, node, child_shape, passed)
+            edges, lmaps[node], up[node], r, s = run_node(m, level, node, child_shape, passed)
             read, resolve = read + r, resolve + s
             if len(edges) > big[0]:
-                big = (len(edges), node, edges.nbytes + level_maps[node].nbytes + up[node].nbytes)
+                big = (len(edges), node, edges.nbytes + lmaps[node].nbytes + up[node].nbytes)
         seconds = time.perf_counter() - started
         tracemalloc.start()  # the largest node again, alone: its working memory
         run_node(m, level, big[1], child_shape, passed)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        maps.append(level_maps)
+        maps.append(lmaps)
         passed = up
-        map_bytes = [a.nbytes for a in level_maps.values()]
-        out["levels"].append(
-            {"level": level, "nodes": len(up), "seconds": seconds, "read_s": read,
-             "resolve_s": resolve, "node_edges": big[0], "node": list(big[1]),
-             "node_faces": node_faces(grid, level, big[1]), "node_bytes": big[2],
-             "node_peak_bytes": peak, "up_bytes": sum(a.nbytes for a in up.values()),
-             "map_bytes": sum(map_bytes), "largest_map_bytes": max(map_bytes)}
-        )  # fmt: skip
-    top = max(out["levels"], key=lambda lv: lv["node_edges"])
-    out.update(seconds=sum(lv["seconds"] for lv in out["levels"]), largest=top,
-               storage_bytes=sum(lv["up_bytes"] + lv["map_bytes"] for lv in out["levels"]),
-               rss_mb=rss_mb(), rss_start_mb=rss0)  # fmt: skip
-    if verify:
-        labels = m.labels()
-        ids, roots = components(m.edges((0, 0, 0), grid), extra=labels)
-        want = roots[np.searchsorted(ids, labels)]
-        got = np.empty_like(labels)
-        for c, node in enumerate(np.ndindex(*grid[::-1])):
-            chain = [lm[tuple(i >> lv for i in node[::-1])] for lv, lm in enumerate(maps, 1)]
-            got[c * m.n : (c + 1) * m.n] = apply_maps(labels[c * m.n : (c + 1) * m.n], chain)
+        map_bytes = [a.nbytes for a in lmaps.values()]
+        levels.append({"level": level, "nodes": len(up), "seconds": seconds, "read_s": read,
+                       "resolve_s": resolve, "node_edges": big[0], "node": list(big[1]),
+                       "node_faces": node_faces(grid, level, big[1]), "node_bytes": big[2],
+                       "node_peak_bytes": peak, "up_bytes": sum(a.nbytes for a in up.values()),
+                       "map_bytes": sum(map_bytes),
+                       "largest_map_bytes": max(map_bytes)})  # fmt: skip
+    out = {"levels": levels, "seconds": sum(lv["seconds"] for lv in levels), "rss_mb": rss_mb(),
+           "largest": max(levels, key=lambda lv: lv["node_edges"]),
+           "storage_bytes": sum(lv["up_bytes"] + lv["map_bytes"] for lv in levels)}  # fmt: skip
+    if verify:  # every label of every chunk: its chain of maps vs one flat union-find
+        labels = (np.arange(math.prod(grid), dtype=U)[:, None] * U(m.ids.stride)
+                  + np.arange(1, m.n + 1, dtype=U)).ravel()  # fmt: skip
+        ids, roots = eq.components(m.edges((0, 0, 0), grid), extra=labels)
+        want, got = roots[np.searchsorted(ids, labels)], np.empty_like(labels)
+        for c, zyx in enumerate(np.ndindex(*grid[::-1])):  # linear chunk order
+            chain = [lm[tuple(i >> lv for i in zyx[::-1])] for lv, lm in enumerate(maps, 1)]
+            got[c * m.n : (c + 1) * m.n] = eq.apply_maps(labels[c * m.n : (c + 1) * m.n], chain)
         assert np.array_equal(got, want), "hierarchical ids differ from the flat union-find"
-        roots_of, sizes = np.unique(want, return_counts=True)
-        giant = labels[want == roots_of[sizes.argmax()]] // U(m.ids.stride)
-        out["verified"] = {"labels": len(labels), "sets": len(roots_of),
+        sets, sizes = np.unique(want, return_counts=True)
+        giant = labels[want == sets[sizes.argmax()]] // U(m.ids.stride)
+        out["verified"] = {"labels": len(labels), "sets": len(sets),
                            "largest_set_chunks": len(np.unique(giant))}  # fmt: skip
     return out
 
 
 def flat(m: Model) -> dict[str, Any]:
-    rss0, started = rss_mb(), time.perf_counter()
+    started = time.perf_counter()
     edges = m.edges((0, 0, 0), m.ids.grid_shape)
     made = time.perf_counter()
-    components(edges)
+    eq.components(edges)
     seconds = time.perf_counter() - made
-    del edges
-    tracemalloc.start()  # again, traced: the edges (its input) and the union-find
-    components(m.edges((0, 0, 0), m.ids.grid_shape))
-    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.start()  # again, traced; its input (all edges) counts as a node's does
+    eq.components(edges)
+    peak = tracemalloc.get_traced_memory()[1] + edges.nbytes
     tracemalloc.stop()
-    return {"seconds": seconds, "make_s": made - started, "peak_bytes": peak,
-            "rss_mb": rss_mb(), "rss_start_mb": rss0}  # fmt: skip
+    return {"seconds": seconds, "make_s": made - started, "peak_bytes": peak, "rss_mb": rss_mb()}
 
 
 def case(kind: str, grid: Grid, k: int, n: int, chains: int, verify: bool) -> dict[str, Any]:
-    m = Model(IdSpace(grid, 2**20), k, n, chains)
-    components(np.array([[1, 2]], U))  # warm up: scipy's first import is not the resolver's
+    m = Model(eq.IdSpace(grid, 2**20), k, n, chains)
+    eq.components(np.array([[1, 2]], U))  # warm up: scipy's first import is not the resolver's
     if kind == "flat":
         return flat(m)
     res = hierarchical(m, verify)
@@ -209,7 +182,18 @@ def in_fresh_process(*args: Any) -> dict[str, Any]:
         return pool.submit(case, *args).result()
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def name(grid: Any) -> str:
+    return "x".join(map(str, grid))
+
+
+def table(head: str, rows: list[list[Any]]) -> None:
+    print("\n| " + head.replace(",", " | ") + " |\n|" + "---:|" * (head.count(",") + 1))
+    for r in rows:
+        cells = (f"{v:.2f}" if isinstance(v, float) else str(v) for v in r)
+        print("| " + " | ".join(cells) + " |")
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"grid {QUICK_GRID}, not {FULL_GRID}")
     parser.add_argument("--grid", help="largest chunk grid x,y,z (also run at 1/2 and 1/4)")
@@ -218,72 +202,69 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--chains", type=int, default=6, help="long neurites per chunk")
     parser.add_argument("--flat-max-chunks", type=int, default=2**18, help="flat baseline up to")
     args = parser.parse_args(argv)
-    top = tuple(map(int, args.grid.split(","))) if args.grid else (QUICK_GRID if args.quick else FULL_GRID)  # fmt: skip
+    top = QUICK_GRID if args.quick else FULL_GRID
+    top = tuple(map(int, args.grid.split(","))) if args.grid else top
     sizes = sorted({tuple(max(1, g // d) for g in top) for d in (4, 2, 1)}, key=math.prod)
     results = []
     for i, grid in enumerate(sizes):
-        chunks = math.prod(grid)
+        chunks, params = math.prod(grid), (grid, args.k, args.n, args.chains)
         res = {"grid": list(grid), "chunks": chunks, "faces": faces(grid)}
-        res["hier"] = h = in_fresh_process("hier", grid, args.k, args.n, args.chains, i == 0)
+        res["hier"] = h = in_fresh_process("hier", *params, i == 0)
+        res["level0_bytes"] = 16 * h["edges"]
         if chunks <= args.flat_max_chunks:
-            res["flat"] = in_fresh_process("flat", grid, args.k, args.n, args.chains, False)
+            res["flat"] = in_fresh_process("flat", *params, False)
         results.append(res)
-        print(f"\n{'x'.join(map(str, grid))}: {chunks} chunks, {res['faces']} faces, "
-              f"{h['edges']} edges ({16 * h['edges'] / MB:.1f} MB level 0), "
-              f"{len(h['levels'])} levels, {h['seconds']:.2f} s")  # fmt: skip
+        print(f"\n{name(grid)}: {chunks} chunks, {res['faces']} faces, {h['edges']} edges "
+              f"({res['level0_bytes'] / MB:.1f} MB level 0), "
+              f"{len(h['levels'])} levels")  # fmt: skip
         if "verified" in h:
-            print("  verified: final ids = flat components() for {labels} labels "
-                  "({sets} sets, the largest spans {largest_set_chunks} chunks)".format(**h["verified"]))  # fmt: skip
-        print("  level nodes   time s  read s  resolve s  big-node edges  faces  in+out KB  "
-              "peak KB  passed-up MB  maps MB  big map KB")
-        for lv in h["levels"]:
-            print(f"  {lv['level']:5} {lv['nodes']:5} {lv['seconds']:8.2f} {lv['read_s']:7.2f} "
-                  f"{lv['resolve_s']:10.2f} {lv['node_edges']:15} {lv['node_faces']:6} "
-                  f"{lv['node_bytes'] / 1024:10.0f} {lv['node_peak_bytes'] / 1024:8.0f} "
-                  f"{lv['up_bytes'] / MB:13.2f} {lv['map_bytes'] / MB:8.2f} "
-                  f"{lv['largest_map_bytes'] / 1024:11.1f}")  # fmt: skip
+            v = h["verified"]
+            print(f"verified: final ids = flat components() for {v['labels']} labels "
+                  f"({v['sets']} sets, the largest spans {v['largest_set_chunks']} "
+                  "chunks)")  # fmt: skip
+        table("level,nodes,time s,read s,resolve s,big node edges,its faces,in+out KB,peak KB,"
+              "passed-up MB,maps MB,big map KB",
+              [[lv["level"], lv["nodes"], lv["seconds"], lv["read_s"], lv["resolve_s"],
+                lv["node_edges"], lv["node_faces"], lv["node_bytes"] / 1024,
+                lv["node_peak_bytes"] / 1024, lv["up_bytes"] / MB, lv["map_bytes"] / MB,
+                lv["largest_map_bytes"] / 1024] for lv in h["levels"]])  # fmt: skip
 
-    print("\n| grid | chunks | faces | big-node edges | big-node faces | in+out MB | node peak MB "
-          "| storage MB | hier s | hier RSS MB | flat s | flat peak MB | flat RSS MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in results:
-        h, big, f = r["hier"], r["hier"]["largest"], r.get("flat")
-        fl = f"{f['seconds']:.2f} | {f['peak_bytes'] / MB:.1f} | {f['rss_mb']:.0f}" if f else "- | - | -"  # fmt: skip
-        print(f"| {'x'.join(map(str, r['grid']))} | {r['chunks']} | {r['faces']} | "
-              f"{big['node_edges']} | {big['node_faces']} | {big['node_bytes'] / MB:.2f} | "
-              f"{big['node_peak_bytes'] / MB:.2f} | {h['storage_bytes'] / MB:.1f} | "
-              f"{h['seconds']:.2f} | {h['rss_mb']:.0f} | {fl} |")  # fmt: skip
+    table("grid,chunks,faces,big node edges,its faces,in+out MB,node peak MB,storage MB,hier s,"
+          "hier RSS MB,flat s,flat peak MB,flat RSS MB",
+          [[name(r["grid"]), r["chunks"], r["faces"], b["node_edges"], b["node_faces"],
+            b["node_bytes"] / MB, b["node_peak_bytes"] / MB, r["hier"]["storage_bytes"] / MB,
+            r["hier"]["seconds"], r["hier"]["rss_mb"],
+            *([f["seconds"], f["peak_bytes"] / MB, f["rss_mb"]] if f else ["-"] * 3)]
+           for r in results for b, f in [(r["hier"]["largest"], r.get("flat"))]])  # fmt: skip
+    print("hier RSS includes the storage dicts (all maps, passed-up edges of two levels); node "
+          "peak: tracemalloc, the largest node's task, its input included")  # fmt: skip
     for a, b in itertools.pairwise(results):
-        ba, bb = a["hier"]["largest"], b["hier"]["largest"]
-        print(f"  {'x'.join(map(str, a['grid']))} → {'x'.join(map(str, b['grid']))}: chunks "
-              f"×{b['chunks'] / a['chunks']:.1f}, faces ×{b['faces'] / a['faces']:.1f}, largest "
-              f"node edges ×{bb['node_edges'] / ba['node_edges']:.2f}, its peak "
-              f"×{bb['node_peak_bytes'] / ba['node_peak_bytes']:.2f}")  # fmt: skip
-    last = results[-1]
+        x, y = a["hier"]["largest"], b["hier"]["largest"]
+        print(f"{name(a['grid'])} → {name(b['grid'])}: chunks ×{b['chunks'] / a['chunks']:.1f}, "
+              f"faces ×{b['faces'] / a['faces']:.1f}; largest node: its faces "
+              f"×{y['node_faces'] / x['node_faces']:.2f}, edges "
+              f"×{y['node_edges'] / x['node_edges']:.2f}, "
+              f"peak ×{y['node_peak_bytes'] / x['node_peak_bytes']:.2f}")  # fmt: skip
+    last, where = results[-1], name(top)
     h, big, f = last["hier"], last["hier"]["largest"], last.get("flat")
-    name = "x".join(map(str, last["grid"]))
-    rows = [
-        common.row("stitch", f"hierarchical resolve, {name} chunks", h["seconds"], "s",
-                   note=f"{last['chunks']} chunks, {len(h['levels'])} levels, 1 process"),
-        common.row("stitch", f"largest node peak (tracemalloc), {name}",
-                   big["node_peak_bytes"] / MB, "MB",
-                   note=f"level {big['level']}: {big['node_edges']} edges over "
-                   f"{big['node_faces']} faces; in+out {big['node_bytes'] / MB:.2f} MB"),
-    ]  # fmt: skip
+    rows = [common.row("stitch", f"hierarchical resolve, {where} chunks, 1 process",
+                       h["seconds"], "s", note=f"{len(h['levels'])} levels"),
+            common.row("stitch", f"largest node peak (tracemalloc), {where}",
+                       big["node_peak_bytes"] / MB, "MB", note=f"level {big['level']}: "
+                       f"{big['node_edges']} edges, {big['node_faces']} faces")]  # fmt: skip
     if f:
-        rows += [
-            common.row("stitch", f"flat components() on all edges, {name}", f["seconds"], "s",
-                       note=f"peak {f['peak_bytes'] / MB:.0f} MB, RSS {f['rss_mb']:.0f} MB"),
-            common.row("stitch", f"flat peak / largest node peak, {name}",
-                       f["peak_bytes"] / big["node_peak_bytes"], "×"),
-        ]  # fmt: skip
+        rows += [common.row("stitch", f"flat components() on all edges, {where}", f["seconds"],
+                            "s", note=f"RSS {f['rss_mb']:.0f} MB"),
+                 common.row("stitch", f"flat peak / largest node peak, {where}",
+                            f["peak_bytes"] / big["node_peak_bytes"], "×",
+                            note=f"{f['peak_bytes'] / MB:.0f} MB flat")]  # fmt: skip
     common.write_results("stitch", {
-        "quick": args.quick, "k": args.k, "n": args.n, "chains": args.chains,
+        "quick": args.quick, "k": args.k, "n": args.n, "chains": args.chains, "sizes": results,
         "workload": f"octree resolve of synthetic face matches, grids "
-                    f"{', '.join('x'.join(map(str, s)) for s in sizes)}, K={args.k}, N={args.n}",
-        "sizes": results, "rows": rows})  # fmt: skip
+                    f"{', '.join(map(name, sizes))}, K={args.k}, N={args.n}",
+        "rows": rows})  # fmt: skip
     common.print_rows(rows)
-    return {"sizes": results, "rows": rows}
+    return results
 
 
 if __name__ == "__main__":
