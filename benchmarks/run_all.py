@@ -1,6 +1,6 @@
 """Run every benchmark (each in its own process), then print the summary table.
 
-    .venv/bin/python benchmarks/run_all.py [--quick] [--only downsample,runner,resume,segment]
+    .venv/bin/python benchmarks/run_all.py [--quick] [--only segment,stitch,...]
 
 Each benchmark writes `results/<name>.json`; `results/summary.md` gathers their rows. A full
 (not --quick) run of all of them also refreshes the table in README.md.
@@ -20,6 +20,7 @@ BENCHMARKS = {
     "runner": "bench_runner.py",
     "resume": "bench_resume.py",
     "segment": "bench_segment.py",
+    "stitch": "bench_stitch.py",
 }
 
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, str(common.BENCH_DIR / BENCHMARKS[name])]
         if args.quick:
             cmd.append("--quick")
-        if args.repeats:
+        if args.repeats and name != "stitch":  # stitch times one pass per grid size
             cmd += ["--repeats", str(args.repeats)]
         print(f"\n######## {name}: {' '.join(cmd[1:])}", flush=True)
         started = time.perf_counter()

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from petavox.tasks.equivalence import unique_pairs
+
 EMPTY_EDGES = np.zeros((0, 2), np.uint64)
 
 
@@ -46,8 +48,7 @@ class RegionGraph:
         edges = np.concatenate([g.edges for g in graphs]).astype(np.uint64).reshape(-1, 2)
         if len(edges) == 0:
             return cls.empty()
-        unique, inverse = np.unique(edges, axis=0, return_inverse=True)
-        inverse = inverse.ravel()
+        unique, inverse = unique_pairs(edges)
         sums = np.bincount(inverse, np.concatenate([g.sums for g in graphs]), len(unique))
         counts = np.bincount(inverse, np.concatenate([g.counts for g in graphs]), len(unique))
         return cls(unique, sums, counts.astype(np.int64))

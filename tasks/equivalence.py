@@ -54,12 +54,26 @@ class IdSpace:
         return np.stack([x, rest % np.uint64(gy), rest // np.uint64(gy)], axis=-1).astype(np.int64)
 
 
+def unique_pairs(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct rows, index of each input row in them) for (n, 2) integer pairs.
+
+    Much faster than ``np.unique(axis=0)``, which sorts rows as opaque bytes: the ids are made
+    dense first, so each pair becomes one int64 key.
+    """
+    pairs = np.asarray(pairs).reshape(-1, 2)
+    ids, dense = np.unique(pairs, return_inverse=True)
+    dense = dense.reshape(-1, 2).astype(np.int64)
+    keys, inverse = np.unique(dense[:, 0] * len(ids) + dense[:, 1], return_inverse=True)
+    rows = np.stack([ids[keys // len(ids)], ids[keys % len(ids)]], axis=1)
+    return rows.astype(pairs.dtype), inverse.ravel()
+
+
 def unique_edges(edges: np.ndarray) -> np.ndarray:
     """Edges as sorted (low, high) pairs, without duplicates or self-loops."""
     edges = np.asarray(edges, dtype=EDGE_DTYPE).reshape(-1, 2)
     edges = np.sort(edges, axis=1)
     edges = edges[edges[:, 0] != edges[:, 1]]
-    return np.unique(edges, axis=0) if len(edges) else edges
+    return unique_pairs(edges)[0] if len(edges) else edges
 
 
 def components(edges: np.ndarray, extra: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

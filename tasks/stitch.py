@@ -22,7 +22,14 @@ from functools import lru_cache
 import fastremap
 import numpy as np
 
-from petavox.tasks.equivalence import IdSpace, apply_maps, resolve_node, sorted_map, unique_edges
+from petavox.tasks.equivalence import (
+    IdSpace,
+    apply_maps,
+    resolve_node,
+    sorted_map,
+    unique_edges,
+    unique_pairs,
+)
 from petavox.tasks.geometry import Box, Chunk, ChunkGrid, Vec3
 from petavox.tasks.layers import Layer
 from petavox.tasks.objects import get_array, put_array
@@ -74,15 +81,15 @@ def overlap_matches(mine: np.ndarray, theirs: np.ndarray, fraction: float) -> np
     """
     mine, theirs = mine.ravel(), theirs.ravel()
     keep = (mine != 0) & (theirs != 0)
-    pairs, counts = np.unique(np.stack([mine[keep], theirs[keep]], axis=1), axis=0,
-                              return_counts=True)  # fmt: skip
-    if len(pairs) == 0:
+    if not keep.any():
         return np.zeros((0, 2), np.uint64)
-    size_a = dict(zip(*np.unique(mine[keep], return_counts=True)))
-    size_b = dict(zip(*np.unique(theirs[keep], return_counts=True)))
-    a_sizes = np.array([size_a[a] for a in pairs[:, 0]])
-    b_sizes = np.array([size_b[b] for b in pairs[:, 1]])
-    ok = (counts > fraction * a_sizes) & (counts > fraction * b_sizes)
+    pairs, inverse = unique_pairs(np.stack([mine[keep], theirs[keep]], axis=1))
+    counts = np.bincount(inverse, minlength=len(pairs))
+    a_ids, a_sizes = np.unique(mine[keep], return_counts=True)
+    b_ids, b_sizes = np.unique(theirs[keep], return_counts=True)
+    size_a = a_sizes[np.searchsorted(a_ids, pairs[:, 0])]
+    size_b = b_sizes[np.searchsorted(b_ids, pairs[:, 1])]
+    ok = (counts > fraction * size_a) & (counts > fraction * size_b)
     return pairs[ok].astype(np.uint64)
 
 
