@@ -20,8 +20,10 @@ from petavox.tasks import tensorstore_io
 from petavox.tasks.errors import ChunkDataError
 from petavox.tasks.geometry import Box, Vec3
 from petavox.tasks.layers import Layer, LayerSpec
+from petavox.tasks.metrics import evaluate
+from petavox.tasks.objects import get_array, get_arrays, put_array, put_arrays
 from petavox.tasks.storage import StorageContext
-from petavox.tasks.synthetic import SyntheticParams, generate
+from petavox.tasks.synthetic import SyntheticParams, boundary_from_labels, generate
 from petavox.workflows.ledger import Ledger
 
 pytestmark = pytest.mark.integration
@@ -184,3 +186,38 @@ def test_run_on_gcs(gcs_module, tmp_path, restore_environ):
         raw = Layer.open(f"{url}/raw", StorageContext(gcs_endpoint=gcs_module.endpoint))
         np.testing.assert_array_equal(raw.read(raw.bounds()), data.transpose(2, 1, 0))
         assert raw.num_mips == 2
+
+
+def test_array_objects_on_object_storage(store):
+    url = f"{store.base}/intermediate"
+    edges = np.arange(12, dtype=np.uint64).reshape(6, 2) + 2**40
+    put_array(url, "edges/0/1_2_3.npy", edges, store.context)
+    np.testing.assert_array_equal(get_array(url, "edges/0/1_2_3.npy", store.context), edges)
+    graph = {"edges": edges, "sums": np.linspace(0, 1, 6), "face_ids": np.zeros(0, np.uint64)}
+    put_arrays(url, "agglo/1/0_0_0.npz", graph, store.context)
+    back = get_arrays(url, "agglo/1/0_0_0.npz", store.context)
+    assert set(back) == set(graph)
+    for key, value in graph.items():
+        np.testing.assert_array_equal(back[key], value)
+    with pytest.raises(FileNotFoundError, match=r"maps/9/0_0_0\.npy is missing"):
+        get_array(url, "maps/9/0_0_0.npy", store.context)
+
+
+def test_segment_command_on_seaweedfs(seaweedfs, tmp_path, restore_environ):
+    """Faces, edges, region graphs and maps of a multi-chunk watershed run live in S3."""
+    volume = generate(SyntheticParams(shape=(64, 48, 24), seed=6))
+    boundary = boundary_from_labels(volume.labels, seed=6)
+    np.save(tmp_path / "boundary.npy", boundary.transpose(2, 1, 0))
+    env = {k: v for k, v in seaweedfs.env().items() if k not in ENDPOINT_VARS}
+    url = f"s3://{seaweedfs.bucket}/segment"
+    common = ["--s3-endpoint", seaweedfs.endpoint, "--workers", "2", "--quiet"]
+    run_cli(["ingest", str(tmp_path / "boundary.npy"), f"{url}/boundary", "--resolution",
+             "8,8,8", "--storage-chunk", "16,16,8", *common], env)  # fmt: skip
+    proc = run_cli(["segment", f"{url}/boundary", f"{url}/seg", "--chunk-shape", "32,16,8",
+                    "--halo", "16,16,16", "--merge-threshold", "0.6", *common], env)  # fmt: skip
+    assert "agglomerate" in proc.stdout and seaweedfs.secret_key not in proc.stdout + proc.stderr
+    with client_env(env):
+        seg = Layer.open(f"{url}/seg", StorageContext(s3_endpoint=seaweedfs.endpoint))
+        labels = seg.read(seg.bounds())
+    assert evaluate(labels, volume.labels).arand <= 0.05
+    assert len(np.unique(labels)) > 5
