@@ -31,6 +31,8 @@ STAGE_POSITIONALS = {  # (field, metavar, help, required)
     "downsample": [("input", "INPUT_URL", "layer to downsample", True),
                    ("output", "OUTPUT_URL", "layer that gets the pyramid (default: INPUT_URL)",
                     False)],
+    "infer": [("input", "RAW_URL", "image layer (uint8 or float 0-1)", True),
+              ("output", "OUTPUT_URL", "boundary (or affinity) layer URL to write", True)],
     "segment": [("input", "BOUNDARY_URL", "boundary map (1 channel, high = membrane) or "
                  "affinities (3 channels)", True),
                 ("output", "OUTPUT_URL", "segmentation layer URL to write", True)],

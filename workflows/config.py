@@ -173,6 +173,57 @@ class SegmentParams(StageParams):
     fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
 
 
+class InferParams(StageParams):
+    """Image → boundary map or affinities with a CNN (ONNX), patch-wise with seamless blending."""
+
+    stage: Literal["infer"] = "infer"
+    input: str = Field("raw", description="image layer (uint8, or float 0-1): name or URL")
+    output: str = Field("boundary", description="layer name under the run output, or a URL")
+    model: str | None = Field(
+        None,
+        description="ONNX model: path or file/s3/gs URL; 'classical' for the no-model filter "
+        "(default: the built-in model trained on synthetic data)",
+    )
+    model_sha256: str | None = Field(
+        None, description="expected SHA-256 of the model file (checked before any work)"
+    )
+    patch: PositiveTriple = Field(
+        (128, 128, 64), description="model input size X,Y,Z (clipped to the volume)"
+    )
+    overlap: NonNegativeTriple = Field(
+        (12, 12, 6), description="overlap of neighbouring patches X,Y,Z, blended smoothly"
+    )
+    output_dtype: Literal["uint8", "float32"] = Field(
+        "uint8", description="uint8: probability × 255; float32: probability"
+    )
+    chunk_shape: PositiveTriple | None = Field(
+        None, description="voxels per task, a multiple of the storage chunk (default: ~8 M voxels)"
+    )
+    storage_chunk: PositiveTriple | None = Field(
+        None, description="chunk size of the output layer (default: the input's)"
+    )
+    fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        "auto",
+        description="gpu: the model runs in GPU actors (the autoscaler brings GPU nodes); "
+        "auto: gpu when the cluster has GPUs, else in each CPU task",
+    )
+    gpu_actors: int = Field(1, ge=1, description="GPU actors that each load the model once")
+    gpus_per_actor: float = Field(1.0, ge=0, description="GPUs each actor reserves")
+    batch: int = Field(1, ge=1, description="patches per model call (raise on GPUs)")
+
+    UNHASHED: ClassVar[frozenset[str]] = frozenset(
+        {"resources", "device", "gpu_actors", "gpus_per_actor", "batch"}
+    )
+
+    @field_validator("model_sha256")
+    @classmethod
+    def _sha(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-f]{64}", value.lower()):
+            raise ValueError("model_sha256 must be 64 hexadecimal digits (sha256sum of the file)")
+        return value.lower() if value else value
+
+
 class EvaluateParams(StageParams):
     """Scores a segmentation against a ground-truth layer; writes the scores as JSON."""
 
@@ -186,12 +237,13 @@ class EvaluateParams(StageParams):
 
 
 AnyStage = Annotated[
-    IngestParams | DownsampleParams | SegmentParams | EvaluateParams,
+    IngestParams | DownsampleParams | InferParams | SegmentParams | EvaluateParams,
     Field(discriminator="stage"),
 ]
 STAGE_MODELS: dict[str, type[StageParams]] = {
     "ingest": IngestParams,
     "downsample": DownsampleParams,
+    "infer": InferParams,
     "segment": SegmentParams,
     "evaluate": EvaluateParams,
 }

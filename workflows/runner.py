@@ -15,6 +15,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,6 +51,9 @@ class StagePlan:
     finalize: Callable[[], None] | None = None
     use_ledger: bool = True
     on_result: Callable[[Chunk, Any], None] | None = None  # called on the driver per result
+    #: called on the driver once Ray is up; yields the job to dispatch (e.g. bound to GPU actors
+    #: it starts) and releases what it started when the stage ends
+    runtime: Callable[[ChunkJob], AbstractContextManager[ChunkJob]] | None = None
 
 
 class ChunkFailedError(PetavoxError):
@@ -229,7 +233,26 @@ def _dispatch(
     cfg = session.config
     limit = cfg.max_in_flight or max(64, 2 * session.cluster_cpus())
     remote = ray.remote(run_chunk).options(**_remote_options(plan.resources, cfg.task_retries))
-    job_ref = ray.put(plan.job)
+    with (plan.runtime or nullcontext)(plan.job) as job:
+        _submit_all(plan, remote, ray.put(job), todo, ledger, cfg, limit, total, on_result,
+                    progress)  # fmt: skip
+
+
+def _submit_all(
+    plan: StagePlan,
+    remote: Any,
+    job_ref: Any,
+    todo: list[Chunk],
+    ledger: Ledger | None,
+    cfg: RayConfig,
+    limit: int,
+    total: int,
+    on_result: Callable[[Chunk, Any], None] | None,
+    progress: bool,
+) -> None:
+    """Keep up to `max_in_flight` tasks submitted until every chunk of `todo` is done."""
+    import ray
+
     pending: dict[Any, Chunk] = {}
     chunks = iter(todo)
     exhausted = False

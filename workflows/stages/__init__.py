@@ -9,6 +9,7 @@ from petavox.workflows.config import StageParams
 from petavox.workflows.runner import StagePlan
 from petavox.workflows.stages.downsample import plan_downsample
 from petavox.workflows.stages.evaluate import plan_evaluate_stage
+from petavox.workflows.stages.infer import plan_infer
 from petavox.workflows.stages.ingest import plan_ingest
 from petavox.workflows.stages.segment import plan_segment
 
@@ -17,6 +18,7 @@ Planner = Callable[[StageParams, Catalog], StagePlan | list[StagePlan]]
 PLANNERS: dict[str, Planner] = {
     "ingest": plan_ingest,  # type: ignore[dict-item]
     "downsample": plan_downsample,  # type: ignore[dict-item]
+    "infer": plan_infer,  # type: ignore[dict-item]
     "segment": plan_segment,  # type: ignore[dict-item]
     "evaluate": plan_evaluate_stage,  # type: ignore[dict-item]
 }
