@@ -429,14 +429,3 @@ def boundary_from_labels(labels: np.ndarray, noise: float = 0.1, seed: int = 0) 
     membrane /= max(float(membrane[is_membrane].mean()), 1e-6) if is_membrane.any() else 1.0
     noisy = membrane + rng.normal(0, noise, labels.shape).astype(np.float32)
     return np.clip(noisy, 0, 1).astype(np.float32)
-
-
-def boundary_from_raw(raw: np.ndarray) -> np.ndarray:
-    """A classical boundary map from the synthetic image (dark = membrane), no model.
-
-    A placeholder until the inference stage predicts boundaries: it also marks mitochondria and
-    clefts, so segmentation on it over-merges and over-splits where a CNN would not.
-    """
-    smooth = ndimage.gaussian_filter(raw.astype(np.float32), 1.0)
-    lo, hi = np.percentile(smooth, [2, 60])
-    return np.clip((hi - smooth) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)

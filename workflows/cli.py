@@ -208,6 +208,52 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )  # fmt: skip
 
 
+def _triple(text: str) -> tuple[int, int, int]:
+    parts = [int(p) for p in text.split(",")]
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"{text!r} is not three integers Z,Y,X")
+    return parts[0], parts[1], parts[2]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from petavox.workflows.train import run_train
+
+    if (args.val_raw is None) != (args.val_gt is None):
+        raise ConfigError("give both --val-raw and --val-gt, or neither")
+    validation = (args.val_raw, args.val_gt) if args.val_raw else None
+    storage = StorageConfig(**runtime_from_args(args)["storage"])
+    return run_train(
+        args.raw, args.gt, args.out, args.minutes, args.target, args.seed, args.patch,
+        batch=args.batch, base_channels=args.base_channels, depth=args.depth, pool=args.pool,
+        validation=validation, context=storage.context(), progress=not args.quiet,
+    )  # fmt: skip
+
+
+def add_train_parser(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a 3D U-Net on your ground truth; writes ONNX")
+    p.add_argument("--raw", required=True, action="append",
+                   help="image: .npy (z,y,x) or layer URL; repeat for several volumes")
+    p.add_argument("--gt", required=True, action="append",
+                   help="labels (0 = boundary/unknown), same shape; one per --raw")
+    p.add_argument("--out", required=True, help="model file to write (.onnx)")
+    p.add_argument("--minutes", type=float, default=15.0, help="training time (default 15)")
+    p.add_argument("--target", choices=("boundary", "affinities"), default="boundary",
+                   help="what the model predicts (default boundary)")
+    p.add_argument("--patch", type=_triple, default=(32, 64, 64),
+                   help="training patch Z,Y,X (default 32,64,64)")
+    p.add_argument("--pool", type=_triple, default=(2, 2, 2),
+                   help="pooling Z,Y,X per level; 1,2,2 for anisotropic stacks (default 2,2,2)")
+    p.add_argument("--batch", type=int, default=2, help="patches per step (default 2)")
+    p.add_argument("--base-channels", type=int, default=8, help="width of the U-Net (default 8)")
+    p.add_argument("--depth", type=int, default=3, help="U-Net levels (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--val-raw", help="held-out image for a validation loss")
+    p.add_argument("--val-gt", help="held-out labels for a validation loss")
+    p.add_argument("--s3-endpoint", help="S3-compatible endpoint for s3:// inputs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train, workers=None, address=None, max_in_flight=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="petavox",
@@ -240,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ground-truth labels to leave out (default 0)")  # fmt: skip
     add_runtime_options(p)
     p.set_defaults(func=cmd_evaluate)
+
+    add_train_parser(sub)
 
     for stage in COMMAND_STAGES:
         model = STAGE_MODELS[stage]

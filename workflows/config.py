@@ -256,6 +256,7 @@ class RayConfig(Strict):
         "local", description="local (start Ray here), auto (join the running cluster) or HOST:PORT"
     )
     workers: int | None = Field(None, ge=1, description="CPUs of a local Ray (default: all cores)")
+    gpus: int | None = Field(None, ge=0, description="GPUs of a local Ray (default: detected)")
     max_in_flight: int | None = Field(
         None, ge=1, description="tasks submitted at once (default: 2 × cluster CPUs)"
     )

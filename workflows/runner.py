@@ -144,6 +144,7 @@ class RaySession:
             ray.init(
                 address="local",
                 num_cpus=self.config.workers or os.cpu_count(),
+                num_gpus=self.config.gpus,
                 include_dashboard=False,
                 log_to_driver=True,
                 logging_level=logging.WARNING,

@@ -37,7 +37,8 @@ def address(ray_session) -> str:
 
 def test_every_command_has_help():
     out = petavox("--help").stdout
-    for command in ("demo", "run", "status", "evaluate", "ingest", "downsample", "segment"):
+    for command in ("demo", "run", "status", "evaluate", "ingest", "downsample", "infer",
+                    "segment", "train"):
         assert command in out
         text = petavox(command, "--help").stdout
         assert "usage: petavox " + command in text
@@ -63,7 +64,8 @@ def test_demo_writes_the_synthetic_volume_and_resumes(tmp_path, address):
     assert raw.num_mips == 3 and gt.layer_type == "segmentation"
     status = petavox("status", str(out / "petavox-demo.yaml")).stdout
     assert "segment" in status and "incomplete" not in status
-    assert status.count("done") == 9  # ingest ×3, segment, agglomerate ×2, downsample ×3
+    # ingest ×2, infer, segment, agglomerate ×2, downsample ×4
+    assert status.count("done") == 10 and "infer" in status
     assert "adapted Rand error" in first.stdout
     again = petavox("demo", "--size", "96", "--output", str(out), "--address", address,
                     "--quiet")  # fmt: skip
@@ -112,6 +114,32 @@ def test_segment_command_stitches_connected_components_exactly(tmp_path, address
     assert seg.info["data_type"] == "uint64"
 
 
+def test_infer_command_writes_a_boundary_map_that_segment_takes_as_is(tmp_path, address):
+    from onnx_models import conv_model
+
+    volume = generate(SyntheticParams(shape=(64, 64, 32), seed=6))
+    np.save(tmp_path / "raw.npy", volume.raw.transpose(2, 1, 0))
+    petavox("ingest", str(tmp_path / "raw.npy"), f"file://{tmp_path}/raw",
+            "--resolution", "8,8,8", "--storage-chunk", "16,16,16",
+            "--address", address, "--quiet")  # fmt: skip
+    model = conv_model(tmp_path / "model.onnx")
+    petavox("infer", f"file://{tmp_path}/raw", f"file://{tmp_path}/boundary", "--model",
+            str(model), "--chunk-shape", "32,32,16", "--patch", "32,32,32",
+            "--address", address, "--quiet")  # fmt: skip
+    boundary = Layer.open(f"file://{tmp_path}/boundary")
+    assert boundary.dtype == np.uint8 and boundary.num_channels == 1
+    threshold = np.percentile(boundary.read(boundary.bounds()), 40) / 255
+    petavox("segment", f"file://{tmp_path}/boundary", f"file://{tmp_path}/seg", "--mode", "cc",
+            "--boundary-threshold", f"{threshold:.3f}", "--chunk-shape", "32,32,16",
+            "--address", address, "--quiet")  # fmt: skip
+    seg = Layer.open(f"file://{tmp_path}/seg")
+    assert len(np.unique(seg.read(seg.bounds()))) > 5
+    bad = petavox("infer", f"file://{tmp_path}/raw", f"file://{tmp_path}/b2", "--model",
+                  str(tmp_path / "none.onnx"), "--address", address, check=False)  # fmt: skip
+    assert bad.returncode == 2 and "none.onnx does not exist" in bad.stderr
+    assert not (tmp_path / "b2").exists()
+
+
 def test_bad_input_exits_2_with_a_named_problem_and_writes_nothing(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(
@@ -128,3 +156,52 @@ def test_bad_input_exits_2_with_a_named_problem_and_writes_nothing(tmp_path):
     proc = petavox("ingest", "x.npy", f"file://{tmp_path}/o", "--resolution", "8,8", check=False)
     assert proc.returncode == 2 and "--resolution" in proc.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "o").exists()
+
+
+def test_infer_uses_gpu_actors_when_the_cluster_has_gpus(tmp_path):
+    """device: auto on a local Ray that declares one GPU: the model runs in an actor that
+    reserves it (no CUDA here, so ONNX Runtime falls back to the CPU inside the actor)."""
+    from onnx_models import conv_model
+
+    volume = generate(SyntheticParams(shape=(48, 48, 16), seed=7))
+    np.save(tmp_path / "raw.npy", volume.raw.transpose(2, 1, 0))
+    model = conv_model(tmp_path / "model.onnx")
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"output: file://{tmp_path}/out\n"
+        "stages:\n"
+        f"  - {{stage: ingest, input: {tmp_path}/raw.npy, resolution: [8, 8, 8],"
+        " storage_chunk: [16, 16, 16]}\n"
+        f"  - {{stage: infer, model: {model}, chunk_shape: [32, 32, 16]}}\n"
+        "ray: {workers: 2, gpus: 1}\n"
+    )
+    petavox("run", str(config), "--quiet")
+    markers = list((tmp_path / "out" / "ledger" / "infer").rglob("*_*_*.json"))
+    assert len(markers) == 4
+    assert {json.loads(m.read_text())["result"]["predictor"] for m in markers} == {
+        "ActorPredictor"
+    }
+
+
+def test_a_model_from_petavox_train_runs_in_petavox_infer(tmp_path, address):
+    pytest.importorskip("torch")
+    volume = generate(SyntheticParams(shape=(64, 48, 32), seed=8))
+    np.save(tmp_path / "raw.npy", volume.raw.transpose(2, 1, 0))
+    np.save(tmp_path / "gt.npy", volume.labels.transpose(2, 1, 0))
+    trained = petavox("train", "--raw", str(tmp_path / "raw.npy"), "--gt",
+                      str(tmp_path / "gt.npy"), "--out", str(tmp_path / "m.onnx"),
+                      "--minutes", "0.05", "--patch", "8,16,16", "--base-channels", "4",
+                      "--quiet")  # fmt: skip
+    assert "sha256:" in trained.stdout
+    digest = trained.stdout.split("sha256:")[1].split()[0]
+    petavox("ingest", str(tmp_path / "raw.npy"), f"file://{tmp_path}/raw",
+            "--resolution", "8,8,8", "--storage-chunk", "16,16,16",
+            "--address", address, "--quiet")  # fmt: skip
+    petavox("infer", f"file://{tmp_path}/raw", f"file://{tmp_path}/boundary", "--model",
+            str(tmp_path / "m.onnx"), "--model-sha256", digest, "--patch", "32,32,16",
+            "--address", address, "--quiet")  # fmt: skip
+    boundary = Layer.open(f"file://{tmp_path}/boundary")
+    assert boundary.read(boundary.bounds()).shape == (64, 48, 32)
+    bad = petavox("train", "--raw", str(tmp_path / "raw.npy"), "--gt", str(tmp_path / "x.npy"),
+                  "--out", str(tmp_path / "n.onnx"), check=False)  # fmt: skip
+    assert bad.returncode == 2 and "x.npy" in bad.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +21,7 @@ def test_axis_starts_cover_the_extent_with_the_overlap(start, extent, patch, dat
         assert starts == [start]
         return
     assert starts[-1] + patch == start + extent
-    for a, b in zip(starts, starts[1:]):
+    for a, b in pairwise(starts):
         assert b - a <= patch - overlap  # neighbours overlap by at least `overlap`
 
 
