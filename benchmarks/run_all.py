@@ -21,6 +21,7 @@ BENCHMARKS = {
     "resume": "bench_resume.py",
     "segment": "bench_segment.py",
     "stitch": "bench_stitch.py",
+    "infer": "bench_infer.py",
 }
 
 

@@ -4,10 +4,14 @@ Arrays are indexed [x, y, z] like the rest of petavox. A boundary map is float i
 uint8 0-255), high on membranes; affinities are 3 channels [x, y, z, c] where channel c links a
 voxel to its predecessor along axis c (0 = x, 1 = y, 2 = z), high when they belong together.
 
-Watershed fragments: seeds are the connected components of the (optionally smoothed) boundary
-map below `seed_threshold`; every voxel is flooded from them (scikit-image's watershed). Their
-mean-affinity agglomeration runs over the whole volume, chunk by chunk
-(`petavox.tasks.agglomeration`).
+Watershed fragments: every voxel is flooded (scikit-image's watershed) from seeds of the
+(optionally smoothed) boundary map. `threshold` seeds are the connected components of the map
+below `seed_threshold`; a thin gap in a membrane joins two cells' seeds, and so merges them.
+`distance` seeds are the maxima of the distance transform of that same foreground (in nm, so
+anisotropic stacks work): a gap is a narrow neck with a low distance, so each cell keeps its own
+seed. Distance seeds oversegment a little, which the agglomeration repairs; on CNN maps with
+occasional gaps they are far more robust (README, "Inference"). The mean-affinity agglomeration
+runs over the whole volume, chunk by chunk (`petavox.tasks.agglomeration`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ class WatershedParams:
     """Defaults were chosen on gala `train` (see README, "Segmentation")."""
 
     smoothing: float = 0.5  # Gaussian sigma (voxels) applied before seeding and flooding
-    seed_threshold: float = 0.15  # boundary below this is seed interior
+    seed_threshold: float = 0.15  # boundary below this is seed interior (threshold) or foreground
+    seeds: str = "threshold"  # threshold | distance
+    seed_radius: float = 3.0  # distance seeds: one maximum per this radius (in voxels along x)
+    voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0)  # relative x, y, z sizes
 
 
 def as_boundary(data: np.ndarray) -> np.ndarray:
@@ -60,10 +67,24 @@ def watershed_fragments(boundary: np.ndarray, params: WatershedParams) -> np.nda
     from skimage.segmentation import watershed
 
     relief = ndimage.gaussian_filter(boundary, params.smoothing) if params.smoothing else boundary
-    seeds = cc3d.connected_components(relief < params.seed_threshold, connectivity=6)
+    if params.seeds == "distance":
+        seeds = distance_seeds(relief < params.seed_threshold, params)
+    else:
+        seeds = cc3d.connected_components(relief < params.seed_threshold, connectivity=6)
     if seeds.max() == 0:  # no interior anywhere: one fragment, agglomeration has nothing to do
         return np.ones(boundary.shape, dtype=np.uint64)
     return watershed(relief, seeds).astype(np.uint64)
+
+
+def distance_seeds(foreground: np.ndarray, params: WatershedParams) -> np.ndarray:
+    """Seed labels at the local maxima of the foreground's distance to the nearest boundary."""
+    from scipy import ndimage
+
+    size = np.asarray(params.voxel_size, dtype=np.float64) / min(params.voxel_size)
+    distance = ndimage.distance_transform_edt(foreground, sampling=size)
+    footprint = [2 * max(1, round(params.seed_radius / s)) + 1 for s in size]
+    peaks = (distance == ndimage.maximum_filter(distance, size=footprint)) & foreground
+    return cc3d.connected_components(peaks, connectivity=26)
 
 
 def cc_segment(boundary: np.ndarray, threshold: float, connectivity: int) -> np.ndarray:

@@ -161,7 +161,16 @@ class SegmentParams(StageParams):
     )
     smoothing: float = Field(0.5, ge=0, description="Gaussian sigma on the boundary map (voxels)")
     seed_threshold: float = Field(
-        0.15, ge=0, le=1, description="boundary below this seeds the watershed"
+        0.15, ge=0, le=1,
+        description="boundary below this seeds the watershed (distance seeds: is foreground)",
+    )
+    seeds: Literal["threshold", "distance"] = Field(
+        "threshold",
+        description="threshold: components of boundary < seed_threshold; distance: maxima of "
+        "the distance transform of that foreground (robust to membrane gaps; use for CNN maps)",
+    )
+    seed_radius: float = Field(
+        3.0, gt=0, description="distance seeds: at most one seed per this radius (x voxels)"
     )
     merge_threshold: float = Field(
         0.875, ge=0, le=1, description="agglomerate while 1 - mean affinity is below this"

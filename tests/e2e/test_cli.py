@@ -73,6 +73,17 @@ def test_demo_writes_the_synthetic_volume_and_resumes(tmp_path, address):
     assert "in 0.0 s" in again.stdout
 
 
+def test_the_default_demo_segments_from_raw_within_the_target(tmp_path, address):
+    """Raw → built-in U-Net → segment on the default volume: adapted Rand ≤ 0.10 (issue target)."""
+    out = tmp_path / "demo"
+    petavox("demo", "--output", str(out), "--address", address, "--quiet")
+    report = json.loads((out / "evaluation.json").read_text())
+    assert report["arand"] <= 0.10
+    assert report["voi_split"] + report["voi_merge"] < 0.5
+    boundary = Layer.open(f"file://{out}/boundary")
+    assert boundary.dtype == np.uint8 and boundary.num_mips == 3
+
+
 def test_ingest_downsample_and_evaluate_commands(tmp_path, address):
     volume = generate(SyntheticParams(shape=(80, 64, 16), seed=3))
     np.save(tmp_path / "gt.npy", volume.labels.transpose(2, 1, 0))

@@ -107,6 +107,18 @@ def test_watershed_mode_is_chunk_invariant_and_scores(tmp_path, synthetic, ray_s
     assert all(row.done == row.total for row in status(config))
 
 
+def test_distance_seeds_are_chunk_invariant(tmp_path, synthetic, ray_session):
+    labels = synthetic[1]
+    params = {"seeds": "distance", "seed_threshold": 0.5, "merge_threshold": 0.6}
+    *_, whole = segment(tmp_path, synthetic, "whole", [96, 80, 40], ray_session, **params)
+    assert evaluate(whole, labels).arand <= 0.05
+    for shape in ([32, 24, 16], [16, 16, 8]):
+        *_, chunked = segment(tmp_path, synthetic, f"c{shape[0]}", shape, ray_session,
+                              halo=[16, 16, 16], **params)  # fmt: skip
+        between = evaluate(chunked, whole, ignore_gt=())
+        assert between.voi_split + between.voi_merge <= 0.01, shape
+
+
 def test_affinity_input_is_segmented_and_chunk_invariant(tmp_path, synthetic, ray_session):
     _, labels, boundary = synthetic
     affs = affinities_from_boundary(boundary)

@@ -221,3 +221,42 @@ def test_segment_command_on_seaweedfs(seaweedfs, tmp_path, restore_environ):
         labels = seg.read(seg.bounds())
     assert evaluate(labels, volume.labels).arand <= 0.05
     assert len(np.unique(labels)) > 5
+
+
+def test_models_load_from_object_storage_with_their_checksum(store):
+    from petavox.tasks.models import ModelError, ModelRef, builtin_path, sha256
+    from petavox.tasks.objects import put
+
+    data = builtin_path("boundary-synthetic.onnx").read_bytes()
+    put(f"{store.base}/models", "unet.onnx", data, store.context)
+    url = f"{store.base}/models/unet.onnx"
+    assert ModelRef(url, sha256(data), store.context).load() == data
+    with pytest.raises(ModelError, match="SHA-256"):
+        ModelRef(url, "0" * 64, store.context).load()
+    with pytest.raises(ModelError, match="does not exist"):
+        ModelRef(f"{store.base}/models/none.onnx", sha256(data), store.context).load()
+
+
+def test_infer_command_with_a_model_in_s3(seaweedfs, tmp_path, restore_environ):
+    """Raw, model and boundary map all in S3; workers fetch the model and check its checksum."""
+    from petavox.tasks.models import builtin_path, sha256
+    from petavox.tasks.objects import put
+
+    volume = generate(SyntheticParams(shape=(64, 48, 24), seed=9))
+    np.save(tmp_path / "raw.npy", volume.raw.transpose(2, 1, 0))
+    env = {k: v for k, v in seaweedfs.env().items() if k not in ENDPOINT_VARS}
+    url = f"s3://{seaweedfs.bucket}/infer"
+    context = StorageContext(s3_endpoint=seaweedfs.endpoint)
+    data = builtin_path("boundary-synthetic.onnx").read_bytes()
+    with client_env(env):
+        put(f"{url}/models", "unet.onnx", data, context)
+    common = ["--s3-endpoint", seaweedfs.endpoint, "--workers", "2", "--quiet"]
+    run_cli(["ingest", str(tmp_path / "raw.npy"), f"{url}/raw", "--resolution", "8,8,8",
+             "--storage-chunk", "16,16,8", *common], env)  # fmt: skip
+    run_cli(["infer", f"{url}/raw", f"{url}/boundary", "--model", f"{url}/models/unet.onnx",
+             "--model-sha256", sha256(data), "--chunk-shape", "32,32,16",
+             *common], env)  # fmt: skip
+    with client_env(env):
+        boundary = Layer.open(f"{url}/boundary", context)
+        pred = boundary.read(boundary.bounds())
+    assert pred[volume.labels == 0].mean() > pred[volume.labels > 0].mean() + 100

@@ -91,7 +91,10 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
     seg_id = identity("segment", VERSION, seg_spec)
     work = join_url(catalog.root, "intermediate", "segment", seg_id)
     depth = Vec3(*(max(1, h // 2) for h in halo))
-    ws_params = WatershedParams(params.smoothing, params.seed_threshold)
+    resolution = source.resolution(0)
+    ws_params = WatershedParams(params.smoothing, params.seed_threshold, params.seeds,
+                                params.seed_radius,
+                                tuple(r / resolution[0] for r in resolution))  # type: ignore[arg-type]
     segment_plan = StagePlan(
         label=f"segment {params.input} → {params.output} ({params.mode})",
         stage="segment",
