@@ -197,16 +197,16 @@ class InferParams(StageParams):
         None, description="expected SHA-256 of the model file (checked before any work)"
     )
     patch: PositiveTriple = Field(
-        (128, 128, 64), description="model input size X,Y,Z (clipped to the volume)"
+        (136, 136, 72), description="model input size X,Y,Z (clipped to the volume)"
     )
     overlap: NonNegativeTriple = Field(
-        (12, 12, 6), description="overlap of neighbouring patches X,Y,Z, blended smoothly"
+        (8, 8, 8), description="overlap of neighbouring patches X,Y,Z, blended smoothly"
     )
     output_dtype: Literal["uint8", "float32"] = Field(
         "uint8", description="uint8: probability × 255; float32: probability"
     )
     chunk_shape: PositiveTriple | None = Field(
-        None, description="voxels per task, a multiple of the storage chunk (default: ~8 M voxels)"
+        None, description="voxels per task, a multiple of the storage chunk (default: ~32 M voxels)"
     )
     storage_chunk: PositiveTriple | None = Field(
         None, description="chunk size of the output layer (default: the input's)"

@@ -33,7 +33,9 @@ from petavox.workflows.stages.sizing import task_shape
 VERSION = 1
 DEFAULT_MODEL = BUILTIN + "boundary-synthetic.onnx"
 CLASSICAL = "classical"
-BYTES_PER_VOXEL = 32  # input, prediction sums and weights per output voxel, with room to spare
+# sizing weight: input, prediction sums and weights take 12-20 bytes per output voxel; big tasks
+# matter because the patches that straddle a task's faces are predicted by both tasks
+BYTES_PER_VOXEL = 8
 
 
 def check_input(layer: Layer) -> None:
