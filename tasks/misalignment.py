@@ -1,0 +1,69 @@
+"""Known misalignment for tests and benchmarks: per-section translation plus a smooth warp.
+
+Section z of the raw stack shows the aligned section with its content displaced by f_z(p) =
+shift_z + Σ_k a_k sin(2π (k · p) / λ_k + φ_k): raw_z(q) = aligned_z(q − f_z(q)). The field that
+aligns it back, u_z with aligned(p) = raw_z(p + u_z(p)), solves u = f(p + u) (`alignment`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Misalignment:
+    shifts: np.ndarray  # (z, 2) translation of each section's content, pixels
+    waves: np.ndarray  # (z, k, 2, 4): per component x/y, [amplitude, kx, ky, phase]
+
+    def forward(self, z: int, points: np.ndarray) -> np.ndarray:
+        """f_z at points (n, 2): where the content at each point came from, as a displacement."""
+        out = np.repeat(self.shifts[z][None].astype(np.float64), len(points), axis=0)
+        for k in range(self.waves.shape[1]):
+            for c in range(2):
+                amp, kx, ky, phase = self.waves[z, k, c]
+                out[:, c] += amp * np.sin(kx * points[:, 0] + ky * points[:, 1] + phase)
+        return out
+
+    def alignment(self, z: int, points: np.ndarray, iterations: int = 30) -> np.ndarray:
+        """u_z at points: the fixed point of u = f(p + u) (a contraction for gentle warps)."""
+        u = self.forward(z, points)
+        for _ in range(iterations):
+            u = self.forward(z, points + u)
+        return u
+
+
+def random_misalignment(sections: int, max_shift: float, warp: float = 0.0,
+                        wavelength: float = 400.0, waves: int = 2,
+                        seed: int = 0) -> Misalignment:  # fmt: skip
+    """Shifts uniform in ±max_shift; each warp wave's amplitude up to warp / waves."""
+    rng = np.random.default_rng(seed)
+    shifts = rng.uniform(-max_shift, max_shift, (sections, 2))
+    table = np.zeros((sections, waves, 2, 4))
+    if warp > 0:
+        angle = rng.uniform(0, 2 * np.pi, (sections, waves, 2))
+        length = wavelength * rng.uniform(0.8, 1.25, (sections, waves, 2))
+        table[..., 0] = rng.uniform(0.5, 1.0, (sections, waves, 2)) * warp / waves
+        table[..., 1] = 2 * np.pi * np.cos(angle) / length
+        table[..., 2] = 2 * np.pi * np.sin(angle) / length
+        table[..., 3] = rng.uniform(0, 2 * np.pi, (sections, waves, 2))
+    return Misalignment(shifts, table)
+
+
+def apply(aligned: np.ndarray, misalignment: Misalignment) -> np.ndarray:
+    """The raw stack (x, y, z) that `misalignment` makes of an aligned one (cubic resampling,
+    zeros where content came from outside the section)."""
+    from scipy import ndimage
+
+    nx, ny, nz = aligned.shape
+    gx, gy = np.meshgrid(np.arange(nx, dtype=np.float64), np.arange(ny, dtype=np.float64),
+                         indexing="ij")  # fmt: skip
+    points = np.stack([gx.ravel(), gy.ravel()], axis=1)
+    raw = np.zeros_like(aligned)
+    for z in range(nz):
+        source = (points - misalignment.forward(z, points)).T
+        values = ndimage.map_coordinates(aligned[:, :, z].astype(np.float32), source, order=3,
+                                         mode="constant", cval=0.0)  # fmt: skip
+        raw[:, :, z] = np.clip(np.rint(values), 0, 255).reshape(nx, ny).astype(aligned.dtype)
+    return raw

@@ -1,0 +1,87 @@
+"""Per-section transforms (translation + mesh) and the warp that renders an aligned box.
+
+An aligned voxel depends only on its section's transform and the raw section, never on the box
+being rendered: the read region always covers every pixel the bilinear sampling can touch, and
+samples outside the volume are 0. So the rendered layer does not depend on the render chunking.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from petavox.tasks.geometry import Box
+from petavox.tasks.meshes import MeshGrid
+
+
+@dataclass(frozen=True)
+class SectionTransforms:
+    """u_z(p) = translations[z] + mesh-interpolated nodes[z]; z counts from `first_section`."""
+
+    first_section: int
+    translations: np.ndarray  # (sections, 2)
+    nodes: np.ndarray  # (sections, mesh.size, 2)
+    mesh: MeshGrid
+
+    def field(self, z: int, start: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+        """u_z at every pixel of an (x, y) box: (X, Y, 2)."""
+        k = z - self.first_section
+        return self.translations[k] + self.mesh.dense(self.nodes[k], start, shape)
+
+    def at(self, z: int, points: np.ndarray) -> np.ndarray:
+        k = z - self.first_section
+        return self.translations[k] + self.mesh.interpolate(self.nodes[k], points)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "first_section": np.array(self.first_section),
+            "translations": self.translations,
+            "nodes": self.nodes,
+            "mesh_origin": np.array(self.mesh.origin),
+            "mesh_spacing": np.array(self.mesh.spacing),
+            "mesh_shape": np.array(self.mesh.shape),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> SectionTransforms:
+        mesh = MeshGrid(tuple(arrays["mesh_origin"].tolist()), float(arrays["mesh_spacing"]),
+                        tuple(int(v) for v in arrays["mesh_shape"]))  # type: ignore[arg-type]
+        return cls(int(arrays["first_section"]), arrays["translations"], arrays["nodes"], mesh)
+
+
+def source_box(transforms: SectionTransforms, box: Box, volume: Box) -> Box:
+    """The raw voxels that rendering `box` samples (within the volume)."""
+    lo, hi = np.full(2, np.inf), np.full(2, -np.inf)
+    shape = (box.shape[0], box.shape[1])
+    for z in range(box.start[2], box.stop[2]):
+        u = transforms.field(z, (box.start[0], box.start[1]), shape)
+        lo = np.minimum(lo, u.reshape(-1, 2).min(axis=0))
+        hi = np.maximum(hi, u.reshape(-1, 2).max(axis=0))
+    start = [box.start[a] + math.floor(lo[a]) - 1 for a in range(2)] + [box.start[2]]
+    stop = [box.stop[a] + math.ceil(hi[a]) + 2 for a in range(2)] + [box.stop[2]]
+    return Box(start, stop).intersection(volume)
+
+
+def warp_box(transforms: SectionTransforms, raw: np.ndarray, raw_box: Box, box: Box) -> np.ndarray:
+    """Aligned voxels of `box` (x, y, z) from `raw` read at `raw_box` (bilinear, 0 outside)."""
+    from scipy import ndimage
+
+    out = np.zeros(tuple(box.shape), raw.dtype)
+    shape = (box.shape[0], box.shape[1])
+    gx, gy = np.meshgrid(np.arange(shape[0], dtype=np.float64) + box.start[0],
+                         np.arange(shape[1], dtype=np.float64) + box.start[1],
+                         indexing="ij")  # fmt: skip
+    for k, z in enumerate(range(box.start[2], box.stop[2])):
+        if raw_box.is_empty():
+            break
+        u = transforms.field(z, (box.start[0], box.start[1]), shape)
+        coords = [gx + u[..., 0] - raw_box.start[0], gy + u[..., 1] - raw_box.start[1]]
+        section = raw[:, :, z - raw_box.start[2]].astype(np.float32)
+        values = ndimage.map_coordinates(section, coords, order=1, mode="constant", cval=0.0)
+        if np.issubdtype(raw.dtype, np.integer):
+            info = np.iinfo(raw.dtype)
+            values = np.clip(np.rint(values), info.min, info.max)
+        out[:, :, k] = values.astype(raw.dtype)
+    return out

@@ -1,0 +1,139 @@
+"""Alignment kernels: patch flow, meshes, the sparse solve, rendering, known misalignment."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from petavox.tasks.align_solve import Pair, SolveParams, solve_mesh, solve_translations
+from petavox.tasks.flow import FlowParams, PairFlow, estimate_pair
+from petavox.tasks.geometry import Box
+from petavox.tasks.meshes import MeshGrid
+from petavox.tasks.misalignment import random_misalignment
+from petavox.tasks.render import SectionTransforms, source_box, warp_box
+from petavox.tasks.synthetic import SyntheticParams, generate
+
+
+@pytest.fixture(scope="module")
+def section() -> np.ndarray:
+    return generate(SyntheticParams(shape=(192, 192, 3), seed=1)).raw[:, :, 1].astype(np.float32)
+
+
+@pytest.mark.parametrize("shift", [(7.3, -12.6), (-25.5, 28.25), (0.0, 0.4)])
+def test_flow_finds_a_known_shift_to_a_tenth_of_a_pixel(section, shift):
+    moving = ndimage.shift(section, shift, order=3, cval=0.0)  # content moves by `shift`
+    flow = estimate_pair(section, moving, FlowParams())
+    ok = flow.confidence > 0.3
+    assert ok.sum() >= 6
+    assert np.abs(flow.displacement[ok] - shift).max() <= 0.15
+    # patches that hold the zero band moved in from the edge are not trusted
+    assert flow.confidence.min() == 0 or abs(shift[0]) < 1
+
+
+def test_mesh_interpolation_is_exact_for_affine_fields():
+    mesh = MeshGrid.covering((10, -5), (200, 120), 32)
+    nodes_at = mesh.origin + mesh.spacing * np.stack(
+        np.meshgrid(np.arange(mesh.shape[0]), np.arange(mesh.shape[1]), indexing="ij"), -1
+    ).reshape(-1, 2)
+
+    def field(p):
+        return np.stack([0.01 * p[:, 0] - 0.02 * p[:, 1] + 3, 0.03 * p[:, 0] + 1], axis=1)
+
+    points = np.random.default_rng(0).uniform(-20, 240, (200, 2))  # some beyond the mesh
+    np.testing.assert_allclose(mesh.interpolate(field(nodes_at), points), field(points),
+                               atol=1e-9)  # fmt: skip
+    _, weight = mesh.weights(points)
+    np.testing.assert_allclose(weight.sum(axis=1), 1)
+
+
+def simulated_pairs(truth: SectionTransforms, sections: int, rng, outliers: float,
+                    missing: int | None) -> list[Pair]:  # fmt: skip
+    """Flows that the true fields imply at raw positions of the reference, with noise."""
+    grid = np.stack(np.meshgrid(np.arange(16, 240, 32.0), np.arange(16, 240, 32.0),
+                                indexing="ij"), -1).reshape(-1, 2)  # fmt: skip
+    pairs = []
+    for z in range(1, sections):
+        for back in (1, 2):
+            if z - back < 0:
+                continue
+            aligned = grid - truth.translations[z - back]
+            d = truth.at(z, aligned) - truth.at(z - back, aligned)
+            d += rng.normal(0, 0.05, d.shape)
+            bad = rng.random(len(d)) < outliers
+            d[bad] += rng.uniform(-20, 20, (bad.sum(), 2))
+            conf = np.full(len(d), 0.8)
+            if missing in (z, z - back):
+                conf[:] = 0.0  # a damaged section: nothing matches it
+            pairs.append(Pair(z, z - back, PairFlow(grid.copy(), d, conf)))
+    return pairs
+
+
+def smooth_truth(sections: int, rng) -> SectionTransforms:
+    """Translations in ±30 px and, per section, a smooth warp of a few pixels on a mesh."""
+    mesh = MeshGrid.covering((-64, -64), (320, 320), 64)
+    ix, iy = np.meshgrid(np.arange(mesh.shape[0]), np.arange(mesh.shape[1]), indexing="ij")
+    pos = mesh.origin + mesh.spacing * np.stack([ix.ravel(), iy.ravel()], axis=1)
+    phase = rng.uniform(0, 2 * np.pi, (sections, 2))
+    warp = np.stack([np.outer(np.sin(pos[:, 0] / 80 + phase[z, 0]), [3.0, 1.5])
+                     + np.outer(np.cos(pos[:, 1] / 90 + phase[z, 1]), [0.6, 2.0])
+                     for z in range(sections)])  # fmt: skip
+    return SectionTransforms(0, rng.uniform(-30, 30, (sections, 2)), warp, mesh)
+
+
+@pytest.mark.parametrize(("outliers", "missing", "limit"), [(0.0, None, 0.5), (0.1, 17, 0.75)])
+def test_solve_recovers_translations_and_warps(outliers, missing, limit):
+    """Pairwise flows implied by known fields (+ noise, + 20-px outliers, + a section that
+    matches nothing) give back the fields, up to what no alignment can see: a deformation
+    common to all sections."""
+    rng = np.random.default_rng(2)
+    sections = 40
+    truth = smooth_truth(sections, rng)
+    pairs = simulated_pairs(truth, sections, rng, outliers=outliers, missing=missing)
+    params = SolveParams()
+    t = solve_translations(pairs, sections, params)
+    nodes = solve_mesh(pairs, sections, truth.mesh, t, params)
+    found = SectionTransforms(0, t, nodes, truth.mesh)
+    points = np.stack(np.meshgrid(np.arange(20, 230, 15.0), np.arange(20, 230, 15.0),
+                                  indexing="ij"), -1).reshape(-1, 2)  # fmt: skip
+    diff = np.stack([found.at(z, points) - truth.at(z, points) for z in range(sections)
+                     if z != missing])  # fmt: skip
+    diff -= diff.mean(axis=0)
+    assert np.sqrt((diff**2).sum(-1).mean()) <= limit
+
+
+def test_rendering_does_not_depend_on_the_box_and_undoes_a_shift():
+    rng = np.random.default_rng(3)
+    raw = rng.integers(1, 255, (70, 60, 4), dtype=np.uint8)
+    mesh = MeshGrid.covering((0, 0), (70, 60), 20)
+    nodes = rng.normal(0, 1.0, (4, mesh.size, 2))
+    transforms = SectionTransforms(0, np.array([[3.0, -2.0], [0.5, 0.25], [-7, 4], [0, 0]]),
+                                   nodes, mesh)  # fmt: skip
+    volume = Box((0, 0, 0), raw.shape)
+
+    def render(box: Box) -> np.ndarray:
+        read = source_box(transforms, box, volume)
+        return warp_box(transforms, raw[read.slices()], read, box)
+
+    whole = render(volume)
+    pieces = np.zeros_like(whole)
+    for x0, y0, z0 in itertools.product(range(0, 70, 24), range(0, 60, 32), range(0, 4, 3)):
+        box = Box((x0, y0, z0), (min(x0 + 24, 70), min(y0 + 32, 60), min(z0 + 3, 4)))
+        pieces[box.slices()] = render(box)
+    np.testing.assert_array_equal(pieces, whole)
+    # a pure integer translation moves the content back exactly
+    shift = SectionTransforms(0, np.array([[5.0, -3.0]] * 4), np.zeros((4, mesh.size, 2)), mesh)
+    read = source_box(shift, volume, volume)
+    out = warp_box(shift, raw[read.slices()], read, volume)
+    np.testing.assert_array_equal(out[10:60, 10:50], raw[15:65, 7:47])
+
+
+def test_known_misalignment_inverts_its_warp():
+    mis = random_misalignment(3, max_shift=20, warp=5, seed=4)
+    points = np.random.default_rng(5).uniform(0, 256, (100, 2))
+    for z in range(3):
+        u = mis.alignment(z, points)
+        np.testing.assert_allclose(mis.forward(z, points + u), u, atol=1e-6)
+        assert np.abs(u - mis.shifts[z]).max() <= 5.0 + 1e-9
