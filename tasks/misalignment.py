@@ -67,3 +67,23 @@ def apply(aligned: np.ndarray, misalignment: Misalignment) -> np.ndarray:
                                          mode="constant", cval=0.0)  # fmt: skip
         raw[:, :, z] = np.clip(np.rint(values), 0, 255).reshape(nx, ny).astype(aligned.dtype)
     return raw
+
+
+def residuals(found, misalignment: Misalignment, points: np.ndarray) -> np.ndarray:
+    """Per-section RMS distance (pixels) between found and true alignment fields at `points`,
+    after removing one global 3-D affine transform (x', y' affine in x, y and z).
+
+    The position and orientation of the whole block are not observable from its sections, so
+    alignment is only defined up to such a transform. `found` is a `SectionTransforms`
+    whose sections start at 0.
+    """
+    sections = len(misalignment.shifts)
+    diff = np.stack([found.at(found.first_section + z, points)
+                     - misalignment.alignment(z, points) for z in range(sections)])  # fmt: skip
+    z = np.repeat(np.arange(sections, dtype=np.float64), len(points))
+    xy = np.tile(points, (sections, 1))
+    design = np.column_stack([np.ones_like(z), xy, z])
+    flat = diff.reshape(-1, 2)
+    coef, *_ = np.linalg.lstsq(design, flat, rcond=None)
+    left = (flat - design @ coef).reshape(diff.shape)
+    return np.sqrt((left**2).sum(axis=-1).mean(axis=-1))

@@ -46,9 +46,12 @@ class SectionTransforms:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> SectionTransforms:
-        mesh = MeshGrid(tuple(arrays["mesh_origin"].tolist()), float(arrays["mesh_spacing"]),
+        def scalar(name: str) -> float:  # stored as 1-element arrays
+            return float(np.ravel(arrays[name])[0])
+
+        mesh = MeshGrid(tuple(arrays["mesh_origin"].tolist()), scalar("mesh_spacing"),
                         tuple(int(v) for v in arrays["mesh_shape"]))  # type: ignore[arg-type]
-        return cls(int(arrays["first_section"]), arrays["translations"], arrays["nodes"], mesh)
+        return cls(int(scalar("first_section")), arrays["translations"], arrays["nodes"], mesh)
 
 
 def source_box(transforms: SectionTransforms, box: Box, volume: Box) -> Box:

@@ -31,6 +31,8 @@ STAGE_POSITIONALS = {  # (field, metavar, help, required)
     "downsample": [("input", "INPUT_URL", "layer to downsample", True),
                    ("output", "OUTPUT_URL", "layer that gets the pyramid (default: INPUT_URL)",
                     False)],
+    "align": [("input", "RAW_URL", "image stack to align (serial sections along z)", True),
+              ("output", "OUTPUT_URL", "aligned image layer URL to write", True)],
     "infer": [("input", "RAW_URL", "image layer (uint8 or float 0-1)", True),
               ("output", "OUTPUT_URL", "boundary (or affinity) layer URL to write", True)],
     "segment": [("input", "BOUNDARY_URL", "boundary map (1 channel, high = membrane) or "

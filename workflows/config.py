@@ -182,6 +182,36 @@ class SegmentParams(StageParams):
     fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
 
 
+class AlignParams(StageParams):
+    """Serial sections → aligned stack: estimate flows, solve per-section transforms, render."""
+
+    stage: Literal["align"] = "align"
+    input: str = Field("raw", description="image layer of the stack: name or URL")
+    output: str = Field("aligned", description="layer name under the run output, or a URL")
+    patch: int = Field(64, ge=16, description="side of a matching patch (pixels)")
+    patch_spacing: int = Field(32, ge=4, description="distance between patch centres")
+    coarse: int = Field(4, ge=1, description="downsampling of the coarse (whole-tile) match")
+    max_shift: int = Field(
+        64, ge=0, description="largest expected shift between neighbouring sections (pixels)"
+    )
+    bridge: bool = Field(True, description="also match each section to z-2 (skips a bad one)")
+    tile: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] | None = Field(
+        None, description="estimate in XY tiles of this size (default: whole sections)"
+    )
+    mesh_spacing: float = Field(64.0, gt=0, description="pixels between elastic mesh nodes")
+    stiffness: float = Field(0.5, ge=0, description="springs between neighbouring mesh nodes")
+    prior: float = Field(0.02, gt=0, description="spring of each section to no motion (drift)")
+    min_confidence: float = Field(0.2, ge=0, le=1, description="patches below are ignored")
+    chunk_shape: PositiveTriple | None = Field(
+        None, description="render: voxels per task, a multiple of the storage chunk"
+    )
+    storage_chunk: PositiveTriple | None = Field(
+        None, description="chunk size of the output layer (default: the input's)"
+    )
+    mips: int = Field(2, ge=0, le=12, description="pyramid levels (factor 2,2,1) to add")
+    fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
+
+
 class InferParams(StageParams):
     """Image → boundary map or affinities with a CNN (ONNX), patch-wise with seamless blending."""
 
@@ -246,12 +276,13 @@ class EvaluateParams(StageParams):
 
 
 AnyStage = Annotated[
-    IngestParams | DownsampleParams | InferParams | SegmentParams | EvaluateParams,
+    IngestParams | DownsampleParams | AlignParams | InferParams | SegmentParams | EvaluateParams,
     Field(discriminator="stage"),
 ]
 STAGE_MODELS: dict[str, type[StageParams]] = {
     "ingest": IngestParams,
     "downsample": DownsampleParams,
+    "align": AlignParams,
     "infer": InferParams,
     "segment": SegmentParams,
     "evaluate": EvaluateParams,

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import StageParams
 from petavox.workflows.runner import StagePlan
+from petavox.workflows.stages.align import plan_align
 from petavox.workflows.stages.downsample import plan_downsample
 from petavox.workflows.stages.evaluate import plan_evaluate_stage
 from petavox.workflows.stages.infer import plan_infer
@@ -18,6 +19,7 @@ Planner = Callable[[StageParams, Catalog], StagePlan | list[StagePlan]]
 PLANNERS: dict[str, Planner] = {
     "ingest": plan_ingest,  # type: ignore[dict-item]
     "downsample": plan_downsample,  # type: ignore[dict-item]
+    "align": plan_align,  # type: ignore[dict-item]
     "infer": plan_infer,  # type: ignore[dict-item]
     "segment": plan_segment,  # type: ignore[dict-item]
     "evaluate": plan_evaluate_stage,  # type: ignore[dict-item]
