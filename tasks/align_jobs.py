@@ -122,7 +122,8 @@ class RenderJob:
         box = chunk.write_box
         read = source_box(transforms, box, self.source.bounds(0))
         raw = self.source.read(read, fill_missing=self.fill_missing)
-        self.target.write(box, warp_box(transforms, raw, read, box))
+        labels = self.source.layer_type == "segmentation"
+        self.target.write(box, warp_box(transforms, raw, read, box, labels))
         return {"read_voxels": read.size}
 
 

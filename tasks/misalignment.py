@@ -51,9 +51,9 @@ def random_misalignment(sections: int, max_shift: float, warp: float = 0.0,
     return Misalignment(shifts, table)
 
 
-def apply(aligned: np.ndarray, misalignment: Misalignment) -> np.ndarray:
+def apply(aligned: np.ndarray, misalignment: Misalignment, labels: bool = False) -> np.ndarray:
     """The raw stack (x, y, z) that `misalignment` makes of an aligned one (cubic resampling,
-    zeros where content came from outside the section)."""
+    or nearest pixel for `labels`; zeros where content came from outside the section)."""
     from scipy import ndimage
 
     nx, ny, nz = aligned.shape
@@ -63,6 +63,10 @@ def apply(aligned: np.ndarray, misalignment: Misalignment) -> np.ndarray:
     raw = np.zeros_like(aligned)
     for z in range(nz):
         source = (points - misalignment.forward(z, points)).T
+        if labels:
+            raw[:, :, z] = ndimage.map_coordinates(aligned[:, :, z], source, order=0,
+                                                   mode="constant", cval=0).reshape(nx, ny)
+            continue
         values = ndimage.map_coordinates(aligned[:, :, z].astype(np.float32), source, order=3,
                                          mode="constant", cval=0.0)  # fmt: skip
         raw[:, :, z] = np.clip(np.rint(values), 0, 255).reshape(nx, ny).astype(aligned.dtype)

@@ -67,8 +67,20 @@ def source_box(transforms: SectionTransforms, box: Box, volume: Box) -> Box:
     return Box(start, stop).intersection(volume)
 
 
-def warp_box(transforms: SectionTransforms, raw: np.ndarray, raw_box: Box, box: Box) -> np.ndarray:
-    """Aligned voxels of `box` (x, y, z) from `raw` read at `raw_box` (bilinear, 0 outside)."""
+def _nearest(section: np.ndarray, coords: list[np.ndarray]) -> np.ndarray:
+    """Labels at the nearest pixel of each coordinate, 0 outside: no float round trip, so
+    64-bit ids survive."""
+    ix, iy = (np.floor(c + 0.5).astype(np.int64) for c in coords)
+    inside = (ix >= 0) & (ix < section.shape[0]) & (iy >= 0) & (iy < section.shape[1])
+    out = np.zeros(ix.shape, section.dtype)
+    out[inside] = section[ix[inside], iy[inside]]
+    return out
+
+
+def warp_box(transforms: SectionTransforms, raw: np.ndarray, raw_box: Box, box: Box,
+             labels: bool = False) -> np.ndarray:  # fmt: skip
+    """Aligned voxels of `box` (x, y, z) from `raw` read at `raw_box`, 0 outside: bilinear for
+    images, nearest pixel for `labels`."""
     from scipy import ndimage
 
     out = np.zeros(tuple(box.shape), raw.dtype)
@@ -81,6 +93,9 @@ def warp_box(transforms: SectionTransforms, raw: np.ndarray, raw_box: Box, box: 
             break
         u = transforms.field(z, (box.start[0], box.start[1]), shape)
         coords = [gx + u[..., 0] - raw_box.start[0], gy + u[..., 1] - raw_box.start[1]]
+        if labels:
+            out[:, :, k] = _nearest(raw[:, :, z - raw_box.start[2]], coords)
+            continue
         section = raw[:, :, z - raw_box.start[2]].astype(np.float32)
         values = ndimage.map_coordinates(section, coords, order=1, mode="constant", cval=0.0)
         if np.issubdtype(raw.dtype, np.integer):

@@ -210,6 +210,10 @@ class AlignParams(StageParams):
     )
     mips: int = Field(2, ge=0, le=12, description="pyramid levels (factor 2,2,1) to add")
     fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
+    carry: dict[str, str] = Field(
+        {}, description="other layers in the raw frame (e.g. annotations) to render with the "
+        "same transforms: {input: output}; labels by nearest pixel"
+    )
 
 
 class InferParams(StageParams):

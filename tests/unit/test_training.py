@@ -100,6 +100,7 @@ def test_augmentation_keeps_raw_and_gt_aligned(monkeypatch):
     gt = np.arange(np.prod(shape), dtype=np.int64).reshape(shape)
     raw = (gt % 251).astype(np.uint8)
     monkeypatch.setattr(training, "augment_intensity", lambda _rng, r: r.astype(np.float32) / 255)
+    monkeypatch.setattr(training, "augment_resampling", lambda _rng, x: x)
     rng = np.random.default_rng(0)
     seen = set()
     for _ in range(200):
@@ -112,6 +113,16 @@ def test_augmentation_keeps_raw_and_gt_aligned(monkeypatch):
         assert abs(dz) == 10 * 12 and {abs(dy), abs(dx)} == {1, 12}
         seen.add((dz > 0, dy > 0, dx > 0, abs(dx) == 12))
     assert len(seen) == 16  # every flip and the xy transpose happen
+
+
+def test_resampling_augmentation_jitters_each_section_by_under_a_pixel():
+    x = np.zeros((3, 16, 16), np.float32)
+    x[:, 8:, :] = 1.0  # an edge along y
+    out = training.augment_resampling(np.random.default_rng(0), x, chance=1.0)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    edges = [float(section[:, 4].sum()) for section in out]  # where the edge sits, per section
+    assert all(abs(e - 8) <= 0.5 for e in edges) and len(set(edges)) == 3
+    assert training.augment_resampling(np.random.default_rng(0), x, chance=0.0) is x
 
 
 def test_intensity_augmentation_stays_in_range():

@@ -10,14 +10,14 @@ from petavox.tasks.align_jobs import EstimateJob, RenderJob, SolveJob, section_g
 from petavox.tasks.align_solve import SolveParams
 from petavox.tasks.errors import InputError, LayerMismatchError
 from petavox.tasks.flow import FlowParams
-from petavox.tasks.geometry import ChunkGrid, Vec3
+from petavox.tasks.geometry import Box, ChunkGrid, Vec3
 from petavox.tasks.layers import Layer, LayerSpec, planned_info
 from petavox.tasks.storage import join_url
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import AlignParams, DownsampleParams
 from petavox.workflows.ledger import identity
 from petavox.workflows.runner import StagePlan
-from petavox.workflows.stages.downsample import plan_downsample
+from petavox.workflows.stages.downsample import base_spec, plan_downsample
 from petavox.workflows.stages.sizing import task_shape
 
 VERSION = 1
@@ -85,6 +85,33 @@ def plan_align(params: AlignParams, catalog: Catalog) -> list[StagePlan]:
         resources=params.resources, layer_infos={url: info},
     )  # fmt: skip
     plans = [estimate, solve, render]
+    for name, out in params.carry.items():
+        plans.append(carry_plan(catalog, name, out, volume, params, render_spec, work))
     if params.mips:
-        plans.append(plan_downsample(DownsampleParams(input=url, mips=params.mips), catalog))
+        for out in (params.output, *params.carry.values()):
+            plans.append(plan_downsample(DownsampleParams(input=out, mips=params.mips), catalog))
     return plans
+
+
+def carry_plan(catalog: Catalog, name: str, out: str, volume: Box, params: AlignParams,
+               render_spec: dict, work: str) -> StagePlan:  # fmt: skip
+    """Render another layer of the raw frame (annotations, labels) with the same transforms."""
+    layer = catalog.layer(catalog.url(name))
+    if layer.bounds(0) != volume:
+        raise LayerMismatchError(f"{layer.url} covers {layer.bounds(0)}, not the stack's "
+                                 f"{volume}; carry layers must cover the same voxels")  # fmt: skip
+    url = catalog.url(out)
+    info = planned_info(url, base_spec(layer), catalog.info(url))
+    catalog.declare(url, info)
+    target = Layer(url, info, catalog.context)
+    grid = ChunkGrid(volume, Vec3.of(render_spec["task_shape"]), 0, origin=volume.start)
+    if any(c % s for c, s in zip(grid.chunk_shape, layer.chunk_size(0))):
+        raise InputError(f"align chunk_shape {tuple(grid.chunk_shape)} is not a multiple of "
+                         f"{layer.url}'s chunk size {tuple(layer.chunk_size(0))}")  # fmt: skip
+    spec = {**render_spec, "input": layer.url, "output": url}
+    return StagePlan(
+        label=f"align {name} → {out}: render with the same transforms",
+        stage="align-render", identity=identity("align-render", VERSION, spec), spec=spec,
+        grid=grid, job=RenderJob(layer, target, work, params.fill_missing),
+        resources=params.resources, layer_infos={url: info},
+    )  # fmt: skip
