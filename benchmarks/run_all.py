@@ -22,6 +22,7 @@ BENCHMARKS = {
     "segment": "bench_segment.py",
     "stitch": "bench_stitch.py",
     "infer": "bench_infer.py",
+    "align": "bench_align.py",
 }
 
 
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, str(common.BENCH_DIR / BENCHMARKS[name])]
         if args.quick:
             cmd.append("--quick")
-        if args.repeats and name != "stitch":  # stitch times one pass per grid size
+        if args.repeats and name not in ("stitch", "align"):  # these time one pass each
             cmd += ["--repeats", str(args.repeats)]
         print(f"\n######## {name}: {' '.join(cmd[1:])}", flush=True)
         started = time.perf_counter()
