@@ -21,9 +21,11 @@ from petavox.tasks.errors import ChunkDataError
 from petavox.tasks.geometry import Box, Vec3
 from petavox.tasks.layers import Layer, LayerSpec
 from petavox.tasks.metrics import evaluate
+from petavox.tasks.misalignment import apply, random_misalignment
 from petavox.tasks.objects import get_array, get_arrays, put_array, put_arrays
 from petavox.tasks.storage import StorageContext
 from petavox.tasks.synthetic import SyntheticParams, boundary_from_labels, generate
+from petavox.workflows.demo import MAX_SHIFT, WARP
 from petavox.workflows.ledger import Ledger
 
 pytestmark = pytest.mark.integration
@@ -154,7 +156,8 @@ def test_demo_on_seaweedfs_with_credentials(seaweedfs, restore_environ):
     with client_env(env):
         raw = Layer.open(f"{url}/raw", context)
         volume = generate(SyntheticParams(shape=(64, 64, 16), seed=0))
-        np.testing.assert_array_equal(raw.read(raw.bounds()), volume.raw)
+        known = random_misalignment(16, MAX_SHIFT, WARP, seed=0)  # the demo misaligns its stack
+        np.testing.assert_array_equal(raw.read(raw.bounds()), apply(volume.raw, known))
         assert raw.num_mips == 3
         from cloudfiles import CloudFiles
 
