@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from petavox.tasks.layers import Layer, read_info
+from petavox.tasks.layers import Layer, LayerSpec, planned_info, read_info
 from petavox.tasks.storage import StorageContext, join_url, normalize_url
 
 
@@ -43,3 +43,10 @@ class Catalog:
 
     def declare(self, url: str, info: dict) -> None:
         self.planned[url] = info
+
+    def plan_layer(self, url: str, spec: LayerSpec) -> Layer:
+        """The layer a stage will write at `url` (its existing info when compatible), declared
+        for the stages planned after it; nothing is written."""
+        info = planned_info(url, spec, self.info(url))
+        self.declare(url, info)
+        return Layer(url, info, self.context)

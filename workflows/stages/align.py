@@ -11,7 +11,7 @@ from petavox.tasks.align_solve import SolveParams
 from petavox.tasks.errors import InputError, LayerMismatchError
 from petavox.tasks.flow import FlowParams
 from petavox.tasks.geometry import Box, ChunkGrid, Vec3
-from petavox.tasks.layers import Layer, LayerSpec, planned_info
+from petavox.tasks.layers import Layer, LayerSpec
 from petavox.tasks.storage import join_url
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import AlignParams, DownsampleParams
@@ -47,9 +47,7 @@ def plan_align(params: AlignParams, catalog: Catalog) -> list[StagePlan]:
         resolution=source.resolution(0), chunk_size=storage_chunk, voxel_offset=volume.start,
         encoding="raw",
     )  # fmt: skip
-    info = planned_info(url, spec, catalog.info(url))
-    catalog.declare(url, info)
-    target = Layer(url, info, catalog.context)
+    target = catalog.plan_layer(url, spec)
 
     stage_spec = {**params.hashed_fields(), "input": source.url, "output": url}
     ident = identity("align-estimate", VERSION, stage_spec)
@@ -82,7 +80,7 @@ def plan_align(params: AlignParams, catalog: Catalog) -> list[StagePlan]:
         stage="align-render", identity=identity("align-render", VERSION, render_spec),
         spec=render_spec, grid=ChunkGrid(volume, chunk_shape, 0, origin=volume.start),
         job=RenderJob(source, target, work, params.fill_missing),
-        resources=params.resources, layer_infos={url: info},
+        resources=params.resources, layer_infos={url: target.info},
     )  # fmt: skip
     plans = [estimate, solve, render]
     for name, out in params.carry.items():
@@ -101,9 +99,7 @@ def carry_plan(catalog: Catalog, name: str, out: str, volume: Box, params: Align
         raise LayerMismatchError(f"{layer.url} covers {layer.bounds(0)}, not the stack's "
                                  f"{volume}; carry layers must cover the same voxels")  # fmt: skip
     url = catalog.url(out)
-    info = planned_info(url, base_spec(layer), catalog.info(url))
-    catalog.declare(url, info)
-    target = Layer(url, info, catalog.context)
+    target = catalog.plan_layer(url, base_spec(layer))
     grid = ChunkGrid(volume, Vec3.of(render_spec["task_shape"]), 0, origin=volume.start)
     if any(c % s for c, s in zip(grid.chunk_shape, layer.chunk_size(0))):
         raise InputError(f"align chunk_shape {tuple(grid.chunk_shape)} is not a multiple of "
@@ -113,5 +109,5 @@ def carry_plan(catalog: Catalog, name: str, out: str, volume: Box, params: Align
         label=f"align {name} → {out}: render with the same transforms",
         stage="align-render", identity=identity("align-render", VERSION, spec), spec=spec,
         grid=grid, job=RenderJob(layer, target, work, params.fill_missing),
-        resources=params.resources, layer_infos={url: info},
+        resources=params.resources, layer_infos={url: target.info},
     )  # fmt: skip

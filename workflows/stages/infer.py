@@ -8,7 +8,7 @@ from typing import Any
 from petavox.tasks.errors import LayerMismatchError
 from petavox.tasks.geometry import ChunkGrid, Vec3
 from petavox.tasks.infer import InferJob
-from petavox.tasks.layers import Layer, LayerSpec, planned_info
+from petavox.tasks.layers import Layer, LayerSpec
 from petavox.tasks.models import (
     BUILTIN,
     ClassicalPredictor,
@@ -92,9 +92,7 @@ def plan_infer(params: InferParams, catalog: Catalog) -> StagePlan:
         encoding="raw",
         num_channels=channels,
     )
-    info_out = planned_info(url, spec, catalog.info(url))
-    catalog.declare(url, info_out)
-    target_layer = Layer(url, info_out, catalog.context)
+    target_layer = catalog.plan_layer(url, spec)
 
     predict: PredictFn = ClassicalPredictor() if ref is None else OnnxPredictor(ref)
     grid = PatchGrid(bounds, patch, overlap)
@@ -117,7 +115,7 @@ def plan_infer(params: InferParams, catalog: Catalog) -> StagePlan:
         grid=ChunkGrid(bounds, chunk_shape, 0, origin=bounds.start),
         job=job,
         resources=params.resources,
-        layer_infos={url: info_out},
+        layer_infos={url: target_layer.info},
     )
     if ref is not None and params.device != "cpu":
         plan.runtime = device_runtime(params, ref)

@@ -6,7 +6,7 @@ import numpy as np
 
 from petavox.tasks.geometry import Box, ChunkGrid, Vec3
 from petavox.tasks.ingest import IngestJob
-from petavox.tasks.layers import Layer, LayerSpec, planned_info
+from petavox.tasks.layers import LayerSpec
 from petavox.tasks.sources import open_source
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import IngestParams
@@ -41,9 +41,7 @@ def plan_ingest(params: IngestParams, catalog: Catalog) -> StagePlan:
         encoding=params.encoding or default_encoding(params.layer_type, dtype),  # type: ignore[arg-type]
     )
     url = catalog.url(params.output)
-    info = planned_info(url, spec, catalog.info(url))
-    catalog.declare(url, info)
-    target = Layer(url, info, catalog.context)
+    target = catalog.plan_layer(url, spec)
     bounds = Box.from_shape(source.shape, params.voxel_offset)
     spec_hash = {
         **params.hashed_fields(),
@@ -60,5 +58,5 @@ def plan_ingest(params: IngestParams, catalog: Catalog) -> StagePlan:
         grid=ChunkGrid(bounds, chunk_shape, 0, origin=params.voxel_offset),
         job=IngestJob(source, target, Vec3.of(params.voxel_offset)),
         resources=params.resources,
-        layer_infos={url: info},
+        layer_infos={url: target.info},
     )

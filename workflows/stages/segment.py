@@ -21,7 +21,7 @@ from petavox.tasks.agglomerate_jobs import ContactJob, MergeJob
 from petavox.tasks.equivalence import IdSpace
 from petavox.tasks.errors import InputError, LayerMismatchError
 from petavox.tasks.geometry import ChunkGrid, Vec3
-from petavox.tasks.layers import Layer, LayerSpec, planned_info
+from petavox.tasks.layers import Layer, LayerSpec
 from petavox.tasks.segment import SegmentJob
 from petavox.tasks.segmentation import WatershedParams
 from petavox.tasks.stitch import MAPS as STITCH_MAPS
@@ -75,9 +75,7 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
         voxel_offset=bounds.start,
         encoding="compressed_segmentation",
     )
-    info = planned_info(url, spec, catalog.info(url))
-    catalog.declare(url, info)
-    target = Layer(url, info, catalog.context)
+    target = catalog.plan_layer(url, spec)
 
     grid = ChunkGrid(bounds, chunk_shape, halo, origin=bounds.start)
     ids = IdSpace(tuple(grid.grid_shape), (chunk_shape + halo * 2).prod() + 1)  # type: ignore[arg-type]
@@ -105,7 +103,7 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
                        params.boundary_threshold, params.connectivity, work, depth,
                        params.fill_missing),
         resources=params.resources,
-        layer_infos={url: info},
+        layer_infos={url: target.info},
     )  # fmt: skip
     steps = Steps(params.output, seg_id, ChunkGrid(bounds, chunk_shape, 0, origin=bounds.start))
     plans = [segment_plan, *stitch_plans(steps, params, ids, target, work, depth)]
