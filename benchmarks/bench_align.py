@@ -35,6 +35,7 @@ def align_case(name: str, aligned: np.ndarray, shift: float, warp: float, sessio
                scratch: Path) -> dict[str, Any]:  # fmt: skip
     """Misalign `aligned` (x, y, z uint8) by known transforms, run `align`, score it."""
     from petavox.tasks.layers import Layer
+    from petavox.tasks.meshes import grid_points
     from petavox.tasks.misalignment import apply, random_misalignment, residuals
     from petavox.tasks.objects import get_arrays
     from petavox.tasks.render import SectionTransforms
@@ -57,8 +58,8 @@ def align_case(name: str, aligned: np.ndarray, shift: float, warp: float, sessio
     (work,) = (root / "intermediate" / "align").iterdir()
     found = SectionTransforms.from_arrays(get_arrays(f"file://{work}", "transforms.npz"))
     margin = min(40, aligned.shape[1] // 4)
-    axes = [np.arange(margin, s - margin, 8, dtype=np.float64) for s in aligned.shape[:2]]
-    points = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)
+    stop = (aligned.shape[0] - margin, aligned.shape[1] - margin)
+    points = grid_points((margin, margin), stop, 8)
     per_section = residuals(found, known, points)
     out_layer = Layer.open(f"file://{root}/aligned")
     result = out_layer.read(out_layer.bounds(0))
@@ -81,14 +82,13 @@ def align_case(name: str, aligned: np.ndarray, shift: float, warp: float, sessio
 def solve_scaling(sections: int) -> dict[str, float]:
     from petavox.tasks.align_solve import Pair, SolveParams, solve_mesh, solve_translations
     from petavox.tasks.flow import PairFlow
-    from petavox.tasks.meshes import MeshGrid
+    from petavox.tasks.meshes import MeshGrid, grid_points
 
     rng = np.random.default_rng(0)
     mesh = MeshGrid.covering((-64, -64), (320, 320), 64)
     t_true = rng.uniform(-30, 30, (sections, 2))
     warp = rng.normal(0, 1.0, (sections, mesh.size, 2))
-    axis = np.arange(16, 240, 32.0)
-    grid = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+    grid = grid_points((16, 16), (240, 240), 32)
     pairs = []
     for z in range(1, sections):
         for back in (1, 2):

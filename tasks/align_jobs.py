@@ -18,7 +18,7 @@ from petavox.tasks.geometry import Box, Chunk, ChunkGrid
 from petavox.tasks.layers import Layer
 from petavox.tasks.meshes import MeshGrid
 from petavox.tasks.objects import get_arrays, list_keys, put_arrays
-from petavox.tasks.render import SectionTransforms, source_box, warp_box
+from petavox.tasks.render import SectionTransforms, box_fields, source_box, warp_box
 from petavox.tasks.storage import StorageContext
 
 TRANSFORMS = "transforms.npz"
@@ -120,10 +120,11 @@ class RenderJob:
     def run(self, chunk: Chunk) -> dict:
         transforms = _transforms(self.work_url, self.target.context)
         box = chunk.write_box
-        read = source_box(transforms, box, self.source.bounds(0))
+        fields = box_fields(transforms, box)
+        read = source_box(fields, box, self.source.bounds(0))
         raw = self.source.read(read, fill_missing=self.fill_missing)
         labels = self.source.layer_type == "segmentation"
-        self.target.write(box, warp_box(transforms, raw, read, box, labels))
+        self.target.write(box, warp_box(fields, raw, read, box, labels))
         return {"read_voxels": read.size}
 
 

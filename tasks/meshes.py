@@ -13,6 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def grid_points(start: tuple[float, float], stop: tuple[float, float],
+                step: float = 1) -> np.ndarray:  # fmt: skip
+    """(n, 2) x, y positions every `step` pixels in [start, stop), x varying slowest."""
+    xs, ys = (np.arange(a, b, step, dtype=np.float64) for a, b in zip(start, stop))
+    gx, gy = np.meshgrid(xs, ys, indexing="ij")
+    return np.stack([gx.ravel(), gy.ravel()], axis=1)
+
+
 @dataclass(frozen=True)
 class MeshGrid:
     """Nodes at ``origin + spacing * (i, j)`` for i < nx, j < ny, covering a section."""
@@ -54,10 +62,7 @@ class MeshGrid:
     def dense(self, nodes: np.ndarray, start: tuple[int, int],
               shape: tuple[int, int]) -> np.ndarray:  # fmt: skip
         """The field (X, Y, 2) at every pixel of the box at `start` of `shape` (x, y)."""
-        xs = np.arange(start[0], start[0] + shape[0], dtype=np.float64)
-        ys = np.arange(start[1], start[1] + shape[1], dtype=np.float64)
-        gx, gy = np.meshgrid(xs, ys, indexing="ij")
-        points = np.stack([gx.ravel(), gy.ravel()], axis=1)
+        points = grid_points(start, (start[0] + shape[0], start[1] + shape[1]))
         return self.interpolate(nodes, points).reshape(shape[0], shape[1], 2)
 
     def neighbour_pairs(self) -> np.ndarray:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from petavox.tasks.meshes import grid_points
+
 
 @dataclass(frozen=True)
 class Misalignment:
@@ -57,9 +59,7 @@ def apply(aligned: np.ndarray, misalignment: Misalignment, labels: bool = False)
     from scipy import ndimage
 
     nx, ny, nz = aligned.shape
-    gx, gy = np.meshgrid(np.arange(nx, dtype=np.float64), np.arange(ny, dtype=np.float64),
-                         indexing="ij")  # fmt: skip
-    points = np.stack([gx.ravel(), gy.ravel()], axis=1)
+    points = grid_points((0, 0), (nx, ny))
     raw = np.zeros_like(aligned)
     for z in range(nz):
         source = (points - misalignment.forward(z, points)).T

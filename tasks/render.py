@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from petavox.tasks.geometry import Box
-from petavox.tasks.meshes import MeshGrid
+from petavox.tasks.meshes import MeshGrid, grid_points
 
 
 @dataclass(frozen=True)
@@ -54,14 +54,17 @@ class SectionTransforms:
         return cls(int(scalar("first_section")), arrays["translations"], arrays["nodes"], mesh)
 
 
-def source_box(transforms: SectionTransforms, box: Box, volume: Box) -> Box:
-    """The raw voxels that rendering `box` samples (within the volume)."""
-    lo, hi = np.full(2, np.inf), np.full(2, -np.inf)
-    shape = (box.shape[0], box.shape[1])
-    for z in range(box.start[2], box.stop[2]):
-        u = transforms.field(z, (box.start[0], box.start[1]), shape)
-        lo = np.minimum(lo, u.reshape(-1, 2).min(axis=0))
-        hi = np.maximum(hi, u.reshape(-1, 2).max(axis=0))
+def box_fields(transforms: SectionTransforms, box: Box) -> np.ndarray:
+    """u at every voxel of `box`: (X, Y, Z, 2), computed once for `source_box` and `warp_box`."""
+    start, shape = (box.start[0], box.start[1]), (box.shape[0], box.shape[1])
+    return np.stack([transforms.field(z, start, shape) for z in range(box.start[2], box.stop[2])],
+                    axis=2)  # fmt: skip
+
+
+def source_box(fields: np.ndarray, box: Box, volume: Box) -> Box:
+    """The raw voxels that rendering `box` with `fields` (`box_fields`) samples, in the volume."""
+    flat = fields.reshape(-1, 2)
+    lo, hi = flat.min(axis=0), flat.max(axis=0)
     start = [box.start[a] + math.floor(lo[a]) - 1 for a in range(2)] + [box.start[2]]
     stop = [box.stop[a] + math.ceil(hi[a]) + 2 for a in range(2)] + [box.stop[2]]
     return Box(start, stop).intersection(volume)
@@ -77,22 +80,23 @@ def _nearest(section: np.ndarray, coords: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def warp_box(transforms: SectionTransforms, raw: np.ndarray, raw_box: Box, box: Box,
+def warp_box(fields: np.ndarray, raw: np.ndarray, raw_box: Box, box: Box,
              labels: bool = False) -> np.ndarray:  # fmt: skip
-    """Aligned voxels of `box` (x, y, z) from `raw` read at `raw_box`, 0 outside: bilinear for
-    images, nearest pixel for `labels`."""
+    """Aligned voxels of `box` (x, y, z) from `raw` read at `raw_box`, by `fields`
+    (`box_fields`), 0 outside: bilinear for images, nearest pixel for `labels`."""
     from scipy import ndimage
 
     out = np.zeros(tuple(box.shape), raw.dtype)
-    shape = (box.shape[0], box.shape[1])
-    gx, gy = np.meshgrid(np.arange(shape[0], dtype=np.float64) + box.start[0],
-                         np.arange(shape[1], dtype=np.float64) + box.start[1],
-                         indexing="ij")  # fmt: skip
+    if raw_box.is_empty():
+        return out
+    nx, ny = box.shape[0], box.shape[1]
+    pixels = grid_points(box.start[:2], box.stop[:2]).reshape(nx, ny, 2)
+    origin = np.asarray(raw_box.start[:2], np.float64)
     for k, z in enumerate(range(box.start[2], box.stop[2])):
-        if raw_box.is_empty():
-            break
-        u = transforms.field(z, (box.start[0], box.start[1]), shape)
-        coords = [gx + u[..., 0] - raw_box.start[0], gy + u[..., 1] - raw_box.start[1]]
+        # (p + u) first, then the read origin: an exact integer shift, so the sampling does not
+        # depend on where the read box starts (render-chunk invariance)
+        where = (pixels + fields[:, :, k]) - origin
+        coords = [where[..., 0], where[..., 1]]
         if labels:
             out[:, :, k] = _nearest(raw[:, :, z - raw_box.start[2]], coords)
             continue

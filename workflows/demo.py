@@ -14,6 +14,7 @@ import numpy as np
 
 from petavox.tasks.align_jobs import TRANSFORMS
 from petavox.tasks.layers import read_info
+from petavox.tasks.meshes import grid_points
 from petavox.tasks.misalignment import Misalignment, apply, random_misalignment, residuals
 from petavox.tasks.objects import get, get_arrays
 from petavox.tasks.render import SectionTransforms
@@ -80,8 +81,7 @@ def print_alignment_residual(config: RunConfig, known: Misalignment) -> None:
     arrays = get_arrays(work, TRANSFORMS, config.storage.context())
     shape = plans[0].grid.bounds.shape
     margin = 32
-    axes = [np.arange(margin, s - margin, 16, dtype=np.float64) for s in shape[:2]]
-    points = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)
+    points = grid_points((margin, margin), (shape[0] - margin, shape[1] - margin), 16)
     per_section = residuals(SectionTransforms.from_arrays(arrays), known, points)
     print(f"alignment vs the known misalignment (±{MAX_SHIFT:g} px shifts, {WARP:g} px warps): "
           f"residual {np.sqrt((per_section**2).mean()):.2f} px RMS, worst section "

@@ -10,6 +10,7 @@ import pytest
 
 from petavox.tasks.errors import InputError
 from petavox.tasks.layers import Layer
+from petavox.tasks.meshes import grid_points
 from petavox.tasks.misalignment import apply, random_misalignment, residuals
 from petavox.tasks.objects import get_arrays
 from petavox.tasks.render import SectionTransforms
@@ -35,9 +36,8 @@ def solved(out: Path) -> SectionTransforms:
     return SectionTransforms.from_arrays(get_arrays(f"file://{work}", "transforms.npz"))
 
 
-def grid_points(size: int, margin: int = 40, step: int = 16) -> np.ndarray:
-    axis = np.arange(margin, size - margin, step, dtype=np.float64)
-    return np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+def inner_points(size: int, margin: int = 40, step: int = 16) -> np.ndarray:
+    return grid_points((margin, margin), (size - margin, size - margin), step)
 
 
 @pytest.mark.parametrize(("warp", "limit"), [(0.0, 0.5), (5.0, 1.0)])
@@ -48,7 +48,7 @@ def test_known_translations_and_warps_are_undone(tmp_path, ray_session, warp, li
     raw = apply(aligned, known)
     run(align_config(tmp_path, raw, chunk_shape=[128, 128, 16]), session=ray_session,
         progress=False)  # fmt: skip
-    per_section = residuals(solved(tmp_path), known, grid_points(192))
+    per_section = residuals(solved(tmp_path), known, inner_points(192))
     assert np.sqrt((per_section**2).mean()) <= limit
     out = Layer.open(f"file://{tmp_path}/aligned")
     result = out.read(out.bounds(0))
@@ -93,7 +93,7 @@ def test_no_drift_over_200_sections(tmp_path, ray_session):
     known = random_misalignment(200, max_shift=30, seed=3)
     raw = apply(motionless_stack(160, 200, seed=6), known)
     run(align_config(tmp_path, raw, mips=0), session=ray_session, progress=False)
-    per_section = residuals(solved(tmp_path), known, grid_points(160, margin=40))
+    per_section = residuals(solved(tmp_path), known, inner_points(160, margin=40))
     assert per_section[-1] <= 2.0
     assert np.sqrt((per_section**2).mean()) <= 1.0
 
@@ -106,8 +106,7 @@ def test_real_sections_warped_by_known_transforms_are_restored(tmp_path, ray_ses
     raw = apply(aligned, known)
     run(align_config(tmp_path, raw, mips=0, tile=[96, 64]), session=ray_session,
         progress=False)  # fmt: skip
-    axes = [np.arange(25, s - 25, 8, dtype=np.float64) for s in aligned.shape[:2]]
-    points = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)
+    points = grid_points((25, 25), (aligned.shape[0] - 25, aligned.shape[1] - 25), 8)
     per_section = residuals(solved(tmp_path), known, points)
     assert np.sqrt((per_section**2).mean()) <= 1.0
 

@@ -11,9 +11,9 @@ from scipy import ndimage
 from petavox.tasks.align_solve import Pair, SolveParams, solve_mesh, solve_translations
 from petavox.tasks.flow import FlowParams, PairFlow, estimate_pair
 from petavox.tasks.geometry import Box
-from petavox.tasks.meshes import MeshGrid
+from petavox.tasks.meshes import MeshGrid, grid_points
 from petavox.tasks.misalignment import random_misalignment
-from petavox.tasks.render import SectionTransforms, source_box, warp_box
+from petavox.tasks.render import SectionTransforms, box_fields, source_box, warp_box
 from petavox.tasks.synthetic import SyntheticParams, generate
 
 
@@ -52,8 +52,7 @@ def test_mesh_interpolation_is_exact_for_affine_fields():
 def simulated_pairs(truth: SectionTransforms, sections: int, rng, outliers: float,
                     missing: int | None) -> list[Pair]:  # fmt: skip
     """Flows that the true fields imply at raw positions of the reference, with noise."""
-    grid = np.stack(np.meshgrid(np.arange(16, 240, 32.0), np.arange(16, 240, 32.0),
-                                indexing="ij"), -1).reshape(-1, 2)  # fmt: skip
+    grid = grid_points((16, 16), (240, 240), 32)
     pairs = []
     for z in range(1, sections):
         for back in (1, 2):
@@ -96,8 +95,7 @@ def test_solve_recovers_translations_and_warps(outliers, missing, limit):
     t = solve_translations(pairs, sections, params)
     nodes = solve_mesh(pairs, sections, truth.mesh, t, params)
     found = SectionTransforms(0, t, nodes, truth.mesh)
-    points = np.stack(np.meshgrid(np.arange(20, 230, 15.0), np.arange(20, 230, 15.0),
-                                  indexing="ij"), -1).reshape(-1, 2)  # fmt: skip
+    points = grid_points((20, 20), (230, 230), 15)
     diff = np.stack([found.at(z, points) - truth.at(z, points) for z in range(sections)
                      if z != missing])  # fmt: skip
     diff -= diff.mean(axis=0)
@@ -114,8 +112,9 @@ def test_rendering_does_not_depend_on_the_box_and_undoes_a_shift():
     volume = Box((0, 0, 0), raw.shape)
 
     def render(box: Box) -> np.ndarray:
-        read = source_box(transforms, box, volume)
-        return warp_box(transforms, raw[read.slices()], read, box)
+        fields = box_fields(transforms, box)
+        read = source_box(fields, box, volume)
+        return warp_box(fields, raw[read.slices()], read, box)
 
     whole = render(volume)
     pieces = np.zeros_like(whole)
@@ -125,8 +124,9 @@ def test_rendering_does_not_depend_on_the_box_and_undoes_a_shift():
     np.testing.assert_array_equal(pieces, whole)
     # a pure integer translation moves the content back exactly
     shift = SectionTransforms(0, np.array([[5.0, -3.0]] * 4), np.zeros((4, mesh.size, 2)), mesh)
-    read = source_box(shift, volume, volume)
-    out = warp_box(shift, raw[read.slices()], read, volume)
+    fields = box_fields(shift, volume)
+    read = source_box(fields, volume, volume)
+    out = warp_box(fields, raw[read.slices()], read, volume)
     np.testing.assert_array_equal(out[10:60, 10:50], raw[15:65, 7:47])
 
 
