@@ -50,11 +50,6 @@ def _least_squares(rows: list, cols: list, vals: list, rhs: np.ndarray, n: int) 
     return np.column_stack([spsolve(normal, a.T @ rhs[:, c]) for c in range(rhs.shape[1])])
 
 
-def _huber(residual: np.ndarray, scale: float) -> np.ndarray:
-    norm = np.linalg.norm(residual, axis=-1)
-    return np.where(norm <= scale, 1.0, scale / np.maximum(norm, 1e-12))
-
-
 def pair_medians(pairs: list[Pair], min_confidence: float) -> tuple[np.ndarray, np.ndarray]:
     """Per pair: (median displacement (2,), weight = mean confidence of usable patches)."""
     medians, weights = np.zeros((len(pairs), 2)), np.zeros(len(pairs))
@@ -92,20 +87,20 @@ def solve_translations(pairs: list[Pair], sections: int, params: SolveParams) ->
     return t
 
 
-def _aligned_points(points: np.ndarray, t: np.ndarray, mesh: MeshGrid,
-                    nodes: np.ndarray | None, iterations: int = 5) -> np.ndarray:  # fmt: skip
+def _aligned_points(points: np.ndarray, t: np.ndarray, mesh: MeshGrid, nodes: np.ndarray,
+                    iterations: int = 5) -> np.ndarray:  # fmt: skip
     """Aligned positions p of raw positions q of a section: p + u(p) = q (fixed point)."""
     p = points - t
-    if nodes is not None:
-        for _ in range(iterations):
-            p = points - t - mesh.interpolate(nodes, p)
+    for _ in range(iterations):
+        p = points - t - mesh.interpolate(nodes, p)
     return p
 
 
 def _robust_weights(residual: np.ndarray, scale: float) -> np.ndarray:
     """Huber weights; equations off by more than 4 scales are dropped outright."""
-    weight = _huber(residual, scale)
-    weight[np.linalg.norm(residual, axis=-1) > 4 * scale] = 0.0
+    norm = np.linalg.norm(residual, axis=-1)
+    weight = np.where(norm <= scale, 1.0, scale / np.maximum(norm, 1e-12))
+    weight[norm > 4 * scale] = 0.0
     return weight
 
 
@@ -122,23 +117,21 @@ def solve_mesh(pairs: list[Pair], sections: int, mesh: MeshGrid, translations: n
             data.append((pair, pair.flow.points[ok], target, pair.flow.confidence[ok]))
     springs = mesh.neighbour_pairs()
     robust = [np.ones(len(d[2])) for d in data]
-    nodes = np.zeros((sections * m, 2))
-    solved = False
+    nodes = np.zeros((sections, m, 2))
     for _ in range(params.rounds):
         # flows are measured at raw positions of the reference section; the fields live in
         # aligned coordinates: map the positions with the current solution
         weights = [mesh.weights(_aligned_points(q, translations[pair.reference], mesh,
-                                                nodes[pair.reference * m : (pair.reference + 1)
-                                                      * m] if solved else None))
+                                                nodes[pair.reference]))
                    for pair, q, _, _ in data]  # fmt: skip
         nodes = _solve_nodes(data, weights, robust, springs, sections, m, params)
-        solved = True
+        nodes = nodes.reshape(sections, m, 2)
         robust = []
         for (pair, _, target, _), (index, weight) in zip(data, weights):
-            here = np.einsum("nk,nkc->nc", weight, nodes[pair.moving * m + index])
-            there = np.einsum("nk,nkc->nc", weight, nodes[pair.reference * m + index])
+            here = np.einsum("nk,nkc->nc", weight, nodes[pair.moving][index])
+            there = np.einsum("nk,nkc->nc", weight, nodes[pair.reference][index])
             robust.append(_robust_weights(here - there - target, params.robust))
-    return nodes.reshape(sections, m, 2)
+    return nodes
 
 
 def _solve_nodes(data: list, weights: list, robust: list, springs: np.ndarray, sections: int,

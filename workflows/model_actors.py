@@ -29,11 +29,6 @@ class ModelActor:
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.predict(batch)
 
-    def providers(self) -> list[str]:
-        from petavox.tasks.models import _cached_session
-
-        return _cached_session(self.predict.ref, "gpu").get_providers()
-
 
 @dataclass(frozen=True)
 class ActorPredictor:
