@@ -7,7 +7,6 @@ raw uint8 / 255 (see `petavox.tasks.training`). Needs the optional training depe
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import sys
 from collections.abc import Sequence
@@ -154,15 +153,6 @@ def load_pairs(
     return out_raw, out_gt
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # ---- the command ------------------------------------------------------------------------------
 def run_train(
     raw: str | Sequence[str],
@@ -198,17 +188,27 @@ def run_train(
         (v_raw,), (v_gt,) = load_pairs(validation[0], validation[1], patch, target, context)
         val = (v_raw, v_gt)
 
+    return fit_and_export(
+        raws, gts, path, target=target, minutes=minutes, patch=patch, batch=batch, seed=seed,
+        base_channels=base_channels, depth=depth, pool=pool, validation=val, progress=progress,
+    )  # fmt: skip
+
+
+def fit_and_export(raws: list[np.ndarray], gts: list[np.ndarray], path: Path, *,
+                   patch: tuple[int, ...] = (32, 64, 64), depth: int = 3,
+                   pool: tuple[int, ...] = (2, 2, 2), target: str = "boundary",
+                   **training) -> int:  # fmt: skip
+    """Train on checked (z,y,x) volumes, export to `path`, print path, sha256 and losses."""
+    from petavox.tasks.models import sha256
     from petavox.tasks.training import export_onnx, train_model
     from petavox.tasks.unet import count_parameters, divisor
 
-    model = train_model(
-        raws, gts, target=target, minutes=minutes, patch=patch, batch=batch, seed=seed,
-        base_channels=base_channels, depth=depth, pool=pool, validation=val, progress=progress,
-    )  # fmt: skip
+    model = train_model(raws, gts, target=target, patch=patch, depth=depth, pool=pool,
+                        **training)  # fmt: skip
     export_onnx(model, path, target=target, patch=patch, divisor=divisor(pool, depth))
     log = model.train_log
     print(f"model: {path}")
-    print(f"sha256: {sha256_of(path)}")
+    print(f"sha256: {sha256(path.read_bytes())}")
     print(f"final loss: {log.final_loss:.4f} ({log.steps} steps in {log.seconds:.0f} s, "
           f"{count_parameters(model)} parameters)")  # fmt: skip
     if log.validation:
@@ -230,14 +230,7 @@ def train_builtin(out: str, minutes: float = 10.0) -> int:
     gts = [np.ascontiguousarray(v.labels.transpose(2, 1, 0)) for v in volumes]
     path = check_output(out)
     require_training_packages()
-    from petavox.tasks.training import export_onnx, train_model
-    from petavox.tasks.unet import divisor
-
-    model = train_model(raws, gts, target="boundary", minutes=minutes, seed=0)
-    export_onnx(model, path, target="boundary", patch=(32, 64, 64), divisor=divisor((2, 2, 2), 3))
-    print(f"model: {path}\nsha256: {sha256_of(path)}\nfinal loss: {model.train_log.final_loss:.4f}"
-          f" ({model.train_log.steps} steps)")  # fmt: skip
-    return 0
+    return fit_and_export(raws, gts, path, minutes=minutes, seed=0)
 
 
 if __name__ == "__main__":
