@@ -36,17 +36,17 @@ class ModelError(InputError):
     """A model file is missing, corrupt, has the wrong checksum or the wrong shapes."""
 
 
+def _builtin_dir() -> Path:
+    return Path(str(resources.files(BUILTIN_PACKAGE))) / BUILTIN_DIR
+
+
 def builtin_path(name: str) -> Path:
-    path = Path(str(resources.files(BUILTIN_PACKAGE))) / BUILTIN_DIR / name
+    path = _builtin_dir() / name
     if not path.is_file():
+        shipped = sorted(p.name for p in _builtin_dir().glob("*.onnx"))
         raise ModelError(f"no built-in model {name!r}; petavox ships "
-                         f"{', '.join(builtin_models()) or 'none'}")  # fmt: skip
+                         f"{', '.join(shipped) or 'none'}")  # fmt: skip
     return path
-
-
-def builtin_models() -> list[str]:
-    folder = Path(str(resources.files(BUILTIN_PACKAGE))) / BUILTIN_DIR
-    return sorted(p.name for p in folder.glob("*.onnx"))
 
 
 def fetch(url: str, context: StorageContext = StorageContext()) -> bytes:
