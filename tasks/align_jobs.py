@@ -12,11 +12,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from petavox.tasks.align_solve import Pair, SolveParams, solve_mesh, solve_translations
+from petavox.tasks.align_solve import Pair, SolveParams, solve_sections
 from petavox.tasks.flow import FlowParams, PairFlow, estimate_pair
 from petavox.tasks.geometry import Box, Chunk, ChunkGrid
 from petavox.tasks.layers import Layer
-from petavox.tasks.meshes import MeshGrid
 from petavox.tasks.objects import get_arrays, list_keys, put_arrays
 from petavox.tasks.render import SectionTransforms, box_fields, source_box, warp_box
 from petavox.tasks.storage import StorageContext
@@ -92,15 +91,8 @@ class SolveJob:
     def run(self, chunk: Chunk) -> dict:
         first, sections = self.volume.start[2], self.volume.shape[2]
         pairs = load_pairs(self.work_url, first, self.context)
-        translations = solve_translations(pairs, sections, self.params)
-        margin = 2 * self.params.mesh_spacing
-        mesh = MeshGrid.covering(
-            (int(self.volume.start[0] - margin), int(self.volume.start[1] - margin)),
-            (int(self.volume.stop[0] + margin), int(self.volume.stop[1] + margin)),
-            self.params.mesh_spacing,
-        )
-        nodes = solve_mesh(pairs, sections, mesh, translations, self.params)
-        transforms = SectionTransforms(first, translations, nodes, mesh)
+        xy = self.volume.start[:2], self.volume.stop[:2]
+        transforms = SectionTransforms(first, *solve_sections(pairs, sections, *xy, self.params))
         put_arrays(self.work_url, TRANSFORMS, transforms.to_arrays(), self.context)
         return {"sections": sections, "pairs": len(pairs)}
 

@@ -1,8 +1,8 @@
 """Displacement fields on a regular mesh of nodes over a section, interpolated bilinearly.
 
 A section's alignment is a field u(p) (x, y pixels): the aligned image at p is the raw section
-at p + u(p). It is stored as a translation plus node values on a mesh (`MeshGrid`); between
-nodes it is bilinear, beyond the outer nodes it is extrapolated linearly.
+at p + u(p). It is stored as an affine field (`SectionAffines`) plus node values on a mesh
+(`MeshGrid`); between nodes it is bilinear, beyond the outer nodes it is extrapolated linearly.
 """
 
 from __future__ import annotations
@@ -73,3 +73,37 @@ class MeshGrid:
             np.stack([ids[:-1].ravel(), ids[1:].ravel()], axis=1),
             np.stack([ids[:, :-1].ravel(), ids[:, 1:].ravel()], axis=1),
         ])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SectionAffines:
+    """One affine field per section: u_k(p) = M_k[:, :2] @ (p − centre) / scale + M_k[:, 2].
+
+    Dividing by `scale` (half the section's extent) puts every entry in pixels: a linear entry
+    of 1 moves the section's edge by one pixel, so one prior weight suits them all.
+    """
+
+    centre: tuple[float, float]
+    scale: float
+    matrices: np.ndarray  # (sections, 2, 3)
+
+    @classmethod
+    def translations(cls, centre: tuple[float, float], scale: float,
+                     shifts: np.ndarray) -> SectionAffines:  # fmt: skip
+        matrices = np.zeros((len(shifts), 2, 3))
+        matrices[:, :, 2] = shifts
+        return cls(centre, scale, matrices)
+
+    def normalised(self, points: np.ndarray) -> np.ndarray:
+        """(n, 3) rows [x̂, ŷ, 1] of points (n, 2), the affine's design matrix."""
+        hat = (np.asarray(points, np.float64) - self.centre) / self.scale
+        return np.column_stack([hat, np.ones(len(hat))])
+
+    def at(self, k: int, points: np.ndarray) -> np.ndarray:
+        """u_k at points (n, 2)."""
+        return self.normalised(points) @ self.matrices[k].T
+
+    def dense(self, k: int, start: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+        """u_k (X, Y, 2) at every pixel of the box at `start` of `shape` (x, y)."""
+        points = grid_points(start, (start[0] + shape[0], start[1] + shape[1]))
+        return self.at(k, points).reshape(shape[0], shape[1], 2)

@@ -1,7 +1,9 @@
-"""Known misalignment for tests and benchmarks: per-section translation plus a smooth warp.
+"""Known misalignment for tests and benchmarks: per-section rotation and translation plus a
+smooth warp.
 
 Section z of the raw stack shows the aligned section with its content displaced by f_z(p) =
-shift_z + Σ_k a_k sin(2π (k · p) / λ_k + φ_k): raw_z(q) = aligned_z(q − f_z(q)). The field that
+shift_z + (I − R(θ_z)ᵀ)(p − centre) + Σ_k a_k sin(2π (k · p) / λ_k + φ_k):
+raw_z(q) = aligned_z(q − f_z(q)). The field that
 aligns it back, u_z with aligned(p) = raw_z(p + u_z(p)), solves u = f(p + u) (`alignment`).
 """
 
@@ -18,10 +20,14 @@ from petavox.tasks.meshes import grid_points
 class Misalignment:
     shifts: np.ndarray  # (z, 2) translation of each section's content, pixels
     waves: np.ndarray  # (z, k, 2, 4): per component x/y, [amplitude, kx, ky, phase]
+    rotations: np.ndarray  # (z,) radians, about `centre`
+    centre: tuple[float, float]
 
     def forward(self, z: int, points: np.ndarray) -> np.ndarray:
         """f_z at points (n, 2): where the content at each point came from, as a displacement."""
-        out = np.repeat(self.shifts[z][None].astype(np.float64), len(points), axis=0)
+        c, s = np.cos(self.rotations[z]), np.sin(self.rotations[z])
+        rel = points - np.asarray(self.centre)
+        out = rel @ np.array([[1 - c, s], [-s, 1 - c]]) + self.shifts[z]  # content rotated by θ
         for k in range(self.waves.shape[1]):
             for c in range(2):
                 amp, kx, ky, phase = self.waves[z, k, c]
@@ -37,11 +43,14 @@ class Misalignment:
 
 
 def random_misalignment(sections: int, max_shift: float, warp: float = 0.0,
-                        wavelength: float = 400.0, waves: int = 2,
+                        wavelength: float = 400.0, waves: int = 2, rotation: float = 0.0,
+                        centre: tuple[float, float] = (0.0, 0.0),
                         seed: int = 0) -> Misalignment:  # fmt: skip
-    """Shifts uniform in ±max_shift; each warp wave's amplitude up to warp / waves."""
+    """Shifts uniform in ±max_shift, rotations about `centre` uniform in ±rotation degrees;
+    each warp wave's amplitude up to warp / waves."""
     rng = np.random.default_rng(seed)
     shifts = rng.uniform(-max_shift, max_shift, (sections, 2))
+    rotations = np.deg2rad(rng.uniform(-rotation, rotation, sections))
     table = np.zeros((sections, waves, 2, 4))
     if warp > 0:
         angle = rng.uniform(0, 2 * np.pi, (sections, waves, 2))
@@ -50,7 +59,7 @@ def random_misalignment(sections: int, max_shift: float, warp: float = 0.0,
         table[..., 1] = 2 * np.pi * np.cos(angle) / length
         table[..., 2] = 2 * np.pi * np.sin(angle) / length
         table[..., 3] = rng.uniform(0, 2 * np.pi, (sections, waves, 2))
-    return Misalignment(shifts, table)
+    return Misalignment(shifts, table, rotations, centre)
 
 
 def apply(aligned: np.ndarray, misalignment: Misalignment, labels: bool = False) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Per-section transforms (translation + mesh) and the warp that renders an aligned box.
+"""Per-section transforms (affine + mesh) and the warp that renders an aligned box.
 
 An aligned voxel depends only on its section's transform and the raw section, never on the box
 being rendered: the read region always covers every pixel the bilinear sampling can touch, and
@@ -13,31 +13,33 @@ from dataclasses import dataclass
 import numpy as np
 
 from petavox.tasks.geometry import Box
-from petavox.tasks.meshes import MeshGrid, grid_points
+from petavox.tasks.meshes import MeshGrid, SectionAffines, grid_points
 
 
 @dataclass(frozen=True)
 class SectionTransforms:
-    """u_z(p) = translations[z] + mesh-interpolated nodes[z]; z counts from `first_section`."""
+    """u_z(p) = affine_z(p) + mesh-interpolated nodes[z]; z counts from `first_section`."""
 
     first_section: int
-    translations: np.ndarray  # (sections, 2)
+    affines: SectionAffines
     nodes: np.ndarray  # (sections, mesh.size, 2)
     mesh: MeshGrid
 
     def field(self, z: int, start: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
         """u_z at every pixel of an (x, y) box: (X, Y, 2)."""
         k = z - self.first_section
-        return self.translations[k] + self.mesh.dense(self.nodes[k], start, shape)
+        return self.affines.dense(k, start, shape) + self.mesh.dense(self.nodes[k], start, shape)
 
     def at(self, z: int, points: np.ndarray) -> np.ndarray:
         k = z - self.first_section
-        return self.translations[k] + self.mesh.interpolate(self.nodes[k], points)
+        return self.affines.at(k, points) + self.mesh.interpolate(self.nodes[k], points)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {
             "first_section": np.array(self.first_section),
-            "translations": self.translations,
+            "affine_matrices": self.affines.matrices,
+            "affine_centre": np.array(self.affines.centre),
+            "affine_scale": np.array(self.affines.scale),
             "nodes": self.nodes,
             "mesh_origin": np.array(self.mesh.origin),
             "mesh_spacing": np.array(self.mesh.spacing),
@@ -51,7 +53,9 @@ class SectionTransforms:
 
         mesh = MeshGrid(tuple(arrays["mesh_origin"].tolist()), scalar("mesh_spacing"),
                         tuple(int(v) for v in arrays["mesh_shape"]))  # type: ignore[arg-type]
-        return cls(int(scalar("first_section")), arrays["translations"], arrays["nodes"], mesh)
+        affines = SectionAffines(tuple(arrays["affine_centre"].tolist()),  # type: ignore[arg-type]
+                                 scalar("affine_scale"), arrays["affine_matrices"])
+        return cls(int(scalar("first_section")), affines, arrays["nodes"], mesh)
 
 
 def box_fields(transforms: SectionTransforms, box: Box) -> np.ndarray:

@@ -201,6 +201,9 @@ class AlignParams(StageParams):
     mesh_spacing: float = Field(64.0, gt=0, description="pixels between elastic mesh nodes")
     stiffness: float = Field(0.5, ge=0, description="springs between neighbouring mesh nodes")
     prior: float = Field(0.02, gt=0, description="spring of each section to no motion (drift)")
+    linear_prior: float = Field(
+        0.3, gt=0, description="the same for rotation/scale/shear (pixels at the section edge)"
+    )
     min_confidence: float = Field(0.2, ge=0, le=1, description="patches below are ignored")
     chunk_shape: PositiveTriple | None = Field(
         None, description="render: voxels per task, a multiple of the storage chunk"

@@ -40,13 +40,18 @@ def inner_points(size: int, margin: int = 40, step: int = 16) -> np.ndarray:
     return grid_points((margin, margin), (size - margin, size - margin), step)
 
 
-@pytest.mark.parametrize(("warp", "limit"), [(0.0, 0.5), (5.0, 1.0)])
-def test_known_translations_and_warps_are_undone(tmp_path, ray_session, warp, limit):
-    """Shifts up to ±30 px (and smooth warps up to 5 px): RMS residual ≤ 0.5 px (≤ 1.0 px)."""
+@pytest.mark.parametrize(("warp", "rotation", "tile", "limit"),
+                         [(0.0, 0.0, None, 0.5), (5.0, 0.0, None, 1.0),
+                          (5.0, 3.0, [96, 96], 1.0)])  # fmt: skip
+def test_known_translations_and_warps_are_undone(tmp_path, ray_session, warp, rotation, tile,
+                                                 limit):  # fmt: skip
+    """Shifts up to ±30 px (and smooth warps up to 5 px, and rotations up to 3° estimated in
+    xy tiles): RMS residual ≤ 0.5 px (≤ 1.0 px)."""
     aligned = generate(SyntheticParams(shape=(192, 192, 24), seed=4)).raw
-    known = random_misalignment(24, max_shift=30, warp=warp, seed=1)
+    known = random_misalignment(24, max_shift=30, warp=warp, rotation=rotation,
+                                centre=(96.0, 96.0), seed=1)  # fmt: skip
     raw = apply(aligned, known)
-    run(align_config(tmp_path, raw, chunk_shape=[128, 128, 16]), session=ray_session,
+    run(align_config(tmp_path, raw, chunk_shape=[128, 128, 16], tile=tile), session=ray_session,
         progress=False)  # fmt: skip
     per_section = residuals(solved(tmp_path), known, inner_points(192))
     assert np.sqrt((per_section**2).mean()) <= limit

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from petavox.tasks.align_solve import Pair, SolveParams, solve_mesh, solve_translations
+from petavox.tasks.align_solve import Pair, SolveParams, solve_sections
 from petavox.tasks.flow import FlowParams, PairFlow, estimate_pair
 from petavox.tasks.geometry import Box
-from petavox.tasks.meshes import MeshGrid, grid_points
+from petavox.tasks.meshes import MeshGrid, SectionAffines, grid_points
 from petavox.tasks.misalignment import random_misalignment
 from petavox.tasks.render import SectionTransforms, box_fields, source_box, warp_box
 from petavox.tasks.synthetic import SyntheticParams, generate
@@ -58,7 +58,9 @@ def simulated_pairs(truth: SectionTransforms, sections: int, rng, outliers: floa
         for back in (1, 2):
             if z - back < 0:
                 continue
-            aligned = grid - truth.translations[z - back]
+            aligned = grid.copy()  # p with p + u(p) = q, the raw position in the reference
+            for _ in range(30):
+                aligned = grid - truth.at(z - back, aligned)
             d = truth.at(z, aligned) - truth.at(z - back, aligned)
             d += rng.normal(0, 0.05, d.shape)
             bad = rng.random(len(d)) < outliers
@@ -71,7 +73,8 @@ def simulated_pairs(truth: SectionTransforms, sections: int, rng, outliers: floa
 
 
 def smooth_truth(sections: int, rng) -> SectionTransforms:
-    """Translations in ±30 px and, per section, a smooth warp of a few pixels on a mesh."""
+    """Translations in ±30 px, rotations in ±2°, scales in ±1 % and, per section, a smooth warp
+    of a few pixels on a mesh."""
     mesh = MeshGrid.covering((-64, -64), (320, 320), 64)
     ix, iy = np.meshgrid(np.arange(mesh.shape[0]), np.arange(mesh.shape[1]), indexing="ij")
     pos = mesh.origin + mesh.spacing * np.stack([ix.ravel(), iy.ravel()], axis=1)
@@ -79,22 +82,27 @@ def smooth_truth(sections: int, rng) -> SectionTransforms:
     warp = np.stack([np.outer(np.sin(pos[:, 0] / 80 + phase[z, 0]), [3.0, 1.5])
                      + np.outer(np.cos(pos[:, 1] / 90 + phase[z, 1]), [0.6, 2.0])
                      for z in range(sections)])  # fmt: skip
-    return SectionTransforms(0, rng.uniform(-30, 30, (sections, 2)), warp, mesh)
+    angle = np.deg2rad(rng.uniform(-2, 2, sections))
+    scale = rng.uniform(-0.01, 0.01, sections)
+    matrices = np.zeros((sections, 2, 3))
+    matrices[:, 0, 0] = matrices[:, 1, 1] = np.cos(angle) - 1 + scale
+    matrices[:, 0, 1], matrices[:, 1, 0] = -np.sin(angle), np.sin(angle)
+    matrices[:, :, :2] *= 128  # SectionAffines' pixel units: half the 256-px section
+    matrices[:, :, 2] = rng.uniform(-30, 30, (sections, 2))
+    return SectionTransforms(0, SectionAffines((128.0, 128.0), 128.0, matrices), warp, mesh)
 
 
 @pytest.mark.parametrize(("outliers", "missing", "limit"), [(0.0, None, 0.5), (0.1, 17, 0.75)])
 def test_solve_recovers_translations_and_warps(outliers, missing, limit):
-    """Pairwise flows implied by known fields (+ noise, + 20-px outliers, + a section that
-    matches nothing) give back the fields, up to what no alignment can see: a deformation
-    common to all sections."""
+    """Pairwise flows implied by known fields (affine + warp, + noise, + 20-px outliers, + a
+    section that matches nothing) give back the fields, up to what no alignment can see: a
+    deformation common to all sections."""
     rng = np.random.default_rng(2)
     sections = 40
     truth = smooth_truth(sections, rng)
     pairs = simulated_pairs(truth, sections, rng, outliers=outliers, missing=missing)
     params = SolveParams()
-    t = solve_translations(pairs, sections, params)
-    nodes = solve_mesh(pairs, sections, truth.mesh, t, params)
-    found = SectionTransforms(0, t, nodes, truth.mesh)
+    found = SectionTransforms(0, *solve_sections(pairs, sections, (0, 0), (256, 256), params))
     points = grid_points((20, 20), (230, 230), 15)
     diff = np.stack([found.at(z, points) - truth.at(z, points) for z in range(sections)
                      if z != missing])  # fmt: skip
@@ -107,8 +115,9 @@ def test_rendering_does_not_depend_on_the_box_and_undoes_a_shift():
     raw = rng.integers(1, 255, (70, 60, 4), dtype=np.uint8)
     mesh = MeshGrid.covering((0, 0), (70, 60), 20)
     nodes = rng.normal(0, 1.0, (4, mesh.size, 2))
-    transforms = SectionTransforms(0, np.array([[3.0, -2.0], [0.5, 0.25], [-7, 4], [0, 0]]),
-                                   nodes, mesh)  # fmt: skip
+    matrices = rng.normal(0, 0.5, (4, 2, 3))
+    matrices[:, :, 2] = [[3.0, -2.0], [0.5, 0.25], [-7, 4], [0, 0]]
+    transforms = SectionTransforms(0, SectionAffines((35.0, 30.0), 35.0, matrices), nodes, mesh)
     volume = Box((0, 0, 0), raw.shape)
 
     def render(box: Box) -> np.ndarray:
@@ -123,7 +132,8 @@ def test_rendering_does_not_depend_on_the_box_and_undoes_a_shift():
         pieces[box.slices()] = render(box)
     np.testing.assert_array_equal(pieces, whole)
     # a pure integer translation moves the content back exactly
-    shift = SectionTransforms(0, np.array([[5.0, -3.0]] * 4), np.zeros((4, mesh.size, 2)), mesh)
+    affines = SectionAffines.translations((0.0, 0.0), 1.0, np.array([[5.0, -3.0]] * 4))
+    shift = SectionTransforms(0, affines, np.zeros((4, mesh.size, 2)), mesh)
     fields = box_fields(shift, volume)
     read = source_box(fields, volume, volume)
     out = warp_box(fields, raw[read.slices()], read, volume)
@@ -137,3 +147,15 @@ def test_known_misalignment_inverts_its_warp():
         u = mis.alignment(z, points)
         np.testing.assert_allclose(mis.forward(z, points + u), u, atol=1e-6)
         assert np.abs(u - mis.shifts[z]).max() <= 5.0 + 1e-9
+
+
+def test_known_rotation_turns_the_content_about_the_centre():
+    mis = random_misalignment(2, max_shift=0, rotation=5, centre=(100.0, 60.0), seed=8)
+    for z in range(2):
+        angle = mis.rotations[z]
+        assert 0 < abs(np.rad2deg(angle)) <= 5
+        raw = np.array([[100.0 + 40 * np.cos(a), 60.0 + 40 * np.sin(a)] for a in (0.3, 2.0)])
+        content = raw - mis.forward(z, raw)  # where each raw pixel's content sits, aligned
+        turned = [np.arctan2(*(c - (100, 60))[::-1]) for c in content]
+        np.testing.assert_allclose(turned, np.array([0.3, 2.0]) - angle, atol=1e-9)
+        np.testing.assert_allclose(np.linalg.norm(content - (100, 60), axis=1), 40, atol=1e-9)

@@ -63,7 +63,7 @@ def plan_align(params: AlignParams, catalog: Catalog) -> list[StagePlan]:
         resources=params.resources,
     )  # fmt: skip
     solve_params = SolveParams(params.mesh_spacing, params.stiffness, params.prior,
-                               min_confidence=params.min_confidence)  # fmt: skip
+                               params.linear_prior, min_confidence=params.min_confidence)
     follow = {"estimate": ident}
     solve = StagePlan(
         label=f"align {params.input}: solve transforms",
