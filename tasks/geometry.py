@@ -224,3 +224,9 @@ class ChunkGrid:
 
     def ids(self) -> list[ChunkId]:
         return [c.id for c in self]
+
+
+def index_grid(n: int) -> ChunkGrid:
+    """A grid of `n` tasks that are not boxes of a volume (id ranges, shards): chunk k's write
+    box starts at x = k."""
+    return ChunkGrid(Box((0, 0, 0), (n, 1, 1)), (1, 1, 1))

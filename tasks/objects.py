@@ -95,14 +95,21 @@ def get_array(url: str, key: str, context: StorageContext = StorageContext()) ->
 
 
 def list_keys(url: str, prefix: str, context: StorageContext = StorageContext()) -> Iterator[str]:
-    """Keys under ``url`` that start with `prefix` (a folder-like prefix ending in /)."""
+    """Keys under ``url`` that start with `prefix`: a folder (``"flows/"``) or a folder plus the
+    start of a name (``"mesh/12"``); only the folder's own files, not its subfolders'."""
     path = local_path(url)
     if path is None:
-        yield from _files(url, context).list(prefix=prefix)
+        folder_depth = prefix.count("/")
+        for key in _files(url, context).list(prefix=prefix):
+            if key.count("/") == folder_depth:
+                yield key
         return
-    folder = os.path.join(path, prefix)
-    if not os.path.isdir(folder):
+    folder, _, start = prefix.rpartition("/")
+    directory = os.path.join(path, folder)
+    if not os.path.isdir(directory):
         return
-    for name in os.listdir(folder):
-        if not name.startswith(".tmp-"):
-            yield prefix + name
+    lead = folder + "/" if folder else ""
+    for entry in os.scandir(directory):
+        name = entry.name.removesuffix(".gz")  # cloud-files may have stored it gzipped
+        if name.startswith(start) and not name.startswith(".tmp-") and entry.is_file():
+            yield lead + name

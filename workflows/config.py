@@ -282,8 +282,33 @@ class EvaluateParams(StageParams):
     )
 
 
+class MeshParams(StageParams):
+    """Segmentation → a surface mesh per segment (marching cubes + simplification, zmesh)."""
+
+    stage: Literal["mesh"] = "mesh"
+    input: str = Field("segmentation", description="segmentation layer: name or URL")
+    mesh_dir: str = Field("mesh", description="folder in the layer for the meshes")
+    reduction_factor: int = Field(
+        100, ge=0, description="simplify to about 1/this of the triangles (0: no simplification)"
+    )
+    max_error: float = Field(40.0, gt=0, description="nm a simplified vertex may move")
+    chunk_shape: PositiveTriple | None = Field(
+        None, description="voxels per task, a multiple of the storage chunk (default: ~64 M)"
+    )
+    manifest_digits: int = Field(
+        2, ge=1, le=6, description="manifest tasks split the ids by this many leading digits"
+    )
+    fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
+
+
 AnyStage = Annotated[
-    IngestParams | DownsampleParams | AlignParams | InferParams | SegmentParams | EvaluateParams,
+    IngestParams
+    | DownsampleParams
+    | AlignParams
+    | InferParams
+    | SegmentParams
+    | EvaluateParams
+    | MeshParams,
     Field(discriminator="stage"),
 ]
 STAGE_MODELS: dict[str, type[StageParams]] = {
@@ -293,6 +318,7 @@ STAGE_MODELS: dict[str, type[StageParams]] = {
     "infer": InferParams,
     "segment": SegmentParams,
     "evaluate": EvaluateParams,
+    "mesh": MeshParams,
 }
 
 

@@ -12,6 +12,7 @@ from petavox.workflows.stages.downsample import plan_downsample
 from petavox.workflows.stages.evaluate import plan_evaluate_stage
 from petavox.workflows.stages.infer import plan_infer
 from petavox.workflows.stages.ingest import plan_ingest
+from petavox.workflows.stages.mesh import plan_mesh
 from petavox.workflows.stages.segment import plan_segment
 
 Planner = Callable[[StageParams, Catalog], StagePlan | list[StagePlan]]
@@ -23,6 +24,7 @@ PLANNERS: dict[str, Planner] = {
     "infer": plan_infer,  # type: ignore[dict-item]
     "segment": plan_segment,  # type: ignore[dict-item]
     "evaluate": plan_evaluate_stage,  # type: ignore[dict-item]
+    "mesh": plan_mesh,  # type: ignore[dict-item]
 }
 
 

@@ -1,0 +1,104 @@
+"""`mesh` on a real local Ray and file:// layers, read back by cloud-volume: every segment gets
+a mesh, closed objects get watertight meshes across chunk faces, bad input is refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import zmesh
+
+from petavox.tasks.errors import LayerMismatchError
+from petavox.tasks.meshing import open_edges
+from petavox.tasks.synthetic import SyntheticParams, generate
+from petavox.workflows.config import parse_config
+from petavox.workflows.pipeline import plan_run, run
+
+pytestmark = pytest.mark.integration
+
+SHAPE = (100, 90, 50)  # not a multiple of the 32-voxel tasks: partial chunks on every axis
+RESOLUTION = (8, 8, 16)
+BIG = 2**40  # ids past 32 bits, so the manifest prefixes and uint64 paths are exercised
+
+
+def labelled_volume(seed: int) -> np.ndarray:
+    """Synthetic neurites (most touch the boundary) plus ellipsoids well inside, spanning task
+    faces, with ids past 32 bits."""
+    labels = generate(SyntheticParams(shape=SHAPE, seed=seed, neurite_spacing=18)).labels
+    labels = labels.astype(np.uint64)
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*(np.arange(n) for n in SHAPE), indexing="ij"), axis=-1)
+    for k in range(6):
+        centre = rng.uniform((20, 20, 12), (80, 70, 38))
+        semi = rng.uniform((6, 6, 4), (12, 12, 8))
+        inside = (((grid - centre) / semi) ** 2).sum(-1) <= 1
+        labels[inside] = BIG + k
+    return labels
+
+
+def mesh_config(out, labels: np.ndarray, **mesh):
+    np.save(out / "labels.npy", labels.transpose(2, 1, 0))
+    stages = [
+        {"stage": "ingest", "input": str(out / "labels.npy"), "output": "seg",
+         "layer_type": "segmentation", "resolution": list(RESOLUTION),
+         "storage_chunk": [32, 32, 16]},
+        {"stage": "mesh", "input": "seg", **mesh},
+    ]  # fmt: skip
+    return parse_config({"output": f"file://{out}", "stages": stages})
+
+
+def enclosed_volume(mesh: zmesh.Mesh) -> float:
+    """Signed volume of a closed triangle mesh (divergence theorem)."""
+    v = np.asarray(mesh.vertices, np.float64)[np.asarray(mesh.faces)]
+    return float(np.einsum("ij,ij->i", v[:, 0], np.cross(v[:, 1], v[:, 2])).sum() / 6)
+
+
+def touches_boundary(labels: np.ndarray, label: int) -> bool:
+    faces = [labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]]
+    return any((face == label).any() for face in faces)
+
+
+def test_every_segment_gets_a_mesh_and_closed_ones_are_watertight(tmp_path, ray_session):
+    from cloudvolume import CloudVolume
+
+    labels = labelled_volume(seed=11)
+    run(mesh_config(tmp_path, labels, chunk_shape=[32, 32, 16]), session=ray_session,
+        progress=False)  # fmt: skip
+    cv = CloudVolume(f"file://{tmp_path}/seg")
+    assert cv.info["mesh"] == "mesh"
+    ids = [int(i) for i in np.unique(labels) if i != 0]
+    closed = [i for i in ids if not touches_boundary(labels, i)]
+    assert len(closed) >= 6 and len(ids) > len(closed)
+    voxel = float(np.prod(RESOLUTION))
+    for label in ids:
+        found = cv.mesh.get(label)
+        assert len(found.faces) > 0, f"segment {label} has no mesh"
+        where = np.argwhere(labels == label)
+        lo, hi = where.min(axis=0) * RESOLUTION, (where.max(axis=0) + 1) * RESOLUTION
+        slack = 40.0 + 1e-3  # simplification moves vertices up to max_error (40 nm)
+        assert (found.vertices.min(axis=0) >= lo - slack).all()
+        assert (found.vertices.max(axis=0) <= hi + slack).all()
+        if label not in closed:
+            continue
+        whole = zmesh.Mesh(found.vertices, found.faces, None).merge_close_vertices(1e-3)
+        whole = whole.consolidate()
+        assert len(open_edges(whole)) == 0, f"segment {label}'s mesh has holes"
+        # a closed surface through the voxel faces' midpoints encloses about the voxels
+        assert abs(enclosed_volume(whole)) == pytest.approx(len(where) * voxel, rel=0.05)
+    # the watertight ones include segments cut by task faces: one fragment per task touched
+    fragments = {i: json.loads((tmp_path / "seg" / "mesh" / f"{i}:0").read_text())["fragments"]
+                 for i in closed}  # fmt: skip
+    assert max(len(f) for f in fragments.values()) >= 4
+
+
+def test_mesh_refuses_an_image_layer_before_any_work(tmp_path):
+    np.save(tmp_path / "raw.npy", np.zeros((16, 32, 32), np.uint8))
+    stages = [
+        {"stage": "ingest", "input": str(tmp_path / "raw.npy"), "output": "raw",
+         "resolution": [8, 8, 8]},
+        {"stage": "mesh", "input": "raw"},
+    ]  # fmt: skip
+    with pytest.raises(LayerMismatchError, match="not a one-channel segmentation layer"):
+        plan_run(parse_config({"output": f"file://{tmp_path}", "stages": stages}))
+    assert not (tmp_path / "raw").exists()
