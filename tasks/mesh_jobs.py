@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from petavox.tasks.geometry import Box, Chunk
 from petavox.tasks.layers import Layer
-from petavox.tasks.meshing import Simplification, chunk_meshes
+from petavox.tasks.meshing import Simplification, chunk_meshes, close_at_volume_faces
 from petavox.tasks.objects import list_keys, put, put_json
 from petavox.tasks.storage import StorageContext
 
@@ -34,7 +34,8 @@ def id_prefixes(digits: int) -> list[str]:
 
 @dataclass(frozen=True)
 class MeshForgeJob:
-    """Mesh one chunk (read with one more voxel on its high faces) and write its fragments."""
+    """Mesh one chunk (read with one more voxel on its high faces, closed on the volume's
+    faces) and write its fragments."""
 
     source: Layer
     mesh_url: str
@@ -43,9 +44,12 @@ class MeshForgeJob:
 
     def run(self, chunk: Chunk) -> dict:
         box = chunk.write_box
-        read = Box(box.start, box.stop + 1).intersection(self.source.bounds(0))
-        labels = self.source.read(read, fill_missing=self.fill_missing)
-        meshes = chunk_meshes(labels, tuple(read.start), self.source.resolution(0), self.params)
+        volume = self.source.bounds(0)
+        read = Box(box.start, box.stop + 1).intersection(volume)
+        labels, start = close_at_volume_faces(
+            self.source.read(read, fill_missing=self.fill_missing), read, volume
+        )
+        meshes = chunk_meshes(labels, start, self.source.resolution(0), self.params)
         context = self.source.context
         for label, mesh in meshes.items():
             put(self.mesh_url, fragment_name(label, box), mesh.to_precomputed(), context)

@@ -3,7 +3,9 @@
 zmesh's simplifier never moves a vertex on the mesh's open border, and a chunk read with one
 extra voxel on its high faces puts those borders on planes that the neighbouring chunk meshes
 identically. So the fragments of one segment from neighbouring chunks meet vertex for vertex,
-and their union is watertight wherever the segment does not touch the volume's boundary.
+and their union is watertight. On the volume's own faces the chunk is padded with background,
+so meshes close there (as igneous's `closed_dataset_edges`): a border left open would also be
+left unsimplified, with about 2.6× the triangles on a 256×256×64 volume.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import zmesh
+
+from petavox.tasks.geometry import Box
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,16 @@ def chunk_meshes(labels: np.ndarray, start: tuple[int, int, int],
         meshes[int(label)] = mesh
     mesher.clear()
     return meshes
+
+
+def close_at_volume_faces(labels: np.ndarray, box: Box,
+                          volume: Box) -> tuple[np.ndarray, tuple[int, int, int]]:  # fmt: skip
+    """`labels` read at `box`, padded with one voxel of background on each face that is a face
+    of `volume`; and the volume voxel where the padded array starts."""
+    low = [int(box.start[a] == volume.start[a]) for a in range(3)]
+    high = [int(box.stop[a] == volume.stop[a]) for a in range(3)]
+    padded = np.pad(labels, list(zip(low, high)))
+    return padded, (box.start[0] - low[0], box.start[1] - low[1], box.start[2] - low[2])
 
 
 def open_edges(mesh: zmesh.Mesh) -> np.ndarray:

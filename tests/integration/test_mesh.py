@@ -1,5 +1,5 @@
 """`mesh` on a real local Ray and file:// layers, read back by cloud-volume: every segment gets
-a mesh, closed objects get watertight meshes across chunk faces, bad input is refused."""
+a watertight mesh across chunk faces (closed on the volume's faces too), bad input is refused."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def touches_boundary(labels: np.ndarray, label: int) -> bool:
     return any((face == label).any() for face in faces)
 
 
-def test_every_segment_gets_a_mesh_and_closed_ones_are_watertight(tmp_path, ray_session):
+def test_every_segment_gets_a_watertight_mesh(tmp_path, ray_session):
     from cloudvolume import CloudVolume
 
     labels = labelled_volume(seed=11)
@@ -68,8 +68,8 @@ def test_every_segment_gets_a_mesh_and_closed_ones_are_watertight(tmp_path, ray_
     cv = CloudVolume(f"file://{tmp_path}/seg")
     assert cv.info["mesh"] == "mesh"
     ids = [int(i) for i in np.unique(labels) if i != 0]
-    closed = [i for i in ids if not touches_boundary(labels, i)]
-    assert len(closed) >= 6 and len(ids) > len(closed)
+    inner = [i for i in ids if not touches_boundary(labels, i)]
+    assert len(inner) >= 6 and len(ids) > len(inner)  # both kinds
     voxel = float(np.prod(RESOLUTION))
     for label in ids:
         found = cv.mesh.get(label)
@@ -79,16 +79,14 @@ def test_every_segment_gets_a_mesh_and_closed_ones_are_watertight(tmp_path, ray_
         slack = 40.0 + 1e-3  # simplification moves vertices up to max_error (40 nm)
         assert (found.vertices.min(axis=0) >= lo - slack).all()
         assert (found.vertices.max(axis=0) <= hi + slack).all()
-        if label not in closed:
-            continue
         whole = zmesh.Mesh(found.vertices, found.faces, None).merge_close_vertices(1e-3)
         whole = whole.consolidate()
         assert len(open_edges(whole)) == 0, f"segment {label}'s mesh has holes"
-        # a closed surface through the voxel faces' midpoints encloses about the voxels
-        assert abs(enclosed_volume(whole)) == pytest.approx(len(where) * voxel, rel=0.05)
-    # the watertight ones include segments cut by task faces: one fragment per task touched
+        # a closed surface on the voxels' faces (corners cut) encloses about the voxels
+        assert abs(enclosed_volume(whole)) == pytest.approx(len(where) * voxel, rel=0.1)
+    # segments cut by task faces: one fragment per task touched
     fragments = {i: json.loads((tmp_path / "seg" / "mesh" / f"{i}:0").read_text())["fragments"]
-                 for i in closed}  # fmt: skip
+                 for i in inner}  # fmt: skip
     assert max(len(f) for f in fragments.values()) >= 4
 
 
