@@ -23,6 +23,7 @@ BENCHMARKS = {
     "stitch": "bench_stitch.py",
     "infer": "bench_infer.py",
     "align": "bench_align.py",
+    "skeleton": "bench_skeleton.py",
 }
 
 

@@ -301,6 +301,40 @@ class MeshParams(StageParams):
     fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
 
 
+class SkeletonizeParams(StageParams):
+    """Segmentation → a skeleton per segment (kimimaro's TEASAR per chunk, merged across chunks)."""
+
+    stage: Literal["skeletonize"] = "skeletonize"
+    input: str = Field("segmentation", description="segmentation layer: name or URL")
+    skeleton_dir: str = Field("skeletons", description="folder in the layer for the skeletons")
+    teasar_scale: float = Field(
+        1.5, gt=0, description="invalidation radius = scale × distance to boundary + const"
+    )
+    teasar_const: float = Field(300.0, ge=0, description="the const of that radius (nm)")
+    dust_threshold: int = Field(
+        1000, ge=0, description="a segment's pieces within one task with fewer voxels are skipped"
+    )
+    fix_branching: bool = Field(True, description="branch points where paths part (slower)")
+    tick_threshold: float = Field(
+        3000.0, ge=0, description="side branches shorter than this (nm) are removed (0: none)"
+    )
+    min_cable: float = Field(
+        0.0, ge=0,
+        description="components shorter than this (nm) are dropped, except a segment's longest",
+    )
+    sharded: bool = Field(False, description="write sharded skeletons (one file per shard)")
+    shard_bits: int | None = Field(
+        None, ge=0, le=20,
+        description="2^shard_bits merge tasks, each writing its share of the ids (one shard "
+        "file when sharded); default: about one per 8 chunk tasks",
+    )
+    minishard_bits: int = Field(6, ge=0, le=16, description="sharded: minishards per shard, log2")
+    chunk_shape: PositiveTriple | None = Field(
+        None, description="voxels per task, a multiple of the storage chunk (default: ~8 M)"
+    )
+    fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
+
+
 AnyStage = Annotated[
     IngestParams
     | DownsampleParams
@@ -308,7 +342,8 @@ AnyStage = Annotated[
     | InferParams
     | SegmentParams
     | EvaluateParams
-    | MeshParams,
+    | MeshParams
+    | SkeletonizeParams,
     Field(discriminator="stage"),
 ]
 STAGE_MODELS: dict[str, type[StageParams]] = {
@@ -319,6 +354,7 @@ STAGE_MODELS: dict[str, type[StageParams]] = {
     "segment": SegmentParams,
     "evaluate": EvaluateParams,
     "mesh": MeshParams,
+    "skeletonize": SkeletonizeParams,
 }
 
 

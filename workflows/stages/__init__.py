@@ -14,6 +14,7 @@ from petavox.workflows.stages.infer import plan_infer
 from petavox.workflows.stages.ingest import plan_ingest
 from petavox.workflows.stages.mesh import plan_mesh
 from petavox.workflows.stages.segment import plan_segment
+from petavox.workflows.stages.skeletonize import plan_skeletonize
 
 Planner = Callable[[StageParams, Catalog], StagePlan | list[StagePlan]]
 
@@ -25,6 +26,7 @@ PLANNERS: dict[str, Planner] = {
     "segment": plan_segment,  # type: ignore[dict-item]
     "evaluate": plan_evaluate_stage,  # type: ignore[dict-item]
     "mesh": plan_mesh,  # type: ignore[dict-item]
+    "skeletonize": plan_skeletonize,  # type: ignore[dict-item]
 }
 
 

@@ -1,0 +1,135 @@
+"""Skeletons of a labelled chunk (kimimaro's TEASAR) and their merge across chunks.
+
+A chunk is read with one extra voxel on its high faces, so neighbouring chunks share a plane of
+voxels. kimimaro's `fix_borders` roots each piece that reaches a face of the chunk at a point of
+that face fixed by the face alone (the maximum of the 2-D distance transform of each
+cross-section), so the two chunks that share a plane both end their pieces at the same vertex.
+Concatenating the pieces of a segment and unifying equal vertices joins them into one skeleton.
+
+Vertices are in nm at voxel centres of the whole volume (voxel i at (i + 0.5) × resolution, as
+igneous writes them), so the same voxel gives bit-identical float32 vertices in every chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import kimimaro
+import numpy as np
+from cloudvolume import Skeleton
+from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
+from kimimaro.intake import DEFAULT_TEASAR_PARAMS
+
+RADIUS = {"id": "radius", "data_type": "float32", "num_components": 1}
+IDENTITY = [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0]
+
+
+@dataclass(frozen=True)
+class Teasar:
+    """Per-chunk skeletonization (kimimaro's parameters; lengths in nm)."""
+
+    scale: float = 1.5  # invalidation radius: scale × distance to the boundary + const
+    const: float = 300.0
+    dust_threshold: int = 1000  # pieces of a segment in one chunk with fewer voxels are skipped
+    fix_branching: bool = True
+
+    def teasar_params(self) -> dict:
+        return {**DEFAULT_TEASAR_PARAMS, "scale": self.scale, "const": self.const}
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    """The merge's clean-up of a segment's joined pieces (nm)."""
+
+    tick_threshold: float = 3000.0  # side branches shorter than this are removed (0: none)
+    min_cable: float = 0.0  # components shorter than this are dropped, except the longest
+
+
+def skeleton_info(sharding: dict | None) -> dict:
+    """The info of a precomputed skeleton folder: vertices in nm, a float32 radius per vertex."""
+    info: dict = {"@type": "neuroglancer_skeletons", "transform": IDENTITY,
+                  "vertex_attributes": [RADIUS]}  # fmt: skip
+    if sharding is not None:
+        info["sharding"] = sharding
+    return info
+
+
+def sharding_info(shard_bits: int, minishard_bits: int) -> dict:
+    """A Neuroglancer uint64 sharding spec of hashed ids (its JSON form)."""
+    return {"@type": "neuroglancer_uint64_sharded_v1", "preshift_bits": 0,
+            "hash": "murmurhash3_x86_128", "minishard_bits": minishard_bits,
+            "shard_bits": shard_bits, "minishard_index_encoding": "gzip",
+            "data_encoding": "gzip"}  # fmt: skip
+
+
+def bucket_of(label: int, spec: ShardingSpecification) -> int:
+    """The shard number of `label` under `spec`: the merge task (and shard file) it goes to."""
+    return int(spec.compute_shard_location(label).shard_number, 16)
+
+
+def chunk_skeletons(labels: np.ndarray, start: tuple[int, int, int],
+                    resolution: tuple[float, float, float],
+                    params: Teasar) -> dict[int, Skeleton]:  # fmt: skip
+    """{segment id: skeleton in nm} of `labels` (x, y, z), whose voxel 0 sits at voxel `start`
+    of the volume. Segment 0 is background."""
+    found = kimimaro.skeletonize(
+        np.asfortranarray(labels), params.teasar_params(), anisotropy=resolution,
+        dust_threshold=params.dust_threshold, fix_branching=params.fix_branching,
+        fix_borders=True, progress=False, parallel=1,
+    )  # fmt: skip
+    res = np.asarray(resolution, np.float64)
+    out = {}
+    for label, skel in found.items():
+        voxels = np.rint(skel.vertices / res)  # kimimaro's vertices: voxel index × resolution
+        vertices = ((voxels + start + 0.5) * res).astype(np.float32)
+        out[int(label)] = Skeleton(vertices, skel.edges.astype(np.uint32), radii=skel.radius,
+                                   segid=int(label), space="physical",
+                                   extra_attributes=[RADIUS])  # fmt: skip
+    return out
+
+
+def pack(skeletons: dict[int, Skeleton]) -> dict[str, np.ndarray]:
+    """Skeletons as flat arrays for `put_arrays`: each label's vertices (and radii) and edges
+    are rows ``offsets[k]:offsets[k + 1]``; edges index the label's own vertices."""
+    labels = sorted(skeletons)
+    parts = [skeletons[label] for label in labels]
+
+    def stack(name: str, empty: tuple[int, ...], dtype: type) -> np.ndarray:
+        return np.concatenate([getattr(s, name) for s in parts] or [np.zeros(empty)]).astype(dtype)
+
+    return {
+        "labels": np.asarray(labels, np.uint64),
+        "vertex_offsets": np.cumsum([0, *(len(s.vertices) for s in parts)], dtype=np.int64),
+        "edge_offsets": np.cumsum([0, *(len(s.edges) for s in parts)], dtype=np.int64),
+        "vertices": stack("vertices", (0, 3), np.float32),
+        "edges": stack("edges", (0, 2), np.uint32),
+        "radii": stack("radius", (0,), np.float32),
+    }
+
+
+def unpack(arrays: dict[str, np.ndarray]) -> Iterator[tuple[int, Skeleton]]:
+    """The (label, skeleton) pairs stored by `pack`."""
+    vo, eo = arrays["vertex_offsets"], arrays["edge_offsets"]
+    for k, label in enumerate(arrays["labels"]):
+        skel = Skeleton(arrays["vertices"][vo[k]:vo[k + 1]], arrays["edges"][eo[k]:eo[k + 1]],
+                        radii=arrays["radii"][vo[k]:vo[k + 1]], segid=int(label),
+                        space="physical", extra_attributes=[RADIUS])  # fmt: skip
+        yield int(label), skel
+
+
+def merge_pieces(label: int, pieces: list[Skeleton], cleanup: Cleanup) -> Skeleton:
+    """One skeleton of a segment from its chunks' pieces: equal border vertices unified, then
+    kimimaro's clean-up (loops broken, components whose ends lie within each other's radii
+    joined, ticks that chunk faces cause removed), then short stray components dropped. Vertices
+    are only removed, never moved or added, so every vertex stays on a voxel of the segment."""
+    skel = Skeleton.simple_merge(pieces).consolidate()
+    skel = kimimaro.postprocess(skel, dust_threshold=0, tick_threshold=cleanup.tick_threshold)
+    parts = skel.components() if cleanup.min_cable > 0 else []
+    if len(parts) > 1:
+        lengths = [p.cable_length() for p in parts]
+        longest = int(np.argmax(lengths))
+        keep = [p for k, p in enumerate(parts) if k == longest or lengths[k] >= cleanup.min_cable]
+        skel = Skeleton.simple_merge(keep).consolidate()
+    skel.id = label
+    return skel

@@ -1,0 +1,113 @@
+"""Skeleton kernels: bucketing by shard number, the fragment npz format, merging pieces."""
+
+from __future__ import annotations
+
+import numpy as np
+from cloudvolume import Skeleton
+from cloudvolume.datasource.precomputed.sharding import (
+    ShardingSpecification,
+    synthesize_shard_files,
+)
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from petavox.tasks.objects import get_arrays, put_arrays
+from petavox.tasks.skeletons import (
+    RADIUS,
+    Cleanup,
+    Teasar,
+    bucket_of,
+    chunk_skeletons,
+    merge_pieces,
+    pack,
+    sharding_info,
+    unpack,
+)
+
+RESOLUTION = (8.0, 8.0, 16.0)
+
+
+def path(points, radius: float = 1.0, label: int = 1) -> Skeleton:
+    vertices = np.asarray(points, np.float32)
+    edges = np.stack([np.arange(len(points) - 1), np.arange(1, len(points))], axis=1)
+    radii = np.full(len(points), radius, np.float32)
+    return Skeleton(vertices, edges.astype(np.uint32), radii=radii, segid=label,
+                    space="physical", extra_attributes=[RADIUS])  # fmt: skip
+
+
+def components(skel: Skeleton) -> int:
+    n = len(skel.vertices)
+    e = skel.edges
+    graph = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
+    return connected_components(graph, directed=False)[0]
+
+
+def test_buckets_are_the_shard_numbers_of_the_sharding_spec():
+    spec = ShardingSpecification.from_dict(sharding_info(shard_bits=5, minishard_bits=3))
+    labels = [*range(1, 2000), *(2**60 + k for k in range(50))]
+    buckets = [bucket_of(label, spec) for label in labels]
+    assert set(buckets) == set(range(32))  # hashed ids fill every bucket
+    for label, bucket in list(zip(labels, buckets))[::97]:
+        # the shard file a merge task writes is the one Neuroglancer looks in
+        (name,) = synthesize_shard_files(spec, {label: b"skeleton"})
+        assert name == f"{bucket:02x}.shard"
+    assert bucket_of(2**60 + 3, spec) == bucket_of(2**60 + 3, spec)
+
+
+def test_fragments_round_trip_through_npz_without_pickle(tmp_path):
+    url = f"file://{tmp_path}/work"
+    big = 2**63 + 5  # beyond float64's exact integers and int64
+    skeletons = {7: path([(0, 0, 0), (8, 0, 0), (16, 8, 0)], radius=3.5, label=7),
+                 big: path([(4, 4, 4), (4, 4, 20)], radius=1.25, label=big)}  # fmt: skip
+    put_arrays(url, "3/0_1_2.npz", pack(skeletons))
+    back = dict(unpack(get_arrays(url, "3/0_1_2.npz")))
+    assert sorted(back) == sorted(skeletons)
+    for label, skel in skeletons.items():
+        np.testing.assert_array_equal(back[label].vertices, skel.vertices)
+        np.testing.assert_array_equal(back[label].edges, skel.edges)
+        np.testing.assert_array_equal(back[label].radius, skel.radius)
+        assert back[label].id == label
+    put_arrays(url, "3/empty.npz", pack({}))
+    assert list(unpack(get_arrays(url, "3/empty.npz"))) == []
+
+
+def test_pieces_sharing_a_border_vertex_merge_into_one_connected_skeleton():
+    left = path([(0, 0, 0), (40, 0, 0), (80, 0, 0)])
+    right = path([(80, 0, 0), (120, 0, 0), (160, 8, 0)])
+    merged = merge_pieces(5, [left, right], Cleanup())
+    assert merged.id == 5 and components(merged) == 1
+    assert len(merged.vertices) == 5 and len(merged.edges) == 4  # the shared vertex once
+    # pieces that do not meet (gap far beyond their radii) stay apart
+    apart = merge_pieces(5, [left, path([(400, 0, 0), (480, 0, 0)])], Cleanup())
+    assert components(apart) == 2
+
+
+def test_short_stray_components_are_dropped_but_a_segment_keeps_its_longest():
+    long = path([(0, 0, 0), (500, 0, 0), (1000, 0, 0)])
+    stray = path([(0, 900, 0), (50, 900, 0)])
+    merged = merge_pieces(1, [long, stray], Cleanup(min_cable=100))
+    assert components(merged) == 1 and merged.cable_length() == 1000
+    alone = merge_pieces(1, [stray], Cleanup(min_cable=100))
+    assert alone.cable_length() == 50
+
+
+def test_chunk_pieces_of_a_tube_meet_on_the_plane_the_chunks_share():
+    shape = (60, 20, 12)
+    grid = np.stack(np.meshgrid(*(np.arange(n) for n in shape), indexing="ij"), axis=-1)
+    nm = (grid - (0, 10, 6)) * RESOLUTION
+    labels = np.where(np.hypot(nm[..., 1], nm[..., 2]) <= 50, 9, 0).astype(np.uint64)
+    labels[:20, 3:6, 9:] = 4  # another object, in the low chunk only, apart from the tube
+    params = Teasar(dust_threshold=10)
+    # chunks [0, 30) and [30, 60), each read with one more voxel on its high face
+    low = chunk_skeletons(labels[:31], (0, 0, 0), RESOLUTION, params)
+    high = chunk_skeletons(labels[30:], (30, 0, 0), RESOLUTION, params)
+    plane_x = (30 + 0.5) * RESOLUTION[0]
+    for piece in (low[9], high[9]):
+        assert np.isclose(piece.vertices[:, 0], plane_x).any()  # an end on the shared plane
+    merged = merge_pieces(9, [low[9], high[9]], Cleanup())
+    assert components(merged) == 1
+    voxels = np.floor(merged.vertices / RESOLUTION).astype(int)
+    assert (labels[tuple(voxels.T)] == 9).all()
+    span = merged.vertices[:, 0].max() - merged.vertices[:, 0].min()
+    assert span >= (shape[0] - 12) * RESOLUTION[0]  # end to end, less the ends' rounding
+    assert set(low) == {4, 9} and set(high) == {9}

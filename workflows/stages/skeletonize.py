@@ -1,0 +1,79 @@
+"""Plan `skeletonize`: pieces per chunk (kimimaro), then one skeleton per segment per bucket."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from petavox.tasks.errors import InputError, LayerMismatchError
+from petavox.tasks.geometry import ChunkGrid, index_grid
+from petavox.tasks.layers import Layer
+from petavox.tasks.skeleton_jobs import SkeletonizeChunkJob, SkeletonMergeJob
+from petavox.tasks.skeletons import Cleanup, Teasar, sharding_info, skeleton_info
+from petavox.tasks.storage import join_url
+from petavox.workflows.catalog import Catalog
+from petavox.workflows.config import SkeletonizeParams
+from petavox.workflows.ledger import identity
+from petavox.workflows.runner import StagePlan
+from petavox.workflows.stages.sizing import task_shape
+
+VERSION = 1
+BYTES_PER_VOXEL = 32  # uint64 labels, kimimaro's components, distance fields and path fields
+
+
+def check_input(url: str, source: Layer, params: SkeletonizeParams) -> None:
+    if source.layer_type != "segmentation" or source.num_channels != 1:
+        raise LayerMismatchError(f"{url} is not a one-channel segmentation layer; skeletonize "
+                                 "takes the output of segment (or any labels layer)")  # fmt: skip
+    folder = params.skeleton_dir
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", folder) or folder in (".", ".."):
+        raise InputError(f"skeleton_dir {folder!r} must be a plain folder name, like 'skeletons'")
+    taken = {"info", "ledger", "intermediate", source.info.get("mesh"),
+             *(s.get("key") for s in source.info["scales"])}  # fmt: skip
+    if folder in taken:
+        raise InputError(f"skeleton_dir {folder!r} is taken in {url} (by a scale, the meshes, "
+                         "the info or a run's ledger); choose another name")  # fmt: skip
+
+
+def plan_skeletonize(params: SkeletonizeParams, catalog: Catalog) -> list[StagePlan]:
+    url = catalog.url(params.input)
+    source = catalog.layer(url)
+    check_input(url, source, params)
+    info = {**source.info, "skeletons": params.skeleton_dir}
+    catalog.declare(url, info)
+    layer = Layer(url, info, catalog.context)
+    skeleton_url = join_url(url, params.skeleton_dir)
+    bounds = source.bounds(0)
+    chunk_shape = task_shape(
+        params.chunk_shape, source.chunk_size(0), bounds.shape, BYTES_PER_VOXEL,
+        name="skeletonize chunk_shape", step_name="storage chunk",
+    )  # fmt: skip
+    grid = ChunkGrid(bounds, chunk_shape, 0, origin=bounds.start)
+    shard_bits = params.shard_bits
+    if shard_bits is None:  # a merge task per ~8 chunk tasks
+        shard_bits = max(0, math.ceil(math.log2(len(grid))) - 3)
+    sharding = sharding_info(shard_bits, params.minishard_bits)
+    spec = {**params.hashed_fields(), "input": url, "task_shape": list(chunk_shape),
+            "shard_bits": shard_bits}  # fmt: skip
+    chunks_id = identity("skeletonize-chunks", VERSION, spec)
+    work = join_url(catalog.root, "intermediate", "skeletonize", chunks_id)
+    teasar = Teasar(params.teasar_scale, params.teasar_const, params.dust_threshold,
+                    params.fix_branching)  # fmt: skip
+    chunks = StagePlan(
+        label=f"skeletonize {params.input}: pieces",
+        stage="skeletonize-chunks", identity=chunks_id, spec=spec, grid=grid,
+        job=SkeletonizeChunkJob(layer, work, teasar, sharding, params.fill_missing),
+        resources=params.resources,
+        layer_infos={url: info,
+                     skeleton_url: skeleton_info(sharding if params.sharded else None)},
+    )  # fmt: skip
+    follow = {"chunks": chunks_id}
+    merge = StagePlan(
+        label=f"skeletonize {params.input}: merge",
+        stage="skeletonize-merge", identity=identity("skeletonize-merge", VERSION, follow),
+        spec=follow, grid=index_grid(2**shard_bits),
+        job=SkeletonMergeJob(work, skeleton_url, sharding, params.sharded,
+                             Cleanup(params.tick_threshold, params.min_cable), catalog.context),
+        resources=params.resources,
+    )  # fmt: skip
+    return [chunks, merge]
