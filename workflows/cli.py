@@ -210,6 +210,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )  # fmt: skip
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    from petavox.workflows.view import run_view
+
+    storage = StorageConfig(s3_endpoint=args.s3_endpoint)
+    return run_view(
+        args.urls, port=args.port, segments=args.segments, serve=not args.no_serve,
+        context=storage.context(),
+    )  # fmt: skip
+
+
+def _ids(text: str) -> list[int]:
+    try:
+        return [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated segment ids") from None
+
+
 def _triple(text: str) -> tuple[int, int, int]:
     parts = [int(p) for p in text.split(",")]
     if len(parts) != 3:
@@ -270,6 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic volume")
     add_runtime_options(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("view", help="show layers in Neuroglancer; serves local layers")
+    p.add_argument("urls", metavar="URL", nargs="+", help="layer URL or folder")
+    p.add_argument("--port", type=int, help="port of the file server on 127.0.0.1 (default: any)")
+    p.add_argument("--segments", type=_ids, default=[], metavar="ID,ID...",
+                   help="segment ids to select (and mesh) in segmentation layers")
+    p.add_argument("--no-serve", action="store_true",
+                   help="print the link and exit; serve the local layers yourself")
+    p.add_argument("--s3-endpoint", help="S3-compatible endpoint (MinIO etc.) for s3:// URLs")
+    p.set_defaults(func=cmd_view)
 
     p = sub.add_parser("run", help="run the stages of a config (resumes where it stopped)")
     p.add_argument("config", help="run config YAML")

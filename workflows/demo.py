@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import tempfile
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,13 @@ from petavox.tasks.storage import join_url, local_path, normalize_url
 from petavox.tasks.synthetic import SyntheticParams, generate
 from petavox.workflows.config import RunConfig, dump_config
 from petavox.workflows.pipeline import plan_run, run
+from petavox.workflows.view import ViewLayer, neuroglancer_link, viewer_state
 
 RESOLUTION = (8, 8, 8)  # nm: the synthetic volume is isotropic (FIB-SEM-like)
 # chosen on the built-in model's boundary maps of the aligned demo volumes of seeds 1-3 (the
 # model trained on seeds 101-104, the demo shows seed 0); distance seeds, as for any CNN map
 SEEDS = {"seeds": "distance", "seed_threshold": 0.5, "seed_radius": 4.0}
 MERGE_THRESHOLD = 0.7
-NEUROGLANCER = "https://neuroglancer-demo.appspot.com/#!"
 MAX_SHIFT, WARP = 12.0, 3.0  # the known misalignment of the demo's sections (pixels)
 
 
@@ -55,23 +55,6 @@ def demo_config(output: str, stacks: dict[str, str], runtime: dict[str, Any]) ->
         {"stage": "downsample", "input": "segmentation", "mips": 2, "factor": [2, 2, 2]},
     ]  # fmt: skip
     return RunConfig.model_validate({"output": output, "stages": stages, **runtime})
-
-
-def neuroglancer_link(layers: dict[str, tuple[str, str]], http_base: str | None) -> str:
-    """A Neuroglancer URL showing `layers` ({name: (url, type)}).
-
-    Cloud URLs are read by the viewer directly; local layers need an HTTP server with CORS at
-    `http_base` serving the output folder.
-    """
-    specs = []
-    for name, (url, kind) in layers.items():
-        if url.startswith("file://"):
-            source = f"precomputed://{http_base}/{name}"
-        else:
-            source = f"precomputed://{url}"
-        specs.append({"type": kind, "source": source, "name": name})
-    state = {"layers": specs, "layout": "xy-3d"}
-    return NEUROGLANCER + urllib.parse.quote(json.dumps(state, separators=(",", ":")), safe="")
 
 
 def print_alignment_residual(config: RunConfig, known: Misalignment) -> None:
@@ -121,7 +104,7 @@ def run_demo(
             shutil.rmtree(workdir, ignore_errors=True)
     for r in reports:
         print(f"  {r.label}: {r.total} chunks in {r.seconds:.1f} s")
-    layers = {}
+    layers = []
     print("layers:")
     kinds = (("raw", "image"), ("aligned", "image"), ("boundary", "image"),
              ("segmentation", "segmentation"),
@@ -129,7 +112,7 @@ def run_demo(
     for name, kind in kinds:
         url = join_url(output, name)
         info = read_info(url, config.storage.context()) or {}
-        layers[name] = (url, kind)
+        layers.append(ViewLayer(name, url, kind))
         print(f"  {name:<13} {url}  ({kind}, {len(info.get('scales', []))} mips)")
     print_alignment_residual(config, known)
     report = json.loads(get(output, "evaluation.json", config.storage.context()) or b"{}")
@@ -143,10 +126,13 @@ def run_demo(
         config_path = Path(local) / "petavox-demo.yaml"
         config_path.write_text(dump_config(config))
         print(f"config: {config_path}  (petavox status {config_path})")
-        print("Neuroglancer (serve the output folder over HTTP with CORS on 127.0.0.1:8000):")
-        print("  " + neuroglancer_link(layers, "http://127.0.0.1:8000"))
+        paths = " ".join(shlex.quote(str(layer.local_path)) for layer in layers)
+        print(f"view: petavox view --port 8000 {paths}")
+        print("Neuroglancer (reads the layers from 127.0.0.1:8000 while that runs):")
+        state = viewer_state(layers, "http://127.0.0.1:8000", config.storage.context())
     else:
         print("Neuroglancer:")
-        print("  " + neuroglancer_link(layers, None))
+        state = viewer_state(layers, None, config.storage.context())
+    print("  " + neuroglancer_link(state))
     print(f"done in {time.perf_counter() - started:.1f} s")
     return 0

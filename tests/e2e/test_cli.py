@@ -40,7 +40,7 @@ def address(ray_session) -> str:
 def test_every_command_has_help():
     out = petavox("--help").stdout
     for command in ("demo", "run", "status", "evaluate", "ingest", "downsample", "align",
-                    "infer", "segment", "train"):
+                    "infer", "segment", "train", "view"):
         assert command in out
         text = petavox(command, "--help").stdout
         assert "usage: petavox " + command in text

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -151,7 +152,9 @@ def test_demo_on_seaweedfs_with_credentials(seaweedfs, restore_environ):
     proc = run_cli(["demo", "--size", "64", "--output", url, "--s3-endpoint",
                     seaweedfs.endpoint, "--workers", "2", "--quiet"], env)  # fmt: skip
     assert seaweedfs.secret_key not in proc.stdout + proc.stderr
-    assert f"precomputed%3A%2F%2F{url.replace(':', '%3A').replace('/', '%2F')}" in proc.stdout
+    # the viewer reads the layers path-style from the endpoint
+    source = f"precomputed://{seaweedfs.endpoint}/{seaweedfs.bucket}/demo/raw"
+    assert urllib.parse.quote(source, safe="") in proc.stdout
     context = StorageContext(s3_endpoint=seaweedfs.endpoint)
     with client_env(env):
         raw = Layer.open(f"{url}/raw", context)

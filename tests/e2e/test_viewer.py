@@ -1,0 +1,245 @@
+"""`petavox view` and the demo's layers in the real Neuroglancer (headless Chromium)."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from viewer import neuroglancer_browser
+
+from petavox.tasks.geometry import Box, Vec3
+from petavox.tasks.layers import Layer, LayerSpec
+from petavox.tasks.storage import StorageContext
+from petavox.workflows.file_server import FileServer
+from petavox.workflows.view import NEUROGLANCER, open_view_layers, viewer_state
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+SIZE = 96  # demo volume: SIZE × SIZE × SIZE/4 voxels
+Z = 12  # the section shown
+PANEL = 400  # screenshot 2 × PANEL by PANEL: the 2D panel left, the 3D panel right
+ZOOM = 4  # screen pixels per voxel in the 2D panel
+COLOR_SEED = 7
+
+
+def petavox(*args: str, env: dict[str, str] | None = None,
+            status: int = 0) -> subprocess.CompletedProcess:  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "petavox.workflows.cli", *args],
+                          capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert proc.returncode == status, f"petavox {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def state_of(link: str) -> dict:
+    assert link.startswith(NEUROGLANCER)
+    return json.loads(urllib.parse.unquote(link[len(NEUROGLANCER) :]))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, ray_session) -> Path:
+    import ray
+
+    out = tmp_path_factory.mktemp("view") / "demo"
+    petavox("demo", "--size", str(SIZE), "--output", str(out), "--address",
+            ray.get_runtime_context().gcs_address, "--quiet")  # fmt: skip
+    return out
+
+
+def gzip_chunks(layer: Path) -> int:
+    """Store every chunk as cloud-volume's compressed `<key>.gz`; the number of chunks."""
+    chunks = [p for p in layer.glob("*/*") if p.is_file()]
+    for path in chunks:
+        path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    return len(chunks)
+
+
+def voxel_of_pixels(n: int) -> np.ndarray:
+    """Voxel index (x or y) under each of the `n` pixel rows/columns of the 2D panel."""
+    return np.floor(SIZE / 2 + (np.arange(n) + 0.5 - n / 2) / ZOOM).astype(int)
+
+
+def segment_rgb(segment: int) -> np.ndarray:
+    from neuroglancer.segment_colors import hex_string_from_segment_id
+
+    text = hex_string_from_segment_id(COLOR_SEED, segment)
+    return np.array([int(text[i : i + 2], 16) for i in (1, 3, 5)], np.float64)
+
+
+def test_neuroglancer_draws_the_demo_image_and_segmentation(demo):
+    aligned = Layer.open(f"file://{demo}/aligned")
+    section = Box((0, 0, Z), (SIZE, SIZE, Z + 1))
+    image = aligned.read(section)[..., 0]
+    labels = Layer.open(f"file://{demo}/segmentation").read(section)[..., 0]
+    ids, counts = np.unique(labels[labels > 0], return_counts=True)
+    selected = [int(i) for i in ids[np.argsort(counts)[-2:]]]  # the two largest segments
+    assert gzip_chunks(demo / "aligned") > 0  # the browser must inflate .gz chunks
+
+    layers = open_view_layers([str(demo / "aligned"), str(demo / "segmentation")],
+                              StorageContext())  # fmt: skip
+    with (
+        FileServer({layer.name: layer.local_path for layer in layers}) as server,
+        neuroglancer_browser() as browser,
+    ):
+        state = viewer_state(layers, server.url, segments=selected)
+        state.update(
+            dimensions={axis: [8e-9, "m"] for axis in "xyz"},  # the demo's voxels
+            position=[SIZE / 2, SIZE / 2, Z + 0.5],
+            crossSectionScale=1 / ZOOM,
+            showAxisLines=False,
+            showDefaultAnnotations=False,
+            showScaleBar=False,
+        )
+        state["layers"][1]["colorSeed"] = COLOR_SEED
+        hidden = copy.deepcopy(state)
+        hidden["layers"][1]["visible"] = False
+        shown_px = browser.screenshot(state, size=(2 * PANEL, PANEL))
+        hidden_px = browser.screenshot(hidden, size=(2 * PANEL, PANEL))
+    artifact = REPO / "artifacts" / "viewer.png"
+    artifact.parent.mkdir(exist_ok=True)
+    Image.fromarray(shown_px).save(artifact)
+    print(f"screenshot: {artifact}")
+
+    # the 2D panel, away from the volume's edges, and the voxel under each pixel
+    inner = slice(PANEL // 2 - (SIZE // 2 - 2) * ZOOM, PANEL // 2 + (SIZE // 2 - 2) * ZOOM)
+    shown = shown_px[inner, inner, :3].astype(np.float64)
+    grey = hidden_px[inner, inner, :3].astype(np.float64)
+    voxel = voxel_of_pixels(PANEL)[inner]
+    under = (voxel[np.newaxis, :], voxel[:, np.newaxis])  # pixel rows are y, columns x
+    # (a) the image: grey, textured, and the section's voxels themselves
+    assert np.abs(grey - grey[..., :1]).max() <= 1
+    assert grey[..., 0].std() > 20
+    matches = np.abs(grey[..., 0] - image[under]) <= 2
+    assert matches.mean() > 0.98, f"only {matches.mean():.0%} of the pixels show their voxel"
+    # (b) the segmentation: the selected segments in their colours, blended half over the image
+    segment = labels[under]
+    for label in selected:
+        mask = segment == label
+        expected = 0.5 * segment_rgb(label) + 0.5 * grey[mask]
+        close = np.abs(shown[mask] - expected).max(axis=1) <= 3
+        assert mask.sum() > 1000 and close.mean() > 0.95, (label, close.mean())
+    others = ~np.isin(segment, selected)
+    assert (np.abs(shown[others] - grey[others]).max(axis=1) <= 1).mean() > 0.99
+
+
+class Lines:
+    """The stdout lines of a running process, read by a thread."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.queue: queue.Queue[str] = queue.Queue()
+        self.thread = threading.Thread(target=self._read, args=(proc.stdout,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self.queue.put(line.rstrip("\n"))
+
+    def until(self, prefix: str, timeout: float = 60) -> list[str]:
+        """Lines up to the first that starts with `prefix`."""
+        seen: list[str] = []
+        deadline = time.monotonic() + timeout
+        while not seen or not seen[-1].startswith(prefix):
+            try:
+                seen.append(self.queue.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                raise AssertionError(f"no line starting with {prefix!r} in {seen}") from None
+        return seen
+
+    def rest(self) -> list[str]:
+        """The remaining lines, once the process closed its stdout."""
+        self.thread.join(timeout=10)
+        return list(self.queue.queue)
+
+
+def refused(url: str) -> bool:
+    host, port = urllib.parse.urlsplit(url).netloc.split(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_view_serves_local_layers_and_a_local_viewer_until_interrupted(demo):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "petavox.workflows.cli", "view", str(demo / "boundary"),
+         f"file://{demo}/ground_truth", "--segments", "5,6"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        output = Lines(proc)
+        lines = output.until(f"  {NEUROGLANCER}")
+        served = lines[0].split(" at ")[1].split("/ ")[0]
+        assert served.startswith("http://127.0.0.1:")
+        local_viewer = lines[lines.index("Neuroglancer, local client (works offline):") + 1]
+        assert local_viewer.startswith("  http://127.0.0.1:")
+        with urllib.request.urlopen(local_viewer.strip(), timeout=10) as page:
+            assert page.status == 200 and b"<html" in page.read().lower()
+        with urllib.request.urlopen(f"{served}/boundary/info", timeout=10) as info:
+            assert json.loads(info.read())["type"] == "image"
+            assert info.headers["Access-Control-Allow-Origin"] == "*"
+        assert state_of(lines[-1].strip())["layers"] == [
+            {"type": "image", "source": f"precomputed://{served}/boundary", "name": "boundary"},
+            {"type": "segmentation", "source": f"precomputed://{served}/ground_truth",
+             "name": "ground_truth", "segments": ["5", "6"]},
+        ]  # fmt: skip
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+        assert output.rest() == ["stopped"]
+        assert refused(served) and refused(local_viewer.strip())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_view_no_serve_and_bad_urls(demo):
+    out = petavox("view", str(demo / "segmentation"), "--no-serve", "--port", "8123").stdout
+    assert f"segmentation: {demo / 'segmentation'}" in out
+    state = state_of(out.strip().splitlines()[-1].strip())
+    assert state["layers"][0]["source"] == "precomputed://http://127.0.0.1:8123/segmentation"
+    bad = petavox("view", str(demo / "raw"), str(demo), status=2)  # the run root is no layer
+    assert f"no precomputed layer at file://{demo}" in bad.stderr
+    assert bad.stdout == ""  # reported before anything was served
+    bad = petavox("view", "http://127.0.0.1:1/raw", status=2)
+    assert "unsupported storage URL" in bad.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        bad = petavox("view", str(demo / "raw"), "--port", port, status=2)
+    assert f"cannot serve on 127.0.0.1:{port}" in bad.stderr and "--port" in bad.stderr
+
+
+def test_view_of_a_cloud_layer_prints_the_link_and_exits(moto):
+    """s3:// with a custom endpoint (as for MinIO): nothing to serve; the viewer reads the
+    layer path-style from the endpoint."""
+    spec = LayerSpec("image", "uint8", Vec3(64, 64, 16), (8, 8, 8))
+    moto.boto3_client().put_object(Bucket=moto.bucket, Key="view/raw/info",
+                                   Body=json.dumps(spec.to_info()).encode())  # fmt: skip
+    endpoint_vars = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+    env = {k: v for k, v in {**os.environ, **moto.env()}.items() if k not in endpoint_vars}
+    out = petavox("view", f"s3://{moto.bucket}/view/raw", "--s3-endpoint", moto.endpoint,
+                  env=env).stdout  # fmt: skip
+    assert "serving" not in out
+    assert state_of(out.strip())["layers"] == [
+        {"type": "image", "source": f"precomputed://{moto.endpoint}/{moto.bucket}/view/raw",
+         "name": "raw"}]  # fmt: skip

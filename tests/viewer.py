@@ -1,0 +1,95 @@
+"""The real Neuroglancer client in headless Chromium, for tests that look at what it draws.
+
+`neuroglancer_browser()` starts the client hosted by the `neuroglancer` Python package on
+127.0.0.1 and opens it in Debian's Chromium (WebGL2 through SwiftShader, on the CPU) with
+playwright; `NeuroglancerBrowser.screenshot(state)` shows a state and returns the pixels once
+every visible chunk and mesh is loaded. It raises as soon as Neuroglancer reports a chunk it
+failed to load (it would wait for it forever), and `TimeoutError` saying what is still loading
+after the timeout. A missing (404) image chunk is not a failure: it draws black.
+In the "xy-3d" layout the 2D panel is the left half of the screenshot, the 3D panel the right.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import neuroglancer
+import numpy as np
+import pytest
+
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu-sandbox", "--disable-dev-shm-usage", "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+    # nothing but 127.0.0.1 and localhost resolves: the page cannot reach the internet
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+]  # fmt: skip
+SCREENSHOT_TIMEOUT_S = 30.0
+
+
+@dataclass
+class NeuroglancerBrowser:
+    """A Neuroglancer viewer open in a headless browser page."""
+
+    viewer: neuroglancer.Viewer
+    page: Any  # playwright.sync_api.Page
+
+    def screenshot(
+        self, state: dict[str, Any], size: tuple[int, int] = (800, 400),
+        timeout: float = SCREENSHOT_TIMEOUT_S,
+    ) -> np.ndarray:  # fmt: skip
+        """RGBA pixels (height, width, 4) of `state` drawn at `size` (width, height), UI hidden."""
+        self.viewer.set_state(neuroglancer.ViewerState(state))
+        with self.viewer.config_state.txn() as s:
+            s.show_ui_controls = False
+            s.show_panel_borders = False
+            s.viewer_size = list(size)
+        deadline = time.monotonic() + timeout
+        while True:  # the first reply can come before the canvas took the new size
+            done = threading.Event()
+            replies: list[Any] = []
+            loading: list[Any] = []
+
+            def reply(s: Any, replies: list[Any] = replies, done: threading.Event = done) -> None:
+                replies.append(s)
+                done.set()
+
+            self.viewer.async_screenshot(reply, statistics_callback=loading.append)
+            while not done.wait(0.2):
+                last = loading[-1].total.to_json() if loading else {}
+                if last.get("visibleChunksFailed"):  # it would wait for them forever
+                    raise RuntimeError(f"Neuroglancer failed to load chunks: {last}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"Neuroglancer still loading after {timeout:g} s: {last}")
+            shot = replies[0].screenshot
+            if (shot.width, shot.height) == tuple(size):
+                return np.asarray(shot.image_pixels)
+
+
+@contextmanager
+def neuroglancer_browser(viewport: tuple[int, int] = (1000, 600)) -> Iterator[NeuroglancerBrowser]:
+    """A headless Chromium showing a fresh `neuroglancer.Viewer`; everything stops on exit."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Debian's chromium is not installed (bash .ci/setup installs it)")
+    neuroglancer.set_server_bind_address("127.0.0.1")
+    viewer = neuroglancer.Viewer()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+            try:
+                page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+                page.goto(viewer.get_viewer_url())
+                yield NeuroglancerBrowser(viewer, page)
+            finally:
+                browser.close()
+    finally:
+        neuroglancer.stop()

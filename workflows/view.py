@@ -1,0 +1,160 @@
+"""`petavox view`: precomputed layers in Neuroglancer, local ones served from 127.0.0.1.
+
+The state names each layer's data source; Neuroglancer's precomputed datasource finds a
+layer's meshes and skeletons from the `mesh` and `skeletons` keys of its info by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from petavox.tasks.errors import InputError, LayerMismatchError
+from petavox.tasks.layers import Layer
+from petavox.tasks.storage import StorageContext, local_path, normalize_url, scheme_of
+from petavox.workflows.file_server import HOST, FileServer
+
+NEUROGLANCER = "https://neuroglancer-demo.appspot.com/#!"
+LAYER_TYPES = ("image", "segmentation")
+DEFAULT_PORT = 8000  # where `--no-serve` links expect the local layers
+
+
+@dataclass(frozen=True)
+class ViewLayer:
+    """A layer to show: its name in the viewer (and on the file server), URL and type."""
+
+    name: str
+    url: str
+    layer_type: str
+
+    @property
+    def local_path(self) -> str | None:
+        return local_path(self.url)
+
+
+def open_view_layers(urls: Sequence[str], context: StorageContext) -> list[ViewLayer]:
+    """Read each layer's info; an InputError for anything that is not a layer to show.
+
+    Layers are named after the last part of their URL, made unique with a suffix.
+    """
+    layers: list[ViewLayer] = []
+    names: set[str] = set()
+    for given in urls:
+        try:
+            url = normalize_url(given)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        layer_type = Layer.open(url, context).layer_type
+        if layer_type not in LAYER_TYPES:
+            raise LayerMismatchError(
+                f"{url} is a {layer_type!r} layer; petavox view shows "
+                f"{' and '.join(LAYER_TYPES)} layers"
+            )
+        base = PurePosixPath(urllib.parse.urlparse(url).path).name or "layer"
+        name, n = base, 1
+        while name in names:
+            n += 1
+            name = f"{base}-{n}"
+        names.add(name)
+        layers.append(ViewLayer(name, url, layer_type))
+    return layers
+
+
+def layer_source(layer: ViewLayer, http_base: str | None, context: StorageContext) -> str:
+    """Neuroglancer's data source for a layer.
+
+    Local layers are read from the file server at `http_base`; ``s3://`` with a custom endpoint
+    (MinIO etc.) is read path-style from the endpoint; other cloud URLs as they are.
+    """
+    scheme = scheme_of(layer.url)
+    if scheme == "file":
+        if http_base is None:
+            raise ValueError(f"{layer.url} is local: the viewer needs an HTTP server for it")
+        return f"precomputed://{http_base}/{layer.name}"
+    if scheme == "s3" and context.s3_endpoint:
+        parsed = urllib.parse.urlparse(layer.url)
+        return f"precomputed://{context.s3_endpoint.rstrip('/')}/{parsed.netloc}{parsed.path}"
+    return f"precomputed://{layer.url}"
+
+
+def viewer_state(
+    layers: Sequence[ViewLayer],
+    http_base: str | None,
+    context: StorageContext = StorageContext(),
+    segments: Sequence[int] = (),
+) -> dict[str, Any]:
+    """A Neuroglancer state (JSON) with one layer each, 2D and 3D panels side by side.
+
+    `segments` are selected in every segmentation layer, so their meshes are drawn.
+    """
+    specs = []
+    for layer in layers:
+        spec: dict[str, Any] = {
+            "type": layer.layer_type,
+            "source": layer_source(layer, http_base, context),
+            "name": layer.name,
+        }
+        if layer.layer_type == "segmentation" and segments:
+            spec["segments"] = [str(s) for s in segments]
+        specs.append(spec)
+    return {"layers": specs, "layout": "xy-3d"}
+
+
+def neuroglancer_link(state: dict[str, Any]) -> str:
+    """A link to the public Neuroglancer viewer showing `state`."""
+    text = json.dumps(state, separators=(",", ":"))
+    return NEUROGLANCER + urllib.parse.quote(text, safe="")
+
+
+def run_view(
+    urls: Sequence[str],
+    *,
+    port: int | None,
+    segments: Sequence[int],
+    serve: bool,
+    context: StorageContext,
+) -> int:
+    """Print links to the layers; serve local ones (and a local viewer) until Ctrl-C."""
+    layers = open_view_layers(urls, context)
+    roots = {layer.name: layer.local_path for layer in layers if layer.local_path}
+    if not roots:
+        print(neuroglancer_link(viewer_state(layers, None, context, segments)))
+        return 0
+    if not serve:
+        base = f"http://{HOST}:{port or DEFAULT_PORT}"
+        print(f"Neuroglancer (serve each folder at {base}/NAME/ over HTTP with CORS):")
+        for name, folder in roots.items():
+            print(f"  {name}: {folder}")
+        print("  " + neuroglancer_link(viewer_state(layers, base, context, segments)))
+        return 0
+    import neuroglancer  # heavy import (tornado server), only where a viewer runs
+
+    server = FileServer(roots, port or 0)
+    try:
+        server.start()
+    except OSError as exc:
+        raise InputError(
+            f"cannot serve on {HOST}:{port}: {exc.strerror}; choose another --port"
+        ) from None
+    try:
+        state = viewer_state(layers, server.url, context, segments)
+        neuroglancer.set_server_bind_address(HOST)
+        viewer = neuroglancer.Viewer()
+        viewer.set_state(neuroglancer.ViewerState(state))
+        print(f"serving {', '.join(roots)} at {server.url}/ (Ctrl-C stops)")
+        print("Neuroglancer, local client (works offline):")
+        print(f"  {viewer.get_viewer_url()}")
+        print("Neuroglancer, public viewer:")
+        print(f"  {neuroglancer_link(state)}", flush=True)
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        print("stopped")
+    finally:
+        neuroglancer.stop()
+        server.stop()
+    return 0
