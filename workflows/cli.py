@@ -38,6 +38,10 @@ STAGE_POSITIONALS = {  # (field, metavar, help, required)
     "segment": [("input", "BOUNDARY_URL", "boundary map (1 channel, high = membrane) or "
                  "affinities (3 channels)", True),
                 ("output", "OUTPUT_URL", "segmentation layer URL to write", True)],
+    "mesh": [("input", "SEG_URL", "segmentation layer to mesh (meshes go into its folder)",
+              True)],
+    "skeletonize": [("input", "SEG_URL", "segmentation layer to skeletonize (skeletons go into "
+                     "its folder)", True)],
 }  # fmt: skip
 COMMAND_STAGES = list(STAGE_POSITIONALS)  # `evaluate` has its own command (scores to stdout)
 SKIPPED_FIELDS = {"stage", "resources", "input", "output"}
