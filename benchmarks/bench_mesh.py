@@ -9,10 +9,12 @@ max error 40 nm) and then write one legacy manifest per segment, on one core:
   `execute()` in a plain loop;
 - petavox loop: the planned forge and manifest jobs, `job.run(chunk)` over each grid in this
   process (the kernel + I/O per core);
-- petavox Ray: `pipeline.run` on a local Ray with one CPU, the two steps' stage seconds.
+- petavox Ray: `pipeline.run` on a local Ray with one CPU, the two steps' stage seconds;
+- petavox sharded: the `format: sharded` plans as a job loop (forge into per-shard files, then
+  one merge task per shard: welding, 3 levels of detail, Draco, shard files); no igneous twin.
 
-The three run interleaved, round-robin, each into a fresh copy of the layer; medians over the
-rounds. The outputs are compared: segments with a mesh, triangles in all.
+The four run interleaved, round-robin, each into a fresh copy of the layer; medians over the
+rounds. The outputs are compared: segments with a mesh, triangles in all (sharded: of LOD 0).
 
     .venv/bin/python benchmarks/bench_mesh.py [--quick] [--repeats N]
 """
@@ -72,20 +74,20 @@ def run_igneous(url: str) -> dict[str, float]:
             "igneous": t3 - t0}  # fmt: skip
 
 
-def petavox_config(root: Path, workers: int = 1):
+def petavox_config(root: Path, workers: int = 1, **mesh: Any):
     from petavox.workflows.config import RunConfig
 
-    stage = {"stage": "mesh", "input": "seg", "chunk_shape": TASK}
+    stage = {"stage": "mesh", "input": "seg", "chunk_shape": TASK, **mesh}
     return RunConfig.model_validate(
         {"output": common.file_url(root), "stages": [stage], "ray": {"workers": workers}}
     )
 
 
-def run_loop(root: Path) -> dict[str, float]:
+def run_loop(root: Path, name: str = "loop", **mesh: Any) -> dict[str, float]:
     from petavox.workflows.pipeline import plan_run, prepare
 
     t0 = time.perf_counter()
-    config = petavox_config(root)
+    config = petavox_config(root, **mesh)
     forge, manifests = plan_run(config)
     prepare(forge, config)
     t1 = time.perf_counter()
@@ -95,8 +97,8 @@ def run_loop(root: Path) -> dict[str, float]:
     for chunk in manifests.grid:
         manifests.job.run(chunk)
     t3 = time.perf_counter()
-    return {"loop_plan": t1 - t0, "loop_forge": t2 - t1, "loop_manifests": t3 - t2,
-            "loop": t3 - t0}  # fmt: skip
+    return {f"{name}_plan": t1 - t0, f"{name}_forge": t2 - t1, f"{name}_manifests": t3 - t2,
+            name: t3 - t0}  # fmt: skip
 
 
 def run_ray(root: Path, session) -> dict[str, float]:
@@ -107,11 +109,13 @@ def run_ray(root: Path, session) -> dict[str, float]:
 
 
 def mesh_summary(url: str, ids: list[int]) -> dict[str, int]:
-    """Segments whose manifest lists fragments, and their triangles in all."""
+    """Segments whose manifest lists fragments, and their triangles in all (multi-resolution:
+    of LOD 0)."""
     from cloudvolume import CloudVolume
 
     cv = CloudVolume(url)
-    meshes = cv.mesh.get(ids, fuse=False)
+    multires = cv.mesh.meta.info["@type"] == "neuroglancer_multilod_draco"
+    meshes = cv.mesh.get(ids, lod=0) if multires else cv.mesh.get(ids, fuse=False)
     return {"segments": sum(1 for m in meshes.values() if len(m.faces)),
             "triangles": int(sum(len(m.faces) for m in meshes.values()))}  # fmt: skip
 
@@ -129,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         base = scratch / "base"
         labels = make_segmentation(common.file_url(base / "seg"), shape)
         ids = [int(i) for i in np.unique(labels) if i]
-        dirs = {n: scratch / n for n in ("igneous", "loop", "ray")}
+        dirs = {n: scratch / n for n in ("igneous", "loop", "ray", "sharded")}
 
         def fresh(name: str):
             return lambda: common.copy_tree(base, dirs[name])
@@ -140,10 +144,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                                               / "seg"))),
             "loop": (fresh("loop"), lambda: run_loop(dirs["loop"])),
             "ray": (fresh("ray"), lambda: run_ray(dirs["ray"], session)),
+            "sharded": (fresh("sharded"), lambda: run_loop(dirs["sharded"], "sharded",
+                                                           format="sharded")),
         }  # fmt: skip
         timings = common.interleave(cases, rounds)
-        outputs = {n: mesh_summary(common.file_url(dirs[n] / "seg"), ids) for n in ("igneous",
-                                                                                   "loop")}
+        outputs = {n: mesh_summary(common.file_url(dirs[n] / "seg"), ids)
+                   for n in ("igneous", "loop", "sharded")}  # fmt: skip
     finally:
         common.stop_ray(session)
         shutil.rmtree(scratch, ignore_errors=True)
@@ -161,6 +167,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    common.mvx_per_s(voxels, timings["loop"].median), "MVx/s"),
         common.row("mesh", "petavox mesh per core (Ray, 1 CPU)",
                    common.mvx_per_s(voxels, timings["ray"].median), "MVx/s"),
+        common.row("mesh", "petavox mesh sharded, 3 LODs, per core (job loop)",
+                   common.mvx_per_s(voxels, timings["sharded"].median), "MVx/s",
+                   note=f"merge {timings['sharded_manifests'].median:.1f} s of "
+                   f"{timings['sharded'].median:.1f} s; LOD 0 triangles "
+                   f"{outputs['sharded']['triangles']}"),
         common.row("mesh", "speed vs igneous (job loop)", ratio_loop, "×", target="≥ 1.0",
                    met=ratio_loop >= 1.0),
         common.row("mesh", "speed vs igneous (Ray, 1 CPU)", ratio_ray, "×", target="≥ 1.0",

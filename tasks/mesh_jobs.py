@@ -1,19 +1,34 @@
-"""The `mesh` stage's tasks: fragments per chunk, then one manifest per segment (legacy format).
+"""The `mesh` stage's tasks: meshes per chunk, then per segment (legacy or sharded format).
 
-Neuroglancer's legacy precomputed meshes are files in the segmentation layer's mesh folder:
-``{id}:0:{box}`` fragments (one per chunk the segment touches) and a ``{id}:0`` manifest
+Legacy: Neuroglancer's legacy precomputed meshes are files in the segmentation layer's mesh
+folder: ``{id}:0:{box}`` fragments (one per chunk the segment touches) and a ``{id}:0`` manifest
 listing them. Manifest tasks each own a range of ids by decimal prefix and find their
 fragments by a prefix listing, so no machine ever gathers more than its own ids' names.
+
+Sharded (``neuroglancer_multilod_draco``): a chunk task writes its meshes grouped by the shard
+each id hashes to, one intermediate file per (shard, chunk); one merge task per shard reads
+only its shard's files, welds each segment's pieces and writes the shard file (see
+`petavox.tasks.multires`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import zmesh
+from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
+
 from petavox.tasks.geometry import Box, Chunk
 from petavox.tasks.layers import Layer
-from petavox.tasks.meshing import Simplification, chunk_meshes, close_at_volume_faces
-from petavox.tasks.objects import list_keys, put, put_json
+from petavox.tasks.meshing import (
+    Simplification,
+    chunk_meshes,
+    close_at_volume_faces,
+    voxel_meshes,
+)
+from petavox.tasks.multires import Octree, multires_mesh, shard_file, shard_of, weld
+from petavox.tasks.objects import get_arrays, list_keys, put, put_arrays, put_json
 from petavox.tasks.storage import StorageContext
 
 LEGACY_INFO = {"@type": "neuroglancer_legacy_mesh"}
@@ -43,17 +58,101 @@ class MeshForgeJob:
     fill_missing: bool = False
 
     def run(self, chunk: Chunk) -> dict:
-        box = chunk.write_box
-        volume = self.source.bounds(0)
-        read = Box(box.start, box.stop + 1).intersection(volume)
-        labels, start = close_at_volume_faces(
-            self.source.read(read, fill_missing=self.fill_missing), read, volume
-        )
+        labels, start = read_closed(self.source, chunk.write_box, self.fill_missing)
         meshes = chunk_meshes(labels, start, self.source.resolution(0), self.params)
         context = self.source.context
         for label, mesh in meshes.items():
-            put(self.mesh_url, fragment_name(label, box), mesh.to_precomputed(), context)
+            put(self.mesh_url, fragment_name(label, chunk.write_box), mesh.to_precomputed(),
+                context)  # fmt: skip
         return {"fragments": len(meshes)}
+
+
+def read_closed(source: Layer, box: Box,
+                fill_missing: bool) -> tuple[np.ndarray, tuple[int, int, int]]:  # fmt: skip
+    """The labels a chunk meshes: `box` and one more voxel on its high faces, padded with
+    background on the volume's faces; and the volume voxel where they start."""
+    volume = source.bounds(0)
+    read = Box(box.start, box.stop + 1).intersection(volume)
+    return close_at_volume_faces(source.read(read, fill_missing=fill_missing), read, volume)
+
+
+def pack(meshes: list[tuple[int, zmesh.Mesh]]) -> dict[str, np.ndarray]:
+    """Meshes as flat arrays (for `put_arrays`): ids, vertex and face starts, vertices, faces."""
+    return {
+        "ids": np.array([label for label, _ in meshes], np.uint64),
+        "vertex_starts": np.cumsum([0] + [len(m.vertices) for _, m in meshes]),
+        "face_starts": np.cumsum([0] + [len(m.faces) for _, m in meshes]),
+        "vertices": np.concatenate([m.vertices for _, m in meshes]).astype(np.float32),
+        "faces": np.concatenate([m.faces for _, m in meshes]).astype(np.uint32),
+    }
+
+
+def unpack(arrays: dict[str, np.ndarray]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(id, vertices, faces) of each mesh `pack` stored."""
+    v, f = arrays["vertex_starts"], arrays["face_starts"]
+    return [(int(label), arrays["vertices"][v[i]:v[i + 1]], arrays["faces"][f[i]:f[i + 1]])
+            for i, label in enumerate(arrays["ids"])]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ShardedForgeJob:
+    """Mesh one chunk as `MeshForgeJob` does (in voxels) and write its meshes grouped by shard:
+    ``<work>/<shard>/<chunk id>``, one file per shard the chunk's ids fall in."""
+
+    source: Layer
+    work_url: str
+    params: Simplification
+    sharding: dict
+    fill_missing: bool = False
+
+    def run(self, chunk: Chunk) -> dict:
+        labels, start = read_closed(self.source, chunk.write_box, self.fill_missing)
+        meshes = voxel_meshes(labels, start, self.source.resolution(0), self.params)
+        spec = ShardingSpecification.from_dict(self.sharding)
+        shards: dict[int, list[tuple[int, zmesh.Mesh]]] = {}
+        for label, mesh in sorted(meshes.items()):
+            if len(mesh.faces):
+                shards.setdefault(shard_of(label, spec), []).append((label, mesh))
+        for shard, group in shards.items():
+            put_arrays(self.work_url, f"{shard}/{chunk.id}", pack(group), self.source.context)
+        return {"segments": len(meshes), "shards": len(shards)}
+
+
+@dataclass(frozen=True)
+class ShardMergeJob:
+    """Chunk k of an `index_grid` writes shard k: each of its segments' chunk pieces welded into
+    one mesh, its levels of detail and octree pieces, and the shard file.
+
+    Memory is bounded by one shard's segments (their pieces, then their encoded meshes), never
+    by the dataset: the task reads only its own shard's folder of intermediate files."""
+
+    work_url: str
+    mesh_url: str
+    sharding: dict
+    octree: Octree
+    lods: int
+    bits: int
+    resolution: tuple[float, float, float]
+    context: StorageContext
+
+    def run(self, chunk: Chunk) -> dict:
+        shard = chunk.write_box.start[0]
+        pieces: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        for key in sorted(list_keys(self.work_url, f"{shard}/", self.context)):
+            for label, vertices, faces in unpack(get_arrays(self.work_url, key, self.context)):
+                pieces.setdefault(label, []).append((vertices, faces))
+        segments: dict[int, bytes] = {}
+        manifest_sizes: dict[int, int] = {}
+        for label in sorted(pieces):
+            mesh = weld(pieces.pop(label))
+            fragments, manifest = multires_mesh(mesh, self.octree, self.lods, self.bits,
+                                                self.resolution)  # fmt: skip
+            segments[label] = fragments + manifest
+            manifest_sizes[label] = len(manifest)
+        if segments:
+            name, data = shard_file(self.sharding, segments, manifest_sizes)
+            put(self.mesh_url, name, data, self.context)
+        return {"segments": len(segments)}
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,15 @@ left unsimplified, with about 2.6× the triangles on a 256×256×64 volume.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import zmesh
 
 from petavox.tasks.geometry import Box
+
+VOXEL_STEPS = 1024  # voxel_meshes' vertex grid, per voxel
 
 
 @dataclass(frozen=True)
@@ -24,15 +27,11 @@ class Simplification:
     max_error: float = 40.0  # nm a simplified vertex may move (igneous's default)
 
 
-def chunk_meshes(labels: np.ndarray, start: tuple[int, int, int],
-                 resolution: tuple[float, float, float],
-                 params: Simplification) -> dict[int, zmesh.Mesh]:  # fmt: skip
-    """{segment id: mesh in nm} of `labels` (x, y, z), whose voxel 0 sits at voxel `start` of
-    the volume. Segment 0 is background."""
+def local_meshes(labels: np.ndarray, resolution: tuple[float, float, float],
+                 params: Simplification) -> Iterator[tuple[int, zmesh.Mesh]]:  # fmt: skip
+    """(segment id, mesh in nm from voxel 0 of `labels` (x, y, z)); segment 0 is background."""
     mesher = zmesh.Mesher(resolution)
     mesher.mesh(np.asfortranarray(labels))
-    offset = np.asarray(start, np.float64) * np.asarray(resolution, np.float64)
-    meshes = {}
     for label in mesher.ids():
         if label == 0:
             continue
@@ -41,9 +40,35 @@ def chunk_meshes(labels: np.ndarray, start: tuple[int, int, int],
         mesh = mesher.get(label, normals=False, reduction_factor=params.reduction_factor,
                           max_error=params.max_error, voxel_centered=True)  # fmt: skip
         mesher.erase(label)
-        mesh.vertices = (mesh.vertices + offset).astype(np.float32)
-        meshes[int(label)] = mesh
+        yield int(label), mesh
     mesher.clear()
+
+
+def chunk_meshes(labels: np.ndarray, start: tuple[int, int, int],
+                 resolution: tuple[float, float, float],
+                 params: Simplification) -> dict[int, zmesh.Mesh]:  # fmt: skip
+    """{segment id: mesh in nm} of `labels` (x, y, z), whose voxel 0 sits at voxel `start` of
+    the volume. Segment 0 is background."""
+    offset = np.asarray(start, np.float64) * np.asarray(resolution, np.float64)
+    meshes = {}
+    for label, mesh in local_meshes(labels, resolution, params):
+        mesh.vertices = (mesh.vertices + offset).astype(np.float32)
+        meshes[label] = mesh
+    return meshes
+
+
+def voxel_meshes(labels: np.ndarray, start: tuple[int, int, int],
+                 resolution: tuple[float, float, float],
+                 params: Simplification) -> dict[int, zmesh.Mesh]:  # fmt: skip
+    """As `chunk_meshes`, in voxels of the volume, snapped to 1/`VOXEL_STEPS` of a voxel. The
+    vertices the simplifier keeps on a chunk's faces lie on half voxels, so a neighbouring
+    chunk's mesh has them bit for bit, whatever the resolution and however far from voxel 0."""
+    scale = np.asarray(resolution, np.float64)
+    meshes = {}
+    for label, mesh in local_meshes(labels, resolution, params):
+        vertices = np.rint((mesh.vertices / scale + start) * VOXEL_STEPS) / VOXEL_STEPS
+        mesh.vertices = vertices.astype(np.float32)
+        meshes[label] = mesh
     return meshes
 
 

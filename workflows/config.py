@@ -296,9 +296,32 @@ class MeshParams(StageParams):
         None, description="voxels per task, a multiple of the storage chunk (default: ~64 M)"
     )
     manifest_digits: int = Field(
-        2, ge=1, le=6, description="manifest tasks split the ids by this many leading digits"
+        2, ge=1, le=6, description="legacy: manifest tasks split the ids by this many digits"
     )
     fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
+    format: Literal["legacy", "sharded"] = Field(
+        "legacy",
+        description="legacy: a file per segment and chunk; sharded: multi-resolution "
+        "(neuroglancer_multilod_draco), one file per shard (for millions of segments)",
+    )
+    lods: int = Field(
+        3, ge=1, le=8, description="sharded: levels of detail, each ~1/4 of the finer's triangles"
+    )
+    shard_bits: int | None = Field(
+        None, ge=0, le=20,
+        description="sharded: 2^shard_bits shard files, a merge task each; "
+        "default: about one per 8 chunk tasks",
+    )  # fmt: skip
+    minishard_bits: int = Field(6, ge=0, le=16, description="sharded: minishards per shard, log2")
+    vertex_quantization_bits: Literal[10, 16] = Field(
+        16, description="sharded: bits per vertex coordinate within an octree node"
+    )
+
+    #: the options of one format only
+    SHARDED_ONLY: ClassVar[frozenset[str]] = frozenset(
+        {"lods", "shard_bits", "minishard_bits", "vertex_quantization_bits"}
+    )
+    LEGACY_ONLY: ClassVar[frozenset[str]] = frozenset({"manifest_digits"})
 
 
 class SkeletonizeParams(StageParams):

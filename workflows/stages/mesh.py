@@ -1,14 +1,24 @@
-"""Plan `mesh`: fragments per chunk (forge), then one manifest per segment (legacy format)."""
+"""Plan `mesh`: meshes per chunk (forge), then per segment: legacy manifests, or sharded
+multi-resolution meshes (one merge task per shard)."""
 
 from __future__ import annotations
 
+import math
 import re
 
 from petavox.tasks.errors import InputError, LayerMismatchError
 from petavox.tasks.geometry import ChunkGrid, index_grid
 from petavox.tasks.layers import Layer
-from petavox.tasks.mesh_jobs import LEGACY_INFO, ManifestJob, MeshForgeJob, id_prefixes
+from petavox.tasks.mesh_jobs import (
+    LEGACY_INFO,
+    ManifestJob,
+    MeshForgeJob,
+    ShardedForgeJob,
+    ShardMergeJob,
+    id_prefixes,
+)
 from petavox.tasks.meshing import Simplification
+from petavox.tasks.multires import Octree, mesh_info, sharding_spec
 from petavox.tasks.storage import join_url
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import MeshParams
@@ -37,15 +47,16 @@ def plan_mesh(params: MeshParams, catalog: Catalog) -> list[StagePlan]:
         params.chunk_shape, source.chunk_size(0), bounds.shape, BYTES_PER_VOXEL,
         name="mesh chunk_shape", step_name="storage chunk",
     )  # fmt: skip
-    spec = {**params.hashed_fields(), "input": url, "task_shape": list(chunk_shape)}
+    grid = ChunkGrid(bounds, chunk_shape, 0, origin=bounds.start)
+    simplification = Simplification(params.reduction_factor, params.max_error)
+    if params.format == "sharded":
+        return sharded_plans(params, catalog, layer, mesh_url, grid, info, simplification)
+    spec = {**format_fields(params), "input": url, "task_shape": list(chunk_shape)}
     forge_id = identity("mesh-forge", VERSION, spec)
     forge = StagePlan(
         label=f"mesh {params.input}: fragments",
-        stage="mesh-forge", identity=forge_id, spec=spec,
-        grid=ChunkGrid(bounds, chunk_shape, 0, origin=bounds.start),
-        job=MeshForgeJob(layer, mesh_url,
-                         Simplification(params.reduction_factor, params.max_error),
-                         params.fill_missing),
+        stage="mesh-forge", identity=forge_id, spec=spec, grid=grid,
+        job=MeshForgeJob(layer, mesh_url, simplification, params.fill_missing),
         resources=params.resources, layer_infos={url: info, mesh_url: LEGACY_INFO},
     )  # fmt: skip
     prefixes = tuple(id_prefixes(params.manifest_digits))
@@ -57,3 +68,55 @@ def plan_mesh(params: MeshParams, catalog: Catalog) -> list[StagePlan]:
         resources=params.resources,
     )  # fmt: skip
     return [forge, manifests]
+
+
+def format_fields(params: MeshParams) -> dict:
+    """The hashed fields that matter to `params.format` (a legacy run's identity does not change
+    with the sharded options); an option of the other format is an error."""
+    if params.format == "legacy":
+        other, unused = params.SHARDED_ONLY, params.SHARDED_ONLY | {"format"}
+    else:
+        other = unused = params.LEGACY_ONLY
+    if given := sorted(other & params.model_fields_set):
+        raise InputError(f"mesh: {', '.join(given)} is not an option of format: {params.format}"
+                         f" (legacy: {', '.join(sorted(params.LEGACY_ONLY))}; sharded: "
+                         f"{', '.join(sorted(params.SHARDED_ONLY))})")  # fmt: skip
+    return {k: v for k, v in params.hashed_fields().items() if k not in unused}
+
+
+def sharded_plans(params: MeshParams, catalog: Catalog, layer: Layer, mesh_url: str,
+                  grid: ChunkGrid, info: dict,
+                  simplification: Simplification) -> list[StagePlan]:  # fmt: skip
+    """Forge into per-shard intermediate files, then one merge task per shard. LOD 0 octree
+    nodes are the forge's chunks: their meshes meet on the planes half a voxel above the chunk
+    faces (the forge reads one voxel more on its high faces), so the octree grid runs through
+    ``bounds.start + 0.5``, and LOD 0 needs no cut but on the volume's faces."""
+    shard_bits = params.shard_bits
+    if shard_bits is None:  # a merge task per ~8 chunk tasks
+        shard_bits = max(0, math.ceil(math.log2(len(grid))) - 3)
+    sharding = sharding_spec(shard_bits, params.minishard_bits)
+    url, resolution = layer.url, layer.resolution(0)
+    merge_only = {"lods", "vertex_quantization_bits"}  # the forge's pieces do not depend on them
+    spec = {k: v for k, v in format_fields(params).items() if k not in merge_only}
+    spec.update(input=url, task_shape=list(grid.chunk_shape), shard_bits=shard_bits)
+    forge_id = identity("mesh-forge", VERSION, spec)
+    work = join_url(catalog.root, "intermediate", "mesh", forge_id)
+    forge = StagePlan(
+        label=f"mesh {params.input}: pieces by shard",
+        stage="mesh-forge", identity=forge_id, spec=spec, grid=grid,
+        job=ShardedForgeJob(layer, work, simplification, sharding, params.fill_missing),
+        resources=params.resources,
+        layer_infos={url: info,
+                     mesh_url: mesh_info(resolution, params.vertex_quantization_bits, sharding)},
+    )  # fmt: skip
+    octree = Octree(tuple(s + 0.5 for s in grid.bounds.start), tuple(grid.chunk_shape))
+    follow = {"forge": forge_id, "lods": params.lods, "bits": params.vertex_quantization_bits}
+    merge = StagePlan(
+        label=f"mesh {params.input}: shards",
+        stage="mesh-shards", identity=identity("mesh-shards", VERSION, follow), spec=follow,
+        grid=index_grid(2**shard_bits),
+        job=ShardMergeJob(work, mesh_url, sharding, octree, params.lods,
+                          params.vertex_quantization_bits, resolution, catalog.context),
+        resources=params.resources,
+    )  # fmt: skip
+    return [forge, merge]
