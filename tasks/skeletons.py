@@ -118,13 +118,31 @@ def unpack(arrays: dict[str, np.ndarray]) -> Iterator[tuple[int, Skeleton]]:
         yield int(label), skel
 
 
+def spanning_tree(skel: Skeleton) -> Skeleton:
+    """`skel` with its loops broken: the edges of a minimum spanning forest (by edge length),
+    so every vertex and every connection stays."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import minimum_spanning_tree
+
+    n, edges = len(skel.vertices), np.asarray(skel.edges, np.int64)
+    if len(edges) < n:  # a forest has fewer edges than vertices; nothing to break
+        return skel
+    lengths = np.linalg.norm(skel.vertices[edges[:, 0]] - skel.vertices[edges[:, 1]], axis=1)
+    graph = coo_matrix((lengths + 1e-6, (edges[:, 0], edges[:, 1])), shape=(n, n))
+    tree = minimum_spanning_tree(graph).tocoo()
+    out = skel.clone()
+    out.edges = np.stack([tree.row, tree.col], axis=1).astype(np.uint32)
+    return out
+
+
 def merge_pieces(label: int, pieces: list[Skeleton], cleanup: Cleanup) -> Skeleton:
-    """One skeleton of a segment from its chunks' pieces: equal border vertices unified, then
-    kimimaro's clean-up (loops broken, components whose ends lie within each other's radii
-    joined, ticks that chunk faces cause removed), then short stray components dropped. Vertices
-    are only removed, never moved or added, so every vertex stays on a voxel of the segment."""
-    skel = Skeleton.simple_merge(pieces).consolidate()
-    skel = kimimaro.postprocess(skel, dust_threshold=0, tick_threshold=cleanup.tick_threshold)
+    """One skeleton of a segment from its chunks' pieces: equal border vertices unified, loops
+    (pieces from several chunks can close one) broken by a spanning tree, then kimimaro's
+    clean-up (components whose ends lie within each other's radii joined, ticks that chunk faces
+    cause removed), then short stray components dropped. Vertices are only removed, never moved
+    or added, so every vertex stays on a voxel of the segment."""
+    tree = spanning_tree(Skeleton.simple_merge(pieces).consolidate())
+    skel = kimimaro.postprocess(tree, dust_threshold=0, tick_threshold=cleanup.tick_threshold)
     parts = skel.components() if cleanup.min_cable > 0 else []
     if len(parts) > 1:
         lengths = [p.cable_length() for p in parts]

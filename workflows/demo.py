@@ -53,6 +53,10 @@ def demo_config(output: str, stacks: dict[str, str], runtime: dict[str, Any]) ->
         {"stage": "downsample", "input": "ground_truth", "mips": 2, "factor": [2, 2, 2]},
         {"stage": "downsample", "input": "boundary", "mips": 2, "factor": [2, 2, 2]},
         {"stage": "downsample", "input": "segmentation", "mips": 2, "factor": [2, 2, 2]},
+        {"stage": "mesh", "input": "segmentation", "chunk_shape": task},
+        # every segment gets a skeleton, however small (the demo's are all real objects)
+        {"stage": "skeletonize", "input": "segmentation", "chunk_shape": task,
+         "dust_threshold": 0},
     ]  # fmt: skip
     return RunConfig.model_validate({"output": output, "stages": stages, **runtime})
 
@@ -63,7 +67,7 @@ def print_alignment_residual(config: RunConfig, known: Misalignment) -> None:
     work = plans[0].job.work_url  # type: ignore[attr-defined]
     arrays = get_arrays(work, TRANSFORMS, config.storage.context())
     shape = plans[0].grid.bounds.shape
-    margin = 32
+    margin = min(32, shape[0] // 4, shape[1] // 4)
     points = grid_points((margin, margin), (shape[0] - margin, shape[1] - margin), 16)
     per_section = residuals(SectionTransforms.from_arrays(arrays), known, points)
     print(f"alignment vs the known misalignment (±{MAX_SHIFT:g} px shifts, {WARP:g} px warps): "

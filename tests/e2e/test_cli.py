@@ -71,8 +71,8 @@ def test_demo_writes_the_synthetic_volume_and_resumes(tmp_path, address):
     status = petavox("status", str(out / "petavox-demo.yaml")).stdout
     assert "segment" in status and "incomplete" not in status
     # ingest ×2, align ×4 (estimate, solve, render, carry), infer, segment, agglomerate ×2,
-    # downsample ×5
-    assert status.count("done") == 15 and "infer" in status and "align" in status
+    # downsample ×5, mesh ×2 (fragments, manifests), skeletonize ×2 (pieces, merge)
+    assert status.count("done") == 19 and "infer" in status and "align" in status
     assert "adapted Rand error" in first.stdout
     again = petavox("demo", "--size", "96", "--output", str(out), "--address", address,
                     "--quiet")  # fmt: skip
@@ -92,6 +92,15 @@ def test_the_default_demo_segments_from_raw_within_the_target(tmp_path, address)
     assert residual <= 1.0  # the known misalignment (shifts and warps) was undone
     boundary = Layer.open(f"file://{out}/boundary")
     assert boundary.dtype == np.uint8 and boundary.num_mips == 3
+    # every segment has a mesh and a skeleton that cloud-volume reads
+    from cloudvolume import CloudVolume
+
+    seg = Layer.open(f"file://{out}/segmentation")
+    ids = [int(i) for i in np.unique(seg.read(seg.bounds())) if i]
+    cv = CloudVolume(f"file://{out}/segmentation")
+    meshes = cv.mesh.get(ids, fuse=False)
+    assert len(ids) > 300 and all(len(meshes[i].faces) > 0 for i in ids)
+    assert all(len(skel.vertices) > 0 for skel in cv.skeleton.get(ids))
 
 
 def test_ingest_downsample_and_evaluate_commands(tmp_path, address):

@@ -83,7 +83,15 @@ def segment_rgb(segment: int) -> np.ndarray:
     return np.array([int(text[i : i + 2], 16) for i in (1, 3, 5)], np.float64)
 
 
-def test_neuroglancer_draws_the_demo_image_and_segmentation(demo):
+def shaded_fraction(panel: np.ndarray, rgb: np.ndarray) -> float:
+    """The fraction of pixels that are `rgb` under some lighting (k × rgb, k in 0.15–1.3)."""
+    pixels = panel.astype(np.float64)
+    k = (pixels @ rgb) / (rgb @ rgb)
+    off = np.linalg.norm(pixels - k[..., np.newaxis] * rgb, axis=-1)
+    return float(((off < 12) & (k > 0.15) & (k < 1.3)).mean())
+
+
+def test_neuroglancer_draws_the_demo_image_segmentation_and_meshes(demo):
     aligned = Layer.open(f"file://{demo}/aligned")
     section = Box((0, 0, Z), (SIZE, SIZE, Z + 1))
     image = aligned.read(section)[..., 0]
@@ -103,6 +111,8 @@ def test_neuroglancer_draws_the_demo_image_and_segmentation(demo):
             dimensions={axis: [8e-9, "m"] for axis in "xyz"},  # the demo's voxels
             position=[SIZE / 2, SIZE / 2, Z + 0.5],
             crossSectionScale=1 / ZOOM,
+            projectionScale=1.5 * SIZE,  # the whole volume in the 3D panel
+            showSlices=False,  # the 3D panel draws the meshes alone
             showAxisLines=False,
             showDefaultAnnotations=False,
             showScaleBar=False,
@@ -128,15 +138,31 @@ def test_neuroglancer_draws_the_demo_image_and_segmentation(demo):
     assert grey[..., 0].std() > 20
     matches = np.abs(grey[..., 0] - image[under]) <= 2
     assert matches.mean() > 0.98, f"only {matches.mean():.0%} of the pixels show their voxel"
-    # (b) the segmentation: the selected segments in their colours, blended half over the image
+    # (b) the segmentation: the selected segments in their colours, blended half over the image;
+    # where a segment's skeleton crosses the section, its line in the full colour (antialiased
+    # edges between the two)
     segment = labels[under]
+    skeleton_pixels = 0
     for label in selected:
         mask = segment == label
-        expected = 0.5 * segment_rgb(label) + 0.5 * grey[mask]
-        close = np.abs(shown[mask] - expected).max(axis=1) <= 3
-        assert mask.sum() > 1000 and close.mean() > 0.95, (label, close.mean())
+        blend = 0.5 * segment_rgb(label) + 0.5 * grey[mask]
+        towards = segment_rgb(label) - blend
+        t = np.clip(((shown[mask] - blend) * towards).sum(axis=1)
+                    / np.maximum((towards**2).sum(axis=1), 1e-9), 0, 1)  # fmt: skip
+        off = np.abs(shown[mask] - blend - t[:, np.newaxis] * towards).max(axis=1)
+        close = off <= 3
+        assert mask.sum() > 1000 and close.mean() > 0.97, (label, close.mean())
+        assert (t > 0.5).mean() < 0.1  # mostly the blend, not the line
+        skeleton_pixels += int((close & (t > 0.8)).sum())
+    assert skeleton_pixels > 20  # the skeletons are drawn too
     others = ~np.isin(segment, selected)
     assert (np.abs(shown[others] - grey[others]).max(axis=1) <= 1).mean() > 0.99
+    # (c) the meshes: each selected segment's surface, shaded in its colour, covers part of the
+    # 3D panel; with the segmentation hidden the panel has none of it (skeletons are thin lines)
+    for label in selected:
+        mesh_shown = shaded_fraction(shown_px[:, PANEL:, :3], segment_rgb(label))
+        mesh_hidden = shaded_fraction(hidden_px[:, PANEL:, :3], segment_rgb(label))
+        assert mesh_shown > 0.02 and mesh_hidden < 0.001, (label, mesh_shown, mesh_hidden)
 
 
 class Lines:

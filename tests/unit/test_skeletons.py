@@ -82,6 +82,17 @@ def test_pieces_sharing_a_border_vertex_merge_into_one_connected_skeleton():
     assert components(apart) == 2
 
 
+def test_pieces_that_close_a_loop_keep_every_vertex_in_one_tree():
+    """Four chunks' pieces around a ring meet at four border vertices and close a loop (as a
+    segment curving round a chunk corner does); kimimaro's clean-up emptied such a skeleton."""
+    corners = [(0, 0, 0), (80, 0, 0), (80, 80, 0), (0, 80, 0)]
+    sides = [path([a, ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2, 0), b])
+             for a, b in zip(corners, corners[1:] + corners[:1])]  # fmt: skip
+    merged = merge_pieces(3, sides, Cleanup())
+    assert len(merged.vertices) == 8 and components(merged) == 1
+    assert len(merged.edges) == 7  # a tree: the loop is broken at one edge
+
+
 def test_short_stray_components_are_dropped_but_a_segment_keeps_its_longest():
     long = path([(0, 0, 0), (500, 0, 0), (1000, 0, 0)])
     stray = path([(0, 900, 0), (50, 900, 0)])
