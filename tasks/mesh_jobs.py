@@ -27,8 +27,9 @@ from petavox.tasks.meshing import (
     close_at_volume_faces,
     voxel_meshes,
 )
-from petavox.tasks.multires import Octree, multires_mesh, shard_file, shard_of, weld
+from petavox.tasks.multires import Octree, multires_mesh, shard_file, weld
 from petavox.tasks.objects import get_arrays, list_keys, put, put_arrays, put_json
+from petavox.tasks.shards import shard_of
 from petavox.tasks.storage import StorageContext
 
 LEGACY_INFO = {"@type": "neuroglancer_legacy_mesh"}

@@ -27,6 +27,21 @@ class Simplification:
     max_error: float = 40.0  # nm a simplified vertex may move (igneous's default)
 
 
+def rows(array: np.ndarray) -> np.ndarray:
+    """Each row of a 2-D array as one opaque value (np.unique(axis=0) is slow)."""
+    a = np.ascontiguousarray(array)
+    return a.view(np.dtype((np.void, a.dtype.itemsize * a.shape[1]))).ravel()
+
+
+def without_twins(faces: np.ndarray) -> np.ndarray:
+    """`faces` less twin triangles (the same three vertices, back to back: a flat fold zmesh's
+    simplifier can leave). Both go: the surface stays closed, and a reader's clean-up (or
+    Draco) would keep one of them and open a hole."""
+    _, twins, counts = np.unique(rows(np.sort(faces, axis=1)), return_inverse=True,
+                                 return_counts=True)  # fmt: skip
+    return faces[counts[twins.reshape(-1)] == 1]
+
+
 def local_meshes(labels: np.ndarray, resolution: tuple[float, float, float],
                  params: Simplification) -> Iterator[tuple[int, zmesh.Mesh]]:  # fmt: skip
     """(segment id, mesh in nm from voxel 0 of `labels` (x, y, z)); segment 0 is background."""
@@ -40,6 +55,7 @@ def local_meshes(labels: np.ndarray, resolution: tuple[float, float, float],
         mesh = mesher.get(label, normals=False, reduction_factor=params.reduction_factor,
                           max_error=params.max_error, voxel_centered=True)  # fmt: skip
         mesher.erase(label)
+        mesh.faces = without_twins(mesh.faces)
         yield int(label), mesh
     mesher.clear()
 

@@ -23,22 +23,11 @@ from cloudvolume.datasource.precomputed.sharding import (
     synthesize_shard_files,
 )
 
+from petavox.tasks.meshing import rows
+
 LOD_REDUCTION = 4  # triangles per LOD: nodes double in size, so a pixel covers 4× the surface
 DRACO_LEVEL = 5  # Draco compression level (0-10: smaller files, slower encoding)
 ON_PLANE = 1e-5  # voxels: zmesh.chunk_mesh leaves a triangle whole if a vertex is this close
-
-
-def sharding_spec(shard_bits: int, minishard_bits: int) -> dict:
-    """A Neuroglancer uint64 sharding spec of hashed segment ids (its JSON form)."""
-    return {"@type": "neuroglancer_uint64_sharded_v1", "preshift_bits": 0,
-            "hash": "murmurhash3_x86_128", "minishard_bits": minishard_bits,
-            "shard_bits": shard_bits, "minishard_index_encoding": "gzip",
-            "data_encoding": "raw"}  # fmt: skip
-
-
-def shard_of(label: int, spec: ShardingSpecification) -> int:
-    """The shard `label` is stored in (the merge task that writes it)."""
-    return int(spec.compute_shard_location(label).shard_number, 16)
 
 
 def mesh_info(resolution: tuple[float, float, float], bits: int, sharding: dict) -> dict:
@@ -60,25 +49,15 @@ def shard_file(sharding: dict, segments: dict[int, bytes],
     return next(iter(files.items()))
 
 
-def rows(array: np.ndarray) -> np.ndarray:
-    """Each row of a 2-D array as one opaque value (np.unique(axis=0) is slow)."""
-    a = np.ascontiguousarray(array)
-    return a.view(np.dtype((np.void, a.dtype.itemsize * a.shape[1]))).ravel()
-
-
 def weld(pieces: list[tuple[np.ndarray, np.ndarray]]) -> zmesh.Mesh:
-    """One mesh from (vertices, faces) pieces whose shared vertices are bit-identical. Twin
-    triangles (the same three vertices, back to back: a flat fold the simplifier can leave) are
-    dropped: Draco keeps them with one orientation, and a reader's clean-up keeps one of them."""
+    """One mesh from (vertices, faces) pieces whose shared vertices are bit-identical (each
+    piece is already free of twin triangles, see `meshing.without_twins`)."""
     vertices = np.concatenate([v for v, _ in pieces]).astype(np.float32) + np.float32(0)  # -0.0
     starts = np.cumsum([0] + [len(v) for v, _ in pieces[:-1]])
     faces = np.concatenate([f.astype(np.int64) + s for (_, f), s in zip(pieces, starts)])
     _, first, inverse = np.unique(rows(vertices), return_index=True, return_inverse=True)
     faces = inverse.reshape(-1)[faces]
-    _, twins, counts = np.unique(rows(np.sort(faces, axis=1)), return_inverse=True,
-                                 return_counts=True)  # fmt: skip
-    return zmesh.Mesh(vertices[first], faces[counts[twins.reshape(-1)] == 1].astype(np.uint32),
-                      None)  # fmt: skip
+    return zmesh.Mesh(vertices[first], faces.astype(np.uint32), None)
 
 
 def levels_of_detail(mesh: zmesh.Mesh, lods: int,

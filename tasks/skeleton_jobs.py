@@ -19,10 +19,10 @@ from cloudvolume.datasource.precomputed.sharding import (
 from petavox.tasks.geometry import Box, Chunk
 from petavox.tasks.layers import Layer
 from petavox.tasks.objects import get_arrays, list_keys, put, put_arrays
+from petavox.tasks.shards import shard_of
 from petavox.tasks.skeletons import (
     Cleanup,
     Teasar,
-    bucket_of,
     chunk_skeletons,
     merge_pieces,
     pack,
@@ -50,7 +50,7 @@ class SkeletonizeChunkJob:
         spec = ShardingSpecification.from_dict(self.sharding)
         buckets: dict[int, dict] = {}
         for label, skel in skeletons.items():
-            buckets.setdefault(bucket_of(label, spec), {})[label] = skel
+            buckets.setdefault(shard_of(label, spec), {})[label] = skel
         for bucket, group in buckets.items():
             put_arrays(self.work_url, f"{bucket}/{chunk.id}.npz", pack(group),
                        self.source.context)  # fmt: skip

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import kimimaro
 import numpy as np
 from cloudvolume import Skeleton
-from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
 from kimimaro.intake import DEFAULT_TEASAR_PARAMS
 
 RADIUS = {"id": "radius", "data_type": "float32", "num_components": 1}
@@ -53,19 +52,6 @@ def skeleton_info(sharding: dict | None) -> dict:
     if sharding is not None:
         info["sharding"] = sharding
     return info
-
-
-def sharding_info(shard_bits: int, minishard_bits: int) -> dict:
-    """A Neuroglancer uint64 sharding spec of hashed ids (its JSON form)."""
-    return {"@type": "neuroglancer_uint64_sharded_v1", "preshift_bits": 0,
-            "hash": "murmurhash3_x86_128", "minishard_bits": minishard_bits,
-            "shard_bits": shard_bits, "minishard_index_encoding": "gzip",
-            "data_encoding": "gzip"}  # fmt: skip
-
-
-def bucket_of(label: int, spec: ShardingSpecification) -> int:
-    """The shard number of `label` under `spec`: the merge task (and shard file) it goes to."""
-    return int(spec.compute_shard_location(label).shard_number, 16)
 
 
 def chunk_skeletons(labels: np.ndarray, start: tuple[int, int, int],

@@ -64,7 +64,7 @@ def touches_boundary(labels: np.ndarray, label: int) -> bool:
 def test_every_segment_gets_a_watertight_mesh(tmp_path, ray_session):
     from cloudvolume import CloudVolume
 
-    labels = labelled_volume(seed=11)
+    labels = labelled_volume(seed=12)
     run(mesh_config(tmp_path, labels, chunk_shape=[32, 32, 16]), session=ray_session,
         progress=False)  # fmt: skip
     cv = CloudVolume(f"file://{tmp_path}/seg")

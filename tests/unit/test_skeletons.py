@@ -12,15 +12,14 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from petavox.tasks.objects import get_arrays, put_arrays
+from petavox.tasks.shards import shard_of, sharding_spec
 from petavox.tasks.skeletons import (
     RADIUS,
     Cleanup,
     Teasar,
-    bucket_of,
     chunk_skeletons,
     merge_pieces,
     pack,
-    sharding_info,
     unpack,
 )
 
@@ -43,15 +42,15 @@ def components(skel: Skeleton) -> int:
 
 
 def test_buckets_are_the_shard_numbers_of_the_sharding_spec():
-    spec = ShardingSpecification.from_dict(sharding_info(shard_bits=5, minishard_bits=3))
+    spec = ShardingSpecification.from_dict(sharding_spec(5, 3, "gzip"))
     labels = [*range(1, 2000), *(2**60 + k for k in range(50))]
-    buckets = [bucket_of(label, spec) for label in labels]
+    buckets = [shard_of(label, spec) for label in labels]
     assert set(buckets) == set(range(32))  # hashed ids fill every bucket
     for label, bucket in list(zip(labels, buckets))[::97]:
         # the shard file a merge task writes is the one Neuroglancer looks in
         (name,) = synthesize_shard_files(spec, {label: b"skeleton"})
         assert name == f"{bucket:02x}.shard"
-    assert bucket_of(2**60 + 3, spec) == bucket_of(2**60 + 3, spec)
+    assert shard_of(2**60 + 3, spec) == shard_of(2**60 + 3, spec)
 
 
 def test_fragments_round_trip_through_npz_without_pickle(tmp_path):

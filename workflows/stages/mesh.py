@@ -18,7 +18,8 @@ from petavox.tasks.mesh_jobs import (
     id_prefixes,
 )
 from petavox.tasks.meshing import Simplification
-from petavox.tasks.multires import Octree, mesh_info, sharding_spec
+from petavox.tasks.multires import Octree, mesh_info
+from petavox.tasks.shards import sharding_spec
 from petavox.tasks.storage import join_url
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import MeshParams
@@ -94,7 +95,7 @@ def sharded_plans(params: MeshParams, catalog: Catalog, layer: Layer, mesh_url: 
     shard_bits = params.shard_bits
     if shard_bits is None:  # a merge task per ~8 chunk tasks
         shard_bits = max(0, math.ceil(math.log2(len(grid))) - 3)
-    sharding = sharding_spec(shard_bits, params.minishard_bits)
+    sharding = sharding_spec(shard_bits, params.minishard_bits, "raw")
     url, resolution = layer.url, layer.resolution(0)
     merge_only = {"lods", "vertex_quantization_bits"}  # the forge's pieces do not depend on them
     spec = {k: v for k, v in format_fields(params).items() if k not in merge_only}

@@ -8,8 +8,9 @@ import re
 from petavox.tasks.errors import InputError, LayerMismatchError
 from petavox.tasks.geometry import ChunkGrid, index_grid
 from petavox.tasks.layers import Layer
+from petavox.tasks.shards import sharding_spec
 from petavox.tasks.skeleton_jobs import SkeletonizeChunkJob, SkeletonMergeJob
-from petavox.tasks.skeletons import Cleanup, Teasar, sharding_info, skeleton_info
+from petavox.tasks.skeletons import Cleanup, Teasar, skeleton_info
 from petavox.tasks.storage import join_url
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import SkeletonizeParams
@@ -52,7 +53,7 @@ def plan_skeletonize(params: SkeletonizeParams, catalog: Catalog) -> list[StageP
     shard_bits = params.shard_bits
     if shard_bits is None:  # a merge task per ~8 chunk tasks
         shard_bits = max(0, math.ceil(math.log2(len(grid))) - 3)
-    sharding = sharding_info(shard_bits, params.minishard_bits)
+    sharding = sharding_spec(shard_bits, params.minishard_bits, "gzip")
     spec = {**params.hashed_fields(), "input": url, "task_shape": list(chunk_shape),
             "shard_bits": shard_bits}  # fmt: skip
     chunks_id = identity("skeletonize-chunks", VERSION, spec)
