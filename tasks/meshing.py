@@ -54,7 +54,6 @@ def local_meshes(labels: np.ndarray, resolution: tuple[float, float, float],
         # faces and meshes overlay the segmentation exactly
         mesh = mesher.get(label, normals=False, reduction_factor=params.reduction_factor,
                           max_error=params.max_error, voxel_centered=True)  # fmt: skip
-        mesher.erase(label)
         mesh.faces = without_twins(mesh.faces)
         yield int(label), mesh
     mesher.clear()

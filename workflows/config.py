@@ -295,8 +295,9 @@ class MeshParams(StageParams):
     chunk_shape: PositiveTriple | None = Field(
         None, description="voxels per task, a multiple of the storage chunk (default: ~64 M)"
     )
-    manifest_digits: int = Field(
-        2, ge=1, le=6, description="legacy: manifest tasks split the ids by this many digits"
+    manifest_digits: int | None = Field(
+        None, ge=1, le=6, description="legacy: manifest tasks split the ids by this many digits "
+        "(default: about one manifest task per 10 mesh tasks, 1 to 5 digits)"
     )
     fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
     format: Literal["legacy", "sharded"] = Field(

@@ -60,8 +60,9 @@ def plan_mesh(params: MeshParams, catalog: Catalog) -> list[StagePlan]:
         job=MeshForgeJob(layer, mesh_url, simplification, params.fill_missing),
         resources=params.resources, layer_infos={url: info, mesh_url: LEGACY_INFO},
     )  # fmt: skip
-    prefixes = tuple(id_prefixes(params.manifest_digits))
-    follow = {"forge": forge_id, "digits": params.manifest_digits}
+    digits = params.manifest_digits or manifest_digits(len(grid))
+    prefixes = tuple(id_prefixes(digits))
+    follow = {"forge": forge_id, "digits": digits}
     manifests = StagePlan(
         label=f"mesh {params.input}: manifests",
         stage="mesh-manifest", identity=identity("mesh-manifest", VERSION, follow), spec=follow,
@@ -83,6 +84,12 @@ def format_fields(params: MeshParams) -> dict:
                          f" (legacy: {', '.join(sorted(params.LEGACY_ONLY))}; sharded: "
                          f"{', '.join(sorted(params.SHARDED_ONLY))})")  # fmt: skip
     return {k: v for k, v in params.hashed_fields().items() if k not in unused}
+
+
+def manifest_digits(chunks: int) -> int:
+    """Leading digits that split the ids among about one manifest task per 10 mesh tasks (a
+    digit gives 9 tasks, two 99, ...): few tasks for a small volume, many for a big one."""
+    return min(5, max(1, round(math.log10(max(chunks, 1))) - 1))
 
 
 def sharded_plans(params: MeshParams, catalog: Catalog, layer: Layer, mesh_url: str,
