@@ -24,6 +24,7 @@ BENCHMARKS = {
     "infer": "bench_infer.py",
     "align": "bench_align.py",
     "skeleton": "bench_skeleton.py",
+    "mesh": "bench_mesh.py",
 }
 
 
