@@ -190,12 +190,16 @@ def test_ray_job_submit_runs_petavox_on_a_running_head(tmp_path):
 
         wait_for(jobs_api_up, 120, "the Jobs API")
         config = stack_config(tmp_path, chunk=32)
-        submit = subprocess.run(
-            [RAY, "job", "submit", "--address", jobs, "--",
-             sys.executable, "-m", "petavox.workflows.cli", "run", str(config), "--address",
-             "auto", "--quiet"],
-            env=env, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
+        command = [RAY, "job", "submit", "--address", jobs, "--", sys.executable, "-m",
+                   "petavox.workflows.cli", "run", str(config), "--address", "auto", "--quiet"]
+
+        def submitted() -> subprocess.CompletedProcess | None:
+            # the Jobs API answers a little before the node's job agent takes jobs
+            proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+            busy = proc.returncode != 0 and "No available agent" in proc.stdout + proc.stderr
+            return None if busy else proc
+
+        submit = wait_for(submitted, 120, "the job agent", step=2.0)
         text = submit.stdout + submit.stderr
         assert submit.returncode == 0, text
         job = re.search(r"raysubmit_\w+", text)
