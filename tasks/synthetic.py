@@ -9,6 +9,9 @@ with thicker sections, objects in neighbouring sections touch (as in serial-sect
 
 The image has bright textured cytoplasm, dark mitochondria, dark membranes, synapse-like clefts
 with vesicle clouds, a slight in-plane blur, per-section brightness jitter and Gaussian noise.
+Each synapse has a direction: a dark cleft disk on the membrane between two objects, a denser
+band (PSD) on the postsynaptic side and a vesicle cloud on the presynaptic side; the generator
+returns them as a table (`SYNAPSE_DTYPE`) and optionally the cleft voxels as a label volume.
 All arrays are indexed [x, y, z]. Everything is deterministic from `SyntheticParams.seed`.
 """
 
@@ -28,6 +31,14 @@ from petavox.tasks.errors import InputError
 _STEP = 1.0  # centreline sampling step, xy voxels
 _MEM_GAIN = 2.0  # membrane profile gain: the dark band saturates over ~membrane_width
 _MEM_VAL = 0.1  # membrane intensity before blur and noise
+
+#: One synapse: cleft centre (voxels), the partners' ids, and the unit cleft normal pointing
+#: towards the presynaptic side (in physical units: z scaled by the anisotropy).
+SYNAPSE_DTYPE = np.dtype([
+    ("x", np.float64), ("y", np.float64), ("z", np.float64),
+    ("pre", np.uint32), ("post", np.uint32),
+    ("nx", np.float64), ("ny", np.float64), ("nz", np.float64),
+])  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,7 @@ class SyntheticParams:
     psf_sigma: float = 0.5  # in-plane blur, voxels
     section_jitter: float = 0.03  # std of per-section brightness gain/offset
     min_object_voxels: int = 20  # smaller fragments are merged into a neighbour or made membrane
+    cleft_labels: bool = False  # also return the cleft voxels labelled by synapse (1..n)
 
     def __post_init__(self) -> None:
         if len(self.shape) != 3 or min(self.shape) < 1:
@@ -69,6 +81,8 @@ class SyntheticVolume:
     shifts: np.ndarray  # int64 (z, 2): (dx, dy) applied to each section
     synapses: np.ndarray  # float64 (n, 3): cleft centres x, y, z (aligned coordinates)
     aligned_raw: np.ndarray  # uint8 image before the shifts (== raw when max_shift == 0)
+    synapse_table: np.ndarray  # SYNAPSE_DTYPE (n,): the same centres with partners and normal
+    clefts: np.ndarray | None = None  # uint32: synapse i's cleft voxels are i + 1 (cleft_labels)
 
 
 def generate(params: SyntheticParams = SyntheticParams()) -> SyntheticVolume:
@@ -83,10 +97,14 @@ def generate(params: SyntheticParams = SyntheticParams()) -> SyntheticVolume:
     obj = _merge_small(obj, p.min_object_voxels)
     labels, mem_xy, mem_z = _membranes(obj, p)
     img = _render(obj, labels, mem_xy, mem_z, tubes, p, rng_img)
-    syn = _add_synapses(img, labels, p, rng_syn) if p.synapses else np.zeros((0, 3))
+    clefts = np.zeros(shape, np.uint32) if p.cleft_labels else None
+    table = _add_synapses(img, labels, clefts, p, rng_syn) if p.synapses else None
+    table = np.zeros(0, SYNAPSE_DTYPE) if table is None else table
     aligned = _finish(img, p, rng_fin)
     shifts, raw = _misalign(aligned, p.max_shift, rng_mis)
-    return SyntheticVolume(raw=raw, labels=labels, shifts=shifts, synapses=syn, aligned_raw=aligned)
+    centres = np.column_stack([table["x"], table["y"], table["z"]]).reshape(-1, 3)
+    return SyntheticVolume(raw=raw, labels=labels, shifts=shifts, synapses=centres,
+                           aligned_raw=aligned, synapse_table=table, clefts=clefts)  # fmt: skip
 
 
 @lru_cache(maxsize=256)
@@ -318,8 +336,9 @@ def _draw_mito(img, obj, inside, centre, tangent, thin: float, aniso: float, rng
     img[sl][m] = np.float32(rng.uniform(0.28, 0.4))
 
 
-def _add_synapses(img, labels, p: SyntheticParams, rng) -> np.ndarray:
-    """Darken clefts at some in-plane contacts, add vesicles on the presynaptic side."""
+def _add_synapses(img, labels, clefts, p: SyntheticParams, rng) -> np.ndarray:
+    """Darken clefts at some in-plane contacts, add vesicles on the presynaptic side; the
+    synapses as a `SYNAPSE_DTYPE` table (cleft voxels into `clefts` unless it is None)."""
     a, sp = p.anisotropy, p.neurite_spacing
     n_syn = p.n_synapses
     if n_syn is None:
@@ -339,24 +358,30 @@ def _add_synapses(img, labels, p: SyntheticParams, rng) -> np.ndarray:
         cands.append(np.column_stack([xyz, np.full(len(pos), ax)]))
     cands = np.concatenate(cands) if cands else np.zeros((0, 4), dtype=np.int64)
     if n_syn <= 0 or len(cands) == 0:
-        return np.zeros((0, 3))
+        return np.zeros(0, SYNAPSE_DTYPE)
     cands = cands[rng.permutation(len(cands))[: 40 * n_syn]]
     scale = np.array([1.0, 1.0, a])
     min_sep = 2.5 * sp * 0.5
     centres: list[np.ndarray] = []
+    rows = []
     for cand in cands:
         c = cand[:3] * scale
         if centres and np.min(np.linalg.norm(np.array(centres) - c, axis=1)) < min_sep:
             continue
         centres.append(c)
-        _draw_synapse(img, labels, cand, o, c, p, rng)
+        cleft = None if clefts is None else (clefts, len(centres))
+        pre, post, normal = _draw_synapse(img, labels, cleft, cand, o, c, p, rng)
+        rows.append((*(c / scale), pre, post, *normal))
         if len(centres) >= n_syn:
             break
-    return np.array(centres, dtype=np.float64).reshape(-1, 3) / scale
+    return np.array(rows, dtype=SYNAPSE_DTYPE)
 
 
-def _draw_synapse(img, labels, cand, o, c, p: SyntheticParams, rng) -> None:
-    """One cleft centred on membrane voxel `cand[:3]` between the labels `o` voxels either side."""
+def _draw_synapse(img, labels, cleft, cand, o, c, p: SyntheticParams,
+                  rng) -> tuple[int, int, np.ndarray]:  # fmt: skip
+    """One cleft centred on membrane voxel `cand[:3]` between the labels `o` voxels either side;
+    returns (pre id, post id, unit normal towards pre). `cleft`: (volume, value) to mark the
+    cleft voxels in, or None."""
     a = p.anisotropy
     e = np.zeros(3, dtype=np.int64)
     e[cand[3]] = o
@@ -375,7 +400,10 @@ def _draw_synapse(img, labels, cand, o, c, p: SyntheticParams, rng) -> None:
     along = d @ n
     radial2 = np.sum(d * d, axis=-1) - along**2
     disk = radial2 <= rc * rc
-    sub[disk & (lab == 0) & (np.abs(along) <= 2.0)] = np.float32(0.06)
+    dark = disk & (lab == 0) & (np.abs(along) <= 2.0)
+    sub[dark] = np.float32(0.06)
+    if cleft is not None:
+        cleft[0][sl][dark] = cleft[1]
     psd = disk & (lab == post) & (along < 0) & (along >= -1.8)
     sub[psd] = np.minimum(sub[psd], np.float32(0.22))
     nv = int(rng.integers(10, 24))
@@ -385,6 +413,7 @@ def _draw_synapse(img, labels, cand, o, c, p: SyntheticParams, rng) -> None:
     _stamp(ves, cloud - origin, np.ones(nv), 1, a)
     hit = (ves > 0) & (lab == pre)
     sub[hit] = np.minimum(sub[hit], np.float32(0.3))
+    return int(pre), int(post), n
 
 
 def _finish(img: np.ndarray, p: SyntheticParams, rng) -> np.ndarray:
