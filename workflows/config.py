@@ -359,6 +359,30 @@ class SkeletonizeParams(StageParams):
     fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
 
 
+class ConnectomeParams(StageParams):
+    """Synapse tables → the connectome: table, edges, segment statistics, annotation layer."""
+
+    stage: Literal["connectome"] = "connectome"
+    input: str = Field(
+        "synapses", description="synapses output (folder with chunks/*.parquet): name or URL"
+    )
+    output: str | None = Field(None, description="folder for the connectome (default: input)")
+    segmentation: str | None = Field(
+        None, description="segmentation layer: name or URL; adds each segment's volume (voxels)"
+    )
+    shard_bits: int = Field(
+        4, ge=0, le=16,
+        description="2^shard_bits shards of segment ids, a task each (aim for ≤ ~10^6 synapses "
+        "per shard); also the annotation indexes' shard files",
+    )  # fmt: skip
+    minishard_bits: int = Field(6, ge=0, le=16, description="minishards per shard, log2")
+    readers: int = Field(16, ge=1, description="tasks that read the chunk tables, a share each")
+    spatial_cell: float = Field(
+        4096.0, gt=0, description="finest spatial-index cell of the annotation layer (nm)"
+    )
+    fill_missing: bool = Field(False, description="treat missing segmentation chunks as zeros")
+
+
 AnyStage = Annotated[
     IngestParams
     | DownsampleParams
@@ -367,7 +391,8 @@ AnyStage = Annotated[
     | SegmentParams
     | EvaluateParams
     | MeshParams
-    | SkeletonizeParams,
+    | SkeletonizeParams
+    | ConnectomeParams,
     Field(discriminator="stage"),
 ]
 STAGE_MODELS: dict[str, type[StageParams]] = {
@@ -379,6 +404,7 @@ STAGE_MODELS: dict[str, type[StageParams]] = {
     "evaluate": EvaluateParams,
     "mesh": MeshParams,
     "skeletonize": SkeletonizeParams,
+    "connectome": ConnectomeParams,
 }
 
 

@@ -8,6 +8,7 @@ from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import StageParams
 from petavox.workflows.runner import StagePlan
 from petavox.workflows.stages.align import plan_align
+from petavox.workflows.stages.connectome import plan_connectome
 from petavox.workflows.stages.downsample import plan_downsample
 from petavox.workflows.stages.evaluate import plan_evaluate_stage
 from petavox.workflows.stages.infer import plan_infer
@@ -27,6 +28,7 @@ PLANNERS: dict[str, Planner] = {
     "evaluate": plan_evaluate_stage,  # type: ignore[dict-item]
     "mesh": plan_mesh,  # type: ignore[dict-item]
     "skeletonize": plan_skeletonize,  # type: ignore[dict-item]
+    "connectome": plan_connectome,  # type: ignore[dict-item]
 }
 
 
