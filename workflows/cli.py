@@ -42,6 +42,8 @@ STAGE_POSITIONALS = {  # (field, metavar, help, required)
               True)],
     "skeletonize": [("input", "SEG_URL", "segmentation layer to skeletonize (skeletons go into "
                      "its folder)", True)],
+    "connectome": [("input", "OUTPUT_URL", "synapses output (chunks/*.parquet); the connectome "
+                    "is written beside them and summarized", True)],
 }  # fmt: skip
 COMMAND_STAGES = list(STAGE_POSITIONALS)  # `evaluate` has its own command (scores to stdout)
 SKIPPED_FIELDS = {"stage", "resources", "input", "output"}
@@ -183,6 +185,23 @@ def cmd_stage(args: argparse.Namespace) -> int:
     config = stage_config(args.command, args)
     reports = run(config, progress=not args.quiet)
     print_reports(reports)
+    return 0
+
+
+def cmd_connectome(args: argparse.Namespace) -> int:
+    """Build the connectome (resumes; nothing to do when built), then print its summary."""
+    from petavox.tasks.connectome_jobs import summarize
+    from petavox.workflows.pipeline import run
+
+    config = stage_config(args.command, args)
+    print_reports(run(config, progress=not args.quiet))
+    summary = summarize(config.output, context=config.storage.context())
+    print(f"synapses: {summary['synapses']} ({summary['connections']} with both partners)")
+    print(f"neurons with synapses: {summary['segments']}")
+    print(f"edges: {summary['edges']}")
+    print("strongest connections (pre -> post: synapses, total cleft voxels):")
+    for pre, post, count, size in summary["strongest"]:
+        print(f"  {pre} -> {post}: {count}, {size}")
     return 0
 
 
@@ -329,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(dest, metavar=metavar, help=text, nargs=None if required else "?")
         add_model_options(p, model)
         add_runtime_options(p)
-        p.set_defaults(func=cmd_stage)
+        p.set_defaults(func=cmd_connectome if stage == "connectome" else cmd_stage)
     return parser
 
 

@@ -40,7 +40,7 @@ def address(ray_session) -> str:
 def test_every_command_has_help():
     out = petavox("--help").stdout
     for command in ("demo", "run", "status", "evaluate", "ingest", "downsample", "align",
-                    "infer", "segment", "train", "mesh", "skeletonize", "view"):
+                    "infer", "segment", "train", "mesh", "skeletonize", "connectome", "view"):
         assert command in out
         text = petavox(command, "--help").stdout
         assert "usage: petavox " + command in text
@@ -54,6 +54,9 @@ def test_every_command_has_help():
     skeletonize = petavox("skeletonize", "--help").stdout
     for option in ("SEG_URL", "--sharded", "--dust-threshold", "--teasar-scale", "--chunk-shape"):
         assert option in skeletonize
+    connectome = petavox("connectome", "--help").stdout
+    for option in ("OUTPUT_URL", "--segmentation", "--shard-bits", "--readers"):
+        assert option in connectome
 
 
 def test_demo_writes_the_synthetic_volume_and_resumes(tmp_path, address):

@@ -178,6 +178,22 @@ def test_volumes_from_a_segmentation_layer(tmp_path, ray_session):
         assert values == (*expected[segment], (1 + k % 30) * 20)
 
 
+def test_the_command_builds_and_summarizes(tmp_path, ray_session, capsys):
+    from petavox.workflows.cli import main
+
+    rows = write_chunks(tmp_path)
+    url = f"file://{tmp_path}/synapses"
+    assert main(["connectome", url, "--readers", "2", "--shard-bits", "2", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    edges = reference_edges(rows)
+    connections = sum(n for n, _ in edges.values())
+    assert f"synapses: {len(rows['synapse_id'])} ({connections} with both partners)" in text
+    assert f"neurons with synapses: {len(reference_stats(rows))}" in text
+    assert f"edges: {len(edges)}" in text
+    (pre, post), (n, size) = max(edges.items(), key=lambda kv: (kv[1], -kv[0][0], -kv[0][1]))
+    assert f"  {pre} -> {post}: {n}, {size}" in text.split("strongest")[1].splitlines()[1]
+
+
 def test_no_chunk_tables_is_an_input_error(tmp_path, ray_session):
     (tmp_path / "synapses").mkdir()
     with pytest.raises(InputError, match="no synapse tables"):
