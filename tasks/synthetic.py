@@ -32,6 +32,23 @@ _STEP = 1.0  # centreline sampling step, xy voxels
 _MEM_GAIN = 2.0  # membrane profile gain: the dark band saturates over ~membrane_width
 _MEM_VAL = 0.1  # membrane intensity before blur and noise
 
+
+@dataclass(frozen=True)
+class _SynapseLook:
+    """Intensities and sizes of a drawn synapse (the vesicle cloud's in cleft radii)."""
+
+    cleft: float
+    psd: float
+    psd_depth: float  # voxels
+    vesicle: float
+    vesicles: tuple[int, int]  # count range
+    cloud_offset: float
+    cloud_spread: float
+
+
+_FAINT = _SynapseLook(0.06, 0.22, 1.8, 0.3, (10, 24), 0.9, 0.6)
+_BOLD = _SynapseLook(0.02, 0.12, 3.0, 0.22, (30, 60), 0.8, 0.45)
+
 #: One synapse: cleft centre (voxels), the partners' ids, and the unit cleft normal pointing
 #: towards the presynaptic side (in physical units: z scaled by the anisotropy).
 SYNAPSE_DTYPE = np.dtype([
@@ -62,6 +79,7 @@ class SyntheticParams:
     section_jitter: float = 0.03  # std of per-section brightness gain/offset
     min_object_voxels: int = 20  # smaller fragments are merged into a neighbour or made membrane
     cleft_labels: bool = False  # also return the cleft voxels labelled by synapse (1..n)
+    bold_synapses: bool = False  # thick PSD, dense vesicle cloud (as in EM); False: faint ones
 
     def __post_init__(self) -> None:
         if len(self.shape) != 3 or min(self.shape) < 1:
@@ -382,7 +400,7 @@ def _draw_synapse(img, labels, cleft, cand, o, c, p: SyntheticParams,
     """One cleft centred on membrane voxel `cand[:3]` between the labels `o` voxels either side;
     returns (pre id, post id, unit normal towards pre). `cleft`: (volume, value) to mark the
     cleft voxels in, or None."""
-    a = p.anisotropy
+    a, look = p.anisotropy, (_BOLD if p.bold_synapses else _FAINT)
     e = np.zeros(3, dtype=np.int64)
     e[cand[3]] = o
     v = cand[:3]
@@ -401,18 +419,19 @@ def _draw_synapse(img, labels, cleft, cand, o, c, p: SyntheticParams,
     radial2 = np.sum(d * d, axis=-1) - along**2
     disk = radial2 <= rc * rc
     dark = disk & (lab == 0) & (np.abs(along) <= 2.0)
-    sub[dark] = np.float32(0.06)
+    sub[dark] = np.float32(look.cleft)
     if cleft is not None:
         cleft[0][sl][dark] = cleft[1]
-    psd = disk & (lab == post) & (along < 0) & (along >= -1.8)
-    sub[psd] = np.minimum(sub[psd], np.float32(0.22))
-    nv = int(rng.integers(10, 24))
-    cloud = c + n * (rc * 0.9) + rng.standard_normal((nv, 3)) * (rc * 0.6)
+    psd = disk & (lab == post) & (along < 0) & (along >= -look.psd_depth)
+    sub[psd] = np.minimum(sub[psd], np.float32(look.psd))
+    nv = int(rng.integers(*look.vesicles))
+    spread = rng.standard_normal((nv, 3)) * (rc * look.cloud_spread)
+    cloud = c + n * (rc * look.cloud_offset) + spread
     ves = np.zeros(lab.shape, dtype=np.uint8)
     origin = np.array([s.start for s in sl]) * np.array([1.0, 1.0, a])
     _stamp(ves, cloud - origin, np.ones(nv), 1, a)
     hit = (ves > 0) & (lab == pre)
-    sub[hit] = np.minimum(sub[hit], np.float32(0.3))
+    sub[hit] = np.minimum(sub[hit], np.float32(look.vesicle))
     return int(pre), int(post), n
 
 

@@ -1,0 +1,242 @@
+"""Synapse detection and partner assignment on one block of raw image + segmentation.
+
+CLASSICAL DETECTOR (no trained model): clefts are the darkest thin structures on membranes
+between two segments. A voxel is a cleft candidate when it lies on or next to a segment boundary
+(label 0 or a label change), two different segments are within `contact_radius`, and the image
+around it *inside the segments* is dark (the mean intensity of non-boundary voxels, Gaussian
+weighted: the postsynaptic density and the vesicle cloud darken the cytoplasm next to a cleft,
+while plain membrane, however thick, does not). Candidates are labelled (26-connected, cc3d);
+a component is a cleft when it has `min_size` voxels, at most `max_extent` voxels on every axis
+and a voxel darker than `seed_threshold`. Confidence grows with darkness and size.
+
+Chunking: every block is a chunk's write box grown by a halo. A cleft belongs to the chunk
+whose write box holds its owner voxel, the lowest of its voxels in global (z, y, x) order; its
+synapse id is that voxel's linear index in the volume plus one. With a halo of at least
+`required_halo`, every cleft of at most `max_extent` voxels is seen whole by its owner, with
+exact features, and a component cut by the halo's outer face is wider than `max_extent` when its
+lowest voxel is in the write box, so it is dropped; the synapse set is then the same for any
+chunking (same ids, centroids, partners).
+
+Partners: the cleft normal is the smallest-variance axis of its voxels (PCA, in nm). Rays along
+±normal from the centroid (a 3×3 bundle, one voxel apart) each vote for the first segment they
+meet; each side's segment is the one most rays met. The presynaptic side is the one with the
+vesicle cloud: its segment has more dark voxels in a slab `vesicle_depth` voxels from the
+centroid, less in the slab `psd_depth` (the postsynaptic density lines the other side).
+Positions are in nm: voxel index × resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cc3d
+import numpy as np
+from scipy import ndimage
+
+from petavox.tasks import synapse_table
+from petavox.tasks.geometry import Box, Vec3
+
+
+@dataclass(frozen=True)
+class DetectorParams:
+    """Thresholds of the classical detector; lengths in voxels along x (scaled per axis)."""
+
+    sigma: float = 1.0  # Gaussian weighting of the cytoplasm darkness
+    voxel_threshold: float = 0.3  # candidate voxels: cytoplasm darkness below this (0-1)
+    seed_threshold: float = 0.19  # a cleft has a voxel darker than this
+    contact_radius: int = 2  # two different segments within this of a candidate
+    min_size: int = 15  # voxels
+    max_extent: int = 20  # voxels on every axis; larger components are not clefts
+    vesicle_depth: tuple[float, float] = (3.5, 7.0)  # slab of the vesicle cloud
+    psd_depth: tuple[float, float] = (0.5, 3.0)  # slab of the postsynaptic density
+    vesicle_threshold: float = 0.4  # image below this in a slab counts as dark (0-1)
+    reach: int = 10  # how far rays look for the partners
+
+
+def axis_scale(resolution: tuple[float, float, float]) -> np.ndarray:
+    """Voxels per x voxel on each axis (1 for isotropic data)."""
+    return resolution[0] / np.asarray(resolution, np.float64)
+
+
+def required_halo(params: DetectorParams, resolution: tuple[float, float, float]) -> Vec3:
+    """The smallest halo (per axis, voxels) with which the synapse set does not depend on the
+    chunking: clefts of up to `max_extent` whole, their features exact and their partners
+    within reach."""
+    scale = axis_scale(resolution)
+    gauss = np.floor(4.0 * params.sigma * scale + 0.5)  # scipy's kernel radius
+    contact = np.maximum(1, np.rint(params.contact_radius * scale))
+    features = gauss + contact + 2  # the boundary mask looks one voxel further, then dilates
+    reach = np.ceil(params.reach * scale) + 2
+    return Vec3.of(int(params.max_extent + v) for v in np.maximum(features, reach))
+
+
+def boundaries(seg: np.ndarray) -> np.ndarray:
+    """Label 0, and both sides of a contact between two non-zero labels."""
+    out = seg == 0
+    for axis in range(3):
+        a = [slice(None)] * 3
+        b = [slice(None)] * 3
+        a[axis], b[axis] = slice(None, -1), slice(1, None)
+        lo, hi = seg[tuple(a)], seg[tuple(b)]
+        change = (lo != hi) & (lo != 0) & (hi != 0)
+        out[tuple(a)] |= change
+        out[tuple(b)] |= change
+    return out
+
+
+def _as_unit(raw: np.ndarray) -> np.ndarray:
+    if raw.dtype == np.uint8:
+        return raw.astype(np.float32) / np.float32(255)
+    return raw.astype(np.float32, copy=False)
+
+
+def candidates(img: np.ndarray, seg: np.ndarray, params: DetectorParams,
+               scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The candidate mask and the cytoplasm darkness (mean of non-boundary voxels)."""
+    edge = boundaries(seg)
+    inside = (~edge).astype(np.float32)
+    sigma = params.sigma * scale
+    weight = ndimage.gaussian_filter(inside, sigma)
+    darkness = ndimage.gaussian_filter(img * inside, sigma) / np.maximum(weight, 1e-3)
+    size = tuple(int(2 * max(1, round(params.contact_radius * s)) + 1) for s in scale)
+    top = np.iinfo(seg.dtype).max
+    lowest = ndimage.minimum_filter(np.where(seg == 0, top, seg), size=size)
+    highest = ndimage.maximum_filter(seg, size=size)
+    two = (lowest != top) & (lowest != highest)
+    near = ndimage.binary_dilation(edge, iterations=1)
+    return near & two & (darkness < params.voxel_threshold), darkness
+
+
+def detect(raw: np.ndarray, seg: np.ndarray, read: Box, write: Box, volume: Box,
+           resolution: tuple[float, float, float],
+           params: DetectorParams) -> dict[str, np.ndarray]:  # fmt: skip
+    """The synapses this block owns as a `synapse_table`: `raw` and `seg` cover `read` (the
+    write box grown by at least `required_halo`, clipped to the `volume`)."""
+    img, seg = _as_unit(raw), np.asarray(seg)
+    scale = axis_scale(resolution)
+    cand, darkness = candidates(img, seg, params, scale)
+    inner = write.grow(params.max_extent).intersection(read)
+    keep = np.zeros_like(cand)
+    keep[inner.slices(read.start)] = True
+    cc = cc3d.connected_components(cand & keep, connectivity=26, out_dtype=np.uint32)
+    res = np.asarray(resolution, np.float64)
+    origin = np.asarray(read.start, np.int64)
+    rows = []
+    for label, box in enumerate(ndimage.find_objects(cc), 1):
+        if box is None:
+            continue
+        extent = [s.stop - s.start for s in box]
+        local = np.argwhere(cc[box] == label)
+        if len(local) < params.min_size or max(extent) > params.max_extent:
+            continue
+        voxels = local + [s.start for s in box]
+        dark = darkness[tuple(voxels.T)]
+        if dark.min() >= params.seed_threshold:
+            continue
+        where = voxels + origin
+        keys = linear_index(where, volume)
+        owner = where[np.argmin(keys)]
+        if not all(a <= v < b for v, a, b in zip(owner, write.start, write.stop)):
+            continue
+        row = _synapse(where, voxels, img, seg, res, params)
+        row.update(synapse_id=int(keys.min()) + 1, size=len(voxels),
+                   confidence=_confidence(float(dark.min()), len(voxels), params))  # fmt: skip
+        rows.append(row)
+    if not rows:
+        return synapse_table.empty()
+    return synapse_table.checked({k: np.array([r[k] for r in rows]) for k in synapse_table.COLUMNS})
+
+
+def linear_index(voxels: np.ndarray, volume: Box) -> np.ndarray:
+    """Index of global voxels (n, 3) in the volume's (z, y, x) order: the owner rule's key."""
+    rel = voxels - np.asarray(volume.start, np.int64)
+    nx, ny, _ = volume.shape
+    return (rel[:, 2] * ny + rel[:, 1]) * nx + rel[:, 0]
+
+
+def _confidence(darkest: float, size: int, params: DetectorParams) -> float:
+    depth = (params.voxel_threshold - darkest) / params.voxel_threshold
+    return float(np.clip(depth, 0, 1) * size / (size + params.min_size))
+
+
+def _synapse(where: np.ndarray, voxels: np.ndarray, img: np.ndarray, seg: np.ndarray,
+             res: np.ndarray, params: DetectorParams) -> dict:  # fmt: skip
+    """Centroid, partners and their points (nm) of one cleft (`where`: global voxels, `voxels`:
+    the same in the block)."""
+    points = where * res
+    centre = points.mean(axis=0)
+    _, vectors = np.linalg.eigh(np.cov((points - centre).T))
+    normal, side_u, side_w = vectors[:, 0], vectors[:, 1], vectors[:, 2]
+    local_centre = voxels.mean(axis=0) * res  # the centroid in the block, nm
+    hits = [_hits(seg, local_centre, sign * normal, side_u, side_w, res, params)
+            for sign in (1.0, -1.0)]  # fmt: skip
+    labels = _partners(hits)
+    sides = []
+    for sign, label, found in zip((1.0, -1.0), labels, hits):
+        depth = float(np.median(found[label])) if label else float(res[0])
+        n = sign * normal
+        vesicles = (_dark_fraction(img, seg, label, local_centre, n, params.vesicle_depth, res,
+                                   params)
+                    - _dark_fraction(img, seg, label, local_centre, n, params.psd_depth, res,
+                                     params))  # fmt: skip
+        sides.append((label, depth, vesicles))
+    (pre, pre_depth, _), (post, post_depth, _) = sorted(sides, key=lambda s: -s[2])
+    if pre != sides[0][0]:
+        normal = -normal
+    pre_point = centre + normal * pre_depth
+    post_point = centre - normal * post_depth
+    return {"x": centre[0], "y": centre[1], "z": centre[2],
+            "pre_x": pre_point[0], "pre_y": pre_point[1], "pre_z": pre_point[2],
+            "post_x": post_point[0], "post_y": post_point[1], "post_z": post_point[2],
+            "pre_id": pre, "post_id": post}  # fmt: skip
+
+
+def _hits(seg: np.ndarray, centre: np.ndarray, normal: np.ndarray, u: np.ndarray, w: np.ndarray,
+          res: np.ndarray, params: DetectorParams) -> dict[int, list[float]]:  # fmt: skip
+    """The segments rays along `normal` meet first, each with the distances (nm) of its hits."""
+    step = res[0] / 2
+    steps = np.arange(1, 2 * params.reach + 1) * step
+    hits: dict[int, list[float]] = {}
+    shape = np.array(seg.shape)
+    for a in (-1, 0, 1):
+        for b in (-1, 0, 1):
+            start = centre + (a * u + b * w) * res[0]
+            ray = np.rint((start + steps[:, None] * normal) / res).astype(np.int64)
+            inside = np.all((ray >= 0) & (ray < shape), axis=1)
+            labels = seg[tuple(ray[inside].T)]
+            found = np.flatnonzero(labels)
+            if len(found):
+                hits.setdefault(int(labels[found[0]]), []).append(float(steps[inside][found[0]]))
+    return hits
+
+
+def _partners(hits: list[dict[int, list[float]]]) -> tuple[int, int]:
+    """The segment on each side: the one most of its rays met; when both sides' favourites are
+    one segment, the side that met it less often takes its next (0: none)."""
+    ranked = [sorted(h, key=lambda k: (-len(h[k]), k)) for h in hits]
+    first = [r[0] if r else 0 for r in ranked]
+    if first[0] and first[0] == first[1]:
+        weak = int(len(hits[0][first[0]]) >= len(hits[1][first[1]]))
+        first[weak] = ranked[weak][1] if len(ranked[weak]) > 1 else 0
+    return first[0], first[1]
+
+
+def _dark_fraction(img: np.ndarray, seg: np.ndarray, label: int, centre: np.ndarray,
+                   normal: np.ndarray, depth: tuple[float, float], res: np.ndarray,
+                   params: DetectorParams) -> float:  # fmt: skip
+    """Fraction of segment `label`'s voxels darker than `vesicle_threshold` in the slab `depth`
+    (voxels) from the centre along `normal`, within its far depth (-1: no such voxel). A
+    fraction, not a mean, so that the segments' own brightness does not matter."""
+    if label == 0:
+        return -1.0
+    near, far = depth[0] * res[0], depth[1] * res[0]
+    lo = np.maximum(np.floor((centre - far) / res).astype(int), 0)
+    hi = np.minimum(np.ceil((centre + far) / res).astype(int) + 1, seg.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    grid = np.stack(np.meshgrid(*(np.arange(a, b) * r for a, b, r in zip(lo, hi, res)),
+                                indexing="ij"), axis=-1) - centre  # fmt: skip
+    along = grid @ normal
+    mask = (seg[box] == label) & (along >= near) & (along <= far)
+    mask &= np.sum(grid * grid, axis=-1) <= far * far
+    values = img[box][mask]
+    return float(np.mean(values < params.vesicle_threshold)) if len(values) else -1.0
