@@ -312,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("view", help="show layers in Neuroglancer; serves local layers")
-    p.add_argument("urls", metavar="URL", nargs="+", help="layer URL or folder")
+    p.add_argument("urls", metavar="URL", nargs="+",
+                   help="layer URL or folder: image, segmentation or annotation layer")
     p.add_argument("--port", type=int, help="port of the file server on 127.0.0.1 (default: any)")
     p.add_argument("--segments", type=_ids, default=[], metavar="ID,ID...",
                    help="segment ids to select (and mesh) in segmentation layers")

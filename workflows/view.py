@@ -1,7 +1,9 @@
 """`petavox view`: precomputed layers in Neuroglancer, local ones served from 127.0.0.1.
 
 The state names each layer's data source; Neuroglancer's precomputed datasource finds a
-layer's meshes and skeletons from the `mesh` and `skeletons` keys of its info by itself.
+layer's meshes and skeletons from the `mesh` and `skeletons` keys of its info by itself, and
+tells an annotation layer (``neuroglancer_annotations_v1``, e.g. `connectome`'s synapses) by
+its info's ``@type``.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from petavox.tasks.errors import InputError, LayerMismatchError
-from petavox.tasks.layers import Layer
+from petavox.tasks.layers import Layer, read_info
 from petavox.tasks.storage import StorageContext, local_path, normalize_url, scheme_of
 from petavox.workflows.file_server import HOST, FileServer
 
 NEUROGLANCER = "https://neuroglancer-demo.appspot.com/#!"
-LAYER_TYPES = ("image", "segmentation")
+LAYER_TYPES = ("image", "segmentation", "annotation")
+ANNOTATIONS = "neuroglancer_annotations_v1"
 DEFAULT_PORT = 8000  # where `--no-serve` links expect the local layers
 
 
@@ -49,11 +52,15 @@ def open_view_layers(urls: Sequence[str], context: StorageContext) -> list[ViewL
             url = normalize_url(given)
         except ValueError as exc:
             raise InputError(str(exc)) from None
-        layer_type = Layer.open(url, context).layer_type
+        info = read_info(url, context)
+        if info is not None and info.get("@type") == ANNOTATIONS:
+            layer_type = "annotation"
+        else:
+            layer_type = Layer.open(url, context).layer_type
         if layer_type not in LAYER_TYPES:
             raise LayerMismatchError(
                 f"{url} is a {layer_type!r} layer; petavox view shows "
-                f"{' and '.join(LAYER_TYPES)} layers"
+                f"{', '.join(LAYER_TYPES)} layers"
             )
         base = PurePosixPath(urllib.parse.urlparse(url).path).name or "layer"
         name, n = base, 1

@@ -89,10 +89,23 @@ def test_what_is_not_a_layer_to_show_is_an_input_error(tmp_path):
         open_view_layers([str(tmp_path / "missing")], StorageContext())
     with pytest.raises(InputError, match="unsupported storage URL"):
         open_view_layers(["http://127.0.0.1:1/raw"], StorageContext())
-    bad = tmp_path / "annotations"
-    write_info(f"file://{bad}", {"@type": "neuroglancer_annotations_v1", "type": "annotation"})
-    with pytest.raises(LayerMismatchError, match="'annotation' layer"):
+    bad = tmp_path / "skeletons"
+    write_info(f"file://{bad}", {"@type": "neuroglancer_skeletons", "type": "skeletons"})
+    with pytest.raises(LayerMismatchError, match="'skeletons' layer"):
         open_view_layers([str(bad)], StorageContext())
+
+
+def test_an_annotation_layer_is_shown_as_one(tmp_path):
+    path = tmp_path / "synapses" / "annotations"
+    write_info(f"file://{path}", {"@type": "neuroglancer_annotations_v1"})
+    layers = open_view_layers([str(path), str(make_layer(tmp_path / "seg", "segmentation"))],
+                              StorageContext())  # fmt: skip
+    assert [(v.name, v.layer_type) for v in layers] == [("annotations", "annotation"),
+                                                        ("seg", "segmentation")]  # fmt: skip
+    state = viewer_state(layers, HTTP, segments=[5])
+    assert state["layers"][0] == {"type": "annotation", "name": "annotations",
+                                  "source": f"precomputed://{HTTP}/annotations"}  # fmt: skip
+    assert state["layers"][1]["segments"] == ["5"]
 
 
 @pytest.mark.parametrize(
