@@ -25,6 +25,7 @@ BENCHMARKS = {
     "align": "bench_align.py",
     "skeleton": "bench_skeleton.py",
     "mesh": "bench_mesh.py",
+    "synapses": "bench_synapses.py",
 }
 
 
