@@ -42,6 +42,10 @@ STAGE_POSITIONALS = {  # (field, metavar, help, required)
               True)],
     "skeletonize": [("input", "SEG_URL", "segmentation layer to skeletonize (skeletons go into "
                      "its folder)", True)],
+    "synapses": [("input", "RAW_URL", "raw EM image layer (one channel)", True),
+                 ("segmentation", "SEG_URL", "segmentation of that image (same bounds)", True),
+                 ("output", "OUTPUT_URL", "folder for the synapse tables (chunks/*.parquet)",
+                  True)],
     "connectome": [("input", "OUTPUT_URL", "synapses output (chunks/*.parquet); the connectome "
                     "is written beside them and summarized", True)],
 }  # fmt: skip
@@ -61,10 +65,11 @@ def _unwrap_optional(annotation: Any) -> Any:
     return annotation
 
 
-def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
-    """One option per field; values stay strings and the model validates them."""
+def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel],
+                      positionals: frozenset[str] = frozenset()) -> None:  # fmt: skip
+    """One option per field but the `positionals`; values stay strings, the model validates."""
     for name, field in model.model_fields.items():
-        if name in SKIPPED_FIELDS:
+        if name in SKIPPED_FIELDS or name in positionals:
             continue
         ann = _unwrap_optional(field.annotation)
         origin = typing.get_origin(ann)
@@ -347,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(stage, help=(model.__doc__ or "").strip().splitlines()[0])
         for dest, metavar, text, required in STAGE_POSITIONALS[stage]:
             p.add_argument(dest, metavar=metavar, help=text, nargs=None if required else "?")
-        add_model_options(p, model)
+        add_model_options(p, model, frozenset(f for f, *_ in STAGE_POSITIONALS[stage]))
         add_runtime_options(p)
         p.set_defaults(func=cmd_connectome if stage == "connectome" else cmd_stage)
     return parser

@@ -359,6 +359,45 @@ class SkeletonizeParams(StageParams):
     fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
 
 
+class SynapsesParams(StageParams):
+    """Raw image + segmentation → synapse tables per chunk (classical cleft detector)."""
+
+    stage: Literal["synapses"] = "synapses"
+    input: str = Field("raw", description="raw EM image layer (1 channel): name or URL")
+    segmentation: str = Field(
+        "segmentation", description="segmentation layer (same bounds and resolution): name or URL"
+    )
+    output: str = Field(
+        "synapses",
+        description="folder for the tables (chunks/*.parquet, read by connectome): name or URL",
+    )
+    sigma: float = Field(1.0, gt=0, description="Gaussian weighting of cytoplasm darkness (voxels)")
+    voxel_threshold: float = Field(
+        0.3, gt=0, le=1, description="candidate voxels: cytoplasm darkness below this (0-1)"
+    )
+    seed_threshold: float = Field(
+        0.19, gt=0, le=1, description="a cleft has a voxel whose darkness is below this (0-1)"
+    )
+    contact_radius: int = Field(
+        2, ge=1, description="two different segments within this of a candidate (voxels)"
+    )
+    min_size: int = Field(15, ge=1, description="fewest voxels of a cleft")
+    max_extent: int = Field(20, ge=1, description="most voxels of a cleft along every axis")
+    vesicle_threshold: float = Field(
+        0.4, gt=0, le=1, description="direction: image below this counts as dark (0-1)"
+    )
+    reach: int = Field(10, ge=1, description="how far partners are looked for (voxels)")
+    halo: NonNegativeTriple | None = Field(
+        None,
+        description="context read around each chunk, X,Y,Z (default and minimum: what the "
+        "detector needs for the same synapses under any chunking)",
+    )
+    chunk_shape: PositiveTriple | None = Field(
+        None, description="voxels per task, a multiple of the storage chunk (default: ~16 M)"
+    )
+    fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
+
+
 class ConnectomeParams(StageParams):
     """Synapse tables → the connectome: table, edges, segment statistics, annotation layer."""
 
@@ -392,6 +431,7 @@ AnyStage = Annotated[
     | EvaluateParams
     | MeshParams
     | SkeletonizeParams
+    | SynapsesParams
     | ConnectomeParams,
     Field(discriminator="stage"),
 ]
@@ -404,6 +444,7 @@ STAGE_MODELS: dict[str, type[StageParams]] = {
     "evaluate": EvaluateParams,
     "mesh": MeshParams,
     "skeletonize": SkeletonizeParams,
+    "synapses": SynapsesParams,
     "connectome": ConnectomeParams,
 }
 

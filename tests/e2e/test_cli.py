@@ -40,7 +40,8 @@ def address(ray_session) -> str:
 def test_every_command_has_help():
     out = petavox("--help").stdout
     for command in ("demo", "run", "status", "evaluate", "ingest", "downsample", "align",
-                    "infer", "segment", "train", "mesh", "skeletonize", "connectome", "view"):
+                    "infer", "segment", "train", "mesh", "skeletonize", "synapses", "connectome",
+                    "view"):
         assert command in out
         text = petavox(command, "--help").stdout
         assert "usage: petavox " + command in text
@@ -54,6 +55,10 @@ def test_every_command_has_help():
     skeletonize = petavox("skeletonize", "--help").stdout
     for option in ("SEG_URL", "--sharded", "--dust-threshold", "--teasar-scale", "--chunk-shape"):
         assert option in skeletonize
+    synapses = petavox("synapses", "--help").stdout
+    for option in ("RAW_URL SEG_URL OUTPUT_URL", "--halo", "--seed-threshold", "--chunk-shape"):
+        assert option in synapses
+    assert "--segmentation" not in synapses  # a positional, not also an option
     connectome = petavox("connectome", "--help").stdout
     for option in ("OUTPUT_URL", "--segmentation", "--shard-bits", "--readers"):
         assert option in connectome

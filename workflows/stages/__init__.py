@@ -16,6 +16,7 @@ from petavox.workflows.stages.ingest import plan_ingest
 from petavox.workflows.stages.mesh import plan_mesh
 from petavox.workflows.stages.segment import plan_segment
 from petavox.workflows.stages.skeletonize import plan_skeletonize
+from petavox.workflows.stages.synapses import plan_synapses
 
 Planner = Callable[[StageParams, Catalog], StagePlan | list[StagePlan]]
 
@@ -28,6 +29,7 @@ PLANNERS: dict[str, Planner] = {
     "evaluate": plan_evaluate_stage,  # type: ignore[dict-item]
     "mesh": plan_mesh,  # type: ignore[dict-item]
     "skeletonize": plan_skeletonize,  # type: ignore[dict-item]
+    "synapses": plan_synapses,  # type: ignore[dict-item]
     "connectome": plan_connectome,  # type: ignore[dict-item]
 }
 
