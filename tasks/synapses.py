@@ -17,11 +17,13 @@ exact features, and a component cut by the halo's outer face is wider than `max_
 lowest voxel is in the write box, so it is dropped; the synapse set is then the same for any
 chunking (same ids, centroids, partners).
 
-Partners: the cleft normal is the smallest-variance axis of its voxels (PCA, in nm). Rays along
-±normal from the centroid (a 3×3 bundle, one voxel apart) each vote for the first segment they
-meet; each side's segment is the one most rays met. The presynaptic side is the one with the
-vesicle cloud: its segment has more dark voxels in a slab `vesicle_depth` voxels from the
-centroid, less in the slab `psd_depth` (the postsynaptic density lines the other side).
+Partners: the cleft normal is the smallest-variance axis of its voxels (PCA, in nm). A ray
+along ±normal from every cleft voxel votes for the first segment it meets past the boundary
+voxels (label 0 and both sides of a label change), so a cleft at a junction of three segments
+still finds the two it separates; each side's segment is the one most rays met. The
+presynaptic side is the one with the vesicle cloud: its segment has more dark voxels in a
+slab `vesicle_depth` voxels from the centroid, less in the slab `psd_depth` (the postsynaptic
+density lines the other side).
 Positions are in nm: voxel index × resolution.
 """
 
@@ -90,10 +92,10 @@ def _as_unit(raw: np.ndarray) -> np.ndarray:
     return raw.astype(np.float32, copy=False)
 
 
-def candidates(img: np.ndarray, seg: np.ndarray, params: DetectorParams,
+def candidates(img: np.ndarray, seg: np.ndarray, edge: np.ndarray, params: DetectorParams,
                scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """The candidate mask and the cytoplasm darkness (mean of non-boundary voxels)."""
-    edge = boundaries(seg)
+    """The candidate mask and the cytoplasm darkness (mean of non-boundary voxels); `edge`:
+    the `boundaries` of `seg`."""
     inside = (~edge).astype(np.float32)
     sigma = params.sigma * scale
     weight = ndimage.gaussian_filter(inside, sigma)
@@ -114,7 +116,8 @@ def detect(raw: np.ndarray, seg: np.ndarray, read: Box, write: Box, volume: Box,
     write box grown by at least `required_halo`, clipped to the `volume`)."""
     img, seg = _as_unit(raw), np.asarray(seg)
     scale = axis_scale(resolution)
-    cand, darkness = candidates(img, seg, params, scale)
+    edge = boundaries(seg)
+    cand, darkness = candidates(img, seg, edge, params, scale)
     inner = write.grow(params.max_extent).intersection(read)
     keep = np.zeros_like(cand)
     keep[inner.slices(read.start)] = True
@@ -138,7 +141,7 @@ def detect(raw: np.ndarray, seg: np.ndarray, read: Box, write: Box, volume: Box,
         owner = where[np.argmin(keys)]
         if not all(a <= v < b for v, a, b in zip(owner, write.start, write.stop)):
             continue
-        row = _synapse(where, voxels, img, seg, res, params)
+        row = _synapse(where, voxels, img, seg, edge, res, params)
         row.update(synapse_id=int(keys.min()) + 1, size=len(voxels),
                    confidence=_confidence(float(dark.min()), len(voxels), params))  # fmt: skip
         rows.append(row)
@@ -160,16 +163,15 @@ def _confidence(darkest: float, size: int, params: DetectorParams) -> float:
 
 
 def _synapse(where: np.ndarray, voxels: np.ndarray, img: np.ndarray, seg: np.ndarray,
-             res: np.ndarray, params: DetectorParams) -> dict:  # fmt: skip
+             edge: np.ndarray, res: np.ndarray, params: DetectorParams) -> dict:  # fmt: skip
     """Centroid, partners and their points (nm) of one cleft (`where`: global voxels, `voxels`:
     the same in the block)."""
     points = where * res
     centre = points.mean(axis=0)
     _, vectors = np.linalg.eigh(np.cov((points - centre).T))
-    normal, side_u, side_w = vectors[:, 0], vectors[:, 1], vectors[:, 2]
+    normal = vectors[:, 0]
     local_centre = voxels.mean(axis=0) * res  # the centroid in the block, nm
-    hits = [_hits(seg, local_centre, sign * normal, side_u, side_w, res, params)
-            for sign in (1.0, -1.0)]  # fmt: skip
+    hits = [_hits(seg, edge, voxels * res, sign * normal, res, params) for sign in (1.0, -1.0)]
     labels = _partners(hits)
     sides = []
     for sign, label, found in zip((1.0, -1.0), labels, hits):
@@ -191,22 +193,21 @@ def _synapse(where: np.ndarray, voxels: np.ndarray, img: np.ndarray, seg: np.nda
             "pre_id": pre, "post_id": post}  # fmt: skip
 
 
-def _hits(seg: np.ndarray, centre: np.ndarray, normal: np.ndarray, u: np.ndarray, w: np.ndarray,
+def _hits(seg: np.ndarray, edge: np.ndarray, starts: np.ndarray, normal: np.ndarray,
           res: np.ndarray, params: DetectorParams) -> dict[int, list[float]]:  # fmt: skip
-    """The segments rays along `normal` meet first, each with the distances (nm) of its hits."""
+    """The segments rays along `normal` from every cleft voxel (`starts`, nm in the block) meet
+    first past the boundary voxels (`edge`), each with the distances (nm) of its hits."""
     step = res[0] / 2
     steps = np.arange(1, 2 * params.reach + 1) * step
+    ray = np.rint((starts[:, None] + steps[None, :, None] * normal) / res).astype(np.int64)
+    ray = np.clip(ray, 0, np.array(seg.shape) - 1)
+    index = tuple(np.moveaxis(ray, -1, 0))
+    inside = ~edge[index]
+    first = np.argmax(inside, axis=1)
+    met = inside[np.arange(len(ray)), first]
     hits: dict[int, list[float]] = {}
-    shape = np.array(seg.shape)
-    for a in (-1, 0, 1):
-        for b in (-1, 0, 1):
-            start = centre + (a * u + b * w) * res[0]
-            ray = np.rint((start + steps[:, None] * normal) / res).astype(np.int64)
-            inside = np.all((ray >= 0) & (ray < shape), axis=1)
-            labels = seg[tuple(ray[inside].T)]
-            found = np.flatnonzero(labels)
-            if len(found):
-                hits.setdefault(int(labels[found[0]]), []).append(float(steps[inside][found[0]]))
+    for label, k in zip(seg[index][met, first[met]], first[met]):
+        hits.setdefault(int(label), []).append(float(steps[k]))
     return hits
 
 

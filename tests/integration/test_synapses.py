@@ -1,0 +1,137 @@
+"""`synapses` on a real local Ray and file:// layers, on synthetic volumes with EM-like synapses
+and their ground-truth segmentation: precision, recall and direction against the generator's
+synapses, the same synapse set under two chunk shapes, then `connectome` on the tables. Seeds
+1-3 were not used to choose the detector's parameters (seeds 100-103 were). Bad input is
+refused before anything is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+from synapse_data import reference_edges
+
+from petavox.tasks import synapse_table
+from petavox.tasks.connectome_jobs import columns_from_parquet
+from petavox.tasks.errors import InputError, LayerMismatchError
+from petavox.tasks.synthetic import SyntheticParams, generate
+from petavox.workflows.config import parse_config
+from petavox.workflows.pipeline import plan_run, run
+
+pytestmark = pytest.mark.integration
+
+SEEDS = (1, 2, 3)
+SHAPE = (128, 128, 64)
+RESOLUTION = (8, 8, 8)
+CHUNKS = {"a": [64, 64, 32], "b": [96, 32, 48]}  # partial chunks on every axis for b
+RADIUS = 6.0  # voxels: a detection within this of a true centre can match it
+
+
+def ingest(out: Path, name: str, array: np.ndarray, **extra) -> dict:
+    np.save(out / f"{name}.npy", array.transpose(2, 1, 0))
+    return {"stage": "ingest", "input": str(out / f"{name}.npy"), "output": name,
+            "resolution": list(RESOLUTION), "storage_chunk": [32, 32, 16], **extra}  # fmt: skip
+
+
+def read_tables(folder: Path) -> synapse_table.Table:
+    tables = [synapse_table.from_parquet(p.read_bytes()) for p in folder.glob("chunks/*.parquet")]
+    table = synapse_table.concat(tables)
+    order = np.argsort(table["synapse_id"])
+    return {k: v[order] for k, v in table.items()}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, ray_session):
+    """Each seed's volume through `synapses` with both chunk shapes, and `connectome` on one."""
+    out = tmp_path_factory.mktemp("synapses")
+    truth, stages = {}, []
+    for seed in SEEDS:
+        volume = generate(SyntheticParams(shape=SHAPE, seed=seed, bold_synapses=True))
+        truth[seed] = volume.synapse_table
+        stages += [ingest(out, f"raw{seed}", volume.raw),
+                   ingest(out, f"seg{seed}", volume.labels, layer_type="segmentation")]
+        stages += [{"stage": "synapses", "input": f"raw{seed}", "segmentation": f"seg{seed}",
+                    "output": f"syn{seed}{k}", "chunk_shape": shape}
+                   for k, shape in CHUNKS.items()]  # fmt: skip
+    stages.append({"stage": "connectome", "input": f"syn{SEEDS[0]}a",
+                   "segmentation": f"seg{SEEDS[0]}", "shard_bits": 1, "readers": 2})
+    run(parse_config({"output": f"file://{out}", "stages": stages}), session=ray_session,
+        progress=False)  # fmt: skip
+    return out, truth
+
+
+def match(found: synapse_table.Table, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one matching of detections to true centres within RADIUS voxels (closest
+    overall): the matched rows of each."""
+    det = np.column_stack([found[a] for a in "xyz"]) / RESOLUTION
+    true = np.column_stack([truth[a] for a in "xyz"])
+    dist = np.linalg.norm(det[:, None] - true[None], axis=-1)
+    rows, cols = linear_sum_assignment(np.where(dist <= RADIUS, dist, 1e9))
+    near = dist[rows, cols] <= RADIUS
+    return rows[near], cols[near]
+
+
+def test_precision_recall_and_direction_on_held_out_seeds(runs):
+    out, truth = runs
+    found = matched = right = swapped = true = 0
+    for seed in SEEDS:
+        table = read_tables(out / f"syn{seed}a")
+        rows, cols = match(table, truth[seed])
+        found, true, matched = found + len(table["x"]), true + len(truth[seed]), matched + len(rows)
+        pre, post = truth[seed]["pre"][cols], truth[seed]["post"][cols]
+        right += np.sum((table["pre_id"][rows] == pre) & (table["post_id"][rows] == post))
+        swapped += np.sum((table["pre_id"][rows] == post) & (table["post_id"][rows] == pre))
+        assert np.all((table["confidence"] > 0) & (table["confidence"] <= 1))
+        assert np.all(table["size"] > 0)
+    assert true >= 36 and matched / found >= 0.9 and matched / true >= 0.9, (found, true, matched)
+    assert right / matched >= 0.9, (right, swapped, matched)
+
+
+def test_the_same_synapses_under_two_chunk_shapes(runs):
+    out, _ = runs
+    for seed in SEEDS:
+        a, b = read_tables(out / f"syn{seed}a"), read_tables(out / f"syn{seed}b")
+        assert len(a["synapse_id"]) > 5
+        for name in synapse_table.COLUMNS:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+        # a table per chunk, empty ones included: (128/64)²·(64/32) and 2·4·2 chunks
+        assert len(list((out / f"syn{seed}a" / "chunks").glob("*.parquet"))) == 8
+        assert len(list((out / f"syn{seed}b" / "chunks").glob("*.parquet"))) == 16
+
+
+def test_the_connectome_of_the_tables(runs):
+    out, _ = runs
+    folder = out / f"syn{SEEDS[0]}a"
+    table = read_tables(folder)
+    edges = {}
+    for path in folder.glob("edges/*.parquet"):
+        e = columns_from_parquet(path.read_bytes())
+        for pre, post, n, size in zip(e["pre_id"], e["post_id"], e["synapses"], e["total_size"]):
+            edges[int(pre), int(post)] = (int(n), int(size))
+    assert edges == reference_edges(table) and len(edges) >= 5
+    stats = [columns_from_parquet(p.read_bytes()) for p in folder.glob("stats/*.parquet")]
+    assert sum(int(s["synapses_out"].sum()) for s in stats) == sum(n for n, _ in edges.values())
+    assert all(np.all(s["volume"] > 0) for s in stats)
+
+
+def bad_config(out: Path, **synapses) -> dict:
+    raw = np.zeros((64, 64, 32), np.uint8)
+    labels = np.ones((64, 64, 32), np.uint32)
+    stages = [ingest(out, "raw", raw), ingest(out, "seg", labels, layer_type="segmentation"),
+              ingest(out, "small", labels[:32], layer_type="segmentation"),
+              {"stage": "synapses", "input": "raw", "segmentation": "seg", **synapses}]
+    return parse_config({"output": f"file://{out}", "stages": stages})
+
+
+@pytest.mark.parametrize("synapses, error, message", [
+    ({"input": "seg"}, LayerMismatchError, "synapses takes the raw EM image"),
+    ({"segmentation": "raw"}, LayerMismatchError, "not a one-channel segmentation layer"),
+    ({"segmentation": "small"}, LayerMismatchError, "same bounds and resolution"),
+    ({"halo": [32, 32, 8]}, InputError, r"smaller than \(32, 32, 32\).*leave halo out"),
+])  # fmt: skip
+def test_bad_input_is_refused_before_any_write(tmp_path, synapses, error, message):
+    with pytest.raises(error, match=message):
+        plan_run(bad_config(tmp_path, **synapses))
+    assert not [p for p in tmp_path.iterdir() if p.suffix != ".npy"]
