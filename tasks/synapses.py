@@ -49,7 +49,7 @@ class DetectorParams:
     contact_radius: int = 2  # two different segments within this of a candidate
     min_size: int = 15  # voxels
     max_extent: int = 20  # voxels on every axis; larger components are not clefts
-    vesicle_depth: tuple[float, float] = (3.5, 7.0)  # slab of the vesicle cloud
+    vesicle_depth: tuple[float, float] = (3.0, 6.0)  # slab of the vesicle cloud
     psd_depth: tuple[float, float] = (0.5, 3.0)  # slab of the postsynaptic density
     vesicle_threshold: float = 0.4  # image below this in a slab counts as dark (0-1)
     reach: int = 10  # how far rays look for the partners
