@@ -45,8 +45,12 @@ def port_taken(port: int) -> bool:
 
 def start_head(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     """`ray start --head --block` in its own process group, so that stopping the group stops
-    the head and every process it started (and nothing else on the machine)."""
-    return subprocess.Popen([RAY, "start", "--head", "--block", *args], env=env,
+    the head and every process it started (and nothing else on the machine). Its agents get
+    free ports: Ray's defaults are taken by the test session's own Ray."""
+    agents = [f"--dashboard-agent-listen-port={free_port()}",
+              f"--dashboard-agent-grpc-port={free_port()}",
+              f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
+    return subprocess.Popen([RAY, "start", "--head", "--block", *args, *agents], env=env,
                             stdout=log.open("w"), stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip
 
