@@ -13,9 +13,6 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
-from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
-
-from petavox.tasks.shards import shard_of
 
 Table = dict[str, np.ndarray]
 
@@ -38,13 +35,6 @@ def mix64(values: np.ndarray) -> np.ndarray:
         x *= np.uint64(0x94D049BB133111EB)
         x ^= x >> np.uint64(31)
     return x
-
-
-def shards_of(ids: np.ndarray, spec: ShardingSpecification) -> np.ndarray:
-    """The shard of each id under `spec` (hashed once per distinct id)."""
-    unique, inverse = np.unique(ids, return_inverse=True)
-    shards = np.fromiter((shard_of(int(i), spec) for i in unique), np.int64, len(unique))
-    return shards[inverse.reshape(-1)]
 
 
 def take(table: Table, index: np.ndarray) -> Table:

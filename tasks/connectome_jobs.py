@@ -44,7 +44,6 @@ from petavox.tasks.connectome import (
     mix64,
     records,
     segment_stats,
-    shards_of,
     sum_counts,
     take,
 )
@@ -52,6 +51,7 @@ from petavox.tasks.errors import InputError
 from petavox.tasks.geometry import Chunk
 from petavox.tasks.layers import Layer
 from petavox.tasks.objects import get, get_arrays, list_keys, put, put_arrays, put_json
+from petavox.tasks.shards import shards_of
 from petavox.tasks.storage import StorageContext, join_url
 
 POINTS = ("pre_", "post_", "")  # the table's three points: pre_x.., post_x.., x..

@@ -23,10 +23,9 @@ from petavox.tasks.connectome import (
     encode_related,
     records,
     segment_stats,
-    shards_of,
     take,
 )
-from petavox.tasks.shards import shard_of, sharding_spec
+from petavox.tasks.shards import shard_of, sharding_spec, shards_of
 
 
 def test_single_and_multiple_encodings_decode_to_the_table():
