@@ -17,13 +17,18 @@ exact features, and a component cut by the halo's outer face is wider than `max_
 lowest voxel is in the write box, so it is dropped; the synapse set is then the same for any
 chunking (same ids, centroids, partners).
 
-Partners: the cleft normal is the smallest-variance axis of its voxels (PCA, in nm). A ray
-along ±normal from every cleft voxel votes for the first segment it meets past the boundary
-voxels (label 0 and both sides of a label change), so a cleft at a junction of three segments
-still finds the two it separates; each side's segment is the one most rays met. The
-presynaptic side is the one with the vesicle cloud: its segment has more dark voxels in a
-slab `vesicle_depth` voxels from the centroid, less in the slab `psd_depth` (the postsynaptic
-density lines the other side).
+Partners: a ray along ±axis, the smallest-variance axis of the cleft's voxels (PCA, in nm), from
+every cleft voxel votes for the first segment it meets past the boundary voxels (label 0 and
+both sides of a label change), so a cleft at a junction of three segments still finds the two
+it separates; each side's segment is the one most rays met. The cleft normal is then the
+direction across the membrane from one partner to the other: between the mean positions of
+their voxels within `normal_radius` of the cleft's boundary voxels (the PCA axis is a poor
+normal: the candidate voxels are a slab about three voxels thick, the membrane and the dark
+band on either side, over a cleft only a few voxels in radius, so the axis is often tens of
+degrees off and the direction slabs below looked sideways). The presynaptic side is the one
+with the vesicle cloud: its segment has more dark voxels in a slab `vesicle_depth` voxels from
+the membrane along the normal, less in the slab `psd_depth` (the postsynaptic density is a
+thin dense band hugging the membrane on the other side, the vesicles a cloud further out).
 Positions are in nm: voxel index × resolution.
 """
 
@@ -53,6 +58,7 @@ class DetectorParams:
     psd_depth: tuple[float, float] = (0.5, 3.0)  # slab of the postsynaptic density
     vesicle_threshold: float = 0.4  # image below this in a slab counts as dark (0-1)
     reach: int = 10  # how far rays look for the partners
+    normal_radius: float = 6.0  # the partners' voxels this close to the cleft give its normal
 
 
 def axis_scale(resolution: tuple[float, float, float]) -> np.ndarray:
@@ -68,7 +74,8 @@ def required_halo(params: DetectorParams, resolution: tuple[float, float, float]
     gauss = np.floor(4.0 * params.sigma * scale + 0.5)  # scipy's kernel radius
     contact = np.maximum(1, np.rint(params.contact_radius * scale))
     features = gauss + contact + 2  # the boundary mask looks one voxel further, then dilates
-    reach = np.ceil(params.reach * scale) + 2
+    look = max(params.reach, params.normal_radius, params.vesicle_depth[1], params.psd_depth[1])
+    reach = np.ceil(look * scale) + 2
     return Vec3.of(int(params.max_extent + v) for v in np.maximum(features, reach))
 
 
@@ -169,17 +176,20 @@ def _synapse(where: np.ndarray, voxels: np.ndarray, img: np.ndarray, seg: np.nda
     points = where * res
     centre = points.mean(axis=0)
     _, vectors = np.linalg.eigh(np.cov((points - centre).T))
-    normal = vectors[:, 0]
-    local_centre = voxels.mean(axis=0) * res  # the centroid in the block, nm
-    hits = [_hits(seg, edge, voxels * res, sign * normal, res, params) for sign in (1.0, -1.0)]
+    axis = vectors[:, 0]
+    hits = [_hits(seg, edge, voxels * res, sign * axis, res, params) for sign in (1.0, -1.0)]
     labels = _partners(hits)
+    on_edge = edge[tuple(voxels.T)]
+    membrane = (where[on_edge] if on_edge.any() else where).mean(axis=0) * res
+    origin = where[0] - voxels[0]  # the block's first voxel; the geometry below is global
+    normal = _across(seg, origin, labels, membrane, res, params.normal_radius * res[0], axis)
     sides = []
     for sign, label, found in zip((1.0, -1.0), labels, hits):
         depth = float(np.median(found[label])) if label else float(res[0])
         n = sign * normal
-        vesicles = (_dark_fraction(img, seg, label, local_centre, n, params.vesicle_depth, res,
-                                   params)
-                    - _dark_fraction(img, seg, label, local_centre, n, params.psd_depth, res,
+        vesicles = (_dark_fraction(img, seg, origin, label, membrane, n, params.vesicle_depth,
+                                   res, params)
+                    - _dark_fraction(img, seg, origin, label, membrane, n, params.psd_depth, res,
                                      params))  # fmt: skip
         sides.append((label, depth, vesicles))
     (pre, pre_depth, _), (post, post_depth, _) = sorted(sides, key=lambda s: -s[2])
@@ -222,20 +232,46 @@ def _partners(hits: list[dict[int, list[float]]]) -> tuple[int, int]:
     return first[0], first[1]
 
 
-def _dark_fraction(img: np.ndarray, seg: np.ndarray, label: int, centre: np.ndarray,
-                   normal: np.ndarray, depth: tuple[float, float], res: np.ndarray,
-                   params: DetectorParams) -> float:  # fmt: skip
+def _ball(shape: tuple[int, ...], origin: np.ndarray, centre: np.ndarray, radius: float,
+          res: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray]:  # fmt: skip
+    """The box of the block (`shape`, first voxel `origin` in the volume) `radius` (nm) around a
+    point (nm in the volume), and its voxels' offsets (nm) from the point, (..., 3): computed in
+    volume coordinates, so that they are the same numbers in every block."""
+    lo = np.maximum(np.floor((centre - radius) / res).astype(int) - origin, 0)
+    hi = np.minimum(np.ceil((centre + radius) / res).astype(int) + 1 - origin, shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    axes = ((np.arange(a, b) + o) * r - c for a, b, o, r, c in zip(lo, hi, origin, res, centre))
+    return box, np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+
+
+def _across(seg: np.ndarray, origin: np.ndarray, labels: tuple[int, int], centre: np.ndarray,
+            res: np.ndarray, radius: float, fallback: np.ndarray) -> np.ndarray:  # fmt: skip
+    """The unit vector from the mean position of segment labels[1]'s voxels within `radius`
+    (nm) of `centre` (nm) to that of labels[0]'s: the normal of the membrane between them
+    (`fallback` when a partner is missing or has no voxel there)."""
+    if not labels[0] or not labels[1]:
+        return fallback
+    box, grid = _ball(seg.shape, origin, centre, radius, res)
+    ball = np.sum(grid * grid, axis=-1) <= radius * radius
+    sub = seg[box]
+    first, second = grid[ball & (sub == labels[0])], grid[ball & (sub == labels[1])]
+    if not len(first) or not len(second):
+        return fallback
+    normal = first.mean(axis=0) - second.mean(axis=0)
+    norm = float(np.linalg.norm(normal))
+    return normal / norm if norm > 0 else fallback
+
+
+def _dark_fraction(img: np.ndarray, seg: np.ndarray, origin: np.ndarray, label: int,
+                   centre: np.ndarray, normal: np.ndarray, depth: tuple[float, float],
+                   res: np.ndarray, params: DetectorParams) -> float:  # fmt: skip
     """Fraction of segment `label`'s voxels darker than `vesicle_threshold` in the slab `depth`
     (voxels) from the centre along `normal`, within its far depth (-1: no such voxel). A
     fraction, not a mean, so that the segments' own brightness does not matter."""
     if label == 0:
         return -1.0
     near, far = depth[0] * res[0], depth[1] * res[0]
-    lo = np.maximum(np.floor((centre - far) / res).astype(int), 0)
-    hi = np.minimum(np.ceil((centre + far) / res).astype(int) + 1, seg.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    grid = np.stack(np.meshgrid(*(np.arange(a, b) * r for a, b, r in zip(lo, hi, res)),
-                                indexing="ij"), axis=-1) - centre  # fmt: skip
+    box, grid = _ball(seg.shape, origin, centre, far, res)
     along = grid @ normal
     mask = (seg[box] == label) & (along >= near) & (along <= far)
     mask &= np.sum(grid * grid, axis=-1) <= far * far

@@ -1,8 +1,9 @@
 """`synapses` on a real local Ray and file:// layers, on synthetic volumes with EM-like synapses
 and their ground-truth segmentation: precision, recall and direction against the generator's
-synapses, the same synapse set under two chunk shapes, then `connectome` on the tables. Seeds
-1-3 were not used to choose the detector's parameters (seeds 100-103 were). Bad input is
-refused before anything is written."""
+synapses, the same synapse set under two chunk shapes, then `connectome` on the tables; the
+kernel alone on more seeds (4-15: no Ray, the whole volume as one block, the same table as any
+chunking). Seeds 1-15 were not used to choose the detector's parameters or its direction rule
+(seeds 100-119 were). Bad input is refused before anything is written."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from synapse_data import reference_edges
 from petavox.tasks import synapse_table
 from petavox.tasks.connectome_jobs import columns_from_parquet
 from petavox.tasks.errors import InputError, LayerMismatchError
+from petavox.tasks.geometry import Box
+from petavox.tasks.synapses import DetectorParams, detect
 from petavox.tasks.synthetic import SyntheticParams, generate
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import plan_run, run
@@ -23,6 +26,7 @@ from petavox.workflows.pipeline import plan_run, run
 pytestmark = pytest.mark.integration
 
 SEEDS = (1, 2, 3)
+MORE_SEEDS = tuple(range(4, 16))  # the kernel alone (about 0.7 s each)
 SHAPE = (128, 128, 64)
 RESOLUTION = (8, 8, 8)
 CHUNKS = {"a": [64, 64, 32], "b": [96, 32, 48]}  # partial chunks on every axis for b
@@ -87,6 +91,27 @@ def test_precision_recall_and_direction_on_held_out_seeds(runs):
         assert np.all(table["size"] > 0)
     assert true >= 36 and matched / found >= 0.9 and matched / true >= 0.9, (found, true, matched)
     assert right / matched >= 0.9, (right, swapped, matched)
+
+
+def test_precision_recall_and_direction_of_the_kernel_on_more_seeds():
+    found = matched = right = swapped = true = 0
+    box, cosines = Box((0, 0, 0), SHAPE), []
+    for seed in MORE_SEEDS:
+        volume = generate(SyntheticParams(shape=SHAPE, seed=seed, bold_synapses=True))
+        table = detect(volume.raw, volume.labels, box, box, box, RESOLUTION, DetectorParams())
+        truth = volume.synapse_table
+        rows, cols = match(table, truth)
+        found, true, matched = found + len(table["x"]), true + len(truth), matched + len(rows)
+        pre, post = truth["pre"][cols], truth["post"][cols]
+        right += np.sum((table["pre_id"][rows] == pre) & (table["post_id"][rows] == post))
+        swapped += np.sum((table["pre_id"][rows] == post) & (table["post_id"][rows] == pre))
+        # the annotation line runs from the post side to the pre side across the cleft
+        line = np.column_stack([table[f"pre_{a}"] - table[f"post_{a}"] for a in "xyz"])[rows]
+        normal = np.column_stack([truth[f"n{a}"] for a in "xyz"])[cols]
+        cosines += list(np.sum(line * normal, axis=1) / np.linalg.norm(line, axis=1))
+    assert true >= 120 and matched / found >= 0.9 and matched / true >= 0.9, (found, true, matched)
+    assert right / matched >= 0.9, (right, swapped, matched)
+    assert np.mean(np.array(cosines) >= 0.7) >= 0.9  # within 45°
 
 
 def test_the_same_synapses_under_two_chunk_shapes(runs):

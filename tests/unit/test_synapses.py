@@ -1,6 +1,6 @@
 """The synthetic synapses' ground truth and the classical detector's kernel: detection, the
-owner rule under re-blocking, partner direction. Seeds 100-103 chose the detector's defaults;
-these tests use other seeds."""
+owner rule under re-blocking, partner direction. Seeds 100-119 chose the detector's defaults
+and its direction rule; these tests use other seeds."""
 
 from __future__ import annotations
 
