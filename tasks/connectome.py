@@ -114,19 +114,48 @@ def records(table: Table) -> np.ndarray:
     return out
 
 
+#: one annotation's single encoding at its longest: the record, then per relationship a uint32
+#: count and the partner's id (left out, with its 8 bytes, where the partner was not found)
+_SINGLE = np.dtype([("record", RECORD), ("pre_count", "<u4"), ("pre_id", "<u8"),
+                    ("post_count", "<u4"), ("post_id", "<u8")])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Packed:
+    """Encoded chunks keyed by uint64: chunk i is ``data[offsets[i]:offsets[i + 1]]`` (what
+    `petavox.tasks.shards.shard_files` writes)."""
+
+    keys: np.ndarray
+    data: np.ndarray  # uint8
+    offsets: np.ndarray  # int64, len(keys) + 1
+
+    def as_dict(self) -> dict[int, bytes]:
+        return {int(k): self.data[a:b].tobytes()
+                for k, a, b in zip(self.keys, self.offsets[:-1], self.offsets[1:])}  # fmt: skip
+
+
+def pack_by_id(table: Table) -> Packed:
+    """Each annotation's single encoding (`encode_by_id`), packed without a per-row loop."""
+    n = len(table["synapse_id"])
+    full = np.zeros(n, _SINGLE)
+    full["record"] = records(table)
+    keep = np.ones((n, _SINGLE.itemsize), bool)
+    for rel in RELATIONSHIPS:
+        found = table[f"{rel}_id"] != 0
+        full[f"{rel}_count"] = found
+        full[f"{rel}_id"] = table[f"{rel}_id"]
+        start = _SINGLE.fields[f"{rel}_id"][1]
+        keep[:, start : start + 8] = found[:, None]
+    sizes = keep.sum(axis=1)
+    data = full.view(np.uint8).reshape(n, _SINGLE.itemsize)[keep]
+    offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+    return Packed(np.asarray(table["synapse_id"], np.uint64), data, offsets)
+
+
 def encode_by_id(table: Table) -> dict[int, bytes]:
     """Each annotation's single encoding: its record, then per relationship (pre, post) a count
     and the ids (one id, or none when the partner was not found)."""
-    recs = records(table)
-    encoded = {}
-    for i, synapse in enumerate(table["synapse_id"]):
-        parts = [recs[i].tobytes()]
-        for rel in RELATIONSHIPS:
-            segment = table[f"{rel}_id"][i]
-            ids = [segment] if segment else []
-            parts.append(np.uint32(len(ids)).tobytes() + np.asarray(ids, "<u8").tobytes())
-        encoded[int(synapse)] = b"".join(parts)
-    return encoded
+    return pack_by_id(table).as_dict()
 
 
 def encode_multiple(recs: np.ndarray, ids: np.ndarray) -> bytes:
@@ -135,19 +164,38 @@ def encode_multiple(recs: np.ndarray, ids: np.ndarray) -> bytes:
             + np.asarray(ids, "<u8").tobytes())  # fmt: skip
 
 
-def encode_related(table: Table, relationship: str) -> dict[int, bytes]:
-    """For each segment (nonzero) in the `relationship` column, its annotations (ordered by
-    annotation id): the related object id index."""
+def pack_related(table: Table, relationship: str) -> Packed:
+    """The related object id index (`encode_related`), packed without a per-segment loop: each
+    segment's multiple encoding laid out in 4-byte words (count, its records, its ids)."""
     column = table[f"{relationship}_id"]
     keep = np.flatnonzero(column != 0)
     order = keep[np.lexsort((table["synapse_id"][keep], column[keep]))]
     segments = column[order]
-    starts = np.flatnonzero(np.r_[True, segments[1:] != segments[:-1]]) if len(order) else []
-    bounds = [*starts, len(order)]
-    recs = records(take(table, order))
-    ids = table["synapse_id"][order]
-    return {int(segments[a]): encode_multiple(recs[a:b], ids[a:b])
-            for a, b in itertools.pairwise(bounds)}  # fmt: skip
+    n = len(order)
+    starts = np.flatnonzero(np.r_[True, segments[1:] != segments[:-1]]) if n else np.zeros(0, int)
+    counts = np.diff(np.r_[starts, n]).astype(np.int64)
+    rec_words, id_words = RECORD.itemsize // 4, 2  # RECORD is whole 4-byte words
+    sizes = 2 + counts * (rec_words + id_words)  # in words
+    word_offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+    out = np.zeros(int(word_offsets[-1]), "<u4")
+    head = word_offsets[:-1]
+    out[head] = counts & 0xFFFFFFFF  # the uint64 count, low word then high word
+    out[head + 1] = counts >> 32
+    group = np.repeat(np.arange(len(starts)), counts)
+    rank = np.arange(n) - np.repeat(starts, counts)  # row's place within its segment
+    rec_at = head[group] + 2 + rank * rec_words
+    id_at = head[group] + 2 + counts[group] * rec_words + rank * id_words
+    recs = records(take(table, order)).view("<u4").reshape(n, rec_words)
+    out[rec_at[:, None] + np.arange(rec_words)] = recs
+    ids = np.asarray(table["synapse_id"][order], "<u8").view("<u4").reshape(n, id_words)
+    out[id_at[:, None] + np.arange(id_words)] = ids
+    return Packed(segments[starts].astype(np.uint64), out.view(np.uint8), word_offsets * 4)
+
+
+def encode_related(table: Table, relationship: str) -> dict[int, bytes]:
+    """For each segment (nonzero) in the `relationship` column, its annotations (ordered by
+    annotation id): the related object id index."""
+    return pack_related(table, relationship).as_dict()
 
 
 # ---- spatial index -------------------------------------------------------------------------

@@ -11,7 +11,8 @@ Work folder (intermediate), each object written by one task:
 - ``limits/{task}.json``: the most annotations in one cell, per spatial level.
 
 Output folder: ``table/pre_shard={k}/part.parquet`` (the synapse table, rows of presynaptic
-segments in shard k, sorted by pre_id, synapse_id), ``edges/{k}.parquet`` (pre_id, post_id,
+segments in shard k and the rows without one whose synapse id is in shard k, sorted by pre_id,
+synapse_id), ``edges/{k}.parquet`` (pre_id, post_id,
 synapses, total_size; pre in shard k), ``stats/{k}.parquet`` (segment_id, out_degree,
 in_degree, synapses_out, synapses_in[, volume]; segments in shard k), ``summary/{k}.json``
 and ``annotations/`` (the precomputed annotation layer).
@@ -24,10 +25,7 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-from cloudvolume.datasource.precomputed.sharding import (
-    ShardingSpecification,
-    synthesize_shard_files,
-)
+from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
 
 from petavox.tasks import synapse_table
 from petavox.tasks.connectome import (
@@ -38,10 +36,10 @@ from petavox.tasks.connectome import (
     cell_owner,
     connected,
     edge_list,
-    encode_by_id,
     encode_multiple,
-    encode_related,
     mix64,
+    pack_by_id,
+    pack_related,
     records,
     segment_stats,
     sum_counts,
@@ -51,7 +49,7 @@ from petavox.tasks.errors import InputError
 from petavox.tasks.geometry import Chunk
 from petavox.tasks.layers import Layer
 from petavox.tasks.objects import get, get_arrays, list_keys, put, put_arrays, put_json
-from petavox.tasks.shards import shards_of
+from petavox.tasks.shards import shard_files, shards_of
 from petavox.tasks.storage import StorageContext, join_url
 
 POINTS = ("pre_", "post_", "")  # the table's three points: pre_x.., post_x.., x..
@@ -103,7 +101,10 @@ class VolumeCountJob:
 @dataclass(frozen=True)
 class ShuffleJob:
     """Reader k of `readers` takes every `readers`-th chunk table (sorted by key) and writes
-    its rows into buckets by shard of pre_id, post_id (nonzero only) and synapse_id."""
+    its rows into buckets by shard of pre_id, post_id (nonzero only) and synapse_id.
+
+    Rows without a presynaptic partner (pre_id 0) go to the pre bucket of their synapse id's
+    shard: in the shard of id 0 they would be a fixed share of all synapses in one task."""
 
     synapses_url: str
     work_url: str
@@ -128,9 +129,10 @@ class ShuffleJob:
                 if len(xyz):
                     lower, upper = np.minimum(lower, xyz.min(0)), np.maximum(upper, xyz.max(0))
             posted = take(table, np.flatnonzero(table["post_id"] != 0))
-            for kind, rows_of, column in (("pre", table, "pre_id"), ("post", posted, "post_id"),
-                                          ("id", table, "synapse_id")):  # fmt: skip
-                shards = shards_of(rows_of[column], spec)
+            pre_key = np.where(table["pre_id"] != 0, table["pre_id"], table["synapse_id"])
+            for kind, rows_of, key in (("pre", table, pre_key), ("post", posted, posted["post_id"]),
+                                       ("id", table, table["synapse_id"])):  # fmt: skip
+                shards = shards_of(key, spec)
                 for shard in np.unique(shards):
                     buffers.setdefault((kind, int(shard)), []).append(
                         take(rows_of, np.flatnonzero(shards == shard))
@@ -218,10 +220,12 @@ class ShardJob:
         annotations = join_url(self.output_url, "annotations")
         indexes = (("by_id", rows, ""), ("rel_pre", pre, "pre"), ("rel_post", post, "post"))
         for folder, table, relationship in indexes:
-            encoded = encode_related(table, relationship) if relationship else encode_by_id(table)
-            if encoded:
-                for name, data in synthesize_shard_files(spec, encoded).items():
-                    put(annotations, f"{folder}/{name}", data, ctx)
+            packed = pack_related(table, relationship) if relationship else pack_by_id(table)
+            files = shard_files(spec, packed.keys, packed.data, packed.offsets)
+            del packed
+            for name, data in files.items():
+                put(annotations, f"{folder}/{name}", data, ctx)
+            del files
         self._bucket_cells(rows, shard)
         return summary
 

@@ -14,6 +14,7 @@ from synapse_data import (
     reference_stats,
 )
 
+from petavox.tasks import synapse_table
 from petavox.tasks.connectome import (
     SpatialGrid,
     cell_owner,
@@ -25,7 +26,10 @@ from petavox.tasks.connectome import (
     segment_stats,
     take,
 )
+from petavox.tasks.connectome_jobs import ShuffleJob
+from petavox.tasks.geometry import index_grid
 from petavox.tasks.shards import shard_of, sharding_spec, shards_of
+from petavox.tasks.storage import StorageContext
 
 
 def test_single_and_multiple_encodings_decode_to_the_table():
@@ -125,3 +129,25 @@ def test_spatial_levels_cover_the_box_and_put_each_annotation_in_one_level():
     np.testing.assert_allclose(counts / 20000, cell_counts / cell_counts.sum(), atol=0.02)
     owners = cell_owner(level, cells, 4)
     assert set(owners.tolist()) == {0, 1, 2, 3}
+
+
+def test_shuffle_spreads_rows_without_a_presynaptic_partner_by_synapse_id(tmp_path):
+    """pre_id 0 is not a segment: those rows go to their synapse id's shard, not all to the
+    shard of 0 (a fixed share of every synapse in one task)."""
+    table = random_synapses(400, seed=5)
+    table["pre_id"][:300] = 0
+    synapses, work = tmp_path / "synapses", tmp_path / "work"
+    (synapses / "chunks").mkdir(parents=True)
+    (synapses / "chunks" / "0_0_0.parquet").write_bytes(synapse_table.to_parquet(table))
+    sharding = sharding_spec(3, 2, "gzip")
+    job = ShuffleJob(synapses.as_uri(), work.as_uri(), sharding, 1, StorageContext())
+    job.run(next(iter(index_grid(1))))
+    spec = ShardingSpecification.from_dict(sharding)
+    want_shard = shards_of(np.where(table["pre_id"] != 0, table["pre_id"], table["synapse_id"]),
+                           spec)  # fmt: skip
+    got = {}
+    for path in sorted(work.glob("pre/*/*.parquet")):
+        part = synapse_table.from_parquet(path.read_bytes())
+        got.update(dict.fromkeys(part["synapse_id"].tolist(), int(path.parent.name)))
+    assert got == dict(zip(table["synapse_id"].tolist(), want_shard.tolist()))
+    assert len(set(want_shard[:300].tolist())) == 8
