@@ -26,6 +26,7 @@ BENCHMARKS = {
     "skeleton": "bench_skeleton.py",
     "mesh": "bench_mesh.py",
     "synapses": "bench_synapses.py",
+    "synapse-detection": "bench_synapse_detection.py",
 }
 
 
