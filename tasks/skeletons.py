@@ -58,7 +58,8 @@ def chunk_skeletons(labels: np.ndarray, start: tuple[int, int, int],
                     resolution: tuple[float, float, float],
                     params: Teasar) -> dict[int, Skeleton]:  # fmt: skip
     """{segment id: skeleton in nm} of `labels` (x, y, z), whose voxel 0 sits at voxel `start`
-    of the volume. Segment 0 is background."""
+    of the volume. Segment 0 is background. A segment TEASAR gives nothing for (one voxel, a
+    sliver) but that is not dust gets a single vertex, so every segment has a skeleton."""
     found = kimimaro.skeletonize(
         np.asfortranarray(labels), params.teasar_params(), anisotropy=resolution,
         dust_threshold=params.dust_threshold, fix_branching=params.fix_branching,
@@ -72,7 +73,22 @@ def chunk_skeletons(labels: np.ndarray, start: tuple[int, int, int],
         out[int(label)] = Skeleton(vertices, skel.edges.astype(np.uint32), radii=skel.radius,
                                    segid=int(label), space="physical",
                                    extra_attributes=[RADIUS])  # fmt: skip
+    ids, counts = np.unique(labels, return_counts=True)
+    small = [int(i) for i, n in zip(ids, counts)
+             if i and int(i) not in out and n >= max(1, params.dust_threshold)]  # fmt: skip
+    for label in small:
+        out[label] = point_skeleton(labels, label, start, res)
     return out
+
+
+def point_skeleton(labels: np.ndarray, label: int, start: tuple[int, int, int],
+                   res: np.ndarray) -> Skeleton:  # fmt: skip
+    """One vertex at the voxel of segment `label` nearest its centroid."""
+    voxels = np.argwhere(labels == label)
+    voxel = voxels[np.argmin(np.linalg.norm(voxels - voxels.mean(axis=0), axis=1))]
+    vertex = ((voxel + start + 0.5) * res).astype(np.float32)[np.newaxis]
+    return Skeleton(vertex, np.zeros((0, 2), np.uint32), radii=np.full(1, res.min() / 2),
+                    segid=label, space="physical", extra_attributes=[RADIUS])  # fmt: skip
 
 
 def pack(skeletons: dict[int, Skeleton]) -> dict[str, np.ndarray]:
@@ -126,8 +142,14 @@ def merge_pieces(label: int, pieces: list[Skeleton], cleanup: Cleanup) -> Skelet
     (pieces from several chunks can close one) broken by a spanning tree, then kimimaro's
     clean-up (components whose ends lie within each other's radii joined, ticks that chunk faces
     cause removed), then short stray components dropped. Vertices are only removed, never moved
-    or added, so every vertex stays on a voxel of the segment."""
-    tree = spanning_tree(Skeleton.simple_merge(pieces).consolidate())
+    or added, so every vertex stays on a voxel of the segment. Single-vertex pieces (segments
+    too small for TEASAR in their chunk) count only when no chunk has more of the segment."""
+    lines = [p for p in pieces if len(p.edges)]
+    if not lines:
+        point = pieces[0].clone()
+        point.id = label
+        return point
+    tree = spanning_tree(Skeleton.simple_merge(lines).consolidate())
     skel = kimimaro.postprocess(tree, dust_threshold=0, tick_threshold=cleanup.tick_threshold)
     parts = skel.components() if cleanup.min_cable > 0 else []
     if len(parts) > 1:

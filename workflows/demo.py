@@ -13,16 +13,19 @@ from typing import Any
 import numpy as np
 
 from petavox.tasks.align_jobs import TRANSFORMS
-from petavox.tasks.layers import read_info
+from petavox.tasks.connectome_jobs import summarize
+from petavox.tasks.layers import Layer, read_info
 from petavox.tasks.meshes import grid_points
 from petavox.tasks.misalignment import Misalignment, apply, random_misalignment, residuals
 from petavox.tasks.objects import get, get_arrays
 from petavox.tasks.render import SectionTransforms
-from petavox.tasks.storage import join_url, local_path, normalize_url
-from petavox.tasks.synthetic import SyntheticParams, generate
+from petavox.tasks.storage import StorageContext, join_url, local_path, normalize_url
+from petavox.tasks.synapse_eval import score_synapses
+from petavox.tasks.synapse_jobs import read_chunk_tables
+from petavox.tasks.synthetic import SyntheticParams, SyntheticVolume, generate
 from petavox.workflows.config import RunConfig, dump_config
 from petavox.workflows.pipeline import plan_run, run
-from petavox.workflows.view import ViewLayer, neuroglancer_link, viewer_state
+from petavox.workflows.view import neuroglancer_link, open_view_layers, viewer_state
 
 RESOLUTION = (8, 8, 8)  # nm: the synthetic volume is isotropic (FIB-SEM-like)
 # chosen on the built-in model's boundary maps of the aligned demo volumes of seeds 1-3 (the
@@ -32,22 +35,37 @@ MERGE_THRESHOLD = 0.7
 MAX_SHIFT, WARP = 12.0, 3.0  # the known misalignment of the demo's sections (pixels)
 
 
+def demo_shape(size: int) -> tuple[int, int, int]:
+    return (size, size, max(8, size // 4))
+
+
+def demo_volume(size: int, seed: int) -> SyntheticVolume:
+    """The demo's synthetic volume, with EM-like synapses (dense vesicle clouds, thick
+    postsynaptic densities) and their cleft labels."""
+    params = SyntheticParams(shape=demo_shape(size), seed=seed, bold_synapses=True,
+                             cleft_labels=True)  # fmt: skip
+    return generate(params)
+
+
 def demo_config(output: str, stacks: dict[str, str], runtime: dict[str, Any]) -> RunConfig:
     chunk = [32, 32, 16]
     task = [128, 128, 32]
     stages = [
         {"stage": "ingest", "input": stacks["raw"], "output": "raw", "resolution": RESOLUTION,
          "storage_chunk": chunk, "chunk_shape": task},
-        {"stage": "ingest", "input": stacks["raw_labels"], "output": "raw_labels",
-         "layer_type": "segmentation", "resolution": RESOLUTION, "storage_chunk": chunk,
-         "chunk_shape": task},
+        *({"stage": "ingest", "input": stacks[name], "output": name,
+           "layer_type": "segmentation", "resolution": RESOLUTION, "storage_chunk": chunk,
+           "chunk_shape": task} for name in ("raw_labels", "raw_clefts")),
         {"stage": "align", "input": "raw", "output": "aligned", "chunk_shape": task, "mips": 0,
-         "carry": {"raw_labels": "ground_truth"}},
+         "carry": {"raw_labels": "ground_truth", "raw_clefts": "ground_truth_clefts"}},
         {"stage": "infer", "input": "aligned", "output": "boundary", "chunk_shape": task},
         {"stage": "segment", "input": "boundary", "output": "segmentation", "chunk_shape": task,
          "halo": [16, 16, 16], **SEEDS, "merge_threshold": MERGE_THRESHOLD},
         {"stage": "evaluate", "input": "segmentation", "ground_truth": "ground_truth",
          "report": "evaluation.json"},
+        {"stage": "synapses", "input": "aligned", "segmentation": "segmentation",
+         "output": "synapses", "chunk_shape": task},
+        {"stage": "connectome", "input": "synapses", "segmentation": "segmentation"},
         {"stage": "downsample", "input": "raw", "mips": 2, "factor": [2, 2, 2]},
         {"stage": "downsample", "input": "aligned", "mips": 2, "factor": [2, 2, 2]},
         {"stage": "downsample", "input": "ground_truth", "mips": 2, "factor": [2, 2, 2]},
@@ -75,14 +93,36 @@ def print_alignment_residual(config: RunConfig, known: Misalignment) -> None:
           f"{per_section.max():.2f} px")  # fmt: skip
 
 
+def print_synapses(output: str, volume: SyntheticVolume, context: StorageContext) -> None:
+    """The detected synapses against the generator's (their clefts and objects carried into the
+    aligned frame), then the connectome's summary."""
+    def volume_of(name: str) -> np.ndarray:
+        layer = Layer.open(join_url(output, name), context)
+        return layer.read(layer.bounds(0))
+
+    truth = volume.synapse_table
+    scores = score_synapses(
+        read_chunk_tables(join_url(output, "synapses"), context),
+        volume_of("ground_truth_clefts"), volume_of("ground_truth"), volume_of("segmentation"),
+        truth["pre"], truth["post"], RESOLUTION,
+    )  # fmt: skip
+    print(f"synapses vs ground truth: {scores.detected} found, {scores.true} true: precision "
+          f"{scores.precision:.2f}, recall {scores.recall:.2f}, partners and direction right "
+          f"for {scores.direction:.2f} (classical detector on the U-Net's segmentation)")
+    summary = summarize(join_url(output, "synapses"), top=3, context=context)
+    print(f"connectome: {summary['connections']} synapses with both partners, "
+          f"{summary['segments']} neurons with synapses, {summary['edges']} edges; strongest: "
+          + ", ".join(f"{pre} -> {post} ({n})" for pre, post, n, _ in summary["strongest"]))
+
+
 def run_demo(
     *, size: int, output: str, seed: int, runtime: dict[str, Any], progress: bool = True
 ) -> int:
     output = normalize_url(output)
-    shape = (size, size, max(8, size // 4))
+    shape = demo_shape(size)
     print(f"petavox demo: synthetic volume {shape[0]}×{shape[1]}×{shape[2]} (seed {seed})")
     started = time.perf_counter()
-    volume = generate(SyntheticParams(shape=shape, seed=seed))
+    volume = demo_volume(size, seed)
     print(f"  generated in {time.perf_counter() - started:.1f} s")
     local = local_path(output)
     # The stack stays beside a local output (so `petavox status` and reruns find it); for a
@@ -96,7 +136,8 @@ def run_demo(
         # since the frame of the aligned stack is only defined up to a global transform.
         known = random_misalignment(shape[2], MAX_SHIFT, WARP, seed=seed)
         arrays = {"raw": apply(volume.raw, known),
-                  "raw_labels": apply(volume.labels, known, labels=True)}
+                  "raw_labels": apply(volume.labels, known, labels=True),
+                  "raw_clefts": apply(volume.clefts, known, labels=True)}
         stacks = {}
         for name, array in arrays.items():
             stacks[name] = str(workdir / f"{name}.npy")
@@ -108,17 +149,17 @@ def run_demo(
             shutil.rmtree(workdir, ignore_errors=True)
     for r in reports:
         print(f"  {r.label}: {r.total} chunks in {r.seconds:.1f} s")
-    layers = []
+    # the layers to show; `segmentation` before `ground_truth`: the synapses link to it
+    names = ("raw", "aligned", "boundary", "segmentation", "ground_truth", "synapses/annotations")
+    layers = open_view_layers([join_url(output, name) for name in names],
+                              config.storage.context())  # fmt: skip
     print("layers:")
-    kinds = (("raw", "image"), ("aligned", "image"), ("boundary", "image"),
-             ("segmentation", "segmentation"),
-             ("ground_truth", "segmentation"))  # fmt: skip
-    for name, kind in kinds:
-        url = join_url(output, name)
-        info = read_info(url, config.storage.context()) or {}
-        layers.append(ViewLayer(name, url, kind))
-        print(f"  {name:<13} {url}  ({kind}, {len(info.get('scales', []))} mips)")
+    for layer in layers:
+        info = read_info(layer.url, config.storage.context()) or {}
+        detail = f"{len(info['scales'])} mips" if "scales" in info else "pre -> post lines"
+        print(f"  {layer.name:<13} {layer.url}  ({layer.layer_type}, {detail})")
     print_alignment_residual(config, known)
+    print_synapses(output, volume, config.storage.context())
     report = json.loads(get(output, "evaluation.json", config.storage.context()) or b"{}")
     if report:
         print(

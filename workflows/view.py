@@ -34,6 +34,7 @@ class ViewLayer:
     name: str
     url: str
     layer_type: str
+    relationships: tuple[str, ...] = ()  # an annotation layer's segment relationships
 
     @property
     def local_path(self) -> str | None:
@@ -43,7 +44,9 @@ class ViewLayer:
 def open_view_layers(urls: Sequence[str], context: StorageContext) -> list[ViewLayer]:
     """Read each layer's info; an InputError for anything that is not a layer to show.
 
-    Layers are named after the last part of their URL, made unique with a suffix.
+    Layers are named after the last part of their URL (an annotation layer in a folder named
+    `annotations`, as `connectome` writes it, after the folder above), made unique with a
+    suffix.
     """
     layers: list[ViewLayer] = []
     names: set[str] = set()
@@ -53,8 +56,10 @@ def open_view_layers(urls: Sequence[str], context: StorageContext) -> list[ViewL
         except ValueError as exc:
             raise InputError(str(exc)) from None
         info = read_info(url, context)
+        relationships: tuple[str, ...] = ()
         if info is not None and info.get("@type") == ANNOTATIONS:
             layer_type = "annotation"
+            relationships = tuple(r["id"] for r in info.get("relationships", []))
         else:
             layer_type = Layer.open(url, context).layer_type
         if layer_type not in LAYER_TYPES:
@@ -62,13 +67,16 @@ def open_view_layers(urls: Sequence[str], context: StorageContext) -> list[ViewL
                 f"{url} is a {layer_type!r} layer; petavox view shows "
                 f"{', '.join(LAYER_TYPES)} layers"
             )
-        base = PurePosixPath(urllib.parse.urlparse(url).path).name or "layer"
+        path = PurePosixPath(urllib.parse.urlparse(url).path)
+        if layer_type == "annotation" and path.name == "annotations" and path.parent.name:
+            path = path.parent
+        base = path.name or "layer"
         name, n = base, 1
         while name in names:
             n += 1
             name = f"{base}-{n}"
         names.add(name)
-        layers.append(ViewLayer(name, url, layer_type))
+        layers.append(ViewLayer(name, url, layer_type, relationships))
     return layers
 
 
@@ -97,8 +105,11 @@ def viewer_state(
 ) -> dict[str, Any]:
     """A Neuroglancer state (JSON) with one layer each, 2D and 3D panels side by side.
 
-    `segments` are selected in every segmentation layer, so their meshes are drawn.
+    `segments` are selected in every segmentation layer, so their meshes are drawn. An
+    annotation layer's relationships (a synapse's pre and post segment) are linked to the first
+    segmentation layer: selecting a segment there selects its synapses' partners.
     """
+    segmentations = [layer.name for layer in layers if layer.layer_type == "segmentation"]
     specs = []
     for layer in layers:
         spec: dict[str, Any] = {
@@ -108,6 +119,8 @@ def viewer_state(
         }
         if layer.layer_type == "segmentation" and segments:
             spec["segments"] = [str(s) for s in segments]
+        if layer.relationships and segmentations:
+            spec["linkedSegmentationLayer"] = {r: segmentations[0] for r in layer.relationships}
         specs.append(spec)
     return {"layers": specs, "layout": "xy-3d"}
 

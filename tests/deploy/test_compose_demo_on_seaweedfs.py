@@ -30,9 +30,8 @@ from storage_servers import client_env, free_ports, seaweedfs_server
 
 from petavox.tasks.misalignment import apply, random_misalignment
 from petavox.tasks.storage import StorageContext
-from petavox.tasks.synthetic import SyntheticParams, generate
 from petavox.tasks.tensorstore_io import open_scale
-from petavox.workflows.demo import MAX_SHIFT, WARP
+from petavox.workflows.demo import MAX_SHIFT, WARP, demo_volume
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +104,7 @@ def test_demo_as_documented_for_compose_writes_layers_tensorstore_reads(tmp_path
                                   capture_output=True, text=True, timeout=600)  # fmt: skip
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert server.secret_key not in proc.stdout + proc.stderr
-        volume = generate(SyntheticParams(shape=(SIZE, SIZE, SIZE // 4), seed=0))
+        volume = demo_volume(SIZE, seed=0)
         known = random_misalignment(SIZE // 4, MAX_SHIFT, WARP, seed=0)
         with client_env({**HERMETIC, **compose_env}):
             # No endpoint in the context: tensorstore gets it from AWS_ENDPOINT_URL, as the

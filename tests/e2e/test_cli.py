@@ -15,7 +15,7 @@ from petavox.tasks.layers import Layer
 from petavox.tasks.metrics import evaluate
 from petavox.tasks.misalignment import apply, random_misalignment
 from petavox.tasks.synthetic import SyntheticParams, boundary_from_labels, generate
-from petavox.workflows.demo import MAX_SHIFT, WARP
+from petavox.workflows.demo import MAX_SHIFT, WARP, demo_volume
 
 pytestmark = pytest.mark.e2e
 
@@ -69,7 +69,7 @@ def test_demo_writes_the_synthetic_volume_and_resumes(tmp_path, address):
     first = petavox("demo", "--size", "96", "--output", str(out), "--address", address,
                     "--quiet")  # fmt: skip
     assert "raw" in first.stdout and "neuroglancer" in first.stdout.lower()
-    volume = generate(SyntheticParams(shape=(96, 96, 24), seed=0))
+    volume = demo_volume(96, seed=0)
     known = random_misalignment(24, MAX_SHIFT, WARP, seed=0)
     raw = Layer.open(f"file://{out}/raw")
     gt = Layer.open(f"file://{out}/ground_truth")
@@ -78,9 +78,10 @@ def test_demo_writes_the_synthetic_volume_and_resumes(tmp_path, address):
     assert Layer.open(f"file://{out}/aligned").num_mips == 3
     status = petavox("status", str(out / "petavox-demo.yaml")).stdout
     assert "segment" in status and "incomplete" not in status
-    # ingest ×2, align ×4 (estimate, solve, render, carry), infer, segment, agglomerate ×2,
-    # downsample ×5, mesh ×2 (fragments, manifests), skeletonize ×2 (pieces, merge)
-    assert status.count("done") == 19 and "infer" in status and "align" in status
+    # ingest ×3, align ×5 (estimate, solve, render, carry ×2), infer, segment, agglomerate ×2,
+    # synapses, connectome ×4 (volumes, shuffle, shards, spatial index), downsample ×5, mesh ×2
+    # (fragments, manifests), skeletonize ×2 (pieces, merge)
+    assert status.count("done") == 26 and "infer" in status and "align" in status
     assert "adapted Rand error" in first.stdout
     again = petavox("demo", "--size", "96", "--output", str(out), "--address", address,
                     "--quiet")  # fmt: skip

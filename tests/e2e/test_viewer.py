@@ -26,6 +26,7 @@ from viewer import neuroglancer_browser
 from petavox.tasks.geometry import Box, Vec3
 from petavox.tasks.layers import Layer, LayerSpec
 from petavox.tasks.storage import StorageContext
+from petavox.tasks.synapse_jobs import read_chunk_tables
 from petavox.workflows.file_server import FileServer
 from petavox.workflows.view import NEUROGLANCER, open_view_layers, viewer_state
 
@@ -163,6 +164,87 @@ def test_neuroglancer_draws_the_demo_image_segmentation_and_meshes(demo):
         mesh_shown = shaded_fraction(shown_px[:, PANEL:, :3], segment_rgb(label))
         mesh_hidden = shaded_fraction(hidden_px[:, PANEL:, :3], segment_rgb(label))
         assert mesh_shown > 0.02 and mesh_hidden < 0.001, (label, mesh_shown, mesh_hidden)
+
+
+MAGENTA = np.array([255, 0, 255])
+
+
+def magenta(pixels: np.ndarray) -> np.ndarray:
+    return (np.abs(pixels[..., :3].astype(int) - MAGENTA) <= 60).all(axis=-1)
+
+
+def segments_px(table: dict, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Synapse lines `ids` in pixels (col, row) of a PANEL square 2D panel centred on the
+    volume at ZOOM: their pre and post ends, and their z range (voxels)."""
+    pre = np.column_stack([table[f"pre_{a}"][ids] for a in "xyz"]) / 8  # voxels
+    post = np.column_stack([table[f"post_{a}"][ids] for a in "xyz"]) / 8
+    ends = PANEL / 2 + (np.stack([pre[:, :2], post[:, :2]], axis=1) - SIZE / 2) * ZOOM
+    return ends, np.sort(np.column_stack([pre[:, 2], post[:, 2]]), axis=1)
+
+
+def distance_to_segments(points: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """(n, m) pixel distances from each point (col, row) to each segment (m, 2 ends, 2)."""
+    a, b = ends[np.newaxis, :, 0], ends[np.newaxis, :, 1]
+    d = b - a
+    t = ((points[:, np.newaxis] - a) * d).sum(-1) / np.maximum((d * d).sum(-1), 1e-9)
+    closest = a + np.clip(t, 0, 1)[..., np.newaxis] * d
+    return np.linalg.norm(points[:, np.newaxis] - closest, axis=-1)
+
+
+def test_neuroglancer_draws_the_demo_synapses_and_filters_them_by_segment(demo):
+    """In a 2D panel the pre -> post lines near the section are drawn; with a segment selected
+    in the linked segmentation, only the lines of its synapses are."""
+    table = read_chunk_tables(f"file://{demo}/synapses", StorageContext())
+    assert len(table["synapse_id"]) > 0
+    largest = int(np.argmax(table["size"]))
+    z = float(table["z"][largest]) / 8
+    pre = int(table["pre_id"][largest])
+    urls = [str(demo / "segmentation"), str(demo / "synapses" / "annotations")]
+    layers = open_view_layers(urls, StorageContext())
+    with (
+        FileServer({layer.name: layer.local_path for layer in layers}) as server,
+        neuroglancer_browser() as browser,
+    ):
+        state = viewer_state(layers, server.url)
+        state.update(
+            dimensions={axis: [8e-9, "m"] for axis in "xyz"},
+            position=[SIZE / 2, SIZE / 2, z],
+            crossSectionScale=1 / ZOOM,
+            layout="xy",
+            showAxisLines=False,
+            showDefaultAnnotations=False,
+            showScaleBar=False,
+        )
+        linked = state["layers"][1]["linkedSegmentationLayer"]
+        assert linked == {"pre": "segmentation", "post": "segmentation"}
+        state["layers"][0]["visible"] = False  # the lines alone
+        state["layers"][1]["annotationColor"] = "#ff00ff"
+        filtered = copy.deepcopy(state)
+        filtered["layers"][0]["segments"] = [str(pre)]
+        filtered["layers"][1]["filterBySegmentation"] = ["pre"]
+        all_px = browser.screenshot(state, size=(PANEL, PANEL))
+        one_px = browser.screenshot(filtered, size=(PANEL, PANEL))
+    artifact = REPO / "artifacts" / "viewer_demo_synapses.png"
+    Image.fromarray(all_px).save(artifact)
+    theirs = np.flatnonzero(table["pre_id"] == pre)
+    for pixels, ids in ((all_px, np.arange(len(table["x"]))), (one_px, theirs)):
+        ends, z_range = segments_px(table, ids)
+        drawn = np.argwhere(magenta(pixels))[:, ::-1]  # (col, row)
+        assert len(drawn) > 0
+        near = distance_to_segments(drawn, ends)
+        assert near.min(axis=1).max() <= 6  # every marked pixel is on a line of `ids`...
+        crosses = (z_range[:, 0] <= z) & (z <= z_range[:, 1])
+        assert crosses.any()
+        assert (near[:, crosses].min(axis=0) <= 3).all()  # ...and each line through z is drawn
+    # the lines of other segments' synapses through z (away from the selected ones): drawn
+    # without the filter (asserted above), not with it
+    lines, z_range = segments_px(table, np.flatnonzero(table["pre_id"] != pre))
+    mine, _ = segments_px(table, theirs)
+    apart = distance_to_segments(lines.reshape(-1, 2), mine).min(axis=1).reshape(-1, 2).min(1)
+    others = lines[(z_range[:, 0] <= z) & (z <= z_range[:, 1]) & (apart > 10)]
+    assert len(others) > 0
+    shown = distance_to_segments(np.argwhere(magenta(one_px))[:, ::-1], others)
+    assert (shown > 3).all()
 
 
 class Lines:

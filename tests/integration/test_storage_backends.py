@@ -26,7 +26,7 @@ from petavox.tasks.misalignment import apply, random_misalignment
 from petavox.tasks.objects import get_array, get_arrays, put_array, put_arrays
 from petavox.tasks.storage import StorageContext
 from petavox.tasks.synthetic import SyntheticParams, boundary_from_labels, generate
-from petavox.workflows.demo import MAX_SHIFT, WARP
+from petavox.workflows.demo import MAX_SHIFT, WARP, demo_volume
 from petavox.workflows.ledger import Ledger
 
 pytestmark = pytest.mark.integration
@@ -158,7 +158,7 @@ def test_demo_on_seaweedfs_with_credentials(seaweedfs, restore_environ):
     context = StorageContext(s3_endpoint=seaweedfs.endpoint)
     with client_env(env):
         raw = Layer.open(f"{url}/raw", context)
-        volume = generate(SyntheticParams(shape=(64, 64, 16), seed=0))
+        volume = demo_volume(64, seed=0)
         known = random_misalignment(16, MAX_SHIFT, WARP, seed=0)  # the demo misaligns its stack
         np.testing.assert_array_equal(raw.read(raw.bounds()), apply(volume.raw, known))
         assert raw.num_mips == 3

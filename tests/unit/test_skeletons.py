@@ -121,3 +121,21 @@ def test_chunk_pieces_of_a_tube_meet_on_the_plane_the_chunks_share():
     span = merged.vertices[:, 0].max() - merged.vertices[:, 0].min()
     assert span >= (shape[0] - 12) * RESOLUTION[0]  # end to end, less the ends' rounding
     assert set(low) == {4, 9} and set(high) == {9}
+
+
+def test_a_segment_too_small_for_teasar_gets_one_vertex_and_only_when_alone():
+    labels = np.zeros((12, 12, 12), np.uint32)
+    labels[2:10, 5:7, 5:7] = 1  # a rod: TEASAR's
+    labels[9, 10, 10] = 2  # one voxel: TEASAR gives nothing
+    res = (8.0, 8.0, 40.0)
+    found = chunk_skeletons(labels, (100, 0, 0), res, Teasar(dust_threshold=0))
+    assert sorted(found) == [1, 2] and len(found[1].edges) > 0
+    point = found[2]
+    assert len(point.edges) == 0
+    np.testing.assert_allclose(point.vertices, [[(109.5) * 8, 10.5 * 8, 10.5 * 40]])
+    assert 2 not in chunk_skeletons(labels, (0, 0, 0), res, Teasar(dust_threshold=2))
+    # merged: a lone point stays; beside a piece with edges (the segment's other chunks) it goes
+    assert len(merge_pieces(2, [point], Cleanup()).vertices) == 1
+    rod = path([(0, 0, 0), (40, 0, 0)])
+    merged = merge_pieces(2, [point, rod], Cleanup())
+    assert len(merged.vertices) == 2 and components(merged) == 1 and merged.id == 2

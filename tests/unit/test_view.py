@@ -95,17 +95,30 @@ def test_what_is_not_a_layer_to_show_is_an_input_error(tmp_path):
         open_view_layers([str(bad)], StorageContext())
 
 
-def test_an_annotation_layer_is_shown_as_one(tmp_path):
+def test_an_annotation_layer_is_shown_as_one_linked_to_the_first_segmentation(tmp_path):
     path = tmp_path / "synapses" / "annotations"
-    write_info(f"file://{path}", {"@type": "neuroglancer_annotations_v1"})
-    layers = open_view_layers([str(path), str(make_layer(tmp_path / "seg", "segmentation"))],
-                              StorageContext())  # fmt: skip
-    assert [(v.name, v.layer_type) for v in layers] == [("annotations", "annotation"),
-                                                        ("seg", "segmentation")]  # fmt: skip
+    relationships = [{"id": "pre", "key": "rel_pre"}, {"id": "post", "key": "rel_post"}]
+    write_info(f"file://{path}", {"@type": "neuroglancer_annotations_v1",
+                                  "relationships": relationships})  # fmt: skip
+    urls = [str(path), str(make_layer(tmp_path / "seg", "segmentation")),
+            str(make_layer(tmp_path / "truth", "segmentation"))]  # fmt: skip
+    layers = open_view_layers(urls, StorageContext())
+    # connectome's <output>/annotations is named after <output>
+    assert [(v.name, v.layer_type, v.relationships) for v in layers] == [
+        ("synapses", "annotation", ("pre", "post")), ("seg", "segmentation", ()),
+        ("truth", "segmentation", ())]  # fmt: skip
     state = viewer_state(layers, HTTP, segments=[5])
-    assert state["layers"][0] == {"type": "annotation", "name": "annotations",
-                                  "source": f"precomputed://{HTTP}/annotations"}  # fmt: skip
+    assert state["layers"][0] == {
+        "type": "annotation", "name": "synapses", "source": f"precomputed://{HTTP}/synapses",
+        "linkedSegmentationLayer": {"pre": "seg", "post": "seg"}}  # fmt: skip
     assert state["layers"][1]["segments"] == ["5"]
+    # nothing to link to without a segmentation layer; no relationships, nothing linked
+    alone = viewer_state(layers[:1], HTTP)["layers"][0]
+    assert "linkedSegmentationLayer" not in alone
+    plain = tmp_path / "points" / "annotations"
+    write_info(f"file://{plain}", {"@type": "neuroglancer_annotations_v1"})
+    layers = open_view_layers([str(plain), urls[1]], StorageContext())
+    assert "linkedSegmentationLayer" not in viewer_state(layers, HTTP)["layers"][0]
 
 
 @pytest.mark.parametrize(

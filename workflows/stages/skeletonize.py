@@ -18,7 +18,7 @@ from petavox.workflows.ledger import identity
 from petavox.workflows.runner import StagePlan
 from petavox.workflows.stages.sizing import task_shape
 
-VERSION = 1
+VERSION = 2
 BYTES_PER_VOXEL = 32  # uint64 labels, kimimaro's components, distance fields and path fields
 
 

@@ -13,7 +13,7 @@ from petavox.workflows.ledger import identity
 from petavox.workflows.runner import StagePlan
 from petavox.workflows.stages.sizing import task_shape
 
-VERSION = 1
+VERSION = 2
 BYTES_PER_VOXEL = 64  # uint64 labels, float32 image, the filters' float and label copies
 
 
