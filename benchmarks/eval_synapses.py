@@ -29,16 +29,10 @@ def match(found: dict[str, np.ndarray], truth: np.ndarray,
           resolution=RESOLUTION) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """One-to-one matching of detections (nm) to true centres (voxels) within RADIUS voxels,
     closest overall: the matched rows of each."""
-    from scipy.optimize import linear_sum_assignment
+    from petavox.tasks.synapse_eval import match_centres
 
     det = np.column_stack([found[a] for a in "xyz"]) / np.asarray(resolution, np.float64)
-    true = np.column_stack([truth[a] for a in "xyz"])
-    if not len(det) or not len(true):
-        return np.zeros(0, int), np.zeros(0, int)
-    dist = np.linalg.norm(det[:, None] - true[None], axis=-1)
-    rows, cols = linear_sum_assignment(np.where(dist <= RADIUS, dist, 1e9))
-    near = dist[rows, cols] <= RADIUS
-    return rows[near], cols[near]
+    return match_centres(det, np.column_stack([truth[a] for a in "xyz"]), RADIUS)
 
 
 def score(found: dict[str, np.ndarray], truth: np.ndarray, resolution=RESOLUTION) -> dict:

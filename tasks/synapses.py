@@ -43,6 +43,8 @@ from scipy import ndimage
 from petavox.tasks import synapse_table
 from petavox.tasks.geometry import Box, Vec3
 
+NO_DATA_WIDTH = 4  # voxels: in-plane squares of 0 this wide are no data, not a dark cleft
+
 
 @dataclass(frozen=True)
 class DetectorParams:
@@ -73,7 +75,8 @@ def required_halo(params: DetectorParams, resolution: tuple[float, float, float]
     scale = axis_scale(resolution)
     gauss = np.floor(4.0 * params.sigma * scale + 0.5)  # scipy's kernel radius
     contact = np.maximum(1, np.rint(params.contact_radius * scale))
-    features = gauss + contact + 2  # the boundary mask looks one voxel further, then dilates
+    # no data looks NO_DATA_WIDTH further, the boundary mask one more, then it dilates
+    features = gauss + contact + NO_DATA_WIDTH + 2
     look = max(params.reach, params.normal_radius, params.vesicle_depth[1], params.psd_depth[1])
     reach = np.ceil(look * scale) + 2
     return Vec3.of(int(params.max_extent + v) for v in np.maximum(features, reach))
@@ -121,7 +124,7 @@ def detect(raw: np.ndarray, seg: np.ndarray, read: Box, write: Box, volume: Box,
            params: DetectorParams) -> dict[str, np.ndarray]:  # fmt: skip
     """The synapses this block owns as a `synapse_table`: `raw` and `seg` cover `read` (the
     write box grown by at least `required_halo`, clipped to the `volume`)."""
-    img, seg = _as_unit(raw), np.asarray(seg)
+    img, seg = _as_unit(raw), np.where(no_data(raw), 0, seg)
     scale = axis_scale(resolution)
     edge = boundaries(seg)
     cand, darkness = candidates(img, seg, edge, params, scale)
@@ -155,6 +158,20 @@ def detect(raw: np.ndarray, seg: np.ndarray, read: Box, write: Box, volume: Box,
     if not rows:
         return synapse_table.empty()
     return synapse_table.checked({k: np.array([r[k] for r in rows]) for k in synapse_table.COLUMNS})
+
+
+def no_data(raw: np.ndarray) -> np.ndarray:
+    """Where the image has no data: in-plane runs of 0 at least NO_DATA_WIDTH wide (the black
+    margin of an aligned section, a missing chunk) and the one-pixel rim around them
+    (interpolated between data and black). A dark cleft may be 0 too, but never over a whole
+    square of voxels (noise). No segment is there for the detector: such a margin is boundary,
+    not dark cytoplasm."""
+    zero = np.asarray(raw) == 0
+    square = np.ones((NO_DATA_WIDTH, NO_DATA_WIDTH, 1), bool)
+    if not ndimage.binary_erosion(zero, square).any():
+        return np.zeros_like(zero)
+    missing = ndimage.binary_opening(zero, square)
+    return ndimage.binary_dilation(missing, np.ones((3, 3, 1), bool))
 
 
 def linear_index(voxels: np.ndarray, volume: Box) -> np.ndarray:

@@ -196,9 +196,15 @@ def test_neuroglancer_draws_the_demo_synapses_and_filters_them_by_segment(demo):
     in the linked segmentation, only the lines of its synapses are."""
     table = read_chunk_tables(f"file://{demo}/synapses", StorageContext())
     assert len(table["synapse_id"]) > 0
-    largest = int(np.argmax(table["size"]))
-    z = float(table["z"][largest]) / 8
-    pre = int(table["pre_id"][largest])
+    # the section crossed by the lines of the most presynaptic segments, and of those the
+    # segment of the largest synapse there
+    _, z_range = segments_px(table, np.arange(len(table["x"])))
+    sections = np.arange(z_range.min(), z_range.max(), 0.05)
+    crossed = (z_range[:, :1] < sections) & (sections < z_range[:, 1:])
+    crossed_pre = [len(np.unique(table["pre_id"][column])) for column in crossed.T]
+    z = float(sections[int(np.argmax(crossed_pre))])
+    there = np.flatnonzero((z_range[:, 0] < z) & (z < z_range[:, 1]))
+    pre = int(table["pre_id"][there[np.argmax(table["size"][there])]])
     urls = [str(demo / "segmentation"), str(demo / "synapses" / "annotations")]
     layers = open_view_layers(urls, StorageContext())
     with (

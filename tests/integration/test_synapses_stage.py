@@ -11,13 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.optimize import linear_sum_assignment
 from synapse_data import reference_edges
 
 from petavox.tasks import synapse_table
 from petavox.tasks.connectome_jobs import columns_from_parquet
 from petavox.tasks.errors import InputError, LayerMismatchError
 from petavox.tasks.geometry import Box
+from petavox.tasks.storage import StorageContext
+from petavox.tasks.synapse_eval import match_centres
+from petavox.tasks.synapse_jobs import read_chunk_tables
 from petavox.tasks.synapses import DetectorParams, detect
 from petavox.tasks.synthetic import SyntheticParams, generate
 from petavox.workflows.config import parse_config
@@ -40,10 +42,7 @@ def ingest(out: Path, name: str, array: np.ndarray, **extra) -> dict:
 
 
 def read_tables(folder: Path) -> synapse_table.Table:
-    tables = [synapse_table.from_parquet(p.read_bytes()) for p in folder.glob("chunks/*.parquet")]
-    table = synapse_table.concat(tables)
-    order = np.argsort(table["synapse_id"])
-    return {k: v[order] for k, v in table.items()}
+    return read_chunk_tables(f"file://{folder}", StorageContext())
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +69,7 @@ def match(found: synapse_table.Table, truth: np.ndarray) -> tuple[np.ndarray, np
     """One-to-one matching of detections to true centres within RADIUS voxels (closest
     overall): the matched rows of each."""
     det = np.column_stack([found[a] for a in "xyz"]) / RESOLUTION
-    true = np.column_stack([truth[a] for a in "xyz"])
-    dist = np.linalg.norm(det[:, None] - true[None], axis=-1)
-    rows, cols = linear_sum_assignment(np.where(dist <= RADIUS, dist, 1e9))
-    near = dist[rows, cols] <= RADIUS
-    return rows[near], cols[near]
+    return match_centres(det, np.column_stack([truth[a] for a in "xyz"]), RADIUS)
 
 
 def test_precision_recall_and_direction_on_held_out_seeds(runs):

@@ -65,6 +65,23 @@ def test_detects_clefts_with_partners(volume):
         assert np.dot(a - c, b - c) < 0
 
 
+def test_no_data_is_not_dark_cytoplasm(volume):
+    """An aligned stack is black (0) where a section moved out of view, while its labels (or
+    the segmentation) may go on there: the detector takes 0 for no data, not for a dark
+    synapse, so the margin adds nothing and the rest keeps its synapses."""
+    raw = volume.raw.copy()
+    raw[:, :, 20:30][:12] = 0  # sections 20-29 shifted by 12 voxels along x
+    raw[:, :, 20:30][:, -9:] = 0  # ...and 9 along y
+    box = Box((0, 0, 0), SHAPE)
+    found = detect(raw, volume.labels, box, box, box, ISO, DetectorParams())
+    det = np.column_stack([found["x"], found["y"], found["z"]])
+    dist = np.linalg.norm(det[:, None] - volume.synapses[None], axis=-1)
+    assert len(det) > 0 and (dist.min(axis=1) <= RADIUS).all()  # no false detections
+    whole = _whole(volume)
+    away = (whole["x"] > 20) & (whole["y"] < SHAPE[1] - 17)  # clear of the margins
+    assert np.isin(whole["synapse_id"][away], found["synapse_id"]).all()
+
+
 def test_same_synapses_whatever_the_blocks(volume):
     params = DetectorParams()
     halo = required_halo(params, ISO)
