@@ -79,10 +79,10 @@ def run_loop(synapses) -> float:
 
 
 def read_tables(folder: Path) -> dict[str, np.ndarray]:
-    from petavox.tasks import synapse_table
+    from petavox.tasks.storage import StorageContext
+    from petavox.tasks.synapse_table import read_tables
 
-    parts = [synapse_table.from_parquet(p.read_bytes()) for p in folder.glob("chunks/*.parquet")]
-    return synapse_table.concat(parts)
+    return read_tables(common.file_url(folder), "chunks/", StorageContext())
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -135,7 +135,9 @@ class Packed:
 
 
 def pack_by_id(table: Table) -> Packed:
-    """Each annotation's single encoding (`encode_by_id`), packed without a per-row loop."""
+    """Each annotation's single encoding, keyed by its id: its record, then per relationship
+    (pre, post) a count and the ids (one id, or none when the partner was not found); packed
+    without a per-row loop."""
     n = len(table["synapse_id"])
     full = np.zeros(n, _SINGLE)
     full["record"] = records(table)
@@ -152,12 +154,6 @@ def pack_by_id(table: Table) -> Packed:
     return Packed(np.asarray(table["synapse_id"], np.uint64), data, offsets)
 
 
-def encode_by_id(table: Table) -> dict[int, bytes]:
-    """Each annotation's single encoding: its record, then per relationship (pre, post) a count
-    and the ids (one id, or none when the partner was not found)."""
-    return pack_by_id(table).as_dict()
-
-
 def encode_multiple(recs: np.ndarray, ids: np.ndarray) -> bytes:
     """The multiple-annotation encoding: count, the records, then the annotation ids."""
     return (np.uint64(len(ids)).astype("<u8").tobytes() + recs.astype(RECORD).tobytes()
@@ -165,8 +161,9 @@ def encode_multiple(recs: np.ndarray, ids: np.ndarray) -> bytes:
 
 
 def pack_related(table: Table, relationship: str) -> Packed:
-    """The related object id index (`encode_related`), packed without a per-segment loop: each
-    segment's multiple encoding laid out in 4-byte words (count, its records, its ids)."""
+    """The related object id index: for each segment (nonzero) in the `relationship` column,
+    its annotations (ordered by annotation id) in the multiple encoding (`encode_multiple`),
+    packed without a per-segment loop, laid out in 4-byte words (count, records, ids)."""
     column = table[f"{relationship}_id"]
     keep = np.flatnonzero(column != 0)
     order = keep[np.lexsort((table["synapse_id"][keep], column[keep]))]
@@ -190,12 +187,6 @@ def pack_related(table: Table, relationship: str) -> Packed:
     ids = np.asarray(table["synapse_id"][order], "<u8").view("<u4").reshape(n, id_words)
     out[id_at[:, None] + np.arange(id_words)] = ids
     return Packed(segments[starts].astype(np.uint64), out.view(np.uint8), word_offsets * 4)
-
-
-def encode_related(table: Table, relationship: str) -> dict[int, bytes]:
-    """For each segment (nonzero) in the `relationship` column, its annotations (ordered by
-    annotation id): the related object id index."""
-    return pack_related(table, relationship).as_dict()
 
 
 # ---- spatial index -------------------------------------------------------------------------

@@ -20,7 +20,6 @@ and ``annotations/`` (the precomputed annotation layer).
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 
@@ -51,30 +50,9 @@ from petavox.tasks.layers import Layer
 from petavox.tasks.objects import get, get_arrays, list_keys, put, put_arrays, put_json
 from petavox.tasks.shards import shard_files, shards_of
 from petavox.tasks.storage import StorageContext, join_url
+from petavox.tasks.synapse_table import columns_from_parquet, columns_to_parquet
 
 POINTS = ("pre_", "post_", "")  # the table's three points: pre_x.., post_x.., x..
-
-
-def columns_to_parquet(columns: dict[str, np.ndarray]) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    buf = io.BytesIO()
-    pq.write_table(pa.table(columns), buf, compression="zstd")
-    return buf.getvalue()
-
-
-def columns_from_parquet(data: bytes) -> dict[str, np.ndarray]:
-    import pyarrow.parquet as pq
-
-    read = pq.read_table(io.BytesIO(data))
-    return {name: read.column(name).to_numpy() for name in read.column_names}
-
-
-def _read_tables(url: str, prefix: str, context: StorageContext) -> Table:
-    keys = sorted(list_keys(url, prefix, context))
-    return synapse_table.concat([synapse_table.from_parquet(get(url, k, context) or b"")
-                                 for k in keys])  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -192,13 +170,13 @@ class ShardJob:
     def run(self, chunk: Chunk) -> dict:
         shard = chunk.write_box.start[0]
         ctx = self.context
-        pre = _read_tables(self.work_url, f"pre/{shard}/", ctx)
+        pre = synapse_table.read_tables(self.work_url, f"pre/{shard}/", ctx)
         pre = take(pre, np.lexsort((pre["synapse_id"], pre["pre_id"])))
         put(self.output_url, f"table/pre_shard={shard}/part.parquet",
             synapse_table.to_parquet(pre), ctx)  # fmt: skip
         out_edges = edge_list(pre)
         put(self.output_url, f"edges/{shard}.parquet", columns_to_parquet(out_edges), ctx)
-        post = _read_tables(self.work_url, f"post/{shard}/", ctx)
+        post = synapse_table.read_tables(self.work_url, f"post/{shard}/", ctx)
         volumes = None
         if self.volumes:
             keys = sorted(list_keys(self.work_url, f"volume/{shard}/", ctx))
@@ -215,7 +193,7 @@ class ShardJob:
             "segments": len(stats["segment_id"]),
         }
         put_json(self.output_url, f"summary/{shard}.json", summary, ctx)
-        rows = _read_tables(self.work_url, f"id/{shard}/", ctx)
+        rows = synapse_table.read_tables(self.work_url, f"id/{shard}/", ctx)
         spec = ShardingSpecification.from_dict(self.sharding)
         annotations = join_url(self.output_url, "annotations")
         indexes = (("by_id", rows, ""), ("rel_pre", pre, "pre"), ("rel_post", post, "post"))

@@ -16,7 +16,7 @@ import numpy as np
 from petavox.tasks import synapse_table
 from petavox.tasks.geometry import Chunk
 from petavox.tasks.layers import Layer
-from petavox.tasks.objects import get, list_keys, put
+from petavox.tasks.objects import put
 from petavox.tasks.storage import StorageContext
 from petavox.tasks.synapses import DetectorParams, detect
 
@@ -28,10 +28,7 @@ def chunk_key(chunk: Chunk) -> str:
 
 def read_chunk_tables(output_url: str, context: StorageContext) -> synapse_table.Table:
     """Every chunk's table in one, by synapse id (for a volume whose synapses fit in memory)."""
-    keys = sorted(k for k in list_keys(output_url, "chunks/", context) if k.endswith(".parquet"))
-    table = synapse_table.concat(
-        [synapse_table.from_parquet(get(output_url, k, context) or b"") for k in keys]
-    )
+    table = synapse_table.read_tables(output_url, "chunks/", context)
     order = np.argsort(table["synapse_id"], kind="stable")
     return {name: column[order] for name, column in table.items()}
 

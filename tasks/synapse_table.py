@@ -20,6 +20,9 @@ import io
 
 import numpy as np
 
+from petavox.tasks.objects import get, list_keys
+from petavox.tasks.storage import StorageContext
+
 COLUMNS: dict[str, type] = {
     "synapse_id": np.uint64,
     "x": np.float64, "y": np.float64, "z": np.float64,
@@ -49,24 +52,38 @@ def checked(table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def to_parquet(table: dict[str, np.ndarray]) -> bytes:
+def columns_to_parquet(columns: dict[str, np.ndarray]) -> bytes:
+    """Any named columns as Parquet (zstd); the outputs built from the table use it too."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    data = checked(table)
     buf = io.BytesIO()
-    pq.write_table(pa.table(data), buf, compression="zstd")
+    pq.write_table(pa.table(columns), buf, compression="zstd")
     return buf.getvalue()
 
 
-def from_parquet(data: bytes) -> dict[str, np.ndarray]:
+def columns_from_parquet(data: bytes) -> dict[str, np.ndarray]:
     import pyarrow.parquet as pq
 
     read = pq.read_table(io.BytesIO(data))
-    return checked({name: read.column(name).to_numpy() for name in read.column_names})
+    return {name: read.column(name).to_numpy() for name in read.column_names}
+
+
+def to_parquet(table: dict[str, np.ndarray]) -> bytes:
+    return columns_to_parquet(checked(table))
+
+
+def from_parquet(data: bytes) -> dict[str, np.ndarray]:
+    return checked(columns_from_parquet(data))
 
 
 def concat(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     if not tables:
         return empty()
     return checked({name: np.concatenate([t[name] for t in tables]) for name in COLUMNS})
+
+
+def read_tables(url: str, prefix: str, context: StorageContext) -> dict[str, np.ndarray]:
+    """Every table (``*.parquet``) under `prefix` of the folder `url`, in key order, in one."""
+    keys = sorted(k for k in list_keys(url, prefix, context) if k.endswith(".parquet"))
+    return concat([from_parquet(get(url, key, context) or b"") for key in keys])

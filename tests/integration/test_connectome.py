@@ -19,8 +19,9 @@ from synapse_data import (
 )
 
 from petavox.tasks import synapse_table
-from petavox.tasks.connectome_jobs import columns_from_parquet, summarize
+from petavox.tasks.connectome_jobs import summarize
 from petavox.tasks.errors import InputError
+from petavox.tasks.synapse_table import columns_from_parquet
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import run
 

@@ -14,12 +14,12 @@ import pytest
 from synapse_data import reference_edges
 
 from petavox.tasks import synapse_table
-from petavox.tasks.connectome_jobs import columns_from_parquet
 from petavox.tasks.errors import InputError, LayerMismatchError
 from petavox.tasks.geometry import Box
 from petavox.tasks.storage import StorageContext
 from petavox.tasks.synapse_eval import match_centres
 from petavox.tasks.synapse_jobs import read_chunk_tables
+from petavox.tasks.synapse_table import columns_from_parquet
 from petavox.tasks.synapses import DetectorParams, detect
 from petavox.tasks.synthetic import SyntheticParams, generate
 from petavox.workflows.config import parse_config
@@ -72,40 +72,55 @@ def match(found: synapse_table.Table, truth: np.ndarray) -> tuple[np.ndarray, np
     return match_centres(det, np.column_stack([truth[a] for a in "xyz"]), RADIUS)
 
 
+class Tally:
+    """Detections, true synapses, matches, and matches with pre and post right or swapped,
+    summed over volumes."""
+
+    def __init__(self) -> None:
+        self.found = self.true = self.matched = self.right = self.swapped = 0
+
+    def add(self, table: synapse_table.Table, truth: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Count one volume's table against its truth; the matched rows of each."""
+        rows, cols = match(table, truth)
+        self.found, self.true = self.found + len(table["x"]), self.true + len(truth)
+        self.matched += len(rows)
+        pre, post = truth["pre"][cols], truth["post"][cols]
+        got_pre, got_post = table["pre_id"][rows], table["post_id"][rows]
+        self.right += int(np.sum((got_pre == pre) & (got_post == post)))
+        self.swapped += int(np.sum((got_pre == post) & (got_post == pre)))
+        return rows, cols
+
+    def check(self, fewest_true: int) -> None:
+        """At least `fewest_true` synapses; precision, recall and direction ≥ 0.9."""
+        found, true, matched = self.found, self.true, self.matched
+        assert true >= fewest_true and matched / found >= 0.9 and matched / true >= 0.9, (
+            found, true, matched)  # fmt: skip
+        assert self.right / matched >= 0.9, (self.right, self.swapped, matched)
+
+
 def test_precision_recall_and_direction_on_held_out_seeds(runs):
     out, truth = runs
-    found = matched = right = swapped = true = 0
+    tally = Tally()
     for seed in SEEDS:
         table = read_tables(out / f"syn{seed}a")
-        rows, cols = match(table, truth[seed])
-        found, true, matched = found + len(table["x"]), true + len(truth[seed]), matched + len(rows)
-        pre, post = truth[seed]["pre"][cols], truth[seed]["post"][cols]
-        right += np.sum((table["pre_id"][rows] == pre) & (table["post_id"][rows] == post))
-        swapped += np.sum((table["pre_id"][rows] == post) & (table["post_id"][rows] == pre))
+        tally.add(table, truth[seed])
         assert np.all((table["confidence"] > 0) & (table["confidence"] <= 1))
         assert np.all(table["size"] > 0)
-    assert true >= 36 and matched / found >= 0.9 and matched / true >= 0.9, (found, true, matched)
-    assert right / matched >= 0.9, (right, swapped, matched)
+    tally.check(fewest_true=36)
 
 
 def test_precision_recall_and_direction_of_the_kernel_on_more_seeds():
-    found = matched = right = swapped = true = 0
-    box, cosines = Box((0, 0, 0), SHAPE), []
+    box, cosines, tally = Box((0, 0, 0), SHAPE), [], Tally()
     for seed in MORE_SEEDS:
         volume = generate(SyntheticParams(shape=SHAPE, seed=seed, bold_synapses=True))
         table = detect(volume.raw, volume.labels, box, box, box, RESOLUTION, DetectorParams())
         truth = volume.synapse_table
-        rows, cols = match(table, truth)
-        found, true, matched = found + len(table["x"]), true + len(truth), matched + len(rows)
-        pre, post = truth["pre"][cols], truth["post"][cols]
-        right += np.sum((table["pre_id"][rows] == pre) & (table["post_id"][rows] == post))
-        swapped += np.sum((table["pre_id"][rows] == post) & (table["post_id"][rows] == pre))
+        rows, cols = tally.add(table, truth)
         # the annotation line runs from the post side to the pre side across the cleft
         line = np.column_stack([table[f"pre_{a}"] - table[f"post_{a}"] for a in "xyz"])[rows]
         normal = np.column_stack([truth[f"n{a}"] for a in "xyz"])[cols]
         cosines += list(np.sum(line * normal, axis=1) / np.linalg.norm(line, axis=1))
-    assert true >= 120 and matched / found >= 0.9 and matched / true >= 0.9, (found, true, matched)
-    assert right / matched >= 0.9, (right, swapped, matched)
+    tally.check(fewest_true=120)
     assert np.mean(np.array(cosines) >= 0.7) >= 0.9  # within 45°
 
 

@@ -19,9 +19,9 @@ from petavox.tasks.connectome import (
     SpatialGrid,
     cell_owner,
     edge_list,
-    encode_by_id,
     encode_multiple,
-    encode_related,
+    pack_by_id,
+    pack_related,
     records,
     segment_stats,
     take,
@@ -34,7 +34,7 @@ from petavox.tasks.storage import StorageContext
 
 def test_single_and_multiple_encodings_decode_to_the_table():
     table = random_synapses(200, seed=1)
-    encoded = encode_by_id(table)
+    encoded = pack_by_id(table).as_dict()
     assert sorted(encoded) == sorted(int(i) for i in table["synapse_id"])
     for i in range(200):
         geometry, size, confidence, (pre, post) = decode_single(
@@ -55,7 +55,7 @@ def test_single_and_multiple_encodings_decode_to_the_table():
 def test_related_index_lists_each_segments_annotations():
     table = random_synapses(300, seed=2)
     for relationship in ("pre", "post"):
-        index = encode_related(table, relationship)
+        index = pack_related(table, relationship).as_dict()
         column = table[f"{relationship}_id"]
         assert set(index) == {int(s) for s in column if s}
         for segment, data in index.items():
