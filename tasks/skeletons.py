@@ -74,21 +74,29 @@ def chunk_skeletons(labels: np.ndarray, start: tuple[int, int, int],
                                    segid=int(label), space="physical",
                                    extra_attributes=[RADIUS])  # fmt: skip
     ids, counts = np.unique(labels, return_counts=True)
-    small = [int(i) for i, n in zip(ids, counts)
+    small = [i for i, n in zip(ids, counts)
              if i and int(i) not in out and n >= max(1, params.dust_threshold)]  # fmt: skip
-    for label in small:
-        out[label] = point_skeleton(labels, label, start, res)
+    if small:
+        out.update(point_skeletons(labels, np.asarray(small, labels.dtype), start, res))
     return out
 
 
-def point_skeleton(labels: np.ndarray, label: int, start: tuple[int, int, int],
-                   res: np.ndarray) -> Skeleton:  # fmt: skip
-    """One vertex at the voxel of segment `label` nearest its centroid."""
-    voxels = np.argwhere(labels == label)
-    voxel = voxels[np.argmin(np.linalg.norm(voxels - voxels.mean(axis=0), axis=1))]
-    vertex = ((voxel + start + 0.5) * res).astype(np.float32)[np.newaxis]
-    return Skeleton(vertex, np.zeros((0, 2), np.uint32), radii=np.full(1, res.min() / 2),
-                    segid=label, space="physical", extra_attributes=[RADIUS])  # fmt: skip
+def point_skeletons(labels: np.ndarray, small: np.ndarray, start: tuple[int, int, int],
+                    res: np.ndarray) -> dict[int, Skeleton]:  # fmt: skip
+    """For each segment of `small` (sorted ids), one vertex at its voxel nearest its centroid;
+    the chunk is scanned once for all of them."""
+    inside = np.isin(labels, small)
+    voxels, owner = np.argwhere(inside), labels[inside]
+    order = np.argsort(owner, kind="stable")
+    voxels, owner = voxels[order], owner[order]
+    out = {}
+    for label, group in zip(small, np.split(voxels, np.searchsorted(owner, small[1:]))):
+        voxel = group[np.argmin(np.linalg.norm(group - group.mean(axis=0), axis=1))]
+        vertex = ((voxel + start + 0.5) * res).astype(np.float32)[np.newaxis]
+        out[int(label)] = Skeleton(vertex, np.zeros((0, 2), np.uint32),
+                                   radii=np.full(1, res.min() / 2), segid=int(label),
+                                   space="physical", extra_attributes=[RADIUS])  # fmt: skip
+    return out
 
 
 def pack(skeletons: dict[int, Skeleton]) -> dict[str, np.ndarray]:

@@ -166,11 +166,11 @@ def no_data(raw: np.ndarray) -> np.ndarray:
     (interpolated between data and black). A dark cleft may be 0 too, but never over a whole
     square of voxels (noise). No segment is there for the detector: such a margin is boundary,
     not dark cytoplasm."""
-    zero = np.asarray(raw) == 0
     square = np.ones((NO_DATA_WIDTH, NO_DATA_WIDTH, 1), bool)
-    if not ndimage.binary_erosion(zero, square).any():
-        return np.zeros_like(zero)
-    missing = ndimage.binary_opening(zero, square)
+    cores = ndimage.binary_erosion(np.asarray(raw) == 0, square)
+    if not cores.any():
+        return cores
+    missing = ndimage.binary_dilation(cores, square)  # the opening of the zeros by the square
     return ndimage.binary_dilation(missing, np.ones((3, 3, 1), bool))
 
 
