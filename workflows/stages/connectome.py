@@ -13,14 +13,14 @@ from petavox.tasks.connectome_jobs import (
     write_annotation_info,
 )
 from petavox.tasks.errors import LayerMismatchError
-from petavox.tasks.geometry import ChunkGrid, index_grid
+from petavox.tasks.geometry import index_grid
 from petavox.tasks.shards import sharding_spec
 from petavox.tasks.storage import join_url
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import ConnectomeParams
 from petavox.workflows.ledger import identity
 from petavox.workflows.runner import StagePlan
-from petavox.workflows.stages.sizing import task_shape
+from petavox.workflows.stages.sizing import layer_grid
 
 VERSION = 1
 BYTES_PER_VOXEL = 24  # uint64 labels, np.unique's sorted copy and its counts
@@ -45,13 +45,11 @@ def plan_connectome(params: ConnectomeParams, catalog: Catalog) -> list[StagePla
         if source.layer_type != "segmentation" or source.num_channels != 1:
             raise LayerMismatchError(f"{url} is not a one-channel segmentation layer; connectome "
                                      "counts segment volumes in one")  # fmt: skip
-        bounds = source.bounds(0)
-        shape = task_shape(None, source.chunk_size(0), bounds.shape, BYTES_PER_VOXEL,
-                           name="connectome volume task", step_name="storage chunk")  # fmt: skip
+        grid = layer_grid(source, None, BYTES_PER_VOXEL, name="connectome volume task")
         plans.append(StagePlan(
             label=f"connectome {params.input}: segment volumes",
             stage="connectome-volumes", identity=identity("connectome-volumes", VERSION, spec),
-            spec=spec, grid=ChunkGrid(bounds, shape, 0, origin=bounds.start),
+            spec=spec, grid=grid,
             job=VolumeCountJob(source, work, sharding, params.fill_missing),
             resources=params.resources,
         ))  # fmt: skip

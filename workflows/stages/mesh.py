@@ -25,7 +25,7 @@ from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import MeshParams
 from petavox.workflows.ledger import identity
 from petavox.workflows.runner import StagePlan
-from petavox.workflows.stages.sizing import task_shape
+from petavox.workflows.stages.sizing import layer_grid
 
 VERSION = 1
 BYTES_PER_VOXEL = 24  # uint64 labels, zmesh's working copy and its marching-cubes tables
@@ -43,16 +43,11 @@ def plan_mesh(params: MeshParams, catalog: Catalog) -> list[StagePlan]:
     catalog.declare(url, info)
     layer = Layer(url, info, catalog.context)
     mesh_url = join_url(url, params.mesh_dir)
-    bounds = source.bounds(0)
-    chunk_shape = task_shape(
-        params.chunk_shape, source.chunk_size(0), bounds.shape, BYTES_PER_VOXEL,
-        name="mesh chunk_shape", step_name="storage chunk",
-    )  # fmt: skip
-    grid = ChunkGrid(bounds, chunk_shape, 0, origin=bounds.start)
+    grid = layer_grid(source, params.chunk_shape, BYTES_PER_VOXEL, name="mesh chunk_shape")
     simplification = Simplification(params.reduction_factor, params.max_error)
     if params.format == "sharded":
         return sharded_plans(params, catalog, layer, mesh_url, grid, info, simplification)
-    spec = {**format_fields(params), "input": url, "task_shape": list(chunk_shape)}
+    spec = {**format_fields(params), "input": url, "task_shape": list(grid.chunk_shape)}
     forge_id = identity("mesh-forge", VERSION, spec)
     forge = StagePlan(
         label=f"mesh {params.input}: fragments",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from petavox.tasks.errors import InputError
-from petavox.tasks.geometry import Vec3
+from petavox.tasks.geometry import ChunkGrid, Vec3
+from petavox.tasks.layers import Layer
 
 TARGET_VOXELS = 2**26  # ~64 M voxels: about a second of work per task at ~100 MVx/s
 TARGET_BYTES = 2**28  # 256 MiB of input per task
@@ -45,6 +46,16 @@ def task_shape(
     shape = Vec3.of(requested)
     check_multiple(name, shape, step, step_name)
     return shape
+
+
+def layer_grid(layer: Layer, requested: tuple[int, int, int] | None, bytes_per_voxel: int, *,
+               name: str, halo: int | Vec3 = 0) -> ChunkGrid:  # fmt: skip
+    """Tasks over a layer's mip 0 that write whole storage chunks: `task_shape` with the layer's
+    chunk size as the step, aligned to its voxel offset."""
+    bounds = layer.bounds(0)
+    shape = task_shape(requested, layer.chunk_size(0), bounds.shape, bytes_per_voxel,
+                       name=name, step_name="storage chunk")  # fmt: skip
+    return ChunkGrid(bounds, shape, halo, origin=bounds.start)
 
 
 def check_multiple(name: str, shape: Vec3, of: Vec3, of_name: str) -> None:

@@ -6,7 +6,7 @@ import math
 import re
 
 from petavox.tasks.errors import InputError, LayerMismatchError
-from petavox.tasks.geometry import ChunkGrid, index_grid
+from petavox.tasks.geometry import index_grid
 from petavox.tasks.layers import Layer
 from petavox.tasks.shards import sharding_spec
 from petavox.tasks.skeleton_jobs import SkeletonizeChunkJob, SkeletonMergeJob
@@ -16,7 +16,7 @@ from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import SkeletonizeParams
 from petavox.workflows.ledger import identity
 from petavox.workflows.runner import StagePlan
-from petavox.workflows.stages.sizing import task_shape
+from petavox.workflows.stages.sizing import layer_grid
 
 VERSION = 2
 BYTES_PER_VOXEL = 32  # uint64 labels, kimimaro's components, distance fields and path fields
@@ -44,17 +44,12 @@ def plan_skeletonize(params: SkeletonizeParams, catalog: Catalog) -> list[StageP
     catalog.declare(url, info)
     layer = Layer(url, info, catalog.context)
     skeleton_url = join_url(url, params.skeleton_dir)
-    bounds = source.bounds(0)
-    chunk_shape = task_shape(
-        params.chunk_shape, source.chunk_size(0), bounds.shape, BYTES_PER_VOXEL,
-        name="skeletonize chunk_shape", step_name="storage chunk",
-    )  # fmt: skip
-    grid = ChunkGrid(bounds, chunk_shape, 0, origin=bounds.start)
+    grid = layer_grid(source, params.chunk_shape, BYTES_PER_VOXEL, name="skeletonize chunk_shape")
     shard_bits = params.shard_bits
     if shard_bits is None:  # a merge task per ~8 chunk tasks
         shard_bits = max(0, math.ceil(math.log2(len(grid))) - 3)
     sharding = sharding_spec(shard_bits, params.minishard_bits, "gzip")
-    spec = {**params.hashed_fields(), "input": url, "task_shape": list(chunk_shape),
+    spec = {**params.hashed_fields(), "input": url, "task_shape": list(grid.chunk_shape),
             "shard_bits": shard_bits}  # fmt: skip
     chunks_id = identity("skeletonize-chunks", VERSION, spec)
     work = join_url(catalog.root, "intermediate", "skeletonize", chunks_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from petavox.tasks.errors import InputError, LayerMismatchError
-from petavox.tasks.geometry import ChunkGrid, Vec3
+from petavox.tasks.geometry import Vec3
 from petavox.tasks.layers import Layer
 from petavox.tasks.synapse_jobs import SynapseJob
 from petavox.tasks.synapses import DetectorParams, required_halo
@@ -11,7 +11,7 @@ from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import SynapsesParams
 from petavox.workflows.ledger import identity
 from petavox.workflows.runner import StagePlan
-from petavox.workflows.stages.sizing import task_shape
+from petavox.workflows.stages.sizing import layer_grid
 
 VERSION = 2
 BYTES_PER_VOXEL = 64  # uint64 labels, float32 image, the filters' float and label copies
@@ -59,18 +59,15 @@ def plan_synapses(params: SynapsesParams, catalog: Catalog) -> StagePlan:
             "needs to see every cleft whole with its partners; leave halo out or raise it to "
             "at least that"
         )
-    bounds = raw.bounds(0)
-    chunk_shape = task_shape(
-        params.chunk_shape, raw.chunk_size(0), bounds.shape, BYTES_PER_VOXEL,
-        name="synapses chunk_shape", step_name="storage chunk",
-    )  # fmt: skip
+    grid = layer_grid(raw, params.chunk_shape, BYTES_PER_VOXEL, name="synapses chunk_shape",
+                      halo=halo)  # fmt: skip
     output = catalog.url(params.output)
     spec = {**params.hashed_fields(), "input": raw.url, "segmentation": seg.url,
-            "output": output, "task_shape": list(chunk_shape), "halo": list(halo)}  # fmt: skip
+            "output": output, "task_shape": list(grid.chunk_shape), "halo": list(halo)}  # fmt: skip
     return StagePlan(
         label=f"synapses {params.input} + {params.segmentation} → {params.output}",
         stage="synapses", identity=identity("synapses", VERSION, spec), spec=spec,
-        grid=ChunkGrid(bounds, chunk_shape, halo, origin=bounds.start),
+        grid=grid,
         job=SynapseJob(raw, seg, output, detector, params.fill_missing),
         resources=params.resources,
     )  # fmt: skip
