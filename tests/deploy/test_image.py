@@ -45,11 +45,12 @@ DISTRO_PYTHON = {"ubuntu24.04": "3.12"}
 
 
 def tool(name: str) -> str:
-    """A command-line tool next to the interpreter (test extra) or on PATH, or skip."""
+    """A command-line tool of the test extra, next to the interpreter or on PATH; its absence
+    is a broken setup, a failure, not a skip."""
     candidate = Path(sysconfig.get_path("scripts")) / name
     found = str(candidate) if candidate.is_file() else shutil.which(name)
     if found is None:
-        pytest.skip(f"{name} is not installed (pip install -e '.[test]')")
+        pytest.fail(f"{name} is not installed (bash .ci/setup, or pip install -e '.[test]')")
     return found
 
 
