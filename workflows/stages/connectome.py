@@ -12,7 +12,6 @@ from petavox.tasks.connectome_jobs import (
     load_grid,
     write_annotation_info,
 )
-from petavox.tasks.errors import LayerMismatchError
 from petavox.tasks.geometry import index_grid
 from petavox.tasks.shards import sharding_spec
 from petavox.tasks.storage import join_url
@@ -20,6 +19,7 @@ from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import ConnectomeParams
 from petavox.workflows.ledger import identity
 from petavox.workflows.runner import StagePlan
+from petavox.workflows.stages.labels import check_segmentation
 from petavox.workflows.stages.sizing import layer_grid
 
 VERSION = 1
@@ -42,9 +42,7 @@ def plan_connectome(params: ConnectomeParams, catalog: Catalog) -> list[StagePla
     if params.segmentation:
         url = catalog.url(params.segmentation)
         source = catalog.layer(url)
-        if source.layer_type != "segmentation" or source.num_channels != 1:
-            raise LayerMismatchError(f"{url} is not a one-channel segmentation layer; connectome "
-                                     "counts segment volumes in one")  # fmt: skip
+        check_segmentation(url, source, "connectome counts segment volumes in one")
         grid = layer_grid(source, None, BYTES_PER_VOXEL, name="connectome volume task")
         plans.append(StagePlan(
             label=f"connectome {params.input}: segment volumes",

@@ -4,9 +4,8 @@ multi-resolution meshes (one merge task per shard)."""
 from __future__ import annotations
 
 import math
-import re
 
-from petavox.tasks.errors import InputError, LayerMismatchError
+from petavox.tasks.errors import InputError
 from petavox.tasks.geometry import ChunkGrid, index_grid
 from petavox.tasks.layers import Layer
 from petavox.tasks.mesh_jobs import (
@@ -25,6 +24,7 @@ from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import MeshParams
 from petavox.workflows.ledger import identity
 from petavox.workflows.runner import StagePlan
+from petavox.workflows.stages.labels import check_folder_name, check_segmentation, declare_folder
 from petavox.workflows.stages.sizing import layer_grid
 
 VERSION = 1
@@ -34,15 +34,9 @@ BYTES_PER_VOXEL = 24  # uint64 labels, zmesh's working copy and its marching-cub
 def plan_mesh(params: MeshParams, catalog: Catalog) -> list[StagePlan]:
     url = catalog.url(params.input)
     source = catalog.layer(url)
-    if source.layer_type != "segmentation" or source.num_channels != 1:
-        raise LayerMismatchError(f"{url} is not a one-channel segmentation layer; mesh takes "
-                                 "the output of segment (or any labels layer)")  # fmt: skip
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", params.mesh_dir) or params.mesh_dir in (".", ".."):
-        raise InputError(f"mesh_dir {params.mesh_dir!r} must be a plain folder name, like 'mesh'")
-    info = {**source.info, "mesh": params.mesh_dir}
-    catalog.declare(url, info)
-    layer = Layer(url, info, catalog.context)
-    mesh_url = join_url(url, params.mesh_dir)
+    check_segmentation(url, source, "mesh takes the output of segment (or any labels layer)")
+    check_folder_name("mesh_dir", params.mesh_dir, "mesh")
+    info, layer, mesh_url = declare_folder(catalog, url, source, "mesh", params.mesh_dir)
     grid = layer_grid(source, params.chunk_shape, BYTES_PER_VOXEL, name="mesh chunk_shape")
     simplification = Simplification(params.reduction_factor, params.max_error)
     if params.format == "sharded":

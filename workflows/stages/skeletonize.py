@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import math
-import re
 
-from petavox.tasks.errors import InputError, LayerMismatchError
+from petavox.tasks.errors import InputError
 from petavox.tasks.geometry import index_grid
 from petavox.tasks.layers import Layer
 from petavox.tasks.shards import sharding_spec
@@ -16,6 +15,7 @@ from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import SkeletonizeParams
 from petavox.workflows.ledger import identity
 from petavox.workflows.runner import StagePlan
+from petavox.workflows.stages.labels import check_folder_name, check_segmentation, declare_folder
 from petavox.workflows.stages.sizing import layer_grid
 
 VERSION = 2
@@ -23,12 +23,10 @@ BYTES_PER_VOXEL = 32  # uint64 labels, kimimaro's components, distance fields an
 
 
 def check_input(url: str, source: Layer, params: SkeletonizeParams) -> None:
-    if source.layer_type != "segmentation" or source.num_channels != 1:
-        raise LayerMismatchError(f"{url} is not a one-channel segmentation layer; skeletonize "
-                                 "takes the output of segment (or any labels layer)")  # fmt: skip
+    check_segmentation(url, source,
+                       "skeletonize takes the output of segment (or any labels layer)")
     folder = params.skeleton_dir
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", folder) or folder in (".", ".."):
-        raise InputError(f"skeleton_dir {folder!r} must be a plain folder name, like 'skeletons'")
+    check_folder_name("skeleton_dir", folder, "skeletons")
     taken = {"info", "ledger", "intermediate", source.info.get("mesh"),
              *(s.get("key") for s in source.info["scales"])}  # fmt: skip
     if folder in taken:
@@ -40,10 +38,8 @@ def plan_skeletonize(params: SkeletonizeParams, catalog: Catalog) -> list[StageP
     url = catalog.url(params.input)
     source = catalog.layer(url)
     check_input(url, source, params)
-    info = {**source.info, "skeletons": params.skeleton_dir}
-    catalog.declare(url, info)
-    layer = Layer(url, info, catalog.context)
-    skeleton_url = join_url(url, params.skeleton_dir)
+    info, layer, skeleton_url = declare_folder(catalog, url, source, "skeletons",
+                                               params.skeleton_dir)  # fmt: skip
     grid = layer_grid(source, params.chunk_shape, BYTES_PER_VOXEL, name="skeletonize chunk_shape")
     shard_bits = params.shard_bits
     if shard_bits is None:  # a merge task per ~8 chunk tasks

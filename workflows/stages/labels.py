@@ -1,0 +1,32 @@
+"""What the stages that read a segmentation layer (mesh, skeletonize, connectome) share: the
+check that it is one, and a folder of their output inside it, named in its info."""
+
+from __future__ import annotations
+
+import re
+
+from petavox.tasks.errors import InputError, LayerMismatchError
+from petavox.tasks.layers import Layer
+from petavox.tasks.storage import join_url
+from petavox.workflows.catalog import Catalog
+
+
+def check_segmentation(url: str, source: Layer, use: str) -> None:
+    """A LayerMismatchError unless `source` is a one-channel segmentation layer; `use` says
+    what the stage wants it for."""
+    if source.layer_type != "segmentation" or source.num_channels != 1:
+        raise LayerMismatchError(f"{url} is not a one-channel segmentation layer; {use}")
+
+
+def check_folder_name(option: str, folder: str, example: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", folder) or folder in (".", ".."):
+        raise InputError(f"{option} {folder!r} must be a plain folder name, like {example!r}")
+
+
+def declare_folder(catalog: Catalog, url: str, source: Layer, key: str,
+                   folder: str) -> tuple[dict, Layer, str]:  # fmt: skip
+    """The layer's info with `key` naming `folder` (declared to the catalog), the layer with
+    that info, and the folder's URL."""
+    info = {**source.info, key: folder}
+    catalog.declare(url, info)
+    return info, Layer(url, info, catalog.context), join_url(url, folder)
