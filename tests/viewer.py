@@ -93,3 +93,19 @@ def neuroglancer_browser(viewport: tuple[int, int] = (1000, 600)) -> Iterator[Ne
                 browser.close()
     finally:
         neuroglancer.stop()
+
+
+def plain_xy_view(state: dict[str, Any], unit_m: float, position: list[float],
+                  units_per_pixel: float) -> None:  # fmt: skip
+    """Make `state` one 2D (xy) panel at `position` (in units of `unit_m` metres on every axis),
+    `units_per_pixel` per screen pixel, with no axis lines, default annotations or scale bar:
+    nothing drawn but the layers."""
+    state.update(
+        dimensions={axis: [unit_m, "m"] for axis in "xyz"},
+        position=position,
+        crossSectionScale=units_per_pixel,
+        layout="xy",
+        showAxisLines=False,
+        showDefaultAnnotations=False,
+        showScaleBar=False,
+    )

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from synapse_data import random_synapses
-from viewer import neuroglancer_browser
+from viewer import neuroglancer_browser, plain_xy_view
 
 from petavox.tasks import synapse_table
 from petavox.tasks.storage import StorageContext
@@ -63,15 +63,7 @@ def test_neuroglancer_draws_the_synapse_lines(tmp_path, ray_session):
         neuroglancer_browser() as browser,
     ):
         state = viewer_state(layers, server.url)
-        state.update(
-            dimensions={axis: [1e-9, "m"] for axis in "xyz"},
-            position=list(CENTRE),
-            crossSectionScale=NM_PER_PIXEL,
-            layout="xy",
-            showAxisLines=False,
-            showDefaultAnnotations=False,
-            showScaleBar=False,
-        )
+        plain_xy_view(state, 1e-9, list(CENTRE), NM_PER_PIXEL)
         state["layers"][0]["annotationColor"] = "#ff00ff"
         hidden = copy.deepcopy(state)
         hidden["layers"][0]["visible"] = False

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from viewer import neuroglancer_browser
+from viewer import neuroglancer_browser, plain_xy_view
 
 from petavox.tasks.geometry import Box, Vec3
 from petavox.tasks.layers import Layer, LayerSpec
@@ -212,15 +212,7 @@ def test_neuroglancer_draws_the_demo_synapses_and_filters_them_by_segment(demo):
         neuroglancer_browser() as browser,
     ):
         state = viewer_state(layers, server.url)
-        state.update(
-            dimensions={axis: [8e-9, "m"] for axis in "xyz"},
-            position=[SIZE / 2, SIZE / 2, z],
-            crossSectionScale=1 / ZOOM,
-            layout="xy",
-            showAxisLines=False,
-            showDefaultAnnotations=False,
-            showScaleBar=False,
-        )
+        plain_xy_view(state, 8e-9, [SIZE / 2, SIZE / 2, z], 1 / ZOOM)
         linked = state["layers"][1]["linkedSegmentationLayer"]
         assert linked == {"pre": "segmentation", "post": "segmentation"}
         state["layers"][0]["visible"] = False  # the lines alone
