@@ -27,12 +27,26 @@ GALA = common.BENCH_DIR.parent.parent / "shared" / "data" / "gala"
 
 def neighbour_correlation(volume: np.ndarray, margin: int) -> float:
     inner = volume[margin:-margin, margin:-margin].astype(np.float64)
-    return float(np.mean([np.corrcoef(inner[..., z - 1].ravel(), inner[..., z].ravel())[0, 1]
-                          for z in range(1, volume.shape[2])]))  # fmt: skip
+    return float(
+        np.mean(
+            [
+                np.corrcoef(inner[..., z - 1].ravel(), inner[..., z].ravel())[0, 1]
+                for z in range(1, volume.shape[2])
+            ]
+        )
+    )
 
 
-def align_case(name: str, aligned: np.ndarray, shift: float, warp: float, session,
-               scratch: Path, rotation: float = 0.0, **align: Any) -> dict[str, Any]:  # fmt: skip
+def align_case(
+    name: str,
+    aligned: np.ndarray,
+    shift: float,
+    warp: float,
+    session,
+    scratch: Path,
+    rotation: float = 0.0,
+    **align: Any,
+) -> dict[str, Any]:
     """Misalign `aligned` (x, y, z uint8) by known transforms, run `align`, score it."""
     from petavox.tasks.layers import Layer
     from petavox.tasks.meshes import grid_points
@@ -43,19 +57,28 @@ def align_case(name: str, aligned: np.ndarray, shift: float, warp: float, sessio
     from petavox.workflows.pipeline import run
 
     centre = (aligned.shape[0] / 2, aligned.shape[1] / 2)
-    known = random_misalignment(aligned.shape[2], shift, warp, rotation=rotation, centre=centre,
-                                seed=7)  # fmt: skip
+    known = random_misalignment(
+        aligned.shape[2], shift, warp, rotation=rotation, centre=centre, seed=7
+    )
     raw = apply(aligned, known)
     root = scratch / name
     root.mkdir()
     np.save(root / "raw.npy", raw.transpose(2, 1, 0))
     stages = [
-        {"stage": "ingest", "input": str(root / "raw.npy"), "output": "raw",
-         "resolution": [8, 8, 8], "storage_chunk": [64, 64, 16]},
+        {
+            "stage": "ingest",
+            "input": str(root / "raw.npy"),
+            "output": "raw",
+            "resolution": [8, 8, 8],
+            "storage_chunk": [64, 64, 16],
+        },
         {"stage": "align", "mips": 0, **align},
-    ]  # fmt: skip
-    reports = run(parse_config({"output": f"file://{root}", "stages": stages}), session=session,
-                  progress=False)  # fmt: skip
+    ]
+    reports = run(
+        parse_config({"output": f"file://{root}", "stages": stages}),
+        session=session,
+        progress=False,
+    )
     seconds = sum(r.seconds for r in reports if r.label.startswith("align"))
     (work,) = (root / "intermediate" / "align").iterdir()
     found = SectionTransforms.from_arrays(get_arrays(f"file://{work}", "transforms.npz"))
@@ -66,18 +89,24 @@ def align_case(name: str, aligned: np.ndarray, shift: float, warp: float, sessio
     out_layer = Layer.open(f"file://{root}/aligned")
     result = out_layer.read(out_layer.bounds(0))
     row = {
-        "shape": list(aligned.shape), "max_shift": shift, "warp": warp, "seconds": seconds,
+        "shape": list(aligned.shape),
+        "max_shift": shift,
+        "warp": warp,
+        "seconds": seconds,
         "residual_rms": float(np.sqrt((per_section**2).mean())),
-        "residual_last": float(per_section[-1]), "residual_max": float(per_section.max()),
+        "residual_last": float(per_section[-1]),
+        "residual_max": float(per_section.max()),
         "correlation_truth": neighbour_correlation(aligned, margin),
         "correlation_before": neighbour_correlation(raw, margin),
         "correlation_after": neighbour_correlation(result, margin),
-    }  # fmt: skip
-    print(f"{name} {tuple(aligned.shape)}, shifts ±{shift:g} px, warps {warp:g} px: residual "
-          f"{row['residual_rms']:.2f} px RMS (last section {row['residual_last']:.2f}, worst "
-          f"{row['residual_max']:.2f}); neighbour correlation {row['correlation_before']:.3f} "
-          f"→ {row['correlation_after']:.3f} (unwarped {row['correlation_truth']:.3f}); "
-          f"align {seconds:.1f} s")  # fmt: skip
+    }
+    print(
+        f"{name} {tuple(aligned.shape)}, shifts ±{shift:g} px, warps {warp:g} px: residual "
+        f"{row['residual_rms']:.2f} px RMS (last section {row['residual_last']:.2f}, worst "
+        f"{row['residual_max']:.2f}); neighbour correlation {row['correlation_before']:.3f} "
+        f"→ {row['correlation_after']:.3f} (unwarped {row['correlation_truth']:.3f}); "
+        f"align {seconds:.1f} s"
+    )
     return row
 
 
@@ -96,8 +125,12 @@ def solve_scaling(sections: int) -> dict[str, float]:
         for back in (1, 2):
             if z >= back:
                 p = grid - t_true[z - back]
-                d = (t_true[z] + mesh.interpolate(warp[z], p)
-                     - t_true[z - back] - mesh.interpolate(warp[z - back], p))  # fmt: skip
+                d = (
+                    t_true[z]
+                    + mesh.interpolate(warp[z], p)
+                    - t_true[z - back]
+                    - mesh.interpolate(warp[z - back], p)
+                )
                 d += rng.normal(0, 0.05, d.shape)
                 pairs.append(Pair(z, z - back, PairFlow(grid, d, np.full(len(d), 0.8))))
     params = SolveParams()
@@ -107,8 +140,10 @@ def solve_scaling(sections: int) -> dict[str, float]:
     seconds = time.perf_counter() - started
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    print(f"solve {sections} sections ({mesh.size} nodes each, {len(pairs)} pairs): "
-          f"{seconds:.2f} s, peak {peak / 2**20:.0f} MiB")  # fmt: skip
+    print(
+        f"solve {sections} sections ({mesh.size} nodes each, {len(pairs)} pairs): "
+        f"{seconds:.2f} s, peak {peak / 2**20:.0f} MiB"
+    )
     return {"sections": sections, "seconds": seconds, "peak_mib": peak / 2**20}
 
 
@@ -119,8 +154,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     from petavox.tasks.synthetic import SyntheticParams, generate
 
-    counts = [int(n) for n in (args.sections or ("100,1000" if args.quick
-                                                  else "100,1000,10000")).split(",")]  # fmt: skip
+    counts = [
+        int(n)
+        for n in (args.sections or ("100,1000" if args.quick else "100,1000,10000")).split(",")
+    ]
     out: dict[str, Any] = {"solve": [solve_scaling(n) for n in counts]}
     scratch = common.scratch_dir("align")
     session = None
@@ -132,40 +169,82 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out["floor"] = align_case("synthetic-unmisaligned", synthetic, 0, 0, session, scratch)
         out["translations"] = align_case("synthetic", synthetic, 30, 0, session, scratch)
         out["warps"] = align_case("synthetic-warped", synthetic, 30, 5, session, scratch)
-        out["rotations"] = align_case("synthetic-rotated", synthetic, 30, 5, session, scratch,
-                                      rotation=3, tile=[size // 2, size // 2])  # fmt: skip
+        out["rotations"] = align_case(
+            "synthetic-rotated",
+            synthetic,
+            30,
+            5,
+            session,
+            scratch,
+            rotation=3,
+            tile=[size // 2, size // 2],
+        )
         if (GALA / "test.npz").exists():
             gala = np.ascontiguousarray(np.load(GALA / "test.npz")["raw"].transpose(2, 1, 0))
             out["gala"] = align_case("gala-test", gala, 15, 3, session, scratch)
-            out["gala_translations"] = align_case("gala-test-shifts", gala, 15, 0, session,
-                                                  scratch)  # fmt: skip
+            out["gala_translations"] = align_case("gala-test-shifts", gala, 15, 0, session, scratch)
     finally:
         common.stop_ray(session)
         shutil.rmtree(scratch, ignore_errors=True)
     voxels = int(np.prod(out["warps"]["shape"]))
     rows = [
-        common.row("align", "estimate + solve + render per core",
-                   common.mvx_per_s(voxels, out["warps"]["seconds"]), "MVx/s",
-                   note=f"{tuple(out['warps']['shape'])} synthetic, Ray 1 CPU"),
-        common.row("align", "residual, shifts ±30 px", out["translations"]["residual_rms"], "px",
-                   target="≤ 0.5"),
-        common.row("align", "residual floor: the unmisaligned volume aligned",
-                   out["floor"]["residual_rms"], "px",
-                   note="content motion along z that the aligner follows"),
-        common.row("align", "residual, shifts ±30 + warps 5 px", out["warps"]["residual_rms"],
-                   "px", target="≤ 1.0"),
-        common.row("align", "residual, + rotations ±3°, xy tiles", out["rotations"]["residual_rms"],
-                   "px", target="≤ 1.0"),
-    ]  # fmt: skip
+        common.row(
+            "align",
+            "estimate + solve + render per core",
+            common.mvx_per_s(voxels, out["warps"]["seconds"]),
+            "MVx/s",
+            note=f"{tuple(out['warps']['shape'])} synthetic, Ray 1 CPU",
+        ),
+        common.row(
+            "align",
+            "residual, shifts ±30 px",
+            out["translations"]["residual_rms"],
+            "px",
+            target="≤ 0.5",
+        ),
+        common.row(
+            "align",
+            "residual floor: the unmisaligned volume aligned",
+            out["floor"]["residual_rms"],
+            "px",
+            note="content motion along z that the aligner follows",
+        ),
+        common.row(
+            "align",
+            "residual, shifts ±30 + warps 5 px",
+            out["warps"]["residual_rms"],
+            "px",
+            target="≤ 1.0",
+        ),
+        common.row(
+            "align",
+            "residual, + rotations ±3°, xy tiles",
+            out["rotations"]["residual_rms"],
+            "px",
+            target="≤ 1.0",
+        ),
+    ]
     for entry in out["solve"]:
-        rows.append(common.row("align", f"solve {entry['sections']} sections", entry["seconds"],
-                               "s", note=f"peak {entry['peak_mib']:.0f} MiB"))  # fmt: skip
+        rows.append(
+            common.row(
+                "align",
+                f"solve {entry['sections']} sections",
+                entry["seconds"],
+                "s",
+                note=f"peak {entry['peak_mib']:.0f} MiB",
+            )
+        )
     if "gala" in out:
         g = out["gala"]
-        rows.append(common.row("align", "gala test residual, ±15 px + 3 px warps",
-                               g["residual_rms"], "px",
-                               note=f"correlation {g['correlation_before']:.3f} → "
-                               f"{g['correlation_after']:.3f}"))  # fmt: skip
+        rows.append(
+            common.row(
+                "align",
+                "gala test residual, ±15 px + 3 px warps",
+                g["residual_rms"],
+                "px",
+                note=f"correlation {g['correlation_before']:.3f} → {g['correlation_after']:.3f}",
+            )
+        )
     out["rows"] = rows
     common.write_results("align", out)
     common.print_rows(rows)

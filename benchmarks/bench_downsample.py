@@ -288,23 +288,29 @@ def print_summary(res: dict[str, Any]) -> None:
     tag = "x".join(str(c) for c in res["storage_chunk"])
     ign, loop = res["igneous"], res["petavox_loop"]
     print(f"\n== storage chunk {tag}: petavox task {res['petavox_task_shape']} ==")
-    print(f"  igneous task shape {res['igneous_task_shapes']} ({res['igneous_tasks']} tasks, "
-          f"memory_target {res['igneous_memory_target']} B); at its default memory target "
-          f"igneous would do {res['igneous_default']['mips_per_task']} mips per task of "
-          f"{res['igneous_default']['task_shape']}")  # fmt: skip
+    print(
+        f"  igneous task shape {res['igneous_task_shapes']} ({res['igneous_tasks']} tasks, "
+        f"memory_target {res['igneous_memory_target']} B); at its default memory target "
+        f"igneous would do {res['igneous_default']['mips_per_task']} mips per task of "
+        f"{res['igneous_default']['task_shape']}"
+    )
     for name, side in (("igneous", ign), ("petavox loop", loop)):
         print(
             f"  {name:<13} median {side['mvx_per_s_median']:6.1f} MVx/s, best "
             f"{side['mvx_per_s_best']:6.1f}, per CPU-second {side['mvx_per_cpu_s_median']:6.1f}"
         )
-    print(f"  petavox loop / igneous: speed {loop['paired_speed_ratio_vs_igneous']:.3f} (paired), "
-          f"CPU time {loop['paired_cpu_ratio_vs_igneous']:.3f}")  # fmt: skip
+    print(
+        f"  petavox loop / igneous: speed {loop['paired_speed_ratio_vs_igneous']:.3f} (paired), "
+        f"CPU time {loop['paired_cpu_ratio_vs_igneous']:.3f}"
+    )
     for key, (label, _) in RAY_KINDS.items():
         if key in res:
             r = res[key]
-            print(f"  {label}: median {r['mvx_per_s_median']:.1f} MVx/s, best "
-                  f"{r['mvx_per_s_best']:.1f}; / igneous {r['paired_speed_ratio_vs_igneous']:.3f}, "
-                  f"/ loop {r['paired_speed_ratio_vs_loop']:.3f} (paired)")  # fmt: skip
+            print(
+                f"  {label}: median {r['mvx_per_s_median']:.1f} MVx/s, best "
+                f"{r['mvx_per_s_best']:.1f}; / igneous {r['paired_speed_ratio_vs_igneous']:.3f}, "
+                f"/ loop {r['paired_speed_ratio_vs_loop']:.3f} (paired)"
+            )
     if "ray_first_run_after_init_s" in res:
         print(
             f"  first Ray run after ray.init (cold workers): {res['ray_first_run_after_init_s']} s"
@@ -329,8 +335,9 @@ def rows_for(res: dict[str, Any]) -> list[dict[str, Any]]:
 
     def speed(name: str, side: dict, note: str = "") -> dict[str, Any]:
         note = f"best-of {side['mvx_per_s_best']:.0f}" + (f"; {note}" if note else "")
-        return common.row("downsample", f"{name} ({where})", side["mvx_per_s_median"], "MVx/s",
-                          note=note)  # fmt: skip
+        return common.row(
+            "downsample", f"{name} ({where})", side["mvx_per_s_median"], "MVx/s", note=note
+        )
 
     def ratio(name: str, side: dict) -> dict[str, Any]:
         paired = side["paired_speed_ratio_vs_igneous"]
@@ -339,8 +346,9 @@ def rows_for(res: dict[str, Any]) -> list[dict[str, Any]]:
         note = f"median of per-round ratios; of medians {med:.2f}, of bests {top:.2f}"
         if "paired_cpu_ratio_vs_igneous" in side:
             note += f"; CPU-time ratio {side['paired_cpu_ratio_vs_igneous']:.2f}"
-        return common.row("downsample", f"{name} / igneous ({where})", paired, "×", "≥ 1.0",
-                          paired >= 1.0, note)  # fmt: skip
+        return common.row(
+            "downsample", f"{name} / igneous ({where})", paired, "×", "≥ 1.0", paired >= 1.0, note
+        )
 
     rows = [
         speed("igneous, 1 core", ign, f"{ign['mvx_per_cpu_s_median']:.0f} per CPU-s"),
@@ -428,9 +436,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if inits:
         note = ", ".join(f"{k} {v:.1f} s" for k, v in inits.items())
         rows.append(
-            common.row("downsample", "ray.init, 1 CPU (not in the stage times)",
-                       min(inits.values()), "s", note=note)
-        )  # fmt: skip
+            common.row(
+                "downsample",
+                "ray.init, 1 CPU (not in the stage times)",
+                min(inits.values()),
+                "s",
+                note=note,
+            )
+        )
     payload = {
         "quick": args.quick,
         "workload": (

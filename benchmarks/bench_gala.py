@@ -31,8 +31,9 @@ SEED_RADII = (2.0, 4.0)
 MERGE_THRESHOLDS = (0.5, 0.7, 0.8, 0.875)
 
 
-def score(root: Path, stacks: dict[str, Path], model: Path,
-          params: tuple[float, float, float], session) -> dict:  # fmt: skip
+def score(
+    root: Path, stacks: dict[str, Path], model: Path, params: tuple[float, float, float], session
+) -> dict:
     """Run ingest → infer → segment → evaluate on one (raw, gt) pair; return the scores.
 
     Reruns on the same root skip ingest and infer (the ledger has them)."""
@@ -44,18 +45,38 @@ def score(root: Path, stacks: dict[str, Path], model: Path,
     seed, radius, merge = params
     name = f"seg-{seed}-{radius}-{merge}"
     stages = [
-        {"stage": "ingest", "input": str(stacks["raw"]), "output": "raw",
-         "resolution": [10, 10, 10], "storage_chunk": [64, 64, 64]},
-        {"stage": "ingest", "input": str(stacks["gt"]), "output": "gt",
-         "layer_type": "segmentation", "resolution": [10, 10, 10], "storage_chunk": [64, 64, 64]},
+        {
+            "stage": "ingest",
+            "input": str(stacks["raw"]),
+            "output": "raw",
+            "resolution": [10, 10, 10],
+            "storage_chunk": [64, 64, 64],
+        },
+        {
+            "stage": "ingest",
+            "input": str(stacks["gt"]),
+            "output": "gt",
+            "layer_type": "segmentation",
+            "resolution": [10, 10, 10],
+            "storage_chunk": [64, 64, 64],
+        },
         {"stage": "infer", "model": str(model), "chunk_shape": [128, 128, 64]},
-        {"stage": "segment", "output": name, "chunk_shape": [128, 128, 64],
-         "seeds": "distance", "seed_threshold": seed, "seed_radius": radius,
-         "merge_threshold": merge},
+        {
+            "stage": "segment",
+            "output": name,
+            "chunk_shape": [128, 128, 64],
+            "seeds": "distance",
+            "seed_threshold": seed,
+            "seed_radius": radius,
+            "merge_threshold": merge,
+        },
         {"stage": "evaluate", "input": name, "ground_truth": "gt", "report": f"{name}.json"},
-    ]  # fmt: skip
-    run(parse_config({"output": f"file://{root}", "stages": stages}), session=session,
-        progress=False)  # fmt: skip
+    ]
+    run(
+        parse_config({"output": f"file://{root}", "stages": stages}),
+        session=session,
+        progress=False,
+    )
     return json.loads((root / f"{name}.json").read_text())
 
 
@@ -99,26 +120,44 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         held = {}
         for params in itertools.product(SEED_THRESHOLDS, SEED_RADII, MERGE_THRESHOLDS):
             r = held[params] = score(scratch / "held", files["held-out"], model, params, session)
-            print(f"held-out slab of train, seed threshold {params[0]}, radius {params[1]}, "
-                  f"merge {params[2]}: ARAND {r['arand']:.3f}, VOI {r['voi_split']:.3f} + "
-                  f"{r['voi_merge']:.3f}")  # fmt: skip
+            print(
+                f"held-out slab of train, seed threshold {params[0]}, radius {params[1]}, "
+                f"merge {params[2]}: ARAND {r['arand']:.3f}, VOI {r['voi_split']:.3f} + "
+                f"{r['voi_merge']:.3f}"
+            )
         best = min(held, key=lambda p: held[p]["voi_split"] + held[p]["voi_merge"])
         result = score(scratch / "test", files["test"], model, best, session)
     finally:
         common.stop_ray(session)
     voi = result["voi_split"] + result["voi_merge"]
-    print(f"gala test from raw EM (seed threshold, radius, merge {best}, chosen on the "
-          "held-out slab): ARAND "
-          f"{result['arand']:.3f}, VOI {result['voi_split']:.3f} + {result['voi_merge']:.3f} = "
-          f"{voi:.3f}  (gala: 0.112, 0.305 + 0.365)")  # fmt: skip
-    out.update(seed_merge_thresholds=best, test=result,
-               held_out={"-".join(map(str, k)): v for k, v in held.items()})
-    rows = [common.row("gala", "test ARAND from raw EM", result["arand"], "",
-                       note=f"U-Net trained {out.get('minutes', '?')} min on train; distance seeds "
-                       f"{best} chosen on a held-out slab of train; gala 0.112"),
-            common.row("gala", "test VOI split + merge", voi, "bits",
-                       note=f"{result['voi_split']:.3f} + {result['voi_merge']:.3f}; "
-                       "gala 0.67")]  # fmt: skip
+    print(
+        f"gala test from raw EM (seed threshold, radius, merge {best}, chosen on the "
+        "held-out slab): ARAND "
+        f"{result['arand']:.3f}, VOI {result['voi_split']:.3f} + {result['voi_merge']:.3f} = "
+        f"{voi:.3f}  (gala: 0.112, 0.305 + 0.365)"
+    )
+    out.update(
+        seed_merge_thresholds=best,
+        test=result,
+        held_out={"-".join(map(str, k)): v for k, v in held.items()},
+    )
+    rows = [
+        common.row(
+            "gala",
+            "test ARAND from raw EM",
+            result["arand"],
+            "",
+            note=f"U-Net trained {out.get('minutes', '?')} min on train; distance seeds "
+            f"{best} chosen on a held-out slab of train; gala 0.112",
+        ),
+        common.row(
+            "gala",
+            "test VOI split + merge",
+            voi,
+            "bits",
+            note=f"{result['voi_split']:.3f} + {result['voi_merge']:.3f}; gala 0.67",
+        ),
+    ]
     out["rows"] = rows
     common.write_results("gala", out)
     common.print_rows(rows)

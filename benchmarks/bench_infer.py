@@ -59,12 +59,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     raw = generate(SyntheticParams(shape=shape, seed=2)).raw
     image = as_model_input(raw)
     voxels = int(np.prod(shape))
-    out: dict[str, Any] = {"shape": list(shape), "model": url, "patch": list(defaults.patch),
-                           "overlap": list(defaults.overlap)}  # fmt: skip
+    out: dict[str, Any] = {
+        "shape": list(shape),
+        "model": url,
+        "patch": list(defaults.patch),
+        "overlap": list(defaults.overlap),
+    }
 
     single_s, whole = timed(lambda: predict(image.transpose(2, 1, 0)[None, None].copy()), rounds)
-    print(f"single forward pass {shape}: {single_s:.2f} s, "
-          f"{common.mvx_per_s(voxels, single_s):.3f} MVx/s")  # fmt: skip
+    print(
+        f"single forward pass {shape}: {single_s:.2f} s, "
+        f"{common.mvx_per_s(voxels, single_s):.3f} MVx/s"
+    )
     bounds = Box.from_shape(shape)
     patch = fit_patch(Vec3.of(defaults.patch), bounds.shape, Vec3(4, 4, 4))
     grid = PatchGrid(bounds, patch, Vec3.of(defaults.overlap))
@@ -81,15 +87,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     model_share = model_s[0] / rounds / blended_s  # of the (best) blended time, roughly
     predicted = len(grid.touching(bounds)) * patch.prod() / voxels
-    print(f"{len(grid.touching(bounds))} patches: {predicted:.2f}× the volume's voxels "
-          f"predicted; the model takes ~{model_share:.0%} of the blended time, cutting, "
-          "padding and blending the rest")  # fmt: skip
+    print(
+        f"{len(grid.touching(bounds))} patches: {predicted:.2f}× the volume's voxels "
+        f"predicted; the model takes ~{model_share:.0%} of the blended time, cutting, "
+        "padding and blending the rest"
+    )
     out.update(predicted_voxels_ratio=predicted, model_share=model_share)
     overhead = blended_s / single_s - 1
     diff = float(np.abs(blended[..., 0] - whole[0, 0].transpose(2, 1, 0)).mean())
-    print(f"patches {tuple(patch)} overlap {defaults.overlap}, blended: {blended_s:.2f} s, "
-          f"{common.mvx_per_s(voxels, blended_s):.3f} MVx/s, overhead {overhead:+.0%}; "
-          f"mean |blended - single pass| {diff:.4f}")  # fmt: skip
+    print(
+        f"patches {tuple(patch)} overlap {defaults.overlap}, blended: {blended_s:.2f} s, "
+        f"{common.mvx_per_s(voxels, blended_s):.3f} MVx/s, overhead {overhead:+.0%}; "
+        f"mean |blended - single pass| {diff:.4f}"
+    )
     out.update(single_s=single_s, blended_s=blended_s, overhead=overhead, mean_abs_diff=diff)
 
     scratch = common.scratch_dir("infer")
@@ -102,10 +112,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for attempt in range(rounds):
             root = scratch / f"run-{attempt}"
             stages = [
-                {"stage": "ingest", "input": str(scratch / "raw.npy"), "output": "raw",
-                 "resolution": [8, 8, 8], "storage_chunk": [64, 64, 32]},
+                {
+                    "stage": "ingest",
+                    "input": str(scratch / "raw.npy"),
+                    "output": "raw",
+                    "resolution": [8, 8, 8],
+                    "storage_chunk": [64, 64, 32],
+                },
                 {"stage": "infer", "model": url},  # default (auto) task shape
-            ]  # fmt: skip
+            ]
             config = parse_config({"output": f"file://{root}", "stages": stages})
             reports = run(config, session=session, progress=False)
             stage_times.append(sum(r.seconds for r in reports if r.label.startswith("infer")))
@@ -114,21 +129,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         common.stop_ray(session)
         shutil.rmtree(scratch, ignore_errors=True)
-    print(f"infer stage, 1 CPU: {stage_s:.2f} s, {common.mvx_per_s(voxels, stage_s):.3f} MVx/s "
-          f"({stage_s / single_s:.2f}× the single pass)")  # fmt: skip
+    print(
+        f"infer stage, 1 CPU: {stage_s:.2f} s, {common.mvx_per_s(voxels, stage_s):.3f} MVx/s "
+        f"({stage_s / single_s:.2f}× the single pass)"
+    )
     out["stage_s"] = stage_s
 
     rows = [
-        common.row("infer", "single forward pass per core", common.mvx_per_s(voxels, single_s),
-                   "MVx/s", note=f"{shape}, built-in U-Net" if not args.model else str(shape)),
-        common.row("infer", "patches + blending per core", common.mvx_per_s(voxels, blended_s),
-                   "MVx/s", note=f"patch {tuple(patch)}, overlap {defaults.overlap}: "
-                   f"{overhead:+.0%} vs single pass (target ≤ +40%); {predicted:.2f}× voxels "
-                   "predicted"),
-        common.row("infer", "stage per core", common.mvx_per_s(voxels, stage_s), "MVx/s",
-                   note=f"Ray, file:// layers, default task shape, {stage_s / single_s:.2f}× "
-                   "single pass time"),
-    ]  # fmt: skip
+        common.row(
+            "infer",
+            "single forward pass per core",
+            common.mvx_per_s(voxels, single_s),
+            "MVx/s",
+            note=f"{shape}, built-in U-Net" if not args.model else str(shape),
+        ),
+        common.row(
+            "infer",
+            "patches + blending per core",
+            common.mvx_per_s(voxels, blended_s),
+            "MVx/s",
+            note=f"patch {tuple(patch)}, overlap {defaults.overlap}: "
+            f"{overhead:+.0%} vs single pass (target ≤ +40%); {predicted:.2f}× voxels "
+            "predicted",
+        ),
+        common.row(
+            "infer",
+            "stage per core",
+            common.mvx_per_s(voxels, stage_s),
+            "MVx/s",
+            note=f"Ray, file:// layers, default task shape, {stage_s / single_s:.2f}× "
+            "single pass time",
+        ),
+    ]
     out["rows"] = rows
     common.write_results("infer", out)
     common.print_rows(rows)

@@ -46,8 +46,14 @@ def make_segmentation(url: str, shape: tuple[int, int, int]) -> np.ndarray:
 
     labels = generate(SyntheticParams(shape=shape, seed=1, synapses=False)).labels
     labels = labels.astype(np.uint64)
-    spec = LayerSpec(layer_type="segmentation", dtype="uint64", size=Vec3.of(shape),
-                     resolution=common.RESOLUTION, chunk_size=Vec3.of(CHUNK), encoding="raw")
+    spec = LayerSpec(
+        layer_type="segmentation",
+        dtype="uint64",
+        size=Vec3.of(shape),
+        resolution=common.RESOLUTION,
+        chunk_size=Vec3.of(CHUNK),
+        encoding="raw",
+    )
     layer = Layer.create(url, spec)
     layer.write(Box((0, 0, 0), shape), np.asfortranarray(labels))
     return labels
@@ -59,8 +65,16 @@ def run_igneous(url: str) -> dict[str, float]:
 
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
-        forge = list(create_meshing_tasks(url, mip=0, shape=TASK, simplification=True,
-                                          max_simplification_error=40, mesh_dir="mesh"))
+        forge = list(
+            create_meshing_tasks(
+                url,
+                mip=0,
+                shape=TASK,
+                simplification=True,
+                max_simplification_error=40,
+                mesh_dir="mesh",
+            )
+        )
     t1 = time.perf_counter()
     for task in forge:
         task.execute()
@@ -70,8 +84,12 @@ def run_igneous(url: str) -> dict[str, float]:
     for task in manifests:
         totask(task).execute()
     t3 = time.perf_counter()
-    return {"igneous_create": t1 - t0, "igneous_forge": t2 - t1, "igneous_manifests": t3 - t2,
-            "igneous": t3 - t0}  # fmt: skip
+    return {
+        "igneous_create": t1 - t0,
+        "igneous_forge": t2 - t1,
+        "igneous_manifests": t3 - t2,
+        "igneous": t3 - t0,
+    }
 
 
 def petavox_config(root: Path, workers: int = 1, **mesh: Any):
@@ -97,8 +115,12 @@ def run_loop(root: Path, name: str = "loop", **mesh: Any) -> dict[str, float]:
     for chunk in manifests.grid:
         manifests.job.run(chunk)
     t3 = time.perf_counter()
-    return {f"{name}_plan": t1 - t0, f"{name}_forge": t2 - t1, f"{name}_manifests": t3 - t2,
-            name: t3 - t0}  # fmt: skip
+    return {
+        f"{name}_plan": t1 - t0,
+        f"{name}_forge": t2 - t1,
+        f"{name}_manifests": t3 - t2,
+        name: t3 - t0,
+    }
 
 
 def run_ray(root: Path, session) -> dict[str, float]:
@@ -116,8 +138,10 @@ def mesh_summary(url: str, ids: list[int]) -> dict[str, int]:
     cv = CloudVolume(url)
     multires = cv.mesh.meta.info["@type"] == "neuroglancer_multilod_draco"
     meshes = cv.mesh.get(ids, lod=0) if multires else cv.mesh.get(ids, fuse=False)
-    return {"segments": sum(1 for m in meshes.values() if len(m.faces)),
-            "triangles": int(sum(len(m.faces) for m in meshes.values()))}  # fmt: skip
+    return {
+        "segments": sum(1 for m in meshes.values() if len(m.faces)),
+        "triangles": int(sum(len(m.faces) for m in meshes.values())),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -140,16 +164,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         session, _ = common.start_ray(1, niceness=0)  # as igneous here: no nice-15 penalty
         cases: dict[str, common.Case] = {
-            "igneous": (fresh("igneous"), lambda: run_igneous(common.file_url(dirs["igneous"]
-                                                                              / "seg"))),
+            "igneous": (
+                fresh("igneous"),
+                lambda: run_igneous(common.file_url(dirs["igneous"] / "seg")),
+            ),
             "loop": (fresh("loop"), lambda: run_loop(dirs["loop"])),
             "ray": (fresh("ray"), lambda: run_ray(dirs["ray"], session)),
-            "sharded": (fresh("sharded"), lambda: run_loop(dirs["sharded"], "sharded",
-                                                           format="sharded")),
-        }  # fmt: skip
+            "sharded": (
+                fresh("sharded"),
+                lambda: run_loop(dirs["sharded"], "sharded", format="sharded"),
+            ),
+        }
         timings = common.interleave(cases, rounds)
-        outputs = {n: mesh_summary(common.file_url(dirs[n] / "seg"), ids)
-                   for n in ("igneous", "loop", "sharded")}  # fmt: skip
+        outputs = {
+            n: mesh_summary(common.file_url(dirs[n] / "seg"), ids)
+            for n in ("igneous", "loop", "sharded")
+        }
     finally:
         common.stop_ray(session)
         shutil.rmtree(scratch, ignore_errors=True)
@@ -161,26 +191,60 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ratio_ray = common.paired_ratio(timings["igneous"], timings["ray"])
     note = f"{shape} synthetic neurites, {len(ids)} segments, tasks {TASK}"
     rows = [
-        common.row("mesh", "igneous forge + manifests per core",
-                   common.mvx_per_s(voxels, timings["igneous"].median), "MVx/s", note=note),
-        common.row("mesh", "petavox mesh per core (job loop)",
-                   common.mvx_per_s(voxels, timings["loop"].median), "MVx/s"),
-        common.row("mesh", "petavox mesh per core (Ray, 1 CPU)",
-                   common.mvx_per_s(voxels, timings["ray"].median), "MVx/s"),
-        common.row("mesh", "petavox mesh sharded, 3 LODs, per core (job loop)",
-                   common.mvx_per_s(voxels, timings["sharded"].median), "MVx/s",
-                   note=f"merge {timings['sharded_manifests'].median:.1f} s of "
-                   f"{timings['sharded'].median:.1f} s; LOD 0 triangles "
-                   f"{outputs['sharded']['triangles']}"),
-        common.row("mesh", "speed vs igneous (job loop)", ratio_loop, "×", target="≥ 1.0",
-                   met=ratio_loop >= 1.0),
-        common.row("mesh", "speed vs igneous (Ray, 1 CPU)", ratio_ray, "×", target="≥ 1.0",
-                   met=ratio_ray >= 1.0,
-                   note=f"triangles: petavox {outputs['loop']['triangles']}, igneous "
-                   f"{outputs['igneous']['triangles']}"),
-    ]  # fmt: skip
-    out = {"shape": list(shape), "segments": len(ids), "outputs": outputs,
-           "timings": {k: v.times for k, v in timings.items()}, "rows": rows}  # fmt: skip
+        common.row(
+            "mesh",
+            "igneous forge + manifests per core",
+            common.mvx_per_s(voxels, timings["igneous"].median),
+            "MVx/s",
+            note=note,
+        ),
+        common.row(
+            "mesh",
+            "petavox mesh per core (job loop)",
+            common.mvx_per_s(voxels, timings["loop"].median),
+            "MVx/s",
+        ),
+        common.row(
+            "mesh",
+            "petavox mesh per core (Ray, 1 CPU)",
+            common.mvx_per_s(voxels, timings["ray"].median),
+            "MVx/s",
+        ),
+        common.row(
+            "mesh",
+            "petavox mesh sharded, 3 LODs, per core (job loop)",
+            common.mvx_per_s(voxels, timings["sharded"].median),
+            "MVx/s",
+            note=f"merge {timings['sharded_manifests'].median:.1f} s of "
+            f"{timings['sharded'].median:.1f} s; LOD 0 triangles "
+            f"{outputs['sharded']['triangles']}",
+        ),
+        common.row(
+            "mesh",
+            "speed vs igneous (job loop)",
+            ratio_loop,
+            "×",
+            target="≥ 1.0",
+            met=ratio_loop >= 1.0,
+        ),
+        common.row(
+            "mesh",
+            "speed vs igneous (Ray, 1 CPU)",
+            ratio_ray,
+            "×",
+            target="≥ 1.0",
+            met=ratio_ray >= 1.0,
+            note=f"triangles: petavox {outputs['loop']['triangles']}, igneous "
+            f"{outputs['igneous']['triangles']}",
+        ),
+    ]
+    out = {
+        "shape": list(shape),
+        "segments": len(ids),
+        "outputs": outputs,
+        "timings": {k: v.times for k, v in timings.items()},
+        "rows": rows,
+    }
     common.write_results("mesh", out)
     common.print_rows(rows)
     return out

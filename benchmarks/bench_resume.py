@@ -137,8 +137,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             timed_run([sys.executable, "-c", "import petavox.workflows.cli"])[0] for _ in range(3)
         )
         floor_help = min(timed_run([*cli_command(), "--help"])[0] for _ in range(3))
-        print(f"floor: python {floor_python:.3f} s, import the CLI {floor_import:.3f} s, "
-              f"petavox --help {floor_help:.3f} s")  # fmt: skip
+        print(
+            f"floor: python {floor_python:.3f} s, import the CLI {floor_import:.3f} s, "
+            f"petavox --help {floor_help:.3f} s"
+        )
 
         tail: list[str] = []
         for i in range(repeats):
@@ -158,9 +160,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 again.append(seconds)
                 ran_again.append(chunks_run(stdout))
             ratios.append(statistics.median(again) / first.times[-1])
-            print(f"  run {i}: first {first.times[-1]:.2f} s ({ran_first[-1]} chunks), "
-                  f"reruns {', '.join(f'{s:.2f}' for s in again)} s "
-                  f"({ran_again[-1]} chunks run again)")  # fmt: skip
+            print(
+                f"  run {i}: first {first.times[-1]:.2f} s ({ran_first[-1]} chunks), "
+                f"reruns {', '.join(f'{s:.2f}' for s in again)} s "
+                f"({ran_again[-1]} chunks run again)"
+            )
         if not args.no_profile and tail:
             out["profile_rerun"] = prof = profile_rerun(tail, scratch)
             print(f"\n  profile of a rerun (cProfile, {prof['total_s']:.2f} s in Python):")
@@ -196,14 +200,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
     )
     rows = [
-        common.row("resume", "first run, CLI wall time", first.median, "s",
-                   note=f"best {first.best:.2f} s; {ran_first[0]} chunks; Ray start-up included"),
-        common.row("resume", "rerun, CLI wall time", rerun.median, "s",
-                   note=f"best {rerun.best:.2f} s; {max(ran_again)} chunks run again; "
-                   f"`import petavox.workflows.cli` alone {floor_import:.2f} s"),
-        common.row("resume", "rerun / first run", 100 * ratio, "%", "≤ 5 %", ratio <= 0.05,
-                   "median over first runs of median rerun / first"),
-    ]  # fmt: skip
+        common.row(
+            "resume",
+            "first run, CLI wall time",
+            first.median,
+            "s",
+            note=f"best {first.best:.2f} s; {ran_first[0]} chunks; Ray start-up included",
+        ),
+        common.row(
+            "resume",
+            "rerun, CLI wall time",
+            rerun.median,
+            "s",
+            note=f"best {rerun.best:.2f} s; {max(ran_again)} chunks run again; "
+            f"`import petavox.workflows.cli` alone {floor_import:.2f} s",
+        ),
+        common.row(
+            "resume",
+            "rerun / first run",
+            100 * ratio,
+            "%",
+            "≤ 5 %",
+            ratio <= 0.05,
+            "median over first runs of median rerun / first",
+        ),
+    ]
     out["rows"] = rows
     common.write_results("resume", out)
     common.print_rows(rows)

@@ -365,12 +365,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
         )
     rows += [
-        common.row("runner", "loop with a fresh job per chunk, vs loop (task step)",
-                   100 * f1["loop_fresh_job_vs_loop"], "%",
-                   note="cloud-volume clients rebuilt per task"),
-        common.row("runner", "loop via run_chunk + ledger, vs loop (task step)",
-                   100 * f1["loop_run_chunk_vs_loop"], "%", note="a Ray task's work without Ray"),
-    ]  # fmt: skip
+        common.row(
+            "runner",
+            "loop with a fresh job per chunk, vs loop (task step)",
+            100 * f1["loop_fresh_job_vs_loop"],
+            "%",
+            note="cloud-volume clients rebuilt per task",
+        ),
+        common.row(
+            "runner",
+            "loop via run_chunk + ledger, vs loop (task step)",
+            100 * f1["loop_run_chunk_vs_loop"],
+            "%",
+            note="a Ray task's work without Ray",
+        ),
+    ]
     for v in variants:
         f2 = out["phases"]["ray2"]["figures"][v]
         f2n = out["phases"]["ray2_nice0"]["figures"][v]

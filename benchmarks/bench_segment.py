@@ -82,12 +82,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for attempt in range(rounds):
                 root = scratch / f"run-{halo[0]}-{attempt}"
                 stages = [
-                    {"stage": "ingest", "input": str(scratch / "boundary.npy"),
-                     "output": "boundary", "resolution": [8, 8, 8],
-                     "storage_chunk": [64, 64, 32]},
-                    {"stage": "segment", "chunk_shape": list(TASK), "halo": list(halo),
-                     "merge_threshold": MERGE_THRESHOLD},
-                ]  # fmt: skip
+                    {
+                        "stage": "ingest",
+                        "input": str(scratch / "boundary.npy"),
+                        "output": "boundary",
+                        "resolution": [8, 8, 8],
+                        "storage_chunk": [64, 64, 32],
+                    },
+                    {
+                        "stage": "segment",
+                        "chunk_shape": list(TASK),
+                        "halo": list(halo),
+                        "merge_threshold": MERGE_THRESHOLD,
+                    },
+                ]
                 config = parse_config({"output": f"file://{root}", "stages": stages})
                 reports = run(config, session=session, progress=False)
                 segment_reports = [r for r in reports if not r.label.startswith("ingest")]
@@ -100,8 +108,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 shutil.rmtree(root, ignore_errors=True)
             best = min(stage_s)
             key = f"halo{halo[0]}"
-            out[key] = {"stage_s": best, "steps_s": {k: min(v) for k, v in steps.items()},
-                        "voi_to_kernel": voi}  # fmt: skip
+            out[key] = {
+                "stage_s": best,
+                "steps_s": {k: min(v) for k, v in steps.items()},
+                "voi_to_kernel": voi,
+            }
             rate = common.mvx_per_s(voxels, best)
             print(
                 f"segment stage, halo {halo}, 1 CPU: {best:.2f} s, {rate:.2f} MVx/s "
@@ -113,14 +124,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         common.stop_ray(session)
         shutil.rmtree(scratch, ignore_errors=True)
 
-    rows = [common.row("segment", "kernel per core", common.mvx_per_s(voxels, kernel_s), "MVx/s",
-                       note=f"{shape}, fragments + region graph + agglomeration")]  # fmt: skip
+    rows = [
+        common.row(
+            "segment",
+            "kernel per core",
+            common.mvx_per_s(voxels, kernel_s),
+            "MVx/s",
+            note=f"{shape}, fragments + region graph + agglomeration",
+        )
+    ]
     for halo in HALOS:
         s = out[f"halo{halo[0]}"]["stage_s"]
-        rows.append(common.row("segment", f"stage per core, halo {halo[0]}",
-                               common.mvx_per_s(voxels, s), "MVx/s",
-                               note=f"tasks {TASK}, {s / kernel_s:.2f}× kernel time, VOI to "
-                               f"kernel {out[f'halo{halo[0]}']['voi_to_kernel']:.4f}"))  # fmt: skip
+        rows.append(
+            common.row(
+                "segment",
+                f"stage per core, halo {halo[0]}",
+                common.mvx_per_s(voxels, s),
+                "MVx/s",
+                note=f"tasks {TASK}, {s / kernel_s:.2f}× kernel time, VOI to "
+                f"kernel {out[f'halo{halo[0]}']['voi_to_kernel']:.4f}",
+            )
+        )
     out["rows"] = rows
     common.write_results("segment", out)
     common.print_rows(rows)

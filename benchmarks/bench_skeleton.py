@@ -48,8 +48,14 @@ def make_segmentation(url: str, shape: tuple[int, int, int]) -> np.ndarray:
 
     labels = generate(SyntheticParams(shape=shape, seed=1, synapses=False)).labels
     labels = labels.astype(np.uint64)
-    spec = LayerSpec(layer_type="segmentation", dtype="uint64", size=Vec3.of(shape),
-                     resolution=common.RESOLUTION, chunk_size=Vec3.of(CHUNK), encoding="raw")
+    spec = LayerSpec(
+        layer_type="segmentation",
+        dtype="uint64",
+        size=Vec3.of(shape),
+        resolution=common.RESOLUTION,
+        chunk_size=Vec3.of(CHUNK),
+        encoding="raw",
+    )
     Layer.create(url, spec).write(Box((0, 0, 0), shape), np.asfortranarray(labels))
     return labels
 
@@ -66,15 +72,27 @@ def run_igneous(url: str, task: tuple[int, int, int]) -> dict[str, float]:
     queue = LocalTaskQueue(parallel=1, progress=False)
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
-        queue.insert(create_skeletonizing_tasks(
-            url, mip=0, shape=task, teasar_params=Teasar().teasar_params(), dust_threshold=DUST,
-            fix_branching=True, fix_borders=True, parallel=1, spatial_index=False,
-        ))  # fmt: skip
+        queue.insert(
+            create_skeletonizing_tasks(
+                url,
+                mip=0,
+                shape=task,
+                teasar_params=Teasar().teasar_params(),
+                dust_threshold=DUST,
+                fix_branching=True,
+                fix_borders=True,
+                parallel=1,
+                spatial_index=False,
+            )
+        )
     queue.execute(progress=False)
     t1 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
-        queue.insert(create_unsharded_skeleton_merge_tasks(url, magnitude=1, dust_threshold=0,
-                                                           tick_threshold=TICKS))  # fmt: skip
+        queue.insert(
+            create_unsharded_skeleton_merge_tasks(
+                url, magnitude=1, dust_threshold=0, tick_threshold=TICKS
+            )
+        )
     queue.execute(progress=False)
     t2 = time.perf_counter()
     return {"igneous_chunks": t1 - t0, "igneous_merge": t2 - t1, "igneous": t2 - t0}
@@ -83,8 +101,13 @@ def run_igneous(url: str, task: tuple[int, int, int]) -> dict[str, float]:
 def petavox_config(root: Path, task: tuple[int, int, int], workers: int = 1):
     from petavox.workflows.config import RunConfig
 
-    stage = {"stage": "skeletonize", "input": "seg", "chunk_shape": task, "dust_threshold": DUST,
-             "tick_threshold": TICKS}  # fmt: skip
+    stage = {
+        "stage": "skeletonize",
+        "input": "seg",
+        "chunk_shape": task,
+        "dust_threshold": DUST,
+        "tick_threshold": TICKS,
+    }
     return RunConfig.model_validate(
         {"output": common.file_url(root), "stages": [stage], "ray": {"workers": workers}}
     )
@@ -121,9 +144,11 @@ def skeleton_summary(url: str, ids: list[int]) -> dict[str, float]:
     folder = Path(url.removeprefix("file://")) / cv.info["skeletons"]
     found = [i for i in ids if any((folder / f"{i}{gz}").is_file() for gz in ("", ".gz"))]
     skeletons = [cv.skeleton.get(i) for i in found]
-    return {"segments": len(found),
-            "cable_mm": round(float(sum(s.cable_length() for s in skeletons)) / 1e6, 4),
-            "split": sum(1 for s in skeletons if len(s.components()) > 1)}  # fmt: skip
+    return {
+        "segments": len(found),
+        "cable_mm": round(float(sum(s.cable_length() for s in skeletons)) / 1e6, 4),
+        "split": sum(1 for s in skeletons if len(s.components()) > 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -157,8 +182,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "ray": (fresh("ray"), lambda: run_ray(dirs["ray"], task, session)),
         }
         timings = common.interleave(cases, rounds)
-        outputs = {n: skeleton_summary(common.file_url(dirs[n] / "seg"), ids)
-                   for n in ("igneous", "loop")}  # fmt: skip
+        outputs = {
+            n: skeleton_summary(common.file_url(dirs[n] / "seg"), ids) for n in ("igneous", "loop")
+        }
     finally:
         common.stop_ray(session)
         shutil.rmtree(scratch, ignore_errors=True)
@@ -169,24 +195,58 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ratio_loop = common.paired_ratio(timings["igneous"], timings["loop"])
     ratio_ray = common.paired_ratio(timings["igneous"], timings["ray"])
     note = f"{shape} synthetic neurites, {len(ids)} segments, tasks {task}"
-    seen = (f"skeletons: petavox {outputs['loop']['segments']}, igneous "
-            f"{outputs['igneous']['segments']}; cable {outputs['loop']['cable_mm']} vs "
-            f"{outputs['igneous']['cable_mm']} mm")  # fmt: skip
+    seen = (
+        f"skeletons: petavox {outputs['loop']['segments']}, igneous "
+        f"{outputs['igneous']['segments']}; cable {outputs['loop']['cable_mm']} vs "
+        f"{outputs['igneous']['cable_mm']} mm"
+    )
     rows = [
-        common.row("skeleton", "igneous skeletonize + merge per core",
-                   common.mvx_per_s(voxels, timings["igneous"].median), "MVx/s", note=note),
-        common.row("skeleton", "petavox skeletonize per core (job loop)",
-                   common.mvx_per_s(voxels, timings["loop"].median), "MVx/s"),
-        common.row("skeleton", "petavox skeletonize per core (Ray, 1 CPU)",
-                   common.mvx_per_s(voxels, timings["ray"].median), "MVx/s"),
-        common.row("skeleton", "speed vs igneous (job loop)", ratio_loop, "×", target="≥ 1.0",
-                   met=ratio_loop >= 1.0, note=seen),
-        common.row("skeleton", "speed vs igneous (Ray, 1 CPU)", ratio_ray, "×", target="≥ 1.0",
-                   met=ratio_ray >= 1.0),
-    ]  # fmt: skip
-    out = {"quick": args.quick, "workload": note, "shape": list(shape), "segments": len(ids),
-           "outputs": outputs, "timings": {k: v.times for k, v in timings.items()},
-           "rows": rows}  # fmt: skip
+        common.row(
+            "skeleton",
+            "igneous skeletonize + merge per core",
+            common.mvx_per_s(voxels, timings["igneous"].median),
+            "MVx/s",
+            note=note,
+        ),
+        common.row(
+            "skeleton",
+            "petavox skeletonize per core (job loop)",
+            common.mvx_per_s(voxels, timings["loop"].median),
+            "MVx/s",
+        ),
+        common.row(
+            "skeleton",
+            "petavox skeletonize per core (Ray, 1 CPU)",
+            common.mvx_per_s(voxels, timings["ray"].median),
+            "MVx/s",
+        ),
+        common.row(
+            "skeleton",
+            "speed vs igneous (job loop)",
+            ratio_loop,
+            "×",
+            target="≥ 1.0",
+            met=ratio_loop >= 1.0,
+            note=seen,
+        ),
+        common.row(
+            "skeleton",
+            "speed vs igneous (Ray, 1 CPU)",
+            ratio_ray,
+            "×",
+            target="≥ 1.0",
+            met=ratio_ray >= 1.0,
+        ),
+    ]
+    out = {
+        "quick": args.quick,
+        "workload": note,
+        "shape": list(shape),
+        "segments": len(ids),
+        "outputs": outputs,
+        "timings": {k: v.times for k, v in timings.items()},
+        "rows": rows,
+    }
     common.write_results("skeleton", out)
     common.print_rows(rows)
     return out

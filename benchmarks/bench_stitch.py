@@ -128,18 +128,35 @@ def hierarchical(m: Model, verify: bool) -> dict[str, Any]:
         maps.append(lmaps)
         passed = up
         map_bytes = [a.nbytes for a in lmaps.values()]
-        levels.append({"level": level, "nodes": len(up), "seconds": seconds, "read_s": read,
-                       "resolve_s": resolve, "node_edges": big[0], "node": list(big[1]),
-                       "node_faces": node_faces(grid, level, big[1]), "node_bytes": big[2],
-                       "node_peak_bytes": peak, "up_bytes": sum(a.nbytes for a in up.values()),
-                       "map_bytes": sum(map_bytes),
-                       "largest_map_bytes": max(map_bytes)})  # fmt: skip
-    out = {"levels": levels, "seconds": sum(lv["seconds"] for lv in levels), "rss_mb": rss_mb(),
-           "largest": max(levels, key=lambda lv: lv["node_edges"]),
-           "storage_bytes": sum(lv["up_bytes"] + lv["map_bytes"] for lv in levels)}  # fmt: skip
+        levels.append(
+            {
+                "level": level,
+                "nodes": len(up),
+                "seconds": seconds,
+                "read_s": read,
+                "resolve_s": resolve,
+                "node_edges": big[0],
+                "node": list(big[1]),
+                "node_faces": node_faces(grid, level, big[1]),
+                "node_bytes": big[2],
+                "node_peak_bytes": peak,
+                "up_bytes": sum(a.nbytes for a in up.values()),
+                "map_bytes": sum(map_bytes),
+                "largest_map_bytes": max(map_bytes),
+            }
+        )
+    out = {
+        "levels": levels,
+        "seconds": sum(lv["seconds"] for lv in levels),
+        "rss_mb": rss_mb(),
+        "largest": max(levels, key=lambda lv: lv["node_edges"]),
+        "storage_bytes": sum(lv["up_bytes"] + lv["map_bytes"] for lv in levels),
+    }
     if verify:  # every label of every chunk: its chain of maps vs one flat union-find
-        labels = (np.arange(math.prod(grid), dtype=U)[:, None] * U(m.ids.stride)
-                  + np.arange(1, m.n + 1, dtype=U)).ravel()  # fmt: skip
+        labels = (
+            np.arange(math.prod(grid), dtype=U)[:, None] * U(m.ids.stride)
+            + np.arange(1, m.n + 1, dtype=U)
+        ).ravel()
         ids, roots = eq.components(m.edges((0, 0, 0), grid), extra=labels)
         want, got = roots[np.searchsorted(ids, labels)], np.empty_like(labels)
         for c, zyx in enumerate(np.ndindex(*grid[::-1])):  # linear chunk order
@@ -148,8 +165,11 @@ def hierarchical(m: Model, verify: bool) -> dict[str, Any]:
         assert np.array_equal(got, want), "hierarchical ids differ from the flat union-find"
         sets, sizes = np.unique(want, return_counts=True)
         giant = labels[want == sets[sizes.argmax()]] // U(m.ids.stride)
-        out["verified"] = {"labels": len(labels), "sets": len(sets),
-                           "largest_set_chunks": len(np.unique(giant))}  # fmt: skip
+        out["verified"] = {
+            "labels": len(labels),
+            "sets": len(sets),
+            "largest_set_chunks": len(np.unique(giant)),
+        }
     return out
 
 
@@ -214,55 +234,122 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         if chunks <= args.flat_max_chunks:
             res["flat"] = in_fresh_process("flat", *params, False)
         results.append(res)
-        print(f"\n{name(grid)}: {chunks} chunks, {res['faces']} faces, {h['edges']} edges "
-              f"({res['level0_bytes'] / MB:.1f} MB level 0), "
-              f"{len(h['levels'])} levels")  # fmt: skip
+        print(
+            f"\n{name(grid)}: {chunks} chunks, {res['faces']} faces, {h['edges']} edges "
+            f"({res['level0_bytes'] / MB:.1f} MB level 0), "
+            f"{len(h['levels'])} levels"
+        )
         if "verified" in h:
             v = h["verified"]
-            print(f"verified: final ids = flat components() for {v['labels']} labels "
-                  f"({v['sets']} sets, the largest spans {v['largest_set_chunks']} "
-                  "chunks)")  # fmt: skip
-        table("level,nodes,time s,read s,resolve s,big node edges,its faces,in+out KB,peak KB,"
-              "passed-up MB,maps MB,big map KB",
-              [[lv["level"], lv["nodes"], lv["seconds"], lv["read_s"], lv["resolve_s"],
-                lv["node_edges"], lv["node_faces"], lv["node_bytes"] / 1024,
-                lv["node_peak_bytes"] / 1024, lv["up_bytes"] / MB, lv["map_bytes"] / MB,
-                lv["largest_map_bytes"] / 1024] for lv in h["levels"]])  # fmt: skip
+            print(
+                f"verified: final ids = flat components() for {v['labels']} labels "
+                f"({v['sets']} sets, the largest spans {v['largest_set_chunks']} "
+                "chunks)"
+            )
+        table(
+            "level,nodes,time s,read s,resolve s,big node edges,its faces,in+out KB,peak KB,"
+            "passed-up MB,maps MB,big map KB",
+            [
+                [
+                    lv["level"],
+                    lv["nodes"],
+                    lv["seconds"],
+                    lv["read_s"],
+                    lv["resolve_s"],
+                    lv["node_edges"],
+                    lv["node_faces"],
+                    lv["node_bytes"] / 1024,
+                    lv["node_peak_bytes"] / 1024,
+                    lv["up_bytes"] / MB,
+                    lv["map_bytes"] / MB,
+                    lv["largest_map_bytes"] / 1024,
+                ]
+                for lv in h["levels"]
+            ],
+        )
 
-    table("grid,chunks,faces,big node edges,its faces,in+out MB,node peak MB,storage MB,hier s,"
-          "hier RSS MB,flat s,flat peak MB,flat RSS MB",
-          [[name(r["grid"]), r["chunks"], r["faces"], b["node_edges"], b["node_faces"],
-            b["node_bytes"] / MB, b["node_peak_bytes"] / MB, r["hier"]["storage_bytes"] / MB,
-            r["hier"]["seconds"], r["hier"]["rss_mb"],
-            *([f["seconds"], f["peak_bytes"] / MB, f["rss_mb"]] if f else ["-"] * 3)]
-           for r in results for b, f in [(r["hier"]["largest"], r.get("flat"))]])  # fmt: skip
-    print("hier RSS includes the storage dicts (all maps, passed-up edges of two levels); node "
-          "peak: tracemalloc, the largest node's task, its input included")  # fmt: skip
+    table(
+        "grid,chunks,faces,big node edges,its faces,in+out MB,node peak MB,storage MB,hier s,"
+        "hier RSS MB,flat s,flat peak MB,flat RSS MB",
+        [
+            [
+                name(r["grid"]),
+                r["chunks"],
+                r["faces"],
+                b["node_edges"],
+                b["node_faces"],
+                b["node_bytes"] / MB,
+                b["node_peak_bytes"] / MB,
+                r["hier"]["storage_bytes"] / MB,
+                r["hier"]["seconds"],
+                r["hier"]["rss_mb"],
+                *([f["seconds"], f["peak_bytes"] / MB, f["rss_mb"]] if f else ["-"] * 3),
+            ]
+            for r in results
+            for b, f in [(r["hier"]["largest"], r.get("flat"))]
+        ],
+    )
+    print(
+        "hier RSS includes the storage dicts (all maps, passed-up edges of two levels); node "
+        "peak: tracemalloc, the largest node's task, its input included"
+    )
     for a, b in itertools.pairwise(results):
         x, y = a["hier"]["largest"], b["hier"]["largest"]
-        print(f"{name(a['grid'])} → {name(b['grid'])}: chunks ×{b['chunks'] / a['chunks']:.1f}, "
-              f"faces ×{b['faces'] / a['faces']:.1f}; largest node: its faces "
-              f"×{y['node_faces'] / x['node_faces']:.2f}, edges "
-              f"×{y['node_edges'] / x['node_edges']:.2f}, "
-              f"peak ×{y['node_peak_bytes'] / x['node_peak_bytes']:.2f}")  # fmt: skip
+        print(
+            f"{name(a['grid'])} → {name(b['grid'])}: chunks ×{b['chunks'] / a['chunks']:.1f}, "
+            f"faces ×{b['faces'] / a['faces']:.1f}; largest node: its faces "
+            f"×{y['node_faces'] / x['node_faces']:.2f}, edges "
+            f"×{y['node_edges'] / x['node_edges']:.2f}, "
+            f"peak ×{y['node_peak_bytes'] / x['node_peak_bytes']:.2f}"
+        )
     last, where = results[-1], name(top)
     h, big, f = last["hier"], last["hier"]["largest"], last.get("flat")
-    rows = [common.row("stitch", f"hierarchical resolve, {where} chunks, 1 process",
-                       h["seconds"], "s", note=f"{len(h['levels'])} levels"),
-            common.row("stitch", f"largest node peak (tracemalloc), {where}",
-                       big["node_peak_bytes"] / MB, "MB", note=f"level {big['level']}: "
-                       f"{big['node_edges']} edges, {big['node_faces']} faces")]  # fmt: skip
+    rows = [
+        common.row(
+            "stitch",
+            f"hierarchical resolve, {where} chunks, 1 process",
+            h["seconds"],
+            "s",
+            note=f"{len(h['levels'])} levels",
+        ),
+        common.row(
+            "stitch",
+            f"largest node peak (tracemalloc), {where}",
+            big["node_peak_bytes"] / MB,
+            "MB",
+            note=f"level {big['level']}: {big['node_edges']} edges, {big['node_faces']} faces",
+        ),
+    ]
     if f:
-        rows += [common.row("stitch", f"flat components() on all edges, {where}", f["seconds"],
-                            "s", note=f"RSS {f['rss_mb']:.0f} MB"),
-                 common.row("stitch", f"flat peak / largest node peak, {where}",
-                            f["peak_bytes"] / big["node_peak_bytes"], "×",
-                            note=f"{f['peak_bytes'] / MB:.0f} MB flat")]  # fmt: skip
-    common.write_results("stitch", {
-        "quick": args.quick, "k": args.k, "n": args.n, "chains": args.chains, "sizes": results,
-        "workload": f"octree resolve of synthetic face matches, grids "
-                    f"{', '.join(map(name, sizes))}, K={args.k}, N={args.n}",
-        "rows": rows})  # fmt: skip
+        rows += [
+            common.row(
+                "stitch",
+                f"flat components() on all edges, {where}",
+                f["seconds"],
+                "s",
+                note=f"RSS {f['rss_mb']:.0f} MB",
+            ),
+            common.row(
+                "stitch",
+                f"flat peak / largest node peak, {where}",
+                f["peak_bytes"] / big["node_peak_bytes"],
+                "×",
+                note=f"{f['peak_bytes'] / MB:.0f} MB flat",
+            ),
+        ]
+    common.write_results(
+        "stitch",
+        {
+            "quick": args.quick,
+            "k": args.k,
+            "n": args.n,
+            "chains": args.chains,
+            "sizes": results,
+            "workload": f"octree resolve of synthetic face matches, grids "
+            f"{', '.join(map(name, sizes))}, K={args.k}, N={args.n}",
+            "rows": rows,
+        },
+    )
     common.print_rows(rows)
     return results
 

@@ -49,10 +49,16 @@ def make_layers(root: Path, shape: tuple[int, int, int]):
         ("raw", "image", "uint8", volume.raw),
         ("seg", "segmentation", "uint64", volume.labels.astype(np.uint64)),
     ):
-        spec = LayerSpec(layer_type=layer_type, dtype=dtype, size=Vec3.of(shape),
-                         resolution=RESOLUTION, chunk_size=Vec3.of(CHUNK), encoding="raw")
+        spec = LayerSpec(
+            layer_type=layer_type,
+            dtype=dtype,
+            size=Vec3.of(shape),
+            resolution=RESOLUTION,
+            chunk_size=Vec3.of(CHUNK),
+            encoding="raw",
+        )
         layer = Layer.create(common.file_url(root / name), spec)
-        layer.write(Box((0, 0, 0), shape), np.asfortranarray(data))  # fmt: skip
+        layer.write(Box((0, 0, 0), shape), np.asfortranarray(data))
     return volume
 
 
@@ -60,8 +66,13 @@ def plan(root: Path, task: tuple[int, int, int]):
     from petavox.workflows.config import RunConfig
     from petavox.workflows.pipeline import plan_run, prepare
 
-    stage = {"stage": "synapses", "input": "raw", "segmentation": "seg", "output": "syn",
-             "chunk_shape": list(task)}  # fmt: skip
+    stage = {
+        "stage": "synapses",
+        "input": "raw",
+        "segmentation": "seg",
+        "output": "syn",
+        "chunk_shape": list(task),
+    }
     config = RunConfig.model_validate({"output": common.file_url(root), "stages": [stage]})
     (synapses,) = plan_run(config)
     prepare(synapses, config)
@@ -124,32 +135,78 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     kernel_write = common.mvx_per_s(int(np.prod(tuple(write.shape))), kernel_s)
     kernel_read = common.mvx_per_s(int(np.prod(tuple(read.shape))), kernel_s)
     quality = rates(counts)
-    note = (f"{'×'.join(map(str, shape))} bold synthetic (seed {SEED}), {len(chunks)} tasks "
-            f"{'×'.join(map(str, task))}, halo {tuple(synapses.spec['halo'])}, one process")
-    chunk_note = (f"chunk {tuple(write.start)}: write box {tuple(write.shape)}, read box "
-                  f"{tuple(read.shape)}")  # fmt: skip
-    print(f"{note}\n  job loop: {timings['loop']}\n  kernel, one chunk: {timings['kernel']} "
-          f"({chunk_note})\n  {counts}")  # fmt: skip
+    note = (
+        f"{'×'.join(map(str, shape))} bold synthetic (seed {SEED}), {len(chunks)} tasks "
+        f"{'×'.join(map(str, task))}, halo {tuple(synapses.spec['halo'])}, one process"
+    )
+    chunk_note = (
+        f"chunk {tuple(write.start)}: write box {tuple(write.shape)}, read box {tuple(read.shape)}"
+    )
+    print(
+        f"{note}\n  job loop: {timings['loop']}\n  kernel, one chunk: {timings['kernel']} "
+        f"({chunk_note})\n  {counts}"
+    )
     rows = [
-        common.row("synapse-detection", "detection + assignment throughput per core (job loop)",
-                   loop, "MVx/s", note=note),
-        common.row("synapse-detection", "kernel alone, one chunk (per write-box voxel)",
-                   kernel_write, "MVx/s", note=chunk_note),
-        common.row("synapse-detection", "kernel alone, one chunk (per read-box voxel)",
-                   kernel_read, "MVx/s", note="the voxels it computes on, halo included"),
-        common.row("synapse-detection", "precision", quality["precision"], "",
-                   target="≥ 0.9", met=quality["precision"] >= 0.9,
-                   note=f"{counts['matched']} of {counts['detected']} detections matched"),
-        common.row("synapse-detection", "recall", quality["recall"], "",
-                   target="≥ 0.9", met=quality["recall"] >= 0.9,
-                   note=f"{counts['matched']} of {counts['true']} true synapses"),
-        common.row("synapse-detection", "direction (pre and post right, of matched)",
-                   quality["direction"], "", target="≥ 0.9", met=quality["direction"] >= 0.9,
-                   note=f"{counts['right']} right, {counts['swapped']} swapped"),
-    ]  # fmt: skip
-    out = {"quick": args.quick, "shape": list(shape), "seed": SEED, "workload": note,
-           "chunk": chunk_note, "timings": {k: t.to_dict() for k, t in timings.items()},
-           "counts": counts, **quality, "rows": rows}  # fmt: skip
+        common.row(
+            "synapse-detection",
+            "detection + assignment throughput per core (job loop)",
+            loop,
+            "MVx/s",
+            note=note,
+        ),
+        common.row(
+            "synapse-detection",
+            "kernel alone, one chunk (per write-box voxel)",
+            kernel_write,
+            "MVx/s",
+            note=chunk_note,
+        ),
+        common.row(
+            "synapse-detection",
+            "kernel alone, one chunk (per read-box voxel)",
+            kernel_read,
+            "MVx/s",
+            note="the voxels it computes on, halo included",
+        ),
+        common.row(
+            "synapse-detection",
+            "precision",
+            quality["precision"],
+            "",
+            target="≥ 0.9",
+            met=quality["precision"] >= 0.9,
+            note=f"{counts['matched']} of {counts['detected']} detections matched",
+        ),
+        common.row(
+            "synapse-detection",
+            "recall",
+            quality["recall"],
+            "",
+            target="≥ 0.9",
+            met=quality["recall"] >= 0.9,
+            note=f"{counts['matched']} of {counts['true']} true synapses",
+        ),
+        common.row(
+            "synapse-detection",
+            "direction (pre and post right, of matched)",
+            quality["direction"],
+            "",
+            target="≥ 0.9",
+            met=quality["direction"] >= 0.9,
+            note=f"{counts['right']} right, {counts['swapped']} swapped",
+        ),
+    ]
+    out = {
+        "quick": args.quick,
+        "shape": list(shape),
+        "seed": SEED,
+        "workload": note,
+        "chunk": chunk_note,
+        "timings": {k: t.to_dict() for k, t in timings.items()},
+        "counts": counts,
+        **quality,
+        "rows": rows,
+    }
     common.write_results("synapse-detection", out)
     common.print_rows(rows)
     return out

@@ -41,11 +41,13 @@ def write_chunks(folder: Path, n: int, seed: int = 0) -> None:
         m = min(PER_CHUNK, n - start)
         centre = rng.uniform(0, EXTENT, (m, 3))
         offset = rng.normal(0, 60, (m, 3))
-        table: dict[str, Any] = {"synapse_id": np.arange(start + 1, start + m + 1),
-                                 "size": rng.integers(5, 500, m),
-                                 "confidence": rng.uniform(0.5, 1, m),
-                                 "pre_id": segments[rng.integers(0, len(segments), m)],
-                                 "post_id": segments[rng.integers(0, len(segments), m)]}
+        table: dict[str, Any] = {
+            "synapse_id": np.arange(start + 1, start + m + 1),
+            "size": rng.integers(5, 500, m),
+            "confidence": rng.uniform(0.5, 1, m),
+            "pre_id": segments[rng.integers(0, len(segments), m)],
+            "post_id": segments[rng.integers(0, len(segments), m)],
+        }
         for i, axis in enumerate("xyz"):
             table[axis] = centre[:, i]
             table[f"pre_{axis}"] = centre[:, i] + offset[:, i]
@@ -65,8 +67,13 @@ def run_loop(root: Path, n: int) -> dict[str, Any]:
 
     shard_bits = max(0, round(np.log2(n / PER_SHARD)))
     readers = max(1, -(-n // (PER_CHUNK * CHUNKS_PER_READER)))
-    stage = {"stage": "connectome", "input": "synapses", "shard_bits": shard_bits,
-             "readers": readers, "spatial_cell": 8192}  # fmt: skip
+    stage = {
+        "stage": "connectome",
+        "input": "synapses",
+        "shard_bits": shard_bits,
+        "readers": readers,
+        "spatial_cell": 8192,
+    }
     config = RunConfig.model_validate({"output": common.file_url(root), "stages": [stage]})
     steps: dict[str, Any] = {}
     tracemalloc.start()
@@ -82,13 +89,21 @@ def run_loop(root: Path, n: int) -> dict[str, Any]:
             if plan.finalize is not None:
                 plan.finalize()
             name = plan.stage.removeprefix("connectome-")
-            steps[name] = {"seconds": round(time.perf_counter() - t0, 3), "tasks": len(peaks),
-                           "peak_mib": round(max(peaks) / 2**20, 2)}  # fmt: skip
+            steps[name] = {
+                "seconds": round(time.perf_counter() - t0, 3),
+                "tasks": len(peaks),
+                "peak_mib": round(max(peaks) / 2**20, 2),
+            }
     finally:
         tracemalloc.stop()
     arrow = round(pa.default_memory_pool().max_memory() / 2**20, 1)
-    return {"synapses": n, "shard_bits": shard_bits, "readers": readers, "steps": steps,
-            "arrow_pool_max_mib": arrow}  # fmt: skip
+    return {
+        "synapses": n,
+        "shard_bits": shard_bits,
+        "readers": readers,
+        "steps": steps,
+        "arrow_pool_max_mib": arrow,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -109,24 +124,44 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shutil.rmtree(scratch, ignore_errors=True)
     small, big = runs
     for run in runs:
-        print(f"{run['synapses']} synapses, {2 ** run['shard_bits']} shards, "
-              f"{run['readers']} readers: {run['steps']}; "
-              f"Arrow pool high-water {run['arrow_pool_max_mib']} MiB")
+        print(
+            f"{run['synapses']} synapses, {2 ** run['shard_bits']} shards, "
+            f"{run['readers']} readers: {run['steps']}; "
+            f"Arrow pool high-water {run['arrow_pool_max_mib']} MiB"
+        )
     seconds = sum(s["seconds"] for s in big["steps"].values())
     peak = max(s["peak_mib"] for s in big["steps"].values())
     peak_small = max(s["peak_mib"] for s in small["steps"].values())
     growth = peak / peak_small
-    note = (f"{n} synapses in {n // PER_CHUNK} chunk tables, {2 ** big['shard_bits']} shards, "
-            f"one process")  # fmt: skip
+    note = (
+        f"{n} synapses in {n // PER_CHUNK} chunk tables, {2 ** big['shard_bits']} shards, "
+        f"one process"
+    )
     rows = [
-        common.row("synapses", "connectome writer throughput per core (job loop)",
-                   n / seconds / 1e3, "k synapses/s", note=note),
-        common.row("synapses", "largest task peak (tracemalloc)", peak, "MiB",
-                   note=", ".join(f"{k} {v['peak_mib']}" for k, v in big["steps"].items())),
-        common.row("synapses", "task peak growth, 4× synapses at fixed shard size", growth, "×",
-                   target="≤ 1.5", met=growth <= 1.5,
-                   note=f"{peak_small} MiB at {small['synapses']} synapses"),
-    ]  # fmt: skip
+        common.row(
+            "synapses",
+            "connectome writer throughput per core (job loop)",
+            n / seconds / 1e3,
+            "k synapses/s",
+            note=note,
+        ),
+        common.row(
+            "synapses",
+            "largest task peak (tracemalloc)",
+            peak,
+            "MiB",
+            note=", ".join(f"{k} {v['peak_mib']}" for k, v in big["steps"].items()),
+        ),
+        common.row(
+            "synapses",
+            "task peak growth, 4× synapses at fixed shard size",
+            growth,
+            "×",
+            target="≤ 1.5",
+            met=growth <= 1.5,
+            note=f"{peak_small} MiB at {small['synapses']} synapses",
+        ),
+    ]
     out = {"quick": args.quick, "workload": note, "runs": runs, "rows": rows}
     common.write_results("synapses", out)
     common.print_rows(rows)

@@ -25,8 +25,9 @@ RESOLUTION = (8, 8, 8)
 RADIUS = 6.0  # voxels: a detection within this of a true centre can match it
 
 
-def match(found: dict[str, np.ndarray], truth: np.ndarray,
-          resolution=RESOLUTION) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def match(
+    found: dict[str, np.ndarray], truth: np.ndarray, resolution=RESOLUTION
+) -> tuple[np.ndarray, np.ndarray]:
     """One-to-one matching of detections (nm) to true centres (voxels) within RADIUS voxels,
     closest overall: the matched rows of each."""
     from petavox.tasks.synapse_eval import match_centres
@@ -40,16 +41,23 @@ def score(found: dict[str, np.ndarray], truth: np.ndarray, resolution=RESOLUTION
     rows, cols = match(found, truth, resolution)
     pre, post = truth["pre"][cols], truth["post"][cols]
     got_pre, got_post = found["pre_id"][rows], found["post_id"][rows]
-    return {"detected": len(found["x"]), "true": len(truth), "matched": len(rows),
-            "right": int(np.sum((got_pre == pre) & (got_post == post))),
-            "swapped": int(np.sum((got_pre == post) & (got_post == pre)))}  # fmt: skip
+    return {
+        "detected": len(found["x"]),
+        "true": len(truth),
+        "matched": len(rows),
+        "right": int(np.sum((got_pre == pre) & (got_post == post))),
+        "swapped": int(np.sum((got_pre == post) & (got_post == pre))),
+    }
 
 
 def rates(counts: dict) -> dict[str, float]:
     """Precision, recall and direction of (summed) counts."""
     m = counts["matched"]
-    return {"precision": m / max(counts["detected"], 1), "recall": m / max(counts["true"], 1),
-            "direction": counts["right"] / max(m, 1)}  # fmt: skip
+    return {
+        "precision": m / max(counts["detected"], 1),
+        "recall": m / max(counts["true"], 1),
+        "direction": counts["right"] / max(m, 1),
+    }
 
 
 def evaluate_seed(seed: int, shape=SHAPE, params=None) -> dict:
@@ -60,8 +68,7 @@ def evaluate_seed(seed: int, shape=SHAPE, params=None) -> dict:
 
     volume = generate(SyntheticParams(shape=tuple(shape), seed=seed, bold_synapses=True))
     box = Box((0, 0, 0), tuple(shape))
-    found = detect(volume.raw, volume.labels, box, box, box, RESOLUTION,
-                   params or DetectorParams())  # fmt: skip
+    found = detect(volume.raw, volume.labels, box, box, box, RESOLUTION, params or DetectorParams())
     return score(found, volume.synapse_table)
 
 
@@ -79,9 +86,11 @@ def total(counts: list[dict]) -> dict:
 
 def line(name: str, counts: dict) -> str:
     r = rates(counts)
-    return (f"{name:>8}  true {counts['true']:3d}  found {counts['detected']:3d}  "
-            f"P {r['precision']:.3f}  R {r['recall']:.3f}  direction {r['direction']:.3f}  "
-            f"({counts['right']}/{counts['matched']}, swapped {counts['swapped']})")  # fmt: skip
+    return (
+        f"{name:>8}  true {counts['true']:3d}  found {counts['detected']:3d}  "
+        f"P {r['precision']:.3f}  R {r['recall']:.3f}  direction {r['direction']:.3f}  "
+        f"({counts['right']}/{counts['matched']}, swapped {counts['swapped']})"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

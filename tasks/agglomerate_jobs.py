@@ -55,9 +55,18 @@ def on_boundary(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 def _save(work_url, level, node_id, mapping, up: RegionGraph, face_ids, face_rows, ctx) -> None:
     put_array(work_url, f"{MAPS}/{level}/{node_id}.npy", mapping, ctx)
-    put_arrays(work_url, graph_key(level, node_id),
-               {"edges": up.edges, "sums": up.sums, "counts": up.counts,
-                "face_ids": face_ids, "face_rows": face_rows}, ctx)  # fmt: skip
+    put_arrays(
+        work_url,
+        graph_key(level, node_id),
+        {
+            "edges": up.edges,
+            "sums": up.sums,
+            "counts": up.counts,
+            "face_ids": face_ids,
+            "face_rows": face_rows,
+        },
+        ctx,
+    )
 
 
 @dataclass(frozen=True)
@@ -83,8 +92,7 @@ class ContactJob:
         graph = contact_graph(labels, affs)
         face_ids, face_rows = face_records(labels[interior], chunk, self.grid)
         mapping, up = agglomerate_node(graph, face_ids, self.threshold)
-        _save(self.work_url, 0, chunk.id, mapping, up, face_ids, face_rows,
-              self.fragments.context)  # fmt: skip
+        _save(self.work_url, 0, chunk.id, mapping, up, face_ids, face_rows, self.fragments.context)
         return {"edges": len(graph.edges), "merged": len(mapping), "passed_up": len(up.edges)}
 
 
@@ -104,9 +112,11 @@ class MergeJob:
         lo = [2 * i for i in node.index]
         hi = [min(2 * i + 2, n) for i, n in zip(node.index, self.child_grid.grid_shape)]
         for index in itertools.product(*(range(a, b) for a, b in zip(lo, hi))):
-            part = get_arrays(self.work_url,
-                              graph_key(self.level - 1, self.child_grid.chunk(index).id),
-                              self.context)  # fmt: skip
+            part = get_arrays(
+                self.work_url,
+                graph_key(self.level - 1, self.child_grid.chunk(index).id),
+                self.context,
+            )
             graphs.append(RegionGraph(part["edges"], part["sums"], part["counts"]))
             face_ids.append(part["face_ids"])
             face_rows.append(part["face_rows"])
@@ -118,6 +128,7 @@ class MergeJob:
         last = np.minimum(first + span, np.asarray(self.chunk_grid.grid_shape))
         outer = on_boundary(rows, first, last)
         mapping, up = agglomerate_node(graph, ids[outer], self.threshold)
-        _save(self.work_url, self.level, node.id, mapping, up, ids[outer], rows[outer],
-              self.context)  # fmt: skip
+        _save(
+            self.work_url, self.level, node.id, mapping, up, ids[outer], rows[outer], self.context
+        )
         return {"edges": len(graph.edges), "merged": len(mapping), "passed_up": len(up.edges)}

@@ -42,9 +42,10 @@ class EstimateJob:
         tile = chunk.write_box
         volume = self.source.bounds(0)
         z = tile.start[2]
-        region = Box((tile.start[0] - self.margin, tile.start[1] - self.margin, z),
-                     (tile.stop[0] + self.margin, tile.stop[1] + self.margin, z + 1),
-                     ).intersection(volume)  # fmt: skip
+        region = Box(
+            (tile.start[0] - self.margin, tile.start[1] - self.margin, z),
+            (tile.stop[0] + self.margin, tile.stop[1] + self.margin, z + 1),
+        ).intersection(volume)
         moving = self._section(region, z)
         found = 0
         for back in self.backs:
@@ -54,8 +55,9 @@ class EstimateJob:
             points = flow.points + np.array(region.start[:2], np.float64)
             inside = np.all((points >= tile.start[:2]) & (points < tile.stop[:2]), axis=1)
             kept = PairFlow(points[inside], flow.displacement[inside], flow.confidence[inside])
-            put_arrays(self.work_url, flow_key(z, back, chunk.id), kept.as_arrays(),
-                       self.source.context)  # fmt: skip
+            put_arrays(
+                self.work_url, flow_key(z, back, chunk.id), kept.as_arrays(), self.source.context
+            )
             found += int((kept.confidence > 0).sum())
         return {"patches": found}
 
@@ -73,8 +75,12 @@ def load_pairs(work_url: str, first: int, context: StorageContext) -> list[Pair]
         grouped.setdefault((z, back), []).append(get_arrays(work_url, key, context))
     pairs = []
     for (z, back), parts in sorted(grouped.items()):
-        flow = PairFlow(*(np.concatenate([p[name] for p in parts])
-                          for name in ("points", "displacement", "confidence")))  # fmt: skip
+        flow = PairFlow(
+            *(
+                np.concatenate([p[name] for p in parts])
+                for name in ("points", "displacement", "confidence")
+            )
+        )
         pairs.append(Pair(z - first, z - back - first, flow))
     return pairs
 

@@ -87,14 +87,16 @@ def solve_translations(pairs: list[Pair], sections: int, params: SolveParams) ->
             vals.append(params.prior)
             rhs.append(np.zeros(2))
         t = _least_squares(rows, cols, vals, np.array(rhs), sections)
-        residual = np.array([t[p.moving] - t[p.reference] - medians[k]
-                             for k, p in enumerate(pairs)]).reshape(-1, 2)  # fmt: skip
+        residual = np.array(
+            [t[p.moving] - t[p.reference] - medians[k] for k, p in enumerate(pairs)]
+        ).reshape(-1, 2)
         weights = base * _robust_weights(residual, params.robust)
     return t
 
 
-def _aligned_points(points: np.ndarray, field: Callable[[np.ndarray], np.ndarray],
-                    iterations: int = 5) -> np.ndarray:  # fmt: skip
+def _aligned_points(
+    points: np.ndarray, field: Callable[[np.ndarray], np.ndarray], iterations: int = 5
+) -> np.ndarray:
     """Aligned positions p of raw positions q of a section: p + u(p) = q (fixed point)."""
     p = points - field(points)
     for _ in range(iterations):
@@ -102,8 +104,9 @@ def _aligned_points(points: np.ndarray, field: Callable[[np.ndarray], np.ndarray
     return p
 
 
-def _full_field(affines: SectionAffines, mesh: MeshGrid, nodes: np.ndarray, k: int,
-                points: np.ndarray) -> np.ndarray:  # fmt: skip
+def _full_field(
+    affines: SectionAffines, mesh: MeshGrid, nodes: np.ndarray, k: int, points: np.ndarray
+) -> np.ndarray:
     return affines.at(k, points) + mesh.interpolate(nodes, points)
 
 
@@ -140,14 +143,20 @@ def _affine_priors(params: SolveParams) -> np.ndarray:
     return np.array([params.linear_prior, params.linear_prior, params.prior])
 
 
-def solve_affines(pairs: list[Pair], sections: int, start: SectionAffines,
-                  params: SolveParams) -> SectionAffines:  # fmt: skip
+def solve_affines(
+    pairs: list[Pair], sections: int, start: SectionAffines, params: SolveParams
+) -> SectionAffines:
     """One affine field per section, starting from `start` (the translations)."""
     data = _usable(pairs, params.min_confidence)
     affines = start
-    robust = [_robust_weights(d.displacement - (start.matrices[d.pair.moving, :, 2]
-                                                - start.matrices[d.pair.reference, :, 2]),
-                              params.robust) for d in data]  # fmt: skip
+    robust = [
+        _robust_weights(
+            d.displacement
+            - (start.matrices[d.pair.moving, :, 2] - start.matrices[d.pair.reference, :, 2]),
+            params.robust,
+        )
+        for d in data
+    ]
     for _ in range(params.rounds):
         rows, cols, vals, rhs = [], [], [], []
         n_rows = 0
@@ -160,8 +169,10 @@ def solve_affines(pairs: list[Pair], sections: int, start: SectionAffines,
             n = len(design)
             row = np.repeat(np.arange(n_rows, n_rows + n), 3)
             rows += [row, row]
-            cols += [np.tile(3 * d.pair.moving + np.arange(3), n),
-                     np.tile(3 * ref + np.arange(3), n)]  # fmt: skip
+            cols += [
+                np.tile(3 * d.pair.moving + np.arange(3), n),
+                np.tile(3 * ref + np.arange(3), n),
+            ]
             vals += [(w * design).ravel(), (-w * design).ravel()]
             rhs.append(w * d.displacement)
             n_rows += n
@@ -169,18 +180,28 @@ def solve_affines(pairs: list[Pair], sections: int, start: SectionAffines,
         cols.append(np.arange(3 * sections))
         vals.append(np.tile(_affine_priors(params), sections))
         rhs.append(np.zeros((3 * sections, 2)))
-        solution = _least_squares(np.concatenate(rows), np.concatenate(cols),
-                                  np.concatenate(vals), np.concatenate(rhs), 3 * sections)
+        solution = _least_squares(
+            np.concatenate(rows),
+            np.concatenate(cols),
+            np.concatenate(vals),
+            np.concatenate(rhs),
+            3 * sections,
+        )
         matrices = solution.reshape(sections, 3, 2).transpose(0, 2, 1)
         affines = SectionAffines(start.centre, start.scale, np.ascontiguousarray(matrices))
-        robust = [_robust_weights(design @ (matrices[d.pair.moving] - matrices[d.pair.reference]).T
-                                  - d.displacement, params.robust)
-                  for d, design in zip(data, designs)]  # fmt: skip
+        robust = [
+            _robust_weights(
+                design @ (matrices[d.pair.moving] - matrices[d.pair.reference]).T - d.displacement,
+                params.robust,
+            )
+            for d, design in zip(data, designs)
+        ]
     return affines
 
 
-def solve_mesh(pairs: list[Pair], sections: int, mesh: MeshGrid, affines: SectionAffines,
-               params: SolveParams) -> tuple[SectionAffines, np.ndarray]:  # fmt: skip
+def solve_mesh(
+    pairs: list[Pair], sections: int, mesh: MeshGrid, affines: SectionAffines, params: SolveParams
+) -> tuple[SectionAffines, np.ndarray]:
     """The elastic step, from the affine step's `affines`: (refined affines, (sections, nodes,
     2) mesh displacement on top of them).
 
@@ -206,8 +227,9 @@ def solve_mesh(pairs: list[Pair], sections: int, mesh: MeshGrid, affines: Sectio
             weights.append(mesh.weights(p))
         solution = _solve_elastic(data, designs, weights, robust, springs, sections, m, params)
         solution = solution.reshape(sections, 3 + m, 2)
-        affines = SectionAffines(affines.centre, affines.scale,
-                                 np.ascontiguousarray(solution[:, :3].transpose(0, 2, 1)))
+        affines = SectionAffines(
+            affines.centre, affines.scale, np.ascontiguousarray(solution[:, :3].transpose(0, 2, 1))
+        )
         nodes = solution[:, 3:]
         robust = []
         for d, design, (index, weight) in zip(data, designs, weights):
@@ -218,9 +240,16 @@ def solve_mesh(pairs: list[Pair], sections: int, mesh: MeshGrid, affines: Sectio
     return affines, nodes
 
 
-def _solve_elastic(data: list[_Patches], designs: list, weights: list, robust: list,
-                   springs: np.ndarray, sections: int, m: int,
-                   params: SolveParams) -> np.ndarray:  # fmt: skip
+def _solve_elastic(
+    data: list[_Patches],
+    designs: list,
+    weights: list,
+    robust: list,
+    springs: np.ndarray,
+    sections: int,
+    m: int,
+    params: SolveParams,
+) -> np.ndarray:
     """Unknowns per section: 3 affine coefficients, then m nodes (per x/y component)."""
     k = 3 + m
     rows, cols, vals, rhs = [], [], [], []
@@ -231,8 +260,9 @@ def _solve_elastic(data: list[_Patches], designs: list, weights: list, robust: l
         row = np.repeat(np.arange(n_rows, n_rows + n), 7)
         coefficients = np.concatenate([design, weight], axis=1)  # (n, 7)
         for section, sign in ((d.pair.moving, 1.0), (d.pair.reference, -1.0)):
-            unknowns = section * k + np.concatenate([np.tile(np.arange(3), (n, 1)), 3 + index],
-                                                    axis=1)  # fmt: skip
+            unknowns = section * k + np.concatenate(
+                [np.tile(np.arange(3), (n, 1)), 3 + index], axis=1
+            )
             rows.append(row)
             cols.append(unknowns.ravel())
             vals.append((sign * w * coefficients).ravel())
@@ -247,26 +277,40 @@ def _solve_elastic(data: list[_Patches], designs: list, weights: list, robust: l
         n_rows += count
     rows.append(np.arange(n_rows, n_rows + sections * k))
     cols.append(np.arange(sections * k))
-    vals.append(np.tile(np.concatenate([_affine_priors(params), np.full(m, params.prior)]),
-                        sections))  # fmt: skip
+    vals.append(
+        np.tile(np.concatenate([_affine_priors(params), np.full(m, params.prior)]), sections)
+    )
     rhs.append(np.zeros((sections * k, 2)))
-    return _least_squares(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals),
-                          np.concatenate(rhs), sections * k)  # fmt: skip
+    return _least_squares(
+        np.concatenate(rows),
+        np.concatenate(cols),
+        np.concatenate(vals),
+        np.concatenate(rhs),
+        sections * k,
+    )
 
 
-def solve_sections(pairs: list[Pair], sections: int, start: tuple[int, int],
-                   stop: tuple[int, int],
-                   params: SolveParams) -> tuple[SectionAffines, np.ndarray, MeshGrid]:  # fmt: skip
+def solve_sections(
+    pairs: list[Pair],
+    sections: int,
+    start: tuple[int, int],
+    stop: tuple[int, int],
+    params: SolveParams,
+) -> tuple[SectionAffines, np.ndarray, MeshGrid]:
     """All three steps for sections spanning [start, stop) in x, y: (affines, nodes, mesh), the
     parts of a `SectionTransforms`.
     The mesh reaches two node spacings beyond the sections, where rendering samples."""
     translations = solve_translations(pairs, sections, params)
     centre = ((start[0] + stop[0]) / 2, (start[1] + stop[1]) / 2)
     scale = max(stop[0] - start[0], stop[1] - start[1]) / 2
-    affines = solve_affines(pairs, sections,
-                            SectionAffines.translations(centre, scale, translations), params)
+    affines = solve_affines(
+        pairs, sections, SectionAffines.translations(centre, scale, translations), params
+    )
     margin = 2 * params.mesh_spacing
-    mesh = MeshGrid.covering((int(start[0] - margin), int(start[1] - margin)),
-                             (int(stop[0] + margin), int(stop[1] + margin)), params.mesh_spacing)
+    mesh = MeshGrid.covering(
+        (int(start[0] - margin), int(start[1] - margin)),
+        (int(stop[0] + margin), int(stop[1] + margin)),
+        params.mesh_spacing,
+    )
     affines, nodes = solve_mesh(pairs, sections, mesh, affines, params)
     return affines, nodes, mesh

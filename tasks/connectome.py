@@ -68,8 +68,9 @@ def _degree(ids: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return unique, counts, np.rint(sums).astype(np.int64)
 
 
-def segment_stats(out_edges: Table, in_edges: Table,
-                  volumes: tuple[np.ndarray, np.ndarray] | None = None) -> Table:  # fmt: skip
+def segment_stats(
+    out_edges: Table, in_edges: Table, volumes: tuple[np.ndarray, np.ndarray] | None = None
+) -> Table:
     """Per segment: distinct partners and synapses out (from the edges it is the pre of) and in
     (edges it is the post of), and its voxel count (`volumes`: sorted ids and counts) if given.
 
@@ -79,9 +80,12 @@ def segment_stats(out_edges: Table, in_edges: Table,
     in_ids, in_deg, in_syn = _degree(in_edges["post_id"], in_edges["synapses"])
     ids = np.union1d(out_ids, in_ids).astype(np.uint64)
     stats = {"segment_id": ids}
-    for name, source, values in (("out_degree", out_ids, out_deg), ("in_degree", in_ids, in_deg),
-                                 ("synapses_out", out_ids, out_syn),
-                                 ("synapses_in", in_ids, in_syn)):  # fmt: skip
+    for name, source, values in (
+        ("out_degree", out_ids, out_deg),
+        ("in_degree", in_ids, in_deg),
+        ("synapses_out", out_ids, out_syn),
+        ("synapses_in", in_ids, in_syn),
+    ):
         column = np.zeros(len(ids), np.int64)
         column[np.searchsorted(ids, source)] = values
         stats[name] = column
@@ -98,8 +102,9 @@ def segment_stats(out_edges: Table, in_edges: Table,
 def sum_counts(ids: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per distinct id, the sum of its counts (ids sorted)."""
     unique, inverse = np.unique(ids, return_inverse=True)
-    return unique, np.bincount(inverse.reshape(-1), weights=counts,
-                               minlength=len(unique)).astype(np.int64)  # fmt: skip
+    return unique, np.bincount(inverse.reshape(-1), weights=counts, minlength=len(unique)).astype(
+        np.int64
+    )
 
 
 # ---- annotation encoding ------------------------------------------------------------------
@@ -116,8 +121,15 @@ def records(table: Table) -> np.ndarray:
 
 #: one annotation's single encoding at its longest: the record, then per relationship a uint32
 #: count and the partner's id (left out, with its 8 bytes, where the partner was not found)
-_SINGLE = np.dtype([("record", RECORD), ("pre_count", "<u4"), ("pre_id", "<u8"),
-                    ("post_count", "<u4"), ("post_id", "<u8")])  # fmt: skip
+_SINGLE = np.dtype(
+    [
+        ("record", RECORD),
+        ("pre_count", "<u4"),
+        ("pre_id", "<u8"),
+        ("post_count", "<u4"),
+        ("post_id", "<u8"),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -130,8 +142,10 @@ class Packed:
     offsets: np.ndarray  # int64, len(keys) + 1
 
     def as_dict(self) -> dict[int, bytes]:
-        return {int(k): self.data[a:b].tobytes()
-                for k, a, b in zip(self.keys, self.offsets[:-1], self.offsets[1:])}  # fmt: skip
+        return {
+            int(k): self.data[a:b].tobytes()
+            for k, a, b in zip(self.keys, self.offsets[:-1], self.offsets[1:])
+        }
 
 
 def pack_by_id(table: Table) -> Packed:
@@ -156,8 +170,11 @@ def pack_by_id(table: Table) -> Packed:
 
 def encode_multiple(recs: np.ndarray, ids: np.ndarray) -> bytes:
     """The multiple-annotation encoding: count, the records, then the annotation ids."""
-    return (np.uint64(len(ids)).astype("<u8").tobytes() + recs.astype(RECORD).tobytes()
-            + np.asarray(ids, "<u8").tobytes())  # fmt: skip
+    return (
+        np.uint64(len(ids)).astype("<u8").tobytes()
+        + recs.astype(RECORD).tobytes()
+        + np.asarray(ids, "<u8").tobytes()
+    )
 
 
 def pack_related(table: Table, relationship: str) -> Packed:
@@ -251,9 +268,15 @@ class SpatialGrid:
         return np.concatenate(rows), np.concatenate(levels), np.concatenate(cells)
 
     def info_levels(self, limits: dict[int, int]) -> list[dict]:
-        return [{"key": f"spatial{i}", "grid_shape": [int(v) for v in shape],
-                 "chunk_size": [float(v) for v in size], "limit": max(1, limits.get(i, 0))}
-                for i, (shape, size) in enumerate(self.levels)]  # fmt: skip
+        return [
+            {
+                "key": f"spatial{i}",
+                "grid_shape": [int(v) for v in shape],
+                "chunk_size": [float(v) for v in size],
+                "limit": max(1, limits.get(i, 0)),
+            }
+            for i, (shape, size) in enumerate(self.levels)
+        ]
 
 
 def cell_owner(levels: np.ndarray, cells: np.ndarray, tasks: int) -> np.ndarray:

@@ -71,8 +71,12 @@ class VolumeCountJob:
         shards = shards_of(ids, ShardingSpecification.from_dict(self.sharding))
         for shard in np.unique(shards):
             mine = shards == shard
-            put_arrays(self.work_url, f"volume/{shard}/{chunk.id}.npz",
-                       {"ids": ids[mine], "counts": counts[mine]}, self.source.context)  # fmt: skip
+            put_arrays(
+                self.work_url,
+                f"volume/{shard}/{chunk.id}.npz",
+                {"ids": ids[mine], "counts": counts[mine]},
+                self.source.context,
+            )
         return {"segments": len(ids)}
 
 
@@ -93,8 +97,11 @@ class ShuffleJob:
 
     def run(self, chunk: Chunk) -> dict:
         reader = chunk.write_box.start[0]
-        keys = sorted(k for k in list_keys(self.synapses_url, "chunks/", self.context)
-                      if k.endswith(".parquet"))  # fmt: skip
+        keys = sorted(
+            k
+            for k in list_keys(self.synapses_url, "chunks/", self.context)
+            if k.endswith(".parquet")
+        )
         spec = ShardingSpecification.from_dict(self.sharding)
         buffers: dict[tuple[str, int], list[Table]] = {}
         buffered = rows = parts = 0
@@ -108,8 +115,11 @@ class ShuffleJob:
                     lower, upper = np.minimum(lower, xyz.min(0)), np.maximum(upper, xyz.max(0))
             posted = take(table, np.flatnonzero(table["post_id"] != 0))
             pre_key = np.where(table["pre_id"] != 0, table["pre_id"], table["synapse_id"])
-            for kind, rows_of, key in (("pre", table, pre_key), ("post", posted, posted["post_id"]),
-                                       ("id", table, table["synapse_id"])):  # fmt: skip
+            for kind, rows_of, key in (
+                ("pre", table, pre_key),
+                ("post", posted, posted["post_id"]),
+                ("id", table, table["synapse_id"]),
+            ):
                 shards = shards_of(key, spec)
                 for shard in np.unique(shards):
                     buffers.setdefault((kind, int(shard)), []).append(
@@ -126,8 +136,12 @@ class ShuffleJob:
 
     def _flush(self, buffers: dict[tuple[str, int], list[Table]], reader: int, part: int) -> None:
         for (kind, shard), tables in buffers.items():
-            put(self.work_url, f"{kind}/{shard}/{reader}-{part}.parquet",
-                synapse_table.to_parquet(synapse_table.concat(tables)), self.context)  # fmt: skip
+            put(
+                self.work_url,
+                f"{kind}/{shard}/{reader}-{part}.parquet",
+                synapse_table.to_parquet(synapse_table.concat(tables)),
+                self.context,
+            )
 
 
 def load_grid(work_url: str, readers: int, finest: float, context: StorageContext) -> SpatialGrid:
@@ -149,8 +163,10 @@ def load_grid(work_url: str, readers: int, finest: float, context: StorageContex
 def check_found(synapses_url: str, context: StorageContext) -> None:
     """After the shuffle: an InputError if there was no chunk table at all."""
     if not any(k.endswith(".parquet") for k in list_keys(synapses_url, "chunks/", context)):
-        raise InputError(f"{synapses_url}/chunks/ has no synapse tables (*.parquet); run "
-                         "petavox synapses first, or point connectome at its output")  # fmt: skip
+        raise InputError(
+            f"{synapses_url}/chunks/ has no synapse tables (*.parquet); run "
+            "petavox synapses first, or point connectome at its output"
+        )
 
 
 @dataclass(frozen=True)
@@ -172,8 +188,12 @@ class ShardJob:
         ctx = self.context
         pre = synapse_table.read_tables(self.work_url, f"pre/{shard}/", ctx)
         pre = take(pre, np.lexsort((pre["synapse_id"], pre["pre_id"])))
-        put(self.output_url, f"table/pre_shard={shard}/part.parquet",
-            synapse_table.to_parquet(pre), ctx)  # fmt: skip
+        put(
+            self.output_url,
+            f"table/pre_shard={shard}/part.parquet",
+            synapse_table.to_parquet(pre),
+            ctx,
+        )
         out_edges = edge_list(pre)
         put(self.output_url, f"edges/{shard}.parquet", columns_to_parquet(out_edges), ctx)
         post = synapse_table.read_tables(self.work_url, f"post/{shard}/", ctx)
@@ -214,9 +234,17 @@ class ShardJob:
         recs = records(ids).view(np.uint8).reshape(-1, RECORD.itemsize)
         for task in np.unique(owners):
             mine = np.flatnonzero(owners == task)
-            put_arrays(self.work_url, f"cells/{task}/{shard}.npz",
-                       {"ids": ids["synapse_id"][rows[mine]], "records": recs[rows[mine]],
-                        "levels": levels[mine], "cells": cells[mine]}, self.context)  # fmt: skip
+            put_arrays(
+                self.work_url,
+                f"cells/{task}/{shard}.npz",
+                {
+                    "ids": ids["synapse_id"][rows[mine]],
+                    "records": recs[rows[mine]],
+                    "levels": levels[mine],
+                    "cells": cells[mine],
+                },
+                self.context,
+            )
 
 
 @dataclass(frozen=True)
@@ -257,8 +285,14 @@ class SpatialJob:
         return {"cells": written}
 
 
-def write_annotation_info(work_url: str, annotations_url: str, grid: SpatialGrid, sharding: dict,
-                          tasks: int, context: StorageContext) -> None:  # fmt: skip
+def write_annotation_info(
+    work_url: str,
+    annotations_url: str,
+    grid: SpatialGrid,
+    sharding: dict,
+    tasks: int,
+    context: StorageContext,
+) -> None:
     """The annotation layer's info, with each level's limit from the spatial tasks' counts."""
     limits: dict[int, int] = {}
     for task in range(tasks):
@@ -276,8 +310,10 @@ def summarize(output_url: str, top: int = 10, context: StorageContext = StorageC
     totals = {"synapses": 0, "connections": 0, "edges": 0, "segments": 0}
     keys = sorted(list_keys(output_url, "summary/", context))
     if not keys:
-        raise InputError(f"{output_url} has no connectome (summary/ is empty); run "
-                         "petavox connectome on the synapses output first")  # fmt: skip
+        raise InputError(
+            f"{output_url} has no connectome (summary/ is empty); run "
+            "petavox connectome on the synapses output first"
+        )
     for key in keys:
         for name, value in json.loads(get(output_url, key, context) or b"{}").items():
             totals[name] += value
@@ -285,8 +321,9 @@ def summarize(output_url: str, top: int = 10, context: StorageContext = StorageC
     for key in sorted(list_keys(output_url, "edges/", context)):
         edges = columns_from_parquet(get(output_url, key, context) or b"")
         merged = {n: np.concatenate([best[n], edges[n]]) if best else edges[n] for n in edges}
-        order = np.lexsort((merged["post_id"], merged["pre_id"], -merged["total_size"],
-                            -merged["synapses"]))[:top]  # fmt: skip
+        order = np.lexsort(
+            (merged["post_id"], merged["pre_id"], -merged["total_size"], -merged["synapses"])
+        )[:top]
         best = take(merged, order)
     strongest = [
         (int(a), int(b), int(n), int(s))

@@ -34,8 +34,11 @@ class PairFlow:
     confidence: np.ndarray
 
     def as_arrays(self) -> dict[str, np.ndarray]:
-        return {"points": self.points, "displacement": self.displacement,
-                "confidence": self.confidence}  # fmt: skip
+        return {
+            "points": self.points,
+            "displacement": self.displacement,
+            "confidence": self.confidence,
+        }
 
 
 def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
@@ -48,8 +51,7 @@ def _phase_shift(ref: np.ndarray, moving: np.ndarray, upsample: int) -> np.ndarr
     """Displacement s of moving's content: moving(x) ≈ ref(x − s)."""
     from skimage.registration import phase_cross_correlation
 
-    shift, _, _ = phase_cross_correlation(ref, moving, upsample_factor=upsample,
-                                          normalization=None)  # fmt: skip
+    shift, _, _ = phase_cross_correlation(ref, moving, upsample_factor=upsample, normalization=None)
     return -np.asarray(shift, np.float64)
 
 

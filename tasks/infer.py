@@ -41,8 +41,9 @@ class InferJob:
         box = chunk.write_box
         read = self.patches.read_box(box)
         data = as_model_input(self.source.read(read, fill_missing=self.fill_missing))
-        pred = predict_blended(self.patches, data, read.start, box, self.target.num_channels,
-                               self.predict, self.batch)  # fmt: skip
+        pred = predict_blended(
+            self.patches, data, read.start, box, self.target.num_channels, self.predict, self.batch
+        )
         if pred.shape[-1] == 1:
             pred = pred[..., 0]
         self.target.write(box, to_layer_dtype(pred, self.target.dtype))

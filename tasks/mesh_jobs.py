@@ -63,13 +63,15 @@ class MeshForgeJob:
         meshes = chunk_meshes(labels, start, self.source.resolution(0), self.params)
         context = self.source.context
         for label, mesh in meshes.items():
-            put(self.mesh_url, fragment_name(label, chunk.write_box), mesh.to_precomputed(),
-                context)  # fmt: skip
+            put(
+                self.mesh_url, fragment_name(label, chunk.write_box), mesh.to_precomputed(), context
+            )
         return {"fragments": len(meshes)}
 
 
-def read_closed(source: Layer, box: Box,
-                fill_missing: bool) -> tuple[np.ndarray, tuple[int, int, int]]:  # fmt: skip
+def read_closed(
+    source: Layer, box: Box, fill_missing: bool
+) -> tuple[np.ndarray, tuple[int, int, int]]:
     """The labels a chunk meshes: `box` and one more voxel on its high faces, padded with
     background on the volume's faces; and the volume voxel where they start."""
     volume = source.bounds(0)
@@ -91,8 +93,10 @@ def pack(meshes: list[tuple[int, zmesh.Mesh]]) -> dict[str, np.ndarray]:
 def unpack(arrays: dict[str, np.ndarray]) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """(id, vertices, faces) of each mesh `pack` stored."""
     v, f = arrays["vertex_starts"], arrays["face_starts"]
-    return [(int(label), arrays["vertices"][v[i]:v[i + 1]], arrays["faces"][f[i]:f[i + 1]])
-            for i, label in enumerate(arrays["ids"])]  # fmt: skip
+    return [
+        (int(label), arrays["vertices"][v[i] : v[i + 1]], arrays["faces"][f[i] : f[i + 1]])
+        for i, label in enumerate(arrays["ids"])
+    ]
 
 
 @dataclass(frozen=True)
@@ -146,8 +150,9 @@ class ShardMergeJob:
         manifest_sizes: dict[int, int] = {}
         for label in sorted(pieces):
             mesh = weld(pieces.pop(label))
-            fragments, manifest = multires_mesh(mesh, self.octree, self.lods, self.bits,
-                                                self.resolution)  # fmt: skip
+            fragments, manifest = multires_mesh(
+                mesh, self.octree, self.lods, self.bits, self.resolution
+            )
             segments[label] = fragments + manifest
             manifest_sizes[label] = len(manifest)
         if segments:

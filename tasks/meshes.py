@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def grid_points(start: tuple[float, float], stop: tuple[float, float],
-                step: float = 1) -> np.ndarray:  # fmt: skip
+def grid_points(
+    start: tuple[float, float], stop: tuple[float, float], step: float = 1
+) -> np.ndarray:
     """(n, 2) x, y positions every `step` pixels in [start, stop), x varying slowest."""
     xs, ys = (np.arange(a, b, step, dtype=np.float64) for a, b in zip(start, stop))
     gx, gy = np.meshgrid(xs, ys, indexing="ij")
@@ -49,8 +50,9 @@ class MeshGrid:
             fracs.append(f[:, axis] - i0)
         (ix, iy), (ax, ay) = cells, fracs
         ny = self.shape[1]
-        index = np.stack([ix * ny + iy, (ix + 1) * ny + iy, ix * ny + iy + 1,
-                          (ix + 1) * ny + iy + 1], axis=1)  # fmt: skip
+        index = np.stack(
+            [ix * ny + iy, (ix + 1) * ny + iy, ix * ny + iy + 1, (ix + 1) * ny + iy + 1], axis=1
+        )
         weight = np.stack([(1 - ax) * (1 - ay), ax * (1 - ay), (1 - ax) * ay, ax * ay], axis=1)
         return index, weight
 
@@ -59,8 +61,9 @@ class MeshGrid:
         index, weight = self.weights(points)
         return np.einsum("nk,nkc->nc", weight, nodes[index])
 
-    def dense(self, nodes: np.ndarray, start: tuple[int, int],
-              shape: tuple[int, int]) -> np.ndarray:  # fmt: skip
+    def dense(
+        self, nodes: np.ndarray, start: tuple[int, int], shape: tuple[int, int]
+    ) -> np.ndarray:
         """The field (X, Y, 2) at every pixel of the box at `start` of `shape` (x, y)."""
         points = grid_points(start, (start[0] + shape[0], start[1] + shape[1]))
         return self.interpolate(nodes, points).reshape(shape[0], shape[1], 2)
@@ -69,10 +72,12 @@ class MeshGrid:
         """(m, 2) node index pairs of horizontally and vertically adjacent nodes."""
         nx, ny = self.shape
         ids = np.arange(nx * ny).reshape(nx, ny)
-        return np.concatenate([
-            np.stack([ids[:-1].ravel(), ids[1:].ravel()], axis=1),
-            np.stack([ids[:, :-1].ravel(), ids[:, 1:].ravel()], axis=1),
-        ])  # fmt: skip
+        return np.concatenate(
+            [
+                np.stack([ids[:-1].ravel(), ids[1:].ravel()], axis=1),
+                np.stack([ids[:, :-1].ravel(), ids[:, 1:].ravel()], axis=1),
+            ]
+        )
 
 
 @dataclass(frozen=True)
@@ -88,8 +93,9 @@ class SectionAffines:
     matrices: np.ndarray  # (sections, 2, 3)
 
     @classmethod
-    def translations(cls, centre: tuple[float, float], scale: float,
-                     shifts: np.ndarray) -> SectionAffines:  # fmt: skip
+    def translations(
+        cls, centre: tuple[float, float], scale: float, shifts: np.ndarray
+    ) -> SectionAffines:
         matrices = np.zeros((len(shifts), 2, 3))
         matrices[:, :, 2] = shifts
         return cls(centre, scale, matrices)

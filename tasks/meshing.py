@@ -37,13 +37,15 @@ def without_twins(faces: np.ndarray) -> np.ndarray:
     """`faces` less twin triangles (the same three vertices, back to back: a flat fold zmesh's
     simplifier can leave). Both go: the surface stays closed, and a reader's clean-up (or
     Draco) would keep one of them and open a hole."""
-    _, twins, counts = np.unique(rows(np.sort(faces, axis=1)), return_inverse=True,
-                                 return_counts=True)  # fmt: skip
+    _, twins, counts = np.unique(
+        rows(np.sort(faces, axis=1)), return_inverse=True, return_counts=True
+    )
     return faces[counts[twins.reshape(-1)] == 1]
 
 
-def local_meshes(labels: np.ndarray, resolution: tuple[float, float, float],
-                 params: Simplification) -> Iterator[tuple[int, zmesh.Mesh]]:  # fmt: skip
+def local_meshes(
+    labels: np.ndarray, resolution: tuple[float, float, float], params: Simplification
+) -> Iterator[tuple[int, zmesh.Mesh]]:
     """(segment id, mesh in nm from voxel 0 of `labels` (x, y, z)); segment 0 is background."""
     mesher = zmesh.Mesher(resolution)
     mesher.mesh(np.asfortranarray(labels))
@@ -52,16 +54,24 @@ def local_meshes(labels: np.ndarray, resolution: tuple[float, float, float],
             continue
         # voxel_centered: voxel i spans [i, i + 1) as in Neuroglancer, so surfaces lie on voxel
         # faces and meshes overlay the segmentation exactly
-        mesh = mesher.get(label, normals=False, reduction_factor=params.reduction_factor,
-                          max_error=params.max_error, voxel_centered=True)  # fmt: skip
+        mesh = mesher.get(
+            label,
+            normals=False,
+            reduction_factor=params.reduction_factor,
+            max_error=params.max_error,
+            voxel_centered=True,
+        )
         mesh.faces = without_twins(mesh.faces)
         yield int(label), mesh
     mesher.clear()
 
 
-def chunk_meshes(labels: np.ndarray, start: tuple[int, int, int],
-                 resolution: tuple[float, float, float],
-                 params: Simplification) -> dict[int, zmesh.Mesh]:  # fmt: skip
+def chunk_meshes(
+    labels: np.ndarray,
+    start: tuple[int, int, int],
+    resolution: tuple[float, float, float],
+    params: Simplification,
+) -> dict[int, zmesh.Mesh]:
     """{segment id: mesh in nm} of `labels` (x, y, z), whose voxel 0 sits at voxel `start` of
     the volume. Segment 0 is background."""
     offset = np.asarray(start, np.float64) * np.asarray(resolution, np.float64)
@@ -72,9 +82,12 @@ def chunk_meshes(labels: np.ndarray, start: tuple[int, int, int],
     return meshes
 
 
-def voxel_meshes(labels: np.ndarray, start: tuple[int, int, int],
-                 resolution: tuple[float, float, float],
-                 params: Simplification) -> dict[int, zmesh.Mesh]:  # fmt: skip
+def voxel_meshes(
+    labels: np.ndarray,
+    start: tuple[int, int, int],
+    resolution: tuple[float, float, float],
+    params: Simplification,
+) -> dict[int, zmesh.Mesh]:
     """As `chunk_meshes`, in voxels of the volume, snapped to 1/`VOXEL_STEPS` of a voxel. The
     vertices the simplifier keeps on a chunk's faces lie on half voxels, so a neighbouring
     chunk's mesh has them bit for bit, whatever the resolution and however far from voxel 0."""
@@ -87,8 +100,9 @@ def voxel_meshes(labels: np.ndarray, start: tuple[int, int, int],
     return meshes
 
 
-def close_at_volume_faces(labels: np.ndarray, box: Box,
-                          volume: Box) -> tuple[np.ndarray, tuple[int, int, int]]:  # fmt: skip
+def close_at_volume_faces(
+    labels: np.ndarray, box: Box, volume: Box
+) -> tuple[np.ndarray, tuple[int, int, int]]:
     """`labels` read at `box`, padded with one voxel of background on each face that is a face
     of `volume`; and the volume voxel where the padded array starts."""
     low = [int(box.start[a] == volume.start[a]) for a in range(3)]

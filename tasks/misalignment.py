@@ -42,10 +42,16 @@ class Misalignment:
         return u
 
 
-def random_misalignment(sections: int, max_shift: float, warp: float = 0.0,
-                        wavelength: float = 400.0, waves: int = 2, rotation: float = 0.0,
-                        centre: tuple[float, float] = (0.0, 0.0),
-                        seed: int = 0) -> Misalignment:  # fmt: skip
+def random_misalignment(
+    sections: int,
+    max_shift: float,
+    warp: float = 0.0,
+    wavelength: float = 400.0,
+    waves: int = 2,
+    rotation: float = 0.0,
+    centre: tuple[float, float] = (0.0, 0.0),
+    seed: int = 0,
+) -> Misalignment:
     """Shifts uniform in ±max_shift, rotations about `centre` uniform in ±rotation degrees;
     each warp wave's amplitude up to warp / waves."""
     rng = np.random.default_rng(seed)
@@ -73,11 +79,13 @@ def apply(aligned: np.ndarray, misalignment: Misalignment, labels: bool = False)
     for z in range(nz):
         source = (points - misalignment.forward(z, points)).T
         if labels:
-            raw[:, :, z] = ndimage.map_coordinates(aligned[:, :, z], source, order=0,
-                                                   mode="constant", cval=0).reshape(nx, ny)
+            raw[:, :, z] = ndimage.map_coordinates(
+                aligned[:, :, z], source, order=0, mode="constant", cval=0
+            ).reshape(nx, ny)
             continue
-        values = ndimage.map_coordinates(aligned[:, :, z].astype(np.float32), source, order=3,
-                                         mode="constant", cval=0.0)  # fmt: skip
+        values = ndimage.map_coordinates(
+            aligned[:, :, z].astype(np.float32), source, order=3, mode="constant", cval=0.0
+        )
         raw[:, :, z] = np.clip(np.rint(values), 0, 255).reshape(nx, ny).astype(aligned.dtype)
     return raw
 
@@ -91,8 +99,12 @@ def residuals(found, misalignment: Misalignment, points: np.ndarray) -> np.ndarr
     whose sections start at 0.
     """
     sections = len(misalignment.shifts)
-    diff = np.stack([found.at(found.first_section + z, points)
-                     - misalignment.alignment(z, points) for z in range(sections)])  # fmt: skip
+    diff = np.stack(
+        [
+            found.at(found.first_section + z, points) - misalignment.alignment(z, points)
+            for z in range(sections)
+        ]
+    )
     z = np.repeat(np.arange(sections, dtype=np.float64), len(points))
     xy = np.tile(points, (sections, 1))
     design = np.column_stack([np.ones_like(z), xy, z])

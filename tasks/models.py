@@ -44,8 +44,9 @@ def builtin_path(name: str) -> Path:
     path = _builtin_dir() / name
     if not path.is_file():
         shipped = sorted(p.name for p in _builtin_dir().glob("*.onnx"))
-        raise ModelError(f"no built-in model {name!r}; petavox ships "
-                         f"{', '.join(shipped) or 'none'}")  # fmt: skip
+        raise ModelError(
+            f"no built-in model {name!r}; petavox ships {', '.join(shipped) or 'none'}"
+        )
     return path
 
 
@@ -56,8 +57,10 @@ def fetch(url: str, context: StorageContext = StorageContext()) -> bytes:
     path = local_path(url) if "://" in url else url
     if path is not None:
         if not Path(path).is_file():
-            raise ModelError(f"model file {path} does not exist; give --model a path or URL of "
-                             "an ONNX file (e.g. one written by petavox train)")  # fmt: skip
+            raise ModelError(
+                f"model file {path} does not exist; give --model a path or URL of "
+                "an ONNX file (e.g. one written by petavox train)"
+            )
         return Path(path).read_bytes()
     folder, _, key = url.rpartition("/")
     data = get(folder, key, context)
@@ -91,9 +94,11 @@ class ModelRef:
         data = fetch(self.url, self.context)
         found = sha256(data)
         if found != self.sha256:
-            raise ModelError(f"model {self.url} has SHA-256 {found}, but {self.sha256} was "
-                             "expected; the file changed or is corrupt: fix the file or the "
-                             "checksum in the config (model_sha256)")  # fmt: skip
+            raise ModelError(
+                f"model {self.url} has SHA-256 {found}, but {self.sha256} was "
+                "expected; the file changed or is corrupt: fix the file or the "
+                "checksum in the config (model_sha256)"
+            )
         return data
 
 
@@ -105,8 +110,10 @@ def providers(device: str) -> list[str]:
     if device == "gpu":
         if "CUDAExecutionProvider" in available:
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        log.warning("no CUDA execution provider in onnxruntime here; running the model on CPU "
-                    "(install onnxruntime-gpu on GPU nodes)")  # fmt: skip
+        log.warning(
+            "no CUDA execution provider in onnxruntime here; running the model on CPU "
+            "(install onnxruntime-gpu on GPU nodes)"
+        )
     return ["CPUExecutionProvider"]
 
 
@@ -121,8 +128,10 @@ def open_session(data: bytes, source: str, device: str = "cpu", threads: int = 1
     try:
         return ort.InferenceSession(data, options, providers=providers(device))
     except Exception as exc:
-        raise ModelError(f"model {source} is not a valid ONNX model ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:200]})") from None  # fmt: skip
+        raise ModelError(
+            f"model {source} is not a valid ONNX model ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]})"
+        ) from None
 
 
 def _zyx_metadata(meta: dict[str, str], key: str) -> Vec3 | None:
@@ -137,15 +146,21 @@ def inspect(session, source: str) -> ModelInfo:
     """Check the input and output ranks and channels; read petavox metadata."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or len(outputs) != 1:
-        raise ModelError(f"model {source} has {len(inputs)} inputs and {len(outputs)} outputs; "
-                         "petavox runs models with one input and one output")  # fmt: skip
+        raise ModelError(
+            f"model {source} has {len(inputs)} inputs and {len(outputs)} outputs; "
+            "petavox runs models with one input and one output"
+        )
     shape_in, shape_out = inputs[0].shape, outputs[0].shape
     if len(shape_in) != 5 or (isinstance(shape_in[1], int) and shape_in[1] != 1):
-        raise ModelError(f"model {source} takes input of shape {shape_in}; petavox feeds "
-                         "(N, 1, Z, Y, X): one image channel")  # fmt: skip
+        raise ModelError(
+            f"model {source} takes input of shape {shape_in}; petavox feeds "
+            "(N, 1, Z, Y, X): one image channel"
+        )
     if len(shape_out) != 5 or shape_out[1] not in (1, 3):
-        raise ModelError(f"model {source} returns shape {shape_out}; petavox expects "
-                         "(N, 1, Z, Y, X) boundaries or (N, 3, Z, Y, X) affinities")  # fmt: skip
+        raise ModelError(
+            f"model {source} returns shape {shape_out}; petavox expects "
+            "(N, 1, Z, Y, X) boundaries or (N, 3, Z, Y, X) affinities"
+        )
     meta = session.get_modelmeta().custom_metadata_map
     channels = int(shape_out[1])
     target = meta.get("petavox.target", "boundary" if channels == 1 else "affinities")
@@ -156,19 +171,25 @@ def inspect(session, source: str) -> ModelInfo:
 def check_patch(session, info: ModelInfo, patch: Vec3, source: str) -> None:
     """Run one blank patch: the output must have the input's size and the model's channels."""
     if any(p % d for p, d in zip(patch, info.divisor)):
-        raise ModelError(f"patch {tuple(patch)} (x,y,z) is not a multiple of "
-                         f"{tuple(info.divisor)}, which model {source} needs; choose a patch "
-                         "that is")  # fmt: skip
+        raise ModelError(
+            f"patch {tuple(patch)} (x,y,z) is not a multiple of "
+            f"{tuple(info.divisor)}, which model {source} needs; choose a patch "
+            "that is"
+        )
     blank = np.zeros((1, 1, patch.z, patch.y, patch.x), np.float32)
     try:
         (out,) = session.run(None, {session.get_inputs()[0].name: blank})
     except Exception as exc:
-        raise ModelError(f"model {source} fails on a patch of {tuple(patch)} voxels (x,y,z): "
-                         f"{str(exc).splitlines()[0][:200]}") from None  # fmt: skip
+        raise ModelError(
+            f"model {source} fails on a patch of {tuple(patch)} voxels (x,y,z): "
+            f"{str(exc).splitlines()[0][:200]}"
+        ) from None
     wanted = (1, info.channels, patch.z, patch.y, patch.x)
     if out.shape != wanted:
-        raise ModelError(f"model {source} returns shape {out.shape} for input {blank.shape}; "
-                         f"petavox needs {wanted} (same spatial size as the input)")  # fmt: skip
+        raise ModelError(
+            f"model {source} returns shape {out.shape} for input {blank.shape}; "
+            f"petavox needs {wanted} (same spatial size as the input)"
+        )
 
 
 @lru_cache(maxsize=4)

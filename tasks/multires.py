@@ -33,13 +33,18 @@ ON_PLANE = 1e-5  # voxels: zmesh.chunk_mesh leaves a triangle whole if a vertex 
 def mesh_info(resolution: tuple[float, float, float], bits: int, sharding: dict) -> dict:
     """The mesh folder's info: stored vertices are voxels, the transform scales them to nm."""
     rx, ry, rz = (float(r) for r in resolution)
-    return {"@type": "neuroglancer_multilod_draco", "vertex_quantization_bits": bits,
-            "transform": [rx, 0.0, 0.0, 0.0, 0.0, ry, 0.0, 0.0, 0.0, 0.0, rz, 0.0],
-            "lod_scale_multiplier": 1.0, "sharding": sharding}  # fmt: skip
+    return {
+        "@type": "neuroglancer_multilod_draco",
+        "vertex_quantization_bits": bits,
+        "transform": [rx, 0.0, 0.0, 0.0, 0.0, ry, 0.0, 0.0, 0.0, 0.0, rz, 0.0],
+        "lod_scale_multiplier": 1.0,
+        "sharding": sharding,
+    }
 
 
-def shard_file(sharding: dict, segments: dict[int, bytes],
-               manifest_sizes: dict[int, int]) -> tuple[str, bytes]:  # fmt: skip
+def shard_file(
+    sharding: dict, segments: dict[int, bytes], manifest_sizes: dict[int, int]
+) -> tuple[str, bytes]:
     """(file name, bytes) of the one shard holding `segments` (id: pieces + manifest), each
     indexed at its manifest (its last `manifest_sizes[id]` bytes)."""
     spec = ShardingSpecification.from_dict(sharding)
@@ -60,8 +65,9 @@ def weld(pieces: list[tuple[np.ndarray, np.ndarray]]) -> zmesh.Mesh:
     return zmesh.Mesh(vertices[first], faces.astype(np.uint32), None)
 
 
-def levels_of_detail(mesh: zmesh.Mesh, lods: int,
-                     resolution: tuple[float, float, float]) -> list[zmesh.Mesh]:  # fmt: skip
+def levels_of_detail(
+    mesh: zmesh.Mesh, lods: int, resolution: tuple[float, float, float]
+) -> list[zmesh.Mesh]:
     """`mesh` then up to `lods - 1` coarser meshes, each simplified (in nm, so anisotropic
     voxels weigh right) to 1/`LOD_REDUCTION` of the previous one's triangles; stops early when
     simplification no longer removes triangles."""
@@ -87,12 +93,14 @@ def zorder(positions: np.ndarray) -> np.ndarray:
     return keys
 
 
-def octree_pieces(mesh: zmesh.Mesh, node: np.ndarray,
-                  cut: np.ndarray) -> dict[tuple[int, int, int], zmesh.Mesh]:  # fmt: skip
+def octree_pieces(
+    mesh: zmesh.Mesh, node: np.ndarray, cut: np.ndarray
+) -> dict[tuple[int, int, int], zmesh.Mesh]:
     """{node position: its piece} of `mesh` (vertices ≥ 0, from the octree origin) cut on the
     planes every `cut` voxels, each triangle in the `node`-sized box holding it."""
-    parts = [p for p in zmesh.chunk_mesh(mesh, cut.tolist(), (0.0, 0.0, 0.0)).values()
-             if len(p.faces)]  # fmt: skip
+    parts = [
+        p for p in zmesh.chunk_mesh(mesh, cut.tolist(), (0.0, 0.0, 0.0)).values() if len(p.faces)
+    ]
     if not parts:
         return {}
     whole = zmesh.Mesh.concatenate(*parts)
@@ -112,8 +120,9 @@ def octree_pieces(mesh: zmesh.Mesh, node: np.ndarray,
     return pieces
 
 
-def quantize(vertices: np.ndarray, corner: np.ndarray, size: np.ndarray, bits: int,
-             split: bool) -> np.ndarray:  # fmt: skip
+def quantize(
+    vertices: np.ndarray, corner: np.ndarray, size: np.ndarray, bits: int, split: bool
+) -> np.ndarray:
     """Integer positions [0, 2**bits) of `vertices` in the node box at `corner` of `size`. With
     `split` (LOD > 0), vertices on the box's mid-planes (within `ON_PLANE`, where the cut left
     them) go exactly to Neuroglancer's split value 2**(bits-1), which it counts in both halves
@@ -130,10 +139,14 @@ def draco(positions: np.ndarray, faces: np.ndarray, bits: int) -> bytes:
     """A Draco mesh whose stored integers are exactly `positions`: Neuroglancer reads Draco's
     quantized values as they are, so quantization is set to the identity (origin 0, range
     2**bits - 1) rather than to the fragment's bounding box."""
-    return DracoPy.encode(positions, faces, quantization_bits=bits,
-                          quantization_range=float(2**bits - 1),
-                          quantization_origin=[0.0, 0.0, 0.0],
-                          compression_level=DRACO_LEVEL)  # fmt: skip
+    return DracoPy.encode(
+        positions,
+        faces,
+        quantization_bits=bits,
+        quantization_range=float(2**bits - 1),
+        quantization_origin=[0.0, 0.0, 0.0],
+        compression_level=DRACO_LEVEL,
+    )
 
 
 @dataclass(frozen=True)
@@ -150,23 +163,31 @@ class Octree:
         return anchor + node * np.floor((low - anchor) / node)
 
 
-def manifest_bytes(chunk_shape: np.ndarray, grid_origin: np.ndarray, positions: list[np.ndarray],
-                   sizes: list[list[int]]) -> bytes:  # fmt: skip
+def manifest_bytes(
+    chunk_shape: np.ndarray,
+    grid_origin: np.ndarray,
+    positions: list[np.ndarray],
+    sizes: list[list[int]],
+) -> bytes:
     """The binary manifest: LOD scales 2**k, no vertex offsets, positions as [3, n] per LOD."""
     lods = len(positions)
-    parts = [np.asarray(chunk_shape, "<f4").tobytes(), np.asarray(grid_origin, "<f4").tobytes(),
-             np.uint32(lods).astype("<u4").tobytes(),
-             (2.0 ** np.arange(lods)).astype("<f4").tobytes(),
-             np.zeros((lods, 3), "<f4").tobytes(),
-             np.array([len(p) for p in positions], "<u4").tobytes()]  # fmt: skip
+    parts = [
+        np.asarray(chunk_shape, "<f4").tobytes(),
+        np.asarray(grid_origin, "<f4").tobytes(),
+        np.uint32(lods).astype("<u4").tobytes(),
+        (2.0 ** np.arange(lods)).astype("<f4").tobytes(),
+        np.zeros((lods, 3), "<f4").tobytes(),
+        np.array([len(p) for p in positions], "<u4").tobytes(),
+    ]
     for where, size in zip(positions, sizes):
         parts.append(np.ascontiguousarray(np.asarray(where, "<u4").T).tobytes())
         parts.append(np.asarray(size, "<u4").tobytes())
     return b"".join(parts)
 
 
-def multires_mesh(mesh: zmesh.Mesh, octree: Octree, lods: int, bits: int,
-                  resolution: tuple[float, float, float]) -> tuple[bytes, bytes]:  # fmt: skip
+def multires_mesh(
+    mesh: zmesh.Mesh, octree: Octree, lods: int, bits: int, resolution: tuple[float, float, float]
+) -> tuple[bytes, bytes]:
     """(the encoded pieces of all LODs in manifest order, the manifest) of a welded mesh."""
     levels = levels_of_detail(mesh, lods, resolution)
     origin = octree.origin_below(np.min([m.vertices.min(axis=0) for m in levels], axis=0))
@@ -180,8 +201,9 @@ def multires_mesh(mesh: zmesh.Mesh, octree: Octree, lods: int, bits: int,
         local = zmesh.Mesh((level.vertices - origin).astype(np.float32), level.faces, None)
         pieces = octree_pieces(local, node, node / 2 if lod else node)
         # every node of the finer LOD needs its parent here (empty if it has no triangles)
-        where = np.unique(np.concatenate([np.array(list(pieces), np.int64).reshape(-1, 3),
-                                          children >> 1]), axis=0)  # fmt: skip
+        where = np.unique(
+            np.concatenate([np.array(list(pieces), np.int64).reshape(-1, 3), children >> 1]), axis=0
+        )
         where = where[np.argsort(zorder(where), kind="stable")]
         size = []
         for cell in where:

@@ -69,8 +69,9 @@ class PatchGrid:
         per_axis = []
         for axis in range(3):
             p = self.patch[axis]
-            starts = axis_starts(self.bounds.start[axis], self.bounds.stop[axis], p,
-                                 self.overlap[axis])  # fmt: skip
+            starts = axis_starts(
+                self.bounds.start[axis], self.bounds.stop[axis], p, self.overlap[axis]
+            )
             per_axis.append([s for s in starts if s < box.stop[axis] and s + p > box.start[axis]])
         return [
             Box((x, y, z), (x + self.patch.x, y + self.patch.y, z + self.patch.z))
@@ -91,8 +92,10 @@ class PatchGrid:
         for patch in patches:
             inside = patch.intersection(self.bounds)
             cut = data[inside.slices(origin)]
-            pad = [(a - b, c - d) for a, b, c, d in
-                   zip(inside.start, patch.start, patch.stop, inside.stop)]  # fmt: skip
+            pad = [
+                (a - b, c - d)
+                for a, b, c, d in zip(inside.start, patch.start, patch.stop, inside.stop)
+            ]
             yield np.pad(cut, pad, mode="symmetric") if any(map(any, pad)) else cut
 
 
@@ -120,8 +123,9 @@ def predict_blended(
         out = predict(np.ascontiguousarray(stack, dtype=np.float32))
         expected = (len(group), channels, grid.patch.z, grid.patch.y, grid.patch.x)
         if out.shape != expected:
-            raise ValueError(f"model returned shape {out.shape} for input {stack.shape}; "
-                             f"expected {expected}")  # fmt: skip
+            raise ValueError(
+                f"model returned shape {out.shape} for input {stack.shape}; expected {expected}"
+            )
         for patch, pred in zip(group, out):
             part = patch.intersection(out_box)
             src, dst = part.slices(patch.start), part.slices(out_box.start)

@@ -51,18 +51,25 @@ class SectionTransforms:
         def scalar(name: str) -> float:  # stored as 1-element arrays
             return float(np.ravel(arrays[name])[0])
 
-        mesh = MeshGrid(tuple(arrays["mesh_origin"].tolist()), scalar("mesh_spacing"),
-                        tuple(int(v) for v in arrays["mesh_shape"]))  # type: ignore[arg-type]
-        affines = SectionAffines(tuple(arrays["affine_centre"].tolist()),  # type: ignore[arg-type]
-                                 scalar("affine_scale"), arrays["affine_matrices"])
+        mesh = MeshGrid(
+            tuple(arrays["mesh_origin"].tolist()),
+            scalar("mesh_spacing"),
+            tuple(int(v) for v in arrays["mesh_shape"]),
+        )  # type: ignore[arg-type]
+        affines = SectionAffines(
+            tuple(arrays["affine_centre"].tolist()),  # type: ignore[arg-type]
+            scalar("affine_scale"),
+            arrays["affine_matrices"],
+        )
         return cls(int(scalar("first_section")), affines, arrays["nodes"], mesh)
 
 
 def box_fields(transforms: SectionTransforms, box: Box) -> np.ndarray:
     """u at every voxel of `box`: (X, Y, Z, 2), computed once for `source_box` and `warp_box`."""
     start, shape = (box.start[0], box.start[1]), (box.shape[0], box.shape[1])
-    return np.stack([transforms.field(z, start, shape) for z in range(box.start[2], box.stop[2])],
-                    axis=2)  # fmt: skip
+    return np.stack(
+        [transforms.field(z, start, shape) for z in range(box.start[2], box.stop[2])], axis=2
+    )
 
 
 def source_box(fields: np.ndarray, box: Box, volume: Box) -> Box:
@@ -84,8 +91,9 @@ def _nearest(section: np.ndarray, coords: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def warp_box(fields: np.ndarray, raw: np.ndarray, raw_box: Box, box: Box,
-             labels: bool = False) -> np.ndarray:  # fmt: skip
+def warp_box(
+    fields: np.ndarray, raw: np.ndarray, raw_box: Box, box: Box, labels: bool = False
+) -> np.ndarray:
     """Aligned voxels of `box` (x, y, z) from `raw` read at `raw_box`, by `fields`
     (`box_fields`), 0 outside: bilinear for images, nearest pixel for `labels`."""
     from scipy import ndimage

@@ -94,11 +94,16 @@ class SegmentJob:
         for axis in range(3):
             boxes = face_boxes(self.grid, chunk, axis, self.depth)
             if boxes is not None:  # what this chunk sees beyond its + face
-                put_array(self.work_url, face_key(chunk.id, axis, "+"),
-                          labels[boxes[1].slices(origin)], ctx)  # fmt: skip
+                put_array(
+                    self.work_url,
+                    face_key(chunk.id, axis, "+"),
+                    labels[boxes[1].slices(origin)],
+                    ctx,
+                )
             if chunk.index[axis] > 0:  # ... and beyond its - face
                 index = list(chunk.index)
                 index[axis] -= 1
                 inner, _ = face_boxes(self.grid, self.grid.chunk(index), axis, self.depth)
-                put_array(self.work_url, face_key(chunk.id, axis, "-"),
-                          labels[inner.slices(origin)], ctx)  # fmt: skip
+                put_array(
+                    self.work_url, face_key(chunk.id, axis, "-"), labels[inner.slices(origin)], ctx
+                )

@@ -11,13 +11,19 @@ import numpy as np
 from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
 
 
-def sharding_spec(shard_bits: int, minishard_bits: int,
-                  data_encoding: Literal["raw", "gzip"]) -> dict:  # fmt: skip
+def sharding_spec(
+    shard_bits: int, minishard_bits: int, data_encoding: Literal["raw", "gzip"]
+) -> dict:
     """The JSON form of a spec with murmurhash-hashed ids (even shards whatever the ids)."""
-    return {"@type": "neuroglancer_uint64_sharded_v1", "preshift_bits": 0,
-            "hash": "murmurhash3_x86_128", "minishard_bits": minishard_bits,
-            "shard_bits": shard_bits, "minishard_index_encoding": "gzip",
-            "data_encoding": data_encoding}  # fmt: skip
+    return {
+        "@type": "neuroglancer_uint64_sharded_v1",
+        "preshift_bits": 0,
+        "hash": "murmurhash3_x86_128",
+        "minishard_bits": minishard_bits,
+        "shard_bits": shard_bits,
+        "minishard_index_encoding": "gzip",
+        "data_encoding": data_encoding,
+    }
 
 
 def shard_of(label: int, spec: ShardingSpecification) -> int:

@@ -45,15 +45,15 @@ class SkeletonizeChunkJob:
         box = chunk.write_box
         read = Box(box.start, box.stop + 1).intersection(self.source.bounds(0))
         labels = self.source.read(read, fill_missing=self.fill_missing)
-        skeletons = chunk_skeletons(labels, tuple(read.start), self.source.resolution(0),
-                                    self.params)  # fmt: skip
+        skeletons = chunk_skeletons(
+            labels, tuple(read.start), self.source.resolution(0), self.params
+        )
         spec = ShardingSpecification.from_dict(self.sharding)
         buckets: dict[int, dict] = {}
         for label, skel in skeletons.items():
             buckets.setdefault(shard_of(label, spec), {})[label] = skel
         for bucket, group in buckets.items():
-            put_arrays(self.work_url, f"{bucket}/{chunk.id}.npz", pack(group),
-                       self.source.context)  # fmt: skip
+            put_arrays(self.work_url, f"{bucket}/{chunk.id}.npz", pack(group), self.source.context)
         return {"pieces": len(skeletons)}
 
 
@@ -74,8 +74,10 @@ class SkeletonMergeJob:
         for key in sorted(list_keys(self.work_url, f"{bucket}/", self.context)):
             for label, skel in unpack(get_arrays(self.work_url, key, self.context)):
                 pieces.setdefault(label, []).append(skel)
-        encoded = {label: merge_pieces(label, parts, self.cleanup).to_precomputed()
-                   for label, parts in pieces.items()}  # fmt: skip
+        encoded = {
+            label: merge_pieces(label, parts, self.cleanup).to_precomputed()
+            for label, parts in pieces.items()
+        }
         if self.sharded and encoded:
             spec = ShardingSpecification.from_dict(self.sharding)
             for name, data in synthesize_shard_files(spec, encoded).items():

@@ -47,42 +47,62 @@ class Cleanup:
 
 def skeleton_info(sharding: dict | None) -> dict:
     """The info of a precomputed skeleton folder: vertices in nm, a float32 radius per vertex."""
-    info: dict = {"@type": "neuroglancer_skeletons", "transform": IDENTITY,
-                  "vertex_attributes": [RADIUS]}  # fmt: skip
+    info: dict = {
+        "@type": "neuroglancer_skeletons",
+        "transform": IDENTITY,
+        "vertex_attributes": [RADIUS],
+    }
     if sharding is not None:
         info["sharding"] = sharding
     return info
 
 
-def chunk_skeletons(labels: np.ndarray, start: tuple[int, int, int],
-                    resolution: tuple[float, float, float],
-                    params: Teasar) -> dict[int, Skeleton]:  # fmt: skip
+def chunk_skeletons(
+    labels: np.ndarray,
+    start: tuple[int, int, int],
+    resolution: tuple[float, float, float],
+    params: Teasar,
+) -> dict[int, Skeleton]:
     """{segment id: skeleton in nm} of `labels` (x, y, z), whose voxel 0 sits at voxel `start`
     of the volume. Segment 0 is background. A segment TEASAR gives nothing for (one voxel, a
     sliver) but that is not dust gets a single vertex, so every segment has a skeleton."""
     found = kimimaro.skeletonize(
-        np.asfortranarray(labels), params.teasar_params(), anisotropy=resolution,
-        dust_threshold=params.dust_threshold, fix_branching=params.fix_branching,
-        fix_borders=True, progress=False, parallel=1,
-    )  # fmt: skip
+        np.asfortranarray(labels),
+        params.teasar_params(),
+        anisotropy=resolution,
+        dust_threshold=params.dust_threshold,
+        fix_branching=params.fix_branching,
+        fix_borders=True,
+        progress=False,
+        parallel=1,
+    )
     res = np.asarray(resolution, np.float64)
     out = {}
     for label, skel in found.items():
         voxels = np.rint(skel.vertices / res)  # kimimaro's vertices: voxel index × resolution
         vertices = ((voxels + start + 0.5) * res).astype(np.float32)
-        out[int(label)] = Skeleton(vertices, skel.edges.astype(np.uint32), radii=skel.radius,
-                                   segid=int(label), space="physical",
-                                   extra_attributes=[RADIUS])  # fmt: skip
+        out[int(label)] = Skeleton(
+            vertices,
+            skel.edges.astype(np.uint32),
+            radii=skel.radius,
+            segid=int(label),
+            space="physical",
+            extra_attributes=[RADIUS],
+        )
     ids, counts = np.unique(labels, return_counts=True)
-    small = [i for i, n in zip(ids, counts)
-             if i and int(i) not in out and n >= max(1, params.dust_threshold)]  # fmt: skip
+    small = [
+        i
+        for i, n in zip(ids, counts)
+        if i and int(i) not in out and n >= max(1, params.dust_threshold)
+    ]
     if small:
         out.update(point_skeletons(labels, np.asarray(small, labels.dtype), start, res))
     return out
 
 
-def point_skeletons(labels: np.ndarray, small: np.ndarray, start: tuple[int, int, int],
-                    res: np.ndarray) -> dict[int, Skeleton]:  # fmt: skip
+def point_skeletons(
+    labels: np.ndarray, small: np.ndarray, start: tuple[int, int, int], res: np.ndarray
+) -> dict[int, Skeleton]:
     """For each segment of `small` (sorted ids), one vertex at its voxel nearest its centroid;
     the chunk is scanned once for all of them."""
     inside = np.isin(labels, small)
@@ -93,9 +113,14 @@ def point_skeletons(labels: np.ndarray, small: np.ndarray, start: tuple[int, int
     for label, group in zip(small, np.split(voxels, np.searchsorted(owner, small[1:]))):
         voxel = group[np.argmin(np.linalg.norm(group - group.mean(axis=0), axis=1))]
         vertex = ((voxel + start + 0.5) * res).astype(np.float32)[np.newaxis]
-        out[int(label)] = Skeleton(vertex, np.zeros((0, 2), np.uint32),
-                                   radii=np.full(1, res.min() / 2), segid=int(label),
-                                   space="physical", extra_attributes=[RADIUS])  # fmt: skip
+        out[int(label)] = Skeleton(
+            vertex,
+            np.zeros((0, 2), np.uint32),
+            radii=np.full(1, res.min() / 2),
+            segid=int(label),
+            space="physical",
+            extra_attributes=[RADIUS],
+        )
     return out
 
 
@@ -122,9 +147,14 @@ def unpack(arrays: dict[str, np.ndarray]) -> Iterator[tuple[int, Skeleton]]:
     """The (label, skeleton) pairs stored by `pack`."""
     vo, eo = arrays["vertex_offsets"], arrays["edge_offsets"]
     for k, label in enumerate(arrays["labels"]):
-        skel = Skeleton(arrays["vertices"][vo[k]:vo[k + 1]], arrays["edges"][eo[k]:eo[k + 1]],
-                        radii=arrays["radii"][vo[k]:vo[k + 1]], segid=int(label),
-                        space="physical", extra_attributes=[RADIUS])  # fmt: skip
+        skel = Skeleton(
+            arrays["vertices"][vo[k] : vo[k + 1]],
+            arrays["edges"][eo[k] : eo[k + 1]],
+            radii=arrays["radii"][vo[k] : vo[k + 1]],
+            segid=int(label),
+            space="physical",
+            extra_attributes=[RADIUS],
+        )
         yield int(label), skel
 
 

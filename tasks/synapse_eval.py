@@ -59,19 +59,26 @@ def cleft_centres(clefts: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarra
 def majority_objects(segmentation: np.ndarray, truth: np.ndarray) -> dict[int, int]:
     """Each segment id → the ground-truth id it overlaps most (ties: the smaller id)."""
     pairs, counts = np.unique(
-        np.stack([segmentation.ravel(), truth.ravel()]).astype(np.uint64), axis=1,
+        np.stack([segmentation.ravel(), truth.ravel()]).astype(np.uint64),
+        axis=1,
         return_counts=True,
-    )  # fmt: skip
+    )
     order = np.lexsort((pairs[1], -counts, pairs[0]))  # by segment, most overlap first
     seg, gt = pairs[0][order], pairs[1][order]
     first = np.r_[True, seg[1:] != seg[:-1]]
     return dict(zip(seg[first].tolist(), gt[first].tolist()))
 
 
-def score_synapses(found: Table, clefts: np.ndarray, truth: np.ndarray,
-                   segmentation: np.ndarray, pre: np.ndarray, post: np.ndarray,
-                   resolution: tuple[float, float, float],
-                   radius: float = 6.0) -> SynapseScores:  # fmt: skip
+def score_synapses(
+    found: Table,
+    clefts: np.ndarray,
+    truth: np.ndarray,
+    segmentation: np.ndarray,
+    pre: np.ndarray,
+    post: np.ndarray,
+    resolution: tuple[float, float, float],
+    radius: float = 6.0,
+) -> SynapseScores:
     """Score a synapse table (nm, the `synapse_table` contract) found on `segmentation`
     against cleft labels and a ground-truth segmentation `truth` (x, y, z voxel arrays of one
     volume at `resolution` nm whose origin is the table's); `pre[i]`, `post[i]` are true
@@ -87,12 +94,19 @@ def score_synapses(found: Table, clefts: np.ndarray, truth: np.ndarray,
     def object_of(ids: np.ndarray) -> np.ndarray:
         return np.array([objects.get(int(i), 0) for i in ids], np.int64)
 
-    right = int(np.sum((object_of(found["pre_id"][rows]) == pre[matched])
-                       & (object_of(found["post_id"][rows]) == post[matched])))  # fmt: skip
+    right = int(
+        np.sum(
+            (object_of(found["pre_id"][rows]) == pre[matched])
+            & (object_of(found["post_id"][rows]) == post[matched])
+        )
+    )
     detected, n_matched = len(det), len(rows)
     return SynapseScores(
-        detected=detected, true=len(true_ids), matched=n_matched, right_direction=right,
+        detected=detected,
+        true=len(true_ids),
+        matched=n_matched,
+        right_direction=right,
         precision=n_matched / detected if detected else 0.0,
         recall=n_matched / len(true_ids) if len(true_ids) else 0.0,
         direction=right / n_matched if n_matched else 0.0,
-    )  # fmt: skip
+    )

@@ -47,7 +47,8 @@ class SynapseJob:
         read = chunk.read_box
         raw = self.raw.read(read, fill_missing=self.fill_missing)
         seg = self.segmentation.read(read, fill_missing=self.fill_missing)
-        table = detect(raw, seg, read, chunk.write_box, self.raw.bounds(0),
-                       self.raw.resolution(0), self.params)  # fmt: skip
+        table = detect(
+            raw, seg, read, chunk.write_box, self.raw.bounds(0), self.raw.resolution(0), self.params
+        )
         put(self.output_url, chunk_key(chunk), synapse_table.to_parquet(table), self.raw.context)
         return {"synapses": len(table["synapse_id"])}

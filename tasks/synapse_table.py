@@ -25,13 +25,20 @@ from petavox.tasks.storage import StorageContext
 
 COLUMNS: dict[str, type] = {
     "synapse_id": np.uint64,
-    "x": np.float64, "y": np.float64, "z": np.float64,
-    "pre_x": np.float64, "pre_y": np.float64, "pre_z": np.float64,
-    "post_x": np.float64, "post_y": np.float64, "post_z": np.float64,
+    "x": np.float64,
+    "y": np.float64,
+    "z": np.float64,
+    "pre_x": np.float64,
+    "pre_y": np.float64,
+    "pre_z": np.float64,
+    "post_x": np.float64,
+    "post_y": np.float64,
+    "post_z": np.float64,
     "size": np.int64,
     "confidence": np.float32,
-    "pre_id": np.uint64, "post_id": np.uint64,
-}  # fmt: skip
+    "pre_id": np.uint64,
+    "post_id": np.uint64,
+}
 
 
 def empty() -> dict[str, np.ndarray]:
@@ -44,8 +51,9 @@ def checked(table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     extra = set(table) - set(COLUMNS)
     if missing or extra:
         raise ValueError(f"synapse table columns: missing {sorted(missing)}, extra {sorted(extra)}")
-    out = {name: np.asarray(table[name]).astype(dtype, copy=False) for name, dtype in
-           COLUMNS.items()}  # fmt: skip
+    out = {
+        name: np.asarray(table[name]).astype(dtype, copy=False) for name, dtype in COLUMNS.items()
+    }
     lengths = {len(v) for v in out.values()}
     if len(lengths) > 1:
         raise ValueError(f"synapse table columns differ in length: {sorted(lengths)}")

@@ -102,8 +102,9 @@ def _as_unit(raw: np.ndarray) -> np.ndarray:
     return raw.astype(np.float32, copy=False)
 
 
-def candidates(img: np.ndarray, seg: np.ndarray, edge: np.ndarray, params: DetectorParams,
-               scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def candidates(
+    img: np.ndarray, seg: np.ndarray, edge: np.ndarray, params: DetectorParams, scale: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """The candidate mask and the cytoplasm darkness (mean of non-boundary voxels); `edge`:
     the `boundaries` of `seg`."""
     inside = (~edge).astype(np.float32)
@@ -119,9 +120,15 @@ def candidates(img: np.ndarray, seg: np.ndarray, edge: np.ndarray, params: Detec
     return near & two & (darkness < params.voxel_threshold), darkness
 
 
-def detect(raw: np.ndarray, seg: np.ndarray, read: Box, write: Box, volume: Box,
-           resolution: tuple[float, float, float],
-           params: DetectorParams) -> dict[str, np.ndarray]:  # fmt: skip
+def detect(
+    raw: np.ndarray,
+    seg: np.ndarray,
+    read: Box,
+    write: Box,
+    volume: Box,
+    resolution: tuple[float, float, float],
+    params: DetectorParams,
+) -> dict[str, np.ndarray]:
     """The synapses this block owns as a `synapse_table`: `raw` and `seg` cover `read` (the
     write box grown by at least `required_halo`, clipped to the `volume`)."""
     img, seg = _as_unit(raw), np.where(no_data(raw), 0, seg)
@@ -152,8 +159,11 @@ def detect(raw: np.ndarray, seg: np.ndarray, read: Box, write: Box, volume: Box,
         if not all(a <= v < b for v, a, b in zip(owner, write.start, write.stop)):
             continue
         row = _synapse(where, voxels, img, seg, edge, res, params)
-        row.update(synapse_id=int(keys.min()) + 1, size=len(voxels),
-                   confidence=_confidence(float(dark.min()), len(voxels), params))  # fmt: skip
+        row.update(
+            synapse_id=int(keys.min()) + 1,
+            size=len(voxels),
+            confidence=_confidence(float(dark.min()), len(voxels), params),
+        )
         rows.append(row)
     if not rows:
         return synapse_table.empty()
@@ -186,8 +196,15 @@ def _confidence(darkest: float, size: int, params: DetectorParams) -> float:
     return float(np.clip(depth, 0, 1) * size / (size + params.min_size))
 
 
-def _synapse(where: np.ndarray, voxels: np.ndarray, img: np.ndarray, seg: np.ndarray,
-             edge: np.ndarray, res: np.ndarray, params: DetectorParams) -> dict:  # fmt: skip
+def _synapse(
+    where: np.ndarray,
+    voxels: np.ndarray,
+    img: np.ndarray,
+    seg: np.ndarray,
+    edge: np.ndarray,
+    res: np.ndarray,
+    params: DetectorParams,
+) -> dict:
     """Centroid, partners and their points (nm) of one cleft (`where`: global voxels, `voxels`:
     the same in the block)."""
     points = where * res
@@ -204,24 +221,38 @@ def _synapse(where: np.ndarray, voxels: np.ndarray, img: np.ndarray, seg: np.nda
     for sign, label, found in zip((1.0, -1.0), labels, hits):
         depth = float(np.median(found[label])) if label else float(res[0])
         n = sign * normal
-        vesicles = (_dark_fraction(img, seg, origin, label, membrane, n, params.vesicle_depth,
-                                   res, params)
-                    - _dark_fraction(img, seg, origin, label, membrane, n, params.psd_depth, res,
-                                     params))  # fmt: skip
+        vesicles = _dark_fraction(
+            img, seg, origin, label, membrane, n, params.vesicle_depth, res, params
+        ) - _dark_fraction(img, seg, origin, label, membrane, n, params.psd_depth, res, params)
         sides.append((label, depth, vesicles))
     (pre, pre_depth, _), (post, post_depth, _) = sorted(sides, key=lambda s: -s[2])
     if pre != sides[0][0]:
         normal = -normal
     pre_point = centre + normal * pre_depth
     post_point = centre - normal * post_depth
-    return {"x": centre[0], "y": centre[1], "z": centre[2],
-            "pre_x": pre_point[0], "pre_y": pre_point[1], "pre_z": pre_point[2],
-            "post_x": post_point[0], "post_y": post_point[1], "post_z": post_point[2],
-            "pre_id": pre, "post_id": post}  # fmt: skip
+    return {
+        "x": centre[0],
+        "y": centre[1],
+        "z": centre[2],
+        "pre_x": pre_point[0],
+        "pre_y": pre_point[1],
+        "pre_z": pre_point[2],
+        "post_x": post_point[0],
+        "post_y": post_point[1],
+        "post_z": post_point[2],
+        "pre_id": pre,
+        "post_id": post,
+    }
 
 
-def _hits(seg: np.ndarray, edge: np.ndarray, starts: np.ndarray, normal: np.ndarray,
-          res: np.ndarray, params: DetectorParams) -> dict[int, list[float]]:  # fmt: skip
+def _hits(
+    seg: np.ndarray,
+    edge: np.ndarray,
+    starts: np.ndarray,
+    normal: np.ndarray,
+    res: np.ndarray,
+    params: DetectorParams,
+) -> dict[int, list[float]]:
     """The segments rays along `normal` from every cleft voxel (`starts`, nm in the block) meet
     first past the boundary voxels (`edge`), each with the distances (nm) of its hits."""
     step = res[0] / 2
@@ -249,8 +280,9 @@ def _partners(hits: list[dict[int, list[float]]]) -> tuple[int, int]:
     return first[0], first[1]
 
 
-def _ball(shape: tuple[int, ...], origin: np.ndarray, centre: np.ndarray, radius: float,
-          res: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray]:  # fmt: skip
+def _ball(
+    shape: tuple[int, ...], origin: np.ndarray, centre: np.ndarray, radius: float, res: np.ndarray
+) -> tuple[tuple[slice, ...], np.ndarray]:
     """The box of the block (`shape`, first voxel `origin` in the volume) `radius` (nm) around a
     point (nm in the volume), and its voxels' offsets (nm) from the point, (..., 3): computed in
     volume coordinates, so that they are the same numbers in every block."""
@@ -261,8 +293,15 @@ def _ball(shape: tuple[int, ...], origin: np.ndarray, centre: np.ndarray, radius
     return box, np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
 
 
-def _across(seg: np.ndarray, origin: np.ndarray, labels: tuple[int, int], centre: np.ndarray,
-            res: np.ndarray, radius: float, fallback: np.ndarray) -> np.ndarray:  # fmt: skip
+def _across(
+    seg: np.ndarray,
+    origin: np.ndarray,
+    labels: tuple[int, int],
+    centre: np.ndarray,
+    res: np.ndarray,
+    radius: float,
+    fallback: np.ndarray,
+) -> np.ndarray:
     """The unit vector from the mean position of segment labels[1]'s voxels within `radius`
     (nm) of `centre` (nm) to that of labels[0]'s: the normal of the membrane between them
     (`fallback` when a partner is missing or has no voxel there)."""
@@ -279,9 +318,17 @@ def _across(seg: np.ndarray, origin: np.ndarray, labels: tuple[int, int], centre
     return normal / norm if norm > 0 else fallback
 
 
-def _dark_fraction(img: np.ndarray, seg: np.ndarray, origin: np.ndarray, label: int,
-                   centre: np.ndarray, normal: np.ndarray, depth: tuple[float, float],
-                   res: np.ndarray, params: DetectorParams) -> float:  # fmt: skip
+def _dark_fraction(
+    img: np.ndarray,
+    seg: np.ndarray,
+    origin: np.ndarray,
+    label: int,
+    centre: np.ndarray,
+    normal: np.ndarray,
+    depth: tuple[float, float],
+    res: np.ndarray,
+    params: DetectorParams,
+) -> float:
     """Fraction of segment `label`'s voxels darker than `vesicle_threshold` in the slab `depth`
     (voxels) from the centre along `normal`, within its far depth (-1: no such voxel). A
     fraction, not a mean, so that the segments' own brightness does not matter."""

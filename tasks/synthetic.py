@@ -51,11 +51,18 @@ _BOLD = _SynapseLook(0.02, 0.12, 3.0, 0.22, (30, 60), 0.8, 0.45)
 
 #: One synapse: cleft centre (voxels), the partners' ids, and the unit cleft normal pointing
 #: towards the presynaptic side (in physical units: z scaled by the anisotropy).
-SYNAPSE_DTYPE = np.dtype([
-    ("x", np.float64), ("y", np.float64), ("z", np.float64),
-    ("pre", np.uint32), ("post", np.uint32),
-    ("nx", np.float64), ("ny", np.float64), ("nz", np.float64),
-])  # fmt: skip
+SYNAPSE_DTYPE = np.dtype(
+    [
+        ("x", np.float64),
+        ("y", np.float64),
+        ("z", np.float64),
+        ("pre", np.uint32),
+        ("post", np.uint32),
+        ("nx", np.float64),
+        ("ny", np.float64),
+        ("nz", np.float64),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -121,8 +128,15 @@ def generate(params: SyntheticParams = SyntheticParams()) -> SyntheticVolume:
     aligned = _finish(img, p, rng_fin)
     shifts, raw = _misalign(aligned, p.max_shift, rng_mis)
     centres = np.column_stack([table["x"], table["y"], table["z"]]).reshape(-1, 3)
-    return SyntheticVolume(raw=raw, labels=labels, shifts=shifts, synapses=centres,
-                           aligned_raw=aligned, synapse_table=table, clefts=clefts)  # fmt: skip
+    return SyntheticVolume(
+        raw=raw,
+        labels=labels,
+        shifts=shifts,
+        synapses=centres,
+        aligned_raw=aligned,
+        synapse_table=table,
+        clefts=clefts,
+    )
 
 
 @lru_cache(maxsize=256)
@@ -395,8 +409,9 @@ def _add_synapses(img, labels, clefts, p: SyntheticParams, rng) -> np.ndarray:
     return np.array(rows, dtype=SYNAPSE_DTYPE)
 
 
-def _draw_synapse(img, labels, cleft, cand, o, c, p: SyntheticParams,
-                  rng) -> tuple[int, int, np.ndarray]:  # fmt: skip
+def _draw_synapse(
+    img, labels, cleft, cand, o, c, p: SyntheticParams, rng
+) -> tuple[int, int, np.ndarray]:
     """One cleft centred on membrane voxel `cand[:3]` between the labels `o` voxels either side;
     returns (pre id, post id, unit normal towards pre). `cleft`: (volume, value) to mark the
     cleft voxels in, or None."""

@@ -308,8 +308,18 @@ def train_model(
         check_patch(held_out, patch, model.divisor)
         val = _validation_batches(held_out, patch, target)
     log = TrainLog(target, patch)
-    _fit(model, volumes, log, np.random.default_rng(seed), minutes * 60, batch, lr, max_steps,
-         val, progress)  # fmt: skip
+    _fit(
+        model,
+        volumes,
+        log,
+        np.random.default_rng(seed),
+        minutes * 60,
+        batch,
+        lr,
+        max_steps,
+        val,
+        progress,
+    )
     model.eval()
     model.train_log = log
     return model
@@ -367,8 +377,9 @@ def _fit(
     log.seconds = time.monotonic() - start
     if val:
         log.validation.append((log.steps, validation_loss(model, val)))
-        bar.set_postfix(step=log.steps, loss=f"{log.final_loss:.4f}",
-                        val=f"{log.validation[-1][1]:.4f}")  # fmt: skip
+        bar.set_postfix(
+            step=log.steps, loss=f"{log.final_loss:.4f}", val=f"{log.validation[-1][1]:.4f}"
+        )
     bar.close()
 
 
@@ -407,9 +418,15 @@ def export_onnx(
         # the TorchScript exporter (deprecated, but it needs no onnxscript) is chosen on purpose
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            net, (example,), str(tmp), input_names=["raw"], output_names=[target],
-            dynamic_axes={"raw": axes, target: axes}, opset_version=17, dynamo=False,
-        )  # fmt: skip
+            net,
+            (example,),
+            str(tmp),
+            input_names=["raw"],
+            output_names=[target],
+            dynamic_axes={"raw": axes, target: axes},
+            opset_version=17,
+            dynamo=False,
+        )
     proto = onnx.load(str(tmp))
     meta = {
         "petavox.target": target,

@@ -12,25 +12,51 @@ import re
 TRANSIENT_TYPES: frozenset[str] = frozenset(
     {
         # builtins and sockets
-        "ConnectionError", "ConnectionResetError", "ConnectionAbortedError",
-        "ConnectionRefusedError", "BrokenPipeError", "TimeoutError",
+        "ConnectionError",
+        "ConnectionResetError",
+        "ConnectionAbortedError",
+        "ConnectionRefusedError",
+        "BrokenPipeError",
+        "TimeoutError",
         # requests / urllib3 / http.client
-        "ReadTimeout", "ConnectTimeout", "ChunkedEncodingError", "ProtocolError",
-        "ReadTimeoutError", "NewConnectionError", "IncompleteRead", "RemoteDisconnected",
+        "ReadTimeout",
+        "ConnectTimeout",
+        "ChunkedEncodingError",
+        "ProtocolError",
+        "ReadTimeoutError",
+        "NewConnectionError",
+        "IncompleteRead",
+        "RemoteDisconnected",
         # botocore
-        "EndpointConnectionError", "ConnectionClosedError", "ConnectTimeoutError",
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+        "ConnectTimeoutError",
         # google.api_core
-        "ServiceUnavailable", "TooManyRequests", "InternalServerError", "GatewayTimeout",
-        "DeadlineExceeded", "BadGateway",
+        "ServiceUnavailable",
+        "TooManyRequests",
+        "InternalServerError",
+        "GatewayTimeout",
+        "DeadlineExceeded",
+        "BadGateway",
     }
-)  # fmt: skip
+)
 
 TRANSIENT_CODES: frozenset[str] = frozenset(
     {
-        "SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling",
-        "ThrottlingException", "RequestLimitExceeded", "500", "502", "503", "504", "429",
+        "SlowDown",
+        "RequestTimeout",
+        "InternalError",
+        "ServiceUnavailable",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "500",
+        "502",
+        "503",
+        "504",
+        "429",
     }
-)  # fmt: skip
+)
 
 TRANSIENT_MESSAGE = re.compile(
     r"(\b(HTTP|status|code)[ :=]*(429|500|502|503|504)\b)"

@@ -24,12 +24,18 @@ import numpy as np
 import pytest
 
 CHROMIUM_FLAGS = [
-    "--no-sandbox", "--disable-gpu-sandbox", "--disable-dev-shm-usage", "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--no-sandbox",
+    "--disable-gpu-sandbox",
+    "--disable-dev-shm-usage",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
     # nothing but 127.0.0.1 and localhost resolves: the page cannot reach the internet
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
-]  # fmt: skip
+]
 SCREENSHOT_TIMEOUT_S = 30.0
 
 
@@ -41,9 +47,11 @@ class NeuroglancerBrowser:
     page: Any  # playwright.sync_api.Page
 
     def screenshot(
-        self, state: dict[str, Any], size: tuple[int, int] = (800, 400),
+        self,
+        state: dict[str, Any],
+        size: tuple[int, int] = (800, 400),
         timeout: float = SCREENSHOT_TIMEOUT_S,
-    ) -> np.ndarray:  # fmt: skip
+    ) -> np.ndarray:
         """RGBA pixels (height, width, 4) of `state` drawn at `size` (width, height), UI hidden."""
         self.viewer.set_state(neuroglancer.ViewerState(state))
         with self.viewer.config_state.txn() as s:
@@ -95,8 +103,9 @@ def neuroglancer_browser(viewport: tuple[int, int] = (1000, 600)) -> Iterator[Ne
         neuroglancer.stop()
 
 
-def plain_xy_view(state: dict[str, Any], unit_m: float, position: list[float],
-                  units_per_pixel: float) -> None:  # fmt: skip
+def plain_xy_view(
+    state: dict[str, Any], unit_m: float, position: list[float], units_per_pixel: float
+) -> None:
     """Make `state` one 2D (xy) panel at `position` (in units of `unit_m` metres on every axis),
     `units_per_pixel` per screen pixel, with no axis lines, default annotations or scale bar:
     nothing drawn but the layers."""

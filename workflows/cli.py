@@ -26,29 +26,55 @@ from petavox.workflows.config import (
 from petavox.workflows.runner import RaySession, StageReport
 
 STAGE_POSITIONALS = {  # (field, metavar, help, required)
-    "ingest": [("input", "SRC", "image stack: slice folder, .tif, .npy or file.h5:dataset", True),
-               ("output", "DST_URL", "layer URL to write", True)],
-    "downsample": [("input", "INPUT_URL", "layer to downsample", True),
-                   ("output", "OUTPUT_URL", "layer that gets the pyramid (default: INPUT_URL)",
-                    False)],
-    "align": [("input", "RAW_URL", "image stack to align (serial sections along z)", True),
-              ("output", "OUTPUT_URL", "aligned image layer URL to write", True)],
-    "infer": [("input", "RAW_URL", "image layer (uint8 or float 0-1)", True),
-              ("output", "OUTPUT_URL", "boundary (or affinity) layer URL to write", True)],
-    "segment": [("input", "BOUNDARY_URL", "boundary map (1 channel, high = membrane) or "
-                 "affinities (3 channels)", True),
-                ("output", "OUTPUT_URL", "segmentation layer URL to write", True)],
-    "mesh": [("input", "SEG_URL", "segmentation layer to mesh (meshes go into its folder)",
-              True)],
-    "skeletonize": [("input", "SEG_URL", "segmentation layer to skeletonize (skeletons go into "
-                     "its folder)", True)],
-    "synapses": [("input", "RAW_URL", "raw EM image layer (one channel)", True),
-                 ("segmentation", "SEG_URL", "segmentation of that image (same bounds)", True),
-                 ("output", "OUTPUT_URL", "folder for the synapse tables (chunks/*.parquet)",
-                  True)],
-    "connectome": [("input", "OUTPUT_URL", "synapses output (chunks/*.parquet); the connectome "
-                    "is written beside them and summarized", True)],
-}  # fmt: skip
+    "ingest": [
+        ("input", "SRC", "image stack: slice folder, .tif, .npy or file.h5:dataset", True),
+        ("output", "DST_URL", "layer URL to write", True),
+    ],
+    "downsample": [
+        ("input", "INPUT_URL", "layer to downsample", True),
+        ("output", "OUTPUT_URL", "layer that gets the pyramid (default: INPUT_URL)", False),
+    ],
+    "align": [
+        ("input", "RAW_URL", "image stack to align (serial sections along z)", True),
+        ("output", "OUTPUT_URL", "aligned image layer URL to write", True),
+    ],
+    "infer": [
+        ("input", "RAW_URL", "image layer (uint8 or float 0-1)", True),
+        ("output", "OUTPUT_URL", "boundary (or affinity) layer URL to write", True),
+    ],
+    "segment": [
+        (
+            "input",
+            "BOUNDARY_URL",
+            "boundary map (1 channel, high = membrane) or affinities (3 channels)",
+            True,
+        ),
+        ("output", "OUTPUT_URL", "segmentation layer URL to write", True),
+    ],
+    "mesh": [("input", "SEG_URL", "segmentation layer to mesh (meshes go into its folder)", True)],
+    "skeletonize": [
+        (
+            "input",
+            "SEG_URL",
+            "segmentation layer to skeletonize (skeletons go into its folder)",
+            True,
+        )
+    ],
+    "synapses": [
+        ("input", "RAW_URL", "raw EM image layer (one channel)", True),
+        ("segmentation", "SEG_URL", "segmentation of that image (same bounds)", True),
+        ("output", "OUTPUT_URL", "folder for the synapse tables (chunks/*.parquet)", True),
+    ],
+    "connectome": [
+        (
+            "input",
+            "OUTPUT_URL",
+            "synapses output (chunks/*.parquet); the connectome "
+            "is written beside them and summarized",
+            True,
+        )
+    ],
+}
 COMMAND_STAGES = list(STAGE_POSITIONALS)  # `evaluate` has its own command (scores to stdout)
 SKIPPED_FIELDS = {"stage", "resources", "input", "output"}
 
@@ -65,8 +91,11 @@ def _unwrap_optional(annotation: Any) -> Any:
     return annotation
 
 
-def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel],
-                      positionals: frozenset[str] = frozenset()) -> None:  # fmt: skip
+def add_model_options(
+    parser: argparse.ArgumentParser,
+    model: type[BaseModel],
+    positionals: frozenset[str] = frozenset(),
+) -> None:
     """One option per field but the `positionals`; values stay strings, the model validates."""
     for name, field in model.model_fields.items():
         if name in SKIPPED_FIELDS or name in positionals:
@@ -109,8 +138,9 @@ def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel],
                 required=field.is_required(),
             )
         else:
-            parser.add_argument(_flag(name), dest=name, default=None, help=text,
-                                required=field.is_required())  # fmt: skip
+            parser.add_argument(
+                _flag(name), dest=name, default=None, help=text, required=field.is_required()
+            )
 
 
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
@@ -217,11 +247,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     session = RaySession(RayConfig(**runtime["ray"]))
     try:
         result = evaluate_layers(
-            args.seg, args.gt, session,
+            args.seg,
+            args.gt,
+            session,
             ignore_gt=tuple(args.ignore),
             context=StorageConfig(**runtime["storage"]).context(),
             progress=not args.quiet,
-        )  # fmt: skip
+        )
     finally:
         session.shutdown()
     print(json.dumps(result.to_dict()))
@@ -233,9 +265,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     runtime = runtime_from_args(args)
     return run_demo(
-        size=args.size, output=args.output, seed=args.seed, runtime=runtime,
+        size=args.size,
+        output=args.output,
+        seed=args.seed,
+        runtime=runtime,
         progress=not args.quiet,
-    )  # fmt: skip
+    )
 
 
 def cmd_view(args: argparse.Namespace) -> int:
@@ -243,9 +278,12 @@ def cmd_view(args: argparse.Namespace) -> int:
 
     storage = StorageConfig(s3_endpoint=args.s3_endpoint)
     return run_view(
-        args.urls, port=args.port, segments=args.segments, serve=not args.no_serve,
+        args.urls,
+        port=args.port,
+        segments=args.segments,
+        serve=not args.no_serve,
         context=storage.context(),
-    )  # fmt: skip
+    )
 
 
 def _ids(text: str) -> list[int]:
@@ -270,26 +308,57 @@ def cmd_train(args: argparse.Namespace) -> int:
     validation = (args.val_raw, args.val_gt) if args.val_raw else None
     storage = StorageConfig(**runtime_from_args(args)["storage"])
     return run_train(
-        args.raw, args.gt, args.out, args.minutes, args.target, args.seed, args.patch,
-        batch=args.batch, base_channels=args.base_channels, depth=args.depth, pool=args.pool,
-        validation=validation, context=storage.context(), progress=not args.quiet,
-    )  # fmt: skip
+        args.raw,
+        args.gt,
+        args.out,
+        args.minutes,
+        args.target,
+        args.seed,
+        args.patch,
+        batch=args.batch,
+        base_channels=args.base_channels,
+        depth=args.depth,
+        pool=args.pool,
+        validation=validation,
+        context=storage.context(),
+        progress=not args.quiet,
+    )
 
 
 def add_train_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="train a 3D U-Net on your ground truth; writes ONNX")
-    p.add_argument("--raw", required=True, action="append",
-                   help="image: .npy (z,y,x) or layer URL; repeat for several volumes")
-    p.add_argument("--gt", required=True, action="append",
-                   help="labels (0 = boundary/unknown), same shape; one per --raw")
+    p.add_argument(
+        "--raw",
+        required=True,
+        action="append",
+        help="image: .npy (z,y,x) or layer URL; repeat for several volumes",
+    )
+    p.add_argument(
+        "--gt",
+        required=True,
+        action="append",
+        help="labels (0 = boundary/unknown), same shape; one per --raw",
+    )
     p.add_argument("--out", required=True, help="model file to write (.onnx)")
     p.add_argument("--minutes", type=float, default=15.0, help="training time (default 15)")
-    p.add_argument("--target", choices=("boundary", "affinities"), default="boundary",
-                   help="what the model predicts (default boundary)")
-    p.add_argument("--patch", type=_triple, default=(32, 64, 64),
-                   help="training patch Z,Y,X (default 32,64,64)")
-    p.add_argument("--pool", type=_triple, default=(2, 2, 2),
-                   help="pooling Z,Y,X per level; 1,2,2 for anisotropic stacks (default 2,2,2)")
+    p.add_argument(
+        "--target",
+        choices=("boundary", "affinities"),
+        default="boundary",
+        help="what the model predicts (default boundary)",
+    )
+    p.add_argument(
+        "--patch",
+        type=_triple,
+        default=(32, 64, 64),
+        help="training patch Z,Y,X (default 32,64,64)",
+    )
+    p.add_argument(
+        "--pool",
+        type=_triple,
+        default=(2, 2, 2),
+        help="pooling Z,Y,X per level; 1,2,2 for anisotropic stacks (default 2,2,2)",
+    )
     p.add_argument("--batch", type=int, default=2, help="patches per step (default 2)")
     p.add_argument("--base-channels", type=int, default=8, help="width of the U-Net (default 8)")
     p.add_argument("--depth", type=int, default=3, help="U-Net levels (default 3)")
@@ -317,13 +386,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("view", help="show layers in Neuroglancer; serves local layers")
-    p.add_argument("urls", metavar="URL", nargs="+",
-                   help="layer URL or folder: image, segmentation or annotation layer")
+    p.add_argument(
+        "urls",
+        metavar="URL",
+        nargs="+",
+        help="layer URL or folder: image, segmentation or annotation layer",
+    )
     p.add_argument("--port", type=int, help="port of the file server on 127.0.0.1 (default: any)")
-    p.add_argument("--segments", type=_ids, default=[], metavar="ID,ID...",
-                   help="segment ids to select (and mesh) in segmentation layers")
-    p.add_argument("--no-serve", action="store_true",
-                   help="print the link and exit; serve the local layers yourself")
+    p.add_argument(
+        "--segments",
+        type=_ids,
+        default=[],
+        metavar="ID,ID...",
+        help="segment ids to select (and mesh) in segmentation layers",
+    )
+    p.add_argument(
+        "--no-serve",
+        action="store_true",
+        help="print the link and exit; serve the local layers yourself",
+    )
     p.add_argument("--s3-endpoint", help="S3-compatible endpoint (MinIO etc.) for s3:// URLs")
     p.set_defaults(func=cmd_view)
 
@@ -340,8 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="adapted Rand error and VOI of a segmentation, as JSON")
     p.add_argument("--seg", required=True, help="segmentation layer URL")
     p.add_argument("--gt", required=True, help="ground-truth layer URL")
-    p.add_argument("--ignore", type=int, nargs="*", default=[0],
-                   help="ground-truth labels to leave out (default 0)")  # fmt: skip
+    p.add_argument(
+        "--ignore",
+        type=int,
+        nargs="*",
+        default=[0],
+        help="ground-truth labels to leave out (default 0)",
+    )
     add_runtime_options(p)
     p.set_defaults(func=cmd_evaluate)
 

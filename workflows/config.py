@@ -161,7 +161,9 @@ class SegmentParams(StageParams):
     )
     smoothing: float = Field(0.5, ge=0, description="Gaussian sigma on the boundary map (voxels)")
     seed_threshold: float = Field(
-        0.15, ge=0, le=1,
+        0.15,
+        ge=0,
+        le=1,
         description="boundary below this seeds the watershed (distance seeds: is foreground)",
     )
     seeds: Literal["threshold", "distance"] = Field(
@@ -214,8 +216,9 @@ class AlignParams(StageParams):
     mips: int = Field(2, ge=0, le=12, description="pyramid levels (factor 2,2,1) to add")
     fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
     carry: dict[str, str] = Field(
-        {}, description="other layers in the raw frame (e.g. annotations) to render with the "
-        "same transforms: {input: output}; labels by nearest pixel"
+        {},
+        description="other layers in the raw frame (e.g. annotations) to render with the "
+        "same transforms: {input: output}; labels by nearest pixel",
     )
 
 
@@ -296,8 +299,11 @@ class MeshParams(StageParams):
         None, description="voxels per task, a multiple of the storage chunk (default: ~64 M)"
     )
     manifest_digits: int | None = Field(
-        None, ge=1, le=6, description="legacy: manifest tasks split the ids by this many digits "
-        "(default: about one manifest task per 10 mesh tasks, 1 to 5 digits)"
+        None,
+        ge=1,
+        le=6,
+        description="legacy: manifest tasks split the ids by this many digits "
+        "(default: about one manifest task per 10 mesh tasks, 1 to 5 digits)",
     )
     fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
     format: Literal["legacy", "sharded"] = Field(
@@ -309,10 +315,12 @@ class MeshParams(StageParams):
         3, ge=1, le=8, description="sharded: levels of detail, each ~1/4 of the finer's triangles"
     )
     shard_bits: int | None = Field(
-        None, ge=0, le=20,
+        None,
+        ge=0,
+        le=20,
         description="sharded: 2^shard_bits shard files, a merge task each; "
         "default: about one per 8 chunk tasks",
-    )  # fmt: skip
+    )
     minishard_bits: int = Field(6, ge=0, le=16, description="sharded: minishards per shard, log2")
     vertex_quantization_bits: Literal[10, 16] = Field(
         16, description="sharded: bits per vertex coordinate within an octree node"
@@ -343,12 +351,15 @@ class SkeletonizeParams(StageParams):
         3000.0, ge=0, description="side branches shorter than this (nm) are removed (0: none)"
     )
     min_cable: float = Field(
-        0.0, ge=0,
+        0.0,
+        ge=0,
         description="components shorter than this (nm) are dropped, except a segment's longest",
     )
     sharded: bool = Field(False, description="write sharded skeletons (one file per shard)")
     shard_bits: int | None = Field(
-        None, ge=0, le=20,
+        None,
+        ge=0,
+        le=20,
         description="2^shard_bits merge tasks, each writing its share of the ids (one shard "
         "file when sharded); default: about one per 8 chunk tasks",
     )
@@ -410,10 +421,12 @@ class ConnectomeParams(StageParams):
         None, description="segmentation layer: name or URL; adds each segment's volume (voxels)"
     )
     shard_bits: int = Field(
-        4, ge=0, le=16,
+        4,
+        ge=0,
+        le=16,
         description="2^shard_bits shards of segment ids, a task each (aim for ≤ ~10^6 synapses "
         "per shard); also the annotation indexes' shard files",
-    )  # fmt: skip
+    )
     minishard_bits: int = Field(6, ge=0, le=16, description="minishards per shard, log2")
     readers: int = Field(16, ge=1, description="tasks that read the chunk tables, a share each")
     spatial_cell: float = Field(

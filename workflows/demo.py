@@ -42,8 +42,9 @@ def demo_shape(size: int) -> tuple[int, int, int]:
 def demo_volume(size: int, seed: int) -> SyntheticVolume:
     """The demo's synthetic volume, with EM-like synapses (dense vesicle clouds, thick
     postsynaptic densities) and their cleft labels."""
-    params = SyntheticParams(shape=demo_shape(size), seed=seed, bold_synapses=True,
-                             cleft_labels=True)  # fmt: skip
+    params = SyntheticParams(
+        shape=demo_shape(size), seed=seed, bold_synapses=True, cleft_labels=True
+    )
     return generate(params)
 
 
@@ -51,20 +52,57 @@ def demo_config(output: str, stacks: dict[str, str], runtime: dict[str, Any]) ->
     chunk = [32, 32, 16]
     task = [128, 128, 32]
     stages = [
-        {"stage": "ingest", "input": stacks["raw"], "output": "raw", "resolution": RESOLUTION,
-         "storage_chunk": chunk, "chunk_shape": task},
-        *({"stage": "ingest", "input": stacks[name], "output": name,
-           "layer_type": "segmentation", "resolution": RESOLUTION, "storage_chunk": chunk,
-           "chunk_shape": task} for name in ("raw_labels", "raw_clefts")),
-        {"stage": "align", "input": "raw", "output": "aligned", "chunk_shape": task, "mips": 0,
-         "carry": {"raw_labels": "ground_truth", "raw_clefts": "ground_truth_clefts"}},
+        {
+            "stage": "ingest",
+            "input": stacks["raw"],
+            "output": "raw",
+            "resolution": RESOLUTION,
+            "storage_chunk": chunk,
+            "chunk_shape": task,
+        },
+        *(
+            {
+                "stage": "ingest",
+                "input": stacks[name],
+                "output": name,
+                "layer_type": "segmentation",
+                "resolution": RESOLUTION,
+                "storage_chunk": chunk,
+                "chunk_shape": task,
+            }
+            for name in ("raw_labels", "raw_clefts")
+        ),
+        {
+            "stage": "align",
+            "input": "raw",
+            "output": "aligned",
+            "chunk_shape": task,
+            "mips": 0,
+            "carry": {"raw_labels": "ground_truth", "raw_clefts": "ground_truth_clefts"},
+        },
         {"stage": "infer", "input": "aligned", "output": "boundary", "chunk_shape": task},
-        {"stage": "segment", "input": "boundary", "output": "segmentation", "chunk_shape": task,
-         "halo": [16, 16, 16], **SEEDS, "merge_threshold": MERGE_THRESHOLD},
-        {"stage": "evaluate", "input": "segmentation", "ground_truth": "ground_truth",
-         "report": "evaluation.json"},
-        {"stage": "synapses", "input": "aligned", "segmentation": "segmentation",
-         "output": "synapses", "chunk_shape": task},
+        {
+            "stage": "segment",
+            "input": "boundary",
+            "output": "segmentation",
+            "chunk_shape": task,
+            "halo": [16, 16, 16],
+            **SEEDS,
+            "merge_threshold": MERGE_THRESHOLD,
+        },
+        {
+            "stage": "evaluate",
+            "input": "segmentation",
+            "ground_truth": "ground_truth",
+            "report": "evaluation.json",
+        },
+        {
+            "stage": "synapses",
+            "input": "aligned",
+            "segmentation": "segmentation",
+            "output": "synapses",
+            "chunk_shape": task,
+        },
         {"stage": "connectome", "input": "synapses", "segmentation": "segmentation"},
         {"stage": "downsample", "input": "raw", "mips": 2, "factor": [2, 2, 2]},
         {"stage": "downsample", "input": "aligned", "mips": 2, "factor": [2, 2, 2]},
@@ -73,9 +111,8 @@ def demo_config(output: str, stacks: dict[str, str], runtime: dict[str, Any]) ->
         {"stage": "downsample", "input": "segmentation", "mips": 2, "factor": [2, 2, 2]},
         {"stage": "mesh", "input": "segmentation", "chunk_shape": task},
         # every segment gets a skeleton, however small (the demo's are all real objects)
-        {"stage": "skeletonize", "input": "segmentation", "chunk_shape": task,
-         "dust_threshold": 0},
-    ]  # fmt: skip
+        {"stage": "skeletonize", "input": "segmentation", "chunk_shape": task, "dust_threshold": 0},
+    ]
     return RunConfig.model_validate({"output": output, "stages": stages, **runtime})
 
 
@@ -88,14 +125,17 @@ def print_alignment_residual(config: RunConfig, known: Misalignment) -> None:
     margin = min(32, shape[0] // 4, shape[1] // 4)
     points = grid_points((margin, margin), (shape[0] - margin, shape[1] - margin), 16)
     per_section = residuals(SectionTransforms.from_arrays(arrays), known, points)
-    print(f"alignment vs the known misalignment (±{MAX_SHIFT:g} px shifts, {WARP:g} px warps): "
-          f"residual {np.sqrt((per_section**2).mean()):.2f} px RMS, worst section "
-          f"{per_section.max():.2f} px")  # fmt: skip
+    print(
+        f"alignment vs the known misalignment (±{MAX_SHIFT:g} px shifts, {WARP:g} px warps): "
+        f"residual {np.sqrt((per_section**2).mean()):.2f} px RMS, worst section "
+        f"{per_section.max():.2f} px"
+    )
 
 
 def print_synapses(output: str, volume: SyntheticVolume, context: StorageContext) -> None:
     """The detected synapses against the generator's (their clefts and objects carried into the
     aligned frame), then the connectome's summary."""
+
     def volume_of(name: str) -> np.ndarray:
         layer = Layer.open(join_url(output, name), context)
         return layer.read(layer.bounds(0))
@@ -103,16 +143,24 @@ def print_synapses(output: str, volume: SyntheticVolume, context: StorageContext
     truth = volume.synapse_table
     scores = score_synapses(
         read_chunk_tables(join_url(output, "synapses"), context),
-        volume_of("ground_truth_clefts"), volume_of("ground_truth"), volume_of("segmentation"),
-        truth["pre"], truth["post"], RESOLUTION,
-    )  # fmt: skip
-    print(f"synapses vs ground truth: {scores.detected} found, {scores.true} true: precision "
-          f"{scores.precision:.2f}, recall {scores.recall:.2f}, partners and direction right "
-          f"for {scores.direction:.2f} (classical detector on the U-Net's segmentation)")
+        volume_of("ground_truth_clefts"),
+        volume_of("ground_truth"),
+        volume_of("segmentation"),
+        truth["pre"],
+        truth["post"],
+        RESOLUTION,
+    )
+    print(
+        f"synapses vs ground truth: {scores.detected} found, {scores.true} true: precision "
+        f"{scores.precision:.2f}, recall {scores.recall:.2f}, partners and direction right "
+        f"for {scores.direction:.2f} (classical detector on the U-Net's segmentation)"
+    )
     summary = summarize(join_url(output, "synapses"), top=3, context=context)
-    print(f"connectome: {summary['connections']} synapses with both partners, "
-          f"{summary['segments']} neurons with synapses, {summary['edges']} edges; strongest: "
-          + ", ".join(f"{pre} -> {post} ({n})" for pre, post, n, _ in summary["strongest"]))
+    print(
+        f"connectome: {summary['connections']} synapses with both partners, "
+        f"{summary['segments']} neurons with synapses, {summary['edges']} edges; strongest: "
+        + ", ".join(f"{pre} -> {post} ({n})" for pre, post, n, _ in summary["strongest"])
+    )
 
 
 def run_demo(
@@ -135,9 +183,11 @@ def run_demo(
         # raw stack): `align` carries them into the aligned frame with the same transforms,
         # since the frame of the aligned stack is only defined up to a global transform.
         known = random_misalignment(shape[2], MAX_SHIFT, WARP, seed=seed)
-        arrays = {"raw": apply(volume.raw, known),
-                  "raw_labels": apply(volume.labels, known, labels=True),
-                  "raw_clefts": apply(volume.clefts, known, labels=True)}
+        arrays = {
+            "raw": apply(volume.raw, known),
+            "raw_labels": apply(volume.labels, known, labels=True),
+            "raw_clefts": apply(volume.clefts, known, labels=True),
+        }
         stacks = {}
         for name, array in arrays.items():
             stacks[name] = str(workdir / f"{name}.npy")
@@ -151,8 +201,7 @@ def run_demo(
         print(f"  {r.label}: {r.total} chunks in {r.seconds:.1f} s")
     # the layers to show; `segmentation` before `ground_truth`: the synapses link to it
     names = ("raw", "aligned", "boundary", "segmentation", "ground_truth", "synapses/annotations")
-    layers = open_view_layers([join_url(output, name) for name in names],
-                              config.storage.context())  # fmt: skip
+    layers = open_view_layers([join_url(output, name) for name in names], config.storage.context())
     print("layers:")
     for layer in layers:
         info = read_info(layer.url, config.storage.context()) or {}

@@ -118,8 +118,9 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 span = byte_range(self.headers.get("Range"), size)
             except ValueError:
-                self._empty(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
-                            {"Content-Range": f"bytes */{size}"})  # fmt: skip
+                self._empty(
+                    HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, {"Content-Range": f"bytes */{size}"}
+                )
                 return
             if span is not None:
                 start, stop = span
@@ -175,9 +176,11 @@ class FileServer:
         """Bind and serve; OSError when the port is taken."""
         self._server = _Server(self.port, self.roots)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-            name="petavox-file-server", daemon=True,
-        )  # fmt: skip
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="petavox-file-server",
+            daemon=True,
+        )
         self._thread.start()
         return self
 

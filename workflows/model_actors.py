@@ -53,8 +53,9 @@ def gpu_actors(job: InferJob, ref: ModelRef, count: int, gpus: float) -> Iterato
     """Start `count` model actors, yield the job bound to them, stop them afterwards."""
     import ray
 
-    actor_class = ray.remote(ModelActor).options(num_gpus=gpus, num_cpus=0, max_restarts=3,
-                                                 max_task_retries=3)  # fmt: skip
+    actor_class = ray.remote(ModelActor).options(
+        num_gpus=gpus, num_cpus=0, max_restarts=3, max_task_retries=3
+    )
     actors = tuple(actor_class.remote(ref) for _ in range(count))
     try:
         yield dataclasses.replace(job, predict=ActorPredictor(actors))

@@ -235,8 +235,9 @@ def _dispatch(
     limit = cfg.max_in_flight or max(64, 2 * session.cluster_cpus())
     remote = ray.remote(run_chunk).options(**_remote_options(plan.resources, cfg.task_retries))
     with (plan.runtime or nullcontext)(plan.job) as job:
-        _submit_all(plan, remote, ray.put(job), todo, ledger, cfg, limit, total, on_result,
-                    progress)  # fmt: skip
+        _submit_all(
+            plan, remote, ray.put(job), todo, ledger, cfg, limit, total, on_result, progress
+        )
 
 
 def _submit_all(

@@ -189,28 +189,47 @@ def run_train(
         val = (v_raw, v_gt)
 
     return fit_and_export(
-        raws, gts, path, target=target, minutes=minutes, patch=patch, batch=batch, seed=seed,
-        base_channels=base_channels, depth=depth, pool=pool, validation=val, progress=progress,
-    )  # fmt: skip
+        raws,
+        gts,
+        path,
+        target=target,
+        minutes=minutes,
+        patch=patch,
+        batch=batch,
+        seed=seed,
+        base_channels=base_channels,
+        depth=depth,
+        pool=pool,
+        validation=val,
+        progress=progress,
+    )
 
 
-def fit_and_export(raws: list[np.ndarray], gts: list[np.ndarray], path: Path, *,
-                   patch: tuple[int, ...] = (32, 64, 64), depth: int = 3,
-                   pool: tuple[int, ...] = (2, 2, 2), target: str = "boundary",
-                   **training) -> int:  # fmt: skip
+def fit_and_export(
+    raws: list[np.ndarray],
+    gts: list[np.ndarray],
+    path: Path,
+    *,
+    patch: tuple[int, ...] = (32, 64, 64),
+    depth: int = 3,
+    pool: tuple[int, ...] = (2, 2, 2),
+    target: str = "boundary",
+    **training,
+) -> int:
     """Train on checked (z,y,x) volumes, export to `path`, print path, sha256 and losses."""
     from petavox.tasks.models import sha256
     from petavox.tasks.training import export_onnx, train_model
     from petavox.tasks.unet import count_parameters, divisor
 
-    model = train_model(raws, gts, target=target, patch=patch, depth=depth, pool=pool,
-                        **training)  # fmt: skip
+    model = train_model(raws, gts, target=target, patch=patch, depth=depth, pool=pool, **training)
     export_onnx(model, path, target=target, patch=patch, divisor=divisor(pool, depth))
     log = model.train_log
     print(f"model: {path}")
     print(f"sha256: {sha256(path.read_bytes())}")
-    print(f"final loss: {log.final_loss:.4f} ({log.steps} steps in {log.seconds:.0f} s, "
-          f"{count_parameters(model)} parameters)")  # fmt: skip
+    print(
+        f"final loss: {log.final_loss:.4f} ({log.steps} steps in {log.seconds:.0f} s, "
+        f"{count_parameters(model)} parameters)"
+    )
     if log.validation:
         print(f"validation loss: {log.validation[-1][1]:.4f}")
     return 0

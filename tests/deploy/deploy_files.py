@@ -126,7 +126,8 @@ def interpolate(value: str, environment: dict[str, str]) -> str:
 
 def documented_command(service: str) -> list[str]:
     """The command the compose file's header documents for `docker compose ... exec SERVICE`."""
-    match = re.search(rf"^#\s+docker compose -f \S+ exec {service} (.+)$", COMPOSE.read_text(),
-                      re.MULTILINE)  # fmt: skip
+    match = re.search(
+        rf"^#\s+docker compose -f \S+ exec {service} (.+)$", COMPOSE.read_text(), re.MULTILINE
+    )
     assert match, f"the compose file documents no `exec {service}` command"
     return shlex.split(match.group(1))

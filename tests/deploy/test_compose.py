@@ -13,8 +13,12 @@ from urllib.parse import urlparse
 import pytest
 from deploy_files import COMPOSE, REPO, compose, documented_command, image_tag, interpolate
 
-S3_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL",
-                "AWS_DEFAULT_REGION"}  # fmt: skip
+S3_VARIABLES = {
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION",
+}
 
 
 def compose_schema() -> dict[str, Any]:

@@ -43,8 +43,10 @@ HERMETIC = {"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.dev
 
 def compose_environment(endpoint: str) -> dict[str, str]:
     """The ray-head service's environment, its endpoint host:port replaced by `endpoint`'s."""
-    env = {k: interpolate(str(v), {}) for k, v in compose()["services"]["ray-head"]
-           ["environment"].items()}  # fmt: skip
+    env = {
+        k: interpolate(str(v), {})
+        for k, v in compose()["services"]["ray-head"]["environment"].items()
+    }
     theirs, ours = urlparse(env["AWS_ENDPOINT_URL"]), urlparse(endpoint)
     assert theirs.scheme == ours.scheme, "the URL scheme must stay as compose has it"
     env["AWS_ENDPOINT_URL"] = theirs._replace(netloc=ours.netloc).geturl()
@@ -64,16 +66,29 @@ def ray_head(workdir: Path, env: dict[str, str]) -> Iterator[str]:
     log = workdir / "ray-head.log"
     with log.open("w") as out:
         head = subprocess.Popen(
-            [RAY, "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
-             "--node-ip-address=127.0.0.1", "--include-dashboard=false",
-             f"--dashboard-agent-listen-port={agent}", "--object-store-memory=200000000"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [
+                RAY,
+                "start",
+                "--head",
+                "--block",
+                f"--port={gcs}",
+                "--num-cpus=2",
+                "--node-ip-address=127.0.0.1",
+                "--include-dashboard=false",
+                f"--dashboard-agent-listen-port={agent}",
+                "--object-store-memory=200000000",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     address = f"127.0.0.1:{gcs}"
     try:
         deadline = time.monotonic() + 120
-        while subprocess.run([RAY, "health-check", "--address", address], env=env,
-                             capture_output=True, timeout=60).returncode:  # fmt: skip
+        while subprocess.run(
+            [RAY, "health-check", "--address", address], env=env, capture_output=True, timeout=60
+        ).returncode:
             assert head.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
         yield address
@@ -90,18 +105,34 @@ def test_demo_as_documented_for_compose_writes_layers_tensorstore_reads(tmp_path
     command = documented_command("ray-head")
     output = command[command.index("--output") + 1]
     bucket = urlparse(output).netloc
-    minio = {k: interpolate(str(v), {}) for k, v in compose()["services"]["minio"]
-             ["environment"].items()}  # fmt: skip
-    with seaweedfs_server(tmp_path / "seaweedfs", bucket=bucket,
-                          access_key=minio["MINIO_ROOT_USER"],
-                          secret_key=minio["MINIO_ROOT_PASSWORD"]) as server:  # fmt: skip
+    minio = {
+        k: interpolate(str(v), {}) for k, v in compose()["services"]["minio"]["environment"].items()
+    }
+    with seaweedfs_server(
+        tmp_path / "seaweedfs",
+        bucket=bucket,
+        access_key=minio["MINIO_ROOT_USER"],
+        secret_key=minio["MINIO_ROOT_PASSWORD"],
+    ) as server:
         compose_env = compose_environment(server.endpoint)
         env = process_environment(compose_env)
         with ray_head(tmp_path, env) as head_address:
             args = [head_address if a == "auto" else a for a in command[1:]]
-            proc = subprocess.run([sys.executable, "-m", "petavox.workflows.cli", *args,
-                                   "--size", str(SIZE), "--quiet"], env=env,
-                                  capture_output=True, text=True, timeout=600)  # fmt: skip
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "petavox.workflows.cli",
+                    *args,
+                    "--size",
+                    str(SIZE),
+                    "--quiet",
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert server.secret_key not in proc.stdout + proc.stderr
         volume = demo_volume(SIZE, seed=0)

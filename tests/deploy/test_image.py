@@ -56,8 +56,12 @@ def tool(name: str) -> str:
 
 # ---- lint and structure --------------------------------------------------------------------
 def test_hadolint_finds_nothing_and_each_ignore_is_justified():
-    proc = subprocess.run([tool("hadolint"), "--no-color", str(DOCKERFILE)], capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [tool("hadolint"), "--no-color", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
     for ins in dockerfile_instructions():
         for comment in ins.comments:
@@ -104,13 +108,19 @@ def test_versions_are_pinned_and_pip_installs_only_pinned_or_local_requirements(
     args = arg_defaults(instructions)
     assert re.fullmatch(r"python:3\.\d+\.\d+-slim-\w+", args["BASE"]), "base pinned to a patch"
     assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-cudnn-runtime-ubuntu\d+\.\d+", cuda_base())
-    deps = {canonicalize_name(Requirement(d).name): Requirement(d)
-            for d in project()["dependencies"]}  # fmt: skip
+    deps = {
+        canonicalize_name(Requirement(d).name): Requirement(d) for d in project()["dependencies"]
+    }
     for arg, dependency in (("RAY_VERSION", "ray"), ("ONNXRUNTIME_VERSION", "onnxruntime")):
         assert re.fullmatch(r"\d+\.\d+\.\d+", args[arg]), f"{arg} is not an exact version"
         assert deps[dependency].specifier.contains(args[arg]), f"{arg} outside pyproject's range"
-    pip_installs = [cmd for i in instructions if i.keyword == "RUN"
-                    for cmd in re.split(r"&&|;", i.args) if "pip install" in cmd]  # fmt: skip
+    pip_installs = [
+        cmd
+        for i in instructions
+        if i.keyword == "RUN"
+        for cmd in re.split(r"&&|;", i.args)
+        if "pip install" in cmd
+    ]
     assert len(pip_installs) == 2
     deps_install, project_install = pip_installs
     assert deps_install.split()[-2:] == ["-r", "requirements.txt"]
@@ -136,17 +146,33 @@ def dockerignore_excludes(path: str, patterns: list[str]) -> bool:
 
 
 def test_the_build_context_holds_what_the_dockerfile_copies_and_no_secrets():
-    patterns = [line.strip() for line in DOCKERIGNORE.read_text().splitlines()
-                if line.strip() and not line.lstrip().startswith("#")]  # fmt: skip
-    sources = [s for i in dockerfile_instructions() if i.keyword == "COPY"
-               and not i.args.startswith("--from") for s in i.args.split()[:-1]]  # fmt: skip
+    patterns = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    sources = [
+        s
+        for i in dockerfile_instructions()
+        if i.keyword == "COPY" and not i.args.startswith("--from")
+        for s in i.args.split()[:-1]
+    ]
     for source in sources:
         assert (REPO / source).exists(), f"COPY {source}: no such file"
         assert not dockerignore_excludes(source, patterns), f"COPY {source} is ignored"
     assert not dockerignore_excludes("tasks/models/boundary-synthetic.onnx", patterns)
-    for path in (".git/config", ".venv/bin/python", "artifacts/x.npy", "benchmarks/results/a",
-                 "infra/aws/terraform.tfstate", "tasks/server.pem", "workflows/.env",
-                 "tasks/__pycache__/x.pyc", ".aws/credentials", "tests/conftest.py"):  # fmt: skip
+    for path in (
+        ".git/config",
+        ".venv/bin/python",
+        "artifacts/x.npy",
+        "benchmarks/results/a",
+        "infra/aws/terraform.tfstate",
+        "tasks/server.pem",
+        "workflows/.env",
+        "tasks/__pycache__/x.pyc",
+        ".aws/credentials",
+        "tests/conftest.py",
+    ):
         assert dockerignore_excludes(path, patterns), f"{path} would be sent to the build"
 
 
@@ -181,8 +207,12 @@ def values_of(node: Any, key: str) -> list[Any]:
 
 # ---- what the image installs ---------------------------------------------------------------
 def image_requirements(*pins: str) -> list[str]:
-    proc = subprocess.run([sys.executable, str(REQUIREMENTS_SCRIPT), str(REPO / "pyproject.toml"),
-                           *pins], capture_output=True, text=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(REQUIREMENTS_SCRIPT), str(REPO / "pyproject.toml"), *pins],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.split()
 
@@ -195,15 +225,23 @@ def test_the_requirement_script_swaps_in_the_pins():
     assert reqs[-2:] == ["ray[default]==2.60.0", "onnxruntime-gpu==1.26.0"]
     assert len(reqs) == len(project()["dependencies"])
     for bad in ("ray>=2", "torch==2.13.0"):
-        proc = subprocess.run([sys.executable, str(REQUIREMENTS_SCRIPT), "pyproject.toml", bad],
-                              cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, str(REQUIREMENTS_SCRIPT), "pyproject.toml", bad],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode != 0 and bad in proc.stderr
 
 
 def variant(base: str) -> tuple[str, int, str]:
     """(Python version, glibc minor version, onnxruntime distribution) of an image base."""
-    distro = next(d for d in GLIBC_MINOR if base.endswith(d)) if "cuda" in base else \
-        base.rsplit("-", 1)[1]  # fmt: skip
+    distro = (
+        next(d for d in GLIBC_MINOR if base.endswith(d))
+        if "cuda" in base
+        else base.rsplit("-", 1)[1]
+    )
     assert distro in GLIBC_MINOR, f"unknown distribution of {base}: add its glibc above"
     if "cuda" in base:
         return DISTRO_PYTHON[distro], GLIBC_MINOR[distro], "onnxruntime-gpu"
@@ -222,22 +260,46 @@ def test_the_image_requirement_sets_resolve_from_wheels(tmp_path):
     for base in (args["BASE"], cuda_base()):
         python, glibc, ort = variant(base)
         requirements = tmp_path / f"{ort}.txt"
-        requirements.write_text("\n".join(image_requirements(
-            f"ray[default]=={args['RAY_VERSION']}", f"{ort}=={args['ONNXRUNTIME_VERSION']}")))
+        requirements.write_text(
+            "\n".join(
+                image_requirements(
+                    f"ray[default]=={args['RAY_VERSION']}", f"{ort}=={args['ONNXRUNTIME_VERSION']}"
+                )
+            )
+        )
         platforms = [f"manylinux_2_{minor}_x86_64" for minor in range(glibc, 16, -1)]
         platforms += ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
         report = tmp_path / f"{ort}.json"
-        cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet",
-               "--disable-pip-version-check", "--target", str(tmp_path / "target"),
-               "--python-version", python, "--only-binary=:all:", "--report", str(report),
-               "-r", str(requirements)] + [f"--platform={p}" for p in platforms]  # fmt: skip
-        runs[base] = (ort, report, subprocess.Popen(cmd, stdout=subprocess.PIPE,
-                                                    stderr=subprocess.STDOUT, text=True))
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+            str(tmp_path / "target"),
+            "--python-version",
+            python,
+            "--only-binary=:all:",
+            "--report",
+            str(report),
+            "-r",
+            str(requirements),
+        ] + [f"--platform={p}" for p in platforms]
+        runs[base] = (
+            ort,
+            report,
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+        )
     for base, (ort, report, proc) in runs.items():
         output, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, f"{base}:\n{output}"
-        installed = {canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
-                     for item in json.loads(report.read_text())["install"]}  # fmt: skip
+        installed = {
+            canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
+            for item in json.loads(report.read_text())["install"]
+        }
         assert installed["ray"] == args["RAY_VERSION"]
         assert installed[ort] == args["ONNXRUNTIME_VERSION"]
         other = "onnxruntime" if ort == "onnxruntime-gpu" else "onnxruntime-gpu"

@@ -24,8 +24,12 @@ from petavox.workflows.config import parse_config
 
 SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSW|CREDENTIAL", re.IGNORECASE)
 POOL = "petavox.io/pool"
-GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present",
-                  "effect": "NoSchedule"}  # fmt: skip
+GPU_TOLERATION = {
+    "key": "nvidia.com/gpu",
+    "operator": "Equal",
+    "value": "present",
+    "effect": "NoSchedule",
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +38,9 @@ def rendered() -> dict[str, dict[str, Any]]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl is not installed (it renders the kustomization offline)")
-    proc = subprocess.run([kubectl, "kustomize", str(KUBERAY)], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [kubectl, "kustomize", str(KUBERAY)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
     kinds = [d["kind"] for d in docs]
@@ -70,8 +75,12 @@ def test_builtin_kinds_and_pod_templates_pass_kubernetes_strict_validation(rende
     templates = pod_templates(rendered)
     assert set(templates) == {"head", "cpu", "gpu", "submitter"}
     for where, template in templates.items():
-        pod_template = {"apiVersion": "v1", "kind": "PodTemplate",
-                        "metadata": {"name": where}, "template": template}  # fmt: skip
+        pod_template = {
+            "apiVersion": "v1",
+            "kind": "PodTemplate",
+            "metadata": {"name": where},
+            "template": template,
+        }
         kv.validate(pod_template, version, strict=True)
     typo = copy.deepcopy(pod_template)
     typo["template"]["spec"]["nodeSelecter"] = {POOL: "head"}
@@ -86,9 +95,11 @@ def test_ray_resources_match_the_kuberay_crd(rendered):
         validator = jsonschema.Draft7Validator(schema)
         assert not [e.message for e in validator.iter_errors(rendered[kind])], kind
     cluster = SCHEMAS["RayCluster"]
-    for path, value in ((("workerGroupSpecs", 0, "minReplica"), 0),
-                        (("workerGroupSpecs", 1, "maxReplicas"), "4"),
-                        (("autoscalerOptions", "upscalingMode"), "Fast")):  # fmt: skip
+    for path, value in (
+        (("workerGroupSpecs", 0, "minReplica"), 0),
+        (("workerGroupSpecs", 1, "maxReplicas"), "4"),
+        (("autoscalerOptions", "upscalingMode"), "Fast"),
+    ):
         broken = copy.deepcopy(rendered["RayCluster"])
         node = broken["spec"]
         for key in path[:-1]:
@@ -166,9 +177,12 @@ def test_one_image_and_ray_version_everywhere(rendered):
     assert rendered["RayCluster"]["spec"]["rayVersion"] == ray_version()
     images = {where: containers(t)[-1]["image"] for where, t in pod_templates(rendered).items()}
     repository = images["head"].rsplit(":", 1)[0]
-    assert images == {"head": f"{repository}:{image_tag()}", "cpu": f"{repository}:{image_tag()}",
-                      "gpu": f"{repository}:{image_tag(gpu=True)}",
-                      "submitter": f"{repository}:{image_tag()}"}  # fmt: skip
+    assert images == {
+        "head": f"{repository}:{image_tag()}",
+        "cpu": f"{repository}:{image_tag()}",
+        "gpu": f"{repository}:{image_tag(gpu=True)}",
+        "submitter": f"{repository}:{image_tag()}",
+    }
 
 
 # ---- the job -------------------------------------------------------------------------------
@@ -185,8 +199,11 @@ def test_the_rayjob_runs_the_mounted_run_config_on_the_raycluster(rendered):
     yaml.safe_load(job.get("runtimeEnvYAML", ""))
     # the head (where the entrypoint runs) mounts the ConfigMap holding the run config
     head = cluster["spec"]["headGroupSpec"]["template"]["spec"]
-    mount = next(m for m in head["containers"][0]["volumeMounts"]
-                 if entrypoint[2].startswith(m["mountPath"] + "/"))  # fmt: skip
+    mount = next(
+        m
+        for m in head["containers"][0]["volumeMounts"]
+        if entrypoint[2].startswith(m["mountPath"] + "/")
+    )
     volume = next(v for v in head["volumes"] if v["name"] == mount["name"])
     config_map = rendered["ConfigMap"]
     assert volume["configMap"]["name"] == config_map["metadata"]["name"]

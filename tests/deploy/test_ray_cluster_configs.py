@@ -72,12 +72,22 @@ def test_every_node_runs_our_image_and_the_launcher_can_start_it(config):
     gpu = config["available_node_types"]["gpu"]["docker"]
     assert gpu["worker_image"] == f"{repository}:{image_tag(gpu=True)}"
     assert "--gpus all" in gpu["worker_run_options"]
-    assert not [t for n, t in config["available_node_types"].items() if n != "gpu" and
-                "docker" in t]  # fmt: skip
+    assert not [
+        t for n, t in config["available_node_types"].items() if n != "gpu" and "docker" in t
+    ]
     # The image's ENTRYPOINT is petavox; the launcher's `docker run ... IMAGE bash` must run bash.
-    command = shlex.split(docker_start_cmds("ubuntu", docker["image"], {}, "petavox",
-                                            docker["run_options"], "petavox", "/home/petavox",
-                                            "docker"))  # fmt: skip
+    command = shlex.split(
+        docker_start_cmds(
+            "ubuntu",
+            docker["image"],
+            {},
+            "petavox",
+            docker["run_options"],
+            "petavox",
+            "/home/petavox",
+            "docker",
+        )
+    )
     assert command[-2:] == [docker["image"], "bash"]
     assert "--entrypoint=" in command
 
@@ -91,8 +101,12 @@ def test_every_node_has_a_cloud_identity_and_no_keys(config):
             assert re.fullmatch(r"arn:aws:iam::\d{12}:instance-profile/petavox-ray-\w+", profile)
         else:
             accounts = node_config["serviceAccounts"]
-            assert re.fullmatch(r"petavox-ray-\w+@[\w-]+\.iam\.gserviceaccount\.com",
-                                accounts[0]["email"]), name  # fmt: skip
+            assert re.fullmatch(
+                r"petavox-ray-\w+@[\w-]+\.iam\.gserviceaccount\.com", accounts[0]["email"]
+            ), name
     assert not {"ssh_private_key", "ssh_public_key"} & set(config["auth"])
-    assert not re.search(r"AKIA[0-9A-Z]{16}|aws_secret_access_key|BEGIN [A-Z ]*PRIVATE KEY|"
-                         r"\.pem\b|KeyName", text)  # fmt: skip
+    assert not re.search(
+        r"AKIA[0-9A-Z]{16}|aws_secret_access_key|BEGIN [A-Z ]*PRIVATE KEY|"
+        r"\.pem\b|KeyName",
+        text,
+    )

@@ -23,8 +23,11 @@ pytestmark = pytest.mark.e2e
 def petavox(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [sys.executable, "-m", "petavox.workflows.cli", *args],
-        capture_output=True, text=True, env={**os.environ}, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        timeout=600,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"petavox {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -39,9 +42,23 @@ def address(ray_session) -> str:
 
 def test_every_command_has_help():
     out = petavox("--help").stdout
-    for command in ("demo", "run", "status", "evaluate", "ingest", "downsample", "align",
-                    "infer", "segment", "train", "mesh", "skeletonize", "synapses", "connectome",
-                    "view"):
+    for command in (
+        "demo",
+        "run",
+        "status",
+        "evaluate",
+        "ingest",
+        "downsample",
+        "align",
+        "infer",
+        "segment",
+        "train",
+        "mesh",
+        "skeletonize",
+        "synapses",
+        "connectome",
+        "view",
+    ):
         assert command in out
         text = petavox(command, "--help").stdout
         assert "usage: petavox " + command in text
@@ -66,8 +83,7 @@ def test_every_command_has_help():
 
 def test_demo_writes_the_synthetic_volume_and_resumes(tmp_path, address):
     out = tmp_path / "demo"
-    first = petavox("demo", "--size", "96", "--output", str(out), "--address", address,
-                    "--quiet")  # fmt: skip
+    first = petavox("demo", "--size", "96", "--output", str(out), "--address", address, "--quiet")
     assert "raw" in first.stdout and "neuroglancer" in first.stdout.lower()
     volume = demo_volume(96, seed=0)
     known = random_misalignment(24, MAX_SHIFT, WARP, seed=0)
@@ -83,8 +99,7 @@ def test_demo_writes_the_synthetic_volume_and_resumes(tmp_path, address):
     # (fragments, manifests), skeletonize ×2 (pieces, merge)
     assert status.count("done") == 26 and "infer" in status and "align" in status
     assert "adapted Rand error" in first.stdout
-    again = petavox("demo", "--size", "96", "--output", str(out), "--address", address,
-                    "--quiet")  # fmt: skip
+    again = petavox("demo", "--size", "96", "--output", str(out), "--address", address, "--quiet")
     assert again.stdout.count("(0 run") == 0  # the demo prints totals only
     assert "in 0.0 s" in again.stdout
 
@@ -119,14 +134,34 @@ def test_ingest_downsample_and_evaluate_commands(tmp_path, address):
     seg[seg == 2] = 1  # a merge error
     np.save(tmp_path / "seg.npy", seg.transpose(2, 1, 0))
     for name in ("gt", "seg"):
-        petavox("ingest", str(tmp_path / f"{name}.npy"), f"file://{tmp_path}/{name}",
-                "--resolution", "8,8,40", "--layer-type", "segmentation",
-                "--storage-chunk", "32,32,8", "--chunk-shape", "64,64,8",
-                "--address", address, "--quiet")  # fmt: skip
+        petavox(
+            "ingest",
+            str(tmp_path / f"{name}.npy"),
+            f"file://{tmp_path}/{name}",
+            "--resolution",
+            "8,8,40",
+            "--layer-type",
+            "segmentation",
+            "--storage-chunk",
+            "32,32,8",
+            "--chunk-shape",
+            "64,64,8",
+            "--address",
+            address,
+            "--quiet",
+        )
     petavox("downsample", f"file://{tmp_path}/gt", "--mips", "1", "--address", address, "--quiet")
     assert Layer.open(f"file://{tmp_path}/gt").num_mips == 2
-    line = petavox("evaluate", "--seg", f"file://{tmp_path}/seg", "--gt",
-                   f"file://{tmp_path}/gt", "--address", address, "--quiet").stdout  # fmt: skip
+    line = petavox(
+        "evaluate",
+        "--seg",
+        f"file://{tmp_path}/seg",
+        "--gt",
+        f"file://{tmp_path}/gt",
+        "--address",
+        address,
+        "--quiet",
+    ).stdout
     result = json.loads(line.strip().splitlines()[-1])
     expected = evaluate(seg, volume.labels)
     assert result["arand"] == pytest.approx(expected.arand, abs=1e-12)
@@ -138,13 +173,33 @@ def test_segment_command_stitches_connected_components_exactly(tmp_path, address
     volume = generate(SyntheticParams(shape=(72, 60, 20), seed=4))
     boundary = (boundary_from_labels(volume.labels, seed=4) * 255).astype(np.uint8)
     np.save(tmp_path / "boundary.npy", boundary.transpose(2, 1, 0))
-    petavox("ingest", str(tmp_path / "boundary.npy"), f"file://{tmp_path}/boundary",
-            "--resolution", "8,8,8", "--storage-chunk", "8,8,4",
-            "--address", address, "--quiet")  # fmt: skip
+    petavox(
+        "ingest",
+        str(tmp_path / "boundary.npy"),
+        f"file://{tmp_path}/boundary",
+        "--resolution",
+        "8,8,8",
+        "--storage-chunk",
+        "8,8,4",
+        "--address",
+        address,
+        "--quiet",
+    )
     out = f"file://{tmp_path}/seg"
-    petavox("segment", f"file://{tmp_path}/boundary", out, "--mode", "cc",
-            "--boundary-threshold", "0.3", "--chunk-shape", "24,16,8",
-            "--address", address, "--quiet")  # fmt: skip
+    petavox(
+        "segment",
+        f"file://{tmp_path}/boundary",
+        out,
+        "--mode",
+        "cc",
+        "--boundary-threshold",
+        "0.3",
+        "--chunk-shape",
+        "24,16,8",
+        "--address",
+        address,
+        "--quiet",
+    )
     seg = Layer.open(out)
     got = seg.read(seg.bounds())
     want = cc3d.connected_components(boundary < 0.3 * 255, connectivity=6)
@@ -158,23 +213,62 @@ def test_infer_command_writes_a_boundary_map_that_segment_takes_as_is(tmp_path, 
 
     volume = generate(SyntheticParams(shape=(64, 64, 32), seed=6))
     np.save(tmp_path / "raw.npy", volume.raw.transpose(2, 1, 0))
-    petavox("ingest", str(tmp_path / "raw.npy"), f"file://{tmp_path}/raw",
-            "--resolution", "8,8,8", "--storage-chunk", "16,16,16",
-            "--address", address, "--quiet")  # fmt: skip
+    petavox(
+        "ingest",
+        str(tmp_path / "raw.npy"),
+        f"file://{tmp_path}/raw",
+        "--resolution",
+        "8,8,8",
+        "--storage-chunk",
+        "16,16,16",
+        "--address",
+        address,
+        "--quiet",
+    )
     model = conv_model(tmp_path / "model.onnx")
-    petavox("infer", f"file://{tmp_path}/raw", f"file://{tmp_path}/boundary", "--model",
-            str(model), "--chunk-shape", "32,32,16", "--patch", "32,32,32",
-            "--address", address, "--quiet")  # fmt: skip
+    petavox(
+        "infer",
+        f"file://{tmp_path}/raw",
+        f"file://{tmp_path}/boundary",
+        "--model",
+        str(model),
+        "--chunk-shape",
+        "32,32,16",
+        "--patch",
+        "32,32,32",
+        "--address",
+        address,
+        "--quiet",
+    )
     boundary = Layer.open(f"file://{tmp_path}/boundary")
     assert boundary.dtype == np.uint8 and boundary.num_channels == 1
     threshold = np.percentile(boundary.read(boundary.bounds()), 40) / 255
-    petavox("segment", f"file://{tmp_path}/boundary", f"file://{tmp_path}/seg", "--mode", "cc",
-            "--boundary-threshold", f"{threshold:.3f}", "--chunk-shape", "32,32,16",
-            "--address", address, "--quiet")  # fmt: skip
+    petavox(
+        "segment",
+        f"file://{tmp_path}/boundary",
+        f"file://{tmp_path}/seg",
+        "--mode",
+        "cc",
+        "--boundary-threshold",
+        f"{threshold:.3f}",
+        "--chunk-shape",
+        "32,32,16",
+        "--address",
+        address,
+        "--quiet",
+    )
     seg = Layer.open(f"file://{tmp_path}/seg")
     assert len(np.unique(seg.read(seg.bounds()))) > 5
-    bad = petavox("infer", f"file://{tmp_path}/raw", f"file://{tmp_path}/b2", "--model",
-                  str(tmp_path / "none.onnx"), "--address", address, check=False)  # fmt: skip
+    bad = petavox(
+        "infer",
+        f"file://{tmp_path}/raw",
+        f"file://{tmp_path}/b2",
+        "--model",
+        str(tmp_path / "none.onnx"),
+        "--address",
+        address,
+        check=False,
+    )
     assert bad.returncode == 2 and "none.onnx does not exist" in bad.stderr
     assert not (tmp_path / "b2").exists()
 
@@ -217,9 +311,7 @@ def test_infer_uses_gpu_actors_when_the_cluster_has_gpus(tmp_path):
     petavox("run", str(config), "--quiet")
     markers = list((tmp_path / "out" / "ledger" / "infer").rglob("*_*_*.json"))
     assert len(markers) == 4
-    assert {json.loads(m.read_text())["result"]["predictor"] for m in markers} == {
-        "ActorPredictor"
-    }
+    assert {json.loads(m.read_text())["result"]["predictor"] for m in markers} == {"ActorPredictor"}
 
 
 def test_a_model_from_petavox_train_runs_in_petavox_infer(tmp_path, address):
@@ -227,20 +319,60 @@ def test_a_model_from_petavox_train_runs_in_petavox_infer(tmp_path, address):
     volume = generate(SyntheticParams(shape=(64, 48, 32), seed=8))
     np.save(tmp_path / "raw.npy", volume.raw.transpose(2, 1, 0))
     np.save(tmp_path / "gt.npy", volume.labels.transpose(2, 1, 0))
-    trained = petavox("train", "--raw", str(tmp_path / "raw.npy"), "--gt",
-                      str(tmp_path / "gt.npy"), "--out", str(tmp_path / "m.onnx"),
-                      "--minutes", "0.05", "--patch", "8,16,16", "--base-channels", "4",
-                      "--quiet")  # fmt: skip
+    trained = petavox(
+        "train",
+        "--raw",
+        str(tmp_path / "raw.npy"),
+        "--gt",
+        str(tmp_path / "gt.npy"),
+        "--out",
+        str(tmp_path / "m.onnx"),
+        "--minutes",
+        "0.05",
+        "--patch",
+        "8,16,16",
+        "--base-channels",
+        "4",
+        "--quiet",
+    )
     assert "sha256:" in trained.stdout
     digest = trained.stdout.split("sha256:")[1].split()[0]
-    petavox("ingest", str(tmp_path / "raw.npy"), f"file://{tmp_path}/raw",
-            "--resolution", "8,8,8", "--storage-chunk", "16,16,16",
-            "--address", address, "--quiet")  # fmt: skip
-    petavox("infer", f"file://{tmp_path}/raw", f"file://{tmp_path}/boundary", "--model",
-            str(tmp_path / "m.onnx"), "--model-sha256", digest, "--patch", "32,32,16",
-            "--address", address, "--quiet")  # fmt: skip
+    petavox(
+        "ingest",
+        str(tmp_path / "raw.npy"),
+        f"file://{tmp_path}/raw",
+        "--resolution",
+        "8,8,8",
+        "--storage-chunk",
+        "16,16,16",
+        "--address",
+        address,
+        "--quiet",
+    )
+    petavox(
+        "infer",
+        f"file://{tmp_path}/raw",
+        f"file://{tmp_path}/boundary",
+        "--model",
+        str(tmp_path / "m.onnx"),
+        "--model-sha256",
+        digest,
+        "--patch",
+        "32,32,16",
+        "--address",
+        address,
+        "--quiet",
+    )
     boundary = Layer.open(f"file://{tmp_path}/boundary")
     assert boundary.read(boundary.bounds()).shape == (64, 48, 32)
-    bad = petavox("train", "--raw", str(tmp_path / "raw.npy"), "--gt", str(tmp_path / "x.npy"),
-                  "--out", str(tmp_path / "n.onnx"), check=False)  # fmt: skip
+    bad = petavox(
+        "train",
+        "--raw",
+        str(tmp_path / "raw.npy"),
+        "--gt",
+        str(tmp_path / "x.npy"),
+        "--out",
+        str(tmp_path / "n.onnx"),
+        check=False,
+    )
     assert bad.returncode == 2 and "x.npy" in bad.stderr

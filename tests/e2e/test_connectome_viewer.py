@@ -33,9 +33,14 @@ def synapses() -> dict[str, np.ndarray]:
     """Lines in the plane z = CENTRE z on a 4 × 4 grid, in two chunk tables."""
     table = random_synapses(16, seed=9)
     xs, ys = np.meshgrid(np.arange(4) * 800.0 + 600, np.arange(4) * 800.0 + 600)
-    for name, value in (("pre_x", xs.ravel()), ("post_x", xs.ravel() + LENGTH),
-                        ("pre_y", ys.ravel()), ("post_y", ys.ravel()),
-                        ("x", xs.ravel() + LENGTH / 2), ("y", ys.ravel())):  # fmt: skip
+    for name, value in (
+        ("pre_x", xs.ravel()),
+        ("post_x", xs.ravel() + LENGTH),
+        ("pre_y", ys.ravel()),
+        ("post_y", ys.ravel()),
+        ("x", xs.ravel() + LENGTH / 2),
+        ("y", ys.ravel()),
+    ):
         table[name] = value
     for axis in ("pre_z", "post_z", "z"):
         table[axis] = np.full(16, CENTRE[2])
@@ -53,10 +58,18 @@ def test_neuroglancer_draws_the_synapse_lines(tmp_path, ray_session):
     for i, half in enumerate((slice(0, 8), slice(8, 16))):
         part = {k: v[half] for k, v in table.items()}
         (chunks / f"{i}_0_0.parquet").write_bytes(synapse_table.to_parquet(part))
-    stage = {"stage": "connectome", "input": "synapses", "shard_bits": 1, "readers": 2,
-             "spatial_cell": 1000}  # fmt: skip
-    run(parse_config({"output": f"file://{tmp_path}", "stages": [stage]}), session=ray_session,
-        progress=False)  # fmt: skip
+    stage = {
+        "stage": "connectome",
+        "input": "synapses",
+        "shard_bits": 1,
+        "readers": 2,
+        "spatial_cell": 1000,
+    }
+    run(
+        parse_config({"output": f"file://{tmp_path}", "stages": [stage]}),
+        session=ray_session,
+        progress=False,
+    )
     layers = open_view_layers([str(tmp_path / "synapses" / "annotations")], StorageContext())
     with (
         FileServer({layer.name: layer.local_path for layer in layers}) as server,

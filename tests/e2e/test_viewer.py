@@ -40,10 +40,16 @@ ZOOM = 4  # screen pixels per voxel in the 2D panel
 COLOR_SEED = 7
 
 
-def petavox(*args: str, env: dict[str, str] | None = None,
-            status: int = 0) -> subprocess.CompletedProcess:  # fmt: skip
-    proc = subprocess.run([sys.executable, "-m", "petavox.workflows.cli", *args],
-                          capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+def petavox(
+    *args: str, env: dict[str, str] | None = None, status: int = 0
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "petavox.workflows.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode == status, f"petavox {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
     return proc
 
@@ -58,8 +64,16 @@ def demo(tmp_path_factory, ray_session) -> Path:
     import ray
 
     out = tmp_path_factory.mktemp("view") / "demo"
-    petavox("demo", "--size", str(SIZE), "--output", str(out), "--address",
-            ray.get_runtime_context().gcs_address, "--quiet")  # fmt: skip
+    petavox(
+        "demo",
+        "--size",
+        str(SIZE),
+        "--output",
+        str(out),
+        "--address",
+        ray.get_runtime_context().gcs_address,
+        "--quiet",
+    )
     return out
 
 
@@ -101,8 +115,7 @@ def test_neuroglancer_draws_the_demo_image_segmentation_and_meshes(demo):
     selected = [int(i) for i in ids[np.argsort(counts)[-2:]]]  # the two largest segments
     assert gzip_chunks(demo / "aligned") > 0  # the browser must inflate .gz chunks
 
-    layers = open_view_layers([str(demo / "aligned"), str(demo / "segmentation")],
-                              StorageContext())  # fmt: skip
+    layers = open_view_layers([str(demo / "aligned"), str(demo / "segmentation")], StorageContext())
     with (
         FileServer({layer.name: layer.local_path for layer in layers}) as server,
         neuroglancer_browser() as browser,
@@ -148,8 +161,12 @@ def test_neuroglancer_draws_the_demo_image_segmentation_and_meshes(demo):
         mask = segment == label
         blend = 0.5 * segment_rgb(label) + 0.5 * grey[mask]
         towards = segment_rgb(label) - blend
-        t = np.clip(((shown[mask] - blend) * towards).sum(axis=1)
-                    / np.maximum((towards**2).sum(axis=1), 1e-9), 0, 1)  # fmt: skip
+        t = np.clip(
+            ((shown[mask] - blend) * towards).sum(axis=1)
+            / np.maximum((towards**2).sum(axis=1), 1e-9),
+            0,
+            1,
+        )
         off = np.abs(shown[mask] - blend - t[:, np.newaxis] * towards).max(axis=1)
         close = off <= 3
         assert mask.sum() > 1000 and close.mean() > 0.97, (label, close.mean())
@@ -285,11 +302,21 @@ def refused(url: str) -> bool:
 
 def test_view_serves_local_layers_and_a_local_viewer_until_interrupted(demo):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "petavox.workflows.cli", "view", str(demo / "boundary"),
-         f"file://{demo}/ground_truth", "--segments", "5,6"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "petavox.workflows.cli",
+            "view",
+            str(demo / "boundary"),
+            f"file://{demo}/ground_truth",
+            "--segments",
+            "5,6",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    )
     try:
         output = Lines(proc)
         lines = output.until(f"  {NEUROGLANCER}")
@@ -304,9 +331,13 @@ def test_view_serves_local_layers_and_a_local_viewer_until_interrupted(demo):
             assert info.headers["Access-Control-Allow-Origin"] == "*"
         assert state_of(lines[-1].strip())["layers"] == [
             {"type": "image", "source": f"precomputed://{served}/boundary", "name": "boundary"},
-            {"type": "segmentation", "source": f"precomputed://{served}/ground_truth",
-             "name": "ground_truth", "segments": ["5", "6"]},
-        ]  # fmt: skip
+            {
+                "type": "segmentation",
+                "source": f"precomputed://{served}/ground_truth",
+                "name": "ground_truth",
+                "segments": ["5", "6"],
+            },
+        ]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
         assert output.rest() == ["stopped"]
@@ -339,13 +370,19 @@ def test_view_of_a_cloud_layer_prints_the_link_and_exits(moto):
     """s3:// with a custom endpoint (as for MinIO): nothing to serve; the viewer reads the
     layer path-style from the endpoint."""
     spec = LayerSpec("image", "uint8", Vec3(64, 64, 16), (8, 8, 8))
-    moto.boto3_client().put_object(Bucket=moto.bucket, Key="view/raw/info",
-                                   Body=json.dumps(spec.to_info()).encode())  # fmt: skip
+    moto.boto3_client().put_object(
+        Bucket=moto.bucket, Key="view/raw/info", Body=json.dumps(spec.to_info()).encode()
+    )
     endpoint_vars = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
     env = {k: v for k, v in {**os.environ, **moto.env()}.items() if k not in endpoint_vars}
-    out = petavox("view", f"s3://{moto.bucket}/view/raw", "--s3-endpoint", moto.endpoint,
-                  env=env).stdout  # fmt: skip
+    out = petavox(
+        "view", f"s3://{moto.bucket}/view/raw", "--s3-endpoint", moto.endpoint, env=env
+    ).stdout
     assert "serving" not in out
     assert state_of(out.strip())["layers"] == [
-        {"type": "image", "source": f"precomputed://{moto.endpoint}/{moto.bucket}/view/raw",
-         "name": "raw"}]  # fmt: skip
+        {
+            "type": "image",
+            "source": f"precomputed://{moto.endpoint}/{moto.bucket}/view/raw",
+            "name": "raw",
+        }
+    ]

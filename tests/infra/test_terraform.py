@@ -43,15 +43,21 @@ def aws_plugin_dir() -> Path:
     """A filesystem mirror holding the AWS provider 5.100.x for this platform, or skip."""
     home = Path.home()
     candidates = [Path(os.environ["TF_PLUGIN_DIR"])] if os.environ.get("TF_PLUGIN_DIR") else []
-    candidates += [home / ".terraform.d" / "plugins", home / ".local/share/terraform/plugins",
-                   Path("/usr/local/share/terraform/plugins"), Path("/usr/share/terraform/plugins")]
+    candidates += [
+        home / ".terraform.d" / "plugins",
+        home / ".local/share/terraform/plugins",
+        Path("/usr/local/share/terraform/plugins"),
+        Path("/usr/share/terraform/plugins"),
+    ]
     candidates += sorted(Path("/").glob("*/tf-plugins"))
     for root in candidates:
         for version in sorted((root / AWS_PROVIDER).glob(f"{AWS_VERSION_PREFIX}*")):
             if any((version / provider_platform()).glob("terraform-provider-aws*")):
                 return root
-    pytest.skip(f"no local mirror of the AWS provider {AWS_VERSION_PREFIX}x for "
-                f"{provider_platform()} (set TF_PLUGIN_DIR to one)")
+    pytest.skip(
+        f"no local mirror of the AWS provider {AWS_VERSION_PREFIX}x for "
+        f"{provider_platform()} (set TF_PLUGIN_DIR to one)"
+    )
 
 
 def terraform(workdir: Path, command: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -60,10 +66,20 @@ def terraform(workdir: Path, command: str, *args: str) -> subprocess.CompletedPr
     cli_config = workdir.parent / "terraformrc"
     cli_config.touch()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
-    env |= {"TF_CLI_CONFIG_FILE": str(cli_config), "TF_IN_AUTOMATION": "1",
-            "CHECKPOINT_DISABLE": "1"}
-    return subprocess.run([terraform_binary(), command, "-no-color", *args], cwd=workdir,
-                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    env |= {
+        "TF_CLI_CONFIG_FILE": str(cli_config),
+        "TF_IN_AUTOMATION": "1",
+        "CHECKPOINT_DISABLE": "1",
+    }
+    return subprocess.run(
+        [terraform_binary(), command, "-no-color", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +88,9 @@ def aws_stack(tmp_path_factory: pytest.TempPathFactory) -> Path:
     terraform_binary()
     plugins = aws_plugin_dir()
     work = tmp_path_factory.mktemp("terraform") / "aws"
-    shutil.copytree(INFRA / "aws", work,
-                    ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*", "*.tfplan"))
+    shutil.copytree(
+        INFRA / "aws", work, ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*", "*.tfplan")
+    )
     init = terraform(work, "init", "-input=false", "-backend=false", f"-plugin-dir={plugins}")
     assert init.returncode == 0, init.stdout + init.stderr
     return work
@@ -95,8 +112,10 @@ def test_aws_stack_is_valid(aws_stack):
 
 def test_aws_plan_tests_pass(aws_stack):
     """infra/aws/tests/*.tftest.hcl: every run block passes, none skipped."""
-    runs = sum(len(re.findall(r'^run "', path.read_text(), re.M))
-               for path in (aws_stack / "tests").glob("*.tftest.hcl"))
+    runs = sum(
+        len(re.findall(r'^run "', path.read_text(), re.M))
+        for path in (aws_stack / "tests").glob("*.tftest.hcl")
+    )
     result = terraform(aws_stack, "test")
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"Success! {runs} passed, 0 failed." in result.stdout, result.stdout
@@ -110,8 +129,9 @@ class Module:
     """The blocks of a folder of .tf files, with var.* defaults and local.* values resolved."""
 
     def __init__(self, folder: Path):
-        options = hcl2.SerializationOptions(with_comments=False, explicit_blocks=False,
-                                            strip_string_quotes=True)
+        options = hcl2.SerializationOptions(
+            with_comments=False, explicit_blocks=False, strip_string_quotes=True
+        )
         self.blocks: dict[str, list[Any]] = {}
         for path in sorted(folder.glob("*.tf")):
             with path.open() as f:
@@ -121,8 +141,11 @@ class Module:
         self.locals = {n: v for block in self.blocks.get("locals", []) for n, v in block.items()}
 
     def resources(self, kind: str) -> dict[str, dict]:
-        return {name: body for block in self.blocks.get("resource", [])
-                for name, body in block.get(kind, {}).items()}
+        return {
+            name: body
+            for block in self.blocks.get("resource", [])
+            for name, body in block.get(kind, {}).items()
+        }
 
     def resource(self, kind: str, name: str) -> dict:
         return self.resources(kind)[name]
@@ -179,8 +202,12 @@ def test_gcp_bucket_is_private_and_versioned(gcp):
     assert bucket["uniform_bucket_level_access"] is True
     assert bucket["public_access_prevention"] == "enforced"
     assert one_block(bucket, "versioning")["enabled"] is True
-    for kind in ("google_storage_bucket_acl", "google_storage_bucket_access_control",
-                 "google_storage_default_object_acl", "google_storage_object_acl"):
+    for kind in (
+        "google_storage_bucket_acl",
+        "google_storage_bucket_access_control",
+        "google_storage_default_object_acl",
+        "google_storage_object_acl",
+    ):
         assert not gcp.resources(kind), kind
     public = re.compile(r"allUsers|allAuthenticatedUsers")
     assert not public.search(str(gcp.blocks["resource"])), "nothing may be granted to everyone"
@@ -188,18 +215,21 @@ def test_gcp_bucket_is_private_and_versioned(gcp):
 
 def test_gcp_lifecycle_expires_intermediate_files_and_noncurrent_versions(gcp):
     rules = gcp.value(gcp.resource("google_storage_bucket", "data"))["lifecycle_rule"]
-    deletes = [one_block(r, "condition") for r in rules
-               if one_block(r, "action")["type"] == "Delete"]
+    deletes = [
+        one_block(r, "condition") for r in rules if one_block(r, "action")["type"] == "Delete"
+    ]
     intermediate = [c for c in deletes if "matches_prefix" in c]
     assert intermediate == [{"age": 30, "matches_prefix": ["intermediate/"], "with_state": "LIVE"}]
     noncurrent = [c for c in deletes if "matches_prefix" not in c]
     assert noncurrent == [{"days_since_noncurrent_time": 7, "with_state": "ARCHIVED"}], (
-        "apart from intermediate files, only noncurrent versions may be deleted")
+        "apart from intermediate files, only noncurrent versions may be deleted"
+    )
 
 
 def node_pools(gcp: Module) -> dict[str, dict]:
-    return {name: gcp.value(body)
-            for name, body in gcp.resources("google_container_node_pool").items()}
+    return {
+        name: gcp.value(body) for name, body in gcp.resources("google_container_node_pool").items()
+    }
 
 
 def test_gcp_worker_pools_are_spot_and_scale_to_zero(gcp):
@@ -221,8 +251,7 @@ def test_gcp_worker_pools_are_spot_and_scale_to_zero(gcp):
 def test_gcp_gpu_pool_is_tainted_labelled_and_has_gpus(gcp):
     pools = node_pools(gcp)
     gpu = one_block(pools["gpu"], "node_config")
-    assert gpu["taint"] == [{"key": "nvidia.com/gpu", "value": "present",
-                             "effect": "NO_SCHEDULE"}]
+    assert gpu["taint"] == [{"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}]
     assert gpu["labels"] == {"petavox.io/pool": "gpu"}
     accelerator = one_block(gpu, "guest_accelerator")
     assert accelerator["count"] >= 1
@@ -236,15 +265,19 @@ def test_gcp_gpu_pool_is_tainted_labelled_and_has_gpus(gcp):
 def test_gcp_nodes_run_as_the_minimal_account_with_workload_identity(gcp):
     cluster = gcp.value(gcp.resource("google_container_cluster", "this"))
     assert one_block(cluster, "workload_identity_config")["workload_pool"] == (
-        "${var.project_id}.svc.id.goog")
+        "${var.project_id}.svc.id.goog"
+    )
     assert one_block(cluster, "private_cluster_config")["enable_private_nodes"] is True
     for name, pool in node_pools(gcp).items():
         config = one_block(pool, "node_config")
         assert config["service_account"] == "${google_service_account.nodes.email}", name
         assert one_block(config, "workload_metadata_config")["mode"] == "GKE_METADATA", name
     node_member = "serviceAccount:${google_service_account.nodes.email}"
-    project_roles = {r["role"] for r in gcp.resources("google_project_iam_member").values()
-                     if r["member"] == node_member}
+    project_roles = {
+        r["role"]
+        for r in gcp.resources("google_project_iam_member").values()
+        if r["member"] == node_member
+    }
     assert project_roles == {"roles/container.defaultNodeServiceAccount"}
 
 
@@ -254,34 +287,50 @@ def test_gcp_bucket_access_is_granted_on_the_bucket_only(gcp):
         assert not [role for role in roles if role.startswith("roles/storage")], kind
     assert not gcp.resources("google_project_iam_policy")
     # The worker account appears in exactly one grant: objectAdmin on the data bucket.
-    grants = [(kind, body) for block in gcp.blocks["resource"] for kind, named in block.items()
-              for body in named.values()
-              if "google_service_account.worker.email" in str(body.get("member", ""))]
-    assert grants == [("google_storage_bucket_iam_member", {
-        "bucket": "${google_storage_bucket.data.name}",
-        "role": "roles/storage.objectAdmin",
-        "member": "serviceAccount:${google_service_account.worker.email}",
-    })]
+    grants = [
+        (kind, body)
+        for block in gcp.blocks["resource"]
+        for kind, named in block.items()
+        for body in named.values()
+        if "google_service_account.worker.email" in str(body.get("member", ""))
+    ]
+    assert grants == [
+        (
+            "google_storage_bucket_iam_member",
+            {
+                "bucket": "${google_storage_bucket.data.name}",
+                "role": "roles/storage.objectAdmin",
+                "member": "serviceAccount:${google_service_account.worker.email}",
+            },
+        )
+    ]
 
 
 def test_gcp_workload_identity_binding_names_the_service_account(gcp):
     assert not gcp.resources("google_service_account_iam_binding")
     assert not gcp.resources("google_service_account_iam_policy")
     bindings = [gcp.value(b) for b in gcp.resources("google_service_account_iam_member").values()]
-    assert [(b["service_account_id"], b["role"], b["member"]) for b in bindings] == [(
-        "${google_service_account.worker.name}", "roles/iam.workloadIdentityUser",
-        "serviceAccount:${var.project_id}.svc.id.goog[petavox/petavox-worker]",
-    )]
+    assert [(b["service_account_id"], b["role"], b["member"]) for b in bindings] == [
+        (
+            "${google_service_account.worker.name}",
+            "roles/iam.workloadIdentityUser",
+            "serviceAccount:${var.project_id}.svc.id.goog[petavox/petavox-worker]",
+        )
+    ]
 
 
 def test_gcp_network_has_secondary_ranges_private_access_and_nat(gcp):
     subnet = gcp.value(gcp.resource("google_compute_subnetwork", "nodes"))
     assert subnet["private_ip_google_access"] is True
     ranges = {r["range_name"] for r in subnet["secondary_ip_range"]}
-    policy = one_block(gcp.value(gcp.resource("google_container_cluster", "this")),
-                       "ip_allocation_policy")
-    assert {policy["cluster_secondary_range_name"],
-            policy["services_secondary_range_name"]} == ranges == {"pods", "services"}
+    policy = one_block(
+        gcp.value(gcp.resource("google_container_cluster", "this")), "ip_allocation_policy"
+    )
+    assert (
+        {policy["cluster_secondary_range_name"], policy["services_secondary_range_name"]}
+        == ranges
+        == {"pods", "services"}
+    )
     nat = gcp.resource("google_compute_router_nat", "this")
     assert one_block(nat, "subnetwork")["name"] == "${google_compute_subnetwork.nodes.id}"
 
@@ -294,10 +343,13 @@ def test_gcp_registry_deletes_untagged_images(gcp):
     assert one_block(policy, "condition")["tag_state"] == "UNTAGGED"
 
 
-@pytest.mark.parametrize(("cloud", "provider", "settings", "version"), [
-    ("aws", "aws", {"region", "default_tags"}, "~> 5.100"),
-    ("gcp", "google", {"project", "region", "default_labels"}, "~> 6.0"),
-])
+@pytest.mark.parametrize(
+    ("cloud", "provider", "settings", "version"),
+    [
+        ("aws", "aws", {"region", "default_tags"}, "~> 5.100"),
+        ("gcp", "google", {"project", "region", "default_labels"}, "~> 6.0"),
+    ],
+)
 def test_no_credentials_and_no_backend_settings_in_the_stacks(cloud, provider, settings, version):
     module = Module(INFRA / cloud)
     (config,) = [block[provider] for block in module.blocks["provider"]]

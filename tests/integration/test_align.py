@@ -24,10 +24,15 @@ pytestmark = pytest.mark.integration
 def align_config(out: Path, raw: np.ndarray, name: str = "aligned", **align):
     np.save(out / "raw.npy", raw.transpose(2, 1, 0))
     stages = [
-        {"stage": "ingest", "input": str(out / "raw.npy"), "output": "raw",
-         "resolution": [8, 8, 8], "storage_chunk": [64, 64, 8]},
+        {
+            "stage": "ingest",
+            "input": str(out / "raw.npy"),
+            "output": "raw",
+            "resolution": [8, 8, 8],
+            "storage_chunk": [64, 64, 8],
+        },
         {"stage": "align", "output": name, **align},
-    ]  # fmt: skip
+    ]
     return parse_config({"output": f"file://{out}", "stages": stages})
 
 
@@ -40,19 +45,25 @@ def inner_points(size: int, margin: int = 40, step: int = 16) -> np.ndarray:
     return grid_points((margin, margin), (size - margin, size - margin), step)
 
 
-@pytest.mark.parametrize(("warp", "rotation", "tile", "limit"),
-                         [(0.0, 0.0, None, 0.5), (5.0, 0.0, None, 1.0),
-                          (5.0, 3.0, [96, 96], 1.0)])  # fmt: skip
-def test_known_translations_and_warps_are_undone(tmp_path, ray_session, warp, rotation, tile,
-                                                 limit):  # fmt: skip
+@pytest.mark.parametrize(
+    ("warp", "rotation", "tile", "limit"),
+    [(0.0, 0.0, None, 0.5), (5.0, 0.0, None, 1.0), (5.0, 3.0, [96, 96], 1.0)],
+)
+def test_known_translations_and_warps_are_undone(
+    tmp_path, ray_session, warp, rotation, tile, limit
+):
     """Shifts up to ±30 px (and smooth warps up to 5 px, and rotations up to 3° estimated in
     xy tiles): RMS residual ≤ 0.5 px (≤ 1.0 px)."""
     aligned = generate(SyntheticParams(shape=(192, 192, 24), seed=4)).raw
-    known = random_misalignment(24, max_shift=30, warp=warp, rotation=rotation,
-                                centre=(96.0, 96.0), seed=1)  # fmt: skip
+    known = random_misalignment(
+        24, max_shift=30, warp=warp, rotation=rotation, centre=(96.0, 96.0), seed=1
+    )
     raw = apply(aligned, known)
-    run(align_config(tmp_path, raw, chunk_shape=[128, 128, 16], tile=tile), session=ray_session,
-        progress=False)  # fmt: skip
+    run(
+        align_config(tmp_path, raw, chunk_shape=[128, 128, 16], tile=tile),
+        session=ray_session,
+        progress=False,
+    )
     per_section = residuals(solved(tmp_path), known, inner_points(192))
     assert np.sqrt((per_section**2).mean()) <= limit
     out = Layer.open(f"file://{tmp_path}/aligned")
@@ -61,8 +72,14 @@ def test_known_translations_and_warps_are_undone(tmp_path, ray_session, warp, ro
 
     def neighbour_correlation(volume: np.ndarray) -> float:
         inner = volume[40:-40, 40:-40].astype(np.float64)
-        return float(np.mean([np.corrcoef(inner[..., z - 1].ravel(), inner[..., z].ravel())[0, 1]
-                              for z in range(1, volume.shape[2])]))  # fmt: skip
+        return float(
+            np.mean(
+                [
+                    np.corrcoef(inner[..., z - 1].ravel(), inner[..., z].ravel())[0, 1]
+                    for z in range(1, volume.shape[2])
+                ]
+            )
+        )
 
     assert neighbour_correlation(raw) < 0.2 < 0.6 < neighbour_correlation(result)
 
@@ -72,8 +89,11 @@ def test_rendering_does_not_depend_on_the_chunking(tmp_path, ray_session):
     raw = apply(aligned, random_misalignment(12, max_shift=15, warp=3, seed=2))
     results = []
     for name, shape in (("one", [192, 128, 16]), ("small", [64, 64, 8])):
-        run(align_config(tmp_path, raw, name, chunk_shape=shape, mips=0), session=ray_session,
-            progress=False)  # fmt: skip
+        run(
+            align_config(tmp_path, raw, name, chunk_shape=shape, mips=0),
+            session=ray_session,
+            progress=False,
+        )
         layer = Layer.open(f"file://{tmp_path}/{name}")
         results.append(layer.read(layer.bounds(0)))
     np.testing.assert_array_equal(results[0], results[1])
@@ -109,8 +129,7 @@ def test_real_sections_warped_by_known_transforms_are_restored(tmp_path, ray_ses
     aligned = np.ascontiguousarray(np.load(gala_dir / "test.npz")["raw"].transpose(2, 1, 0))
     known = random_misalignment(aligned.shape[2], max_shift=15, warp=3, seed=7)
     raw = apply(aligned, known)
-    run(align_config(tmp_path, raw, mips=0, tile=[96, 64]), session=ray_session,
-        progress=False)  # fmt: skip
+    run(align_config(tmp_path, raw, mips=0, tile=[96, 64]), session=ray_session, progress=False)
     points = grid_points((25, 25), (aligned.shape[0] - 25, aligned.shape[1] - 25), 8)
     per_section = residuals(solved(tmp_path), known, points)
     assert np.sqrt((per_section**2).mean()) <= 1.0

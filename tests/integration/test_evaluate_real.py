@@ -16,8 +16,14 @@ pytestmark = pytest.mark.integration
 
 def as_layer(url: str, labels_zyx: np.ndarray) -> Layer:
     xyz = np.asfortranarray(labels_zyx.transpose(2, 1, 0).astype(np.uint32))
-    spec = LayerSpec("segmentation", "uint32", Vec3.of(xyz.shape), (10, 10, 10), Vec3(32, 32, 16),
-                     encoding="compressed_segmentation")  # fmt: skip
+    spec = LayerSpec(
+        "segmentation",
+        "uint32",
+        Vec3.of(xyz.shape),
+        (10, 10, 10),
+        Vec3(32, 32, 16),
+        encoding="compressed_segmentation",
+    )
     layer = Layer.create(url, spec)
     layer.write(layer.bounds(), xyz)
     return layer
@@ -30,8 +36,9 @@ def test_streamed_scores_equal_whole_volume_scores_on_gala(tmp_path, gala_dir, r
     gt_layer = as_layer(f"file://{tmp_path}/gt", gt)
     seg_layer = as_layer(f"file://{tmp_path}/seg", seg)
     assert len(plan_evaluate(seg_layer, gt_layer, (0,), Vec3(64, 64, 32)).grid) > 1
-    streamed = evaluate_layers(seg_layer.url, gt_layer.url, ray_session,
-                               chunk_shape=Vec3(64, 64, 32), progress=False)  # fmt: skip
+    streamed = evaluate_layers(
+        seg_layer.url, gt_layer.url, ray_session, chunk_shape=Vec3(64, 64, 32), progress=False
+    )
     whole = evaluate(seg, gt)
     assert streamed.arand == pytest.approx(whole.arand, abs=1e-12)
     assert streamed.voi_split == pytest.approx(whole.voi_split, abs=1e-12)

@@ -27,12 +27,17 @@ def make_config(tmp_path: Path, name: str, stack: Path):
         {
             "output": f"file://{tmp_path}/{name}",
             "stages": [
-                {"stage": "ingest", "input": str(stack), "resolution": [4, 4, 40],
-                 "storage_chunk": [32, 32, 8], "chunk_shape": [64, 64, 16]},
+                {
+                    "stage": "ingest",
+                    "input": str(stack),
+                    "resolution": [4, 4, 40],
+                    "storage_chunk": [32, 32, 8],
+                    "chunk_shape": [64, 64, 16],
+                },
                 {"stage": "downsample", "input": "raw", "mips": 1},
             ],
         }
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +105,20 @@ def test_killed_driver_then_rerun_resumes_and_matches(tmp_path, stack, reference
     config_file.write_text(dump_config(config))
     ledger = tmp_path / "out" / "ledger" / "ingest"
     driver = subprocess.Popen(
-        [sys.executable, "-m", "petavox.workflows.cli", "run", str(config_file),
-         "--workers", "2", "--quiet"],
-        env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "petavox.workflows.cli",
+            "run",
+            str(config_file),
+            "--workers",
+            "2",
+            "--quiet",
+        ],
+        env={**os.environ},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     started: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 120

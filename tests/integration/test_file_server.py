@@ -43,8 +43,10 @@ def layers(tmp_path):
     raw = Layer.create(f"file://{tmp_path}/raw", spec)
     raw.write(raw.bounds(), data)
     labels = rng.integers(0, 5, tuple(SIZE), dtype=np.uint64)
-    Layer.create(f"file://{tmp_path}/seg", LayerSpec("segmentation", "uint64", SIZE, (8, 8, 8),
-                                                     chunk_size=CHUNK))  # fmt: skip
+    Layer.create(
+        f"file://{tmp_path}/seg",
+        LayerSpec("segmentation", "uint64", SIZE, (8, 8, 8), chunk_size=CHUNK),
+    )
     CloudVolume(f"file://{tmp_path}/seg", compress="gzip", progress=False)[:, :, :] = labels
     (tmp_path / "secret.txt").write_text("not served")
     return {"raw": tmp_path / "raw", "seg": tmp_path / "seg"}, data, labels
@@ -86,10 +88,17 @@ def test_gzip_chunks_are_served_with_content_encoding(layers):
 def test_cors_preflight(layers):
     roots, _, _ = layers
     with FileServer(roots) as server:
-        status, headers, body = request(server.url, "/raw/info", "OPTIONS", {
-            "Origin": "https://viewer.example", "Access-Control-Request-Method": "GET",
-            "Access-Control-Request-Headers": "range",
-            "Access-Control-Request-Private-Network": "true"})  # fmt: skip
+        status, headers, body = request(
+            server.url,
+            "/raw/info",
+            "OPTIONS",
+            {
+                "Origin": "https://viewer.example",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "range",
+                "Access-Control-Request-Private-Network": "true",
+            },
+        )
         assert status == 204 and body == b""
         assert headers["Access-Control-Allow-Origin"] == "*"
         assert "GET" in headers["Access-Control-Allow-Methods"]
@@ -108,11 +117,23 @@ def test_byte_ranges_of_uncompressed_files(layers):
         assert status == 416 and headers["Content-Range"] == f"bytes */{len(whole)}"
 
 
-@pytest.mark.parametrize("path", [
-    "/raw/../secret.txt", "/raw/%2e%2e/secret.txt", "/raw/..%2fsecret.txt", "/../secret.txt",
-    "/raw/8_8_8/../../secret.txt", "/secret.txt", "/", "/raw", "/raw/", "/raw/8_8_8",
-    "/raw/missing", "/other/info",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/raw/../secret.txt",
+        "/raw/%2e%2e/secret.txt",
+        "/raw/..%2fsecret.txt",
+        "/../secret.txt",
+        "/raw/8_8_8/../../secret.txt",
+        "/secret.txt",
+        "/",
+        "/raw",
+        "/raw/",
+        "/raw/8_8_8",
+        "/raw/missing",
+        "/other/info",
+    ],
+)
 def test_nothing_outside_the_layers_and_no_listings(layers, path):
     roots, _, _ = layers
     with FileServer(roots) as server:

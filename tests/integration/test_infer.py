@@ -42,10 +42,15 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
 def infer_config(out: Path, raw: Path, name: str, **infer):
     stages = [
-        {"stage": "ingest", "input": str(raw), "output": "raw", "resolution": [8, 8, 8],
-         "storage_chunk": [16, 16, 8]},
+        {
+            "stage": "ingest",
+            "input": str(raw),
+            "output": "raw",
+            "resolution": [8, 8, 8],
+            "storage_chunk": [16, 16, 8],
+        },
         {"stage": "infer", "input": "raw", "output": name, **infer},
-    ]  # fmt: skip
+    ]
     return parse_config({"output": f"file://{out}", "stages": stages})
 
 
@@ -55,15 +60,20 @@ def infer(tmp_path, raw, name, session, **params) -> np.ndarray:
     return layer.read(layer.bounds(0))
 
 
-def test_chunked_inference_equals_whole_volume_inference(tmp_path, raw_stack, models,
-                                                         ray_session):  # fmt: skip
+def test_chunked_inference_equals_whole_volume_inference(tmp_path, raw_stack, models, ray_session):
     common = {"model": str(models["boundary"]), "patch": [32, 24, 16], "overlap": [6, 6, 4]}
     whole = infer(tmp_path, raw_stack, "whole", ray_session, chunk_shape=[96, 80, 40], **common)
     assert whole.dtype == np.uint8 and whole.shape == (90, 78, 37)
     assert whole.std() > 10  # the model's output varies: membranes vs cytoplasm
     for shape in ([16, 16, 8], [32, 48, 16], [48, 16, 24]):
-        chunked = infer(tmp_path, raw_stack, f"c{shape[0]}_{shape[1]}_{shape[2]}", ray_session,
-                        chunk_shape=shape, **common)  # fmt: skip
+        chunked = infer(
+            tmp_path,
+            raw_stack,
+            f"c{shape[0]}_{shape[1]}_{shape[2]}",
+            ray_session,
+            chunk_shape=shape,
+            **common,
+        )
         assert np.abs(chunked.astype(int) - whole).max() <= 1, shape
 
 
@@ -72,8 +82,9 @@ def test_the_built_in_unet_is_seamless_and_finds_membranes(tmp_path, raw_stack, 
     common = {"patch": [48, 48, 32], "overlap": [8, 8, 4], "output_dtype": "float32"}
     whole = infer(tmp_path, raw_stack, "whole", ray_session, chunk_shape=[96, 80, 40], **common)
     for shape in ([16, 16, 8], [48, 32, 16]):
-        chunked = infer(tmp_path, raw_stack, f"c{shape[0]}_{shape[1]}", ray_session,
-                        chunk_shape=shape, **common)  # fmt: skip
+        chunked = infer(
+            tmp_path, raw_stack, f"c{shape[0]}_{shape[1]}", ray_session, chunk_shape=shape, **common
+        )
         assert np.abs(chunked - whole).max() <= 1e-3, shape
     labels = generate(SyntheticParams(shape=(90, 78, 37), seed=3)).labels
     # boundaries where the ground truth has membrane, interiors elsewhere (a held-out volume)
@@ -83,29 +94,42 @@ def test_the_built_in_unet_is_seamless_and_finds_membranes(tmp_path, raw_stack, 
 def test_float_output_and_affinities(tmp_path, raw_stack, models, ray_session):
     common = {"patch": [40, 40, 24], "overlap": [8, 8, 4], "output_dtype": "float32"}
     model = str(models["affinities"])
-    whole = infer(tmp_path, raw_stack, "whole", ray_session, model=model,
-                  chunk_shape=[96, 80, 40], **common)  # fmt: skip
-    chunked = infer(tmp_path, raw_stack, "chunked", ray_session, model=model,
-                    chunk_shape=[32, 16, 16], **common)  # fmt: skip
+    whole = infer(
+        tmp_path, raw_stack, "whole", ray_session, model=model, chunk_shape=[96, 80, 40], **common
+    )
+    chunked = infer(
+        tmp_path, raw_stack, "chunked", ray_session, model=model, chunk_shape=[32, 16, 16], **common
+    )
     assert whole.shape == (90, 78, 37, 3) and whole.dtype == np.float32
     assert np.abs(chunked - whole).max() <= 1e-3
     assert read_info(f"file://{tmp_path}/chunked")["num_channels"] == 3
 
 
-def test_blending_reproduces_a_single_forward_pass_where_patches_agree(tmp_path, raw_stack,
-                                                                       ray_session):  # fmt: skip
+def test_blending_reproduces_a_single_forward_pass_where_patches_agree(
+    tmp_path, raw_stack, ray_session
+):
     """A pointwise model gives the same value in every patch, so blending must return it."""
     model = conv_model(tmp_path / "pointwise.onnx", kernel=1)
-    out = infer(tmp_path, raw_stack, "blended", ray_session, model=str(model), patch=[24, 24, 16],
-                overlap=[8, 8, 4], output_dtype="float32", chunk_shape=[32, 32, 16])  # fmt: skip
+    out = infer(
+        tmp_path,
+        raw_stack,
+        "blended",
+        ray_session,
+        model=str(model),
+        patch=[24, 24, 16],
+        overlap=[8, 8, 4],
+        output_dtype="float32",
+        chunk_shape=[32, 32, 16],
+    )
     raw = np.load(raw_stack).transpose(2, 1, 0).astype(np.float32) / 255
     expected = 1 / (1 + np.exp(-8 * ((1 - raw) - 0.5)))
     assert np.abs(out - expected).max() < 1e-5
 
 
 def test_classical_fallback_runs_without_a_model(tmp_path, raw_stack, ray_session):
-    out = infer(tmp_path, raw_stack, "classical", ray_session, model="classical",
-                chunk_shape=[32, 32, 16])  # fmt: skip
+    out = infer(
+        tmp_path, raw_stack, "classical", ray_session, model="classical", chunk_shape=[32, 32, 16]
+    )
     raw = np.load(raw_stack).transpose(2, 1, 0)
     # dark voxels (membranes) get high boundary values
     assert out[raw < np.percentile(raw, 10)].mean() > out[raw > np.percentile(raw, 70)].mean() + 100
@@ -127,7 +151,8 @@ def test_bad_models_are_refused_before_dispatch(tmp_path, raw_stack, models):
     text = plan_error(tmp_path, raw_stack, model=str(models["boundary"]), model_sha256="ab" * 32)
     assert "SHA-256" in text and "model_sha256" in text
     assert "(N, 1, Z, Y, X) boundaries or (N, 3, Z, Y, X)" in plan_error(
-        tmp_path, raw_stack, model=str(models["two_channels"]))
+        tmp_path, raw_stack, model=str(models["two_channels"])
+    )
     assert "same spatial size" in plan_error(tmp_path, raw_stack, model=str(models["valid_conv"]))
     text = plan_error(tmp_path, raw_stack, model=str(models["rank4"]))
     assert "not a valid ONNX model" in text or "one image channel" in text
@@ -139,18 +164,34 @@ def test_right_checksum_is_accepted_and_hashed(tmp_path, raw_stack, models):
     import hashlib
 
     digest = hashlib.sha256(models["boundary"].read_bytes()).hexdigest()
-    plans = plan_run(infer_config(tmp_path, raw_stack, "out", model=str(models["boundary"]),
-                                  model_sha256=digest.upper()))  # fmt: skip
+    plans = plan_run(
+        infer_config(
+            tmp_path, raw_stack, "out", model=str(models["boundary"]), model_sha256=digest.upper()
+        )
+    )
     assert plans[-1].spec["model_sha256"] == digest
 
 
 def test_gpu_actor_path_gives_the_same_result(tmp_path, raw_stack, models, ray_session):
     """device: gpu sends batches to model actors (here with no GPU reserved: CI has none)."""
-    common = {"model": str(models["boundary"]), "patch": [32, 24, 16], "overlap": [6, 6, 4],
-              "chunk_shape": [32, 32, 16]}  # fmt: skip
+    common = {
+        "model": str(models["boundary"]),
+        "patch": [32, 24, 16],
+        "overlap": [6, 6, 4],
+        "chunk_shape": [32, 32, 16],
+    }
     cpu = infer(tmp_path, raw_stack, "cpu", ray_session, device="cpu", **common)
-    gpu = infer(tmp_path, raw_stack, "actors", ray_session, device="gpu", gpus_per_actor=0,
-                gpu_actors=2, batch=2, **common)  # fmt: skip
+    gpu = infer(
+        tmp_path,
+        raw_stack,
+        "actors",
+        ray_session,
+        device="gpu",
+        gpus_per_actor=0,
+        gpu_actors=2,
+        batch=2,
+        **common,
+    )
     assert np.abs(cpu.astype(int) - gpu).max() <= 1
     markers = list((tmp_path / "ledger" / "infer").rglob("*.json"))
     used = {json.loads(m.read_text()).get("result", {}).get("predictor") for m in markers}

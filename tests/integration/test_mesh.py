@@ -42,11 +42,16 @@ def labelled_volume(seed: int) -> np.ndarray:
 def mesh_config(out, labels: np.ndarray, **mesh):
     np.save(out / "labels.npy", labels.transpose(2, 1, 0))
     stages = [
-        {"stage": "ingest", "input": str(out / "labels.npy"), "output": "seg",
-         "layer_type": "segmentation", "resolution": list(RESOLUTION),
-         "storage_chunk": [32, 32, 16]},
+        {
+            "stage": "ingest",
+            "input": str(out / "labels.npy"),
+            "output": "seg",
+            "layer_type": "segmentation",
+            "resolution": list(RESOLUTION),
+            "storage_chunk": [32, 32, 16],
+        },
         {"stage": "mesh", "input": "seg", **mesh},
-    ]  # fmt: skip
+    ]
     return parse_config({"output": f"file://{out}", "stages": stages})
 
 
@@ -65,8 +70,9 @@ def test_every_segment_gets_a_watertight_mesh(tmp_path, ray_session):
     from cloudvolume import CloudVolume
 
     labels = labelled_volume(seed=12)
-    run(mesh_config(tmp_path, labels, chunk_shape=[32, 32, 16]), session=ray_session,
-        progress=False)  # fmt: skip
+    run(
+        mesh_config(tmp_path, labels, chunk_shape=[32, 32, 16]), session=ray_session, progress=False
+    )
     cv = CloudVolume(f"file://{tmp_path}/seg")
     assert cv.info["mesh"] == "mesh"
     ids = [int(i) for i in np.unique(labels) if i != 0]
@@ -87,8 +93,10 @@ def test_every_segment_gets_a_watertight_mesh(tmp_path, ray_session):
         # a closed surface on the voxels' faces (corners cut) encloses about the voxels
         assert abs(enclosed_volume(whole)) == pytest.approx(len(where) * voxel, rel=0.1)
     # segments cut by task faces: one fragment per task touched
-    fragments = {i: json.loads((tmp_path / "seg" / "mesh" / f"{i}:0").read_text())["fragments"]
-                 for i in inner}  # fmt: skip
+    fragments = {
+        i: json.loads((tmp_path / "seg" / "mesh" / f"{i}:0").read_text())["fragments"]
+        for i in inner
+    }
     assert max(len(f) for f in fragments.values()) >= 4
 
 
@@ -96,8 +104,9 @@ def test_sharded_meshes_have_levels_of_detail_in_several_shards(tmp_path, ray_se
     from cloudvolume import CloudVolume
 
     labels = labelled_volume(seed=12)
-    config = mesh_config(tmp_path, labels, chunk_shape=[32, 32, 16], format="sharded",
-                         shard_bits=2, lods=3)  # fmt: skip
+    config = mesh_config(
+        tmp_path, labels, chunk_shape=[32, 32, 16], format="sharded", shard_bits=2, lods=3
+    )
     run(config, session=ray_session, progress=False)
     cv = CloudVolume(f"file://{tmp_path}/seg")
     assert cv.mesh.meta.info["@type"] == "neuroglancer_multilod_draco"
@@ -143,8 +152,9 @@ def test_mesh_format_options_and_identities(tmp_path):
     forge, _ = plan_run(mesh_config(tmp_path, labels))[1:]
     assert not {"format", "lods", "shard_bits"} & set(forge.spec)
     # levels of detail are the merge's business: the forge's pieces are reused
-    three, two = (plan_run(mesh_config(tmp_path, labels, format="sharded", lods=n))[1:]
-                  for n in (3, 2))  # fmt: skip
+    three, two = (
+        plan_run(mesh_config(tmp_path, labels, format="sharded", lods=n))[1:] for n in (3, 2)
+    )
     assert three[0].identity == two[0].identity and three[1].identity != two[1].identity
     assert three[0].identity != forge.identity
 
@@ -152,10 +162,14 @@ def test_mesh_format_options_and_identities(tmp_path):
 def test_mesh_refuses_an_image_layer_before_any_work(tmp_path):
     np.save(tmp_path / "raw.npy", np.zeros((16, 32, 32), np.uint8))
     stages = [
-        {"stage": "ingest", "input": str(tmp_path / "raw.npy"), "output": "raw",
-         "resolution": [8, 8, 8]},
+        {
+            "stage": "ingest",
+            "input": str(tmp_path / "raw.npy"),
+            "output": "raw",
+            "resolution": [8, 8, 8],
+        },
         {"stage": "mesh", "input": "raw"},
-    ]  # fmt: skip
+    ]
     with pytest.raises(LayerMismatchError, match="not a one-channel segmentation layer"):
         plan_run(parse_config({"output": f"file://{tmp_path}", "stages": stages}))
     assert not (tmp_path / "raw").exists()

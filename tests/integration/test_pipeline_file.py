@@ -28,12 +28,17 @@ def config_for(tmp_path, stack, **downsample):
         {
             "output": f"file://{tmp_path}/out",
             "stages": [
-                {"stage": "ingest", "input": str(stack), "resolution": [4, 4, 40],
-                 "storage_chunk": [32, 32, 8], "chunk_shape": [64, 64, 8]},
+                {
+                    "stage": "ingest",
+                    "input": str(stack),
+                    "resolution": [4, 4, 40],
+                    "storage_chunk": [32, 32, 8],
+                    "chunk_shape": [64, 64, 8],
+                },
                 {"stage": "downsample", "input": "raw", "mips": 2, **downsample},
             ],
         }
-    )  # fmt: skip
+    )
 
 
 def test_ingest_and_downsample_write_the_pyramid(tmp_path, ray_session):
@@ -75,9 +80,11 @@ def test_resources_do_not_change_identity(tmp_path, ray_session):
 
 def test_invalid_input_writes_nothing(tmp_path, ray_session):
     config = parse_config(
-        {"output": f"file://{tmp_path}/out",
-         "stages": [{"stage": "downsample", "input": "missing-layer"}]}
-    )  # fmt: skip
+        {
+            "output": f"file://{tmp_path}/out",
+            "stages": [{"stage": "downsample", "input": "missing-layer"}],
+        }
+    )
     with pytest.raises(LayerNotFoundError, match="missing-layer"):
         run(config, session=ray_session, progress=False)
     assert not (tmp_path / "out").exists()
@@ -109,18 +116,31 @@ def test_bounds_restrict_the_work(tmp_path, ray_session):
 def test_wrong_dtype(tmp_path, ray_session):
     make_stack(tmp_path / "stack.npy")
     np.save(tmp_path / "wide.npy", np.full((24, 150, 130), 300, np.uint16))
-    run(config_for(tmp_path, tmp_path / "stack.npy"), only=["ingest"], session=ray_session,
-        progress=False)  # fmt: skip
+    run(
+        config_for(tmp_path, tmp_path / "stack.npy"),
+        only=["ingest"],
+        session=ray_session,
+        progress=False,
+    )
     # a uint16 stack into the existing uint8 layer: refused before any task runs
     with pytest.raises(LayerMismatchError, match="uint16"):
         run(config_for(tmp_path, tmp_path / "wide.npy"), session=ray_session, progress=False)
     # values that do not fit the requested dtype: the chunk is named, nothing is written for it
     narrow = parse_config(
-        {"output": f"file://{tmp_path}/out2",
-         "stages": [{"stage": "ingest", "input": str(tmp_path / "wide.npy"), "dtype": "uint8",
-                     "resolution": [4, 4, 40], "storage_chunk": [32, 32, 8],
-                     "chunk_shape": [64, 64, 8]}]}
-    )  # fmt: skip
+        {
+            "output": f"file://{tmp_path}/out2",
+            "stages": [
+                {
+                    "stage": "ingest",
+                    "input": str(tmp_path / "wide.npy"),
+                    "dtype": "uint8",
+                    "resolution": [4, 4, 40],
+                    "storage_chunk": [32, 32, 8],
+                    "chunk_shape": [64, 64, 8],
+                }
+            ],
+        }
+    )
     with pytest.raises(ChunkFailedError, match=r"chunk \d+_\d+_\d+: .*do not fit the layer dtype"):
         run(narrow, session=ray_session, progress=False)
     assert not list((tmp_path / "out2" / "raw").glob("4_4_40/*"))
@@ -189,11 +209,20 @@ def test_ingest_every_source_format(tmp_path, ray_session, kind):
         np.save(src, zyx.transpose(2, 1, 0))
         axes = "xyz"
     config = parse_config(
-        {"output": f"file://{tmp_path}/out",
-         "stages": [{"stage": "ingest", "input": str(src), "axes": axes,
-                     "resolution": [4, 4, 40], "storage_chunk": [32, 32, 4],
-                     "chunk_shape": [64, 64, 8]}]}
-    )  # fmt: skip
+        {
+            "output": f"file://{tmp_path}/out",
+            "stages": [
+                {
+                    "stage": "ingest",
+                    "input": str(src),
+                    "axes": axes,
+                    "resolution": [4, 4, 40],
+                    "storage_chunk": [32, 32, 4],
+                    "chunk_shape": [64, 64, 8],
+                }
+            ],
+        }
+    )
     run(config, session=ray_session, progress=False)
     raw = Layer.open(f"{config.output}/raw")
     assert tuple(raw.bounds().shape) == (90, 70, 10)

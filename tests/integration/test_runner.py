@@ -24,8 +24,9 @@ def grid(n: int) -> ChunkGrid:
 
 
 def plan(job, n: int, finalize=None, name: str = "test") -> StagePlan:
-    return StagePlan(label=name, stage=name, identity="abc", spec={}, grid=grid(n), job=job,
-                     finalize=finalize)  # fmt: skip
+    return StagePlan(
+        label=name, stage=name, identity="abc", spec={}, grid=grid(n), job=job, finalize=finalize
+    )
 
 
 def session_with(ray_session, **changes) -> RaySession:
@@ -68,8 +69,13 @@ def test_in_flight_tasks_are_bounded(tmp_path, ray_session):
 
 def test_transient_errors_are_retried_inside_the_task(tmp_path, ray_session):
     results = []
-    report = execute(plan(FlakyJob(str(tmp_path), 2), 3), None, ray_session, progress=False,
-                     on_result=lambda chunk, r: results.append(r))  # fmt: skip
+    report = execute(
+        plan(FlakyJob(str(tmp_path), 2), 3),
+        None,
+        ray_session,
+        progress=False,
+        on_result=lambda chunk, r: results.append(r),
+    )
     assert report.ran == 3 and sorted(results) == ["0_0_0", "1_0_0", "2_0_0"]
     assert all((tmp_path / c).read_text() == "3" for c in results)
 

@@ -33,13 +33,24 @@ def synthetic(tmp_path_factory):
 
 def segment_config(out, folder, name, chunk_shape, **segment):
     stages = [
-        {"stage": "ingest", "input": str(folder / "boundary.npy"), "output": "boundary",
-         "resolution": [8, 8, 8], "storage_chunk": [8, 8, 8]},
-        {"stage": "ingest", "input": str(folder / "gt.npy"), "output": "gt",
-         "layer_type": "segmentation", "resolution": [8, 8, 8], "storage_chunk": [8, 8, 8]},
+        {
+            "stage": "ingest",
+            "input": str(folder / "boundary.npy"),
+            "output": "boundary",
+            "resolution": [8, 8, 8],
+            "storage_chunk": [8, 8, 8],
+        },
+        {
+            "stage": "ingest",
+            "input": str(folder / "gt.npy"),
+            "output": "gt",
+            "layer_type": "segmentation",
+            "resolution": [8, 8, 8],
+            "storage_chunk": [8, 8, 8],
+        },
         {"stage": "segment", "output": name, "chunk_shape": chunk_shape, **segment},
         {"stage": "evaluate", "input": name, "ground_truth": "gt", "report": f"{name}.json"},
-    ]  # fmt: skip
+    ]
     return parse_config({"output": f"file://{out}", "stages": stages})
 
 
@@ -67,8 +78,9 @@ def test_cc_mode_equals_the_single_chunk_result_for_any_chunking(
     *_, whole = segment(tmp_path, synthetic, "whole", [96, 80, 40], ray_session, **params)
     assert len(np.unique(whole)) > 8
     for shape in ([16, 16, 8], [24, 8, 16], [8, 40, 24]):
-        *_, chunked = segment(tmp_path, synthetic, f"c{shape[0]}_{shape[1]}", shape,
-                              ray_session, **params)  # fmt: skip
+        *_, chunked = segment(
+            tmp_path, synthetic, f"c{shape[0]}_{shape[1]}", shape, ray_session, **params
+        )
         assert same_partition(whole, chunked), shape
         # stitching did work: objects cross the chunk faces with one id
         assert len(np.unique(chunked[15:17])) < len(np.unique(chunked[15])) + len(
@@ -79,15 +91,20 @@ def test_cc_mode_equals_the_single_chunk_result_for_any_chunking(
 def test_watershed_mode_is_chunk_invariant_and_scores(tmp_path, synthetic, ray_session):
     labels = synthetic[1]
     params = {"merge_threshold": 0.6}  # the gala default merges this cleaner map too far
-    config, reports, layer, whole = segment(tmp_path, synthetic, "whole", [96, 80, 40],
-                                            ray_session, **params)  # fmt: skip
+    config, reports, layer, whole = segment(
+        tmp_path, synthetic, "whole", [96, 80, 40], ray_session, **params
+    )
     assert evaluate(whole, labels).arand <= 0.05
     assert len(np.unique(whole)) > 20
-    for shape, halo in (([32, 24, 16], [16, 16, 16]), ([16, 16, 8], [4, 4, 2]),
-                        ([40, 16, 24], [8, 8, 8])):  # fmt: skip
+    for shape, halo in (
+        ([32, 24, 16], [16, 16, 16]),
+        ([16, 16, 8], [4, 4, 2]),
+        ([40, 16, 24], [8, 8, 8]),
+    ):
         name = f"c{shape[0]}_{halo[0]}"
-        config, reports, layer, chunked = segment(tmp_path, synthetic, name, shape, ray_session,
-                                                  halo=halo, **params)  # fmt: skip
+        config, reports, layer, chunked = segment(
+            tmp_path, synthetic, name, shape, ray_session, halo=halo, **params
+        )
         between = evaluate(chunked, whole, ignore_gt=())
         assert between.voi_split + between.voi_merge <= 0.01, (shape, halo)
         if min(halo) >= 8:  # enough context: the fragments, and so everything, are identical
@@ -113,8 +130,9 @@ def test_distance_seeds_are_chunk_invariant(tmp_path, synthetic, ray_session):
     *_, whole = segment(tmp_path, synthetic, "whole", [96, 80, 40], ray_session, **params)
     assert evaluate(whole, labels).arand <= 0.05
     for shape in ([32, 24, 16], [16, 16, 8]):
-        *_, chunked = segment(tmp_path, synthetic, f"c{shape[0]}", shape, ray_session,
-                              halo=[16, 16, 16], **params)  # fmt: skip
+        *_, chunked = segment(
+            tmp_path, synthetic, f"c{shape[0]}", shape, ray_session, halo=[16, 16, 16], **params
+        )
         between = evaluate(chunked, whole, ignore_gt=())
         assert between.voi_split + between.voi_merge <= 0.01, shape
 
@@ -122,16 +140,28 @@ def test_distance_seeds_are_chunk_invariant(tmp_path, synthetic, ray_session):
 def test_affinity_input_is_segmented_and_chunk_invariant(tmp_path, synthetic, ray_session):
     _, labels, boundary = synthetic
     affs = affinities_from_boundary(boundary)
-    spec = LayerSpec("image", "float32", Vec3.of(boundary.shape), (8, 8, 8), Vec3(8, 8, 8),
-                     num_channels=3)  # fmt: skip
+    spec = LayerSpec(
+        "image", "float32", Vec3.of(boundary.shape), (8, 8, 8), Vec3(8, 8, 8), num_channels=3
+    )
     layer = Layer.create(f"file://{tmp_path}/affs", spec)
     layer.write(layer.bounds(0), affs)
     results = []
     for name, shape in (("whole", [96, 80, 40]), ("chunked", [32, 24, 16])):
-        stages = [{"stage": "segment", "input": "affs", "output": name, "chunk_shape": shape,
-                   "halo": [16, 16, 16], "merge_threshold": 0.6}]  # fmt: skip
-        run(parse_config({"output": f"file://{tmp_path}", "stages": stages}),
-            session=ray_session, progress=False)  # fmt: skip
+        stages = [
+            {
+                "stage": "segment",
+                "input": "affs",
+                "output": name,
+                "chunk_shape": shape,
+                "halo": [16, 16, 16],
+                "merge_threshold": 0.6,
+            }
+        ]
+        run(
+            parse_config({"output": f"file://{tmp_path}", "stages": stages}),
+            session=ray_session,
+            progress=False,
+        )
         seg = Layer.open(f"file://{tmp_path}/{name}")
         results.append(seg.read(seg.bounds(0)))
     # not always identical: watershed plateaus of a boundary made from affinities are flooded
@@ -148,8 +178,9 @@ def test_bad_segment_input_is_refused_before_anything_is_written(tmp_path, synth
         plan_run(config)
     spec = LayerSpec("image", "float32", Vec3(16, 16, 16), (8, 8, 8), num_channels=2)
     Layer.create(f"file://{tmp_path}/two", spec)
-    bad = parse_config({"output": f"file://{tmp_path}",
-                        "stages": [{"stage": "segment", "input": "two"}]})  # fmt: skip
+    bad = parse_config(
+        {"output": f"file://{tmp_path}", "stages": [{"stage": "segment", "input": "two"}]}
+    )
     with pytest.raises(LayerMismatchError, match="2 channels"):
         plan_run(bad)
     assert not (tmp_path / "seg").exists() and not (tmp_path / "segmentation").exists()

@@ -26,12 +26,20 @@ def gala_test(gala_dir, tmp_path_factory):
 
 def segment_gala(tmp_path, folder, session, chunk_shape, **params) -> np.ndarray:
     stages = [
-        {"stage": "ingest", "input": str(folder / "boundary.npy"), "output": "boundary",
-         "resolution": [10, 10, 10], "storage_chunk": [16, 16, 16]},
+        {
+            "stage": "ingest",
+            "input": str(folder / "boundary.npy"),
+            "output": "boundary",
+            "resolution": [10, 10, 10],
+            "storage_chunk": [16, 16, 16],
+        },
         {"stage": "segment", "chunk_shape": chunk_shape, **params},
-    ]  # fmt: skip
-    run(parse_config({"output": f"file://{tmp_path}", "stages": stages}), session=session,
-        progress=False)  # fmt: skip
+    ]
+    run(
+        parse_config({"output": f"file://{tmp_path}", "stages": stages}),
+        session=session,
+        progress=False,
+    )
     layer = Layer.open(f"file://{tmp_path}/segmentation")
     return layer.read(layer.bounds(0))
 
@@ -45,8 +53,9 @@ def test_watershed_defaults_beat_gala_agglomeration_for_any_chunking(
     # gala's own agglomeration of this boundary map: 0.112, VOI 0.305 + 0.365
     assert scores.arand <= 0.10
     assert scores.voi_split + scores.voi_merge <= 0.60
-    chunked = segment_gala(tmp_path / "chunked", folder, ray_session, [32, 32, 16],
-                           halo=[16, 16, 16])  # fmt: skip
+    chunked = segment_gala(
+        tmp_path / "chunked", folder, ray_session, [32, 32, 16], halo=[16, 16, 16]
+    )
     between = evaluate(chunked, whole, ignore_gt=())
     assert between.voi_split + between.voi_merge <= 0.01
 

@@ -28,8 +28,16 @@ DUST = 20  # voxels: the synthetic volume's smallest objects have 20
 TUBE = 2**40 + 1
 TUBE_RADIUS = 40.0  # nm: 5 voxels in x, y and 2.5 in z
 # the centres of the 8 octants (the tasks of the 48×48×32 chunking), each next to the last
-TUBE_PATH = [(24, 24, 16), (72, 24, 16), (72, 72, 16), (24, 72, 16),
-             (24, 72, 48), (72, 72, 48), (72, 24, 48), (24, 24, 48)]  # fmt: skip
+TUBE_PATH = [
+    (24, 24, 16),
+    (72, 24, 16),
+    (72, 72, 16),
+    (24, 72, 16),
+    (24, 72, 48),
+    (72, 72, 48),
+    (72, 24, 48),
+    (24, 24, 48),
+]
 
 
 def labelled_volume() -> np.ndarray:
@@ -49,11 +57,16 @@ def labelled_volume() -> np.ndarray:
 def skeletonize_config(out, labels: np.ndarray, **stage):
     np.save(out / "labels.npy", labels.transpose(2, 1, 0))
     stages = [
-        {"stage": "ingest", "input": str(out / "labels.npy"), "output": "seg",
-         "layer_type": "segmentation", "resolution": list(RESOLUTION),
-         "storage_chunk": [16, 16, 16]},
+        {
+            "stage": "ingest",
+            "input": str(out / "labels.npy"),
+            "output": "seg",
+            "layer_type": "segmentation",
+            "resolution": list(RESOLUTION),
+            "storage_chunk": [16, 16, 16],
+        },
         {"stage": "skeletonize", "input": "seg", "dust_threshold": DUST, **stage},
-    ]  # fmt: skip
+    ]
     return parse_config({"output": f"file://{out}", "stages": stages})
 
 
@@ -78,13 +91,15 @@ def components(skel) -> int:
 
 
 @pytest.mark.parametrize("chunk_shape, sharded", [((48, 48, 32), False), ((32, 32, 32), True)])
-def test_every_segment_gets_a_skeleton_and_the_tube_one_connected(tmp_path, ray_session,
-                                                                 chunk_shape, sharded):  # fmt: skip
+def test_every_segment_gets_a_skeleton_and_the_tube_one_connected(
+    tmp_path, ray_session, chunk_shape, sharded
+):
     from cloudvolume import CloudVolume
 
     labels = labelled_volume()
-    config = skeletonize_config(tmp_path, labels, chunk_shape=list(chunk_shape),
-                                sharded=sharded, shard_bits=2)  # fmt: skip
+    config = skeletonize_config(
+        tmp_path, labels, chunk_shape=list(chunk_shape), sharded=sharded, shard_bits=2
+    )
     run(config, session=ray_session, progress=False)
     cv = CloudVolume(f"file://{tmp_path}/seg")
     assert cv.info["skeletons"] == "skeletons"
@@ -122,11 +137,20 @@ def test_skeletonize_refuses_bad_input_before_any_work(tmp_path):
     np.save(tmp_path / "raw.npy", np.zeros((16, 32, 32), np.uint8))
     np.save(tmp_path / "seg.npy", np.ones((16, 32, 32), np.uint32))
     ingest = [
-        {"stage": "ingest", "input": str(tmp_path / "raw.npy"), "output": "raw",
-         "resolution": [8, 8, 8]},
-        {"stage": "ingest", "input": str(tmp_path / "seg.npy"), "output": "seg",
-         "layer_type": "segmentation", "resolution": [8, 8, 8]},
-    ]  # fmt: skip
+        {
+            "stage": "ingest",
+            "input": str(tmp_path / "raw.npy"),
+            "output": "raw",
+            "resolution": [8, 8, 8],
+        },
+        {
+            "stage": "ingest",
+            "input": str(tmp_path / "seg.npy"),
+            "output": "seg",
+            "layer_type": "segmentation",
+            "resolution": [8, 8, 8],
+        },
+    ]
     cases = [
         ({"input": "raw"}, LayerMismatchError, "not a one-channel segmentation layer"),
         ({"input": "seg", "skeleton_dir": "a/b"}, InputError, "plain folder name"),
@@ -134,8 +158,10 @@ def test_skeletonize_refuses_bad_input_before_any_work(tmp_path):
         ({"input": "seg", "chunk_shape": [40, 32, 16]}, InputError, "multiple of"),
     ]
     for stage, error, message in cases:
-        config = {"output": f"file://{tmp_path}",
-                  "stages": [*ingest, {"stage": "skeletonize", **stage}]}  # fmt: skip
+        config = {
+            "output": f"file://{tmp_path}",
+            "stages": [*ingest, {"stage": "skeletonize", **stage}],
+        }
         with pytest.raises(error, match=message):
             plan_run(parse_config(config))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.npy", "seg.npy"]

@@ -31,8 +31,12 @@ from petavox.workflows.ledger import Ledger
 
 pytestmark = pytest.mark.integration
 
-ENDPOINT_VARS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "STORAGE_EMULATOR_HOST",
-                 "TENSORSTORE_GCS_HTTP_URL")  # fmt: skip
+ENDPOINT_VARS = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "STORAGE_EMULATOR_HOST",
+    "TENSORSTORE_GCS_HTTP_URL",
+)
 
 
 @dataclass
@@ -64,8 +68,9 @@ def store(request, restore_environ) -> Iterator[Store]:
         server = request.getfixturevalue(request.param)
         env = {k: v for k, v in server.env().items() if k not in ENDPOINT_VARS}
         ctx = StorageContext(s3_endpoint=server.endpoint)
-        result = Store(request.param, f"s3://{server.bucket}/{request.node.name}", ctx, env,
-                       server.secret_key)  # fmt: skip
+        result = Store(
+            request.param, f"s3://{server.bucket}/{request.node.name}", ctx, env, server.secret_key
+        )
     for var in ENDPOINT_VARS:
         os.environ.pop(var, None)
     with client_env(env):
@@ -73,8 +78,13 @@ def store(request, restore_environ) -> Iterator[Store]:
 
 
 def spec(**kw) -> LayerSpec:
-    base = dict(layer_type="image", dtype="uint8", size=Vec3(80, 48, 12), resolution=(8, 8, 40),
-                chunk_size=Vec3(32, 32, 8))  # fmt: skip
+    base = dict(
+        layer_type="image",
+        dtype="uint8",
+        size=Vec3(80, 48, 12),
+        resolution=(8, 8, 40),
+        chunk_size=Vec3(32, 32, 8),
+    )
     return LayerSpec(**{**base, **kw})
 
 
@@ -95,10 +105,13 @@ def test_layer_roundtrip_errors_and_pyramid(store):
 
 @pytest.mark.parametrize(
     ("kind", "dtype", "encoding"),
-    [("image", "uint8", "raw"), ("image", "uint8", "jpeg"),
-     ("segmentation", "uint64", "compressed_segmentation"),
-     ("segmentation", "uint32", "compressed_segmentation")],
-)  # fmt: skip
+    [
+        ("image", "uint8", "raw"),
+        ("image", "uint8", "jpeg"),
+        ("segmentation", "uint64", "compressed_segmentation"),
+        ("segmentation", "uint32", "compressed_segmentation"),
+    ],
+)
 def test_cloudvolume_and_tensorstore_read_each_others_layers(store, kind, dtype, encoding):
     if kind == "image":
         x = np.linspace(0, 1, 80)[:, None, None] * np.ones((80, 48, 12))
@@ -114,13 +127,15 @@ def test_cloudvolume_and_tensorstore_read_each_others_layers(store, kind, dtype,
         else:
             assert np.abs(a.astype(int) - b.astype(int)).mean() < 2
 
-    ours = Layer.create(f"{store.base}/cv", spec(layer_type=kind, dtype=dtype, encoding=encoding),
-                        store.context)  # fmt: skip
+    ours = Layer.create(
+        f"{store.base}/cv", spec(layer_type=kind, dtype=dtype, encoding=encoding), store.context
+    )
     ours.write(ours.bounds(), np.asfortranarray(data))
     same(tensorstore_io.read(ours, ours.bounds()), data)
 
-    theirs = Layer.create(f"{store.base}/ts", spec(layer_type=kind, dtype=dtype,
-                                                   encoding=encoding), store.context)  # fmt: skip
+    theirs = Layer.create(
+        f"{store.base}/ts", spec(layer_type=kind, dtype=dtype, encoding=encoding), store.context
+    )
     tensorstore_io.write(theirs, theirs.bounds(), data)
     same(Layer.open(theirs.url, store.context).read(theirs.bounds()), data)
 
@@ -139,8 +154,11 @@ def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
     clean = {k: v for k, v in os.environ.items() if k not in ENDPOINT_VARS}
     proc = subprocess.run(
         [sys.executable, "-m", "petavox.workflows.cli", *args],
-        capture_output=True, text=True, env={**clean, **env}, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
@@ -149,8 +167,21 @@ def test_demo_on_seaweedfs_with_credentials(seaweedfs, restore_environ):
     """The laptop path with MinIO: `petavox demo --output s3://... --s3-endpoint ...`."""
     env = {k: v for k, v in seaweedfs.env().items() if k not in ENDPOINT_VARS}
     url = f"s3://{seaweedfs.bucket}/demo"
-    proc = run_cli(["demo", "--size", "64", "--output", url, "--s3-endpoint",
-                    seaweedfs.endpoint, "--workers", "2", "--quiet"], env)  # fmt: skip
+    proc = run_cli(
+        [
+            "demo",
+            "--size",
+            "64",
+            "--output",
+            url,
+            "--s3-endpoint",
+            seaweedfs.endpoint,
+            "--workers",
+            "2",
+            "--quiet",
+        ],
+        env,
+    )
     assert seaweedfs.secret_key not in proc.stdout + proc.stderr
     # the viewer reads the layers path-style from the endpoint
     source = f"precomputed://{seaweedfs.endpoint}/{seaweedfs.bucket}/demo/raw"
@@ -217,10 +248,34 @@ def test_segment_command_on_seaweedfs(seaweedfs, tmp_path, restore_environ):
     env = {k: v for k, v in seaweedfs.env().items() if k not in ENDPOINT_VARS}
     url = f"s3://{seaweedfs.bucket}/segment"
     common = ["--s3-endpoint", seaweedfs.endpoint, "--workers", "2", "--quiet"]
-    run_cli(["ingest", str(tmp_path / "boundary.npy"), f"{url}/boundary", "--resolution",
-             "8,8,8", "--storage-chunk", "16,16,8", *common], env)  # fmt: skip
-    proc = run_cli(["segment", f"{url}/boundary", f"{url}/seg", "--chunk-shape", "32,16,8",
-                    "--halo", "16,16,16", "--merge-threshold", "0.6", *common], env)  # fmt: skip
+    run_cli(
+        [
+            "ingest",
+            str(tmp_path / "boundary.npy"),
+            f"{url}/boundary",
+            "--resolution",
+            "8,8,8",
+            "--storage-chunk",
+            "16,16,8",
+            *common,
+        ],
+        env,
+    )
+    proc = run_cli(
+        [
+            "segment",
+            f"{url}/boundary",
+            f"{url}/seg",
+            "--chunk-shape",
+            "32,16,8",
+            "--halo",
+            "16,16,16",
+            "--merge-threshold",
+            "0.6",
+            *common,
+        ],
+        env,
+    )
     assert "agglomerate" in proc.stdout and seaweedfs.secret_key not in proc.stdout + proc.stderr
     with client_env(env):
         seg = Layer.open(f"{url}/seg", StorageContext(s3_endpoint=seaweedfs.endpoint))
@@ -257,11 +312,34 @@ def test_infer_command_with_a_model_in_s3(seaweedfs, tmp_path, restore_environ):
     with client_env(env):
         put(f"{url}/models", "unet.onnx", data, context)
     common = ["--s3-endpoint", seaweedfs.endpoint, "--workers", "2", "--quiet"]
-    run_cli(["ingest", str(tmp_path / "raw.npy"), f"{url}/raw", "--resolution", "8,8,8",
-             "--storage-chunk", "16,16,8", *common], env)  # fmt: skip
-    run_cli(["infer", f"{url}/raw", f"{url}/boundary", "--model", f"{url}/models/unet.onnx",
-             "--model-sha256", sha256(data), "--chunk-shape", "32,32,16",
-             *common], env)  # fmt: skip
+    run_cli(
+        [
+            "ingest",
+            str(tmp_path / "raw.npy"),
+            f"{url}/raw",
+            "--resolution",
+            "8,8,8",
+            "--storage-chunk",
+            "16,16,8",
+            *common,
+        ],
+        env,
+    )
+    run_cli(
+        [
+            "infer",
+            f"{url}/raw",
+            f"{url}/boundary",
+            "--model",
+            f"{url}/models/unet.onnx",
+            "--model-sha256",
+            sha256(data),
+            "--chunk-shape",
+            "32,32,16",
+            *common,
+        ],
+        env,
+    )
     with client_env(env):
         boundary = Layer.open(f"{url}/boundary", context)
         pred = boundary.read(boundary.bounds())

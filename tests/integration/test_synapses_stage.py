@@ -37,8 +37,14 @@ RADIUS = 6.0  # voxels: a detection within this of a true centre can match it
 
 def ingest(out: Path, name: str, array: np.ndarray, **extra) -> dict:
     np.save(out / f"{name}.npy", array.transpose(2, 1, 0))
-    return {"stage": "ingest", "input": str(out / f"{name}.npy"), "output": name,
-            "resolution": list(RESOLUTION), "storage_chunk": [32, 32, 16], **extra}  # fmt: skip
+    return {
+        "stage": "ingest",
+        "input": str(out / f"{name}.npy"),
+        "output": name,
+        "resolution": list(RESOLUTION),
+        "storage_chunk": [32, 32, 16],
+        **extra,
+    }
 
 
 def read_tables(folder: Path) -> synapse_table.Table:
@@ -53,15 +59,34 @@ def runs(tmp_path_factory, ray_session):
     for seed in SEEDS:
         volume = generate(SyntheticParams(shape=SHAPE, seed=seed, bold_synapses=True))
         truth[seed] = volume.synapse_table
-        stages += [ingest(out, f"raw{seed}", volume.raw),
-                   ingest(out, f"seg{seed}", volume.labels, layer_type="segmentation")]
-        stages += [{"stage": "synapses", "input": f"raw{seed}", "segmentation": f"seg{seed}",
-                    "output": f"syn{seed}{k}", "chunk_shape": shape}
-                   for k, shape in CHUNKS.items()]  # fmt: skip
-    stages.append({"stage": "connectome", "input": f"syn{SEEDS[0]}a",
-                   "segmentation": f"seg{SEEDS[0]}", "shard_bits": 1, "readers": 2})
-    run(parse_config({"output": f"file://{out}", "stages": stages}), session=ray_session,
-        progress=False)  # fmt: skip
+        stages += [
+            ingest(out, f"raw{seed}", volume.raw),
+            ingest(out, f"seg{seed}", volume.labels, layer_type="segmentation"),
+        ]
+        stages += [
+            {
+                "stage": "synapses",
+                "input": f"raw{seed}",
+                "segmentation": f"seg{seed}",
+                "output": f"syn{seed}{k}",
+                "chunk_shape": shape,
+            }
+            for k, shape in CHUNKS.items()
+        ]
+    stages.append(
+        {
+            "stage": "connectome",
+            "input": f"syn{SEEDS[0]}a",
+            "segmentation": f"seg{SEEDS[0]}",
+            "shard_bits": 1,
+            "readers": 2,
+        }
+    )
+    run(
+        parse_config({"output": f"file://{out}", "stages": stages}),
+        session=ray_session,
+        progress=False,
+    )
     return out, truth
 
 
@@ -94,7 +119,10 @@ class Tally:
         """At least `fewest_true` synapses; precision, recall and direction ≥ 0.9."""
         found, true, matched = self.found, self.true, self.matched
         assert true >= fewest_true and matched / found >= 0.9 and matched / true >= 0.9, (
-            found, true, matched)  # fmt: skip
+            found,
+            true,
+            matched,
+        )
         assert self.right / matched >= 0.9, (self.right, self.swapped, matched)
 
 
@@ -154,18 +182,24 @@ def test_the_connectome_of_the_tables(runs):
 def bad_config(out: Path, **synapses) -> dict:
     raw = np.zeros((64, 64, 32), np.uint8)
     labels = np.ones((64, 64, 32), np.uint32)
-    stages = [ingest(out, "raw", raw), ingest(out, "seg", labels, layer_type="segmentation"),
-              ingest(out, "small", labels[:32], layer_type="segmentation"),
-              {"stage": "synapses", "input": "raw", "segmentation": "seg", **synapses}]
+    stages = [
+        ingest(out, "raw", raw),
+        ingest(out, "seg", labels, layer_type="segmentation"),
+        ingest(out, "small", labels[:32], layer_type="segmentation"),
+        {"stage": "synapses", "input": "raw", "segmentation": "seg", **synapses},
+    ]
     return parse_config({"output": f"file://{out}", "stages": stages})
 
 
-@pytest.mark.parametrize("synapses, error, message", [
-    ({"input": "seg"}, LayerMismatchError, "synapses takes the raw EM image"),
-    ({"segmentation": "raw"}, LayerMismatchError, "not a one-channel segmentation layer"),
-    ({"segmentation": "small"}, LayerMismatchError, "same bounds and resolution"),
-    ({"halo": [32, 32, 8]}, InputError, r"smaller than \(32, 32, 32\).*leave halo out"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "synapses, error, message",
+    [
+        ({"input": "seg"}, LayerMismatchError, "synapses takes the raw EM image"),
+        ({"segmentation": "raw"}, LayerMismatchError, "not a one-channel segmentation layer"),
+        ({"segmentation": "small"}, LayerMismatchError, "same bounds and resolution"),
+        ({"halo": [32, 32, 8]}, InputError, r"smaller than \(32, 32, 32\).*leave halo out"),
+    ],
+)
 def test_bad_input_is_refused_before_any_write(tmp_path, synapses, error, message):
     with pytest.raises(error, match=message):
         plan_run(bad_config(tmp_path, **synapses))

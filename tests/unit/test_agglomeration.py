@@ -52,8 +52,12 @@ def random_graph(rng: np.random.Generator, n: int, m: int) -> RegionGraph:
 
 
 @settings(max_examples=80, deadline=None)
-@given(n=st.integers(2, 30), m=st.integers(1, 80), seed=st.integers(0, 2**31),
-       threshold=st.floats(0.05, 0.95))  # fmt: skip
+@given(
+    n=st.integers(2, 30),
+    m=st.integers(1, 80),
+    seed=st.integers(0, 2**31),
+    threshold=st.floats(0.05, 0.95),
+)
 def test_closed_node_equals_global_greedy(n, m, seed, threshold):
     graph = random_graph(np.random.default_rng(seed), n, m)
     mapping, up = agglomerate_node(graph, np.zeros(0, np.uint64), threshold)
@@ -65,8 +69,13 @@ def test_closed_node_equals_global_greedy(n, m, seed, threshold):
 
 
 @settings(max_examples=80, deadline=None)
-@given(n=st.integers(3, 25), m=st.integers(1, 70), seed=st.integers(0, 2**31),
-       threshold=st.floats(0.05, 0.95), n_open=st.integers(1, 4))  # fmt: skip
+@given(
+    n=st.integers(3, 25),
+    m=st.integers(1, 70),
+    seed=st.integers(0, 2**31),
+    threshold=st.floats(0.05, 0.95),
+    n_open=st.integers(1, 4),
+)
 def test_two_steps_with_open_regions_equal_one_closed_step(n, m, seed, threshold, n_open):
     """Merging first what is decidable with some regions open, then the rest, changes nothing.
 
@@ -81,13 +90,18 @@ def test_two_steps_with_open_regions_equal_one_closed_step(n, m, seed, threshold
     split = np.isin(graph.edges, opened).all(axis=1)
     part = rng.integers(1, graph.counts)  # voxel edges seen first, 1 .. count-1
     share = part / graph.counts
-    first = RegionGraph(graph.edges, np.where(split, graph.sums * share, graph.sums),
-                        np.where(split, part, graph.counts))  # fmt: skip
-    later = RegionGraph(graph.edges[split], (graph.sums * (1 - share))[split],
-                        (graph.counts - part)[split])  # fmt: skip
+    first = RegionGraph(
+        graph.edges,
+        np.where(split, graph.sums * share, graph.sums),
+        np.where(split, part, graph.counts),
+    )
+    later = RegionGraph(
+        graph.edges[split], (graph.sums * (1 - share))[split], (graph.counts - part)[split]
+    )
     mapping1, up = agglomerate_node(first, opened, threshold)
-    mapping2, rest = agglomerate_node(RegionGraph.combine([up, later]), np.zeros(0, np.uint64),
-                                      threshold)  # fmt: skip
+    mapping2, rest = agglomerate_node(
+        RegionGraph.combine([up, later]), np.zeros(0, np.uint64), threshold
+    )
     ids = graph.ids()
     got = apply_maps(ids, [mapping1, mapping2])
     want = apply_maps(ids, [agglomerate_node(graph, np.zeros(0, np.uint64), threshold)[0]])
@@ -120,8 +134,7 @@ def test_one_chunk_agrees_with_waterz():
     mapping, _ = agglomerate_node(contact_graph(padded, padded_affs), np.zeros(0), 0.6)
     ours = apply_maps(fragments.ravel(), [mapping]).reshape(fragments.shape)
     affs_czyx = np.ascontiguousarray(affs.transpose(3, 2, 1, 0)[::-1])
-    (theirs,) = waterz.agglomerate(affs_czyx, [0.6],
-                                   fragments=np.ascontiguousarray(fragments.T))  # fmt: skip
+    (theirs,) = waterz.agglomerate(affs_czyx, [0.6], fragments=np.ascontiguousarray(fragments.T))
     theirs = theirs.T
     pairs = np.unique(np.stack([ours.ravel(), theirs.ravel()], axis=1), axis=0)
     assert len(np.unique(fragments)) > len(np.unique(ours)) > 1  # it merged, not everything

@@ -43,14 +43,14 @@ def test_mesh_interpolation_is_exact_for_affine_fields():
         return np.stack([0.01 * p[:, 0] - 0.02 * p[:, 1] + 3, 0.03 * p[:, 0] + 1], axis=1)
 
     points = np.random.default_rng(0).uniform(-20, 240, (200, 2))  # some beyond the mesh
-    np.testing.assert_allclose(mesh.interpolate(field(nodes_at), points), field(points),
-                               atol=1e-9)  # fmt: skip
+    np.testing.assert_allclose(mesh.interpolate(field(nodes_at), points), field(points), atol=1e-9)
     _, weight = mesh.weights(points)
     np.testing.assert_allclose(weight.sum(axis=1), 1)
 
 
-def simulated_pairs(truth: SectionTransforms, sections: int, rng, outliers: float,
-                    missing: int | None) -> list[Pair]:  # fmt: skip
+def simulated_pairs(
+    truth: SectionTransforms, sections: int, rng, outliers: float, missing: int | None
+) -> list[Pair]:
     """Flows that the true fields imply at raw positions of the reference, with noise."""
     grid = grid_points((16, 16), (240, 240), 32)
     pairs = []
@@ -79,9 +79,13 @@ def smooth_truth(sections: int, rng) -> SectionTransforms:
     ix, iy = np.meshgrid(np.arange(mesh.shape[0]), np.arange(mesh.shape[1]), indexing="ij")
     pos = mesh.origin + mesh.spacing * np.stack([ix.ravel(), iy.ravel()], axis=1)
     phase = rng.uniform(0, 2 * np.pi, (sections, 2))
-    warp = np.stack([np.outer(np.sin(pos[:, 0] / 80 + phase[z, 0]), [3.0, 1.5])
-                     + np.outer(np.cos(pos[:, 1] / 90 + phase[z, 1]), [0.6, 2.0])
-                     for z in range(sections)])  # fmt: skip
+    warp = np.stack(
+        [
+            np.outer(np.sin(pos[:, 0] / 80 + phase[z, 0]), [3.0, 1.5])
+            + np.outer(np.cos(pos[:, 1] / 90 + phase[z, 1]), [0.6, 2.0])
+            for z in range(sections)
+        ]
+    )
     angle = np.deg2rad(rng.uniform(-2, 2, sections))
     scale = rng.uniform(-0.01, 0.01, sections)
     matrices = np.zeros((sections, 2, 3))
@@ -104,8 +108,9 @@ def test_solve_recovers_translations_and_warps(outliers, missing, limit):
     params = SolveParams()
     found = SectionTransforms(0, *solve_sections(pairs, sections, (0, 0), (256, 256), params))
     points = grid_points((20, 20), (230, 230), 15)
-    diff = np.stack([found.at(z, points) - truth.at(z, points) for z in range(sections)
-                     if z != missing])  # fmt: skip
+    diff = np.stack(
+        [found.at(z, points) - truth.at(z, points) for z in range(sections) if z != missing]
+    )
     diff -= diff.mean(axis=0)
     assert np.sqrt((diff**2).sum(-1).mean()) <= limit
 

@@ -42,10 +42,14 @@ def test_a_valid_config_parses_with_defaults():
         ({**GOOD, "output": "ftp://host/x"}, "output: Value error, unsupported storage URL"),
         (with_stage(layer_type="mesh"), "stages[0].layer_type"),
         ({**GOOD, "ray": {"workers": 0}}, "ray.workers: Input should be greater than or equal"),
-        ({**GOOD, "stages": [{"stage": "mesh", "format": "draco"}]},
-         "stages[0].format: Input should be 'legacy' or 'sharded'"),
-        ({**GOOD, "stages": [{"stage": "mesh", "vertex_quantization_bits": 12}]},
-         "stages[0].vertex_quantization_bits: Input should be 10 or 16"),
+        (
+            {**GOOD, "stages": [{"stage": "mesh", "format": "draco"}]},
+            "stages[0].format: Input should be 'legacy' or 'sharded'",
+        ),
+        (
+            {**GOOD, "stages": [{"stage": "mesh", "vertex_quantization_bits": 12}]},
+            "stages[0].vertex_quantization_bits: Input should be 10 or 16",
+        ),
     ],
 )
 def test_invalid_configs_name_the_key_and_what_is_allowed(data, fragment):

@@ -143,8 +143,9 @@ def test_shuffle_spreads_rows_without_a_presynaptic_partner_by_synapse_id(tmp_pa
     job = ShuffleJob(synapses.as_uri(), work.as_uri(), sharding, 1, StorageContext())
     job.run(next(iter(index_grid(1))))
     spec = ShardingSpecification.from_dict(sharding)
-    want_shard = shards_of(np.where(table["pre_id"] != 0, table["pre_id"], table["synapse_id"]),
-                           spec)  # fmt: skip
+    want_shard = shards_of(
+        np.where(table["pre_id"] != 0, table["pre_id"], table["synapse_id"]), spec
+    )
     got = {}
     for path in sorted(work.glob("pre/*/*.parquet")):
         part = synapse_table.from_parquet(path.read_bytes())

@@ -60,9 +60,7 @@ def test_hierarchy_equals_flat_union_find(grid, n_edges, seed):
     rng = np.random.default_rng(seed)
     ids = IdSpace(grid, 10)
     n_chunks = int(np.prod(grid))
-    labels = np.array(
-        [c * 10 + k for c in range(n_chunks) for k in range(1, 4)], dtype=np.uint64
-    )
+    labels = np.array([c * 10 + k for c in range(n_chunks) for k in range(1, 4)], dtype=np.uint64)
     # edges between labels of nearby chunks (as face matching makes) and some far ones
     a = rng.choice(labels, n_edges)
     b = rng.choice(labels, n_edges)

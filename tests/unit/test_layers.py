@@ -14,8 +14,13 @@ from petavox.tasks.layers import Layer, LayerSpec, pyramid_info
 
 
 def image_spec(**kw):
-    base = dict(layer_type="image", dtype="uint8", size=Vec3(100, 70, 20),
-                resolution=(8, 8, 40), chunk_size=Vec3(32, 32, 8))  # fmt: skip
+    base = dict(
+        layer_type="image",
+        dtype="uint8",
+        size=Vec3(100, 70, 20),
+        resolution=(8, 8, 40),
+        chunk_size=Vec3(32, 32, 8),
+    )
     return LayerSpec(**{**base, **kw})
 
 
@@ -96,25 +101,34 @@ def test_create_reuses_a_compatible_layer_and_refuses_a_different_one(image):
     ("spec", "message"),
     [
         (dict(layer_type="segmentation", dtype="float32"), "cannot hold float32"),
-        (dict(layer_type="segmentation", dtype="uint8", encoding="compressed_segmentation"),
-         "uint32 or uint64"),
+        (
+            dict(layer_type="segmentation", dtype="uint8", encoding="compressed_segmentation"),
+            "uint32 or uint64",
+        ),
         (dict(dtype="uint16", encoding="jpeg"), "jpeg encodes uint8"),
     ],
-)  # fmt: skip
+)
 def test_impossible_specs(spec, message):
     with pytest.raises(LayerMismatchError, match=message):
         image_spec(**spec).validate()
 
 
 @pytest.mark.parametrize(
-    ("dtype", "encoding"), [("uint32", "compressed_segmentation"), ("uint64", "raw"),
-                            ("uint64", "compressed_segmentation")]
-)  # fmt: skip
+    ("dtype", "encoding"),
+    [
+        ("uint32", "compressed_segmentation"),
+        ("uint64", "raw"),
+        ("uint64", "compressed_segmentation"),
+    ],
+)
 def test_segmentation_roundtrip(tmp_path, dtype, encoding):
     spec = image_spec(layer_type="segmentation", dtype=dtype, encoding=encoding)
     layer = Layer.create(f"file://{tmp_path}/seg", spec)
-    labels = np.random.default_rng(1).integers(0, 2**40 if dtype == "uint64" else 2**31,
-                                               (100, 70, 20)).astype(dtype)  # fmt: skip
+    labels = (
+        np.random.default_rng(1)
+        .integers(0, 2**40 if dtype == "uint64" else 2**31, (100, 70, 20))
+        .astype(dtype)
+    )
     layer.write(layer.bounds(), labels)
     np.testing.assert_array_equal(Layer.open(layer.url).read(layer.bounds()), labels)
 

@@ -42,15 +42,18 @@ def ellipsoid(shape, centre, semi) -> np.ndarray:
     return ((((grid - centre) / semi) ** 2).sum(-1) <= 1).astype(np.uint64)
 
 
-def chunk_pieces(labels: np.ndarray, task: tuple[int, int, int], resolution,
-                 offset=(0, 0, 0)) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+def chunk_pieces(
+    labels: np.ndarray, task: tuple[int, int, int], resolution, offset=(0, 0, 0)
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Segment 1's meshes from every task of `task` voxels, as the sharded forge makes them (the
     volume's voxel 0 at `offset`)."""
     volume = Box((0, 0, 0), labels.shape)
     pieces = []
     for index in np.ndindex(*(-(-n // t) for n, t in zip(labels.shape, task))):
-        box = Box(tuple(i * t for i, t in zip(index, task)),
-                  tuple(min((i + 1) * t, n) for i, t, n in zip(index, task, labels.shape)))
+        box = Box(
+            tuple(i * t for i, t in zip(index, task)),
+            tuple(min((i + 1) * t, n) for i, t, n in zip(index, task, labels.shape)),
+        )
         read = Box(box.start, box.stop + 1).intersection(volume)
         cut = labels[tuple(slice(a, b) for a, b in zip(read.start, read.stop))]
         padded, start = close_at_volume_faces(cut, read, volume)
@@ -67,10 +70,13 @@ def volume_of(vertices: np.ndarray, faces: np.ndarray) -> float:
 
 
 def test_zorder_interleaves_bits_with_x_lowest():
-    positions = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1], [2, 0, 0],
-                          [3, 5, 6]])  # fmt: skip
-    expected = [sum(((p[a] >> b) & 1) << (3 * b + a) for b in range(3) for a in range(3))
-                for p in positions.tolist()]  # fmt: skip
+    positions = np.array(
+        [[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1], [2, 0, 0], [3, 5, 6]]
+    )
+    expected = [
+        sum(((p[a] >> b) & 1) << (3 * b + a) for b in range(3) for a in range(3))
+        for p in positions.tolist()
+    ]
     assert zorder(positions).tolist() == expected
     # sorted by key, the 8 children of a node are contiguous
     grid = np.array(list(np.ndindex(4, 4, 4)))
@@ -79,8 +85,9 @@ def test_zorder_interleaves_bits_with_x_lowest():
     assert len(runs) == 7 and np.all(np.diff(runs) == 8)
 
 
-@pytest.mark.parametrize(("resolution", "offset"), [((8, 8, 16), (0, 0, 0)),
-                                                     ((3.7, 4.1, 33.3), (200_000, 90_000, 7))])
+@pytest.mark.parametrize(
+    ("resolution", "offset"), [((8, 8, 16), (0, 0, 0)), ((3.7, 4.1, 33.3), (200_000, 90_000, 7))]
+)
 def test_pieces_from_neighbouring_chunks_weld_into_a_closed_mesh(resolution, offset):
     labels = ellipsoid((40, 36, 24), (20, 18, 12), (14, 11, 8))
     pieces = chunk_pieces(labels, (16, 16, 8), resolution, offset)
@@ -94,8 +101,17 @@ def test_pieces_from_neighbouring_chunks_weld_into_a_closed_mesh(resolution, off
 def test_twin_triangles_are_dropped_in_pairs():
     """A flat fold (two triangles on the same vertices, back to back) goes as a whole: keeping
     one of the two, as a reader's clean-up does, would leave a hole."""
-    faces = np.array([[0, 1, 2], [0, 3, 1], [0, 2, 3], [1, 3, 2],  # a closed tetrahedron
-                      [4, 5, 6], [4, 6, 5]], np.uint32)  # a fold beside it  # fmt: skip
+    faces = np.array(
+        [
+            [0, 1, 2],
+            [0, 3, 1],
+            [0, 2, 3],
+            [1, 3, 2],  # a closed tetrahedron
+            [4, 5, 6],
+            [4, 6, 5],
+        ],
+        np.uint32,
+    )  # a fold beside it
     kept = without_twins(faces)
     np.testing.assert_array_equal(kept, faces[:4])
     tetra = zmesh.Mesh(np.eye(4, 3, dtype=np.float32), kept, None)
@@ -105,8 +121,9 @@ def test_twin_triangles_are_dropped_in_pairs():
 def test_quantize_spans_the_node_and_puts_mid_plane_vertices_on_the_split_value():
     node = np.array([64.0, 64.0, 32.0])
     corner = np.array([64.0, 0.0, 32.0])
-    vertices = np.array([[64, 0, 32], [128, 64, 64], [96, 10, 48], [96 - 1e-4, 32, 40],
-                         [96 - 5e-6, 32, 40]])  # fmt: skip
+    vertices = np.array(
+        [[64, 0, 32], [128, 64, 64], [96, 10, 48], [96 - 1e-4, 32, 40], [96 - 5e-6, 32, 40]]
+    )
     q = quantize(vertices, corner, node, BITS, split=True)
     top, half = 2**BITS - 1, 2 ** (BITS - 1)
     assert q[0].tolist() == [0, 0, 0] and q[1].tolist() == [top, top, top]
@@ -123,8 +140,11 @@ def test_levels_of_detail_shrink_and_stop_when_nothing_is_removed():
     counts = [len(m.faces) for m in levels]
     assert counts[0] == len(mesh.faces) and 3 <= len(levels) < 8
     assert all(b <= max(a // 4, 4) for a, b in itertools.pairwise(counts))
-    tetra = zmesh.Mesh(np.eye(4, 3, dtype=np.float32), np.array([[0, 1, 2], [0, 3, 1], [0, 2, 3],
-                                                                  [1, 3, 2]], np.uint32), None)
+    tetra = zmesh.Mesh(
+        np.eye(4, 3, dtype=np.float32),
+        np.array([[0, 1, 2], [0, 3, 1], [0, 2, 3], [1, 3, 2]], np.uint32),
+        None,
+    )
     assert len(levels_of_detail(tetra, 3, (1, 1, 1))) == 1
 
 
@@ -132,8 +152,9 @@ def partition_masks(q: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Neuroglancer's octant mask of each triangle of a LOD > 0 piece (0: crosses octants)."""
     split = 2 ** (BITS - 1)
     masks = np.full(len(faces), 0xFF)
-    for axis, (low, high) in enumerate([(0b01010101, 0b10101010), (0b00110011, 0b11001100),
-                                        (0b00001111, 0b11110000)]):  # fmt: skip
+    for axis, (low, high) in enumerate(
+        [(0b01010101, 0b10101010), (0b00110011, 0b11001100), (0b00001111, 0b11110000)]
+    ):
         for corner in range(3):
             x = q[faces[:, corner], axis]
             masks &= np.where(x < split, low, np.where(x > split, high, 0xFF))
@@ -169,7 +190,7 @@ def test_multires_mesh_is_an_octree_neuroglancer_can_draw():
         for k, size in enumerate(sizes[lod].tolist()):
             if size == 0:
                 continue
-            decoded = DracoPy.decode(fragments[offset:offset + size])
+            decoded = DracoPy.decode(fragments[offset : offset + size])
             offset += size
             q, faces = np.asarray(decoded.points), np.asarray(decoded.faces)
             assert np.all(q == np.rint(q)) and q.min() >= 0 and q.max() <= 2**BITS - 1
@@ -187,7 +208,8 @@ def test_multires_mesh_is_an_octree_neuroglancer_can_draw():
     decoded = weld(lod0).merge_close_vertices(1e-4)
     assert len(open_edges(decoded)) == 0
     assert volume_of(decoded.vertices, decoded.faces) == pytest.approx(
-        volume_of(mesh.vertices, mesh.faces), rel=1e-4)
+        volume_of(mesh.vertices, mesh.faces), rel=1e-4
+    )
 
 
 def write_segments(url: str, count: int, shard_bits: int) -> dict[int, int]:
@@ -212,9 +234,16 @@ def merge_peak(tmp_path, name: str, count: int, shard_bits: int) -> tuple[int, i
     """(segments in shard 0, peak traced bytes of its merge task)."""
     work, out = f"file://{tmp_path}/{name}/work", f"file://{tmp_path}/{name}/mesh"
     per_shard = write_segments(work, count, shard_bits)
-    job = ShardMergeJob(work, out, sharding_spec(shard_bits, 4, "raw"),
-                        Octree((0.5,) * 3, (32,) * 3), 3, BITS, (8, 8, 16),
-                        StorageContext())  # fmt: skip
+    job = ShardMergeJob(
+        work,
+        out,
+        sharding_spec(shard_bits, 4, "raw"),
+        Octree((0.5,) * 3, (32,) * 3),
+        3,
+        BITS,
+        (8, 8, 16),
+        StorageContext(),
+    )
     chunk = next(iter(index_grid(2**shard_bits)))
     tracemalloc.start()
     result = job.run(chunk)

@@ -29,12 +29,20 @@ def test_cloudfiles_reads_ours_and_we_read_cloudfiles(tmp_path):
 
 def test_listing_by_the_start_of_a_name(tmp_path):
     url = f"file://{tmp_path}/store"
-    for key in ("mesh/12:0:0-64_0-64_0-64", "mesh/12:0", "mesh/123:0:0-64_0-64_0-64",
-                "mesh/2:0:0-64_0-64_0-64", "mesh/sub/12:0:x"):  # fmt: skip
+    for key in (
+        "mesh/12:0:0-64_0-64_0-64",
+        "mesh/12:0",
+        "mesh/123:0:0-64_0-64_0-64",
+        "mesh/2:0:0-64_0-64_0-64",
+        "mesh/sub/12:0:x",
+    ):
         objects.put(url, key, b"x")
     CloudFiles(url).put("mesh/125:0:zipped", b"y", compress="gzip")  # stored as ….gz
     assert set(objects.list_keys(url, "mesh/12")) == {
-        "mesh/12:0", "mesh/12:0:0-64_0-64_0-64", "mesh/123:0:0-64_0-64_0-64", "mesh/125:0:zipped"
-    }  # fmt: skip
+        "mesh/12:0",
+        "mesh/12:0:0-64_0-64_0-64",
+        "mesh/123:0:0-64_0-64_0-64",
+        "mesh/125:0:zipped",
+    }
     assert sorted(objects.list_keys(url, "mesh/2:")) == ["mesh/2:0:0-64_0-64_0-64"]
     assert list(objects.list_keys(url, "none/12")) == []

@@ -17,17 +17,31 @@ from cloudvolume.datasource.precomputed.sharding import (
 from petavox.tasks.shards import gather, shard_files, shard_of, shards_of
 
 
-@pytest.mark.parametrize(("hash_", "preshift", "shard_bits", "minishard_bits"),
-                         [("murmurhash3_x86_128", 0, 4, 6), ("murmurhash3_x86_128", 3, 10, 2),
-                          ("murmurhash3_x86_128", 0, 0, 5), ("identity", 2, 5, 3)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("hash_", "preshift", "shard_bits", "minishard_bits"),
+    [
+        ("murmurhash3_x86_128", 0, 4, 6),
+        ("murmurhash3_x86_128", 3, 10, 2),
+        ("murmurhash3_x86_128", 0, 0, 5),
+        ("identity", 2, 5, 3),
+    ],
+)
 def test_vectorised_shards_equal_cloud_volumes(hash_, preshift, shard_bits, minishard_bits):
-    spec = ShardingSpecification(type="neuroglancer_uint64_sharded_v1", preshift_bits=preshift,
-                                 hash=hash_, minishard_bits=minishard_bits,
-                                 shard_bits=shard_bits)  # fmt: skip
+    spec = ShardingSpecification(
+        type="neuroglancer_uint64_sharded_v1",
+        preshift_bits=preshift,
+        hash=hash_,
+        minishard_bits=minishard_bits,
+        shard_bits=shard_bits,
+    )
     rng = np.random.default_rng(shard_bits)
-    ids = np.concatenate([rng.integers(0, 2**64 - 1, 3000, dtype=np.uint64, endpoint=True),
-                          np.arange(0, 300, dtype=np.uint64),
-                          np.array([2**32 - 1, 2**32, 2**63, 2**64 - 1], np.uint64)])  # fmt: skip
+    ids = np.concatenate(
+        [
+            rng.integers(0, 2**64 - 1, 3000, dtype=np.uint64, endpoint=True),
+            np.arange(0, 300, dtype=np.uint64),
+            np.array([2**32 - 1, 2**32, 2**63, 2**64 - 1], np.uint64),
+        ]
+    )
     assert shards_of(ids, spec).tolist() == [shard_of(int(i), spec) for i in ids]
 
 
@@ -43,19 +57,28 @@ WRITER_SPECS = [
 
 
 def _spec(hash_, preshift, shard_bits, minishard_bits, index_encoding, data_encoding):
-    return ShardingSpecification(type="neuroglancer_uint64_sharded_v1", preshift_bits=preshift,
-                                 hash=hash_, minishard_bits=minishard_bits, shard_bits=shard_bits,
-                                 minishard_index_encoding=index_encoding,
-                                 data_encoding=data_encoding)  # fmt: skip
+    return ShardingSpecification(
+        type="neuroglancer_uint64_sharded_v1",
+        preshift_bits=preshift,
+        hash=hash_,
+        minishard_bits=minishard_bits,
+        shard_bits=shard_bits,
+        minishard_index_encoding=index_encoding,
+        data_encoding=data_encoding,
+    )
 
 
 def _chunks(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct keys (random, small, consecutive: shared minishards and preshifted neighbours),
     chunks of 0 to 60 bytes (some empty) in one buffer, in no particular order."""
     rng = np.random.default_rng(seed)
-    keys = np.concatenate([rng.integers(1, 2**64 - 1, 600, dtype=np.uint64, endpoint=True),
-                           np.arange(0, 200, dtype=np.uint64),
-                           np.array([2**32, 2**63, 2**64 - 1], np.uint64)])  # fmt: skip
+    keys = np.concatenate(
+        [
+            rng.integers(1, 2**64 - 1, 600, dtype=np.uint64, endpoint=True),
+            np.arange(0, 200, dtype=np.uint64),
+            np.array([2**32, 2**63, 2**64 - 1], np.uint64),
+        ]
+    )
     keys = rng.permutation(np.unique(keys))
     sizes = rng.integers(0, 61, len(keys))
     sizes[::50] = 0
@@ -65,9 +88,19 @@ def _chunks(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _reader(folder, spec) -> ShardReader:
-    settings = dict(cdn_cache=False, compress=None, compress_level=None, green=False, mip=0,
-                    parallel=1, progress=False, secrets=None, spatial_index_db=None,
-                    cache_locking=False, codec_threads=1)  # fmt: skip
+    settings = dict(
+        cdn_cache=False,
+        compress=None,
+        compress_level=None,
+        green=False,
+        mip=0,
+        parallel=1,
+        progress=False,
+        secrets=None,
+        spatial_index_db=None,
+        cache_locking=False,
+        codec_threads=1,
+    )
     config = SharedConfiguration(**settings)
     url = folder.as_uri()
     cache = CacheService(url, enabled=False, config=config, meta=SimpleNamespace(cloudpath=url))
@@ -80,8 +113,13 @@ def test_shard_files_are_cloud_volumes_bytes(params):
     keys, data, offsets = _chunks(seed=params[2] + 8 * params[3])
     got = shard_files(spec, keys, data, offsets)
     # cloud-volume writes minishards in the order it first meets them: give it ours
-    order = np.lexsort((keys, [spec.compute_shard_location(int(k)).minishard_number
-                               for k in keys], shards_of(keys, spec)))  # fmt: skip
+    order = np.lexsort(
+        (
+            keys,
+            [spec.compute_shard_location(int(k)).minishard_number for k in keys],
+            shards_of(keys, spec),
+        )
+    )
     chunks = {int(keys[i]): data[offsets[i] : offsets[i + 1]].tobytes() for i in order}
     want = synthesize_shard_files(spec, chunks)
     assert sorted(got) == sorted(want)

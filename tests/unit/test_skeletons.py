@@ -30,8 +30,14 @@ def path(points, radius: float = 1.0, label: int = 1) -> Skeleton:
     vertices = np.asarray(points, np.float32)
     edges = np.stack([np.arange(len(points) - 1), np.arange(1, len(points))], axis=1)
     radii = np.full(len(points), radius, np.float32)
-    return Skeleton(vertices, edges.astype(np.uint32), radii=radii, segid=label,
-                    space="physical", extra_attributes=[RADIUS])  # fmt: skip
+    return Skeleton(
+        vertices,
+        edges.astype(np.uint32),
+        radii=radii,
+        segid=label,
+        space="physical",
+        extra_attributes=[RADIUS],
+    )
 
 
 def components(skel: Skeleton) -> int:
@@ -56,8 +62,10 @@ def test_buckets_are_the_shard_numbers_of_the_sharding_spec():
 def test_fragments_round_trip_through_npz_without_pickle(tmp_path):
     url = f"file://{tmp_path}/work"
     big = 2**63 + 5  # beyond float64's exact integers and int64
-    skeletons = {7: path([(0, 0, 0), (8, 0, 0), (16, 8, 0)], radius=3.5, label=7),
-                 big: path([(4, 4, 4), (4, 4, 20)], radius=1.25, label=big)}  # fmt: skip
+    skeletons = {
+        7: path([(0, 0, 0), (8, 0, 0), (16, 8, 0)], radius=3.5, label=7),
+        big: path([(4, 4, 4), (4, 4, 20)], radius=1.25, label=big),
+    }
     put_arrays(url, "3/0_1_2.npz", pack(skeletons))
     back = dict(unpack(get_arrays(url, "3/0_1_2.npz")))
     assert sorted(back) == sorted(skeletons)
@@ -85,8 +93,10 @@ def test_pieces_that_close_a_loop_keep_every_vertex_in_one_tree():
     """Four chunks' pieces around a ring meet at four border vertices and close a loop (as a
     segment curving round a chunk corner does); kimimaro's clean-up emptied such a skeleton."""
     corners = [(0, 0, 0), (80, 0, 0), (80, 80, 0), (0, 80, 0)]
-    sides = [path([a, ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2, 0), b])
-             for a, b in zip(corners, corners[1:] + corners[:1])]  # fmt: skip
+    sides = [
+        path([a, ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2, 0), b])
+        for a, b in zip(corners, corners[1:] + corners[:1])
+    ]
     merged = merge_pieces(3, sides, Cleanup())
     assert len(merged.vertices) == 8 and components(merged) == 1
     assert len(merged.edges) == 7  # a tree: the loop is broken at one edge

@@ -60,11 +60,13 @@ def test_scores_judge_partners_by_the_ground_truth_objects():
     def at(x: float, y: float, z: float) -> dict:
         return {"x": x * RES[0], "y": y * RES[1], "z": z * RES[2]}
 
-    found = table([
-        {**at(5, 9.5, 1.5), "pre_id": 5, "post_id": 20},  # right (5 is part of object 1)
-        {**at(15, 9.5, 1.5), "pre_id": 10, "post_id": 20},  # matched, the wrong way round
-        {**at(5, 2, 1.5), "pre_id": 5, "post_id": 10},  # nothing there
-    ])  # fmt: skip
+    found = table(
+        [
+            {**at(5, 9.5, 1.5), "pre_id": 5, "post_id": 20},  # right (5 is part of object 1)
+            {**at(15, 9.5, 1.5), "pre_id": 10, "post_id": 20},  # matched, the wrong way round
+            {**at(5, 2, 1.5), "pre_id": 5, "post_id": 10},  # nothing there
+        ]
+    )
     scores = score_synapses(found, clefts, truth, seg, pre, post, RES, radius=3)
     assert (scores.detected, scores.true, scores.matched, scores.right_direction) == (3, 3, 2, 1)
     assert scores.precision == 2 / 3 and scores.recall == 2 / 3 and scores.direction == 0.5

@@ -19,15 +19,17 @@ RADIUS = 6.0  # voxels: the largest cleft radius is 5.5; synapses are >= 17.5 ap
 
 @pytest.fixture(scope="module")
 def volume():
-    return generate(SyntheticParams(shape=SHAPE, seed=7, bold_synapses=True, n_synapses=10,
-                                    cleft_labels=True))  # fmt: skip
+    return generate(
+        SyntheticParams(shape=SHAPE, seed=7, bold_synapses=True, n_synapses=10, cleft_labels=True)
+    )
 
 
 def test_generator_returns_direction_and_clefts(volume):
     table = volume.synapse_table
     assert len(table) == len(volume.synapses) >= 8
-    np.testing.assert_array_equal(np.column_stack([table["x"], table["y"], table["z"]]),
-                                  volume.synapses)  # fmt: skip
+    np.testing.assert_array_equal(
+        np.column_stack([table["x"], table["y"], table["z"]]), volume.synapses
+    )
     labels = volume.labels
     for i, row in enumerate(table):
         centre = np.array([row["x"], row["y"], row["z"]])
@@ -91,8 +93,17 @@ def test_same_synapses_whatever_the_blocks(volume):
         parts = []
         for chunk in grid:
             sl = chunk.read_box.slices()
-            parts.append(detect(volume.raw[sl], volume.labels[sl], chunk.read_box,
-                                chunk.write_box, grid.bounds, ISO, params))  # fmt: skip
+            parts.append(
+                detect(
+                    volume.raw[sl],
+                    volume.labels[sl],
+                    chunk.read_box,
+                    chunk.write_box,
+                    grid.bounds,
+                    ISO,
+                    params,
+                )
+            )
         blocks = synapse_table.concat(parts)
         mine, theirs = np.argsort(blocks["synapse_id"]), np.argsort(whole["synapse_id"])
         assert len(blocks["synapse_id"]) == len(whole["synapse_id"]) > 0

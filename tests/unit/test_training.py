@@ -147,9 +147,16 @@ def test_training_is_reproducible_from_the_seed(tiny):
 
     def weights(seed: int) -> torch.Tensor:
         model = train_model(
-            raw, gt, target="affinities", minutes=5, max_steps=3, patch=TINY_PATCH,
-            base_channels=2, seed=seed, progress=False,
-        )  # fmt: skip
+            raw,
+            gt,
+            target="affinities",
+            minutes=5,
+            max_steps=3,
+            patch=TINY_PATCH,
+            base_channels=2,
+            seed=seed,
+            progress=False,
+        )
         assert model.train_log.steps == 3 and not model.training
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
@@ -170,9 +177,14 @@ def _run_onnx(path, x: np.ndarray) -> np.ndarray:
 def test_tiny_training_run_exports_a_working_boundary_model(tiny, tmp_path):
     raw, gt = tiny
     model = train_model(
-        raw, gt, target="boundary", minutes=0.05, patch=TINY_PATCH, base_channels=4,
+        raw,
+        gt,
+        target="boundary",
+        minutes=0.05,
+        patch=TINY_PATCH,
+        base_channels=4,
         progress=False,
-    )  # fmt: skip
+    )
     assert model.train_log.steps > 0 and np.isfinite(model.train_log.final_loss)
     path = export_onnx(
         model, tmp_path / "b.onnx", target="boundary", patch=TINY_PATCH, divisor=(4, 4, 4)
@@ -194,9 +206,16 @@ def test_train_command_writes_an_affinity_model(tiny, tmp_path, capsys):
     np.save(tmp_path / "gt.npy", gt)
     out = tmp_path / "model" / "affs.onnx"
     code = run_train(
-        str(tmp_path / "raw.npy"), str(tmp_path / "gt.npy"), str(out), minutes=0.05,
-        target="affinities", seed=1, patch=TINY_PATCH, base_channels=4, progress=False,
-    )  # fmt: skip
+        str(tmp_path / "raw.npy"),
+        str(tmp_path / "gt.npy"),
+        str(out),
+        minutes=0.05,
+        target="affinities",
+        seed=1,
+        patch=TINY_PATCH,
+        base_channels=4,
+        progress=False,
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert str(out) in printed and "sha256: " in printed and "final loss: " in printed
@@ -211,8 +230,13 @@ def test_mismatched_shapes_are_an_input_error_before_training(tmp_path):
     np.save(tmp_path / "raw.npy", np.zeros((16, 32, 32), np.uint8))
     np.save(tmp_path / "gt.npy", np.zeros((16, 32, 30), np.uint32))
     with pytest.raises(InputError, match=r"\(16, 32, 32\).*\(16, 32, 30\)"):
-        run_train(str(tmp_path / "raw.npy"), str(tmp_path / "gt.npy"), str(tmp_path / "m.onnx"),
-                  minutes=10, patch=TINY_PATCH)  # fmt: skip
+        run_train(
+            str(tmp_path / "raw.npy"),
+            str(tmp_path / "gt.npy"),
+            str(tmp_path / "m.onnx"),
+            minutes=10,
+            patch=TINY_PATCH,
+        )
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -257,9 +281,15 @@ def test_training_learns_to_separate_boundary_from_inside():
     raw, gt = synthetic_zyx((64, 64, 32), seed=1)
     test_raw, test_gt = synthetic_zyx((64, 64, 32), seed=2)
     model = train_model(
-        raw, gt, target="boundary", minutes=5, max_steps=100, patch=(16, 32, 32), seed=0,
+        raw,
+        gt,
+        target="boundary",
+        minutes=5,
+        max_steps=100,
+        patch=(16, 32, 32),
+        seed=0,
         progress=False,
-    )  # fmt: skip
+    )
     with torch.no_grad():
         x = torch.from_numpy(test_raw[None, None].astype(np.float32) / 255)
         pred = torch.sigmoid(model(x))[0, 0].numpy()

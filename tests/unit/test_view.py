@@ -28,20 +28,28 @@ def make_layer(path, layer_type="image", dtype="uint8"):
 
 
 def test_local_image_and_segmentation_layers_read_from_the_file_server(tmp_path):
-    urls = [str(make_layer(tmp_path / "em")),
-            f"file://{make_layer(tmp_path / 'seg', 'segmentation', 'uint64')}"]  # fmt: skip
+    urls = [
+        str(make_layer(tmp_path / "em")),
+        f"file://{make_layer(tmp_path / 'seg', 'segmentation', 'uint64')}",
+    ]
     layers = open_view_layers(urls, StorageContext())
-    assert layers == [ViewLayer("em", f"file://{tmp_path}/em", "image"),
-                      ViewLayer("seg", f"file://{tmp_path}/seg", "segmentation")]  # fmt: skip
+    assert layers == [
+        ViewLayer("em", f"file://{tmp_path}/em", "image"),
+        ViewLayer("seg", f"file://{tmp_path}/seg", "segmentation"),
+    ]
     state = viewer_state(layers, HTTP, segments=[7, 2**40])
     assert state == {
         "layers": [
             {"type": "image", "source": f"precomputed://{HTTP}/em", "name": "em"},
-            {"type": "segmentation", "source": f"precomputed://{HTTP}/seg", "name": "seg",
-             "segments": ["7", "1099511627776"]},
+            {
+                "type": "segmentation",
+                "source": f"precomputed://{HTTP}/seg",
+                "name": "seg",
+                "segments": ["7", "1099511627776"],
+            },
         ],
         "layout": "xy-3d",
-    }  # fmt: skip
+    }
     # no subsource is switched off: Neuroglancer loads the info's mesh and skeletons
     assert all(isinstance(spec["source"], str) for spec in state["layers"])
     assert "segments" not in viewer_state(layers, HTTP)["layers"][1]
@@ -54,19 +62,25 @@ def test_layers_with_the_same_folder_name_get_distinct_names(tmp_path):
 
 
 def test_cloud_layers_are_read_by_the_viewer_directly():
-    layers = [ViewLayer("raw", "gs://bucket/run/raw", "image"),
-              ViewLayer("seg", "s3://bucket/run/seg", "segmentation")]  # fmt: skip
+    layers = [
+        ViewLayer("raw", "gs://bucket/run/raw", "image"),
+        ViewLayer("seg", "s3://bucket/run/seg", "segmentation"),
+    ]
     sources = [spec["source"] for spec in viewer_state(layers, None)["layers"]]
     assert sources == ["precomputed://gs://bucket/run/raw", "precomputed://s3://bucket/run/seg"]
 
 
 def test_s3_with_a_custom_endpoint_is_read_path_style_from_the_endpoint():
-    layers = [ViewLayer("raw", "gs://bucket/run/raw", "image"),
-              ViewLayer("seg", "s3://bucket/run/seg", "segmentation")]  # fmt: skip
+    layers = [
+        ViewLayer("raw", "gs://bucket/run/raw", "image"),
+        ViewLayer("seg", "s3://bucket/run/seg", "segmentation"),
+    ]
     context = StorageContext(s3_endpoint="http://127.0.0.1:9000/")
     sources = [spec["source"] for spec in viewer_state(layers, None, context)["layers"]]
-    assert sources == ["precomputed://gs://bucket/run/raw",
-                       "precomputed://http://127.0.0.1:9000/bucket/run/seg"]  # fmt: skip
+    assert sources == [
+        "precomputed://gs://bucket/run/raw",
+        "precomputed://http://127.0.0.1:9000/bucket/run/seg",
+    ]
 
 
 def test_a_local_layer_without_a_server_is_an_error():
@@ -98,19 +112,28 @@ def test_what_is_not_a_layer_to_show_is_an_input_error(tmp_path):
 def test_an_annotation_layer_is_shown_as_one_linked_to_the_first_segmentation(tmp_path):
     path = tmp_path / "synapses" / "annotations"
     relationships = [{"id": "pre", "key": "rel_pre"}, {"id": "post", "key": "rel_post"}]
-    write_info(f"file://{path}", {"@type": "neuroglancer_annotations_v1",
-                                  "relationships": relationships})  # fmt: skip
-    urls = [str(path), str(make_layer(tmp_path / "seg", "segmentation")),
-            str(make_layer(tmp_path / "truth", "segmentation"))]  # fmt: skip
+    write_info(
+        f"file://{path}", {"@type": "neuroglancer_annotations_v1", "relationships": relationships}
+    )
+    urls = [
+        str(path),
+        str(make_layer(tmp_path / "seg", "segmentation")),
+        str(make_layer(tmp_path / "truth", "segmentation")),
+    ]
     layers = open_view_layers(urls, StorageContext())
     # connectome's <output>/annotations is named after <output>
     assert [(v.name, v.layer_type, v.relationships) for v in layers] == [
-        ("synapses", "annotation", ("pre", "post")), ("seg", "segmentation", ()),
-        ("truth", "segmentation", ())]  # fmt: skip
+        ("synapses", "annotation", ("pre", "post")),
+        ("seg", "segmentation", ()),
+        ("truth", "segmentation", ()),
+    ]
     state = viewer_state(layers, HTTP, segments=[5])
     assert state["layers"][0] == {
-        "type": "annotation", "name": "synapses", "source": f"precomputed://{HTTP}/synapses",
-        "linkedSegmentationLayer": {"pre": "seg", "post": "seg"}}  # fmt: skip
+        "type": "annotation",
+        "name": "synapses",
+        "source": f"precomputed://{HTTP}/synapses",
+        "linkedSegmentationLayer": {"pre": "seg", "post": "seg"},
+    }
     assert state["layers"][1]["segments"] == ["5"]
     # nothing to link to without a segmentation layer; no relationships, nothing linked
     alone = viewer_state(layers[:1], HTTP)["layers"][0]
@@ -123,10 +146,18 @@ def test_an_annotation_layer_is_shown_as_one_linked_to_the_first_segmentation(tm
 
 @pytest.mark.parametrize(
     "header, expected",
-    [(None, None), ("bytes=0-9", (0, 10)), ("bytes=90-", (90, 100)), ("bytes=-5", (95, 100)),
-     ("bytes=10-500", (10, 100)), ("bytes=0-1,5-6", None), ("items=0-1", None),
-     ("bytes=-", None), ("bytes=7-3", None)],
-)  # fmt: skip
+    [
+        (None, None),
+        ("bytes=0-9", (0, 10)),
+        ("bytes=90-", (90, 100)),
+        ("bytes=-5", (95, 100)),
+        ("bytes=10-500", (10, 100)),
+        ("bytes=0-1,5-6", None),
+        ("items=0-1", None),
+        ("bytes=-", None),
+        ("bytes=7-3", None),
+    ],
+)
 def test_byte_ranges(header, expected):
     assert byte_range(header, 100) == expected
 

@@ -26,12 +26,15 @@ BYTES_PER_VOXEL = 16  # render: raw read with its margin, coordinates and the ou
 
 def check_input(layer: Layer, params: AlignParams) -> None:
     if layer.num_channels != 1 or layer.layer_type != "image":
-        raise LayerMismatchError(f"{layer.url} is not a one-channel image layer; align takes "
-                                 "the raw EM stack")  # fmt: skip
+        raise LayerMismatchError(
+            f"{layer.url} is not a one-channel image layer; align takes the raw EM stack"
+        )
     shape = layer.bounds(0).shape
     if min(shape[0], shape[1]) < params.patch:
-        raise InputError(f"sections of {layer.url} are {shape[0]}×{shape[1]} pixels, smaller "
-                         f"than the matching patch ({params.patch}); lower --patch")  # fmt: skip
+        raise InputError(
+            f"sections of {layer.url} are {shape[0]}×{shape[1]} pixels, smaller "
+            f"than the matching patch ({params.patch}); lower --patch"
+        )
     if params.tile and min(params.tile) < params.patch:
         raise InputError(f"tile {params.tile} is smaller than the patch ({params.patch})")
 
@@ -43,10 +46,14 @@ def plan_align(params: AlignParams, catalog: Catalog) -> list[StagePlan]:
     url = catalog.url(params.output)
     storage_chunk = Vec3.of(params.storage_chunk or source.chunk_size(0))
     spec = LayerSpec(
-        layer_type="image", dtype=source.dtype.name, size=volume.shape,
-        resolution=source.resolution(0), chunk_size=storage_chunk, voxel_offset=volume.start,
+        layer_type="image",
+        dtype=source.dtype.name,
+        size=volume.shape,
+        resolution=source.resolution(0),
+        chunk_size=storage_chunk,
+        voxel_offset=volume.start,
         encoding="raw",
-    )  # fmt: skip
+    )
     target = catalog.plan_layer(url, spec)
 
     stage_spec = {**params.hashed_fields(), "input": source.url, "output": url}
@@ -57,31 +64,49 @@ def plan_align(params: AlignParams, catalog: Catalog) -> list[StagePlan]:
     margin = params.max_shift + params.patch
     estimate = StagePlan(
         label=f"align {params.input}: estimate section flows",
-        stage="align-estimate", identity=ident, spec=stage_spec,
+        stage="align-estimate",
+        identity=ident,
+        spec=stage_spec,
         grid=section_grid(volume, params.tile),
         job=EstimateJob(source, flow, margin, backs, work, params.fill_missing),
         resources=params.resources,
-    )  # fmt: skip
-    solve_params = SolveParams(params.mesh_spacing, params.stiffness, params.prior,
-                               params.linear_prior, min_confidence=params.min_confidence)
+    )
+    solve_params = SolveParams(
+        params.mesh_spacing,
+        params.stiffness,
+        params.prior,
+        params.linear_prior,
+        min_confidence=params.min_confidence,
+    )
     follow = {"estimate": ident}
     solve = StagePlan(
         label=f"align {params.input}: solve transforms",
-        stage="align-solve", identity=identity("align-solve", VERSION, follow), spec=follow,
+        stage="align-solve",
+        identity=identity("align-solve", VERSION, follow),
+        spec=follow,
         grid=ChunkGrid(volume, volume.shape, 0, origin=volume.start),
         job=SolveJob(volume, solve_params, work, catalog.context),
         resources=params.resources,
-    )  # fmt: skip
-    chunk_shape = task_shape(params.chunk_shape, storage_chunk, volume.shape, BYTES_PER_VOXEL,
-                             name="align chunk_shape", step_name="storage chunk")  # fmt: skip
+    )
+    chunk_shape = task_shape(
+        params.chunk_shape,
+        storage_chunk,
+        volume.shape,
+        BYTES_PER_VOXEL,
+        name="align chunk_shape",
+        step_name="storage chunk",
+    )
     render_spec = {**follow, "task_shape": list(chunk_shape)}
     render = StagePlan(
         label=f"align {params.input} → {params.output}: render",
-        stage="align-render", identity=identity("align-render", VERSION, render_spec),
-        spec=render_spec, grid=ChunkGrid(volume, chunk_shape, 0, origin=volume.start),
+        stage="align-render",
+        identity=identity("align-render", VERSION, render_spec),
+        spec=render_spec,
+        grid=ChunkGrid(volume, chunk_shape, 0, origin=volume.start),
         job=RenderJob(source, target, work, params.fill_missing),
-        resources=params.resources, layer_infos={url: target.info},
-    )  # fmt: skip
+        resources=params.resources,
+        layer_infos={url: target.info},
+    )
     plans = [estimate, solve, render]
     for name, out in params.carry.items():
         plans.append(carry_plan(catalog, name, out, volume, params, render_spec, work))
@@ -91,23 +116,38 @@ def plan_align(params: AlignParams, catalog: Catalog) -> list[StagePlan]:
     return plans
 
 
-def carry_plan(catalog: Catalog, name: str, out: str, volume: Box, params: AlignParams,
-               render_spec: dict, work: str) -> StagePlan:  # fmt: skip
+def carry_plan(
+    catalog: Catalog,
+    name: str,
+    out: str,
+    volume: Box,
+    params: AlignParams,
+    render_spec: dict,
+    work: str,
+) -> StagePlan:
     """Render another layer of the raw frame (annotations, labels) with the same transforms."""
     layer = catalog.layer(catalog.url(name))
     if layer.bounds(0) != volume:
-        raise LayerMismatchError(f"{layer.url} covers {layer.bounds(0)}, not the stack's "
-                                 f"{volume}; carry layers must cover the same voxels")  # fmt: skip
+        raise LayerMismatchError(
+            f"{layer.url} covers {layer.bounds(0)}, not the stack's "
+            f"{volume}; carry layers must cover the same voxels"
+        )
     url = catalog.url(out)
     target = catalog.plan_layer(url, base_spec(layer))
     grid = ChunkGrid(volume, Vec3.of(render_spec["task_shape"]), 0, origin=volume.start)
     if any(c % s for c, s in zip(grid.chunk_shape, layer.chunk_size(0))):
-        raise InputError(f"align chunk_shape {tuple(grid.chunk_shape)} is not a multiple of "
-                         f"{layer.url}'s chunk size {tuple(layer.chunk_size(0))}")  # fmt: skip
+        raise InputError(
+            f"align chunk_shape {tuple(grid.chunk_shape)} is not a multiple of "
+            f"{layer.url}'s chunk size {tuple(layer.chunk_size(0))}"
+        )
     spec = {**render_spec, "input": layer.url, "output": url}
     return StagePlan(
         label=f"align {name} → {out}: render with the same transforms",
-        stage="align-render", identity=identity("align-render", VERSION, spec), spec=spec,
-        grid=grid, job=RenderJob(layer, target, work, params.fill_missing),
-        resources=params.resources, layer_infos={url: target.info},
-    )  # fmt: skip
+        stage="align-render",
+        identity=identity("align-render", VERSION, spec),
+        spec=spec,
+        grid=grid,
+        job=RenderJob(layer, target, work, params.fill_missing),
+        resources=params.resources,
+        layer_infos={url: target.info},
+    )

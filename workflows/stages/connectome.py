@@ -44,37 +44,64 @@ def plan_connectome(params: ConnectomeParams, catalog: Catalog) -> list[StagePla
         source = catalog.layer(url)
         check_segmentation(url, source, "connectome counts segment volumes in one")
         grid = layer_grid(source, None, BYTES_PER_VOXEL, name="connectome volume task")
-        plans.append(StagePlan(
-            label=f"connectome {params.input}: segment volumes",
-            stage="connectome-volumes", identity=identity("connectome-volumes", VERSION, spec),
-            spec=spec, grid=grid,
-            job=VolumeCountJob(source, work, sharding, params.fill_missing),
+        plans.append(
+            StagePlan(
+                label=f"connectome {params.input}: segment volumes",
+                stage="connectome-volumes",
+                identity=identity("connectome-volumes", VERSION, spec),
+                spec=spec,
+                grid=grid,
+                job=VolumeCountJob(source, work, sharding, params.fill_missing),
+                resources=params.resources,
+            )
+        )
+    plans.append(
+        StagePlan(
+            label=f"connectome {params.input}: shuffle",
+            stage="connectome-shuffle",
+            identity=identity("connectome-shuffle", VERSION, spec),
+            spec=spec,
+            grid=index_grid(params.readers),
+            job=ShuffleJob(synapses, work, sharding, params.readers, context),
             resources=params.resources,
-        ))  # fmt: skip
-    plans.append(StagePlan(
-        label=f"connectome {params.input}: shuffle",
-        stage="connectome-shuffle", identity=identity("connectome-shuffle", VERSION, spec),
-        spec=spec, grid=index_grid(params.readers),
-        job=ShuffleJob(synapses, work, sharding, params.readers, context),
-        resources=params.resources, finalize=lambda: check_found(synapses, context),
-    ))  # fmt: skip
-    plans.append(StagePlan(
-        label=f"connectome {params.input}: shards",
-        stage="connectome-shards", identity=identity("connectome-shards", VERSION, spec),
-        spec=spec, grid=index_grid(shards),
-        job=ShardJob(work, output, sharding, params.readers, shards, params.spatial_cell,
-                     bool(params.segmentation), context),
-        resources=params.resources,
-    ))  # fmt: skip
+            finalize=lambda: check_found(synapses, context),
+        )
+    )
+    plans.append(
+        StagePlan(
+            label=f"connectome {params.input}: shards",
+            stage="connectome-shards",
+            identity=identity("connectome-shards", VERSION, spec),
+            spec=spec,
+            grid=index_grid(shards),
+            job=ShardJob(
+                work,
+                output,
+                sharding,
+                params.readers,
+                shards,
+                params.spatial_cell,
+                bool(params.segmentation),
+                context,
+            ),
+            resources=params.resources,
+        )
+    )
 
     def finalize() -> None:
         grid = load_grid(work, params.readers, params.spatial_cell, context)
         write_annotation_info(work, annotations, grid, sharding, shards, context)
 
-    plans.append(StagePlan(
-        label=f"connectome {params.input}: spatial index",
-        stage="connectome-spatial", identity=identity("connectome-spatial", VERSION, spec),
-        spec=spec, grid=index_grid(shards), job=SpatialJob(work, annotations, context),
-        resources=params.resources, finalize=finalize,
-    ))  # fmt: skip
+    plans.append(
+        StagePlan(
+            label=f"connectome {params.input}: spatial index",
+            stage="connectome-spatial",
+            identity=identity("connectome-spatial", VERSION, spec),
+            spec=spec,
+            grid=index_grid(shards),
+            job=SpatialJob(work, annotations, context),
+            resources=params.resources,
+            finalize=finalize,
+        )
+    )
     return plans

@@ -58,10 +58,13 @@ def plan_downsample(params: DownsampleParams, catalog: Catalog) -> StagePlan:
 
     step = source.chunk_size(0) * factor**params.mips
     chunk_shape = task_shape(
-        params.chunk_shape, step, source.bounds(0).shape,
+        params.chunk_shape,
+        step,
+        source.bounds(0).shape,
         source.dtype.itemsize * source.num_channels,
-        name="downsample chunk_shape", step_name="storage chunk × factor^mips",
-    )  # fmt: skip
+        name="downsample chunk_shape",
+        step_name="storage chunk × factor^mips",
+    )
     method = params.method
     if method == "auto":
         method = "mode" if source.layer_type == "segmentation" else "average"

@@ -27,9 +27,17 @@ def plan_evaluate_stage(params: EvaluateParams, catalog: Catalog) -> StagePlan:
 
     def write_report() -> None:
         result = scores(tables.total())
-        put_json(folder, key, {"segmentation": seg.url, "ground_truth": gt.url,
-                               "ignore": list(params.ignore), **result.to_dict()},
-                 catalog.context)  # fmt: skip
+        put_json(
+            folder,
+            key,
+            {
+                "segmentation": seg.url,
+                "ground_truth": gt.url,
+                "ignore": list(params.ignore),
+                **result.to_dict(),
+            },
+            catalog.context,
+        )
         tables.tables = [Contingency.empty()]
 
     plan.label = f"evaluate {params.input} against {params.ground_truth}"

@@ -54,9 +54,11 @@ def load_model(params: InferParams, catalog: Catalog) -> tuple[ModelRef, ModelIn
     data = fetch(url, catalog.context)
     digest = sha256(data)
     if params.model_sha256 and digest != params.model_sha256:
-        raise ModelError(f"model {url} has SHA-256 {digest}, but the config says "
-                         f"{params.model_sha256}; use the right file or fix "
-                         "model_sha256")  # fmt: skip
+        raise ModelError(
+            f"model {url} has SHA-256 {digest}, but the config says "
+            f"{params.model_sha256}; use the right file or fix "
+            "model_sha256"
+        )
     session = open_session(data, url)
     return ModelRef(url, digest, catalog.context), inspect(session, url), session
 
@@ -78,9 +80,13 @@ def plan_infer(params: InferParams, catalog: Catalog) -> StagePlan:
 
     storage_chunk = Vec3.of(params.storage_chunk or source.chunk_size(0))
     chunk_shape = task_shape(
-        params.chunk_shape, storage_chunk, bounds.shape, BYTES_PER_VOXEL,
-        name="infer chunk_shape", step_name="storage chunk",
-    )  # fmt: skip
+        params.chunk_shape,
+        storage_chunk,
+        bounds.shape,
+        BYTES_PER_VOXEL,
+        name="infer chunk_shape",
+        step_name="storage chunk",
+    )
     url = catalog.url(params.output)
     spec = LayerSpec(
         layer_type="image",

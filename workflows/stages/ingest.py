@@ -28,9 +28,13 @@ def plan_ingest(params: IngestParams, catalog: Catalog) -> StagePlan:
     dtype = np.dtype(params.dtype) if params.dtype else np.dtype(source.dtype)
     storage_chunk = Vec3.of(params.storage_chunk)
     chunk_shape = task_shape(
-        params.chunk_shape, storage_chunk, source.shape, dtype.itemsize,
-        name="ingest chunk_shape", step_name="storage_chunk",
-    )  # fmt: skip
+        params.chunk_shape,
+        storage_chunk,
+        source.shape,
+        dtype.itemsize,
+        name="ingest chunk_shape",
+        step_name="storage_chunk",
+    )
     spec = LayerSpec(
         layer_type=params.layer_type,
         dtype=dtype.name,

@@ -23,8 +23,9 @@ def check_folder_name(option: str, folder: str, example: str) -> None:
         raise InputError(f"{option} {folder!r} must be a plain folder name, like {example!r}")
 
 
-def declare_folder(catalog: Catalog, url: str, source: Layer, key: str,
-                   folder: str) -> tuple[dict, Layer, str]:  # fmt: skip
+def declare_folder(
+    catalog: Catalog, url: str, source: Layer, key: str, folder: str
+) -> tuple[dict, Layer, str]:
     """The layer's info with `key` naming `folder` (declared to the catalog), the layer with
     that info, and the folder's URL."""
     info = {**source.info, key: folder}

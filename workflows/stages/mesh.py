@@ -45,19 +45,26 @@ def plan_mesh(params: MeshParams, catalog: Catalog) -> list[StagePlan]:
     forge_id = identity("mesh-forge", VERSION, spec)
     forge = StagePlan(
         label=f"mesh {params.input}: fragments",
-        stage="mesh-forge", identity=forge_id, spec=spec, grid=grid,
+        stage="mesh-forge",
+        identity=forge_id,
+        spec=spec,
+        grid=grid,
         job=MeshForgeJob(layer, mesh_url, simplification, params.fill_missing),
-        resources=params.resources, layer_infos={url: info, mesh_url: LEGACY_INFO},
-    )  # fmt: skip
+        resources=params.resources,
+        layer_infos={url: info, mesh_url: LEGACY_INFO},
+    )
     digits = params.manifest_digits or manifest_digits(len(grid))
     prefixes = tuple(id_prefixes(digits))
     follow = {"forge": forge_id, "digits": digits}
     manifests = StagePlan(
         label=f"mesh {params.input}: manifests",
-        stage="mesh-manifest", identity=identity("mesh-manifest", VERSION, follow), spec=follow,
-        grid=index_grid(len(prefixes)), job=ManifestJob(mesh_url, prefixes, catalog.context),
+        stage="mesh-manifest",
+        identity=identity("mesh-manifest", VERSION, follow),
+        spec=follow,
+        grid=index_grid(len(prefixes)),
+        job=ManifestJob(mesh_url, prefixes, catalog.context),
         resources=params.resources,
-    )  # fmt: skip
+    )
     return [forge, manifests]
 
 
@@ -69,9 +76,11 @@ def format_fields(params: MeshParams) -> dict:
     else:
         other = unused = params.LEGACY_ONLY
     if given := sorted(other & params.model_fields_set):
-        raise InputError(f"mesh: {', '.join(given)} is not an option of format: {params.format}"
-                         f" (legacy: {', '.join(sorted(params.LEGACY_ONLY))}; sharded: "
-                         f"{', '.join(sorted(params.SHARDED_ONLY))})")  # fmt: skip
+        raise InputError(
+            f"mesh: {', '.join(given)} is not an option of format: {params.format}"
+            f" (legacy: {', '.join(sorted(params.LEGACY_ONLY))}; sharded: "
+            f"{', '.join(sorted(params.SHARDED_ONLY))})"
+        )
     return {k: v for k, v in params.hashed_fields().items() if k not in unused}
 
 
@@ -81,9 +90,15 @@ def manifest_digits(chunks: int) -> int:
     return min(5, max(1, round(math.log10(max(chunks, 1))) - 1))
 
 
-def sharded_plans(params: MeshParams, catalog: Catalog, layer: Layer, mesh_url: str,
-                  grid: ChunkGrid, info: dict,
-                  simplification: Simplification) -> list[StagePlan]:  # fmt: skip
+def sharded_plans(
+    params: MeshParams,
+    catalog: Catalog,
+    layer: Layer,
+    mesh_url: str,
+    grid: ChunkGrid,
+    info: dict,
+    simplification: Simplification,
+) -> list[StagePlan]:
     """Forge into per-shard intermediate files, then one merge task per shard. LOD 0 octree
     nodes are the forge's chunks: their meshes meet on the planes half a voxel above the chunk
     faces (the forge reads one voxel more on its high faces), so the octree grid runs through
@@ -100,20 +115,35 @@ def sharded_plans(params: MeshParams, catalog: Catalog, layer: Layer, mesh_url: 
     work = join_url(catalog.root, "intermediate", "mesh", forge_id)
     forge = StagePlan(
         label=f"mesh {params.input}: pieces by shard",
-        stage="mesh-forge", identity=forge_id, spec=spec, grid=grid,
+        stage="mesh-forge",
+        identity=forge_id,
+        spec=spec,
+        grid=grid,
         job=ShardedForgeJob(layer, work, simplification, sharding, params.fill_missing),
         resources=params.resources,
-        layer_infos={url: info,
-                     mesh_url: mesh_info(resolution, params.vertex_quantization_bits, sharding)},
-    )  # fmt: skip
+        layer_infos={
+            url: info,
+            mesh_url: mesh_info(resolution, params.vertex_quantization_bits, sharding),
+        },
+    )
     octree = Octree(tuple(s + 0.5 for s in grid.bounds.start), tuple(grid.chunk_shape))
     follow = {"forge": forge_id, "lods": params.lods, "bits": params.vertex_quantization_bits}
     merge = StagePlan(
         label=f"mesh {params.input}: shards",
-        stage="mesh-shards", identity=identity("mesh-shards", VERSION, follow), spec=follow,
+        stage="mesh-shards",
+        identity=identity("mesh-shards", VERSION, follow),
+        spec=follow,
         grid=index_grid(2**shard_bits),
-        job=ShardMergeJob(work, mesh_url, sharding, octree, params.lods,
-                          params.vertex_quantization_bits, resolution, catalog.context),
+        job=ShardMergeJob(
+            work,
+            mesh_url,
+            sharding,
+            octree,
+            params.lods,
+            params.vertex_quantization_bits,
+            resolution,
+            catalog.context,
+        ),
         resources=params.resources,
-    )  # fmt: skip
+    )
     return [forge, merge]

@@ -62,9 +62,13 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
     storage_chunk = Vec3.of(params.storage_chunk or source.chunk_size(0))
     bounds = source.bounds(0)
     chunk_shape = task_shape(
-        params.chunk_shape, storage_chunk, bounds.shape, BYTES_PER_VOXEL,
-        name="segment chunk_shape", step_name="storage chunk",
-    )  # fmt: skip
+        params.chunk_shape,
+        storage_chunk,
+        bounds.shape,
+        BYTES_PER_VOXEL,
+        name="segment chunk_shape",
+        step_name="storage chunk",
+    )
     url = catalog.url(params.output)
     spec = LayerSpec(
         layer_type="segmentation",
@@ -90,21 +94,35 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
     work = join_url(catalog.root, "intermediate", "segment", seg_id)
     depth = Vec3(*(max(1, h // 2) for h in halo))
     resolution = source.resolution(0)
-    ws_params = WatershedParams(params.smoothing, params.seed_threshold, params.seeds,
-                                params.seed_radius,
-                                tuple(r / resolution[0] for r in resolution))  # type: ignore[arg-type]
+    ws_params = WatershedParams(
+        params.smoothing,
+        params.seed_threshold,
+        params.seeds,
+        params.seed_radius,
+        tuple(r / resolution[0] for r in resolution),
+    )  # type: ignore[arg-type]
     segment_plan = StagePlan(
         label=f"segment {params.input} → {params.output} ({params.mode})",
         stage="segment",
         identity=seg_id,
         spec=seg_spec,
         grid=grid,
-        job=SegmentJob(source, target, grid, ids, params.mode, ws_params,
-                       params.boundary_threshold, params.connectivity, work, depth,
-                       params.fill_missing),
+        job=SegmentJob(
+            source,
+            target,
+            grid,
+            ids,
+            params.mode,
+            ws_params,
+            params.boundary_threshold,
+            params.connectivity,
+            work,
+            depth,
+            params.fill_missing,
+        ),
         resources=params.resources,
         layer_infos={url: target.info},
-    )  # fmt: skip
+    )
     steps = Steps(params.output, seg_id, ChunkGrid(bounds, chunk_shape, 0, origin=bounds.start))
     plans = [segment_plan, *stitch_plans(steps, params, ids, target, work, depth)]
     if watershed:
@@ -140,39 +158,55 @@ class Steps:
         )
 
 
-def stitch_plans(steps: Steps, params: SegmentParams, ids: IdSpace, target: Layer, work: str,
-                 depth: Vec3) -> list[StagePlan]:  # fmt: skip
+def stitch_plans(
+    steps: Steps, params: SegmentParams, ids: IdSpace, target: Layer, work: str, depth: Vec3
+) -> list[StagePlan]:
     """Match faces, resolve the octree levels bottom up, relabel. Nothing for a single chunk."""
     levels = steps.levels
     if levels == 0:
         return []
     chunks = steps.chunks
     plans = [
-        steps.plan("stitch-match", "stitch: match faces", 0,
-                   MatchJob(target, chunks, params.mode, params.connectivity, work, depth))
-    ]  # fmt: skip
+        steps.plan(
+            "stitch-match",
+            "stitch: match faces",
+            0,
+            MatchJob(target, chunks, params.mode, params.connectivity, work, depth),
+        )
+    ]
     for level in range(1, levels + 1):
-        job = ResolveJob(level, steps.level_grid(level), steps.level_grid(level - 1), ids, work,
-                         target.context)  # fmt: skip
-        plans.append(steps.plan("stitch-resolve", f"stitch: resolve level {level}/{levels}",
-                                level, job))  # fmt: skip
+        job = ResolveJob(
+            level, steps.level_grid(level), steps.level_grid(level - 1), ids, work, target.context
+        )
+        plans.append(
+            steps.plan("stitch-resolve", f"stitch: resolve level {level}/{levels}", level, job)
+        )
     relabel = RelabelJob(target, work, STITCH_MAPS, tuple(range(1, levels + 1)))
     plans.append(steps.plan("stitch-relabel", "stitch: relabel", 0, relabel))
     return plans
 
 
-def agglomeration_plans(steps: Steps, params: SegmentParams, source: Layer, target: Layer,
-                        work: str) -> list[StagePlan]:  # fmt: skip
+def agglomeration_plans(
+    steps: Steps, params: SegmentParams, source: Layer, target: Layer, work: str
+) -> list[StagePlan]:
     """Region graph and merges per chunk, merges up the octree, relabel to the final ids."""
     levels = steps.levels
-    contacts = ContactJob(target, source, steps.chunks, params.merge_threshold, work,
-                          params.fill_missing)  # fmt: skip
+    contacts = ContactJob(
+        target, source, steps.chunks, params.merge_threshold, work, params.fill_missing
+    )
     plans = [steps.plan("agglomerate", "agglomerate: chunk region graphs", 0, contacts)]
     for level in range(1, levels + 1):
-        job = MergeJob(level, steps.level_grid(level - 1), steps.chunks, params.merge_threshold,
-                       work, target.context)  # fmt: skip
-        plans.append(steps.plan("agglomerate", f"agglomerate: merge level {level}/{levels}",
-                                level, job))  # fmt: skip
+        job = MergeJob(
+            level,
+            steps.level_grid(level - 1),
+            steps.chunks,
+            params.merge_threshold,
+            work,
+            target.context,
+        )
+        plans.append(
+            steps.plan("agglomerate", f"agglomerate: merge level {level}/{levels}", level, job)
+        )
     relabel = RelabelJob(target, work, AGGLO_MAPS, tuple(range(levels + 1)))
     plans.append(steps.plan("agglomerate-relabel", "agglomerate: relabel", 0, relabel))
     return plans

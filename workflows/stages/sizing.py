@@ -48,13 +48,25 @@ def task_shape(
     return shape
 
 
-def layer_grid(layer: Layer, requested: tuple[int, int, int] | None, bytes_per_voxel: int, *,
-               name: str, halo: int | Vec3 = 0) -> ChunkGrid:  # fmt: skip
+def layer_grid(
+    layer: Layer,
+    requested: tuple[int, int, int] | None,
+    bytes_per_voxel: int,
+    *,
+    name: str,
+    halo: int | Vec3 = 0,
+) -> ChunkGrid:
     """Tasks over a layer's mip 0 that write whole storage chunks: `task_shape` with the layer's
     chunk size as the step, aligned to its voxel offset."""
     bounds = layer.bounds(0)
-    shape = task_shape(requested, layer.chunk_size(0), bounds.shape, bytes_per_voxel,
-                       name=name, step_name="storage chunk")  # fmt: skip
+    shape = task_shape(
+        requested,
+        layer.chunk_size(0),
+        bounds.shape,
+        bytes_per_voxel,
+        name=name,
+        step_name="storage chunk",
+    )
     return ChunkGrid(bounds, shape, halo, origin=bounds.start)
 
 

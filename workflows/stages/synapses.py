@@ -19,11 +19,15 @@ BYTES_PER_VOXEL = 64  # uint64 labels, float32 image, the filters' float and lab
 
 def detector_params(params: SynapsesParams) -> DetectorParams:
     return DetectorParams(
-        sigma=params.sigma, voxel_threshold=params.voxel_threshold,
-        seed_threshold=params.seed_threshold, contact_radius=params.contact_radius,
-        min_size=params.min_size, max_extent=params.max_extent,
-        vesicle_threshold=params.vesicle_threshold, reach=params.reach,
-    )  # fmt: skip
+        sigma=params.sigma,
+        voxel_threshold=params.voxel_threshold,
+        seed_threshold=params.seed_threshold,
+        contact_radius=params.contact_radius,
+        min_size=params.min_size,
+        max_extent=params.max_extent,
+        vesicle_threshold=params.vesicle_threshold,
+        reach=params.reach,
+    )
 
 
 def check_inputs(raw: Layer, seg: Layer) -> None:
@@ -59,15 +63,24 @@ def plan_synapses(params: SynapsesParams, catalog: Catalog) -> StagePlan:
             "needs to see every cleft whole with its partners; leave halo out or raise it to "
             "at least that"
         )
-    grid = layer_grid(raw, params.chunk_shape, BYTES_PER_VOXEL, name="synapses chunk_shape",
-                      halo=halo)  # fmt: skip
+    grid = layer_grid(
+        raw, params.chunk_shape, BYTES_PER_VOXEL, name="synapses chunk_shape", halo=halo
+    )
     output = catalog.url(params.output)
-    spec = {**params.hashed_fields(), "input": raw.url, "segmentation": seg.url,
-            "output": output, "task_shape": list(grid.chunk_shape), "halo": list(halo)}  # fmt: skip
+    spec = {
+        **params.hashed_fields(),
+        "input": raw.url,
+        "segmentation": seg.url,
+        "output": output,
+        "task_shape": list(grid.chunk_shape),
+        "halo": list(halo),
+    }
     return StagePlan(
         label=f"synapses {params.input} + {params.segmentation} → {params.output}",
-        stage="synapses", identity=identity("synapses", VERSION, spec), spec=spec,
+        stage="synapses",
+        identity=identity("synapses", VERSION, spec),
+        spec=spec,
         grid=grid,
         job=SynapseJob(raw, seg, output, detector, params.fill_missing),
         resources=params.resources,
-    )  # fmt: skip
+    )
