@@ -48,11 +48,11 @@ def align_case(
     **align: Any,
 ) -> dict[str, Any]:
     """Misalign `aligned` (x, y, z uint8) by known transforms, run `align`, score it."""
-    from petavox.tasks.layers import Layer
-    from petavox.tasks.meshes import grid_points
-    from petavox.tasks.misalignment import apply, random_misalignment, residuals
-    from petavox.tasks.objects import get_arrays
-    from petavox.tasks.render import SectionTransforms
+    from petavox.tasks.align.displacement import grid_points
+    from petavox.tasks.align.render import SectionTransforms
+    from petavox.tasks.core.layers import Layer
+    from petavox.tasks.core.objects import get_arrays
+    from petavox.tasks.synthetic.misalignment import apply, random_misalignment, residuals
     from petavox.workflows.config import parse_config
     from petavox.workflows.pipeline import run
 
@@ -111,9 +111,9 @@ def align_case(
 
 
 def solve_scaling(sections: int) -> dict[str, float]:
-    from petavox.tasks.align_solve import Pair, SolveParams, solve_sections
-    from petavox.tasks.flow import PairFlow
-    from petavox.tasks.meshes import MeshGrid, grid_points
+    from petavox.tasks.align.displacement import MeshGrid, grid_points
+    from petavox.tasks.align.flow import PairFlow
+    from petavox.tasks.align.solve import Pair, SolveParams, solve_sections
 
     rng = np.random.default_rng(0)
     mesh = MeshGrid.covering((-64, -64), (320, 320), 64)
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="smaller volumes, fewer sections")
     parser.add_argument("--sections", help="solve scaling: comma-separated section counts")
     args = parser.parse_args(argv)
-    from petavox.tasks.synthetic import SyntheticParams, generate
+    from petavox.tasks.synthetic.generator import SyntheticParams, generate
 
     counts = [
         int(n)

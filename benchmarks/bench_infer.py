@@ -44,11 +44,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     shape = QUICK_SHAPE if args.quick else FULL_SHAPE
     rounds = args.repeats or (1 if args.quick else 2)
 
-    from petavox.tasks.geometry import Box, Vec3
-    from petavox.tasks.infer import as_model_input
-    from petavox.tasks.models import ModelRef, OnnxPredictor, fetch, sha256
-    from petavox.tasks.patches import PatchGrid, fit_patch, predict_blended
-    from petavox.tasks.synthetic import SyntheticParams, generate
+    from petavox.tasks.core.geometry import Box, Vec3
+    from petavox.tasks.infer.infer_jobs import as_model_input
+    from petavox.tasks.infer.onnx_model import ModelRef, OnnxPredictor, fetch, sha256
+    from petavox.tasks.infer.patches import PatchGrid, fit_patch, predict_blended
+    from petavox.tasks.synthetic.generator import SyntheticParams, generate
     from petavox.workflows.config import InferParams, parse_config
     from petavox.workflows.pipeline import run
     from petavox.workflows.stages.infer import DEFAULT_MODEL

@@ -40,9 +40,9 @@ TASK = (256, 256, 64)
 
 
 def make_segmentation(url: str, shape: tuple[int, int, int]) -> np.ndarray:
-    from petavox.tasks.geometry import Box, Vec3
-    from petavox.tasks.layers import Layer, LayerSpec
-    from petavox.tasks.synthetic import SyntheticParams, generate
+    from petavox.tasks.core.geometry import Box, Vec3
+    from petavox.tasks.core.layers import Layer, LayerSpec
+    from petavox.tasks.synthetic.generator import SyntheticParams, generate
 
     labels = generate(SyntheticParams(shape=shape, seed=1, synapses=False)).labels
     labels = labels.astype(np.uint64)

@@ -28,9 +28,9 @@ MERGE_THRESHOLD = 0.6
 
 
 def kernel(boundary: np.ndarray) -> np.ndarray:
-    from petavox.tasks.agglomeration import agglomerate_node, contact_graph
-    from petavox.tasks.equivalence import apply_maps
-    from petavox.tasks.segmentation import (
+    from petavox.tasks.segment.agglomeration import agglomerate_node, contact_graph
+    from petavox.tasks.segment.equivalence import apply_maps
+    from petavox.tasks.segment.watershed import (
         WatershedParams,
         affinities_from_boundary,
         watershed_fragments,
@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     shape = QUICK_SHAPE if args.quick else FULL_SHAPE
     rounds = args.repeats or (1 if args.quick else 3)
 
-    from petavox.tasks.layers import Layer
-    from petavox.tasks.metrics import evaluate
-    from petavox.tasks.synthetic import SyntheticParams, boundary_from_labels, generate
+    from petavox.tasks.core.layers import Layer
+    from petavox.tasks.evaluate.metrics import evaluate
+    from petavox.tasks.synthetic.generator import SyntheticParams, boundary_from_labels, generate
     from petavox.workflows.config import parse_config
     from petavox.workflows.pipeline import run
 

@@ -42,9 +42,9 @@ TICKS = 3000.0  # nm
 
 
 def make_segmentation(url: str, shape: tuple[int, int, int]) -> np.ndarray:
-    from petavox.tasks.geometry import Box, Vec3
-    from petavox.tasks.layers import Layer, LayerSpec
-    from petavox.tasks.synthetic import SyntheticParams, generate
+    from petavox.tasks.core.geometry import Box, Vec3
+    from petavox.tasks.core.layers import Layer, LayerSpec
+    from petavox.tasks.synthetic.generator import SyntheticParams, generate
 
     labels = generate(SyntheticParams(shape=shape, seed=1, synapses=False)).labels
     labels = labels.astype(np.uint64)
@@ -67,7 +67,7 @@ def run_igneous(url: str, task: tuple[int, int, int]) -> dict[str, float]:
     )
     from taskqueue import LocalTaskQueue
 
-    from petavox.tasks.skeletons import Teasar
+    from petavox.tasks.skeleton.skeletons import Teasar
 
     queue = LocalTaskQueue(parallel=1, progress=False)
     t0 = time.perf_counter()

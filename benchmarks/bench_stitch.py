@@ -30,7 +30,7 @@ from typing import Any
 import common
 import numpy as np
 
-from petavox.tasks import equivalence as eq
+from petavox.tasks.segment import equivalence as eq
 
 Grid = tuple[int, int, int]
 FULL_GRID: Grid = (64, 64, 32)

@@ -40,9 +40,9 @@ SEED = 20  # not among the seeds that chose the detector's parameters (100-119)
 
 def make_layers(root: Path, shape: tuple[int, int, int]):
     """The raw and ground-truth segmentation layers `raw` and `seg` under `root`; the volume."""
-    from petavox.tasks.geometry import Box, Vec3
-    from petavox.tasks.layers import Layer, LayerSpec
-    from petavox.tasks.synthetic import SyntheticParams, generate
+    from petavox.tasks.core.geometry import Box, Vec3
+    from petavox.tasks.core.layers import Layer, LayerSpec
+    from petavox.tasks.synthetic.generator import SyntheticParams, generate
 
     volume = generate(SyntheticParams(shape=shape, seed=SEED, bold_synapses=True))
     for name, layer_type, dtype, data in (
@@ -90,8 +90,8 @@ def run_loop(synapses) -> float:
 
 
 def read_tables(folder: Path) -> dict[str, np.ndarray]:
-    from petavox.tasks.storage import StorageContext
-    from petavox.tasks.synapse_table import read_tables
+    from petavox.tasks.core.storage import StorageContext
+    from petavox.tasks.synapse.table import read_tables
 
     return read_tables(common.file_url(folder), "chunks/", StorageContext())
 
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         def kernel() -> dict[str, float]:
             import time
 
-            from petavox.tasks.synapses import detect
+            from petavox.tasks.synapse.detection import detect
 
             started = time.perf_counter()
             detect(raw, seg, read, write, bounds, RESOLUTION, synapses.job.params)

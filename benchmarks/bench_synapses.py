@@ -1,6 +1,6 @@
 """The connectome writer on synthetic synapses: table, edge list, statistics, annotation layer.
 
-Synthetic synapse tables (the contract of `petavox.tasks.synapse_table`: 10^4 rows per chunk
+Synthetic synapse tables (the contract of `petavox.tasks.synapse.table`: 10^4 rows per chunk
 table, uniform in a 200 × 200 × 50 µm box, partners among N/20 segments, 5% without a partner)
 go through the planned `connectome` jobs, `job.run(chunk)` over each step's grid in this
 process (per core). Each task runs under tracemalloc: its peak (Python and numpy allocations;
@@ -32,7 +32,7 @@ EXTENT = (200_000.0, 200_000.0, 50_000.0)  # nm
 
 
 def write_chunks(folder: Path, n: int, seed: int = 0) -> None:
-    from petavox.tasks.synapse_table import COLUMNS, to_parquet
+    from petavox.tasks.synapse.table import COLUMNS, to_parquet
 
     rng = np.random.default_rng(seed)
     segments = (np.arange(max(1, n // 20), dtype=np.uint64) + 1) * np.uint64(2**33 + 7)

@@ -183,8 +183,8 @@ def make_image_layer(
     data: np.ndarray | None = None,
 ) -> np.ndarray:
     """Write an uncompressed raw uint8 image layer (mip 0 only) at a file:// `url`."""
-    from petavox.tasks.geometry import Box, Vec3
-    from petavox.tasks.layers import Layer, LayerSpec
+    from petavox.tasks.core.geometry import Box, Vec3
+    from petavox.tasks.core.layers import Layer, LayerSpec
 
     if data is None:
         data = em_like(shape, seed)

@@ -30,7 +30,7 @@ def match(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One-to-one matching of detections (nm) to true centres (voxels) within RADIUS voxels,
     closest overall: the matched rows of each."""
-    from petavox.tasks.synapse_eval import match_centres
+    from petavox.tasks.evaluate.synapse_scores import match_centres
 
     det = np.column_stack([found[a] for a in "xyz"]) / np.asarray(resolution, np.float64)
     return match_centres(det, np.column_stack([truth[a] for a in "xyz"]), RADIUS)
@@ -62,9 +62,9 @@ def rates(counts: dict) -> dict[str, float]:
 
 def evaluate_seed(seed: int, shape=SHAPE, params=None) -> dict:
     """The counts of one seed's volume through the kernel."""
-    from petavox.tasks.geometry import Box
-    from petavox.tasks.synapses import DetectorParams, detect
-    from petavox.tasks.synthetic import SyntheticParams, generate
+    from petavox.tasks.core.geometry import Box
+    from petavox.tasks.synapse.detection import DetectorParams, detect
+    from petavox.tasks.synthetic.generator import SyntheticParams, generate
 
     volume = generate(SyntheticParams(shape=tuple(shape), seed=seed, bold_synapses=True))
     box = Box((0, 0, 0), tuple(shape))

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from petavox.tasks.geometry import Chunk
+from petavox.tasks.core.geometry import Chunk
 
 
 @dataclass(frozen=True)

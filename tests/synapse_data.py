@@ -1,4 +1,4 @@
-"""Synthetic synapse tables (the contract of `petavox.tasks.synapse_table`), a straightforward
+"""Synthetic synapse tables (the contract of `petavox.tasks.synapse.table`), a straightforward
 in-memory connectome to compare with, and a reader of Neuroglancer's sharded format."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from petavox.tasks.synapse_table import COLUMNS
+from petavox.tasks.synapse.table import COLUMNS
 
 Table = dict[str, np.ndarray]
 

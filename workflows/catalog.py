@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from petavox.tasks.layers import Layer, LayerSpec, planned_info, read_info
-from petavox.tasks.storage import StorageContext, join_url, normalize_url
+from petavox.tasks.core.layers import Layer, LayerSpec, planned_info, read_info
+from petavox.tasks.core.storage import StorageContext, join_url, normalize_url
 
 
 def resolve_layer_url(root: str, name_or_url: str) -> str:

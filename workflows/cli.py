@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from petavox.tasks.errors import PetavoxError
+from petavox.tasks.core.errors import PetavoxError
 from petavox.workflows.config import (
     STAGE_MODELS,
     ConfigError,
@@ -225,7 +225,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 def cmd_connectome(args: argparse.Namespace) -> int:
     """Build the connectome (resumes; nothing to do when built), then print its summary."""
-    from petavox.tasks.connectome_jobs import summarize
+    from petavox.tasks.synapse.connectome_jobs import summarize
     from petavox.workflows.pipeline import run
 
     config = stage_config(args.command, args)

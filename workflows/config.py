@@ -13,8 +13,8 @@ from typing import Annotated, Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from petavox.tasks.errors import InputError
-from petavox.tasks.storage import StorageContext, normalize_url
+from petavox.tasks.core.errors import InputError
+from petavox.tasks.core.storage import StorageContext, normalize_url
 
 Triple = tuple[int, int, int]
 PositiveTriple = tuple[

@@ -12,17 +12,17 @@ from typing import Any
 
 import numpy as np
 
-from petavox.tasks.align_jobs import TRANSFORMS
-from petavox.tasks.connectome_jobs import summarize
-from petavox.tasks.layers import Layer, read_info
-from petavox.tasks.meshes import grid_points
-from petavox.tasks.misalignment import Misalignment, apply, random_misalignment, residuals
-from petavox.tasks.objects import get, get_arrays
-from petavox.tasks.render import SectionTransforms
-from petavox.tasks.storage import StorageContext, join_url, local_path, normalize_url
-from petavox.tasks.synapse_eval import score_synapses
-from petavox.tasks.synapse_jobs import read_chunk_tables
-from petavox.tasks.synthetic import SyntheticParams, SyntheticVolume, generate
+from petavox.tasks.align.align_jobs import TRANSFORMS
+from petavox.tasks.align.displacement import grid_points
+from petavox.tasks.align.render import SectionTransforms
+from petavox.tasks.core.layers import Layer, read_info
+from petavox.tasks.core.objects import get, get_arrays
+from petavox.tasks.core.storage import StorageContext, join_url, local_path, normalize_url
+from petavox.tasks.evaluate.synapse_scores import score_synapses
+from petavox.tasks.synapse.connectome_jobs import summarize
+from petavox.tasks.synapse.synapse_jobs import read_chunk_tables
+from petavox.tasks.synthetic.generator import SyntheticParams, SyntheticVolume, generate
+from petavox.tasks.synthetic.misalignment import Misalignment, apply, random_misalignment, residuals
 from petavox.workflows.config import RunConfig, dump_config
 from petavox.workflows.pipeline import plan_run, run
 from petavox.workflows.view import neuroglancer_link, open_view_layers, viewer_state

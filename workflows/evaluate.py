@@ -6,12 +6,12 @@ so memory holds one table of (segment, ground-truth object) pairs, never a volum
 
 from __future__ import annotations
 
-from petavox.tasks.errors import LayerMismatchError
-from petavox.tasks.evaluate import ContingencyJob
-from petavox.tasks.geometry import Chunk, ChunkGrid, Vec3
-from petavox.tasks.layers import Layer
-from petavox.tasks.metrics import Contingency, Scores, merge_all, scores
-from petavox.tasks.storage import StorageContext
+from petavox.tasks.core.errors import LayerMismatchError
+from petavox.tasks.core.geometry import Chunk, ChunkGrid, Vec3
+from petavox.tasks.core.layers import Layer
+from petavox.tasks.core.storage import StorageContext
+from petavox.tasks.evaluate.evaluate_jobs import ContingencyJob
+from petavox.tasks.evaluate.metrics import Contingency, Scores, merge_all, scores
 from petavox.workflows.runner import RaySession, StagePlan, execute
 
 DEFAULT_CHUNK = Vec3(256, 256, 64)

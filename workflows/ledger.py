@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from petavox.tasks import objects
-from petavox.tasks.storage import StorageContext
+from petavox.tasks.core import objects
+from petavox.tasks.core.storage import StorageContext
 
 PARAMS_FILE = "params.json"
 GLOBAL_STEP = "global"

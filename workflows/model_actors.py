@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from petavox.tasks.infer import InferJob
-from petavox.tasks.models import ModelRef, OnnxPredictor
+from petavox.tasks.infer.infer_jobs import InferJob
+from petavox.tasks.infer.onnx_model import ModelRef, OnnxPredictor
 
 
 class ModelActor:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from petavox.tasks.errors import InputError
-from petavox.tasks.layers import read_info, write_info
-from petavox.tasks.storage import join_url
+from petavox.tasks.core.errors import InputError
+from petavox.tasks.core.layers import read_info, write_info
+from petavox.tasks.core.storage import join_url
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import STAGE_MODELS, RunConfig, StageParams
 from petavox.workflows.ledger import Ledger

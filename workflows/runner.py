@@ -2,7 +2,7 @@
 
 Two kinds of failure are told apart. A worker that dies (OOM kill, preemption, a killed process)
 is Ray's business: the task is re-run elsewhere up to `task_retries` times. An exception inside a
-task is ours: transient storage errors (see `petavox.tasks.transient`) are retried inside the
+task is ours: transient storage errors (see `petavox.tasks.core.transient`) are retried inside the
 task with exponential backoff; anything else fails the stage at once, naming the chunk.
 """
 
@@ -21,9 +21,9 @@ from typing import Any, Protocol
 
 from tqdm import tqdm
 
-from petavox.tasks.errors import PetavoxError
-from petavox.tasks.geometry import Chunk, ChunkGrid
-from petavox.tasks.transient import is_transient
+from petavox.tasks.core.errors import PetavoxError
+from petavox.tasks.core.geometry import Chunk, ChunkGrid
+from petavox.tasks.core.transient import is_transient
 from petavox.workflows.config import RayConfig, Resources
 from petavox.workflows.ledger import GLOBAL_STEP, Ledger
 

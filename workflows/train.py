@@ -2,7 +2,7 @@
 
 Runs in this process (no Ray): the volumes are read whole, every input is checked before
 training starts, and the model is written as one self-contained .onnx file whose input is
-raw uint8 / 255 (see `petavox.tasks.training`). Needs the optional training dependencies.
+raw uint8 / 255 (see `petavox.tasks.ml.training`). Needs the optional training dependencies.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from petavox.tasks.errors import InputError
-from petavox.tasks.storage import StorageContext
+from petavox.tasks.core.errors import InputError
+from petavox.tasks.core.storage import StorageContext
 
 LAYER_SCHEMES = ("file://", "s3://", "gs://")
 INSTALL_HINT = "pip install 'petavox[train]' (or: pip install torch==2.13.0 onnx onnxruntime)"
@@ -48,7 +48,7 @@ def load_volume(source: str, context: StorageContext = StorageContext()) -> np.n
 
 def _load_layer(url: str, context: StorageContext) -> np.ndarray:
     """Mip 0 of a precomputed layer, transposed from x,y,z to z,y,x."""
-    from petavox.tasks.layers import Layer
+    from petavox.tasks.core.layers import Layer
 
     layer = Layer.open(url, context)
     data = layer.read(layer.bounds(0))
@@ -217,9 +217,9 @@ def fit_and_export(
     **training,
 ) -> int:
     """Train on checked (z,y,x) volumes, export to `path`, print path, sha256 and losses."""
-    from petavox.tasks.models import sha256
-    from petavox.tasks.training import export_onnx, train_model
-    from petavox.tasks.unet import count_parameters, divisor
+    from petavox.tasks.infer.onnx_model import sha256
+    from petavox.tasks.ml.training import export_onnx, train_model
+    from petavox.tasks.ml.unet import count_parameters, divisor
 
     model = train_model(raws, gts, target=target, patch=patch, depth=depth, pool=pool, **training)
     export_onnx(model, path, target=target, patch=patch, divisor=divisor(pool, depth))
@@ -242,7 +242,7 @@ BUILTIN_SHAPE = (128, 128, 64)  # x, y, z
 
 def train_builtin(out: str, minutes: float = 10.0) -> int:
     """Recreate the model shipped as `petavox:boundary-synthetic.onnx` (how it was made)."""
-    from petavox.tasks.synthetic import SyntheticParams, generate
+    from petavox.tasks.synthetic.generator import SyntheticParams, generate
 
     volumes = [generate(SyntheticParams(shape=BUILTIN_SHAPE, seed=s)) for s in BUILTIN_SEEDS]
     raws = [np.ascontiguousarray(v.raw.transpose(2, 1, 0)) for v in volumes]

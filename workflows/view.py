@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from petavox.tasks.errors import InputError, LayerMismatchError
-from petavox.tasks.layers import Layer, read_info
-from petavox.tasks.storage import StorageContext, local_path, normalize_url, scheme_of
+from petavox.tasks.core.errors import InputError, LayerMismatchError
+from petavox.tasks.core.layers import Layer, read_info
+from petavox.tasks.core.storage import StorageContext, local_path, normalize_url, scheme_of
 from petavox.workflows.file_server import HOST, FileServer
 
 NEUROGLANCER = "https://neuroglancer-demo.appspot.com/#!"

@@ -28,9 +28,9 @@ import pytest
 from deploy_files import compose, documented_command, interpolate
 from storage_servers import client_env, free_ports, seaweedfs_server
 
-from petavox.tasks.misalignment import apply, random_misalignment
-from petavox.tasks.storage import StorageContext
-from petavox.tasks.tensorstore_io import open_scale
+from petavox.tasks.core.storage import StorageContext
+from petavox.tasks.core.tensorstore_io import open_scale
+from petavox.tasks.synthetic.misalignment import apply, random_misalignment
 from petavox.workflows.demo import MAX_SHIFT, WARP, demo_volume
 
 pytestmark = pytest.mark.integration

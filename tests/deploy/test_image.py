@@ -160,7 +160,7 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_no_secrets():
     for source in sources:
         assert (REPO / source).exists(), f"COPY {source}: no such file"
         assert not dockerignore_excludes(source, patterns), f"COPY {source} is ignored"
-    assert not dockerignore_excludes("tasks/models/boundary-synthetic.onnx", patterns)
+    assert not dockerignore_excludes("tasks/infer/models/boundary-synthetic.onnx", patterns)
     for path in (
         ".git/config",
         ".venv/bin/python",

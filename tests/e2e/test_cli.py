@@ -11,10 +11,10 @@ import cc3d
 import numpy as np
 import pytest
 
-from petavox.tasks.layers import Layer
-from petavox.tasks.metrics import evaluate
-from petavox.tasks.misalignment import apply, random_misalignment
-from petavox.tasks.synthetic import SyntheticParams, boundary_from_labels, generate
+from petavox.tasks.core.layers import Layer
+from petavox.tasks.evaluate.metrics import evaluate
+from petavox.tasks.synthetic.generator import SyntheticParams, boundary_from_labels, generate
+from petavox.tasks.synthetic.misalignment import apply, random_misalignment
 from petavox.workflows.demo import MAX_SHIFT, WARP, demo_volume
 
 pytestmark = pytest.mark.e2e

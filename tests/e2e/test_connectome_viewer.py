@@ -12,8 +12,8 @@ from PIL import Image
 from synapse_data import random_synapses
 from viewer import neuroglancer_browser, plain_xy_view
 
-from petavox.tasks import synapse_table
-from petavox.tasks.storage import StorageContext
+from petavox.tasks.core.storage import StorageContext
+from petavox.tasks.synapse import table as synapse_table
 from petavox.workflows.config import parse_config
 from petavox.workflows.file_server import FileServer
 from petavox.workflows.pipeline import run

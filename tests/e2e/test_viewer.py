@@ -23,10 +23,10 @@ import pytest
 from PIL import Image
 from viewer import neuroglancer_browser, plain_xy_view
 
-from petavox.tasks.geometry import Box, Vec3
-from petavox.tasks.layers import Layer, LayerSpec
-from petavox.tasks.storage import StorageContext
-from petavox.tasks.synapse_jobs import read_chunk_tables
+from petavox.tasks.core.geometry import Box, Vec3
+from petavox.tasks.core.layers import Layer, LayerSpec
+from petavox.tasks.core.storage import StorageContext
+from petavox.tasks.synapse.synapse_jobs import read_chunk_tables
 from petavox.workflows.file_server import FileServer
 from petavox.workflows.view import NEUROGLANCER, open_view_layers, viewer_state
 

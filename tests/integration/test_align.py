@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from petavox.tasks.errors import InputError
-from petavox.tasks.layers import Layer
-from petavox.tasks.meshes import grid_points
-from petavox.tasks.misalignment import apply, random_misalignment, residuals
-from petavox.tasks.objects import get_arrays
-from petavox.tasks.render import SectionTransforms
-from petavox.tasks.synthetic import SyntheticParams, generate
+from petavox.tasks.align.displacement import grid_points
+from petavox.tasks.align.render import SectionTransforms
+from petavox.tasks.core.errors import InputError
+from petavox.tasks.core.layers import Layer
+from petavox.tasks.core.objects import get_arrays
+from petavox.tasks.synthetic.generator import SyntheticParams, generate
+from petavox.tasks.synthetic.misalignment import apply, random_misalignment, residuals
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import plan_run, run
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-from petavox.tasks.layers import Layer
+from petavox.tasks.core.layers import Layer
 
 pytestmark = pytest.mark.integration
 

@@ -18,10 +18,10 @@ from synapse_data import (
     reference_stats,
 )
 
-from petavox.tasks import synapse_table
-from petavox.tasks.connectome_jobs import summarize
-from petavox.tasks.errors import InputError
-from petavox.tasks.synapse_table import columns_from_parquet
+from petavox.tasks.core.errors import InputError
+from petavox.tasks.synapse import table as synapse_table
+from petavox.tasks.synapse.connectome_jobs import summarize
+from petavox.tasks.synapse.table import columns_from_parquet
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import run
 

@@ -6,9 +6,9 @@ import cc3d
 import numpy as np
 import pytest
 
-from petavox.tasks.geometry import Vec3
-from petavox.tasks.layers import Layer, LayerSpec
-from petavox.tasks.metrics import evaluate
+from petavox.tasks.core.geometry import Vec3
+from petavox.tasks.core.layers import Layer, LayerSpec
+from petavox.tasks.evaluate.metrics import evaluate
 from petavox.workflows.evaluate import evaluate_layers, plan_evaluate
 
 pytestmark = pytest.mark.integration

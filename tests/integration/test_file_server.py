@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from cloudvolume import CloudVolume
 
-from petavox.tasks.geometry import Vec3
-from petavox.tasks.layers import Layer, LayerSpec
+from petavox.tasks.core.geometry import Vec3
+from petavox.tasks.core.layers import Layer, LayerSpec
 from petavox.workflows.file_server import FileServer
 
 pytestmark = pytest.mark.integration

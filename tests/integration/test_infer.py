@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from onnx_models import conv_model
 
-from petavox.tasks.errors import InputError
-from petavox.tasks.layers import Layer, read_info
-from petavox.tasks.synthetic import SyntheticParams, generate
+from petavox.tasks.core.errors import InputError
+from petavox.tasks.core.layers import Layer, read_info
+from petavox.tasks.synthetic.generator import SyntheticParams, generate
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import plan_run, run
 

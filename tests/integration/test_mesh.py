@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import zmesh
 
-from petavox.tasks.errors import InputError, LayerMismatchError
-from petavox.tasks.meshing import open_edges
-from petavox.tasks.synthetic import SyntheticParams, generate
+from petavox.tasks.core.errors import InputError, LayerMismatchError
+from petavox.tasks.mesh.surfaces import open_edges
+from petavox.tasks.synthetic.generator import SyntheticParams, generate
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import plan_run, run
 

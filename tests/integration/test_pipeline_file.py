@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from tree_compare import layer_files
 
-from petavox.tasks.errors import InputError, LayerMismatchError, LayerNotFoundError
-from petavox.tasks.layers import Layer
-from petavox.tasks.storage import local_path
+from petavox.tasks.core.errors import InputError, LayerMismatchError, LayerNotFoundError
+from petavox.tasks.core.layers import Layer
+from petavox.tasks.core.storage import local_path
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import ledger_for, plan_run, run, status
 from petavox.workflows.runner import ChunkFailedError

@@ -10,7 +10,7 @@ import ray.cloudpickle
 import runner_jobs
 from runner_jobs import BrokenJob, DyingJob, FlakyJob, RecordingJob
 
-from petavox.tasks.geometry import Box, ChunkGrid
+from petavox.tasks.core.geometry import Box, ChunkGrid
 from petavox.workflows.config import RayConfig
 from petavox.workflows.ledger import GLOBAL_STEP, Ledger
 from petavox.workflows.runner import ChunkFailedError, RaySession, StagePlan, execute

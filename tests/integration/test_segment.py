@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from petavox.tasks.errors import InputError, LayerMismatchError
-from petavox.tasks.geometry import Vec3
-from petavox.tasks.layers import Layer, LayerSpec
-from petavox.tasks.metrics import evaluate
-from petavox.tasks.segmentation import affinities_from_boundary
-from petavox.tasks.synthetic import SyntheticParams, boundary_from_labels, generate
-from petavox.tasks.tensorstore_io import read as ts_read
+from petavox.tasks.core.errors import InputError, LayerMismatchError
+from petavox.tasks.core.geometry import Vec3
+from petavox.tasks.core.layers import Layer, LayerSpec
+from petavox.tasks.core.tensorstore_io import read as ts_read
+from petavox.tasks.evaluate.metrics import evaluate
+from petavox.tasks.segment.watershed import affinities_from_boundary
+from petavox.tasks.synthetic.generator import SyntheticParams, boundary_from_labels, generate
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import plan_run, run, status
 

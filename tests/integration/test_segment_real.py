@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from petavox.tasks.layers import Layer
-from petavox.tasks.metrics import evaluate
+from petavox.tasks.core.layers import Layer
+from petavox.tasks.evaluate.metrics import evaluate
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import run
 

@@ -12,10 +12,10 @@ import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from petavox.tasks.errors import InputError, LayerMismatchError
-from petavox.tasks.geometry import Box, ChunkGrid
-from petavox.tasks.skeletons import Teasar, chunk_skeletons
-from petavox.tasks.synthetic import SyntheticParams, generate
+from petavox.tasks.core.errors import InputError, LayerMismatchError
+from petavox.tasks.core.geometry import Box, ChunkGrid
+from petavox.tasks.skeleton.skeletons import Teasar, chunk_skeletons
+from petavox.tasks.synthetic.generator import SyntheticParams, generate
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import plan_run, run
 

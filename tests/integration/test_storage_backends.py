@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 from storage_servers import client_env
 
-from petavox.tasks import tensorstore_io
-from petavox.tasks.errors import ChunkDataError
-from petavox.tasks.geometry import Box, Vec3
-from petavox.tasks.layers import Layer, LayerSpec
-from petavox.tasks.metrics import evaluate
-from petavox.tasks.misalignment import apply, random_misalignment
-from petavox.tasks.objects import get_array, get_arrays, put_array, put_arrays
-from petavox.tasks.storage import StorageContext
-from petavox.tasks.synthetic import SyntheticParams, boundary_from_labels, generate
+from petavox.tasks.core import tensorstore_io
+from petavox.tasks.core.errors import ChunkDataError
+from petavox.tasks.core.geometry import Box, Vec3
+from petavox.tasks.core.layers import Layer, LayerSpec
+from petavox.tasks.core.objects import get_array, get_arrays, put_array, put_arrays
+from petavox.tasks.core.storage import StorageContext
+from petavox.tasks.evaluate.metrics import evaluate
+from petavox.tasks.synthetic.generator import SyntheticParams, boundary_from_labels, generate
+from petavox.tasks.synthetic.misalignment import apply, random_misalignment
 from petavox.workflows.demo import MAX_SHIFT, WARP, demo_volume
 from petavox.workflows.ledger import Ledger
 
@@ -285,8 +285,8 @@ def test_segment_command_on_seaweedfs(seaweedfs, tmp_path, restore_environ):
 
 
 def test_models_load_from_object_storage_with_their_checksum(store):
-    from petavox.tasks.models import ModelError, ModelRef, builtin_path, sha256
-    from petavox.tasks.objects import put
+    from petavox.tasks.core.objects import put
+    from petavox.tasks.infer.onnx_model import ModelError, ModelRef, builtin_path, sha256
 
     data = builtin_path("boundary-synthetic.onnx").read_bytes()
     put(f"{store.base}/models", "unet.onnx", data, store.context)
@@ -300,8 +300,8 @@ def test_models_load_from_object_storage_with_their_checksum(store):
 
 def test_infer_command_with_a_model_in_s3(seaweedfs, tmp_path, restore_environ):
     """Raw, model and boundary map all in S3; workers fetch the model and check its checksum."""
-    from petavox.tasks.models import builtin_path, sha256
-    from petavox.tasks.objects import put
+    from petavox.tasks.core.objects import put
+    from petavox.tasks.infer.onnx_model import builtin_path, sha256
 
     volume = generate(SyntheticParams(shape=(64, 48, 24), seed=9))
     np.save(tmp_path / "raw.npy", volume.raw.transpose(2, 1, 0))

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 from synapse_data import reference_edges
 
-from petavox.tasks import synapse_table
-from petavox.tasks.errors import InputError, LayerMismatchError
-from petavox.tasks.geometry import Box
-from petavox.tasks.storage import StorageContext
-from petavox.tasks.synapse_eval import match_centres
-from petavox.tasks.synapse_jobs import read_chunk_tables
-from petavox.tasks.synapse_table import columns_from_parquet
-from petavox.tasks.synapses import DetectorParams, detect
-from petavox.tasks.synthetic import SyntheticParams, generate
+from petavox.tasks.core.errors import InputError, LayerMismatchError
+from petavox.tasks.core.geometry import Box
+from petavox.tasks.core.storage import StorageContext
+from petavox.tasks.evaluate.synapse_scores import match_centres
+from petavox.tasks.synapse import table as synapse_table
+from petavox.tasks.synapse.detection import DetectorParams, detect
+from petavox.tasks.synapse.synapse_jobs import read_chunk_tables
+from petavox.tasks.synapse.table import columns_from_parquet
+from petavox.tasks.synthetic.generator import SyntheticParams, generate
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import plan_run, run
 

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from petavox.tasks.agglomeration import RegionGraph, agglomerate_node, contact_graph
-from petavox.tasks.equivalence import apply_maps
-from petavox.tasks.segmentation import (
+from petavox.tasks.segment.agglomeration import RegionGraph, agglomerate_node, contact_graph
+from petavox.tasks.segment.equivalence import apply_maps
+from petavox.tasks.segment.watershed import (
     WatershedParams,
     affinities_from_boundary,
     watershed_fragments,

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from petavox.tasks.align_solve import Pair, SolveParams, solve_sections
-from petavox.tasks.flow import FlowParams, PairFlow, estimate_pair
-from petavox.tasks.geometry import Box
-from petavox.tasks.meshes import MeshGrid, SectionAffines, grid_points
-from petavox.tasks.misalignment import random_misalignment
-from petavox.tasks.render import SectionTransforms, box_fields, source_box, warp_box
-from petavox.tasks.synthetic import SyntheticParams, generate
+from petavox.tasks.align.displacement import MeshGrid, SectionAffines, grid_points
+from petavox.tasks.align.flow import FlowParams, PairFlow, estimate_pair
+from petavox.tasks.align.render import SectionTransforms, box_fields, source_box, warp_box
+from petavox.tasks.align.solve import Pair, SolveParams, solve_sections
+from petavox.tasks.core.geometry import Box
+from petavox.tasks.synthetic.generator import SyntheticParams, generate
+from petavox.tasks.synthetic.misalignment import random_misalignment
 
 
 @pytest.fixture(scope="module")

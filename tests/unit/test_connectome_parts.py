@@ -14,8 +14,11 @@ from synapse_data import (
     reference_stats,
 )
 
-from petavox.tasks import synapse_table
-from petavox.tasks.connectome import (
+from petavox.tasks.core.geometry import index_grid
+from petavox.tasks.core.shards import shard_of, sharding_spec, shards_of
+from petavox.tasks.core.storage import StorageContext
+from petavox.tasks.synapse import table as synapse_table
+from petavox.tasks.synapse.connectome import (
     SpatialGrid,
     cell_owner,
     edge_list,
@@ -26,10 +29,7 @@ from petavox.tasks.connectome import (
     segment_stats,
     take,
 )
-from petavox.tasks.connectome_jobs import ShuffleJob
-from petavox.tasks.geometry import index_grid
-from petavox.tasks.shards import shard_of, sharding_spec, shards_of
-from petavox.tasks.storage import StorageContext
+from petavox.tasks.synapse.connectome_jobs import ShuffleJob
 
 
 def test_single_and_multiple_encodings_decode_to_the_table():

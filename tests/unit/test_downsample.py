@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from petavox.tasks.downsample import DownsampleJob, pyramid
-from petavox.tasks.geometry import Box, ChunkGrid, Vec3
-from petavox.tasks.layers import Layer, LayerSpec
+from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
+from petavox.tasks.core.layers import Layer, LayerSpec
+from petavox.tasks.image.downsample_jobs import DownsampleJob, pyramid
 
 
 def block_mean(a, f):

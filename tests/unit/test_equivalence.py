@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from petavox.tasks.equivalence import IdSpace, apply_maps, components, resolve_node, sorted_map
+from petavox.tasks.segment.equivalence import (
+    IdSpace,
+    apply_maps,
+    components,
+    resolve_node,
+    sorted_map,
+)
 
 
 def hierarchical(edges: np.ndarray, ids: IdSpace) -> dict[int, np.ndarray]:

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from petavox.tasks.geometry import Box, ChunkGrid, Vec3
+from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
 
 small = st.integers(min_value=1, max_value=40)
 offsets = st.integers(min_value=-30, max_value=30)

@@ -3,14 +3,14 @@ import os
 import numpy as np
 import pytest
 
-from petavox.tasks.errors import (
+from petavox.tasks.core.errors import (
     ChunkDataError,
     LayerMismatchError,
     LayerNotFoundError,
     MisalignedWriteError,
 )
-from petavox.tasks.geometry import Box, Vec3
-from petavox.tasks.layers import Layer, LayerSpec, pyramid_info
+from petavox.tasks.core.geometry import Box, Vec3
+from petavox.tasks.core.layers import Layer, LayerSpec, pyramid_info
 
 
 def image_spec(**kw):

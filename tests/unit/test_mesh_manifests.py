@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from petavox.tasks.mesh_jobs import id_prefixes
+from petavox.tasks.mesh.mesh_jobs import id_prefixes
 from petavox.workflows.stages.mesh import manifest_digits
 
 

@@ -1,4 +1,5 @@
-"""Tests for petavox.tasks.metrics: brute-force references, streaming, invariances, real data."""
+"""Tests of petavox.tasks.evaluate.metrics: brute-force references, streaming, invariances,
+real data."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from petavox.tasks import metrics
-from petavox.tasks.metrics import (
+from petavox.tasks.evaluate import metrics
+from petavox.tasks.evaluate.metrics import (
     Contingency,
     Scores,
     contingency,

@@ -13,16 +13,12 @@ import zmesh
 from cloudvolume.datasource.precomputed.mesh.multilod import MultiLevelPrecomputedMeshManifest
 from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
 
-from petavox.tasks.geometry import Box, index_grid
-from petavox.tasks.mesh_jobs import ShardMergeJob, pack
-from petavox.tasks.meshing import (
-    Simplification,
-    close_at_volume_faces,
-    open_edges,
-    voxel_meshes,
-    without_twins,
-)
-from petavox.tasks.multires import (
+from petavox.tasks.core.geometry import Box, index_grid
+from petavox.tasks.core.objects import put_arrays
+from petavox.tasks.core.shards import shard_of, sharding_spec
+from petavox.tasks.core.storage import StorageContext
+from petavox.tasks.mesh.mesh_jobs import ShardMergeJob, pack
+from petavox.tasks.mesh.multires import (
     Octree,
     levels_of_detail,
     multires_mesh,
@@ -30,9 +26,13 @@ from petavox.tasks.multires import (
     weld,
     zorder,
 )
-from petavox.tasks.objects import put_arrays
-from petavox.tasks.shards import shard_of, sharding_spec
-from petavox.tasks.storage import StorageContext
+from petavox.tasks.mesh.surfaces import (
+    Simplification,
+    close_at_volume_faces,
+    open_edges,
+    voxel_meshes,
+    without_twins,
+)
 
 BITS = 16
 

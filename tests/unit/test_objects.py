@@ -2,7 +2,7 @@ import json
 
 from cloudfiles import CloudFiles
 
-from petavox.tasks import objects
+from petavox.tasks.core import objects
 
 
 def test_local_objects_roundtrip_and_listing(tmp_path):

@@ -8,8 +8,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from petavox.tasks.geometry import Box, Vec3
-from petavox.tasks.patches import PatchGrid, axis_starts, fit_patch, predict_blended, taper
+from petavox.tasks.core.geometry import Box, Vec3
+from petavox.tasks.infer.patches import PatchGrid, axis_starts, fit_patch, predict_blended, taper
 
 
 @given(st.integers(0, 50), st.integers(1, 300), st.integers(2, 64), st.data())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from petavox.tasks.metrics import evaluate
-from petavox.tasks.segmentation import WatershedParams, watershed_fragments
+from petavox.tasks.evaluate.metrics import evaluate
+from petavox.tasks.segment.watershed import WatershedParams, watershed_fragments
 
 
 def two_cells_with_a_gap(gap: int = 2) -> tuple[np.ndarray, np.ndarray]:

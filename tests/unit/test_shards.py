@@ -14,7 +14,7 @@ from cloudvolume.datasource.precomputed.sharding import (
     synthesize_shard_files,
 )
 
-from petavox.tasks.shards import gather, shard_files, shard_of, shards_of
+from petavox.tasks.core.shards import gather, shard_files, shard_of, shards_of
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 import pytest
 
-from petavox.tasks.errors import InputError
-from petavox.tasks.geometry import Vec3
+from petavox.tasks.core.errors import InputError
+from petavox.tasks.core.geometry import Vec3
 from petavox.workflows.stages.sizing import TARGET_VOXELS, auto_task_shape, check_multiple
 
 

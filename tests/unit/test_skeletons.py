@@ -11,9 +11,9 @@ from cloudvolume.datasource.precomputed.sharding import (
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from petavox.tasks.objects import get_arrays, put_arrays
-from petavox.tasks.shards import shard_of, sharding_spec
-from petavox.tasks.skeletons import (
+from petavox.tasks.core.objects import get_arrays, put_arrays
+from petavox.tasks.core.shards import shard_of, sharding_spec
+from petavox.tasks.skeleton.skeletons import (
     RADIUS,
     Cleanup,
     Teasar,

@@ -1,4 +1,5 @@
-"""Tests of `petavox.tasks.sources`: every format read lazily as x,y,z boxes, and the errors."""
+"""Tests of `petavox.tasks.core.sources`: every format read lazily as x,y,z boxes, and the
+errors."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from petavox.tasks.errors import InputError
-from petavox.tasks.geometry import Box
-from petavox.tasks.sources import SourceError, VolumeSource, open_source
+from petavox.tasks.core.errors import InputError
+from petavox.tasks.core.geometry import Box
+from petavox.tasks.core.sources import SourceError, VolumeSource, open_source
 
 NX, NY, NZ = 13, 7, 5
 
@@ -112,7 +113,7 @@ def test_open_handles_stay_out_of_pickles_and_reopen_after_a_fork(
     assert vars(pickle.loads(pickle.dumps(src))).get("_handle") is None
     src.read(Box((0, 0, 0), (1, 1, 1)))
     assert src._handle is handle  # reused within one process
-    monkeypatch.setattr("petavox.tasks.sources.os.getpid", lambda: -1)  # as in a forked child
+    monkeypatch.setattr("petavox.tasks.core.sources.os.getpid", lambda: -1)  # as in a forked child
     src.read(Box((0, 0, 0), (1, 1, 1)))
     assert src._handle is not handle
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from petavox.tasks.equivalence import unique_pairs
-from petavox.tasks.stitch import adjacent_pairs, half_offsets, overlap_matches
+from petavox.tasks.segment.equivalence import unique_pairs
+from petavox.tasks.segment.stitch_jobs import adjacent_pairs, half_offsets, overlap_matches
 
 
 @pytest.mark.parametrize(("connectivity", "count"), [(6, 3), (18, 9), (26, 13)])

@@ -2,13 +2,13 @@
 
 import numpy as np
 
-from petavox.tasks import synapse_table
-from petavox.tasks.synapse_eval import (
+from petavox.tasks.evaluate.synapse_scores import (
     cleft_centres,
     majority_objects,
     match_centres,
     score_synapses,
 )
+from petavox.tasks.synapse import table as synapse_table
 
 RES = (4.0, 4.0, 40.0)
 

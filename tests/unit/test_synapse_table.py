@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from petavox.tasks.synapse_table import COLUMNS, checked, concat, empty, from_parquet, to_parquet
+from petavox.tasks.synapse.table import COLUMNS, checked, concat, empty, from_parquet, to_parquet
 
 
 def table(n: int, seed: int) -> dict[str, np.ndarray]:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from petavox.tasks import synapse_table
-from petavox.tasks.geometry import Box, ChunkGrid
-from petavox.tasks.synapses import DetectorParams, detect, linear_index, required_halo
-from petavox.tasks.synthetic import SyntheticParams, generate
+from petavox.tasks.core.geometry import Box, ChunkGrid
+from petavox.tasks.synapse import table as synapse_table
+from petavox.tasks.synapse.detection import DetectorParams, detect, linear_index, required_halo
+from petavox.tasks.synthetic.generator import SyntheticParams, generate
 
 SHAPE = (96, 96, 48)
 ISO = (1.0, 1.0, 1.0)

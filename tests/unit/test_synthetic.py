@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from petavox.tasks.errors import InputError
-from petavox.tasks.synthetic import SyntheticParams, SyntheticVolume, generate
+from petavox.tasks.core.errors import InputError
+from petavox.tasks.synthetic.generator import SyntheticParams, SyntheticVolume, generate
 
 SMALL = SyntheticParams(shape=(48, 40, 12), neurite_spacing=8.0, max_shift=2, seed=3)
 MEDIUM = SyntheticParams(shape=(128, 128, 32), seed=5)

@@ -9,13 +9,11 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from petavox.tasks import training  # noqa: E402  (after the skips)
-from petavox.tasks.errors import InputError  # noqa: E402
-from petavox.tasks.geometry import Vec3  # noqa: E402
-from petavox.tasks.layers import Layer, LayerSpec  # noqa: E402
-from petavox.tasks.segmentation import affinities_from_boundary  # noqa: E402
-from petavox.tasks.synthetic import SyntheticParams, generate  # noqa: E402
-from petavox.tasks.training import (  # noqa: E402
+from petavox.tasks.core.errors import InputError  # noqa: E402
+from petavox.tasks.core.geometry import Vec3  # noqa: E402
+from petavox.tasks.core.layers import Layer, LayerSpec  # noqa: E402
+from petavox.tasks.ml import training  # noqa: E402  (after the skips)
+from petavox.tasks.ml.training import (  # noqa: E402
     affinity_target,
     balanced_bce,
     boundary_target,
@@ -23,7 +21,9 @@ from petavox.tasks.training import (  # noqa: E402
     random_example,
     train_model,
 )
-from petavox.tasks.unet import UNet3d, divisor  # noqa: E402
+from petavox.tasks.ml.unet import UNet3d, divisor  # noqa: E402
+from petavox.tasks.segment.watershed import affinities_from_boundary  # noqa: E402
+from petavox.tasks.synthetic.generator import SyntheticParams, generate  # noqa: E402
 from petavox.workflows.train import as_raw_uint8, load_volume, run_train  # noqa: E402
 
 TINY_PATCH = (8, 16, 16)

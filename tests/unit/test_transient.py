@@ -1,7 +1,7 @@
 import pytest
 
-from petavox.tasks.errors import ChunkDataError, InputError
-from petavox.tasks.transient import is_transient
+from petavox.tasks.core.errors import ChunkDataError, InputError
+from petavox.tasks.core.transient import is_transient
 from petavox.workflows.runner import call_with_retries
 
 

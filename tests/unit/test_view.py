@@ -5,10 +5,10 @@ import urllib.parse
 
 import pytest
 
-from petavox.tasks.errors import InputError, LayerMismatchError, LayerNotFoundError
-from petavox.tasks.geometry import Vec3
-from petavox.tasks.layers import LayerSpec, write_info
-from petavox.tasks.storage import StorageContext
+from petavox.tasks.core.errors import InputError, LayerMismatchError, LayerNotFoundError
+from petavox.tasks.core.geometry import Vec3
+from petavox.tasks.core.layers import LayerSpec, write_info
+from petavox.tasks.core.storage import StorageContext
 from petavox.workflows.file_server import byte_range
 from petavox.workflows.view import (
     NEUROGLANCER,

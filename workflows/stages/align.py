@@ -6,13 +6,13 @@ the solve and render identities derive from the estimate identity.
 
 from __future__ import annotations
 
-from petavox.tasks.align_jobs import EstimateJob, RenderJob, SolveJob, section_grid
-from petavox.tasks.align_solve import SolveParams
-from petavox.tasks.errors import InputError, LayerMismatchError
-from petavox.tasks.flow import FlowParams
-from petavox.tasks.geometry import Box, ChunkGrid, Vec3
-from petavox.tasks.layers import Layer, LayerSpec
-from petavox.tasks.storage import join_url
+from petavox.tasks.align.align_jobs import EstimateJob, RenderJob, SolveJob, section_grid
+from petavox.tasks.align.flow import FlowParams
+from petavox.tasks.align.solve import SolveParams
+from petavox.tasks.core.errors import InputError, LayerMismatchError
+from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
+from petavox.tasks.core.layers import Layer, LayerSpec
+from petavox.tasks.core.storage import join_url
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import AlignParams, DownsampleParams
 from petavox.workflows.ledger import identity

@@ -3,7 +3,10 @@ shard's outputs, write the annotation layer's spatial index (its info last)."""
 
 from __future__ import annotations
 
-from petavox.tasks.connectome_jobs import (
+from petavox.tasks.core.geometry import index_grid
+from petavox.tasks.core.shards import sharding_spec
+from petavox.tasks.core.storage import join_url
+from petavox.tasks.synapse.connectome_jobs import (
     ShardJob,
     ShuffleJob,
     SpatialJob,
@@ -12,9 +15,6 @@ from petavox.tasks.connectome_jobs import (
     load_grid,
     write_annotation_info,
 )
-from petavox.tasks.geometry import index_grid
-from petavox.tasks.shards import sharding_spec
-from petavox.tasks.storage import join_url
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import ConnectomeParams
 from petavox.workflows.ledger import identity

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from petavox.tasks.downsample import DownsampleJob
-from petavox.tasks.errors import InputError
-from petavox.tasks.geometry import Box, ChunkGrid, Vec3
-from petavox.tasks.layers import Layer, LayerSpec, planned_info, pyramid_info
+from petavox.tasks.core.errors import InputError
+from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
+from petavox.tasks.core.layers import Layer, LayerSpec, planned_info, pyramid_info
+from petavox.tasks.image.downsample_jobs import DownsampleJob
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import DownsampleParams
 from petavox.workflows.ledger import identity

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from petavox.tasks.metrics import Contingency, scores
-from petavox.tasks.objects import put_json
-from petavox.tasks.storage import join_url
+from petavox.tasks.core.objects import put_json
+from petavox.tasks.core.storage import join_url
+from petavox.tasks.evaluate.metrics import Contingency, scores
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import EvaluateParams
 from petavox.workflows.evaluate import TableSum, plan_evaluate

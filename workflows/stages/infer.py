@@ -5,11 +5,12 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from petavox.tasks.errors import LayerMismatchError
-from petavox.tasks.geometry import ChunkGrid, Vec3
-from petavox.tasks.infer import InferJob
-from petavox.tasks.layers import Layer, LayerSpec
-from petavox.tasks.models import (
+from petavox.tasks.core.errors import LayerMismatchError
+from petavox.tasks.core.geometry import ChunkGrid, Vec3
+from petavox.tasks.core.layers import Layer, LayerSpec
+from petavox.tasks.core.storage import normalize_url
+from petavox.tasks.infer.infer_jobs import InferJob
+from petavox.tasks.infer.onnx_model import (
     BUILTIN,
     ClassicalPredictor,
     ModelError,
@@ -22,8 +23,7 @@ from petavox.tasks.models import (
     open_session,
     sha256,
 )
-from petavox.tasks.patches import PatchGrid, PredictFn, fit_patch
-from petavox.tasks.storage import normalize_url
+from petavox.tasks.infer.patches import PatchGrid, PredictFn, fit_patch
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import InferParams
 from petavox.workflows.ledger import identity

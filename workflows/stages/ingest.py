@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from petavox.tasks.geometry import Box, ChunkGrid, Vec3
-from petavox.tasks.ingest import IngestJob
-from petavox.tasks.layers import LayerSpec
-from petavox.tasks.sources import open_source
+from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
+from petavox.tasks.core.layers import LayerSpec
+from petavox.tasks.core.sources import open_source
+from petavox.tasks.image.ingest_jobs import IngestJob
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import IngestParams
 from petavox.workflows.ledger import identity

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 
-from petavox.tasks.errors import InputError, LayerMismatchError
-from petavox.tasks.layers import Layer
-from petavox.tasks.storage import join_url
+from petavox.tasks.core.errors import InputError, LayerMismatchError
+from petavox.tasks.core.layers import Layer
+from petavox.tasks.core.storage import join_url
 from petavox.workflows.catalog import Catalog
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 
-from petavox.tasks.errors import InputError
-from petavox.tasks.geometry import ChunkGrid, index_grid
-from petavox.tasks.layers import Layer
-from petavox.tasks.mesh_jobs import (
+from petavox.tasks.core.errors import InputError
+from petavox.tasks.core.geometry import ChunkGrid, index_grid
+from petavox.tasks.core.layers import Layer
+from petavox.tasks.core.shards import sharding_spec
+from petavox.tasks.core.storage import join_url
+from petavox.tasks.mesh.mesh_jobs import (
     LEGACY_INFO,
     ManifestJob,
     MeshForgeJob,
@@ -16,10 +18,8 @@ from petavox.tasks.mesh_jobs import (
     ShardMergeJob,
     id_prefixes,
 )
-from petavox.tasks.meshing import Simplification
-from petavox.tasks.multires import Octree, mesh_info
-from petavox.tasks.shards import sharding_spec
-from petavox.tasks.storage import join_url
+from petavox.tasks.mesh.multires import Octree, mesh_info
+from petavox.tasks.mesh.surfaces import Simplification
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import MeshParams
 from petavox.workflows.ledger import identity

@@ -16,17 +16,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from petavox.tasks.agglomerate_jobs import MAPS as AGGLO_MAPS
-from petavox.tasks.agglomerate_jobs import ContactJob, MergeJob
-from petavox.tasks.equivalence import IdSpace
-from petavox.tasks.errors import InputError, LayerMismatchError
-from petavox.tasks.geometry import ChunkGrid, Vec3
-from petavox.tasks.layers import Layer, LayerSpec
-from petavox.tasks.segment import SegmentJob
-from petavox.tasks.segmentation import WatershedParams
-from petavox.tasks.stitch import MAPS as STITCH_MAPS
-from petavox.tasks.stitch import MatchJob, RelabelJob, ResolveJob
-from petavox.tasks.storage import join_url
+from petavox.tasks.core.errors import InputError, LayerMismatchError
+from petavox.tasks.core.geometry import ChunkGrid, Vec3
+from petavox.tasks.core.layers import Layer, LayerSpec
+from petavox.tasks.core.storage import join_url
+from petavox.tasks.segment.agglomerate_jobs import MAPS as AGGLO_MAPS
+from petavox.tasks.segment.agglomerate_jobs import ContactJob, MergeJob
+from petavox.tasks.segment.equivalence import IdSpace
+from petavox.tasks.segment.segment_jobs import SegmentJob
+from petavox.tasks.segment.stitch_jobs import MAPS as STITCH_MAPS
+from petavox.tasks.segment.stitch_jobs import MatchJob, RelabelJob, ResolveJob
+from petavox.tasks.segment.watershed import WatershedParams
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import SegmentParams
 from petavox.workflows.ledger import identity

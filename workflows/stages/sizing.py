@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from petavox.tasks.errors import InputError
-from petavox.tasks.geometry import ChunkGrid, Vec3
-from petavox.tasks.layers import Layer
+from petavox.tasks.core.errors import InputError
+from petavox.tasks.core.geometry import ChunkGrid, Vec3
+from petavox.tasks.core.layers import Layer
 
 TARGET_VOXELS = 2**26  # ~64 M voxels: about a second of work per task at ~100 MVx/s
 TARGET_BYTES = 2**28  # 256 MiB of input per task

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 
-from petavox.tasks.errors import InputError
-from petavox.tasks.geometry import index_grid
-from petavox.tasks.layers import Layer
-from petavox.tasks.shards import sharding_spec
-from petavox.tasks.skeleton_jobs import SkeletonizeChunkJob, SkeletonMergeJob
-from petavox.tasks.skeletons import Cleanup, Teasar, skeleton_info
-from petavox.tasks.storage import join_url
+from petavox.tasks.core.errors import InputError
+from petavox.tasks.core.geometry import index_grid
+from petavox.tasks.core.layers import Layer
+from petavox.tasks.core.shards import sharding_spec
+from petavox.tasks.core.storage import join_url
+from petavox.tasks.skeleton.skeleton_jobs import SkeletonizeChunkJob, SkeletonMergeJob
+from petavox.tasks.skeleton.skeletons import Cleanup, Teasar, skeleton_info
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import SkeletonizeParams
 from petavox.workflows.ledger import identity

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from petavox.tasks.errors import InputError, LayerMismatchError
-from petavox.tasks.geometry import Vec3
-from petavox.tasks.layers import Layer
-from petavox.tasks.synapse_jobs import SynapseJob
-from petavox.tasks.synapses import DetectorParams, required_halo
+from petavox.tasks.core.errors import InputError, LayerMismatchError
+from petavox.tasks.core.geometry import Vec3
+from petavox.tasks.core.layers import Layer
+from petavox.tasks.synapse.detection import DetectorParams, required_halo
+from petavox.tasks.synapse.synapse_jobs import SynapseJob
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import SynapsesParams
 from petavox.workflows.ledger import identity

@@ -1,0 +1,1 @@
+"""Serial-section alignment: section flows, the transform solve, rendering."""

@@ -1,0 +1,360 @@
+"""Neuroglancer precomputed layers: create with an info, read any box, write whole chunks only.
+
+cloud-volume does the chunk encoding (raw, jpeg, compressed_segmentation) and talks to
+file://, s3:// and gs://. It is always used with ``parallel=1``: its multi-process upload path
+silently writes wrong data (cloud-volume 12.15); petavox parallelises with Ray tasks instead.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from petavox.tasks.core import objects
+from petavox.tasks.core.errors import (
+    ChunkDataError,
+    LayerMismatchError,
+    LayerNotFoundError,
+    MisalignedWriteError,
+)
+from petavox.tasks.core.geometry import Box, Vec3
+from petavox.tasks.core.storage import StorageContext, normalize_url, scheme_of
+from petavox.tasks.core.transient import is_transient
+
+LayerType = Literal["image", "segmentation"]
+Encoding = Literal["raw", "jpeg", "compressed_segmentation"]
+
+SEGMENTATION_DTYPES = ("uint8", "uint16", "uint32", "uint64")
+IMAGE_DTYPES = ("uint8", "uint16", "uint32", "uint64", "float32")
+
+
+def scale_key(resolution: tuple[float, float, float]) -> str:
+    return "_".join(str(int(r)) if float(r).is_integer() else str(r) for r in resolution)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """What a new layer holds. Sizes and offsets in voxels (x, y, z), resolution in nm."""
+
+    layer_type: LayerType
+    dtype: str
+    size: Vec3
+    resolution: tuple[float, float, float]
+    chunk_size: Vec3 = Vec3(64, 64, 64)
+    voxel_offset: Vec3 = Vec3(0, 0, 0)
+    encoding: Encoding = "raw"
+    num_channels: int = 1
+    jpeg_quality: int = 90
+
+    def validate(self) -> None:
+        dtype = np.dtype(self.dtype).name
+        allowed = SEGMENTATION_DTYPES if self.layer_type == "segmentation" else IMAGE_DTYPES
+        if dtype not in allowed:
+            raise LayerMismatchError(
+                f"a {self.layer_type} layer cannot hold {dtype}; use one of {', '.join(allowed)}"
+            )
+        if self.encoding == "compressed_segmentation" and dtype not in ("uint32", "uint64"):
+            raise LayerMismatchError(
+                f"compressed_segmentation encodes uint32 or uint64 only, not {dtype}; "
+                "use encoding raw or convert the labels"
+            )
+        if self.encoding == "jpeg" and (dtype != "uint8" or self.num_channels not in (1, 3)):
+            raise LayerMismatchError(
+                "jpeg encodes uint8 images with 1 or 3 channels only; use encoding raw"
+            )
+        if any(s <= 0 for s in self.size) or any(c <= 0 for c in self.chunk_size):
+            raise LayerMismatchError(
+                f"layer size {self.size} and chunk size {self.chunk_size} must be positive"
+            )
+
+    def to_info(self) -> dict[str, Any]:
+        self.validate()
+        scale: dict[str, Any] = {
+            "key": scale_key(self.resolution),
+            "size": list(self.size),
+            "voxel_offset": list(self.voxel_offset),
+            "resolution": list(self.resolution),
+            "chunk_sizes": [list(self.chunk_size)],
+            "encoding": self.encoding,
+        }
+        if self.encoding == "compressed_segmentation":
+            scale["compressed_segmentation_block_size"] = [8, 8, 8]
+        if self.encoding == "jpeg":
+            scale["jpeg_quality"] = self.jpeg_quality
+        return {
+            "@type": "neuroglancer_multiscale_volume",
+            "type": self.layer_type,
+            "data_type": np.dtype(self.dtype).name,
+            "num_channels": self.num_channels,
+            "scales": [scale],
+        }
+
+
+def _scales_compatible(found: dict, wanted: dict) -> bool:
+    keys = ("size", "voxel_offset", "resolution", "chunk_sizes", "encoding")
+    return all(found.get(k) == wanted.get(k) for k in keys)
+
+
+@dataclass
+class Layer:
+    """An open precomputed layer. Picklable: the info travels with it, clients are per process."""
+
+    url: str
+    info: dict[str, Any]
+    context: StorageContext = StorageContext()
+    _clients: dict = field(default_factory=dict, repr=False, compare=False)
+
+    # ---- opening and creating -------------------------------------------------------------
+    @classmethod
+    def open(cls, url: str, context: StorageContext = StorageContext()) -> Layer:
+        url = normalize_url(url)
+        info = read_info(url, context)
+        if info is None:
+            raise LayerNotFoundError(
+                f"no precomputed layer at {url} (its info file is missing); "
+                "check the URL, or run the stage that writes this layer first"
+            )
+        return cls(url, info, context)
+
+    @classmethod
+    def create(cls, url: str, spec: LayerSpec, context: StorageContext = StorageContext()) -> Layer:
+        """Create the layer, or open it if one with the same geometry and type already exists."""
+        url = normalize_url(url)
+        info = planned_info(url, spec, read_info(url, context))
+        write_info(url, info, context)
+        return cls(url, info, context)
+
+    def __getstate__(self) -> dict:
+        return {"url": self.url, "info": self.info, "context": self.context}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._clients = {}
+
+    # ---- properties -----------------------------------------------------------------------
+    @property
+    def layer_type(self) -> str:
+        return self.info["type"]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.info["data_type"])
+
+    @property
+    def num_channels(self) -> int:
+        return int(self.info.get("num_channels", 1))
+
+    @property
+    def num_mips(self) -> int:
+        return len(self.info["scales"])
+
+    def scale(self, mip: int = 0) -> dict[str, Any]:
+        if not 0 <= mip < self.num_mips:
+            raise LayerMismatchError(
+                f"layer {self.url} has mips 0..{self.num_mips - 1}, not mip {mip}"
+            )
+        return self.info["scales"][mip]
+
+    def bounds(self, mip: int = 0) -> Box:
+        s = self.scale(mip)
+        return Box.from_shape(s["size"], s["voxel_offset"])
+
+    def chunk_size(self, mip: int = 0) -> Vec3:
+        return Vec3.of(self.scale(mip)["chunk_sizes"][0])
+
+    def resolution(self, mip: int = 0) -> tuple[float, float, float]:
+        r = self.scale(mip)["resolution"]
+        return (r[0], r[1], r[2])
+
+    # ---- pyramid --------------------------------------------------------------------------
+    def with_scales(self, factor: Vec3, count: int) -> Layer:
+        """Make sure mips 1..count exist (see `pyramid_info`); writes the info only if it grew."""
+        info = pyramid_info(self.url, self.info, factor, count)
+        if info != self.info:
+            write_info(self.url, info, self.context)
+        return Layer(self.url, info, self.context)
+
+    # ---- I/O ------------------------------------------------------------------------------
+    def _client(self, mip: int, fill_missing: bool):
+        key = (mip, fill_missing)
+        if key not in self._clients:
+            self.context.apply()
+            from cloudvolume import CloudVolume  # heavy import, only where I/O happens
+
+            compress = None if scheme_of(self.url) != "file" else False
+            self._clients[key] = CloudVolume(
+                self.url,
+                mip=mip,
+                info=self.info,
+                parallel=1,
+                progress=False,
+                bounded=False,
+                fill_missing=fill_missing,
+                compress=compress,
+                cache=False,
+                lru_bytes=0,
+                non_aligned_writes=False,
+                delete_black_uploads=False,
+            )
+        return self._clients[key]
+
+    def storage_chunks(self, box: Box, mip: int = 0) -> list[tuple[str, Box]]:
+        """Object key and box of each storage chunk that `box` touches (inside the bounds)."""
+        bounds, chunk = self.bounds(mip), self.chunk_size(mip)
+        inner = box.intersection(bounds)
+        if inner.is_empty():
+            return []
+        first = (inner.start - bounds.start) // chunk
+        last = (inner.stop - bounds.start).ceildiv(chunk)
+        key = self.scale(mip)["key"]
+        found = []
+        for z in range(first.z, last.z):
+            for y in range(first.y, last.y):
+                for x in range(first.x, last.x):
+                    lo = bounds.start + Vec3(x, y, z) * chunk
+                    c = Box(lo, lo + chunk).intersection(bounds)
+                    name = f"{c.start.x}-{c.stop.x}_{c.start.y}-{c.stop.y}_{c.start.z}-{c.stop.z}"
+                    found.append((f"{key}/{name}", c))
+        return found
+
+    def read(self, box: Box, mip: int = 0, fill_missing: bool = False) -> np.ndarray:
+        """Voxels of `box` as an x,y,z (or x,y,z,c) array; zeros outside the layer bounds.
+
+        A missing chunk inside the bounds is an error unless `fill_missing`; a chunk that cannot
+        be decoded always is. Errors name the layer and the chunk.
+        """
+        from cloudvolume import Bbox
+        from cloudvolume.exceptions import EmptyVolumeException
+
+        cv = self._client(mip, fill_missing)
+        try:
+            data = cv.download(Bbox(box.start, box.stop), mip=mip)
+        except EmptyVolumeException as exc:
+            raise ChunkDataError(
+                self.url,
+                str(exc).strip() or "?",
+                "is missing (allow zero-filled missing chunks with fill_missing: true)",
+            ) from None
+        except (ValueError, OSError, RuntimeError) as exc:
+            if is_transient(exc):
+                raise
+            raise self._locate_bad_chunk(box, mip, fill_missing, exc) from exc
+        arr = np.asarray(data)
+        return arr[..., 0] if self.num_channels == 1 else arr
+
+    def _locate_bad_chunk(
+        self, box: Box, mip: int, fill_missing: bool, exc: Exception
+    ) -> Exception:
+        """Read the box's chunks one by one to name the one that fails to decode."""
+        from cloudvolume import Bbox
+
+        cv = self._client(mip, fill_missing)
+        for key, chunk in self.storage_chunks(box, mip):
+            try:
+                cv.download(Bbox(chunk.start, chunk.stop), mip=mip)
+            except Exception as inner:  # any failure here names the chunk
+                return ChunkDataError(self.url, key, f"cannot be decoded ({inner})")
+        return ChunkDataError(self.url, f"in {box}", f"could not be read ({exc})")
+
+    def write(self, box: Box, data: np.ndarray, mip: int = 0) -> None:
+        """Write whole storage chunks; anything else is a `MisalignedWriteError`."""
+        bounds = self.bounds(mip)
+        if not box.is_aligned(self.chunk_size(mip), bounds.start, bounds):
+            raise MisalignedWriteError(
+                f"write of {box} to {self.url} mip {mip} does not cover whole storage chunks "
+                f"(chunk size {self.chunk_size(mip)}, offset {bounds.start}, bounds {bounds})"
+            )
+        expected = tuple(box.shape) + ((self.num_channels,) if self.num_channels > 1 else ())
+        if data.shape != expected:
+            raise ValueError(f"data of shape {data.shape} written to {box} (needs {expected})")
+        if data.dtype != self.dtype:
+            raise LayerMismatchError(
+                f"cannot write {data.dtype} data to {self.url}, a {self.dtype} layer"
+            )
+        from cloudvolume import Bbox
+
+        cv = self._client(mip, False)
+        cv.image.upload(
+            data if data.ndim == 4 else data[..., np.newaxis],
+            Bbox(box.start, box.stop).minpt,
+            mip,
+        )
+
+
+def planned_info(url: str, spec: LayerSpec, found: dict | None) -> dict:
+    """The info a new layer gets, or the existing one when it is compatible; never writes."""
+    wanted = spec.to_info()
+    if found is None:
+        return wanted
+    same = (
+        found.get("type") == wanted["type"]
+        and found.get("data_type") == wanted["data_type"]
+        and found.get("num_channels") == wanted["num_channels"]
+        and bool(found.get("scales"))
+        and _scales_compatible(found["scales"][0], wanted["scales"][0])
+    )
+    if not same:
+        raise LayerMismatchError(
+            f"a different layer already exists at {url}: found {_describe(found)}, "
+            f"this stage writes {_describe(wanted)}; choose another output or delete it"
+        )
+    return found
+
+
+def pyramid_info(url: str, info: dict, factor: Vec3, count: int) -> dict:
+    """`info` with mips 1..count, each `factor` coarser than the one before; never writes.
+
+    Existing mips must be exactly those of the same pyramid (so a rerun changes nothing);
+    anything else is a `LayerMismatchError`.
+    """
+    info = json.loads(json.dumps(info))
+    base = info["scales"][0]
+    for mip in range(1, count + 1):
+        f = factor**mip
+        box = Box.from_shape(base["size"], base["voxel_offset"]).scale_down(f)
+        res = [r * k for r, k in zip(base["resolution"], f)]
+        scale = {
+            **base,
+            "key": scale_key((res[0], res[1], res[2])),
+            "size": list(box.shape),
+            "voxel_offset": list(box.start),
+            "resolution": res,
+        }
+        if mip < len(info["scales"]):
+            have = info["scales"][mip]
+            if not _scales_compatible(have, scale) or have["key"] != scale["key"]:
+                raise LayerMismatchError(
+                    f"layer {url} already has a mip {mip} ({have['key']}, size {have['size']}) "
+                    f"that differs from a {tuple(factor)} pyramid; use the same downsample "
+                    "factor or write to a new layer"
+                )
+        else:
+            info["scales"].append(scale)
+    return info
+
+
+def _describe(info: dict) -> str:
+    s = (info.get("scales") or [{}])[0]
+    return (
+        f"{info.get('type')} {info.get('data_type')} x{info.get('num_channels')} "
+        f"size {s.get('size')} offset {s.get('voxel_offset')} resolution {s.get('resolution')} "
+        f"chunks {s.get('chunk_sizes')} {s.get('encoding')}"
+    )
+
+
+def read_info(url: str, context: StorageContext = StorageContext()) -> dict | None:
+    """The layer's info, or None when there is no info file."""
+    raw = objects.get(url, "info", context)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise LayerMismatchError(f"the info file of {url} is not valid JSON ({exc})") from None
+
+
+def write_info(url: str, info: dict, context: StorageContext = StorageContext()) -> None:
+    objects.put_json(url, "info", info, context)

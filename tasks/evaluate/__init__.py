@@ -1,0 +1,1 @@
+"""Scoring against ground truth: segmentation metrics and synapse scores."""

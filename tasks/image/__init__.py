@@ -1,0 +1,1 @@
+"""Image layers: an image stack ingested as a layer, and mip pyramids."""

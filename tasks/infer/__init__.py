@@ -1,0 +1,1 @@
+"""Boundary and affinity prediction: ONNX models, overlapping patches, blending."""

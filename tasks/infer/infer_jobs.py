@@ -1,0 +1,51 @@
+"""One chunk of the `infer` stage: read the patches around the write box, predict, blend, write."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from petavox.tasks.core.geometry import Chunk
+from petavox.tasks.core.layers import Layer
+from petavox.tasks.infer.patches import PatchGrid, PredictFn, predict_blended
+
+
+def as_model_input(data: np.ndarray) -> np.ndarray:
+    """Image → float32 in [0, 1]: uint8 is divided by 255, floats are taken as they are."""
+    if data.ndim == 4:
+        data = data[..., 0]
+    if data.dtype == np.uint8:
+        return data.astype(np.float32) / 255.0
+    return data.astype(np.float32, copy=False)
+
+
+def to_layer_dtype(pred: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Predictions in [0, 1] → the output layer's dtype (uint8: 0-255, rounded)."""
+    pred = np.clip(pred, 0.0, 1.0)
+    if dtype == np.uint8:
+        return np.rint(pred * 255.0).astype(np.uint8)
+    return pred.astype(dtype)
+
+
+@dataclass(frozen=True)
+class InferJob:
+    source: Layer
+    target: Layer
+    patches: PatchGrid
+    predict: PredictFn  # a model in this process, a GPU actor pool, or the classical filter
+    batch: int = 1
+    fill_missing: bool = False
+
+    def run(self, chunk: Chunk) -> dict:
+        box = chunk.write_box
+        read = self.patches.read_box(box)
+        data = as_model_input(self.source.read(read, fill_missing=self.fill_missing))
+        pred = predict_blended(
+            self.patches, data, read.start, box, self.target.num_channels, self.predict, self.batch
+        )
+        if pred.shape[-1] == 1:
+            pred = pred[..., 0]
+        self.target.write(box, to_layer_dtype(pred, self.target.dtype))
+        patches = len(self.patches.touching(box))
+        return {"patches": patches, "predictor": type(self.predict).__name__}

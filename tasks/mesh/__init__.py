@@ -1,0 +1,1 @@
+"""Surface meshes per segment: zmesh fragments, legacy and multi-resolution formats."""

@@ -1,0 +1,1 @@
+"""Training the boundary/affinity U-Net (PyTorch; the `train` extra only)."""

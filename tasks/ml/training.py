@@ -1,0 +1,472 @@
+"""Training a small 3D U-Net on (raw, ground truth) volumes and exporting it to ONNX. No Ray.
+
+Volumes here are numpy arrays indexed (z, y, x): raw uint8, ground truth integer labels with
+0 = boundary (membrane or unknown). The network sees raw uint8 / 255 as float32, nothing else;
+the exported ONNX graph takes that (N, 1, Z, Y, X) input and returns probabilities in [0, 1]:
+"boundary" (N, 1, Z, Y, X) or "affinities" (N, 3, Z, Y, X), channel c = x, y, z.
+
+Affinity convention (as in `petavox.tasks.segment.watershed`): channel c links a voxel to its
+predecessor along axis c of the x,y,z order, e.g. the x-affinity at [z, y, x] links [z, y, x]
+and [z, y, x - 1]. The first plane along each axis has no predecessor: its target is 0 and the
+loss ignores it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from petavox.tasks.core.errors import InputError, PetavoxError
+from petavox.tasks.ml.unet import Probabilities, UNet3d
+
+Triple = tuple[int, int, int]
+TARGETS = {"boundary": 1, "affinities": 3}  # target name -> output channels
+RAW_NOTE = "raw uint8 / 255 as float32, no other normalisation"
+MAX_THREADS = 2
+VALIDATE_EVERY = 60.0  # seconds between validation passes (and one at the end)
+
+
+class ExportCheckError(PetavoxError):
+    """The exported ONNX model does not reproduce the torch model."""
+
+
+# ---- targets ----------------------------------------------------------------------------------
+def boundary_target(gt: np.ndarray) -> np.ndarray:
+    """float32 (z,y,x): 1 where gt == 0 (boundary or unknown), else 0."""
+    return (np.asarray(gt) == 0).astype(np.float32)
+
+
+def affinity_target(gt: np.ndarray) -> np.ndarray:
+    """float32 (3,z,y,x): channel c (x, y, z) is 1 where a voxel and its predecessor along c share
+    a nonzero label; the first plane along each axis is 0."""
+    gt = np.asarray(gt)
+    affs = np.zeros((3, *gt.shape), dtype=np.float32)
+    for channel, axis in enumerate((2, 1, 0)):  # x, y, z are array axes 2, 1, 0
+        here = [slice(None)] * 3
+        prev = [slice(None)] * 3
+        here[axis], prev[axis] = slice(1, None), slice(None, -1)
+        a, b = gt[tuple(here)], gt[tuple(prev)]
+        affs[(channel, *here)] = (a == b) & (a != 0)
+    return affs
+
+
+def make_target(gt: np.ndarray, target: str) -> np.ndarray:
+    """(C,z,y,x) float32 target for `target` ("boundary" or "affinities")."""
+    if target == "boundary":
+        return boundary_target(gt)[None]
+    if target == "affinities":
+        return affinity_target(gt)
+    raise InputError(f"target {target!r} is not one of {sorted(TARGETS)}")
+
+
+def loss_mask(shape: Sequence[int], target: str) -> np.ndarray:
+    """(C,z,y,x) float32 weights: 1, except 0 on each affinity channel's first plane."""
+    mask = np.ones((TARGETS[target], *shape), dtype=np.float32)
+    if target == "affinities":
+        for channel, axis in enumerate((2, 1, 0)):
+            first = [slice(None)] * 3
+            first[axis] = slice(0, 1)
+            mask[(channel, *first)] = 0
+    return mask
+
+
+# ---- patches and augmentation -----------------------------------------------------------------
+def sample_patch(
+    rng: np.random.Generator, raw: np.ndarray, gt: np.ndarray, shape: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random (raw, gt) crop of `shape` (z,y,x) at the same place in both volumes."""
+    start = [int(rng.integers(0, s - p + 1)) for s, p in zip(raw.shape, shape)]
+    box = tuple(slice(a, a + p) for a, p in zip(start, shape))
+    return raw[box], gt[box]
+
+
+def augment_geometry(
+    rng: np.random.Generator, raw: np.ndarray, gt: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random flips on every axis, the same for raw and gt."""
+    for axis in range(3):
+        if rng.random() < 0.5:
+            raw, gt = np.flip(raw, axis), np.flip(gt, axis)
+    return raw, gt
+
+
+def augment_intensity(rng: np.random.Generator, raw: np.ndarray) -> np.ndarray:
+    """float32 in [0, 1] from uint8: contrast and brightness jitter, then gaussian noise."""
+    x = raw.astype(np.float32) / 255
+    contrast, brightness = rng.uniform(0.8, 1.2), rng.uniform(-0.1, 0.1)
+    x = (x - 0.5) * contrast + 0.5 + brightness
+    x += rng.normal(0.0, rng.uniform(0.0, 0.05), size=x.shape).astype(np.float32)
+    return np.clip(x, 0.0, 1.0, out=x)
+
+
+def random_example(
+    rng: np.random.Generator, raw: np.ndarray, gt: np.ndarray, patch: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """One augmented (raw float32 (z,y,x), gt (z,y,x)) pair of shape `patch`.
+
+    An xy transpose is drawn first: the crop then has y and x sizes swapped so that the
+    transposed patch has shape `patch` (z is never swapped: data may be anisotropic). Targets
+    are computed afterwards from the augmented gt, so affinities stay consistent.
+    """
+    transpose = rng.random() < 0.5
+    crop = (patch[0], patch[2], patch[1]) if transpose else tuple(patch)
+    if any(c > s for c, s in zip(crop, raw.shape)):  # the swapped crop does not fit
+        transpose, crop = False, tuple(patch)
+    r, g = sample_patch(rng, raw, gt, crop)
+    if transpose:
+        r, g = r.transpose(0, 2, 1), g.transpose(0, 2, 1)
+    r, g = augment_geometry(rng, r, g)
+    return augment_resampling(rng, augment_intensity(rng, r)), np.ascontiguousarray(g)
+
+
+def augment_resampling(rng: np.random.Generator, x: np.ndarray, chance: float = 0.5) -> np.ndarray:
+    """Half the time, shift each section by a random sub-pixel amount (bilinear): the blur and
+    the small section-to-section jitter of an aligned (resampled) stack."""
+    if rng.random() >= chance:
+        return x
+    from scipy import ndimage
+
+    out = np.empty_like(x)
+    for z, section in enumerate(x):
+        shift = rng.uniform(-0.5, 0.5, 2)
+        out[z] = ndimage.shift(section, shift, order=1, mode="nearest")
+    return out
+
+
+def make_batch(
+    rng: np.random.Generator,
+    volumes: Sequence[tuple[np.ndarray, np.ndarray]],
+    patch: Sequence[int],
+    batch: int,
+    target: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(raw (N,1,z,y,x), target (N,C,z,y,x), mask (N,C,z,y,x)) tensors of augmented patches."""
+    sizes = np.array([r.size for r, _ in volumes], dtype=np.float64)
+    xs, ys = [], []
+    for _ in range(batch):
+        raw, gt = volumes[int(rng.choice(len(volumes), p=sizes / sizes.sum()))]
+        x, g = random_example(rng, raw, gt, patch)
+        xs.append(x[None])
+        ys.append(make_target(g, target))
+    mask = np.broadcast_to(loss_mask(patch, target), (batch, TARGETS[target], *patch))
+    return (
+        torch.from_numpy(np.stack(xs)),
+        torch.from_numpy(np.stack(ys)),
+        torch.from_numpy(np.ascontiguousarray(mask)),
+    )
+
+
+# ---- loss -------------------------------------------------------------------------------------
+def balanced_bce(
+    logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Class-balanced binary cross entropy: per channel, the mean loss over target-1 voxels and
+    the mean over target-0 voxels count equally (a class absent from the batch is left out);
+    the channels are averaged. `mask` (0/1) drops voxels."""
+    bce = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    mask = torch.ones_like(target) if mask is None else mask
+    dims = [d for d in range(bce.ndim) if d != 1]  # all but the channel axis
+    per_channel = []
+    for weight in (target * mask, (1 - target) * mask):
+        count = weight.sum(dim=dims)
+        per_channel.append(((bce * weight).sum(dim=dims) / count.clamp(min=1), count > 0))
+    (pos, has_pos), (neg, has_neg) = per_channel
+    classes = has_pos.float() + has_neg.float()
+    return ((pos + neg) / classes.clamp(min=1)).mean()
+
+
+# ---- training ---------------------------------------------------------------------------------
+@dataclass
+class TrainLog:
+    """What a training run did; attached to the returned model as `model.train_log`."""
+
+    target: str
+    patch: Triple
+    steps: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+    validation: list[tuple[int, float]] = field(default_factory=list)  # (step, loss)
+
+    @property
+    def final_loss(self) -> float:
+        """Mean training loss over the last 20 steps (nan before any step)."""
+        tail = self.losses[-20:]
+        return float(np.mean(tail)) if tail else math.nan
+
+
+def _as_volumes(
+    raw: np.ndarray | Sequence[np.ndarray], gt: np.ndarray | Sequence[np.ndarray]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[(raw, gt)] pairs from one volume each or parallel lists; checks the shapes."""
+    raws = [raw] if isinstance(raw, np.ndarray) else list(raw)
+    gts = [gt] if isinstance(gt, np.ndarray) else list(gt)
+    if len(raws) != len(gts) or not raws:
+        raise InputError(f"{len(raws)} raw volumes but {len(gts)} ground truths; pair them up")
+    for i, (r, g) in enumerate(zip(raws, gts)):
+        if r.ndim != 3 or r.shape != g.shape:
+            raise InputError(
+                f"volume {i}: raw {r.shape} and gt {g.shape} must be 3D (z,y,x) of the same shape"
+            )
+    return list(zip(raws, gts))
+
+
+def check_patch(
+    volumes: Sequence[tuple[np.ndarray, np.ndarray]], patch: Sequence[int], div: Sequence[int]
+) -> None:
+    """Raise InputError unless `patch` is a multiple of `div` and fits in every volume."""
+    if any(p < 1 or p % d for p, d in zip(patch, div)):
+        raise InputError(
+            f"patch {tuple(patch)} (z,y,x) must be a positive multiple of {tuple(div)}; "
+            "change the patch or the pooling"
+        )
+    for i, (r, _) in enumerate(volumes):
+        if any(p > s for p, s in zip(patch, r.shape)):
+            raise InputError(
+                f"volume {i} of {r.shape} (z,y,x) voxels is smaller than the patch "
+                f"{tuple(patch)}; use a smaller patch or a bigger volume"
+            )
+
+
+def _lr(base: float, fraction: float) -> float:
+    """Cosine decay from `base` to `base / 10` over the run."""
+    return base * (0.1 + 0.45 * (1 + math.cos(math.pi * min(fraction, 1.0))))
+
+
+def _validation_batches(
+    volumes: Sequence[tuple[np.ndarray, np.ndarray]], patch: Sequence[int], target: str, n: int = 8
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Up to `n` fixed, unaugmented patches (a corner and the centre of each volume)."""
+    out = []
+    for raw, gt in volumes:
+        for start in ((0, 0, 0), tuple((s - p) // 2 for s, p in zip(raw.shape, patch))):
+            box = tuple(slice(a, a + p) for a, p in zip(start, patch))
+            x = torch.from_numpy(raw[box].astype(np.float32)[None, None] / 255)
+            y = torch.from_numpy(make_target(gt[box], target)[None])
+            out.append((x, y, torch.from_numpy(loss_mask(patch, target)[None])))
+    return out[:n]
+
+
+def validation_loss(model: nn.Module, batches: Sequence[tuple]) -> float:
+    """Mean balanced loss of `model` (in eval mode) over fixed batches."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        losses = [float(balanced_bce(model(x), y, m)) for x, y, m in batches]
+    model.train(was_training)
+    return float(np.mean(losses))
+
+
+def train_model(
+    raw: np.ndarray | Sequence[np.ndarray],
+    gt: np.ndarray | Sequence[np.ndarray],
+    *,
+    target: str = "boundary",
+    minutes: float,
+    patch: Triple = (32, 64, 64),
+    batch: int = 2,
+    seed: int = 0,
+    base_channels: int = 8,
+    depth: int = 3,
+    pool: Triple = (2, 2, 2),
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    progress: bool = True,
+    lr: float = 1e-3,
+    max_steps: int | None = None,
+) -> UNet3d:
+    """Train a U-Net with Adam on random augmented patches until `minutes` of wall clock (or
+    `max_steps`) are used; return it in eval mode with `model.train_log` (a `TrainLog`).
+
+    `raw` (uint8) and `gt` (integer, 0 = boundary) are (z,y,x) volumes or parallel lists of
+    them; `validation` is an optional (raw, gt) pair scored every minute and at the end.
+    Runs are reproducible from `seed` up to torch's own nondeterminism, except that the number
+    of steps depends on the wall clock (set `max_steps` with a large `minutes` to fix it).
+    """
+    if target not in TARGETS:
+        raise InputError(f"target {target!r} is not one of {sorted(TARGETS)}")
+    if minutes <= 0 or batch < 1:
+        raise InputError(f"minutes ({minutes}) and batch ({batch}) must be positive")
+    volumes = _as_volumes(raw, gt)
+    patch = tuple(int(p) for p in patch)  # type: ignore[assignment]
+    torch.manual_seed(seed)
+    torch.set_num_threads(min(MAX_THREADS, torch.get_num_threads()))
+    model = UNet3d(TARGETS[target], base_channels, depth, pool)
+    check_patch(volumes, patch, model.divisor)
+    val = []
+    if validation is not None:
+        held_out = _as_volumes(*validation)
+        check_patch(held_out, patch, model.divisor)
+        val = _validation_batches(held_out, patch, target)
+    log = TrainLog(target, patch)
+    _fit(
+        model,
+        volumes,
+        log,
+        np.random.default_rng(seed),
+        minutes * 60,
+        batch,
+        lr,
+        max_steps,
+        val,
+        progress,
+    )
+    model.eval()
+    model.train_log = log
+    return model
+
+
+def _fit(
+    model: UNet3d,
+    volumes: Sequence[tuple[np.ndarray, np.ndarray]],
+    log: TrainLog,
+    rng: np.random.Generator,
+    budget: float,
+    batch: int,
+    lr: float,
+    max_steps: int | None,
+    val: Sequence[tuple],
+    progress: bool,
+) -> None:
+    """The training loop (updates `log` in place)."""
+    from tqdm import tqdm
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    start = last_val = time.monotonic()
+    bar = tqdm(
+        total=round(budget),
+        desc=f"train {log.target}",
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+        mininterval=1.0,
+    )
+    shown = 0
+    while True:
+        elapsed = time.monotonic() - start
+        fraction = max(elapsed / budget, log.steps / max_steps if max_steps else 0.0)
+        if fraction >= 1:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = _lr(lr, fraction)
+        x, y, m = make_batch(rng, volumes, log.patch, batch, log.target)
+        loss = balanced_bce(model(x), y, m)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        log.steps += 1
+        log.losses.append(loss.item())
+        now = time.monotonic()
+        if val and now - last_val >= VALIDATE_EVERY:
+            log.validation.append((log.steps, validation_loss(model, val)))
+            last_val = now
+        bar.update(min(round(now - start), bar.total) - shown)
+        shown = min(round(now - start), bar.total)
+        bar.set_postfix(step=log.steps, loss=f"{log.final_loss:.4f}", refresh=False)
+    log.seconds = time.monotonic() - start
+    if val:
+        log.validation.append((log.steps, validation_loss(model, val)))
+        bar.set_postfix(
+            step=log.steps, loss=f"{log.final_loss:.4f}", val=f"{log.validation[-1][1]:.4f}"
+        )
+    bar.close()
+
+
+# ---- export -----------------------------------------------------------------------------------
+def _fmt(values: Sequence[int]) -> str:
+    return ",".join(str(int(v)) for v in values)
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    target: str,
+    patch: Sequence[int],
+    divisor: Sequence[int],
+    raw_note: str = RAW_NOTE,
+) -> Path:
+    """Write `model` (logits) plus a sigmoid as one self-contained ONNX file (opset 17).
+
+    Input "raw" (N,1,Z,Y,X) float32 = raw uint8 / 255; output "boundary" (N,1,Z,Y,X) or
+    "affinities" (N,3,Z,Y,X) in [0, 1]; N, Z, Y, X are dynamic. Metadata: petavox.target,
+    petavox.patch and petavox.divisor ("z,y,x"), petavox.axes ("zyx"), petavox.raw (`raw_note`).
+    The file is checked with onnxruntime against the torch model before it replaces `path`.
+    """
+    import onnx
+
+    if target not in TARGETS:
+        raise InputError(f"target {target!r} is not one of {sorted(TARGETS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    net = Probabilities(copy.deepcopy(model).cpu().eval()).eval()
+    example = torch.zeros((1, 1, *(int(p) for p in patch)), dtype=torch.float32)
+    axes = {0: "n", 2: "z", 3: "y", 4: "x"}
+    with torch.no_grad(), warnings.catch_warnings():
+        # the TorchScript exporter (deprecated, but it needs no onnxscript) is chosen on purpose
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            net,
+            (example,),
+            str(tmp),
+            input_names=["raw"],
+            output_names=[target],
+            dynamic_axes={"raw": axes, target: axes},
+            opset_version=17,
+            dynamo=False,
+        )
+    proto = onnx.load(str(tmp))
+    meta = {
+        "petavox.target": target,
+        "petavox.patch": _fmt(patch),
+        "petavox.divisor": _fmt(divisor),
+        "petavox.axes": "zyx",
+        "petavox.raw": raw_note,
+    }
+    onnx.helper.set_model_props(proto, meta)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(tmp), save_as_external_data=False)
+    try:
+        check_export(net, tmp, target, patch, divisor)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+    return path
+
+
+def check_export(
+    net: nn.Module, path: Path, target: str, patch: Sequence[int], divisor: Sequence[int]
+) -> None:
+    """Raise ExportCheckError unless onnxruntime reproduces `net` (max abs diff < 1e-4) on a
+    random input of the patch size and of another allowed size."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = MAX_THREADS
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    gen = torch.Generator().manual_seed(0)
+    other = tuple(int(p) + int(d) for p, d in zip(patch, divisor))
+    for size in (tuple(int(p) for p in patch), other):
+        x = torch.rand((1, 1, *size), generator=gen)
+        with torch.no_grad():
+            want = net(x).numpy()
+        (got,) = session.run([target], {"raw": x.numpy()})
+        if got.shape != want.shape or float(np.abs(got - want).max()) >= 1e-4:
+            diff = float(np.abs(got - want).max()) if got.shape == want.shape else math.nan
+            raise ExportCheckError(
+                f"ONNX model {path} gives {got.shape} (max diff {diff}) where torch gives "
+                f"{want.shape} for input {size}; the export is broken"
+            )

@@ -1,0 +1,1 @@
+"""Segmentation: watershed fragments, agglomeration, global ids and stitching."""

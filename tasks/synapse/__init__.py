@@ -1,0 +1,1 @@
+"""Synapses: cleft detection and partners, the synapse table, the connectome."""

@@ -1,0 +1,54 @@
+"""The `synapses` stage's task: detect the synapses one chunk owns and write its table.
+
+A task reads the raw image and the segmentation on the chunk's read box (the write box grown by
+the halo, clipped to the volume), runs the classical detector
+(`detection`) and writes ``<output>/chunks/<chunk id>.parquet`` (the `table` contract), also
+when the chunk owns no synapse, so the `connectome` stage reads one file per chunk. Positions
+are in nm of the global volume (voxel × resolution).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from petavox.tasks.core.geometry import Chunk
+from petavox.tasks.core.layers import Layer
+from petavox.tasks.core.objects import put
+from petavox.tasks.core.storage import StorageContext
+from petavox.tasks.synapse import table as synapse_table
+from petavox.tasks.synapse.detection import DetectorParams, detect
+
+
+def chunk_key(chunk: Chunk) -> str:
+    """Where a chunk's table goes in the output folder."""
+    return f"chunks/{chunk.id}.parquet"
+
+
+def read_chunk_tables(output_url: str, context: StorageContext) -> synapse_table.Table:
+    """Every chunk's table in one, by synapse id (for a volume whose synapses fit in memory)."""
+    table = synapse_table.read_tables(output_url, "chunks/", context)
+    order = np.argsort(table["synapse_id"], kind="stable")
+    return {name: column[order] for name, column in table.items()}
+
+
+@dataclass(frozen=True)
+class SynapseJob:
+    """Detect the synapses whose owner voxel is in the chunk's write box; write their table."""
+
+    raw: Layer
+    segmentation: Layer
+    output_url: str
+    params: DetectorParams
+    fill_missing: bool = False
+
+    def run(self, chunk: Chunk) -> dict:
+        read = chunk.read_box
+        raw = self.raw.read(read, fill_missing=self.fill_missing)
+        seg = self.segmentation.read(read, fill_missing=self.fill_missing)
+        table = detect(
+            raw, seg, read, chunk.write_box, self.raw.bounds(0), self.raw.resolution(0), self.params
+        )
+        put(self.output_url, chunk_key(chunk), synapse_table.to_parquet(table), self.raw.context)
+        return {"synapses": len(table["synapse_id"])}

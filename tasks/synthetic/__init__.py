@@ -1,0 +1,1 @@
+"""Synthetic EM volumes with ground truth, and known misalignments."""

@@ -1,0 +1,114 @@
+"""Known misalignment for tests and benchmarks: per-section rotation and translation plus a
+smooth warp.
+
+Section z of the raw stack shows the aligned section with its content displaced by f_z(p) =
+shift_z + (I − R(θ_z)ᵀ)(p − centre) + Σ_k a_k sin(2π (k · p) / λ_k + φ_k):
+raw_z(q) = aligned_z(q − f_z(q)). The field that
+aligns it back, u_z with aligned(p) = raw_z(p + u_z(p)), solves u = f(p + u) (`alignment`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from petavox.tasks.align.displacement import grid_points
+
+
+@dataclass(frozen=True)
+class Misalignment:
+    shifts: np.ndarray  # (z, 2) translation of each section's content, pixels
+    waves: np.ndarray  # (z, k, 2, 4): per component x/y, [amplitude, kx, ky, phase]
+    rotations: np.ndarray  # (z,) radians, about `centre`
+    centre: tuple[float, float]
+
+    def forward(self, z: int, points: np.ndarray) -> np.ndarray:
+        """f_z at points (n, 2): where the content at each point came from, as a displacement."""
+        c, s = np.cos(self.rotations[z]), np.sin(self.rotations[z])
+        rel = points - np.asarray(self.centre)
+        out = rel @ np.array([[1 - c, s], [-s, 1 - c]]) + self.shifts[z]  # content rotated by θ
+        for k in range(self.waves.shape[1]):
+            for c in range(2):
+                amp, kx, ky, phase = self.waves[z, k, c]
+                out[:, c] += amp * np.sin(kx * points[:, 0] + ky * points[:, 1] + phase)
+        return out
+
+    def alignment(self, z: int, points: np.ndarray, iterations: int = 30) -> np.ndarray:
+        """u_z at points: the fixed point of u = f(p + u) (a contraction for gentle warps)."""
+        u = self.forward(z, points)
+        for _ in range(iterations):
+            u = self.forward(z, points + u)
+        return u
+
+
+def random_misalignment(
+    sections: int,
+    max_shift: float,
+    warp: float = 0.0,
+    wavelength: float = 400.0,
+    waves: int = 2,
+    rotation: float = 0.0,
+    centre: tuple[float, float] = (0.0, 0.0),
+    seed: int = 0,
+) -> Misalignment:
+    """Shifts uniform in ±max_shift, rotations about `centre` uniform in ±rotation degrees;
+    each warp wave's amplitude up to warp / waves."""
+    rng = np.random.default_rng(seed)
+    shifts = rng.uniform(-max_shift, max_shift, (sections, 2))
+    rotations = np.deg2rad(rng.uniform(-rotation, rotation, sections))
+    table = np.zeros((sections, waves, 2, 4))
+    if warp > 0:
+        angle = rng.uniform(0, 2 * np.pi, (sections, waves, 2))
+        length = wavelength * rng.uniform(0.8, 1.25, (sections, waves, 2))
+        table[..., 0] = rng.uniform(0.5, 1.0, (sections, waves, 2)) * warp / waves
+        table[..., 1] = 2 * np.pi * np.cos(angle) / length
+        table[..., 2] = 2 * np.pi * np.sin(angle) / length
+        table[..., 3] = rng.uniform(0, 2 * np.pi, (sections, waves, 2))
+    return Misalignment(shifts, table, rotations, centre)
+
+
+def apply(aligned: np.ndarray, misalignment: Misalignment, labels: bool = False) -> np.ndarray:
+    """The raw stack (x, y, z) that `misalignment` makes of an aligned one (cubic resampling,
+    or nearest pixel for `labels`; zeros where content came from outside the section)."""
+    from scipy import ndimage
+
+    nx, ny, nz = aligned.shape
+    points = grid_points((0, 0), (nx, ny))
+    raw = np.zeros_like(aligned)
+    for z in range(nz):
+        source = (points - misalignment.forward(z, points)).T
+        if labels:
+            raw[:, :, z] = ndimage.map_coordinates(
+                aligned[:, :, z], source, order=0, mode="constant", cval=0
+            ).reshape(nx, ny)
+            continue
+        values = ndimage.map_coordinates(
+            aligned[:, :, z].astype(np.float32), source, order=3, mode="constant", cval=0.0
+        )
+        raw[:, :, z] = np.clip(np.rint(values), 0, 255).reshape(nx, ny).astype(aligned.dtype)
+    return raw
+
+
+def residuals(found, misalignment: Misalignment, points: np.ndarray) -> np.ndarray:
+    """Per-section RMS distance (pixels) between found and true alignment fields at `points`,
+    after removing one global 3-D affine transform (x', y' affine in x, y and z).
+
+    The position and orientation of the whole block are not observable from its sections, so
+    alignment is only defined up to such a transform. `found` is a `SectionTransforms`
+    whose sections start at 0.
+    """
+    sections = len(misalignment.shifts)
+    diff = np.stack(
+        [
+            found.at(found.first_section + z, points) - misalignment.alignment(z, points)
+            for z in range(sections)
+        ]
+    )
+    z = np.repeat(np.arange(sections, dtype=np.float64), len(points))
+    xy = np.tile(points, (sections, 1))
+    design = np.column_stack([np.ones_like(z), xy, z])
+    flat = diff.reshape(-1, 2)
+    coef, *_ = np.linalg.lstsq(design, flat, rcond=None)
+    left = (flat - design @ coef).reshape(diff.shape)
+    return np.sqrt((left**2).sum(axis=-1).mean(axis=-1))
