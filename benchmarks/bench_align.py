@@ -132,7 +132,13 @@ def solve_scaling(sections: int) -> dict[str, float]:
                     - mesh.interpolate(warp[z - back], p)
                 )
                 d += rng.normal(0, 0.05, d.shape)
-                pairs.append(Pair(z, z - back, PairFlow(grid, d, np.full(len(d), 0.8))))
+                pairs.append(
+                    Pair(
+                        moving=z,
+                        reference=z - back,
+                        flow=PairFlow(points=grid, displacement=d, confidence=np.full(len(d), 0.8)),
+                    )
+                )
     params = SolveParams()
     tracemalloc.start()
     started = time.perf_counter()

@@ -113,7 +113,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             model = common.RESULTS_DIR / "gala.onnx"  # kept for reuse (--model)
             model.parent.mkdir(parents=True, exist_ok=True)
             started = time.perf_counter()
-            run_train(str(files["fit"]["raw"]), str(files["fit"]["gt"]), str(model), minutes)
+            run_train(
+                str(files["fit"]["raw"]), str(files["fit"]["gt"]), str(model), minutes=minutes
+            )
             out["train_s"] = time.perf_counter() - started
             out["minutes"] = minutes
         session, _ = common.start_ray(2)

@@ -49,12 +49,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from petavox.tasks.infer.onnx_model import ModelRef, OnnxPredictor, fetch, sha256
     from petavox.tasks.infer.patches import PatchGrid, fit_patch, predict_blended
     from petavox.tasks.synthetic.generator import SyntheticParams, generate
-    from petavox.workflows.config import InferParams, parse_config
+    from petavox.workflows.config import parse_config
     from petavox.workflows.pipeline import run
-    from petavox.workflows.stages.infer import DEFAULT_MODEL
+    from petavox.workflows.stages.infer import DEFAULT_MODEL, InferParams
 
     url = args.model or DEFAULT_MODEL
-    predict = OnnxPredictor(ModelRef(url, sha256(fetch(url))))
+    predict = OnnxPredictor(ModelRef(url=url, sha256=sha256(fetch(url))))
     defaults = InferParams()
     raw = generate(SyntheticParams(shape=shape, seed=2)).raw
     image = as_model_input(raw)
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     bounds = Box.from_shape(shape)
     patch = fit_patch(Vec3.of(defaults.patch), bounds.shape, Vec3(4, 4, 4))
-    grid = PatchGrid(bounds, patch, Vec3.of(defaults.overlap))
+    grid = PatchGrid(bounds=bounds, patch=patch, overlap=Vec3.of(defaults.overlap))
     model_s = [0.0]
 
     def timed_predict(batch: np.ndarray) -> np.ndarray:

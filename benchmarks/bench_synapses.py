@@ -86,8 +86,8 @@ def run_loop(root: Path, n: int) -> dict[str, Any]:
                 base = tracemalloc.get_traced_memory()[0]
                 plan.job.run(chunk)
                 peaks.append(tracemalloc.get_traced_memory()[1] - base)
-            if plan.finalize is not None:
-                plan.finalize()
+            if plan.global_step is not None:
+                plan.global_step()
             name = plan.stage.removeprefix("connectome-")
             steps[name] = {
                 "seconds": round(time.perf_counter() - t0, 3),

@@ -1,182 +1,40 @@
-"""The `petavox` command line. Stage subcommands get their options from the stage params models."""
+"""The `petavox` command line: the run commands, and one subcommand per declared stage."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-import types
-import typing
 from collections.abc import Sequence
-from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from petavox.tasks.core.errors import PetavoxError
+from petavox.workflows.cli_options import add_model_options, add_runtime_options, runtime_from_args
 from petavox.workflows.config import (
-    STAGE_MODELS,
     ConfigError,
-    RayConfig,
     RunConfig,
     StorageConfig,
     format_validation_error,
     load_config,
 )
-from petavox.workflows.runner import RaySession, StageReport
-
-STAGE_POSITIONALS = {  # (field, metavar, help, required)
-    "ingest": [
-        ("input", "SRC", "image stack: slice folder, .tif, .npy or file.h5:dataset", True),
-        ("output", "DST_URL", "layer URL to write", True),
-    ],
-    "downsample": [
-        ("input", "INPUT_URL", "layer to downsample", True),
-        ("output", "OUTPUT_URL", "layer that gets the pyramid (default: INPUT_URL)", False),
-    ],
-    "align": [
-        ("input", "RAW_URL", "image stack to align (serial sections along z)", True),
-        ("output", "OUTPUT_URL", "aligned image layer URL to write", True),
-    ],
-    "infer": [
-        ("input", "RAW_URL", "image layer (uint8 or float 0-1)", True),
-        ("output", "OUTPUT_URL", "boundary (or affinity) layer URL to write", True),
-    ],
-    "segment": [
-        (
-            "input",
-            "BOUNDARY_URL",
-            "boundary map (1 channel, high = membrane) or affinities (3 channels)",
-            True,
-        ),
-        ("output", "OUTPUT_URL", "segmentation layer URL to write", True),
-    ],
-    "mesh": [("input", "SEG_URL", "segmentation layer to mesh (meshes go into its folder)", True)],
-    "skeletonize": [
-        (
-            "input",
-            "SEG_URL",
-            "segmentation layer to skeletonize (skeletons go into its folder)",
-            True,
-        )
-    ],
-    "synapses": [
-        ("input", "RAW_URL", "raw EM image layer (one channel)", True),
-        ("segmentation", "SEG_URL", "segmentation of that image (same bounds)", True),
-        ("output", "OUTPUT_URL", "folder for the synapse tables (chunks/*.parquet)", True),
-    ],
-    "connectome": [
-        (
-            "input",
-            "OUTPUT_URL",
-            "synapses output (chunks/*.parquet); the connectome "
-            "is written beside them and summarized",
-            True,
-        )
-    ],
-}
-COMMAND_STAGES = list(STAGE_POSITIONALS)  # `evaluate` has its own command (scores to stdout)
-SKIPPED_FIELDS = {"stage", "resources", "input", "output"}
+from petavox.workflows.runner import StageReport
+from petavox.workflows.stage import Stage
+from petavox.workflows.stages import STAGES
+from petavox.workflows.train import add_train_parser
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _unwrap_optional(annotation: Any) -> Any:
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return annotation
-
-
-def add_model_options(
-    parser: argparse.ArgumentParser,
-    model: type[BaseModel],
-    positionals: frozenset[str] = frozenset(),
-) -> None:
-    """One option per field but the `positionals`; values stay strings, the model validates."""
-    for name, field in model.model_fields.items():
-        if name in SKIPPED_FIELDS or name in positionals:
-            continue
-        ann = _unwrap_optional(field.annotation)
-        origin = typing.get_origin(ann)
-        default = None if field.is_required() else field.get_default(call_default_factory=True)
-        text = field.description or ""
-        if isinstance(default, tuple):
-            text += f" (default {','.join(str(v) for v in default)})"
-        elif default is not None:
-            text += f" (default {default})"
-        if ann is bool:
-            parser.add_argument(
-                _flag(name),
-                dest=name,
-                action=argparse.BooleanOptionalAction,
-                default=None,
-                help=text,
-            )
-        elif origin is typing.Literal:
-            choices = typing.get_args(ann)
-            parser.add_argument(
-                _flag(name),
-                dest=name,
-                choices=choices,
-                type=type(choices[0]),
-                default=None,
-                help=text,
-                required=field.is_required(),
-            )
-        elif origin is tuple:
-            parser.add_argument(
-                _flag(name),
-                dest=name,
-                metavar="X,Y,Z",
-                default=None,
-                type=lambda s: [p.strip() for p in s.split(",")],
-                help=text,
-                required=field.is_required(),
-            )
-        else:
-            parser.add_argument(
-                _flag(name), dest=name, default=None, help=text, required=field.is_required()
-            )
-
-
-def add_runtime_options(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("runtime (not part of the run's identity)")
-    g.add_argument("--workers", type=int, help="CPUs of a local Ray (default: all cores)")
-    g.add_argument("--address", help="Ray cluster to join: auto or HOST:PORT (default: local)")
-    g.add_argument("--max-in-flight", type=int, help="tasks submitted at once")
-    g.add_argument("--s3-endpoint", help="S3-compatible endpoint (MinIO etc.) for s3:// URLs")
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def runtime_from_args(args: argparse.Namespace, base: RunConfig | None = None) -> dict[str, Any]:
-    ray = dict(base.ray.model_dump()) if base else {}
-    storage = dict(base.storage.model_dump()) if base else {}
-    if args.workers is not None:
-        ray["workers"] = args.workers
-    if args.address:
-        ray["address"] = args.address
-    if args.max_in_flight:
-        ray["max_in_flight"] = args.max_in_flight
-    if args.s3_endpoint:
-        storage["s3_endpoint"] = args.s3_endpoint
-    return {"ray": ray, "storage": storage}
-
-
-def stage_config(stage: str, args: argparse.Namespace) -> RunConfig:
+def stage_config(stage: Stage, args: argparse.Namespace) -> RunConfig:
     """The run config of an ad-hoc stage command: the stage alone, output root = its output."""
-    model = STAGE_MODELS[stage]
+    model = stage.params
     fields = {k: v for k, v in vars(args).items() if k in model.model_fields and v is not None}
-    fields["stage"] = stage
+    fields["stage"] = stage.name
     output = fields.get("output") or fields["input"]
     data = {"output": output, "stages": [fields], **runtime_from_args(args)}
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        text = format_validation_error(exc, f"for petavox {stage}")
+        text = format_validation_error(exc, f"for petavox {stage.name}")
         text = text.replace("stages[0].", "--").replace("_", "-")
         raise ConfigError(text) from None
 
@@ -185,6 +43,31 @@ def print_reports(reports: Sequence[StageReport]) -> None:
     for r in reports:
         note = f"{r.ran} run, {r.skipped} already done" if r.skipped else f"{r.ran} run"
         print(f"  {r.label}: {r.total} chunks ({note}) in {r.seconds:.1f} s")
+
+
+class StageRun:
+    """`petavox <stage> POSITIONALS [--field value ...]`: the stage alone on Ray, then its
+    summary; the command every stage gets unless it declares one of its own."""
+
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        for p in self.stage.positionals:
+            nargs = None if p.required else "?"
+            parser.add_argument(p.field, metavar=p.metavar, help=p.help, nargs=nargs)
+        names = frozenset(p.field for p in self.stage.positionals)
+        add_model_options(parser, self.stage.params, names)
+        add_runtime_options(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from petavox.workflows.pipeline import run
+
+        config = stage_config(self.stage, args)
+        print_reports(run(config, progress=not args.quiet))
+        if self.stage.summary is not None:
+            self.stage.summary(config.output, config.storage.context())
+        return 0
 
 
 # ---- commands ------------------------------------------------------------------------------
@@ -211,52 +94,6 @@ def cmd_status(args: argparse.Namespace) -> int:
         else:
             state = "done" if row.done == row.total else "incomplete"
             print(f"  {row.label}: {row.done}/{row.total} chunks {state}")
-    return 0
-
-
-def cmd_stage(args: argparse.Namespace) -> int:
-    from petavox.workflows.pipeline import run
-
-    config = stage_config(args.command, args)
-    reports = run(config, progress=not args.quiet)
-    print_reports(reports)
-    return 0
-
-
-def cmd_connectome(args: argparse.Namespace) -> int:
-    """Build the connectome (resumes; nothing to do when built), then print its summary."""
-    from petavox.tasks.synapse.connectome_jobs import summarize
-    from petavox.workflows.pipeline import run
-
-    config = stage_config(args.command, args)
-    print_reports(run(config, progress=not args.quiet))
-    summary = summarize(config.output, context=config.storage.context())
-    print(f"synapses: {summary['synapses']} ({summary['connections']} with both partners)")
-    print(f"neurons with synapses: {summary['segments']}")
-    print(f"edges: {summary['edges']}")
-    print("strongest connections (pre -> post: synapses, total cleft voxels):")
-    for pre, post, count, size in summary["strongest"]:
-        print(f"  {pre} -> {post}: {count}, {size}")
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from petavox.workflows.evaluate import evaluate_layers
-
-    runtime = runtime_from_args(args)
-    session = RaySession(RayConfig(**runtime["ray"]))
-    try:
-        result = evaluate_layers(
-            args.seg,
-            args.gt,
-            session,
-            ignore_gt=tuple(args.ignore),
-            context=StorageConfig(**runtime["storage"]).context(),
-            progress=not args.quiet,
-        )
-    finally:
-        session.shutdown()
-    print(json.dumps(result.to_dict()))
     return 0
 
 
@@ -293,91 +130,7 @@ def _ids(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated segment ids") from None
 
 
-def _triple(text: str) -> tuple[int, int, int]:
-    parts = [int(p) for p in text.split(",")]
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"{text!r} is not three integers Z,Y,X")
-    return parts[0], parts[1], parts[2]
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from petavox.workflows.train import run_train
-
-    if (args.val_raw is None) != (args.val_gt is None):
-        raise ConfigError("give both --val-raw and --val-gt, or neither")
-    validation = (args.val_raw, args.val_gt) if args.val_raw else None
-    storage = StorageConfig(**runtime_from_args(args)["storage"])
-    return run_train(
-        args.raw,
-        args.gt,
-        args.out,
-        args.minutes,
-        args.target,
-        args.seed,
-        args.patch,
-        batch=args.batch,
-        base_channels=args.base_channels,
-        depth=args.depth,
-        pool=args.pool,
-        validation=validation,
-        context=storage.context(),
-        progress=not args.quiet,
-    )
-
-
-def add_train_parser(sub: Any) -> None:
-    p = sub.add_parser("train", help="train a 3D U-Net on your ground truth; writes ONNX")
-    p.add_argument(
-        "--raw",
-        required=True,
-        action="append",
-        help="image: .npy (z,y,x) or layer URL; repeat for several volumes",
-    )
-    p.add_argument(
-        "--gt",
-        required=True,
-        action="append",
-        help="labels (0 = boundary/unknown), same shape; one per --raw",
-    )
-    p.add_argument("--out", required=True, help="model file to write (.onnx)")
-    p.add_argument("--minutes", type=float, default=15.0, help="training time (default 15)")
-    p.add_argument(
-        "--target",
-        choices=("boundary", "affinities"),
-        default="boundary",
-        help="what the model predicts (default boundary)",
-    )
-    p.add_argument(
-        "--patch",
-        type=_triple,
-        default=(32, 64, 64),
-        help="training patch Z,Y,X (default 32,64,64)",
-    )
-    p.add_argument(
-        "--pool",
-        type=_triple,
-        default=(2, 2, 2),
-        help="pooling Z,Y,X per level; 1,2,2 for anisotropic stacks (default 2,2,2)",
-    )
-    p.add_argument("--batch", type=int, default=2, help="patches per step (default 2)")
-    p.add_argument("--base-channels", type=int, default=8, help="width of the U-Net (default 8)")
-    p.add_argument("--depth", type=int, default=3, help="U-Net levels (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--val-raw", help="held-out image for a validation loss")
-    p.add_argument("--val-gt", help="held-out labels for a validation loss")
-    p.add_argument("--s3-endpoint", help="S3-compatible endpoint for s3:// inputs")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_train, workers=None, address=None, max_in_flight=None)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="petavox",
-        description="Chunked, resumable connectomics reconstruction on Ray and precomputed layers.",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_demo_and_view(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="synthetic volume through every stage; prints the layers")
     p.add_argument("--size", type=int, default=256, help="volume side in x and y (z = size/4)")
     p.add_argument("--output", default="./petavox-demo", help="output root URL")
@@ -408,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--s3-endpoint", help="S3-compatible endpoint (MinIO etc.) for s3:// URLs")
     p.set_defaults(func=cmd_view)
 
+
+def add_run_and_status(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the stages of a config (resumes where it stopped)")
     p.add_argument("config", help="run config YAML")
     p.add_argument("--stages", help="comma-separated stages to run (default: all)")
@@ -418,29 +173,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="run config YAML")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("evaluate", help="adapted Rand error and VOI of a segmentation, as JSON")
-    p.add_argument("--seg", required=True, help="segmentation layer URL")
-    p.add_argument("--gt", required=True, help="ground-truth layer URL")
-    p.add_argument(
-        "--ignore",
-        type=int,
-        nargs="*",
-        default=[0],
-        help="ground-truth labels to leave out (default 0)",
+
+def add_stage_commands(sub: argparse._SubParsersAction) -> None:
+    """`petavox <stage>` for every declared stage, with its own command or the derived one."""
+    for stage in STAGES:
+        command = stage.command or StageRun(stage)
+        text = (stage.params.__doc__ or "").strip().splitlines()[0]
+        p = sub.add_parser(stage.name, help=text)
+        command.add_arguments(p)
+        p.set_defaults(func=command.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="petavox",
+        description="Chunked, resumable connectomics reconstruction on Ray and precomputed layers.",
     )
-    add_runtime_options(p)
-    p.set_defaults(func=cmd_evaluate)
-
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_demo_and_view(sub)
+    add_run_and_status(sub)
     add_train_parser(sub)
-
-    for stage in COMMAND_STAGES:
-        model = STAGE_MODELS[stage]
-        p = sub.add_parser(stage, help=(model.__doc__ or "").strip().splitlines()[0])
-        for dest, metavar, text, required in STAGE_POSITIONALS[stage]:
-            p.add_argument(dest, metavar=metavar, help=text, nargs=None if required else "?")
-        add_model_options(p, model, frozenset(f for f, *_ in STAGE_POSITIONALS[stage]))
-        add_runtime_options(p)
-        p.set_defaults(func=cmd_connectome if stage == "connectome" else cmd_stage)
+    add_stage_commands(sub)
     return parser
 
 

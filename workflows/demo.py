@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import shutil
 import tempfile
@@ -12,20 +11,18 @@ from typing import Any
 
 import numpy as np
 
-from petavox.tasks.align.align_jobs import TRANSFORMS
+from petavox.tasks.align.align_jobs import EstimateJob, read_transforms
 from petavox.tasks.align.displacement import grid_points
-from petavox.tasks.align.render import SectionTransforms
 from petavox.tasks.core.layers import Layer, read_info
-from petavox.tasks.core.objects import get, get_arrays
 from petavox.tasks.core.storage import StorageContext, join_url, local_path, normalize_url
+from petavox.tasks.evaluate.report import read_report, report_location
 from petavox.tasks.evaluate.synapse_scores import score_synapses
-from petavox.tasks.synapse.connectome_jobs import summarize
-from petavox.tasks.synapse.synapse_jobs import read_chunk_tables
+from petavox.tasks.synapse.outputs import read_chunk_tables, summarize
 from petavox.tasks.synthetic.generator import SyntheticParams, SyntheticVolume, generate
 from petavox.tasks.synthetic.misalignment import Misalignment, apply, random_misalignment, residuals
 from petavox.workflows.config import RunConfig, dump_config
 from petavox.workflows.pipeline import plan_run, run
-from petavox.workflows.view import neuroglancer_link, open_view_layers, viewer_state
+from petavox.workflows.view import ViewLayer, neuroglancer_link, open_view_layers, viewer_state
 
 RESOLUTION = (8, 8, 8)  # nm: the synthetic volume is isotropic (FIB-SEM-like)
 # chosen on the built-in model's boundary maps of the aligned demo volumes of seeds 1-3 (the
@@ -33,6 +30,7 @@ RESOLUTION = (8, 8, 8)  # nm: the synthetic volume is isotropic (FIB-SEM-like)
 SEEDS = {"seeds": "distance", "seed_threshold": 0.5, "seed_radius": 4.0}
 MERGE_THRESHOLD = 0.7
 MAX_SHIFT, WARP = 12.0, 3.0  # the known misalignment of the demo's sections (pixels)
+EVALUATION = "evaluation.json"  # the scores, under the output
 
 
 def demo_shape(size: int) -> tuple[int, int, int]:
@@ -49,82 +47,42 @@ def demo_volume(size: int, seed: int) -> SyntheticVolume:
 
 
 def demo_config(output: str, stacks: dict[str, str], runtime: dict[str, Any]) -> RunConfig:
-    chunk = [32, 32, 16]
-    task = [128, 128, 32]
+    """Every stage on the demo's stacks (`stacks`: raw, raw_labels and raw_clefts .npy files)."""
+    task = {"chunk_shape": [128, 128, 32]}
+    ingest = {"stage": "ingest", "resolution": RESOLUTION, "storage_chunk": [32, 32, 16], **task}
+    labels = {**ingest, "layer_type": "segmentation"}
+    carry = {"raw_labels": "ground_truth", "raw_clefts": "ground_truth_clefts"}
+    segment = {"halo": [16, 16, 16], **SEEDS, "merge_threshold": MERGE_THRESHOLD, **task}
+    truth = {"ground_truth": "ground_truth", "report": EVALUATION}
+    pyramid = {"stage": "downsample", "mips": 2, "factor": [2, 2, 2]}
+    shown = ("raw", "aligned", "ground_truth", "boundary", "segmentation")
     stages = [
-        {
-            "stage": "ingest",
-            "input": stacks["raw"],
-            "output": "raw",
-            "resolution": RESOLUTION,
-            "storage_chunk": chunk,
-            "chunk_shape": task,
-        },
-        *(
-            {
-                "stage": "ingest",
-                "input": stacks[name],
-                "output": name,
-                "layer_type": "segmentation",
-                "resolution": RESOLUTION,
-                "storage_chunk": chunk,
-                "chunk_shape": task,
-            }
-            for name in ("raw_labels", "raw_clefts")
-        ),
-        {
-            "stage": "align",
-            "input": "raw",
-            "output": "aligned",
-            "chunk_shape": task,
-            "mips": 0,
-            "carry": {"raw_labels": "ground_truth", "raw_clefts": "ground_truth_clefts"},
-        },
-        {"stage": "infer", "input": "aligned", "output": "boundary", "chunk_shape": task},
-        {
-            "stage": "segment",
-            "input": "boundary",
-            "output": "segmentation",
-            "chunk_shape": task,
-            "halo": [16, 16, 16],
-            **SEEDS,
-            "merge_threshold": MERGE_THRESHOLD,
-        },
-        {
-            "stage": "evaluate",
-            "input": "segmentation",
-            "ground_truth": "ground_truth",
-            "report": "evaluation.json",
-        },
-        {
-            "stage": "synapses",
-            "input": "aligned",
-            "segmentation": "segmentation",
-            "output": "synapses",
-            "chunk_shape": task,
-        },
+        {**ingest, "input": stacks["raw"], "output": "raw"},
+        *({**labels, "input": stacks[name], "output": name} for name in carry),
+        {"stage": "align", "input": "raw", "output": "aligned", "mips": 0, "carry": carry, **task},
+        {"stage": "infer", "input": "aligned", "output": "boundary", **task},
+        {"stage": "segment", "input": "boundary", "output": "segmentation", **segment},
+        {"stage": "evaluate", "input": "segmentation", **truth},
+        {"stage": "synapses", "input": "aligned", "segmentation": "segmentation", **task},
         {"stage": "connectome", "input": "synapses", "segmentation": "segmentation"},
-        {"stage": "downsample", "input": "raw", "mips": 2, "factor": [2, 2, 2]},
-        {"stage": "downsample", "input": "aligned", "mips": 2, "factor": [2, 2, 2]},
-        {"stage": "downsample", "input": "ground_truth", "mips": 2, "factor": [2, 2, 2]},
-        {"stage": "downsample", "input": "boundary", "mips": 2, "factor": [2, 2, 2]},
-        {"stage": "downsample", "input": "segmentation", "mips": 2, "factor": [2, 2, 2]},
-        {"stage": "mesh", "input": "segmentation", "chunk_shape": task},
+        *({**pyramid, "input": name} for name in shown),
+        {"stage": "mesh", "input": "segmentation", **task},
         # every segment gets a skeleton, however small (the demo's are all real objects)
-        {"stage": "skeletonize", "input": "segmentation", "chunk_shape": task, "dust_threshold": 0},
+        {"stage": "skeletonize", "input": "segmentation", "dust_threshold": 0, **task},
     ]
     return RunConfig.model_validate({"output": output, "stages": stages, **runtime})
 
 
 def print_alignment_residual(config: RunConfig, known: Misalignment) -> None:
     """How far the solved transforms are from the known misalignment (pixels)."""
-    plans = plan_run(config, ["align"])
-    work = plans[0].job.work_url  # type: ignore[attr-defined]
-    arrays = get_arrays(work, TRANSFORMS, config.storage.context())
-    shape = plans[0].grid.bounds.shape
+    estimate = plan_run(config, ["align"])[0]
+    if not isinstance(estimate.job, EstimateJob):
+        raise TypeError(f"the align stage's first step is {estimate.label}, not the estimate")
+    transforms = read_transforms(estimate.job.work_url, config.storage.context())
+    shape = estimate.grid.bounds.shape
     margin = min(32, shape[0] // 4, shape[1] // 4)
     points = grid_points((margin, margin), (shape[0] - margin, shape[1] - margin), 16)
-    per_section = residuals(SectionTransforms.from_arrays(arrays), known, points)
+    per_section = residuals(transforms, known, points)
     print(
         f"alignment vs the known misalignment (±{MAX_SHIFT:g} px shifts, {WARP:g} px warps): "
         f"residual {np.sqrt((per_section**2).mean()):.2f} px RMS, worst section "
@@ -163,6 +121,54 @@ def print_synapses(output: str, volume: SyntheticVolume, context: StorageContext
     )
 
 
+def write_stacks(volume: SyntheticVolume, known: Misalignment, folder: Path) -> dict[str, str]:
+    """The volume's image, labels and clefts as .npy stacks (z,y,x on disk, as stacks usually
+    are; ingest states the axes), their sections misaligned by `known`. The labels are too (as
+    if annotated on the raw stack): `align` carries them into the aligned frame with the same
+    transforms, since the frame of the aligned stack is only defined up to a global transform."""
+    arrays = {
+        "raw": apply(volume.raw, known),
+        "raw_labels": apply(volume.labels, known, labels=True),
+        "raw_clefts": apply(volume.clefts, known, labels=True),
+    }
+    stacks = {}
+    for name, array in arrays.items():
+        stacks[name] = str(folder / f"{name}.npy")
+        np.save(stacks[name], np.ascontiguousarray(array.transpose(2, 1, 0)))
+    return stacks
+
+
+def print_layers(config: RunConfig) -> list[ViewLayer]:
+    """The layers to look at, listed; returned for the link."""
+    output, context = config.output, config.storage.context()
+    # `segmentation` before `ground_truth`: the synapses link to it
+    names = ("raw", "aligned", "boundary", "segmentation", "ground_truth", "synapses/annotations")
+    layers = open_view_layers([join_url(output, name) for name in names], context)
+    print("layers:")
+    for layer in layers:
+        info = read_info(layer.url, context) or {}
+        detail = f"{len(info['scales'])} mips" if "scales" in info else "pre -> post lines"
+        print(f"  {layer.name:<13} {layer.url}  ({layer.layer_type}, {detail})")
+    return layers
+
+
+def print_link(config: RunConfig, layers: list[ViewLayer], local: str | None) -> None:
+    """The config to rerun (a local output) and a Neuroglancer link to the layers."""
+    context = config.storage.context()
+    if local is not None:
+        config_path = Path(local) / "petavox-demo.yaml"
+        config_path.write_text(dump_config(config))
+        print(f"config: {config_path}  (petavox status {config_path})")
+        paths = " ".join(shlex.quote(str(layer.local_path)) for layer in layers)
+        print(f"view: petavox view --port 8000 {paths}")
+        print("Neuroglancer (reads the layers from 127.0.0.1:8000 while that runs):")
+        state = viewer_state(layers, "http://127.0.0.1:8000", context)
+    else:
+        print("Neuroglancer:")
+        state = viewer_state(layers, None, context)
+    print("  " + neuroglancer_link(state))
+
+
 def run_demo(
     *, size: int, output: str, seed: int, runtime: dict[str, Any], progress: bool = True
 ) -> int:
@@ -177,56 +183,25 @@ def run_demo(
     # cloud output it lives in a temporary folder for the length of the run.
     workdir = Path(local) / "synthetic" if local else Path(tempfile.mkdtemp(prefix="petavox-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    known = random_misalignment(shape[2], MAX_SHIFT, WARP, seed=seed)
     try:
-        # z,y,x on disk, as stacks usually are; ingest states the axes. The sections are
-        # misaligned by known shifts and warps, and so are the labels (as if annotated on the
-        # raw stack): `align` carries them into the aligned frame with the same transforms,
-        # since the frame of the aligned stack is only defined up to a global transform.
-        known = random_misalignment(shape[2], MAX_SHIFT, WARP, seed=seed)
-        arrays = {
-            "raw": apply(volume.raw, known),
-            "raw_labels": apply(volume.labels, known, labels=True),
-            "raw_clefts": apply(volume.clefts, known, labels=True),
-        }
-        stacks = {}
-        for name, array in arrays.items():
-            stacks[name] = str(workdir / f"{name}.npy")
-            np.save(stacks[name], np.ascontiguousarray(array.transpose(2, 1, 0)))
-        config = demo_config(output, stacks, runtime)
+        config = demo_config(output, write_stacks(volume, known, workdir), runtime)
         reports = run(config, progress=progress)
     finally:
         if not local:
             shutil.rmtree(workdir, ignore_errors=True)
     for r in reports:
         print(f"  {r.label}: {r.total} chunks in {r.seconds:.1f} s")
-    # the layers to show; `segmentation` before `ground_truth`: the synapses link to it
-    names = ("raw", "aligned", "boundary", "segmentation", "ground_truth", "synapses/annotations")
-    layers = open_view_layers([join_url(output, name) for name in names], config.storage.context())
-    print("layers:")
-    for layer in layers:
-        info = read_info(layer.url, config.storage.context()) or {}
-        detail = f"{len(info['scales'])} mips" if "scales" in info else "pre -> post lines"
-        print(f"  {layer.name:<13} {layer.url}  ({layer.layer_type}, {detail})")
+    layers = print_layers(config)
     print_alignment_residual(config, known)
     print_synapses(output, volume, config.storage.context())
-    report = json.loads(get(output, "evaluation.json", config.storage.context()) or b"{}")
+    report = read_report(*report_location(output, EVALUATION), config.storage.context())
     if report:
         print(
             f"segmentation vs ground truth: adapted Rand error {report['arand']:.3f}, "
             f"VOI split {report['voi_split']:.3f}, merge {report['voi_merge']:.3f} "
             "(boundaries from the built-in U-Net)"
         )
-    if local is not None:
-        config_path = Path(local) / "petavox-demo.yaml"
-        config_path.write_text(dump_config(config))
-        print(f"config: {config_path}  (petavox status {config_path})")
-        paths = " ".join(shlex.quote(str(layer.local_path)) for layer in layers)
-        print(f"view: petavox view --port 8000 {paths}")
-        print("Neuroglancer (reads the layers from 127.0.0.1:8000 while that runs):")
-        state = viewer_state(layers, "http://127.0.0.1:8000", config.storage.context())
-    else:
-        print("Neuroglancer:")
-        state = viewer_state(layers, None, config.storage.context())
-    print("  " + neuroglancer_link(state))
+    print_link(config, layers, local)
     print(f"done in {time.perf_counter() - started:.1f} s")
     return 0

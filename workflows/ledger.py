@@ -7,8 +7,6 @@ skips those chunks; a changed parameter changes the identity, so nothing is skip
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import socket
 import time
@@ -20,12 +18,6 @@ from petavox.tasks.core.storage import StorageContext
 
 PARAMS_FILE = "params.json"
 GLOBAL_STEP = "global"
-
-
-def identity(stage: str, version: int, spec: dict[str, Any]) -> str:
-    """Hash of what determines a stage's output: its name, code version and hashed params."""
-    blob = json.dumps({"stage": stage, "version": version, "spec": spec}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from petavox.tasks.core.errors import InputError
-from petavox.tasks.core.layers import read_info, write_info
-from petavox.tasks.core.storage import join_url
+from petavox.tasks.core.geometry import Vec3
+from petavox.tasks.core.layers import Layer, read_info, write_info
+from petavox.tasks.core.storage import StorageContext, join_url
+from petavox.tasks.evaluate.metrics import Scores, scores
 from petavox.workflows.catalog import Catalog
-from petavox.workflows.config import STAGE_MODELS, RunConfig, StageParams
+from petavox.workflows.config import RayConfig, RunConfig, StorageConfig
 from petavox.workflows.ledger import Ledger
-from petavox.workflows.runner import RaySession, StagePlan, StageReport, execute
-from petavox.workflows.stages import plan_stage
+from petavox.workflows.params import StageParams
+from petavox.workflows.plan import StagePlan
+from petavox.workflows.runner import RaySession, StageReport, execute
+from petavox.workflows.stages import STAGE_NAMES, plan_stage
+from petavox.workflows.stages.evaluate import DEFAULT_CHUNK, TableSum, plan_scores
 
 
 def ledger_for(config: RunConfig) -> Ledger:
@@ -23,10 +28,10 @@ def select_stages(config: RunConfig, only: Iterable[str] | None) -> list[StagePa
     if not only:
         return list(config.stages)
     wanted = {s.strip() for s in only if s.strip()}
-    unknown = wanted - set(STAGE_MODELS)
+    unknown = wanted - set(STAGE_NAMES)
     if unknown:
         raise InputError(
-            f"unknown stage(s) {', '.join(sorted(unknown))}; stages are {', '.join(STAGE_MODELS)}"
+            f"unknown stage(s) {', '.join(sorted(unknown))}; stages are {', '.join(STAGE_NAMES)}"
         )
     chosen = [s for s in config.stages if s.stage in wanted]  # type: ignore[attr-defined]
     missing = wanted - {s.stage for s in chosen}  # type: ignore[attr-defined]
@@ -71,7 +76,7 @@ def run(
     return reports
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StageStatus:
     label: str
     done: int
@@ -89,12 +94,54 @@ def status(config: RunConfig) -> list[StageStatus]:
             plans = plan_stage(params, catalog)
         except InputError as exc:
             label = f"{params.stage}"  # type: ignore[attr-defined]
-            rows.append(StageStatus(label, 0, None, str(exc).splitlines()[0]))
+            rows.append(StageStatus(label=label, done=0, total=None, note=str(exc).splitlines()[0]))
             continue
         for plan in plans:
             if not plan.use_ledger:
                 continue  # recomputed on every run (evaluation)
             ids = {c.id for c in plan.grid}
             done = len(ledger.done(plan.stage, plan.identity) & ids)
-            rows.append(StageStatus(plan.label, done, len(ids)))
+            rows.append(StageStatus(label=plan.label, done=done, total=len(ids)))
     return rows
+
+
+def evaluate_layers(
+    seg_url: str,
+    gt_url: str,
+    session: RaySession,
+    *,
+    ignore_gt: tuple[int, ...] = (0,),
+    context: StorageContext = StorageContext(),
+    chunk_shape: Vec3 = DEFAULT_CHUNK,
+    progress: bool = True,
+) -> Scores:
+    """Scores of a segmentation against ground truth, streamed chunk by chunk on `session`."""
+    seg, gt = Layer.open(seg_url, context), Layer.open(gt_url, context)
+    tables = TableSum()
+    plan = plan_scores(seg, gt, ignore_gt, tables, chunk_shape=chunk_shape)
+    execute(plan, None, session, progress=progress)
+    return scores(tables.total())
+
+
+def score_layers(
+    seg_url: str,
+    gt_url: str,
+    *,
+    ray: RayConfig,
+    storage: StorageConfig,
+    ignore_gt: tuple[int, ...] = (0,),
+    progress: bool = True,
+) -> Scores:
+    """`evaluate_layers` on a Ray session of its own (started only if there is work)."""
+    session = RaySession(ray)
+    try:
+        return evaluate_layers(
+            seg_url,
+            gt_url,
+            session,
+            ignore_gt=ignore_gt,
+            context=storage.context(),
+            progress=progress,
+        )
+    finally:
+        session.shutdown()

@@ -15,45 +15,21 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
 
 from tqdm import tqdm
 
 from petavox.tasks.core.errors import PetavoxError
-from petavox.tasks.core.geometry import Chunk, ChunkGrid
+from petavox.tasks.core.geometry import Chunk
 from petavox.tasks.core.transient import is_transient
-from petavox.workflows.config import RayConfig, Resources
+from petavox.workflows.config import RayConfig
 from petavox.workflows.ledger import GLOBAL_STEP, Ledger
+from petavox.workflows.params import Resources
+from petavox.workflows.plan import ChunkJob, StagePlan
 
 log = logging.getLogger("petavox")
-
-
-class ChunkJob(Protocol):
-    """What a stage does to one chunk (defined in `petavox.tasks`, picklable, no Ray)."""
-
-    def run(self, chunk: Chunk) -> Any: ...
-
-
-@dataclass
-class StagePlan:
-    """Everything needed to run one stage, computed before any write."""
-
-    label: str
-    stage: str
-    identity: str
-    spec: dict[str, Any]
-    grid: ChunkGrid
-    job: ChunkJob
-    resources: Resources = field(default_factory=Resources)
-    layer_infos: dict[str, dict] = field(default_factory=dict)
-    finalize: Callable[[], None] | None = None
-    use_ledger: bool = True
-    on_result: Callable[[Chunk, Any], None] | None = None  # called on the driver per result
-    #: called on the driver once Ray is up; yields the job to dispatch (e.g. bound to GPU actors
-    #: it starts) and releases what it started when the stage ends
-    runtime: Callable[[ChunkJob], AbstractContextManager[ChunkJob]] | None = None
 
 
 class ChunkFailedError(PetavoxError):
@@ -117,7 +93,7 @@ def run_chunk(
     return result
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StageReport:
     label: str
     total: int
@@ -196,26 +172,28 @@ def execute(
     ledger: Ledger | None,
     session: RaySession,
     *,
-    on_result: Callable[[Chunk, Any], None] | None = None,
     progress: bool = True,
 ) -> StageReport:
     """Run the plan's chunks that the ledger does not list as done, then its global step."""
     started = time.perf_counter()
-    on_result = on_result or plan.on_result
     use_ledger = plan.use_ledger and ledger is not None
     done = ledger.done(plan.stage, plan.identity) if use_ledger else set()
     todo = [c for c in plan.grid if c.id not in done]
     total = len(plan.grid)
     if todo:
         if use_ledger:
-            ledger.record_params(plan.stage, plan.identity, plan.spec)
-        _dispatch(plan, todo, ledger if use_ledger else None, session, total, on_result, progress)
-    if plan.finalize is not None and GLOBAL_STEP not in done:
-        plan.finalize()
+            ledger.record_params(plan.stage, plan.identity, dict(plan.spec))
+        _dispatch(plan, todo, ledger if use_ledger else None, session, progress)
+    if plan.global_step is not None and GLOBAL_STEP not in done:
+        plan.global_step()
         if use_ledger:
             ledger.mark_done(plan.stage, plan.identity, GLOBAL_STEP, {"stage": plan.stage})
     return StageReport(
-        plan.label, total, total - len(todo), len(todo), time.perf_counter() - started
+        label=plan.label,
+        total=total,
+        skipped=total - len(todo),
+        ran=len(todo),
+        seconds=time.perf_counter() - started,
     )
 
 
@@ -224,8 +202,6 @@ def _dispatch(
     todo: list[Chunk],
     ledger: Ledger | None,
     session: RaySession,
-    total: int,
-    on_result: Callable[[Chunk, Any], None] | None,
     progress: bool,
 ) -> None:
     import ray
@@ -234,30 +210,7 @@ def _dispatch(
     cfg = session.config
     limit = cfg.max_in_flight or max(64, 2 * session.cluster_cpus())
     remote = ray.remote(run_chunk).options(**_remote_options(plan.resources, cfg.task_retries))
-    with (plan.runtime or nullcontext)(plan.job) as job:
-        _submit_all(
-            plan, remote, ray.put(job), todo, ledger, cfg, limit, total, on_result, progress
-        )
-
-
-def _submit_all(
-    plan: StagePlan,
-    remote: Any,
-    job_ref: Any,
-    todo: list[Chunk],
-    ledger: Ledger | None,
-    cfg: RayConfig,
-    limit: int,
-    total: int,
-    on_result: Callable[[Chunk, Any], None] | None,
-    progress: bool,
-) -> None:
-    """Keep up to `max_in_flight` tasks submitted until every chunk of `todo` is done."""
-    import ray
-
-    pending: dict[Any, Chunk] = {}
-    chunks = iter(todo)
-    exhausted = False
+    total = len(plan.grid)
     bar = tqdm(
         total=total,
         initial=total - len(todo),
@@ -267,6 +220,28 @@ def _submit_all(
         disable=not progress,
         dynamic_ncols=True,
     )
+    with (plan.hooks.bind or nullcontext)(plan.job) as job, bar:
+        job_ref = ray.put(job)
+
+        def submit(chunk: Chunk) -> Any:
+            return remote.remote(
+                job_ref, chunk, plan.stage, plan.identity, ledger, cfg.storage_retries
+            )
+
+        _submit_all(plan, submit, todo, limit, bar)
+
+
+def _submit_all(
+    plan: StagePlan, submit: Callable[[Chunk], Any], todo: list[Chunk], limit: int, bar: tqdm
+) -> None:
+    """Keep up to `limit` tasks submitted until every chunk of `todo` is done; hand each result
+    to the plan's `on_result` hook as it arrives."""
+    import ray
+
+    on_result = plan.hooks.on_result
+    pending: dict[Any, Chunk] = {}
+    chunks = iter(todo)
+    exhausted = False
     try:
         while pending or not exhausted:
             while not exhausted and len(pending) < limit:
@@ -274,10 +249,7 @@ def _submit_all(
                 if chunk is None:
                     exhausted = True
                     break
-                ref = remote.remote(
-                    job_ref, chunk, plan.stage, plan.identity, ledger, cfg.storage_retries
-                )
-                pending[ref] = chunk
+                pending[submit(chunk)] = chunk
             if not pending:
                 break
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -294,5 +266,3 @@ def _submit_all(
         for ref in pending:
             ray.cancel(ref)
         raise
-    finally:
-        bar.close()

@@ -7,15 +7,19 @@ raw uint8 / 255 (see `petavox.tasks.ml.training`). Needs the optional training d
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.storage import StorageContext
+from petavox.workflows.cli_options import runtime_from_args
+from petavox.workflows.config import ConfigError, StorageConfig
 
 LAYER_SCHEMES = ("file://", "s3://", "gs://")
 INSTALL_HINT = "pip install 'petavox[train]' (or: pip install torch==2.13.0 onnx onnxruntime)"
@@ -153,16 +157,16 @@ def load_pairs(
     return out_raw, out_gt
 
 
-# ---- the command ------------------------------------------------------------------------------
+# ---- training ------------------------------------------------------------------------------
 def run_train(
     raw: str | Sequence[str],
     gt: str | Sequence[str],
     out: str,
+    *,
     minutes: float = 15.0,
     target: str = "boundary",
     seed: int = 0,
     patch: Sequence[int] = (32, 64, 64),
-    *,
     batch: int = 2,
     base_channels: int = 8,
     depth: int = 3,
@@ -252,9 +256,84 @@ def train_builtin(out: str, minutes: float = 10.0) -> int:
     return fit_and_export(raws, gts, path, minutes=minutes, seed=0)
 
 
-if __name__ == "__main__":
-    import argparse
+# ---- the command line ---------------------------------------------------------------------
+def triple(text: str) -> tuple[int, int, int]:
+    parts = [int(p) for p in text.split(",")]
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"{text!r} is not three integers Z,Y,X")
+    return parts[0], parts[1], parts[2]
 
+
+def train_command(args: argparse.Namespace) -> int:
+    if (args.val_raw is None) != (args.val_gt is None):
+        raise ConfigError("give both --val-raw and --val-gt, or neither")
+    validation = (args.val_raw, args.val_gt) if args.val_raw else None
+    storage = StorageConfig(**runtime_from_args(args)["storage"])
+    return run_train(
+        args.raw,
+        args.gt,
+        args.out,
+        minutes=args.minutes,
+        target=args.target,
+        seed=args.seed,
+        patch=args.patch,
+        batch=args.batch,
+        base_channels=args.base_channels,
+        depth=args.depth,
+        pool=args.pool,
+        validation=validation,
+        context=storage.context(),
+        progress=not args.quiet,
+    )
+
+
+def add_train_parser(sub: Any) -> None:
+    """`petavox train` and its options (PyTorch is imported only when it runs)."""
+    p = sub.add_parser("train", help="train a 3D U-Net on your ground truth; writes ONNX")
+    p.add_argument(
+        "--raw",
+        required=True,
+        action="append",
+        help="image: .npy (z,y,x) or layer URL; repeat for several volumes",
+    )
+    p.add_argument(
+        "--gt",
+        required=True,
+        action="append",
+        help="labels (0 = boundary/unknown), same shape; one per --raw",
+    )
+    p.add_argument("--out", required=True, help="model file to write (.onnx)")
+    p.add_argument("--minutes", type=float, default=15.0, help="training time (default 15)")
+    p.add_argument(
+        "--target",
+        choices=("boundary", "affinities"),
+        default="boundary",
+        help="what the model predicts (default boundary)",
+    )
+    p.add_argument(
+        "--patch",
+        type=triple,
+        default=(32, 64, 64),
+        help="training patch Z,Y,X (default 32,64,64)",
+    )
+    p.add_argument(
+        "--pool",
+        type=triple,
+        default=(2, 2, 2),
+        help="pooling Z,Y,X per level; 1,2,2 for anisotropic stacks (default 2,2,2)",
+    )
+    p.add_argument("--batch", type=int, default=2, help="patches per step (default 2)")
+    p.add_argument("--base-channels", type=int, default=8, help="width of the U-Net (default 8)")
+    p.add_argument("--depth", type=int, default=3, help="U-Net levels (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--val-raw", help="held-out image for a validation loss")
+    p.add_argument("--val-gt", help="held-out labels for a validation loss")
+    p.add_argument("--s3-endpoint", help="S3-compatible endpoint for s3:// inputs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=train_command, workers=None, address=None, max_in_flight=None)
+
+
+if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="retrain the built-in synthetic-data model")
     parser.add_argument("out", help="model file to write (.onnx)")
     parser.add_argument("--minutes", type=float, default=10.0)

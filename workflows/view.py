@@ -27,7 +27,7 @@ ANNOTATIONS = "neuroglancer_annotations_v1"
 DEFAULT_PORT = 8000  # where `--no-serve` links expect the local layers
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ViewLayer:
     """A layer to show: its name in the viewer (and on the file server), URL and type."""
 
@@ -76,7 +76,9 @@ def open_view_layers(urls: Sequence[str], context: StorageContext) -> list[ViewL
             n += 1
             name = f"{base}-{n}"
         names.add(name)
-        layers.append(ViewLayer(name, url, layer_type, relationships))
+        layers.append(
+            ViewLayer(name=name, url=url, layer_type=layer_type, relationships=relationships)
+        )
     return layers
 
 

@@ -27,7 +27,7 @@ def flow_key(z: int, back: int, tile: str) -> str:
     return f"flows/{z}-{back}-{tile}.npz"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EstimateJob:
     """Per section z (and xy tile): flows of z against z − 1 (and z − 2 when bridging)."""
 
@@ -54,7 +54,11 @@ class EstimateJob:
             flow = estimate_pair(self._section(region, z - back), moving, self.params)
             points = flow.points + np.array(region.start[:2], np.float64)
             inside = np.all((points >= tile.start[:2]) & (points < tile.stop[:2]), axis=1)
-            kept = PairFlow(points[inside], flow.displacement[inside], flow.confidence[inside])
+            kept = PairFlow(
+                points=points[inside],
+                displacement=flow.displacement[inside],
+                confidence=flow.confidence[inside],
+            )
             put_arrays(
                 self.work_url, flow_key(z, back, chunk.id), kept.as_arrays(), self.source.context
             )
@@ -76,16 +80,16 @@ def load_pairs(work_url: str, first: int, context: StorageContext) -> list[Pair]
     pairs = []
     for (z, back), parts in sorted(grouped.items()):
         flow = PairFlow(
-            *(
-                np.concatenate([p[name] for p in parts])
+            **{
+                name: np.concatenate([p[name] for p in parts])
                 for name in ("points", "displacement", "confidence")
-            )
+            }
         )
-        pairs.append(Pair(z - first, z - back - first, flow))
+        pairs.append(Pair(moving=z - first, reference=z - back - first, flow=flow))
     return pairs
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SolveJob:
     """The global step: all flows → one transform per section (one chunk, one task)."""
 
@@ -103,12 +107,18 @@ class SolveJob:
         return {"sections": sections, "pairs": len(pairs)}
 
 
-@lru_cache(maxsize=4)
-def _transforms(work_url: str, context: StorageContext) -> SectionTransforms:
+def read_transforms(work_url: str, context: StorageContext) -> SectionTransforms:
+    """The solved per-section transforms of an `align` run's work folder."""
     return SectionTransforms.from_arrays(get_arrays(work_url, TRANSFORMS, context))
 
 
-@dataclass(frozen=True)
+@lru_cache(maxsize=4)
+def _transforms(work_url: str, context: StorageContext) -> SectionTransforms:
+    """`read_transforms`, once per worker process (render tasks all need the same)."""
+    return read_transforms(work_url, context)
+
+
+@dataclass(frozen=True, kw_only=True)
 class RenderJob:
     source: Layer
     target: Layer

@@ -17,7 +17,7 @@ import numpy as np
 MAX_PADDING = 0.02  # patches with more exact-0 pixels than this are padding, not data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FlowParams:
     patch: int = 64  # side of a patch (pixels)
     spacing: int = 32  # distance between patch centres
@@ -25,7 +25,7 @@ class FlowParams:
     upsample: int = 20  # sub-pixel precision 1/upsample
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PairFlow:
     """Patch centres (n, 2), displacements (n, 2) and confidences (n,), all x, y."""
 
@@ -103,7 +103,7 @@ def estimate_pair(ref: np.ndarray, moving: np.ndarray, params: FlowParams) -> Pa
         s = _phase_shift(a - a.mean(), b - b.mean(), params.upsample)  # b(x) ≈ a(x − s)
         shift[k] = guess + s
         conf[k] = max(0.0, _aligned_ncc(a, b, np.rint(s).astype(np.int64)))
-    return PairFlow(points.astype(np.float64), shift, conf)
+    return PairFlow(points=points.astype(np.float64), displacement=shift, confidence=conf)
 
 
 def _aligned_ncc(a: np.ndarray, b: np.ndarray, s: np.ndarray) -> float:

@@ -32,7 +32,7 @@ from petavox.tasks.align.displacement import MeshGrid, SectionAffines
 from petavox.tasks.align.flow import PairFlow
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SolveParams:
     mesh_spacing: float = 64.0  # pixels between mesh nodes
     stiffness: float = 0.5  # weight of the springs between neighbouring nodes
@@ -43,7 +43,7 @@ class SolveParams:
     rounds: int = 3  # reweighting rounds
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Pair:
     moving: int  # section index (from 0) of the moving section
     reference: int
@@ -118,7 +118,7 @@ def _robust_weights(residual: np.ndarray, scale: float) -> np.ndarray:
     return weight
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Patches:
     """A pair's usable patches: raw positions in the reference, displacement, confidence."""
 
@@ -134,7 +134,14 @@ def _usable(pairs: list[Pair], min_confidence: float) -> list[_Patches]:
         ok = pair.flow.confidence >= min_confidence
         if ok.any():
             flow = pair.flow
-            out.append(_Patches(pair, flow.points[ok], flow.displacement[ok], flow.confidence[ok]))
+            out.append(
+                _Patches(
+                    pair=pair,
+                    points=flow.points[ok],
+                    displacement=flow.displacement[ok],
+                    confidence=flow.confidence[ok],
+                )
+            )
     return out
 
 

@@ -230,3 +230,8 @@ def index_grid(n: int) -> ChunkGrid:
     """A grid of `n` tasks that are not boxes of a volume (id ranges, shards): chunk k's write
     box starts at x = k."""
     return ChunkGrid(Box((0, 0, 0), (n, 1, 1)), (1, 1, 1))
+
+
+def task_index(chunk: Chunk) -> int:
+    """Which task of an `index_grid` `chunk` is (0 to n - 1)."""
+    return chunk.write_box.start[0]

@@ -35,7 +35,7 @@ def scale_key(resolution: tuple[float, float, float]) -> str:
     return "_".join(str(int(r)) if float(r).is_integer() else str(r) for r in resolution)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LayerSpec:
     """What a new layer holds. Sizes and offsets in voxels (x, y, z), resolution in nm."""
 

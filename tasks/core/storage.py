@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 SUPPORTED_SCHEMES = ("file", "s3", "gs")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StorageContext:
     """Endpoints for S3-compatible stores (MinIO, SeaweedFS, Ceph) and a GCS emulator.
 

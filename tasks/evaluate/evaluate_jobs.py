@@ -9,7 +9,7 @@ from petavox.tasks.core.layers import Layer
 from petavox.tasks.evaluate.metrics import Contingency, contingency
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ContingencyJob:
     seg: Layer
     gt: Layer

@@ -42,7 +42,7 @@ def _reduce(
     return seg[start][keep], gt[start][keep], count[keep]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Contingency:
     """Sparse joint counts of (seg id, gt id) pairs over the scored voxels.
 
@@ -69,7 +69,9 @@ class Contingency:
     @classmethod
     def empty(cls) -> Contingency:
         """A table with no voxels."""
-        return cls(np.empty(0, np.uint64), np.empty(0, np.uint64), np.empty(0, np.int64))
+        return cls(
+            seg=np.empty(0, np.uint64), gt=np.empty(0, np.uint64), count=np.empty(0, np.int64)
+        )
 
     @property
     def n_scored(self) -> int:
@@ -92,7 +94,7 @@ class Contingency:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Contingency:
         """Inverse of `to_dict`."""
-        return cls(d["seg"], d["gt"], d["count"], d.get("n_ignored", 0))
+        return cls(seg=d["seg"], gt=d["gt"], count=d["count"], n_ignored=d.get("n_ignored", 0))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Contingency):
@@ -111,7 +113,7 @@ def merge_all(tables: Iterable[Contingency]) -> Contingency:
         np.concatenate([t.gt for t in tables]),
         np.concatenate([t.count for t in tables]),
     )
-    return Contingency(seg, gt, count, sum(t.n_ignored for t in tables))
+    return Contingency(seg=seg, gt=gt, count=count, n_ignored=sum(t.n_ignored for t in tables))
 
 
 def _dense_ids(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -164,7 +166,9 @@ def contingency(seg: np.ndarray, gt: np.ndarray, ignore_gt: Sequence[int] = (0,)
                 weights = weights[keep]
             seg, gt = seg[keep], gt[keep]
     if gt.size == 0:
-        return Contingency(np.empty(0, np.uint64), np.empty(0, np.uint64), [], n_ignored)
+        return Contingency(
+            seg=np.empty(0, np.uint64), gt=np.empty(0, np.uint64), count=[], n_ignored=n_ignored
+        )
     seg_idx, seg_ids = _dense_ids(seg)
     gt_idx, gt_ids = _dense_ids(gt)
     n_gt = gt_ids.size
@@ -189,10 +193,15 @@ def contingency(seg: np.ndarray, gt: np.ndarray, ignore_gt: Sequence[int] = (0,)
             counts = np.add.reduceat(key & ((1 << w_bits) - 1), start)
             key = key[start] >> w_bits
     # float64 counts from weighted bincount are exact (< 2**53 voxels).
-    return Contingency(seg_ids[key // n_gt], gt_ids[key % n_gt], counts.astype(np.int64), n_ignored)
+    return Contingency(
+        seg=seg_ids[key // n_gt],
+        gt=gt_ids[key % n_gt],
+        count=counts.astype(np.int64),
+        n_ignored=n_ignored,
+    )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Scores:
     """Adapted Rand error (0 = perfect) and VOI split / merge in bits."""
 

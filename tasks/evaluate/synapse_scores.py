@@ -21,7 +21,7 @@ Table = dict[str, np.ndarray]
 UNMATCHED = 1e9  # cost of pairs farther apart than the radius (never chosen when avoidable)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SynapseScores:
     detected: int
     true: int

@@ -37,7 +37,7 @@ def pyramid(data: np.ndarray, factor: Vec3, mips: int, method: Method) -> list[n
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DownsampleJob:
     """Reads one mip-0 box of `source`, writes its pyramid (and mip 0 if `target` differs).
 

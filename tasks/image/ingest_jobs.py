@@ -32,7 +32,7 @@ def cast_checked(data: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
     return data.astype(dtype, copy=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class IngestJob:
     """Copies the source voxels of a chunk's write box (in layer coordinates) into `target`."""
 

@@ -28,7 +28,7 @@ def to_layer_dtype(pred: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return pred.astype(dtype)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class InferJob:
     source: Layer
     target: Layer

@@ -82,7 +82,7 @@ class ModelInfo:
     divisor: Vec3  # x, y, z: patch sides must be multiples of this
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelRef:
     """A model as the workers see it: where it is and what its bytes must hash to."""
 

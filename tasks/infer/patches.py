@@ -43,7 +43,7 @@ def taper(size: int, overlap: int) -> np.ndarray:
     return w
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PatchGrid:
     """Patches of shape `patch` overlapping by `overlap` (x, y, z) over `bounds`.
 

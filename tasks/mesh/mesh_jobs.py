@@ -17,12 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import zmesh
-from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
 
-from petavox.tasks.core.geometry import Box, Chunk
+from petavox.tasks.core.geometry import Box, Chunk, task_index
 from petavox.tasks.core.layers import Layer
-from petavox.tasks.core.objects import get_arrays, list_keys, put, put_arrays, put_json
-from petavox.tasks.core.shards import shard_of
+from petavox.tasks.core.objects import get_arrays, list_keys, put, put_json
+from petavox.tasks.core.shard_buckets import ShardBuckets
 from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.mesh.multires import Octree, multires_mesh, shard_file, weld
 from petavox.tasks.mesh.surfaces import (
@@ -48,7 +47,7 @@ def id_prefixes(digits: int) -> list[str]:
     return short + [str(n) for n in range(10 ** (digits - 1), 10**digits)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MeshForgeJob:
     """Mesh one chunk (read with one more voxel on its high faces, closed on the volume's
     faces) and write its fragments."""
@@ -99,31 +98,29 @@ def unpack(arrays: dict[str, np.ndarray]) -> list[tuple[int, np.ndarray, np.ndar
     ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ShardedForgeJob:
-    """Mesh one chunk as `MeshForgeJob` does (in voxels) and write its meshes grouped by shard:
+    """Mesh one chunk as `MeshForgeJob` does (in voxels) and scatter its meshes by shard:
     ``<work>/<shard>/<chunk id>``, one file per shard the chunk's ids fall in."""
 
     source: Layer
-    work_url: str
+    buckets: ShardBuckets
     params: Simplification
-    sharding: dict
     fill_missing: bool = False
 
     def run(self, chunk: Chunk) -> dict:
         labels, start = read_closed(self.source, chunk.write_box, self.fill_missing)
         meshes = voxel_meshes(labels, start, self.source.resolution(0), self.params)
-        spec = ShardingSpecification.from_dict(self.sharding)
-        shards: dict[int, list[tuple[int, zmesh.Mesh]]] = {}
-        for label, mesh in sorted(meshes.items()):
-            if len(mesh.faces):
-                shards.setdefault(shard_of(label, spec), []).append((label, mesh))
-        for shard, group in shards.items():
-            put_arrays(self.work_url, f"{shard}/{chunk.id}", pack(group), self.source.context)
-        return {"segments": len(meshes), "shards": len(shards)}
+        kept = [(label, mesh) for label, mesh in sorted(meshes.items()) if len(mesh.faces)]
+        ids = np.array([label for label, _ in kept], np.uint64)
+        shards = 0
+        for shard, where in self.buckets.split(ids):
+            self.buckets.scatter_arrays(shard, chunk.id, pack([kept[i] for i in where]))
+            shards += 1
+        return {"segments": len(meshes), "shards": shards}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ShardMergeJob:
     """Chunk k of an `index_grid` writes shard k: each of its segments' chunk pieces welded into
     one mesh, its levels of detail and octree pieces, and the shard file.
@@ -131,20 +128,18 @@ class ShardMergeJob:
     Memory is bounded by one shard's segments (their pieces, then their encoded meshes), never
     by the dataset: the task reads only its own shard's folder of intermediate files."""
 
-    work_url: str
+    buckets: ShardBuckets
     mesh_url: str
-    sharding: dict
     octree: Octree
     lods: int
     bits: int
     resolution: tuple[float, float, float]
-    context: StorageContext
 
     def run(self, chunk: Chunk) -> dict:
-        shard = chunk.write_box.start[0]
+        work, context = self.buckets.work_url, self.buckets.context
         pieces: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
-        for key in sorted(list_keys(self.work_url, f"{shard}/", self.context)):
-            for label, vertices, faces in unpack(get_arrays(self.work_url, key, self.context)):
+        for key in self.buckets.keys(task_index(chunk)):
+            for label, vertices, faces in unpack(get_arrays(work, key, context)):
                 pieces.setdefault(label, []).append((vertices, faces))
         segments: dict[int, bytes] = {}
         manifest_sizes: dict[int, int] = {}
@@ -156,12 +151,12 @@ class ShardMergeJob:
             segments[label] = fragments + manifest
             manifest_sizes[label] = len(manifest)
         if segments:
-            name, data = shard_file(self.sharding, segments, manifest_sizes)
-            put(self.mesh_url, name, data, self.context)
+            name, data = shard_file(self.buckets.sharding, segments, manifest_sizes)
+            put(self.mesh_url, name, data, context)
         return {"segments": len(segments)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ManifestJob:
     """Chunk k of an `index_grid` writes the manifests of the ids that start with prefix k."""
 
@@ -170,7 +165,7 @@ class ManifestJob:
     context: StorageContext
 
     def run(self, chunk: Chunk) -> dict:
-        prefix = self.prefixes[chunk.write_box.start[0]]
+        prefix = self.prefixes[task_index(chunk)]
         fragments: dict[str, list[str]] = {}
         for key in list_keys(self.mesh_url, prefix, self.context):
             parts = key.split(":")

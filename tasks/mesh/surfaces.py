@@ -21,7 +21,7 @@ from petavox.tasks.core.geometry import Box
 VOXEL_STEPS = 1024  # voxel_meshes' vertex grid, per voxel
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Simplification:
     reduction_factor: int = 100  # aim for this many times fewer triangles (0: no simplification)
     max_error: float = 40.0  # nm a simplified vertex may move (igneous's default)

@@ -69,7 +69,7 @@ def _save(work_url, level, node_id, mapping, up: RegionGraph, face_ids, face_row
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ContactJob:
     """Level 0: the chunk's region graph (voxel edges to each voxel's predecessor), merged."""
 
@@ -96,7 +96,7 @@ class ContactJob:
         return {"edges": len(graph.edges), "merged": len(mapping), "passed_up": len(up.edges)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MergeJob:
     """Level ≥ 1: sum the children's passed-up graphs and merge what is now closed."""
 
@@ -117,7 +117,9 @@ class MergeJob:
                 graph_key(self.level - 1, self.child_grid.chunk(index).id),
                 self.context,
             )
-            graphs.append(RegionGraph(part["edges"], part["sums"], part["counts"]))
+            graphs.append(
+                RegionGraph(edges=part["edges"], sums=part["sums"], counts=part["counts"])
+            )
             face_ids.append(part["face_ids"])
             face_rows.append(part["face_rows"])
         graph = RegionGraph.combine(graphs)

@@ -30,7 +30,7 @@ from petavox.tasks.segment.equivalence import unique_pairs
 EMPTY_EDGES = np.zeros((0, 2), np.uint64)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RegionGraph:
     """Contact statistics between regions: summed affinity and voxel-edge count per pair."""
 
@@ -40,7 +40,7 @@ class RegionGraph:
 
     @classmethod
     def empty(cls) -> RegionGraph:
-        return cls(EMPTY_EDGES, np.zeros(0), np.zeros(0, np.int64))
+        return cls(edges=EMPTY_EDGES, sums=np.zeros(0), counts=np.zeros(0, np.int64))
 
     @classmethod
     def combine(cls, graphs: list[RegionGraph]) -> RegionGraph:
@@ -51,7 +51,7 @@ class RegionGraph:
         unique, inverse = unique_pairs(edges)
         sums = np.bincount(inverse, np.concatenate([g.sums for g in graphs]), len(unique))
         counts = np.bincount(inverse, np.concatenate([g.counts for g in graphs]), len(unique))
-        return cls(unique, sums, counts.astype(np.int64))
+        return cls(edges=unique, sums=sums, counts=counts.astype(np.int64))
 
     def ids(self) -> np.ndarray:
         return np.unique(self.edges)
@@ -74,7 +74,7 @@ def contact_graph(labels: np.ndarray, affs: np.ndarray) -> RegionGraph:
         hit = (a != b) & (a != 0) & (b != 0)
         pairs = np.sort(np.stack([a[hit], b[hit]], axis=1), axis=1)
         ones = np.ones(len(pairs), np.int64)
-        graphs.append(RegionGraph(pairs, aff[hit].astype(np.float64), ones))
+        graphs.append(RegionGraph(edges=pairs, sums=aff[hit].astype(np.float64), counts=ones))
     return RegionGraph.combine(graphs)
 
 
@@ -120,9 +120,9 @@ def agglomerate_node(
                 sums.append(s)
                 counts.append(c)
     up = RegionGraph(
-        np.array(edges, dtype=np.uint64).reshape(-1, 2),
-        np.array(sums, dtype=np.float64),
-        np.array(counts, dtype=np.int64),
+        edges=np.array(edges, dtype=np.uint64).reshape(-1, 2),
+        sums=np.array(sums, dtype=np.float64),
+        counts=np.array(counts, dtype=np.int64),
     )
     return mapping, up
 

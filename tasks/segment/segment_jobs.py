@@ -52,7 +52,7 @@ def face_key(chunk_id: str, axis: int, side: str) -> str:
     return f"faces/{chunk_id}/{'xyz'[axis]}{side}.npy"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SegmentJob:
     source: Layer
     target: Layer

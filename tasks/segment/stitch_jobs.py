@@ -94,7 +94,7 @@ def overlap_matches(mine: np.ndarray, theirs: np.ndarray, fraction: float) -> np
     return pairs[ok].astype(np.uint64)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MatchJob:
     layer: Layer
     grid: ChunkGrid
@@ -148,7 +148,7 @@ def _load_map(work_url: str, key: str, context: StorageContext) -> np.ndarray:
     return get_array(work_url, key, context)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ResolveJob:
     """Octree level `level` ≥ 1: each node (a chunk of `grid`) resolves its children's edges."""
 
@@ -180,7 +180,7 @@ class ResolveJob:
         return {"merged": len(mapping), "passed_up": len(up)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RelabelJob:
     """Rewrite a chunk with the chain of its ancestors' maps at `levels` (bottom up)."""
 

@@ -22,7 +22,7 @@ import cc3d
 import numpy as np
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WatershedParams:
     """Defaults were chosen on gala `train` (see README, "Segmentation")."""
 

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from cloudvolume.datasource.precomputed.sharding import (
     ShardingSpecification,
     synthesize_shard_files,
 )
 
-from petavox.tasks.core.geometry import Box, Chunk
+from petavox.tasks.core.geometry import Box, Chunk, task_index
 from petavox.tasks.core.layers import Layer
-from petavox.tasks.core.objects import get_arrays, list_keys, put, put_arrays
-from petavox.tasks.core.shards import shard_of
-from petavox.tasks.core.storage import StorageContext
+from petavox.tasks.core.objects import get_arrays, put
+from petavox.tasks.core.shard_buckets import ShardBuckets
 from petavox.tasks.skeleton.skeletons import (
     Cleanup,
     Teasar,
@@ -31,14 +31,13 @@ from petavox.tasks.skeleton.skeletons import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SkeletonizeChunkJob:
     """Skeletonize one chunk (read with one more voxel on its high faces); pieces by bucket."""
 
     source: Layer
-    work_url: str
+    buckets: ShardBuckets  # ids to buckets by the stage's sharding spec
     params: Teasar
-    sharding: dict  # the spec that assigns ids to buckets (JSON form)
     fill_missing: bool = False
 
     def run(self, chunk: Chunk) -> dict:
@@ -48,41 +47,38 @@ class SkeletonizeChunkJob:
         skeletons = chunk_skeletons(
             labels, tuple(read.start), self.source.resolution(0), self.params
         )
-        spec = ShardingSpecification.from_dict(self.sharding)
-        buckets: dict[int, dict] = {}
-        for label, skel in skeletons.items():
-            buckets.setdefault(shard_of(label, spec), {})[label] = skel
-        for bucket, group in buckets.items():
-            put_arrays(self.work_url, f"{bucket}/{chunk.id}.npz", pack(group), self.source.context)
+        items = list(skeletons.items())
+        ids = np.array([label for label, _ in items], np.uint64)
+        for bucket, where in self.buckets.split(ids):
+            group = dict(items[i] for i in where)
+            self.buckets.scatter_arrays(bucket, chunk.id, pack(group))
         return {"pieces": len(skeletons)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SkeletonMergeJob:
     """Chunk k of an `index_grid` merges bucket k's pieces and writes its skeletons."""
 
-    work_url: str
+    buckets: ShardBuckets
     skeleton_url: str
-    sharding: dict
     sharded: bool
     cleanup: Cleanup
-    context: StorageContext
 
     def run(self, chunk: Chunk) -> dict:
-        bucket = chunk.write_box.start[0]
+        work, context = self.buckets.work_url, self.buckets.context
         pieces: dict[int, list] = {}
-        for key in sorted(list_keys(self.work_url, f"{bucket}/", self.context)):
-            for label, skel in unpack(get_arrays(self.work_url, key, self.context)):
+        for key in self.buckets.keys(task_index(chunk)):
+            for label, skel in unpack(get_arrays(work, key, context)):
                 pieces.setdefault(label, []).append(skel)
         encoded = {
             label: merge_pieces(label, parts, self.cleanup).to_precomputed()
             for label, parts in pieces.items()
         }
         if self.sharded and encoded:
-            spec = ShardingSpecification.from_dict(self.sharding)
+            spec = ShardingSpecification.from_dict(self.buckets.sharding)
             for name, data in synthesize_shard_files(spec, encoded).items():
-                put(self.skeleton_url, name, data, self.context)
+                put(self.skeleton_url, name, data, context)
         elif not self.sharded:
             for label, data in encoded.items():
-                put(self.skeleton_url, str(label), data, self.context)
+                put(self.skeleton_url, str(label), data, context)
         return {"skeletons": len(encoded)}

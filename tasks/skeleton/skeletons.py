@@ -24,7 +24,7 @@ RADIUS = {"id": "radius", "data_type": "float32", "num_components": 1}
 IDENTITY = [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Teasar:
     """Per-chunk skeletonization (kimimaro's parameters; lengths in nm)."""
 
@@ -37,7 +37,7 @@ class Teasar:
         return {**DEFAULT_TEASAR_PARAMS, "scale": self.scale, "const": self.const}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Cleanup:
     """The merge's clean-up of a segment's joined pieces (nm)."""
 

@@ -133,7 +133,7 @@ _SINGLE = np.dtype(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Packed:
     """Encoded chunks keyed by uint64: chunk i is ``data[offsets[i]:offsets[i + 1]]`` (what
     `petavox.tasks.core.shards.shard_files` writes)."""
@@ -166,7 +166,7 @@ def pack_by_id(table: Table) -> Packed:
     sizes = keep.sum(axis=1)
     data = full.view(np.uint8).reshape(n, _SINGLE.itemsize)[keep]
     offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
-    return Packed(np.asarray(table["synapse_id"], np.uint64), data, offsets)
+    return Packed(keys=np.asarray(table["synapse_id"], np.uint64), data=data, offsets=offsets)
 
 
 def encode_multiple(recs: np.ndarray, ids: np.ndarray) -> bytes:
@@ -204,11 +204,13 @@ def pack_related(table: Table, relationship: str) -> Packed:
     out[rec_at[:, None] + np.arange(rec_words)] = recs
     ids = np.asarray(table["synapse_id"][order], "<u8").view("<u4").reshape(n, id_words)
     out[id_at[:, None] + np.arange(id_words)] = ids
-    return Packed(segments[starts].astype(np.uint64), out.view(np.uint8), word_offsets * 4)
+    return Packed(
+        keys=segments[starts].astype(np.uint64), data=out.view(np.uint8), offsets=word_offsets * 4
+    )
 
 
 # ---- spatial index -------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SpatialGrid:
     """The spatial index's levels over [lower, upper) nm, coarse to fine: level 0 is one cell;
     each finer level halves the cell along the axes where that keeps it most isotropic, until

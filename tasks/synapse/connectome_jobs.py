@@ -27,10 +27,11 @@ import numpy as np
 from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
 
 from petavox.tasks.core.errors import InputError
-from petavox.tasks.core.geometry import Chunk
+from petavox.tasks.core.geometry import Chunk, task_index
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.objects import get, get_arrays, list_keys, put, put_arrays, put_json
-from petavox.tasks.core.shards import shard_files, shards_of
+from petavox.tasks.core.shard_buckets import ShardBuckets
+from petavox.tasks.core.shards import shard_files
 from petavox.tasks.core.storage import StorageContext, join_url
 from petavox.tasks.synapse import table as synapse_table
 from petavox.tasks.synapse.connectome import (
@@ -50,37 +51,43 @@ from petavox.tasks.synapse.connectome import (
     sum_counts,
     take,
 )
-from petavox.tasks.synapse.table import columns_from_parquet, columns_to_parquet
+from petavox.tasks.synapse.table import columns_to_parquet
 
 POINTS = ("pre_", "post_", "")  # the table's three points: pre_x.., post_x.., x..
+TABLE_KINDS = ("pre", "post", "id")  # the shuffle's buckets: rows by pre id, post id, synapse id
 
 
-@dataclass(frozen=True)
+def work_buckets(work_url: str, sharding: dict, context: StorageContext, kind: str) -> ShardBuckets:
+    """The work folder's buckets by segment shard: ``volume`` (.npz voxel counts) or one of
+    `TABLE_KINDS` (.parquet rows)."""
+    return ShardBuckets(
+        work_url=work_url,
+        sharding=sharding,
+        context=context,
+        folder=f"{kind}/",
+        suffix=".npz" if kind == "volume" else ".parquet",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class VolumeCountJob:
-    """Voxels per segment id in one chunk of the segmentation, bucketed by shard."""
+    """Voxels per segment id in one chunk of the segmentation, scattered by shard."""
 
     source: Layer
-    work_url: str
-    sharding: dict
+    buckets: ShardBuckets  # `work_buckets(..., "volume")`
     fill_missing: bool = False
 
     def run(self, chunk: Chunk) -> dict:
         labels = self.source.read(chunk.write_box, fill_missing=self.fill_missing)
         ids, counts = np.unique(labels, return_counts=True)
         ids, counts = ids[ids != 0].astype(np.uint64), counts[ids != 0].astype(np.int64)
-        shards = shards_of(ids, ShardingSpecification.from_dict(self.sharding))
-        for shard in np.unique(shards):
-            mine = shards == shard
-            put_arrays(
-                self.work_url,
-                f"volume/{shard}/{chunk.id}.npz",
-                {"ids": ids[mine], "counts": counts[mine]},
-                self.source.context,
-            )
+        for shard, mine in self.buckets.split(ids):
+            arrays = {"ids": ids[mine], "counts": counts[mine]}
+            self.buckets.scatter_arrays(shard, chunk.id, arrays)
         return {"segments": len(ids)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ShuffleJob:
     """Reader k of `readers` takes every `readers`-th chunk table (sorted by key) and writes
     its rows into buckets by shard of pre_id, post_id (nonzero only) and synapse_id.
@@ -96,13 +103,13 @@ class ShuffleJob:
     flush_rows: int = 1 << 18
 
     def run(self, chunk: Chunk) -> dict:
-        reader = chunk.write_box.start[0]
+        reader = task_index(chunk)
         keys = sorted(
             k
             for k in list_keys(self.synapses_url, "chunks/", self.context)
             if k.endswith(".parquet")
         )
-        spec = ShardingSpecification.from_dict(self.sharding)
+        buckets = {kind: self.buckets(kind) for kind in TABLE_KINDS}
         buffers: dict[tuple[str, int], list[Table]] = {}
         buffered = rows = parts = 0
         lower, upper = np.full(3, np.inf), np.full(3, -np.inf)
@@ -120,28 +127,30 @@ class ShuffleJob:
                 ("post", posted, posted["post_id"]),
                 ("id", table, table["synapse_id"]),
             ):
-                shards = shards_of(key, spec)
-                for shard in np.unique(shards):
-                    buffers.setdefault((kind, int(shard)), []).append(
-                        take(rows_of, np.flatnonzero(shards == shard))
-                    )
-                buffered += len(shards)
+                for shard, mine in buckets[kind].split(key):
+                    buffers.setdefault((kind, shard), []).append(take(rows_of, mine))
+                buffered += len(key)
             if buffered >= self.flush_rows:
-                self._flush(buffers, reader, parts)
+                self._flush(buckets, buffers, reader, parts)
                 buffers, buffered, parts = {}, 0, parts + 1
-        self._flush(buffers, reader, parts)
+        self._flush(buckets, buffers, reader, parts)
         box = None if rows == 0 else [lower.tolist(), upper.tolist()]
         put_json(self.work_url, f"extent/{reader}.json", {"rows": rows, "box": box}, self.context)
         return {"synapses": rows}
 
-    def _flush(self, buffers: dict[tuple[str, int], list[Table]], reader: int, part: int) -> None:
+    def buckets(self, kind: str) -> ShardBuckets:
+        return work_buckets(self.work_url, self.sharding, self.context, kind)
+
+    @staticmethod
+    def _flush(
+        buckets: dict[str, ShardBuckets],
+        buffers: dict[tuple[str, int], list[Table]],
+        reader: int,
+        part: int,
+    ) -> None:
         for (kind, shard), tables in buffers.items():
-            put(
-                self.work_url,
-                f"{kind}/{shard}/{reader}-{part}.parquet",
-                synapse_table.to_parquet(synapse_table.concat(tables)),
-                self.context,
-            )
+            data = synapse_table.to_parquet(synapse_table.concat(tables))
+            buckets[kind].scatter(shard, f"{reader}-{part}", data)
 
 
 def load_grid(work_url: str, readers: int, finest: float, context: StorageContext) -> SpatialGrid:
@@ -157,7 +166,9 @@ def load_grid(work_url: str, readers: int, finest: float, context: StorageContex
     if not np.isfinite(lower).all():
         lower, upper = np.zeros(3), np.zeros(3)
     lo = np.floor(lower)
-    return SpatialGrid(tuple(lo.tolist()), tuple((np.floor(upper) + 1).tolist()), finest)
+    return SpatialGrid(
+        lower=tuple(lo.tolist()), upper=tuple((np.floor(upper) + 1).tolist()), finest=finest
+    )
 
 
 def check_found(synapses_url: str, context: StorageContext) -> None:
@@ -169,7 +180,7 @@ def check_found(synapses_url: str, context: StorageContext) -> None:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ShardJob:
     """Shard k: the table partition, edges, statistics, summary and the annotation layer's
     by-id and relationship shards of its segments; its annotations bucketed by spatial cell."""
@@ -184,26 +195,15 @@ class ShardJob:
     context: StorageContext
 
     def run(self, chunk: Chunk) -> dict:
-        shard = chunk.write_box.start[0]
-        ctx = self.context
-        pre = synapse_table.read_tables(self.work_url, f"pre/{shard}/", ctx)
+        shard, ctx = task_index(chunk), self.context
+        pre = self.read_bucket("pre", shard)
         pre = take(pre, np.lexsort((pre["synapse_id"], pre["pre_id"])))
-        put(
-            self.output_url,
-            f"table/pre_shard={shard}/part.parquet",
-            synapse_table.to_parquet(pre),
-            ctx,
-        )
+        table = synapse_table.to_parquet(pre)
+        put(self.output_url, f"table/pre_shard={shard}/part.parquet", table, ctx)
         out_edges = edge_list(pre)
         put(self.output_url, f"edges/{shard}.parquet", columns_to_parquet(out_edges), ctx)
-        post = synapse_table.read_tables(self.work_url, f"post/{shard}/", ctx)
-        volumes = None
-        if self.volumes:
-            keys = sorted(list_keys(self.work_url, f"volume/{shard}/", ctx))
-            parts = [get_arrays(self.work_url, k, ctx) for k in keys]
-            ids = [np.zeros(0, np.uint64)] + [p["ids"] for p in parts]
-            counts = [np.zeros(0, np.int64)] + [p["counts"] for p in parts]
-            volumes = sum_counts(np.concatenate(ids), np.concatenate(counts))
+        post = self.read_bucket("post", shard)
+        volumes = self.read_volumes(shard) if self.volumes else None
         stats = segment_stats(out_edges, edge_list(post), volumes)
         put(self.output_url, f"stats/{shard}.parquet", columns_to_parquet(stats), ctx)
         summary = {
@@ -213,7 +213,26 @@ class ShardJob:
             "segments": len(stats["segment_id"]),
         }
         put_json(self.output_url, f"summary/{shard}.json", summary, ctx)
-        rows = synapse_table.read_tables(self.work_url, f"id/{shard}/", ctx)
+        rows = self.read_bucket("id", shard)
+        self.write_indexes(rows, pre, post)
+        self._bucket_cells(rows, shard)
+        return summary
+
+    def read_bucket(self, kind: str, shard: int) -> Table:
+        """The rows the shuffle put in bucket `shard` of `kind`, in one table."""
+        buckets = work_buckets(self.work_url, self.sharding, self.context, kind)
+        return synapse_table.read_tables(self.work_url, buckets.prefix(shard), self.context)
+
+    def read_volumes(self, shard: int) -> tuple[np.ndarray, np.ndarray]:
+        """Voxels per segment of this shard, summed over the segmentation's chunks."""
+        buckets = work_buckets(self.work_url, self.sharding, self.context, "volume")
+        parts = [get_arrays(self.work_url, k, self.context) for k in buckets.keys(shard)]
+        ids = [np.zeros(0, np.uint64)] + [p["ids"] for p in parts]
+        counts = [np.zeros(0, np.int64)] + [p["counts"] for p in parts]
+        return sum_counts(np.concatenate(ids), np.concatenate(counts))
+
+    def write_indexes(self, rows: Table, pre: Table, post: Table) -> None:
+        """This shard's part of the annotation layer's by-id and relationship indexes."""
         spec = ShardingSpecification.from_dict(self.sharding)
         annotations = join_url(self.output_url, "annotations")
         indexes = (("by_id", rows, ""), ("rel_pre", pre, "pre"), ("rel_post", post, "post"))
@@ -222,10 +241,8 @@ class ShardJob:
             files = shard_files(spec, packed.keys, packed.data, packed.offsets)
             del packed
             for name, data in files.items():
-                put(annotations, f"{folder}/{name}", data, ctx)
+                put(annotations, f"{folder}/{name}", data, self.context)
             del files
-        self._bucket_cells(rows, shard)
-        return summary
 
     def _bucket_cells(self, ids: Table, shard: int) -> None:
         grid = load_grid(self.work_url, self.readers, self.finest, self.context)
@@ -247,7 +264,7 @@ class ShardJob:
             )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SpatialJob:
     """Task t writes the spatial-index cells it owns, each list in pseudo-random order (by a
     hash of the annotation id), and the most annotations in one of its cells per level."""
@@ -257,7 +274,7 @@ class SpatialJob:
     context: StorageContext
 
     def run(self, chunk: Chunk) -> dict:
-        task = chunk.write_box.start[0]
+        task = task_index(chunk)
         keys = sorted(list_keys(self.work_url, f"cells/{task}/", self.context))
         parts = [get_arrays(self.work_url, k, self.context) for k in keys]
         limits: dict[int, int] = {}
@@ -302,33 +319,3 @@ def write_annotation_info(
         for level, count in json.loads(data).items():
             limits[int(level)] = max(limits.get(int(level), 0), count)
     put_json(annotations_url, "info", annotation_info(grid, sharding, limits), context)
-
-
-def summarize(output_url: str, top: int = 10, context: StorageContext = StorageContext()) -> dict:
-    """Totals from the shards' summaries and the `top` strongest connections (by synapses, then
-    total size), reading one edge file at a time."""
-    totals = {"synapses": 0, "connections": 0, "edges": 0, "segments": 0}
-    keys = sorted(list_keys(output_url, "summary/", context))
-    if not keys:
-        raise InputError(
-            f"{output_url} has no connectome (summary/ is empty); run "
-            "petavox connectome on the synapses output first"
-        )
-    for key in keys:
-        for name, value in json.loads(get(output_url, key, context) or b"{}").items():
-            totals[name] += value
-    best: dict[str, np.ndarray] = {}
-    for key in sorted(list_keys(output_url, "edges/", context)):
-        edges = columns_from_parquet(get(output_url, key, context) or b"")
-        merged = {n: np.concatenate([best[n], edges[n]]) if best else edges[n] for n in edges}
-        order = np.lexsort(
-            (merged["post_id"], merged["pre_id"], -merged["total_size"], -merged["synapses"])
-        )[:top]
-        best = take(merged, order)
-    strongest = [
-        (int(a), int(b), int(n), int(s))
-        for a, b, n, s in zip(
-            *(best.get(c, []) for c in ("pre_id", "post_id", "synapses", "total_size"))
-        )
-    ]
-    return {**totals, "strongest": strongest}

@@ -46,7 +46,7 @@ from petavox.tasks.synapse import table as synapse_table
 NO_DATA_WIDTH = 4  # voxels: in-plane squares of 0 this wide are no data, not a dark cleft
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DetectorParams:
     """Thresholds of the classical detector; lengths in voxels along x (scaled per axis)."""
 

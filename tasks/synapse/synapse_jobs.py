@@ -11,12 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from petavox.tasks.core.geometry import Chunk
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.objects import put
-from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.synapse import table as synapse_table
 from petavox.tasks.synapse.detection import DetectorParams, detect
 
@@ -26,14 +23,7 @@ def chunk_key(chunk: Chunk) -> str:
     return f"chunks/{chunk.id}.parquet"
 
 
-def read_chunk_tables(output_url: str, context: StorageContext) -> synapse_table.Table:
-    """Every chunk's table in one, by synapse id (for a volume whose synapses fit in memory)."""
-    table = synapse_table.read_tables(output_url, "chunks/", context)
-    order = np.argsort(table["synapse_id"], kind="stable")
-    return {name: column[order] for name, column in table.items()}
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SynapseJob:
     """Detect the synapses whose owner voxel is in the chunk's write box; write their table."""
 

@@ -33,7 +33,7 @@ _MEM_GAIN = 2.0  # membrane profile gain: the dark band saturates over ~membrane
 _MEM_VAL = 0.1  # membrane intensity before blur and noise
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _SynapseLook:
     """Intensities and sizes of a drawn synapse (the vesicle cloud's in cleft radii)."""
 
@@ -46,8 +46,24 @@ class _SynapseLook:
     cloud_spread: float
 
 
-_FAINT = _SynapseLook(0.06, 0.22, 1.8, 0.3, (10, 24), 0.9, 0.6)
-_BOLD = _SynapseLook(0.02, 0.12, 3.0, 0.22, (30, 60), 0.8, 0.45)
+_FAINT = _SynapseLook(
+    cleft=0.06,
+    psd=0.22,
+    psd_depth=1.8,
+    vesicle=0.3,
+    vesicles=(10, 24),
+    cloud_offset=0.9,
+    cloud_spread=0.6,
+)
+_BOLD = _SynapseLook(
+    cleft=0.02,
+    psd=0.12,
+    psd_depth=3.0,
+    vesicle=0.22,
+    vesicles=(30, 60),
+    cloud_offset=0.8,
+    cloud_spread=0.45,
+)
 
 #: One synapse: cleft centre (voxels), the partners' ids, and the unit cleft normal pointing
 #: towards the presynaptic side (in physical units: z scaled by the anisotropy).
@@ -65,7 +81,7 @@ SYNAPSE_DTYPE = np.dtype(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SyntheticParams:
     """What to generate. Lengths are in xy voxels unless said otherwise."""
 
@@ -97,7 +113,7 @@ class SyntheticParams:
             raise InputError("synthetic max_shift and noise must not be negative")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SyntheticVolume:
     """A generated volume; all arrays indexed [x, y, z]."""
 

@@ -16,7 +16,7 @@ import numpy as np
 from petavox.tasks.align.displacement import grid_points
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Misalignment:
     shifts: np.ndarray  # (z, 2) translation of each section's content, pixels
     waves: np.ndarray  # (z, k, 2, 4): per component x/y, [amplitude, kx, ky, phase]
@@ -65,7 +65,7 @@ def random_misalignment(
         table[..., 1] = 2 * np.pi * np.cos(angle) / length
         table[..., 2] = 2 * np.pi * np.sin(angle) / length
         table[..., 3] = rng.uniform(0, 2 * np.pi, (sections, waves, 2))
-    return Misalignment(shifts, table, rotations, centre)
+    return Misalignment(shifts=shifts, waves=table, rotations=rotations, centre=centre)
 
 
 def apply(aligned: np.ndarray, misalignment: Misalignment, labels: bool = False) -> np.ndarray:

@@ -26,7 +26,7 @@ from viewer import neuroglancer_browser, plain_xy_view
 from petavox.tasks.core.geometry import Box, Vec3
 from petavox.tasks.core.layers import Layer, LayerSpec
 from petavox.tasks.core.storage import StorageContext
-from petavox.tasks.synapse.synapse_jobs import read_chunk_tables
+from petavox.tasks.synapse.outputs import read_chunk_tables
 from petavox.workflows.file_server import FileServer
 from petavox.workflows.view import NEUROGLANCER, open_view_layers, viewer_state
 
@@ -369,7 +369,7 @@ def test_view_no_serve_and_bad_urls(demo):
 def test_view_of_a_cloud_layer_prints_the_link_and_exits(moto):
     """s3:// with a custom endpoint (as for MinIO): nothing to serve; the viewer reads the
     layer path-style from the endpoint."""
-    spec = LayerSpec("image", "uint8", Vec3(64, 64, 16), (8, 8, 8))
+    spec = LayerSpec(layer_type="image", dtype="uint8", size=Vec3(64, 64, 16), resolution=(8, 8, 8))
     moto.boto3_client().put_object(
         Bucket=moto.bucket, Key="view/raw/info", Body=json.dumps(spec.to_info()).encode()
     )

@@ -20,7 +20,7 @@ from synapse_data import (
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.synapse import table as synapse_table
-from petavox.tasks.synapse.connectome_jobs import summarize
+from petavox.tasks.synapse.outputs import summarize
 from petavox.tasks.synapse.table import columns_from_parquet
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import run

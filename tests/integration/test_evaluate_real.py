@@ -9,7 +9,8 @@ import pytest
 from petavox.tasks.core.geometry import Vec3
 from petavox.tasks.core.layers import Layer, LayerSpec
 from petavox.tasks.evaluate.metrics import evaluate
-from petavox.workflows.evaluate import evaluate_layers, plan_evaluate
+from petavox.workflows.pipeline import evaluate_layers
+from petavox.workflows.stages.evaluate import TableSum, plan_scores
 
 pytestmark = pytest.mark.integration
 
@@ -17,11 +18,11 @@ pytestmark = pytest.mark.integration
 def as_layer(url: str, labels_zyx: np.ndarray) -> Layer:
     xyz = np.asfortranarray(labels_zyx.transpose(2, 1, 0).astype(np.uint32))
     spec = LayerSpec(
-        "segmentation",
-        "uint32",
-        Vec3.of(xyz.shape),
-        (10, 10, 10),
-        Vec3(32, 32, 16),
+        layer_type="segmentation",
+        dtype="uint32",
+        size=Vec3.of(xyz.shape),
+        resolution=(10, 10, 10),
+        chunk_size=Vec3(32, 32, 16),
         encoding="compressed_segmentation",
     )
     layer = Layer.create(url, spec)
@@ -35,7 +36,8 @@ def test_streamed_scores_equal_whole_volume_scores_on_gala(tmp_path, gala_dir, r
     seg = cc3d.connected_components(data["boundary"] < 0.5, connectivity=6)
     gt_layer = as_layer(f"file://{tmp_path}/gt", gt)
     seg_layer = as_layer(f"file://{tmp_path}/seg", seg)
-    assert len(plan_evaluate(seg_layer, gt_layer, (0,), Vec3(64, 64, 32)).grid) > 1
+    plan = plan_scores(seg_layer, gt_layer, (0,), TableSum(), chunk_shape=Vec3(64, 64, 32))
+    assert len(plan.grid) > 1
     streamed = evaluate_layers(
         seg_layer.url, gt_layer.url, ray_session, chunk_shape=Vec3(64, 64, 32), progress=False
     )

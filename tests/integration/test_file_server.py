@@ -39,13 +39,21 @@ def layers(tmp_path):
     """An image layer written by petavox (uncompressed) and one by cloud-volume (gzip)."""
     rng = np.random.default_rng(0)
     data = rng.integers(0, 255, tuple(SIZE), dtype=np.uint8)
-    spec = LayerSpec("image", "uint8", SIZE, (8, 8, 8), chunk_size=CHUNK)
+    spec = LayerSpec(
+        layer_type="image", dtype="uint8", size=SIZE, resolution=(8, 8, 8), chunk_size=CHUNK
+    )
     raw = Layer.create(f"file://{tmp_path}/raw", spec)
     raw.write(raw.bounds(), data)
     labels = rng.integers(0, 5, tuple(SIZE), dtype=np.uint64)
     Layer.create(
         f"file://{tmp_path}/seg",
-        LayerSpec("segmentation", "uint64", SIZE, (8, 8, 8), chunk_size=CHUNK),
+        LayerSpec(
+            layer_type="segmentation",
+            dtype="uint64",
+            size=SIZE,
+            resolution=(8, 8, 8),
+            chunk_size=CHUNK,
+        ),
     )
     CloudVolume(f"file://{tmp_path}/seg", compress="gzip", progress=False)[:, :, :] = labels
     (tmp_path / "secret.txt").write_text("not served")

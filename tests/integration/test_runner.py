@@ -13,7 +13,8 @@ from runner_jobs import BrokenJob, DyingJob, FlakyJob, RecordingJob
 from petavox.tasks.core.geometry import Box, ChunkGrid
 from petavox.workflows.config import RayConfig
 from petavox.workflows.ledger import GLOBAL_STEP, Ledger
-from petavox.workflows.runner import ChunkFailedError, RaySession, StagePlan, execute
+from petavox.workflows.plan import DriverHooks, StagePlan
+from petavox.workflows.runner import ChunkFailedError, RaySession, execute
 
 pytestmark = pytest.mark.integration
 ray.cloudpickle.register_pickle_by_value(runner_jobs)
@@ -23,10 +24,20 @@ def grid(n: int) -> ChunkGrid:
     return ChunkGrid(Box((0, 0, 0), (n, 1, 1)), (1, 1, 1))
 
 
-def plan(job, n: int, finalize=None, name: str = "test") -> StagePlan:
+def plan(job, n: int, finalize=None, name: str = "test", on_result=None) -> StagePlan:
     return StagePlan(
-        label=name, stage=name, identity="abc", spec={}, grid=grid(n), job=job, finalize=finalize
+        label=name,
+        stage=name,
+        version=1,
+        spec={},
+        grid=grid(n),
+        job=job,
+        hooks=DriverHooks(on_result=on_result),
+        global_step=finalize,
     )
+
+
+IDENTITY = plan(None, 1).identity  # of every plan above: same stage, version and spec
 
 
 def session_with(ray_session, **changes) -> RaySession:
@@ -46,7 +57,7 @@ def test_global_step_runs_once_after_the_map(tmp_path, ray_session):
     job = RecordingJob(str(tmp_path / "log"), 0.0)
     report = execute(plan(job, 6, finalize), ledger, ray_session, progress=False)
     assert report.ran == 6 and calls == [6]  # after every chunk was written
-    assert GLOBAL_STEP in ledger.done("test", "abc")
+    assert GLOBAL_STEP in ledger.done("test", IDENTITY)
     again = execute(plan(job, 6, finalize), ledger, ray_session, progress=False)
     assert again.ran == 0 and calls == [6]
 
@@ -70,11 +81,10 @@ def test_in_flight_tasks_are_bounded(tmp_path, ray_session):
 def test_transient_errors_are_retried_inside_the_task(tmp_path, ray_session):
     results = []
     report = execute(
-        plan(FlakyJob(str(tmp_path), 2), 3),
+        plan(FlakyJob(str(tmp_path), 2), 3, on_result=lambda chunk, r: results.append(r)),
         None,
         ray_session,
         progress=False,
-        on_result=lambda chunk, r: results.append(r),
     )
     assert report.ran == 3 and sorted(results) == ["0_0_0", "1_0_0", "2_0_0"]
     assert all((tmp_path / c).read_text() == "3" for c in results)
@@ -93,8 +103,9 @@ def test_a_bug_fails_fast_with_the_chunk_id(tmp_path, ray_session):
         execute(plan(BrokenJob("3_0_0"), 40, name="broken"), ledger, ray_session, progress=False)
     assert err.value.chunk_id == "3_0_0" and "KeyError" in str(err.value)
     assert "a bug" in err.value.details  # the worker's traceback travels with it
-    assert "3_0_0" not in ledger.done("broken", "abc")
-    assert len(ledger.done("broken", "abc")) < 40  # it did not wait for every other chunk
+    broken = plan(None, 1, name="broken").identity
+    assert "3_0_0" not in ledger.done("broken", broken)
+    assert len(ledger.done("broken", broken)) < 40  # it did not wait for every other chunk
 
 
 def test_a_worker_that_always_dies_is_reported(ray_session):

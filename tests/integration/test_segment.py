@@ -141,7 +141,12 @@ def test_affinity_input_is_segmented_and_chunk_invariant(tmp_path, synthetic, ra
     _, labels, boundary = synthetic
     affs = affinities_from_boundary(boundary)
     spec = LayerSpec(
-        "image", "float32", Vec3.of(boundary.shape), (8, 8, 8), Vec3(8, 8, 8), num_channels=3
+        layer_type="image",
+        dtype="float32",
+        size=Vec3.of(boundary.shape),
+        resolution=(8, 8, 8),
+        chunk_size=Vec3(8, 8, 8),
+        num_channels=3,
     )
     layer = Layer.create(f"file://{tmp_path}/affs", spec)
     layer.write(layer.bounds(0), affs)
@@ -176,7 +181,13 @@ def test_bad_segment_input_is_refused_before_anything_is_written(tmp_path, synth
     config = segment_config(tmp_path, folder, "seg", [32, 32, 16], halo=[16, 16, 1])
     with pytest.raises(InputError, match="halo of at least 2"):
         plan_run(config)
-    spec = LayerSpec("image", "float32", Vec3(16, 16, 16), (8, 8, 8), num_channels=2)
+    spec = LayerSpec(
+        layer_type="image",
+        dtype="float32",
+        size=Vec3(16, 16, 16),
+        resolution=(8, 8, 8),
+        num_channels=2,
+    )
     Layer.create(f"file://{tmp_path}/two", spec)
     bad = parse_config(
         {"output": f"file://{tmp_path}", "stages": [{"stage": "segment", "input": "two"}]}

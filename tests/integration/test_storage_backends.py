@@ -291,11 +291,13 @@ def test_models_load_from_object_storage_with_their_checksum(store):
     data = builtin_path("boundary-synthetic.onnx").read_bytes()
     put(f"{store.base}/models", "unet.onnx", data, store.context)
     url = f"{store.base}/models/unet.onnx"
-    assert ModelRef(url, sha256(data), store.context).load() == data
+    assert ModelRef(url=url, sha256=sha256(data), context=store.context).load() == data
     with pytest.raises(ModelError, match="SHA-256"):
-        ModelRef(url, "0" * 64, store.context).load()
+        ModelRef(url=url, sha256="0" * 64, context=store.context).load()
     with pytest.raises(ModelError, match="does not exist"):
-        ModelRef(f"{store.base}/models/none.onnx", sha256(data), store.context).load()
+        ModelRef(
+            url=f"{store.base}/models/none.onnx", sha256=sha256(data), context=store.context
+        ).load()
 
 
 def test_infer_command_with_a_model_in_s3(seaweedfs, tmp_path, restore_environ):

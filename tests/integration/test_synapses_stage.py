@@ -19,7 +19,7 @@ from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.evaluate.synapse_scores import match_centres
 from petavox.tasks.synapse import table as synapse_table
 from petavox.tasks.synapse.detection import DetectorParams, detect
-from petavox.tasks.synapse.synapse_jobs import read_chunk_tables
+from petavox.tasks.synapse.outputs import read_chunk_tables
 from petavox.tasks.synapse.table import columns_from_parquet
 from petavox.tasks.synthetic.generator import SyntheticParams, generate
 from petavox.workflows.config import parse_config

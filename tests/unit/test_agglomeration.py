@@ -48,7 +48,7 @@ def random_graph(rng: np.random.Generator, n: int, m: int) -> RegionGraph:
     edges = np.sort(np.stack([a[keep], b[keep]], axis=1), axis=1).astype(np.uint64)
     counts = rng.integers(1, 20, len(edges))
     sums = counts * rng.random(len(edges))
-    return RegionGraph.combine([RegionGraph(edges, sums, counts)])
+    return RegionGraph.combine([RegionGraph(edges=edges, sums=sums, counts=counts)])
 
 
 @settings(max_examples=80, deadline=None)
@@ -91,12 +91,14 @@ def test_two_steps_with_open_regions_equal_one_closed_step(n, m, seed, threshold
     part = rng.integers(1, graph.counts)  # voxel edges seen first, 1 .. count-1
     share = part / graph.counts
     first = RegionGraph(
-        graph.edges,
-        np.where(split, graph.sums * share, graph.sums),
-        np.where(split, part, graph.counts),
+        edges=graph.edges,
+        sums=np.where(split, graph.sums * share, graph.sums),
+        counts=np.where(split, part, graph.counts),
     )
     later = RegionGraph(
-        graph.edges[split], (graph.sums * (1 - share))[split], (graph.counts - part)[split]
+        edges=graph.edges[split],
+        sums=(graph.sums * (1 - share))[split],
+        counts=(graph.counts - part)[split],
     )
     mapping1, up = agglomerate_node(first, opened, threshold)
     mapping2, rest = agglomerate_node(
@@ -127,7 +129,7 @@ def test_one_chunk_agrees_with_waterz():
 
     boundary = ndimage.gaussian_filter(rng.random((40, 36, 30)).astype(np.float32), 2)
     boundary = (boundary - boundary.min()) / np.ptp(boundary)
-    fragments = watershed_fragments(boundary, WatershedParams(0.0, 0.3))
+    fragments = watershed_fragments(boundary, WatershedParams(smoothing=0.0, seed_threshold=0.3))
     affs = affinities_from_boundary(boundary)
     padded = np.pad(fragments, ((1, 0),) * 3)
     padded_affs = np.pad(affs, ((1, 0),) * 3 + ((0, 0),))

@@ -68,7 +68,13 @@ def simulated_pairs(
             conf = np.full(len(d), 0.8)
             if missing in (z, z - back):
                 conf[:] = 0.0  # a damaged section: nothing matches it
-            pairs.append(Pair(z, z - back, PairFlow(grid.copy(), d, conf)))
+            pairs.append(
+                Pair(
+                    moving=z,
+                    reference=z - back,
+                    flow=PairFlow(points=grid.copy(), displacement=d, confidence=conf),
+                )
+            )
     return pairs
 
 

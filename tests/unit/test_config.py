@@ -1,6 +1,7 @@
 import pytest
 
-from petavox.workflows.config import ConfigError, load_config, parse_config, parse_memory
+from petavox.workflows.config import ConfigError, load_config, parse_config
+from petavox.workflows.params import parse_memory
 
 GOOD = {
     "output": "file:///tmp/run",

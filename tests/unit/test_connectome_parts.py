@@ -105,7 +105,7 @@ def test_edges_and_stats_equal_a_plain_groupby():
 
 
 def test_spatial_levels_cover_the_box_and_put_each_annotation_in_one_level():
-    grid = SpatialGrid((0.0, 0.0, 0.0), (20000.0, 20000.0, 8000.0), finest=3000)
+    grid = SpatialGrid(lower=(0.0, 0.0, 0.0), upper=(20000.0, 20000.0, 8000.0), finest=3000)
     levels = grid.levels
     assert levels[0][0].tolist() == [1, 1, 1]
     for shape, size in levels:
@@ -140,7 +140,13 @@ def test_shuffle_spreads_rows_without_a_presynaptic_partner_by_synapse_id(tmp_pa
     (synapses / "chunks").mkdir(parents=True)
     (synapses / "chunks" / "0_0_0.parquet").write_bytes(synapse_table.to_parquet(table))
     sharding = sharding_spec(3, 2, "gzip")
-    job = ShuffleJob(synapses.as_uri(), work.as_uri(), sharding, 1, StorageContext())
+    job = ShuffleJob(
+        synapses_url=synapses.as_uri(),
+        work_url=work.as_uri(),
+        sharding=sharding,
+        readers=1,
+        context=StorageContext(),
+    )
     job.run(next(iter(index_grid(1))))
     spec = ShardingSpecification.from_dict(sharding)
     want_shard = shards_of(

@@ -49,7 +49,13 @@ def test_several_mips_shrink_by_the_factor_each_time():
 
 @pytest.mark.parametrize("in_place", [True, False])
 def test_job_writes_every_mip_and_chunking_does_not_matter(tmp_path, in_place):
-    spec = LayerSpec("image", "uint8", Vec3(150, 90, 12), (4, 4, 40), Vec3(16, 16, 4))
+    spec = LayerSpec(
+        layer_type="image",
+        dtype="uint8",
+        size=Vec3(150, 90, 12),
+        resolution=(4, 4, 40),
+        chunk_size=Vec3(16, 16, 4),
+    )
     data = np.random.default_rng(2).integers(0, 255, tuple(spec.size), dtype=np.uint8)
     results = []
     for task in ((64, 64, 4), (128, 64, 8)):
@@ -57,7 +63,7 @@ def test_job_writes_every_mip_and_chunking_does_not_matter(tmp_path, in_place):
         src.write(src.bounds(), data)
         dst = src if in_place else Layer.create(f"file://{tmp_path}/dst{task[0]}", spec)
         dst = dst.with_scales(Vec3(2, 2, 1), 2)
-        job = DownsampleJob(src, dst, Vec3(2, 2, 1), 2, "average")
+        job = DownsampleJob(source=src, target=dst, factor=Vec3(2, 2, 1), mips=2, method="average")
         for chunk in ChunkGrid(src.bounds(), task, 0):
             job.run(chunk)
         results.append([dst.read(dst.bounds(m), mip=m) for m in range(3)])

@@ -1,4 +1,5 @@
-from petavox.workflows.ledger import Ledger, identity
+from petavox.workflows.ledger import Ledger
+from petavox.workflows.plan import identity
 
 
 def test_identity_changes_with_params_and_version_only():

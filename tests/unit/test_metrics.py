@@ -67,7 +67,7 @@ def brute_force(seg: np.ndarray, gt: np.ndarray, ignore_gt=(0,)) -> Scores:
     p_s = Counter(s)
     h_s_given_g = -sum(c / total * math.log2(c / p_g[gl]) for (_, gl), c in joint.items())
     h_g_given_s = -sum(c / total * math.log2(c / p_s[sl]) for (sl, _), c in joint.items())
-    return Scores(arand, h_s_given_g, h_g_given_s)
+    return Scores(arand=arand, voi_split=h_s_given_g, voi_merge=h_g_given_s)
 
 
 def _dense(a: np.ndarray) -> np.ndarray:
@@ -167,7 +167,7 @@ def test_table_contents_and_dtypes():
 
 def test_negative_ids_wrap_like_astype():
     t = contingency(np.array([-1, 2, -1]), np.array([1, 1, 1]))
-    assert t == Contingency([2, BIG], [1, 1], [1, 2])
+    assert t == Contingency(seg=[2, BIG], gt=[1, 1], count=[1, 2])
 
 
 def test_bad_inputs():
@@ -176,7 +176,7 @@ def test_bad_inputs():
     with pytest.raises(TypeError, match="integer"):
         contingency(np.zeros(3), np.zeros(3, int))
     with pytest.raises(ValueError, match="equally long"):
-        Contingency([1], [1, 2], [1])
+        Contingency(seg=[1], gt=[1, 2], count=[1])
 
 
 def test_empty_and_fully_ignored():
@@ -196,9 +196,9 @@ def counter_table(seg: np.ndarray, gt: np.ndarray, ignore_gt=(0,)) -> Contingenc
     )
     n_ignored = sum(int(g) in ignore_gt for g in np.ravel(gt))
     if not pairs:
-        return Contingency([], [], [], n_ignored)
+        return Contingency(seg=[], gt=[], count=[], n_ignored=n_ignored)
     (seg_ids, gt_ids), counts = zip(*pairs.keys()), list(pairs.values())
-    return Contingency(seg_ids, gt_ids, counts, n_ignored)
+    return Contingency(seg=seg_ids, gt=gt_ids, count=counts, n_ignored=n_ignored)
 
 
 @pytest.mark.parametrize("limit", [None, 0])
@@ -339,9 +339,9 @@ def test_swapping_roles_swaps_voi(pair):
 def test_known_cases():
     rng = np.random.default_rng(7)
     gt = blocky_labels(rng, (10, 12, 14), 4, 6, 0.1)
-    assert evaluate(gt, gt) == Scores(0.0, 0.0, 0.0)
+    assert evaluate(gt, gt) == Scores(arand=0.0, voi_split=0.0, voi_merge=0.0)
     relabelled = apply(random_bijection(rng, gt, fix_zero=False), gt)
-    assert evaluate(relabelled, gt) == Scores(0.0, 0.0, 0.0)
+    assert evaluate(relabelled, gt) == Scores(arand=0.0, voi_split=0.0, voi_merge=0.0)
 
     merged = evaluate(np.ones_like(gt), gt)
     assert merged.voi_split == 0.0 and merged.voi_merge > 0 and 0 < merged.arand < 1
@@ -365,7 +365,7 @@ def gala_test(gala_dir):
 
 def test_gala_data_gt_against_itself(gala_test):
     gt, _ = gala_test
-    assert evaluate(gt, gt) == Scores(0.0, 0.0, 0.0)
+    assert evaluate(gt, gt) == Scores(arand=0.0, voi_split=0.0, voi_merge=0.0)
 
 
 def test_gala_data_connected_components(gala_test):

@@ -15,6 +15,7 @@ from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
 
 from petavox.tasks.core.geometry import Box, index_grid
 from petavox.tasks.core.objects import put_arrays
+from petavox.tasks.core.shard_buckets import ShardBuckets
 from petavox.tasks.core.shards import shard_of, sharding_spec
 from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.mesh.mesh_jobs import ShardMergeJob, pack
@@ -234,15 +235,16 @@ def merge_peak(tmp_path, name: str, count: int, shard_bits: int) -> tuple[int, i
     """(segments in shard 0, peak traced bytes of its merge task)."""
     work, out = f"file://{tmp_path}/{name}/work", f"file://{tmp_path}/{name}/mesh"
     per_shard = write_segments(work, count, shard_bits)
+    buckets = ShardBuckets(
+        work_url=work, sharding=sharding_spec(shard_bits, 4, "raw"), context=StorageContext()
+    )
     job = ShardMergeJob(
-        work,
-        out,
-        sharding_spec(shard_bits, 4, "raw"),
-        Octree((0.5,) * 3, (32,) * 3),
-        3,
-        BITS,
-        (8, 8, 16),
-        StorageContext(),
+        buckets=buckets,
+        mesh_url=out,
+        octree=Octree((0.5,) * 3, (32,) * 3),
+        lods=3,
+        bits=BITS,
+        resolution=(8, 8, 16),
     )
     chunk = next(iter(index_grid(2**shard_bits)))
     tracemalloc.start()

@@ -47,7 +47,7 @@ def grids(draw):
     overlap = Vec3(*(draw(st.integers(0, p - 1)) for p in patch))
     start = [draw(st.integers(b, e - 1)) for b, e in zip(bounds.start, bounds.stop)]
     stop = [draw(st.integers(s + 1, e)) for s, e in zip(start, bounds.stop)]
-    return PatchGrid(bounds, patch, overlap), Box(start, stop)
+    return PatchGrid(bounds=bounds, patch=patch, overlap=overlap), Box(start, stop)
 
 
 @settings(max_examples=60, deadline=None)
@@ -65,7 +65,9 @@ def test_blending_a_model_that_returns_its_input_returns_the_image(grid_box, bat
 
 
 def test_touching_patches_cover_the_box_and_no_other_patch_does():
-    grid = PatchGrid(Box.from_shape((100, 60, 30)), Vec3(32, 32, 16), Vec3(8, 8, 4))
+    grid = PatchGrid(
+        bounds=Box.from_shape((100, 60, 30)), patch=Vec3(32, 32, 16), overlap=Vec3(8, 8, 4)
+    )
     box = Box((40, 10, 5), (64, 20, 20))
     patches = grid.touching(box)
     covered = np.zeros(tuple(grid.bounds.shape), bool)

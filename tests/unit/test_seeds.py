@@ -20,8 +20,11 @@ def two_cells_with_a_gap(gap: int = 2) -> tuple[np.ndarray, np.ndarray]:
 
 def test_threshold_seeds_merge_cells_through_a_gap_and_distance_seeds_do_not():
     labels, boundary = two_cells_with_a_gap()
-    merged = watershed_fragments(boundary, WatershedParams(0.0, 0.5))
+    merged = watershed_fragments(boundary, WatershedParams(smoothing=0.0, seed_threshold=0.5))
     assert len(np.unique(merged)) == 1
-    split = watershed_fragments(boundary, WatershedParams(0.0, 0.5, "distance", 3.0))
+    split = watershed_fragments(
+        boundary,
+        WatershedParams(smoothing=0.0, seed_threshold=0.5, seeds="distance", seed_radius=3.0),
+    )
     assert evaluate(split, labels).voi_merge < 0.05
     assert not set(np.unique(split[:20])) & set(np.unique(split[22:]))  # no fragment spans both

@@ -2,7 +2,7 @@ import pytest
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.geometry import Vec3
-from petavox.workflows.stages.sizing import TARGET_VOXELS, auto_task_shape, check_multiple
+from petavox.workflows.sizing import TARGET_VOXELS, auto_task_shape, check_multiple
 
 
 def test_grows_to_the_target_in_multiples_of_the_step():

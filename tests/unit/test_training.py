@@ -267,7 +267,13 @@ def test_other_input_errors_name_the_problem(tmp_path):
 
 def test_load_volume_reads_a_layer_as_zyx(tmp_path):
     data = np.random.default_rng(0).integers(0, 255, (20, 12, 6), dtype=np.uint8)  # x, y, z
-    spec = LayerSpec("image", "uint8", Vec3(20, 12, 6), (8, 8, 8), chunk_size=Vec3(8, 8, 4))
+    spec = LayerSpec(
+        layer_type="image",
+        dtype="uint8",
+        size=Vec3(20, 12, 6),
+        resolution=(8, 8, 8),
+        chunk_size=Vec3(8, 8, 4),
+    )
     layer = Layer.create(f"file://{tmp_path}/img", spec)
     layer.write(layer.bounds(), data)
     np.testing.assert_array_equal(load_volume(layer.url), data.transpose(2, 1, 0))

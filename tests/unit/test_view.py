@@ -34,8 +34,8 @@ def test_local_image_and_segmentation_layers_read_from_the_file_server(tmp_path)
     ]
     layers = open_view_layers(urls, StorageContext())
     assert layers == [
-        ViewLayer("em", f"file://{tmp_path}/em", "image"),
-        ViewLayer("seg", f"file://{tmp_path}/seg", "segmentation"),
+        ViewLayer(name="em", url=f"file://{tmp_path}/em", layer_type="image"),
+        ViewLayer(name="seg", url=f"file://{tmp_path}/seg", layer_type="segmentation"),
     ]
     state = viewer_state(layers, HTTP, segments=[7, 2**40])
     assert state == {
@@ -63,8 +63,8 @@ def test_layers_with_the_same_folder_name_get_distinct_names(tmp_path):
 
 def test_cloud_layers_are_read_by_the_viewer_directly():
     layers = [
-        ViewLayer("raw", "gs://bucket/run/raw", "image"),
-        ViewLayer("seg", "s3://bucket/run/seg", "segmentation"),
+        ViewLayer(name="raw", url="gs://bucket/run/raw", layer_type="image"),
+        ViewLayer(name="seg", url="s3://bucket/run/seg", layer_type="segmentation"),
     ]
     sources = [spec["source"] for spec in viewer_state(layers, None)["layers"]]
     assert sources == ["precomputed://gs://bucket/run/raw", "precomputed://s3://bucket/run/seg"]
@@ -72,8 +72,8 @@ def test_cloud_layers_are_read_by_the_viewer_directly():
 
 def test_s3_with_a_custom_endpoint_is_read_path_style_from_the_endpoint():
     layers = [
-        ViewLayer("raw", "gs://bucket/run/raw", "image"),
-        ViewLayer("seg", "s3://bucket/run/seg", "segmentation"),
+        ViewLayer(name="raw", url="gs://bucket/run/raw", layer_type="image"),
+        ViewLayer(name="seg", url="s3://bucket/run/seg", layer_type="segmentation"),
     ]
     context = StorageContext(s3_endpoint="http://127.0.0.1:9000/")
     sources = [spec["source"] for spec in viewer_state(layers, None, context)["layers"]]
@@ -85,11 +85,11 @@ def test_s3_with_a_custom_endpoint_is_read_path_style_from_the_endpoint():
 
 def test_a_local_layer_without_a_server_is_an_error():
     with pytest.raises(ValueError, match="HTTP server"):
-        viewer_state([ViewLayer("raw", "file:///data/raw", "image")], None)
+        viewer_state([ViewLayer(name="raw", url="file:///data/raw", layer_type="image")], None)
 
 
 def test_the_link_carries_the_state():
-    layers = [ViewLayer("seg", "gs://b/seg", "segmentation")]
+    layers = [ViewLayer(name="seg", url="gs://b/seg", layer_type="segmentation")]
     state = viewer_state(layers, None, segments=[3])
     link = neuroglancer_link(state)
     assert link.startswith(NEUROGLANCER)

@@ -1,40 +1,49 @@
-"""Stage planners: params + catalog → a `StagePlan`, validating inputs without writing anything."""
+"""The stages: one module each, declaring ``STAGE = Stage(...)``; found here, in pipeline order.
+
+Adding a stage is adding its module here (with its params, planner and command line in one
+`Stage`), its tasks package, its tests and its README section: the config, the planners and
+the command line pick it up from `STAGES`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import pkgutil
 
+from petavox.tasks.core.errors import InputError
 from petavox.workflows.catalog import Catalog
-from petavox.workflows.config import StageParams
-from petavox.workflows.runner import StagePlan
-from petavox.workflows.stages.align import plan_align
-from petavox.workflows.stages.connectome import plan_connectome
-from petavox.workflows.stages.downsample import plan_downsample
-from petavox.workflows.stages.evaluate import plan_evaluate_stage
-from petavox.workflows.stages.infer import plan_infer
-from petavox.workflows.stages.ingest import plan_ingest
-from petavox.workflows.stages.mesh import plan_mesh
-from petavox.workflows.stages.segment import plan_segment
-from petavox.workflows.stages.skeletonize import plan_skeletonize
-from petavox.workflows.stages.synapses import plan_synapses
+from petavox.workflows.params import StageParams
+from petavox.workflows.plan import StagePlan
+from petavox.workflows.stage import Stage
 
-Planner = Callable[[StageParams, Catalog], StagePlan | list[StagePlan]]
 
-PLANNERS: dict[str, Planner] = {
-    "ingest": plan_ingest,  # type: ignore[dict-item]
-    "downsample": plan_downsample,  # type: ignore[dict-item]
-    "align": plan_align,  # type: ignore[dict-item]
-    "infer": plan_infer,  # type: ignore[dict-item]
-    "segment": plan_segment,  # type: ignore[dict-item]
-    "evaluate": plan_evaluate_stage,  # type: ignore[dict-item]
-    "mesh": plan_mesh,  # type: ignore[dict-item]
-    "skeletonize": plan_skeletonize,  # type: ignore[dict-item]
-    "synapses": plan_synapses,  # type: ignore[dict-item]
-    "connectome": plan_connectome,  # type: ignore[dict-item]
-}
+def _discover() -> tuple[Stage, ...]:
+    found = []
+    for module_info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        stage = getattr(module, "STAGE", None)
+        if not isinstance(stage, Stage):
+            raise TypeError(f"{module.__name__} declares no STAGE; stages/ holds stages only")
+        found.append(stage)
+    names = [s.name for s in found]
+    if len(set(names)) != len(names):
+        raise TypeError(f"two stages share a name: {sorted(names)}")
+    return tuple(sorted(found, key=lambda s: (s.order, s.name)))
+
+
+STAGES: tuple[Stage, ...] = _discover()
+STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+_BY_NAME = {s.name: s for s in STAGES}
+
+
+def stage_named(name: str) -> Stage:
+    """The stage called `name`; an `InputError` listing the stages if there is none."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise InputError(f"unknown stage {name!r}; stages are {', '.join(STAGE_NAMES)}") from None
 
 
 def plan_stage(params: StageParams, catalog: Catalog) -> list[StagePlan]:
     """The runner plans of one config stage, in order (a stage may take several steps)."""
-    plans = PLANNERS[params.stage](params, catalog)  # type: ignore[attr-defined]
-    return plans if isinstance(plans, list) else [plans]
+    return stage_named(params.stage).plan(params, catalog)  # type: ignore[attr-defined]

@@ -1,10 +1,14 @@
-"""Plan `align`: estimate (per section and tile) → solve (one global task) → render → pyramid.
+"""Stage `align`: estimate (per section and tile) → solve (one global task) → render → pyramid.
 
 Each step has its own ledger entry, so a run resumes at the step and chunk where it stopped;
 the solve and render identities derive from the estimate identity.
 """
 
 from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from petavox.tasks.align.align_jobs import EstimateJob, RenderJob, SolveJob, section_grid
 from petavox.tasks.align.flow import FlowParams
@@ -14,13 +18,53 @@ from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
 from petavox.tasks.core.layers import Layer, LayerSpec
 from petavox.tasks.core.storage import join_url
 from petavox.workflows.catalog import Catalog
-from petavox.workflows.config import AlignParams, DownsampleParams
-from petavox.workflows.ledger import identity
-from petavox.workflows.runner import StagePlan
-from petavox.workflows.stages.downsample import base_spec, plan_downsample
-from petavox.workflows.stages.sizing import task_shape
+from petavox.workflows.params import PositiveTriple, StageParams
+from petavox.workflows.plan import StagePlan, identity
+from petavox.workflows.sizing import task_shape
+from petavox.workflows.stage import Positional, Stage
+from petavox.workflows.stages.downsample import DownsampleParams, base_spec, downsample_plan
 
 VERSION = 1
+
+
+class AlignParams(StageParams):
+    """Serial sections → aligned stack: estimate flows, solve per-section transforms, render."""
+
+    stage: Literal["align"] = "align"
+    input: str = Field("raw", description="image layer of the stack: name or URL")
+    output: str = Field("aligned", description="layer name under the run output, or a URL")
+    patch: int = Field(64, ge=16, description="side of a matching patch (pixels)")
+    patch_spacing: int = Field(32, ge=4, description="distance between patch centres")
+    coarse: int = Field(4, ge=1, description="downsampling of the coarse (whole-tile) match")
+    max_shift: int = Field(
+        64, ge=0, description="largest expected shift between neighbouring sections (pixels)"
+    )
+    bridge: bool = Field(True, description="also match each section to z-2 (skips a bad one)")
+    tile: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] | None = Field(
+        None, description="estimate in XY tiles of this size (default: whole sections)"
+    )
+    mesh_spacing: float = Field(64.0, gt=0, description="pixels between elastic mesh nodes")
+    stiffness: float = Field(0.5, ge=0, description="springs between neighbouring mesh nodes")
+    prior: float = Field(0.02, gt=0, description="spring of each section to no motion (drift)")
+    linear_prior: float = Field(
+        0.3, gt=0, description="the same for rotation/scale/shear (pixels at the section edge)"
+    )
+    min_confidence: float = Field(0.2, ge=0, le=1, description="patches below are ignored")
+    chunk_shape: PositiveTriple | None = Field(
+        None, description="render: voxels per task, a multiple of the storage chunk"
+    )
+    storage_chunk: PositiveTriple | None = Field(
+        None, description="chunk size of the output layer (default: the input's)"
+    )
+    mips: int = Field(2, ge=0, le=12, description="pyramid levels (factor 2,2,1) to add")
+    fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
+    carry: dict[str, str] = Field(
+        {},
+        description="other layers in the raw frame (e.g. annotations) to render with the "
+        "same transforms: {input: output}; labels by nearest pixel",
+    )
+
+
 BYTES_PER_VOXEL = 16  # render: raw read with its margin, coordinates and the output
 
 
@@ -55,39 +99,11 @@ def plan_align(params: AlignParams, catalog: Catalog) -> list[StagePlan]:
         encoding="raw",
     )
     target = catalog.plan_layer(url, spec)
-
-    stage_spec = {**params.hashed_fields(), "input": source.url, "output": url}
-    ident = identity("align-estimate", VERSION, stage_spec)
-    work = join_url(catalog.root, "intermediate", "align", ident)
-    flow = FlowParams(params.patch, params.patch_spacing, params.coarse)
-    backs = (1, 2) if params.bridge else (1,)
-    margin = params.max_shift + params.patch
-    estimate = StagePlan(
-        label=f"align {params.input}: estimate section flows",
-        stage="align-estimate",
-        identity=ident,
-        spec=stage_spec,
-        grid=section_grid(volume, params.tile),
-        job=EstimateJob(source, flow, margin, backs, work, params.fill_missing),
-        resources=params.resources,
-    )
-    solve_params = SolveParams(
-        params.mesh_spacing,
-        params.stiffness,
-        params.prior,
-        params.linear_prior,
-        min_confidence=params.min_confidence,
-    )
-    follow = {"estimate": ident}
-    solve = StagePlan(
-        label=f"align {params.input}: solve transforms",
-        stage="align-solve",
-        identity=identity("align-solve", VERSION, follow),
-        spec=follow,
-        grid=ChunkGrid(volume, volume.shape, 0, origin=volume.start),
-        job=SolveJob(volume, solve_params, work, catalog.context),
-        resources=params.resources,
-    )
+    estimate_spec = {**params.hashed_fields(), "input": source.url, "output": url}
+    estimate_id = identity("align-estimate", VERSION, estimate_spec)
+    work = join_url(catalog.root, "intermediate", "align", estimate_id)
+    estimate = estimate_plan(params, source, estimate_spec, work)
+    solve = solve_plan(params, volume, estimate_id, work, catalog)
     chunk_shape = task_shape(
         params.chunk_shape,
         storage_chunk,
@@ -96,14 +112,16 @@ def plan_align(params: AlignParams, catalog: Catalog) -> list[StagePlan]:
         name="align chunk_shape",
         step_name="storage chunk",
     )
-    render_spec = {**follow, "task_shape": list(chunk_shape)}
+    render_spec = {**solve.spec, "task_shape": list(chunk_shape)}
     render = StagePlan(
         label=f"align {params.input} → {params.output}: render",
         stage="align-render",
-        identity=identity("align-render", VERSION, render_spec),
+        version=VERSION,
         spec=render_spec,
         grid=ChunkGrid(volume, chunk_shape, 0, origin=volume.start),
-        job=RenderJob(source, target, work, params.fill_missing),
+        job=RenderJob(
+            source=source, target=target, work_url=work, fill_missing=params.fill_missing
+        ),
         resources=params.resources,
         layer_infos={url: target.info},
     )
@@ -112,8 +130,52 @@ def plan_align(params: AlignParams, catalog: Catalog) -> list[StagePlan]:
         plans.append(carry_plan(catalog, name, out, volume, params, render_spec, work))
     if params.mips:
         for out in (params.output, *params.carry.values()):
-            plans.append(plan_downsample(DownsampleParams(input=out, mips=params.mips), catalog))
+            plans.append(downsample_plan(DownsampleParams(input=out, mips=params.mips), catalog))
     return plans
+
+
+def estimate_plan(params: AlignParams, source: Layer, spec: dict, work: str) -> StagePlan:
+    """Flows of each section (and tile) against the one or two before it."""
+    flow = FlowParams(patch=params.patch, spacing=params.patch_spacing, coarse=params.coarse)
+    job = EstimateJob(
+        source=source,
+        params=flow,
+        margin=params.max_shift + params.patch,
+        backs=(1, 2) if params.bridge else (1,),
+        work_url=work,
+        fill_missing=params.fill_missing,
+    )
+    return StagePlan(
+        label=f"align {params.input}: estimate section flows",
+        stage="align-estimate",
+        version=VERSION,
+        spec=spec,
+        grid=section_grid(source.bounds(0), params.tile),
+        job=job,
+        resources=params.resources,
+    )
+
+
+def solve_plan(
+    params: AlignParams, volume: Box, estimate: str, work: str, catalog: Catalog
+) -> StagePlan:
+    """One task: every flow → one transform per section (its identity follows the estimate's)."""
+    solve = SolveParams(
+        mesh_spacing=params.mesh_spacing,
+        stiffness=params.stiffness,
+        prior=params.prior,
+        linear_prior=params.linear_prior,
+        min_confidence=params.min_confidence,
+    )
+    return StagePlan(
+        label=f"align {params.input}: solve transforms",
+        stage="align-solve",
+        version=VERSION,
+        spec={"estimate": estimate},
+        grid=ChunkGrid(volume, volume.shape, 0, origin=volume.start),
+        job=SolveJob(volume=volume, params=solve, work_url=work, context=catalog.context),
+        resources=params.resources,
+    )
 
 
 def carry_plan(
@@ -144,10 +206,24 @@ def carry_plan(
     return StagePlan(
         label=f"align {name} → {out}: render with the same transforms",
         stage="align-render",
-        identity=identity("align-render", VERSION, spec),
+        version=VERSION,
         spec=spec,
         grid=grid,
-        job=RenderJob(layer, target, work, params.fill_missing),
+        job=RenderJob(source=layer, target=target, work_url=work, fill_missing=params.fill_missing),
         resources=params.resources,
         layer_infos={url: target.info},
     )
+
+
+STAGE = Stage(
+    name="align",
+    order=30,
+    params=AlignParams,
+    planner=plan_align,
+    positionals=(
+        Positional(
+            field="input", metavar="RAW_URL", help="image stack to align (serial sections along z)"
+        ),
+        Positional(field="output", metavar="OUTPUT_URL", help="aligned image layer URL to write"),
+    ),
+)

@@ -1,18 +1,52 @@
-"""Plan the `downsample` stage: several mips per task, in place or into a new layer."""
+"""Stage `downsample`: a mip pyramid, several mips per task, in place or into a new layer."""
 
 from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
 from petavox.tasks.core.layers import Layer, LayerSpec, planned_info, pyramid_info
 from petavox.tasks.image.downsample_jobs import DownsampleJob
 from petavox.workflows.catalog import Catalog
-from petavox.workflows.config import DownsampleParams
-from petavox.workflows.ledger import identity
-from petavox.workflows.runner import StagePlan
-from petavox.workflows.stages.sizing import task_shape
+from petavox.workflows.params import PositiveTriple, StageParams, Triple
+from petavox.workflows.plan import StagePlan
+from petavox.workflows.sizing import task_shape
+from petavox.workflows.stage import Positional, Stage
 
 VERSION = 1
+
+
+class DownsampleParams(StageParams):
+    """Adds a mip pyramid to a layer: averaging for images, mode for segmentations."""
+
+    stage: Literal["downsample"] = "downsample"
+    input: str = Field("raw", description="layer to downsample: name under the output, or URL")
+    output: str | None = Field(None, description="layer that gets the pyramid (default: input)")
+    factor: PositiveTriple = Field((2, 2, 1), description="downsampling factor per mip, X,Y,Z")
+    mips: int = Field(3, ge=1, le=12, description="number of new mips to make")
+    method: Literal["auto", "average", "mode"] = Field(
+        "auto", description="auto: average for images, mode for segmentations"
+    )
+    chunk_shape: PositiveTriple | None = Field(
+        None,
+        description="mip-0 voxels per task, a multiple of storage chunk × factor^mips "
+        "(default: ~64 M voxels)",
+    )
+    fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
+    bounds: tuple[Triple, Triple] | None = Field(
+        None,
+        description="only this box, [[x0,y0,z0],[x1,y1,z1]] in mip-0 voxels (grown to whole tasks)",
+    )
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, value: tuple[Triple, Triple] | None) -> tuple[Triple, Triple] | None:
+        if value is not None and any(b <= a for a, b in zip(*value)):
+            raise ValueError(f"bounds {value} are empty: each stop must exceed its start")
+        return value
 
 
 def base_spec(layer: Layer) -> LayerSpec:
@@ -44,7 +78,8 @@ def restrict(layer: Layer, box: Box, chunk_shape: Vec3) -> Box:
     return Box(start, stop).intersection(full)
 
 
-def plan_downsample(params: DownsampleParams, catalog: Catalog) -> StagePlan:
+def downsample_plan(params: DownsampleParams, catalog: Catalog) -> StagePlan:
+    """The one step of `downsample` (align plans it too, for the pyramids of its outputs)."""
     source = catalog.layer(catalog.url(params.input))
     target_url = catalog.url(params.output or params.input)
     factor = Vec3.of(params.factor)
@@ -81,10 +116,38 @@ def plan_downsample(params: DownsampleParams, catalog: Catalog) -> StagePlan:
     return StagePlan(
         label=f"downsample {params.input}",
         stage="downsample",
-        identity=identity("downsample", VERSION, spec),
+        version=VERSION,
         spec=spec,
         grid=ChunkGrid(bounds, chunk_shape, 0, origin=bounds.start),
-        job=DownsampleJob(source, target, factor, params.mips, method, params.fill_missing),
+        job=DownsampleJob(
+            source=source,
+            target=target,
+            factor=factor,
+            mips=params.mips,
+            method=method,
+            fill_missing=params.fill_missing,
+        ),
         resources=params.resources,
         layer_infos={target_url: info},
     )
+
+
+def plan_downsample(params: DownsampleParams, catalog: Catalog) -> list[StagePlan]:
+    return [downsample_plan(params, catalog)]
+
+
+STAGE = Stage(
+    name="downsample",
+    order=20,
+    params=DownsampleParams,
+    planner=plan_downsample,
+    positionals=(
+        Positional(field="input", metavar="INPUT_URL", help="layer to downsample"),
+        Positional(
+            field="output",
+            metavar="OUTPUT_URL",
+            help="layer that gets the pyramid (default: INPUT_URL)",
+            required=False,
+        ),
+    ),
+)

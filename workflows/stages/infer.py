@@ -1,12 +1,15 @@
-"""Plan `infer`: check the model (file, checksum, shapes) and the input, then predict per chunk."""
+"""Stage `infer`: check the model (file, checksum, shapes) and the input, then predict per chunk."""
 
 from __future__ import annotations
 
+import re
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
 
 from petavox.tasks.core.errors import LayerMismatchError
-from petavox.tasks.core.geometry import ChunkGrid, Vec3
+from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
 from petavox.tasks.core.layers import Layer, LayerSpec
 from petavox.tasks.core.storage import normalize_url
 from petavox.tasks.infer.infer_jobs import InferJob
@@ -25,10 +28,10 @@ from petavox.tasks.infer.onnx_model import (
 )
 from petavox.tasks.infer.patches import PatchGrid, PredictFn, fit_patch
 from petavox.workflows.catalog import Catalog
-from petavox.workflows.config import InferParams
-from petavox.workflows.ledger import identity
-from petavox.workflows.runner import ChunkJob, StagePlan
-from petavox.workflows.stages.sizing import task_shape
+from petavox.workflows.params import NonNegativeTriple, PositiveTriple, StageParams
+from petavox.workflows.plan import ChunkJob, DriverHooks, StagePlan
+from petavox.workflows.sizing import task_shape
+from petavox.workflows.stage import Positional, Stage
 
 VERSION = 1
 DEFAULT_MODEL = BUILTIN + "boundary-synthetic.onnx"
@@ -36,6 +39,57 @@ CLASSICAL = "classical"
 # sizing weight: input, prediction sums and weights take 12-20 bytes per output voxel; big tasks
 # matter because the patches that straddle a task's faces are predicted by both tasks
 BYTES_PER_VOXEL = 8
+
+
+class InferParams(StageParams):
+    """Image → boundary map or affinities with a CNN (ONNX), patch-wise with seamless blending."""
+
+    stage: Literal["infer"] = "infer"
+    input: str = Field("raw", description="image layer (uint8, or float 0-1): name or URL")
+    output: str = Field("boundary", description="layer name under the run output, or a URL")
+    model: str | None = Field(
+        None,
+        description="ONNX model: path or file/s3/gs URL; 'classical' for the no-model filter "
+        "(default: the built-in model trained on synthetic data)",
+    )
+    model_sha256: str | None = Field(
+        None, description="expected SHA-256 of the model file (checked before any work)"
+    )
+    patch: PositiveTriple = Field(
+        (136, 136, 72), description="model input size X,Y,Z (clipped to the volume)"
+    )
+    overlap: NonNegativeTriple = Field(
+        (8, 8, 8), description="overlap of neighbouring patches X,Y,Z, blended smoothly"
+    )
+    output_dtype: Literal["uint8", "float32"] = Field(
+        "uint8", description="uint8: probability × 255; float32: probability"
+    )
+    chunk_shape: PositiveTriple | None = Field(
+        None, description="voxels per task, a multiple of the storage chunk (default: ~32 M voxels)"
+    )
+    storage_chunk: PositiveTriple | None = Field(
+        None, description="chunk size of the output layer (default: the input's)"
+    )
+    fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        "auto",
+        description="gpu: the model runs in GPU actors (the autoscaler brings GPU nodes); "
+        "auto: gpu when the cluster has GPUs, else in each CPU task",
+    )
+    gpu_actors: int = Field(1, ge=1, description="GPU actors that each load the model once")
+    gpus_per_actor: float = Field(1.0, ge=0, description="GPUs each actor reserves")
+    batch: int = Field(1, ge=1, description="patches per model call (raise on GPUs)")
+
+    UNHASHED: ClassVar[frozenset[str]] = frozenset(
+        {"resources", "device", "gpu_actors", "gpus_per_actor", "batch"}
+    )
+
+    @field_validator("model_sha256")
+    @classmethod
+    def _sha(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-f]{64}", value.lower()):
+            raise ValueError("model_sha256 must be 64 hexadecimal digits (sha256sum of the file)")
+        return value.lower() if value else value
 
 
 def check_input(layer: Layer) -> None:
@@ -60,16 +114,16 @@ def load_model(params: InferParams, catalog: Catalog) -> tuple[ModelRef, ModelIn
             "model_sha256"
         )
     session = open_session(data, url)
-    return ModelRef(url, digest, catalog.context), inspect(session, url), session
+    return ModelRef(url=url, sha256=digest, context=catalog.context), inspect(session, url), session
 
 
-def plan_infer(params: InferParams, catalog: Catalog) -> StagePlan:
-    source = catalog.layer(catalog.url(params.input))
-    check_input(source)
-    bounds = source.bounds(0)
-    ref: ModelRef | None = None
+def model_patches(
+    params: InferParams, bounds: Box, catalog: Catalog
+) -> tuple[ModelRef | None, int, str, PatchGrid]:
+    """The model (None: the classical filter), its output channels and target, and the patch
+    grid it predicts on (patch sides fitted to the volume and the model's divisor)."""
     if params.model == CLASSICAL:
-        channels, target = 1, "boundary (classical, no model)"
+        ref, channels, target = None, 1, "boundary (classical, no model)"
         patch = fit_patch(Vec3.of(params.patch), bounds.shape, Vec3(1, 1, 1))
     else:
         ref, info, session = load_model(params, catalog)
@@ -77,7 +131,14 @@ def plan_infer(params: InferParams, catalog: Catalog) -> StagePlan:
         patch = fit_patch(Vec3.of(params.patch), bounds.shape, info.divisor)
         check_patch(session, info, patch, ref.url)
     overlap = Vec3(*(min(o, p - 1) for o, p in zip(params.overlap, patch)))
+    return ref, channels, target, PatchGrid(bounds=bounds, patch=patch, overlap=overlap)
 
+
+def plan_infer(params: InferParams, catalog: Catalog) -> list[StagePlan]:
+    source = catalog.layer(catalog.url(params.input))
+    check_input(source)
+    bounds = source.bounds(0)
+    ref, channels, target, patches = model_patches(params, bounds, catalog)
     storage_chunk = Vec3.of(params.storage_chunk or source.chunk_size(0))
     chunk_shape = task_shape(
         params.chunk_shape,
@@ -99,43 +160,62 @@ def plan_infer(params: InferParams, catalog: Catalog) -> StagePlan:
         num_channels=channels,
     )
     target_layer = catalog.plan_layer(url, spec)
-
     predict: PredictFn = ClassicalPredictor() if ref is None else OnnxPredictor(ref)
-    grid = PatchGrid(bounds, patch, overlap)
-    job = InferJob(source, target_layer, grid, predict, params.batch, params.fill_missing)
     stage_spec = {
         **params.hashed_fields(),
         "input": source.url,
         "output": url,
         "model": ref.url if ref else CLASSICAL,
         "model_sha256": ref.sha256 if ref else None,
-        "patch_used": list(patch),
-        "overlap_used": list(overlap),
+        "patch_used": list(patches.patch),
+        "overlap_used": list(patches.overlap),
         "task_shape": list(chunk_shape),
     }
     plan = StagePlan(
         label=f"infer {params.input} → {params.output} ({target})",
         stage="infer",
-        identity=identity("infer", VERSION, stage_spec),
+        version=VERSION,
         spec=stage_spec,
         grid=ChunkGrid(bounds, chunk_shape, 0, origin=bounds.start),
-        job=job,
+        job=InferJob(
+            source=source,
+            target=target_layer,
+            patches=patches,
+            predict=predict,
+            batch=params.batch,
+            fill_missing=params.fill_missing,
+        ),
         resources=params.resources,
         layer_infos={url: target_layer.info},
+        hooks=DriverHooks(bind=None if ref is None else device_binding(params, ref)),
     )
-    if ref is not None and params.device != "cpu":
-        plan.runtime = device_runtime(params, ref)
-    return plan
+    return [plan]
 
 
-def device_runtime(params: InferParams, ref: ModelRef):
+def device_binding(params: InferParams, ref: ModelRef):
     """Where the forward pass runs, decided once Ray is up: GPU actors, or in each CPU task."""
+    if params.device == "cpu":
+        return None
 
-    def runtime(job: ChunkJob) -> AbstractContextManager[ChunkJob]:
+    def bind(job: ChunkJob) -> AbstractContextManager[ChunkJob]:
         from petavox.workflows.model_actors import cluster_has_gpus, gpu_actors
 
         if params.device == "gpu" or cluster_has_gpus():
             return gpu_actors(job, ref, params.gpu_actors, params.gpus_per_actor)  # type: ignore[arg-type]
         return nullcontext(job)
 
-    return runtime
+    return bind
+
+
+STAGE = Stage(
+    name="infer",
+    order=40,
+    params=InferParams,
+    planner=plan_infer,
+    positionals=(
+        Positional(field="input", metavar="RAW_URL", help="image layer (uint8 or float 0-1)"),
+        Positional(
+            field="output", metavar="OUTPUT_URL", help="boundary (or affinity) layer URL to write"
+        ),
+    ),
+)

@@ -1,20 +1,53 @@
-"""Plan the `ingest` stage: an image stack becomes a precomputed layer, one task per box."""
+"""Stage `ingest`: an image stack becomes a precomputed layer, one task per box."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
+from pydantic import Field, field_validator
 
 from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
 from petavox.tasks.core.layers import LayerSpec
 from petavox.tasks.core.sources import open_source
 from petavox.tasks.image.ingest_jobs import IngestJob
 from petavox.workflows.catalog import Catalog
-from petavox.workflows.config import IngestParams
-from petavox.workflows.ledger import identity
-from petavox.workflows.runner import StagePlan
-from petavox.workflows.stages.sizing import task_shape
+from petavox.workflows.params import PositiveTriple, Resolution, StageParams, Triple
+from petavox.workflows.plan import StagePlan
+from petavox.workflows.sizing import task_shape
+from petavox.workflows.stage import Positional, Stage
 
 VERSION = 1
+
+
+class IngestParams(StageParams):
+    """Image stack (TIFF/PNG slices, multi-page TIFF, .npy, .h5) to a precomputed layer."""
+
+    stage: Literal["ingest"] = "ingest"
+    input: str = Field(
+        description="slice folder, .tif stack, .npy or file.h5:dataset (local path or file://)"
+    )
+    output: str = Field("raw", description="layer name under the run output, or a full URL")
+    axes: str = Field("zyx", description="axis order of the stored array (slice folders: zyx)")
+    layer_type: Literal["image", "segmentation"] = Field("image", description="layer type")
+    resolution: Resolution = Field(description="voxel size in nm, X,Y,Z")
+    voxel_offset: Triple = Field((0, 0, 0), description="position of voxel 0 in the volume, X,Y,Z")
+    dtype: str | None = Field(None, description="layer dtype (default: the source's)")
+    encoding: Literal["raw", "jpeg", "compressed_segmentation"] | None = Field(
+        None,
+        description="chunk encoding (default: raw; compressed_segmentation for uint32/64 labels)",
+    )
+    storage_chunk: PositiveTriple = Field((64, 64, 64), description="chunk size of the layer")
+    chunk_shape: PositiveTriple | None = Field(
+        None, description="voxels per task, a multiple of storage_chunk (default: ~64 M voxels)"
+    )
+
+    @field_validator("axes")
+    @classmethod
+    def _axes(cls, value: str) -> str:
+        if sorted(value) != ["x", "y", "z"]:
+            raise ValueError(f"{value!r} is not an order of the letters x, y, z (e.g. zyx)")
+        return value
 
 
 def default_encoding(layer_type: str, dtype: np.dtype) -> str:
@@ -23,7 +56,7 @@ def default_encoding(layer_type: str, dtype: np.dtype) -> str:
     return "raw"
 
 
-def plan_ingest(params: IngestParams, catalog: Catalog) -> StagePlan:
+def plan_ingest(params: IngestParams, catalog: Catalog) -> list[StagePlan]:
     source = open_source(params.input, params.axes)
     dtype = np.dtype(params.dtype) if params.dtype else np.dtype(source.dtype)
     storage_chunk = Vec3.of(params.storage_chunk)
@@ -54,13 +87,30 @@ def plan_ingest(params: IngestParams, catalog: Catalog) -> StagePlan:
         "source_dtype": np.dtype(source.dtype).name,
         "task_shape": list(chunk_shape),  # chunk ids are only comparable on the same grid
     }
-    return StagePlan(
+    plan = StagePlan(
         label=f"ingest → {params.output}",
         stage="ingest",
-        identity=identity("ingest", VERSION, spec_hash),
+        version=VERSION,
         spec=spec_hash,
         grid=ChunkGrid(bounds, chunk_shape, 0, origin=params.voxel_offset),
-        job=IngestJob(source, target, Vec3.of(params.voxel_offset)),
+        job=IngestJob(source=source, target=target, voxel_offset=Vec3.of(params.voxel_offset)),
         resources=params.resources,
         layer_infos={url: target.info},
     )
+    return [plan]
+
+
+STAGE = Stage(
+    name="ingest",
+    order=10,
+    params=IngestParams,
+    planner=plan_ingest,
+    positionals=(
+        Positional(
+            field="input",
+            metavar="SRC",
+            help="image stack: slice folder, .tif, .npy or file.h5:dataset",
+        ),
+        Positional(field="output", metavar="DST_URL", help="layer URL to write"),
+    ),
+)

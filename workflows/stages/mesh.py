@@ -1,13 +1,17 @@
-"""Plan `mesh`: meshes per chunk (forge), then per segment: legacy manifests, or sharded
+"""Stage `mesh`: meshes per chunk (forge), then per segment: legacy manifests, or sharded
 multi-resolution meshes (one merge task per shard)."""
 
 from __future__ import annotations
 
 import math
+from typing import ClassVar, Literal
+
+from pydantic import Field
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.geometry import ChunkGrid, index_grid
 from petavox.tasks.core.layers import Layer
+from petavox.tasks.core.shard_buckets import ShardBuckets
 from petavox.tasks.core.shards import sharding_spec
 from petavox.tasks.core.storage import join_url
 from petavox.tasks.mesh.mesh_jobs import (
@@ -21,14 +25,62 @@ from petavox.tasks.mesh.mesh_jobs import (
 from petavox.tasks.mesh.multires import Octree, mesh_info
 from petavox.tasks.mesh.surfaces import Simplification
 from petavox.workflows.catalog import Catalog
-from petavox.workflows.config import MeshParams
-from petavox.workflows.ledger import identity
-from petavox.workflows.runner import StagePlan
-from petavox.workflows.stages.labels import check_folder_name, check_segmentation, declare_folder
-from petavox.workflows.stages.sizing import layer_grid
+from petavox.workflows.layer_checks import check_folder_name, check_segmentation, declare_folder
+from petavox.workflows.params import PositiveTriple, StageParams
+from petavox.workflows.plan import StagePlan, identity
+from petavox.workflows.sizing import default_shard_bits, layer_grid
+from petavox.workflows.stage import Positional, Stage
 
 VERSION = 1
 BYTES_PER_VOXEL = 24  # uint64 labels, zmesh's working copy and its marching-cubes tables
+
+
+class MeshParams(StageParams):
+    """Segmentation → a surface mesh per segment (marching cubes + simplification, zmesh)."""
+
+    stage: Literal["mesh"] = "mesh"
+    input: str = Field("segmentation", description="segmentation layer: name or URL")
+    mesh_dir: str = Field("mesh", description="folder in the layer for the meshes")
+    reduction_factor: int = Field(
+        100, ge=0, description="simplify to about 1/this of the triangles (0: no simplification)"
+    )
+    max_error: float = Field(40.0, gt=0, description="nm a simplified vertex may move")
+    chunk_shape: PositiveTriple | None = Field(
+        None, description="voxels per task, a multiple of the storage chunk (default: ~64 M)"
+    )
+    manifest_digits: int | None = Field(
+        None,
+        ge=1,
+        le=6,
+        description="legacy: manifest tasks split the ids by this many digits "
+        "(default: about one manifest task per 10 mesh tasks, 1 to 5 digits)",
+    )
+    fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
+    format: Literal["legacy", "sharded"] = Field(
+        "legacy",
+        description="legacy: a file per segment and chunk; sharded: multi-resolution "
+        "(neuroglancer_multilod_draco), one file per shard (for millions of segments)",
+    )
+    lods: int = Field(
+        3, ge=1, le=8, description="sharded: levels of detail, each ~1/4 of the finer's triangles"
+    )
+    shard_bits: int | None = Field(
+        None,
+        ge=0,
+        le=20,
+        description="sharded: 2^shard_bits shard files, a merge task each; "
+        "default: about one per 8 chunk tasks",
+    )
+    minishard_bits: int = Field(6, ge=0, le=16, description="sharded: minishards per shard, log2")
+    vertex_quantization_bits: Literal[10, 16] = Field(
+        16, description="sharded: bits per vertex coordinate within an octree node"
+    )
+
+    #: the options of one format only
+    SHARDED_ONLY: ClassVar[frozenset[str]] = frozenset(
+        {"lods", "shard_bits", "minishard_bits", "vertex_quantization_bits"}
+    )
+    LEGACY_ONLY: ClassVar[frozenset[str]] = frozenset({"manifest_digits"})
 
 
 def plan_mesh(params: MeshParams, catalog: Catalog) -> list[StagePlan]:
@@ -38,31 +90,33 @@ def plan_mesh(params: MeshParams, catalog: Catalog) -> list[StagePlan]:
     check_folder_name("mesh_dir", params.mesh_dir, "mesh")
     info, layer, mesh_url = declare_folder(catalog, url, source, "mesh", params.mesh_dir)
     grid = layer_grid(source, params.chunk_shape, BYTES_PER_VOXEL, name="mesh chunk_shape")
-    simplification = Simplification(params.reduction_factor, params.max_error)
+    simplification = Simplification(
+        reduction_factor=params.reduction_factor, max_error=params.max_error
+    )
     if params.format == "sharded":
         return sharded_plans(params, catalog, layer, mesh_url, grid, info, simplification)
     spec = {**format_fields(params), "input": url, "task_shape": list(grid.chunk_shape)}
-    forge_id = identity("mesh-forge", VERSION, spec)
     forge = StagePlan(
         label=f"mesh {params.input}: fragments",
         stage="mesh-forge",
-        identity=forge_id,
+        version=VERSION,
         spec=spec,
         grid=grid,
-        job=MeshForgeJob(layer, mesh_url, simplification, params.fill_missing),
+        job=MeshForgeJob(
+            source=layer, mesh_url=mesh_url, params=simplification, fill_missing=params.fill_missing
+        ),
         resources=params.resources,
         layer_infos={url: info, mesh_url: LEGACY_INFO},
     )
     digits = params.manifest_digits or manifest_digits(len(grid))
     prefixes = tuple(id_prefixes(digits))
-    follow = {"forge": forge_id, "digits": digits}
     manifests = StagePlan(
         label=f"mesh {params.input}: manifests",
         stage="mesh-manifest",
-        identity=identity("mesh-manifest", VERSION, follow),
-        spec=follow,
+        version=VERSION,
+        spec={"forge": forge.identity, "digits": digits},
         grid=index_grid(len(prefixes)),
-        job=ManifestJob(mesh_url, prefixes, catalog.context),
+        job=ManifestJob(mesh_url=mesh_url, prefixes=prefixes, context=catalog.context),
         resources=params.resources,
     )
     return [forge, manifests]
@@ -103,47 +157,64 @@ def sharded_plans(
     nodes are the forge's chunks: their meshes meet on the planes half a voxel above the chunk
     faces (the forge reads one voxel more on its high faces), so the octree grid runs through
     ``bounds.start + 0.5``, and LOD 0 needs no cut but on the volume's faces."""
-    shard_bits = params.shard_bits
-    if shard_bits is None:  # a merge task per ~8 chunk tasks
-        shard_bits = max(0, math.ceil(math.log2(len(grid))) - 3)
+    shard_bits = default_shard_bits(params.shard_bits, grid)
     sharding = sharding_spec(shard_bits, params.minishard_bits, "raw")
     url, resolution = layer.url, layer.resolution(0)
     merge_only = {"lods", "vertex_quantization_bits"}  # the forge's pieces do not depend on them
     spec = {k: v for k, v in format_fields(params).items() if k not in merge_only}
     spec.update(input=url, task_shape=list(grid.chunk_shape), shard_bits=shard_bits)
     forge_id = identity("mesh-forge", VERSION, spec)
-    work = join_url(catalog.root, "intermediate", "mesh", forge_id)
+    buckets = ShardBuckets(
+        work_url=join_url(catalog.root, "intermediate", "mesh", forge_id),
+        sharding=sharding,
+        context=catalog.context,
+    )
+    bits = params.vertex_quantization_bits
     forge = StagePlan(
         label=f"mesh {params.input}: pieces by shard",
         stage="mesh-forge",
-        identity=forge_id,
+        version=VERSION,
         spec=spec,
         grid=grid,
-        job=ShardedForgeJob(layer, work, simplification, sharding, params.fill_missing),
-        resources=params.resources,
-        layer_infos={
-            url: info,
-            mesh_url: mesh_info(resolution, params.vertex_quantization_bits, sharding),
-        },
-    )
-    octree = Octree(tuple(s + 0.5 for s in grid.bounds.start), tuple(grid.chunk_shape))
-    follow = {"forge": forge_id, "lods": params.lods, "bits": params.vertex_quantization_bits}
-    merge = StagePlan(
-        label=f"mesh {params.input}: shards",
-        stage="mesh-shards",
-        identity=identity("mesh-shards", VERSION, follow),
-        spec=follow,
-        grid=index_grid(2**shard_bits),
-        job=ShardMergeJob(
-            work,
-            mesh_url,
-            sharding,
-            octree,
-            params.lods,
-            params.vertex_quantization_bits,
-            resolution,
-            catalog.context,
+        job=ShardedForgeJob(
+            source=layer,
+            buckets=buckets,
+            params=simplification,
+            fill_missing=params.fill_missing,
         ),
         resources=params.resources,
+        layer_infos={url: info, mesh_url: mesh_info(resolution, bits, sharding)},
     )
-    return [forge, merge]
+    merge = ShardMergeJob(
+        buckets=buckets,
+        mesh_url=mesh_url,
+        octree=Octree(tuple(s + 0.5 for s in grid.bounds.start), tuple(grid.chunk_shape)),
+        lods=params.lods,
+        bits=bits,
+        resolution=resolution,
+    )
+    shards = StagePlan(
+        label=f"mesh {params.input}: shards",
+        stage="mesh-shards",
+        version=VERSION,
+        spec={"forge": forge_id, "lods": params.lods, "bits": bits},
+        grid=buckets.grid(),
+        job=merge,
+        resources=params.resources,
+    )
+    return [forge, shards]
+
+
+STAGE = Stage(
+    name="mesh",
+    order=70,
+    params=MeshParams,
+    planner=plan_mesh,
+    positionals=(
+        Positional(
+            field="input",
+            metavar="SEG_URL",
+            help="segmentation layer to mesh (meshes go into its folder)",
+        ),
+    ),
+)

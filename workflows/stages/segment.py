@@ -1,4 +1,4 @@
-"""Plan `segment`: per-chunk segmentation, stitching, and (watershed) global agglomeration.
+"""Stage `segment`: per-chunk segmentation, stitching, and (watershed) global agglomeration.
 
 One config stage becomes several runner plans, each with its own ledger entry, so a run killed
 midway resumes at the step (and the chunk) where it stopped:
@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field
 
 from petavox.tasks.core.errors import InputError, LayerMismatchError
 from petavox.tasks.core.geometry import ChunkGrid, Vec3
@@ -28,13 +31,63 @@ from petavox.tasks.segment.stitch_jobs import MAPS as STITCH_MAPS
 from petavox.tasks.segment.stitch_jobs import MatchJob, RelabelJob, ResolveJob
 from petavox.tasks.segment.watershed import WatershedParams
 from petavox.workflows.catalog import Catalog
-from petavox.workflows.config import SegmentParams
-from petavox.workflows.ledger import identity
-from petavox.workflows.runner import StagePlan
-from petavox.workflows.stages.sizing import task_shape
+from petavox.workflows.params import NonNegativeTriple, PositiveTriple, StageParams
+from petavox.workflows.plan import ChunkJob, StagePlan, identity
+from petavox.workflows.sizing import task_shape
+from petavox.workflows.stage import Positional, Stage
 
 VERSION = 1
 BYTES_PER_VOXEL = 16  # sizing weight: watershed holds ~50 bytes per voxel, so aim at ~16 M voxels
+
+
+class SegmentParams(StageParams):
+    """Boundary map or affinities → one global id per object, segmented per chunk and stitched."""
+
+    stage: Literal["segment"] = "segment"
+    input: str = Field(
+        "boundary",
+        description="boundary map (1 channel, float 0-1 or uint8, high = membrane) or "
+        "affinities (3 channels x,y,z, high = connected): layer name or URL",
+    )
+    output: str = Field("segmentation", description="layer name under the run output, or a URL")
+    mode: Literal["watershed", "cc"] = Field(
+        "watershed",
+        description="watershed: seeded watershed + mean-affinity agglomeration; "
+        "cc: connected components of boundary < boundary_threshold",
+    )
+    chunk_shape: PositiveTriple | None = Field(
+        None, description="voxels per task, a multiple of the storage chunk (default: ~16 M voxels)"
+    )
+    halo: NonNegativeTriple = Field(
+        (32, 32, 32),
+        description="context read around each chunk in watershed mode, X,Y,Z (≥ 2 each)",
+    )
+    storage_chunk: PositiveTriple | None = Field(
+        None, description="chunk size of the output layer (default: the input's)"
+    )
+    smoothing: float = Field(0.5, ge=0, description="Gaussian sigma on the boundary map (voxels)")
+    seed_threshold: float = Field(
+        0.15,
+        ge=0,
+        le=1,
+        description="boundary below this seeds the watershed (distance seeds: is foreground)",
+    )
+    seeds: Literal["threshold", "distance"] = Field(
+        "threshold",
+        description="threshold: components of boundary < seed_threshold; distance: maxima of "
+        "the distance transform of that foreground (robust to membrane gaps; use for CNN maps)",
+    )
+    seed_radius: float = Field(
+        3.0, gt=0, description="distance seeds: at most one seed per this radius (x voxels)"
+    )
+    merge_threshold: float = Field(
+        0.875, ge=0, le=1, description="agglomerate while 1 - mean affinity is below this"
+    )
+    boundary_threshold: float = Field(
+        0.5, ge=0, le=1, description="cc mode: voxels with boundary below this are foreground"
+    )
+    connectivity: Literal[6, 18, 26] = Field(6, description="cc mode: voxel connectivity")
+    fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
 
 
 def check_input(layer: Layer) -> None:
@@ -49,16 +102,65 @@ def check_input(layer: Layer) -> None:
         )
 
 
-def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
-    source = catalog.layer(catalog.url(params.input))
-    check_input(source)
-    watershed = params.mode == "watershed"
-    halo = Vec3.of(params.halo) if watershed else Vec3(0, 0, 0)
-    if watershed and min(halo) < 2:
+def check_halo(params: SegmentParams) -> Vec3:
+    """The halo the chunks are read with: none in cc mode, ≥ 2 per axis in watershed mode."""
+    if params.mode != "watershed":
+        return Vec3(0, 0, 0)
+    halo = Vec3.of(params.halo)
+    if min(halo) < 2:
         raise InputError(
             f"segment halo {tuple(halo)}: watershed mode matches objects across chunk faces "
             "in the halo, so every axis needs a halo of at least 2 (16 or more is better)"
         )
+    return halo
+
+
+@dataclass(frozen=True, kw_only=True)
+class Steps:
+    """What the steps of one segment plan share: the layers, grid, ids, work folder, identity."""
+
+    params: SegmentParams
+    source: Layer
+    target: Layer
+    grid: ChunkGrid  # the segment step's grid (with the halo)
+    ids: IdSpace
+    work: str
+    segment_identity: str
+
+    @property
+    def chunks(self) -> ChunkGrid:
+        grid = self.grid
+        return ChunkGrid(grid.bounds, grid.chunk_shape, 0, origin=grid.origin)
+
+    @property
+    def depth(self) -> Vec3:
+        """Thickness of the face slabs that stitching compares (half the halo, at least 1)."""
+        return Vec3(*(max(1, h // 2) for h in self.grid.halo))
+
+    @property
+    def levels(self) -> int:
+        return math.ceil(math.log2(max(self.grid.grid_shape)))
+
+    def level_grid(self, level: int) -> ChunkGrid:
+        grid = self.chunks
+        return ChunkGrid(grid.bounds, grid.chunk_shape * 2**level, 0, origin=grid.origin)
+
+    def plan(self, stage: str, label: str, level: int, job: ChunkJob) -> StagePlan:
+        step, what = label.split(":", 1)
+        return StagePlan(
+            label=f"{step} {self.params.output}:{what}",
+            stage=stage,
+            version=VERSION,
+            spec={"segment": self.segment_identity, "level": level},
+            grid=self.level_grid(level),
+            job=job,
+        )
+
+
+def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
+    source = catalog.layer(catalog.url(params.input))
+    check_input(source)
+    halo = check_halo(params)
     storage_chunk = Vec3.of(params.storage_chunk or source.chunk_size(0))
     bounds = source.bounds(0)
     chunk_shape = task_shape(
@@ -80,9 +182,7 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
         encoding="compressed_segmentation",
     )
     target = catalog.plan_layer(url, spec)
-
     grid = ChunkGrid(bounds, chunk_shape, halo, origin=bounds.start)
-    ids = IdSpace(tuple(grid.grid_shape), (chunk_shape + halo * 2).prod() + 1)  # type: ignore[arg-type]
     seg_spec = {
         **params.hashed_fields(),
         "input": source.url,
@@ -91,122 +191,131 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
         "storage_chunk": list(storage_chunk),
     }
     seg_id = identity("segment", VERSION, seg_spec)
-    work = join_url(catalog.root, "intermediate", "segment", seg_id)
-    depth = Vec3(*(max(1, h // 2) for h in halo))
-    resolution = source.resolution(0)
-    ws_params = WatershedParams(
-        params.smoothing,
-        params.seed_threshold,
-        params.seeds,
-        params.seed_radius,
-        tuple(r / resolution[0] for r in resolution),
-    )  # type: ignore[arg-type]
-    segment_plan = StagePlan(
-        label=f"segment {params.input} → {params.output} ({params.mode})",
-        stage="segment",
-        identity=seg_id,
-        spec=seg_spec,
+    steps = Steps(
+        params=params,
+        source=source,
+        target=target,
         grid=grid,
-        job=SegmentJob(
-            source,
-            target,
-            grid,
-            ids,
-            params.mode,
-            ws_params,
-            params.boundary_threshold,
-            params.connectivity,
-            work,
-            depth,
-            params.fill_missing,
-        ),
-        resources=params.resources,
-        layer_infos={url: target.info},
+        ids=IdSpace(tuple(grid.grid_shape), (chunk_shape + halo * 2).prod() + 1),  # type: ignore[arg-type]
+        work=join_url(catalog.root, "intermediate", "segment", seg_id),
+        segment_identity=seg_id,
     )
-    steps = Steps(params.output, seg_id, ChunkGrid(bounds, chunk_shape, 0, origin=bounds.start))
-    plans = [segment_plan, *stitch_plans(steps, params, ids, target, work, depth)]
-    if watershed:
-        plans += agglomeration_plans(steps, params, source, target, work)
+    plans = [segment_plan(steps, seg_spec), *stitch_plans(steps)]
+    if params.mode == "watershed":
+        plans += agglomeration_plans(steps)
     return plans
 
 
-@dataclass(frozen=True)
-class Steps:
-    """What the follow-up steps of one segment plan share: names, identity root, chunk grid."""
+def segment_plan(steps: Steps, spec: dict) -> StagePlan:
+    """Fragments (or components) per chunk, each in its chunk's id range."""
+    params, source = steps.params, steps.source
+    resolution = source.resolution(0)
+    watershed = WatershedParams(
+        smoothing=params.smoothing,
+        seed_threshold=params.seed_threshold,
+        seeds=params.seeds,
+        seed_radius=params.seed_radius,
+        voxel_size=tuple(r / resolution[0] for r in resolution),  # type: ignore[arg-type]
+    )
+    job = SegmentJob(
+        source=source,
+        target=steps.target,
+        grid=steps.grid,
+        ids=steps.ids,
+        mode=params.mode,
+        params=watershed,
+        boundary_threshold=params.boundary_threshold,
+        connectivity=params.connectivity,
+        work_url=steps.work,
+        depth=steps.depth,
+        fill_missing=params.fill_missing,
+    )
+    return StagePlan(
+        label=f"segment {params.input} → {params.output} ({params.mode})",
+        stage="segment",
+        version=VERSION,
+        spec=spec,
+        grid=steps.grid,
+        job=job,
+        resources=params.resources,
+        layer_infos={steps.target.url: steps.target.info},
+    )
 
-    output: str
-    segment_identity: str
-    chunks: ChunkGrid
 
-    @property
-    def levels(self) -> int:
-        return math.ceil(math.log2(max(self.chunks.grid_shape)))
-
-    def level_grid(self, level: int) -> ChunkGrid:
-        grid = self.chunks
-        return ChunkGrid(grid.bounds, grid.chunk_shape * 2**level, 0, origin=grid.origin)
-
-    def plan(self, stage: str, label: str, level: int, job: object) -> StagePlan:
-        spec = {"segment": self.segment_identity, "level": level}
-        return StagePlan(
-            label=f"{label.split(':')[0]} {self.output}:{label.split(':', 1)[1]}",
-            stage=stage,
-            identity=identity(stage, VERSION, spec),
-            spec=spec,
-            grid=self.level_grid(level),
-            job=job,  # type: ignore[arg-type]
-        )
-
-
-def stitch_plans(
-    steps: Steps, params: SegmentParams, ids: IdSpace, target: Layer, work: str, depth: Vec3
-) -> list[StagePlan]:
+def stitch_plans(steps: Steps) -> list[StagePlan]:
     """Match faces, resolve the octree levels bottom up, relabel. Nothing for a single chunk."""
     levels = steps.levels
     if levels == 0:
         return []
-    chunks = steps.chunks
-    plans = [
-        steps.plan(
-            "stitch-match",
-            "stitch: match faces",
-            0,
-            MatchJob(target, chunks, params.mode, params.connectivity, work, depth),
-        )
-    ]
+    params, target, work = steps.params, steps.target, steps.work
+    match = MatchJob(
+        layer=target,
+        grid=steps.chunks,
+        mode=params.mode,
+        connectivity=params.connectivity,
+        work_url=work,
+        depth=steps.depth,
+    )
+    plans = [steps.plan("stitch-match", "stitch: match faces", 0, match)]
     for level in range(1, levels + 1):
         job = ResolveJob(
-            level, steps.level_grid(level), steps.level_grid(level - 1), ids, work, target.context
+            level=level,
+            grid=steps.level_grid(level),
+            child_grid=steps.level_grid(level - 1),
+            ids=steps.ids,
+            work_url=work,
+            context=target.context,
         )
-        plans.append(
-            steps.plan("stitch-resolve", f"stitch: resolve level {level}/{levels}", level, job)
-        )
-    relabel = RelabelJob(target, work, STITCH_MAPS, tuple(range(1, levels + 1)))
+        label = f"stitch: resolve level {level}/{levels}"
+        plans.append(steps.plan("stitch-resolve", label, level, job))
+    relabel = RelabelJob(
+        layer=target, work_url=work, map_dir=STITCH_MAPS, levels=tuple(range(1, levels + 1))
+    )
     plans.append(steps.plan("stitch-relabel", "stitch: relabel", 0, relabel))
     return plans
 
 
-def agglomeration_plans(
-    steps: Steps, params: SegmentParams, source: Layer, target: Layer, work: str
-) -> list[StagePlan]:
+def agglomeration_plans(steps: Steps) -> list[StagePlan]:
     """Region graph and merges per chunk, merges up the octree, relabel to the final ids."""
-    levels = steps.levels
+    levels, params, work = steps.levels, steps.params, steps.work
     contacts = ContactJob(
-        target, source, steps.chunks, params.merge_threshold, work, params.fill_missing
+        fragments=steps.target,
+        source=steps.source,
+        grid=steps.chunks,
+        threshold=params.merge_threshold,
+        work_url=work,
+        fill_missing=params.fill_missing,
     )
     plans = [steps.plan("agglomerate", "agglomerate: chunk region graphs", 0, contacts)]
     for level in range(1, levels + 1):
         job = MergeJob(
-            level,
-            steps.level_grid(level - 1),
-            steps.chunks,
-            params.merge_threshold,
-            work,
-            target.context,
+            level=level,
+            child_grid=steps.level_grid(level - 1),
+            chunk_grid=steps.chunks,
+            threshold=params.merge_threshold,
+            work_url=work,
+            context=steps.target.context,
         )
-        plans.append(
-            steps.plan("agglomerate", f"agglomerate: merge level {level}/{levels}", level, job)
-        )
-    relabel = RelabelJob(target, work, AGGLO_MAPS, tuple(range(levels + 1)))
+        label = f"agglomerate: merge level {level}/{levels}"
+        plans.append(steps.plan("agglomerate", label, level, job))
+    relabel = RelabelJob(
+        layer=steps.target, work_url=work, map_dir=AGGLO_MAPS, levels=tuple(range(levels + 1))
+    )
     plans.append(steps.plan("agglomerate-relabel", "agglomerate: relabel", 0, relabel))
     return plans
+
+
+STAGE = Stage(
+    name="segment",
+    order=50,
+    params=SegmentParams,
+    planner=plan_segment,
+    positionals=(
+        Positional(
+            field="input",
+            metavar="BOUNDARY_URL",
+            help="boundary map (1 channel, high = membrane) or affinities (3 channels)",
+        ),
+        Positional(field="output", metavar="OUTPUT_URL", help="segmentation layer URL to write"),
+    ),
+)

@@ -1,6 +1,10 @@
-"""Plan `synapses`: the classical cleft detector per chunk (with a halo), a table per chunk."""
+"""Stage `synapses`: the classical cleft detector per chunk (with a halo), a table per chunk."""
 
 from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
 
 from petavox.tasks.core.errors import InputError, LayerMismatchError
 from petavox.tasks.core.geometry import Vec3
@@ -8,13 +12,52 @@ from petavox.tasks.core.layers import Layer
 from petavox.tasks.synapse.detection import DetectorParams, required_halo
 from petavox.tasks.synapse.synapse_jobs import SynapseJob
 from petavox.workflows.catalog import Catalog
-from petavox.workflows.config import SynapsesParams
-from petavox.workflows.ledger import identity
-from petavox.workflows.runner import StagePlan
-from petavox.workflows.stages.sizing import layer_grid
+from petavox.workflows.params import NonNegativeTriple, PositiveTriple, StageParams
+from petavox.workflows.plan import StagePlan
+from petavox.workflows.sizing import layer_grid
+from petavox.workflows.stage import Positional, Stage
 
 VERSION = 2
 BYTES_PER_VOXEL = 64  # uint64 labels, float32 image, the filters' float and label copies
+
+
+class SynapsesParams(StageParams):
+    """Raw image + segmentation → synapse tables per chunk (classical cleft detector)."""
+
+    stage: Literal["synapses"] = "synapses"
+    input: str = Field("raw", description="raw EM image layer (1 channel): name or URL")
+    segmentation: str = Field(
+        "segmentation", description="segmentation layer (same bounds and resolution): name or URL"
+    )
+    output: str = Field(
+        "synapses",
+        description="folder for the tables (chunks/*.parquet, read by connectome): name or URL",
+    )
+    sigma: float = Field(1.0, gt=0, description="Gaussian weighting of cytoplasm darkness (voxels)")
+    voxel_threshold: float = Field(
+        0.3, gt=0, le=1, description="candidate voxels: cytoplasm darkness below this (0-1)"
+    )
+    seed_threshold: float = Field(
+        0.19, gt=0, le=1, description="a cleft has a voxel whose darkness is below this (0-1)"
+    )
+    contact_radius: int = Field(
+        2, ge=1, description="two different segments within this of a candidate (voxels)"
+    )
+    min_size: int = Field(15, ge=1, description="fewest voxels of a cleft")
+    max_extent: int = Field(20, ge=1, description="most voxels of a cleft along every axis")
+    vesicle_threshold: float = Field(
+        0.4, gt=0, le=1, description="direction: image below this counts as dark (0-1)"
+    )
+    reach: int = Field(10, ge=1, description="how far partners are looked for (voxels)")
+    halo: NonNegativeTriple | None = Field(
+        None,
+        description="context read around each chunk, X,Y,Z (default and minimum: what the "
+        "detector needs for the same synapses under any chunking)",
+    )
+    chunk_shape: PositiveTriple | None = Field(
+        None, description="voxels per task, a multiple of the storage chunk (default: ~16 M)"
+    )
+    fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
 
 
 def detector_params(params: SynapsesParams) -> DetectorParams:
@@ -50,7 +93,7 @@ def check_inputs(raw: Layer, seg: Layer) -> None:
         )
 
 
-def plan_synapses(params: SynapsesParams, catalog: Catalog) -> StagePlan:
+def plan_synapses(params: SynapsesParams, catalog: Catalog) -> list[StagePlan]:
     raw = catalog.layer(catalog.url(params.input))
     seg = catalog.layer(catalog.url(params.segmentation))
     check_inputs(raw, seg)
@@ -75,12 +118,38 @@ def plan_synapses(params: SynapsesParams, catalog: Catalog) -> StagePlan:
         "task_shape": list(grid.chunk_shape),
         "halo": list(halo),
     }
-    return StagePlan(
+    plan = StagePlan(
         label=f"synapses {params.input} + {params.segmentation} → {params.output}",
         stage="synapses",
-        identity=identity("synapses", VERSION, spec),
+        version=VERSION,
         spec=spec,
         grid=grid,
-        job=SynapseJob(raw, seg, output, detector, params.fill_missing),
+        job=SynapseJob(
+            raw=raw,
+            segmentation=seg,
+            output_url=output,
+            params=detector,
+            fill_missing=params.fill_missing,
+        ),
         resources=params.resources,
     )
+    return [plan]
+
+
+STAGE = Stage(
+    name="synapses",
+    order=90,
+    params=SynapsesParams,
+    planner=plan_synapses,
+    positionals=(
+        Positional(field="input", metavar="RAW_URL", help="raw EM image layer (one channel)"),
+        Positional(
+            field="segmentation", metavar="SEG_URL", help="segmentation of that image (same bounds)"
+        ),
+        Positional(
+            field="output",
+            metavar="OUTPUT_URL",
+            help="folder for the synapse tables (chunks/*.parquet)",
+        ),
+    ),
+)

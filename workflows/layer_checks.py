@@ -1,5 +1,5 @@
-"""What the stages that read a segmentation layer (mesh, skeletonize, connectome) share: the
-check that it is one, and a folder of their output inside it, named in its info."""
+"""What the stages that read a segmentation layer (mesh, skeletonize, connectome) check of it,
+and the folder of their output inside it, named in its info."""
 
 from __future__ import annotations
 

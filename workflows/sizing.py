@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.geometry import ChunkGrid, Vec3
 from petavox.tasks.core.layers import Layer
@@ -76,3 +78,10 @@ def check_multiple(name: str, shape: Vec3, of: Vec3, of_name: str) -> None:
             f"{name} {tuple(shape)} must be a multiple of {of_name} {tuple(of)} so that each task "
             "writes whole storage chunks"
         )
+
+
+def default_shard_bits(requested: int | None, grid: ChunkGrid) -> int:
+    """`requested`, or shard bits that give one per-shard merge task per ~8 chunk tasks."""
+    if requested is not None:
+        return requested
+    return max(0, math.ceil(math.log2(len(grid))) - 3)

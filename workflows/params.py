@@ -1,0 +1,73 @@
+"""What every stage's parameters share: strict frozen models, per-task resources, field types.
+
+A stage's params model (declared in its module under `petavox.workflows.stages`) is part of the
+run config's *spec*: its fields are hashed into the stage's identity, except those named in
+`UNHASHED` (resources and other runtime choices that do not change the output).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Triple = tuple[int, int, int]
+PositiveTriple = tuple[
+    Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]
+]
+NonNegativeTriple = tuple[
+    Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]
+]
+Resolution = tuple[
+    Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]
+]
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors; models are immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+
+
+def parse_memory(value: int | float | str | None) -> int | None:
+    """Bytes from ``1073741824``, ``"2GiB"``, ``"512MB"`` or ``"1.5G"`` (binary units)."""
+    if value is None or isinstance(value, int | float):
+        return None if value is None else int(value)
+    m = _MEMORY.match(value)
+    if not m:
+        raise ValueError(f"{value!r} is not a memory size; write e.g. 2GiB, 512MiB or 1073741824")
+    unit = (m.group(2) or "B").upper()[0]
+    power = {"B": 0, "K": 1, "M": 2, "G": 3, "T": 4}[unit]
+    return int(float(m.group(1)) * 1024**power)
+
+
+class Resources(Strict):
+    """What one task of a stage needs; the Ray autoscaler adds nodes that have it."""
+
+    num_cpus: float = Field(1.0, ge=0, description="CPU cores per task")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per task")
+    memory: int | None = Field(None, ge=0, description="memory per task, e.g. 2GiB")
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> Any:
+        return parse_memory(value)
+
+
+class StageParams(Strict):
+    """Fields every stage has. `resources` is context (not hashed); the rest is the spec.
+
+    Each subclass has a field ``stage: Literal["<name>"] = "<name>"``, the tag that tells the
+    stages apart in a config (its stage declaration checks that the two agree)."""
+
+    resources: Resources = Field(default_factory=Resources, description="Ray resources per task")
+
+    #: fields that do not change a stage's output, so they stay out of its identity hash
+    UNHASHED: ClassVar[frozenset[str]] = frozenset({"resources"})
+
+    def hashed_fields(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude=set(self.UNHASHED))

@@ -1,0 +1,74 @@
+"""The plan contract between planning and execution: what one stage step is, before any write.
+
+A planner (in `petavox.workflows.stages`) turns a stage's params into `StagePlan`s; the runner
+(`petavox.workflows.runner`) only executes them. Nothing here imports Ray or the runner.
+
+A plan maps its job over its grid, one task per chunk, on Ray workers. Around that map, code can
+run on the driver in exactly two ways: `DriverHooks` (bind the job once Ray is up, receive each
+task's result) and `global_step`, run once after every chunk is done and recorded in the ledger
+like a chunk. Work too big for the driver is a plan of its own over a one-task grid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Protocol
+
+from petavox.tasks.core.geometry import Chunk, ChunkGrid
+from petavox.workflows.params import Resources
+
+
+class ChunkJob(Protocol):
+    """What a stage does to one chunk (defined in `petavox.tasks`, picklable, no Ray)."""
+
+    def run(self, chunk: Chunk) -> Any: ...
+
+
+def identity(stage: str, version: int, spec: Mapping[str, Any]) -> str:
+    """Hash of what determines a step's output: its name, code version and hashed params."""
+    blob = json.dumps({"stage": stage, "version": version, "spec": spec}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+#: called on the driver once Ray is up with the plan's job; yields the job to dispatch (e.g. bound
+#: to GPU actors it starts) and releases what it started when the map ends
+JobBinding = Callable[[ChunkJob], AbstractContextManager[ChunkJob]]
+
+
+@dataclass(frozen=True)
+class DriverHooks:
+    """Code that runs on the driver around a plan's tasks, never on a worker."""
+
+    bind: JobBinding | None = None
+    on_result: Callable[[Chunk, Any], None] | None = None  # each task's result, as it arrives
+
+
+@dataclass(frozen=True, kw_only=True)
+class StagePlan:
+    """One step of a stage, computed before any write; built once, never changed.
+
+    `stage` names the step's ledger folder; with `version` and `spec` it makes the `identity`
+    under which the step's done-markers are kept. `layer_infos` are written before the step
+    runs (only those that changed). A step with `use_ledger` off reruns in full every time.
+    """
+
+    label: str
+    stage: str
+    version: int
+    spec: Mapping[str, Any]
+    grid: ChunkGrid
+    job: ChunkJob
+    resources: Resources = field(default_factory=Resources)
+    layer_infos: Mapping[str, dict] = field(default_factory=dict)
+    hooks: DriverHooks = DriverHooks()
+    global_step: Callable[[], None] | None = None
+    use_ledger: bool = True
+
+    @cached_property
+    def identity(self) -> str:
+        return identity(self.stage, self.version, self.spec)
