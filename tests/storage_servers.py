@@ -332,27 +332,13 @@ def _http_status(url: str, method: str = "GET", data: bytes | None = None) -> in
 # ---------------------------------------------------------------- servers
 
 
-@contextmanager
-def seaweedfs_server(
-    workdir: Path,
-    bucket: str = "petavox-test",
-    access_key: str = "petavox-access",
-    secret_key: str = "petavox-secret-key",
-) -> Iterator[S3Server]:
-    """``weed mini`` with enforced credentials; every component on a free port.
-
-    Data in ``workdir/data``, log in ``workdir/weed.log``.
-    """
-    workdir = Path(workdir)
+def weed_mini_command(workdir: Path, bucket: str, ports: dict[str, tuple[int, int]]) -> list[str]:
+    """``weed mini`` serving `bucket` from ``workdir/data`` on 127.0.0.1, each component on its
+    (HTTP, gRPC) ports; glog files in ``workdir/glog``."""
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / "weed.log"
     glog_dir = workdir / "glog"
     glog_dir.mkdir(exist_ok=True)
-    # (HTTP, gRPC = HTTP + 10000) for each component: the embedded admin worker dials the
-    # admin HTTP port + 10000 whatever -admin.port.grpc says (SeaweedFS 4.48).
-    components = ("master", "volume", "filer", "s3", "admin")
-    ports = dict(zip(components, free_port_pairs(len(components))))
     cmd = [
         _executable("weed"),
         # glog: everything to files in the work directory (not the temp directory), warnings
@@ -379,6 +365,27 @@ def seaweedfs_server(
         sock = workdir / f"{component}.sock"
         if len(str(sock)) < 100:
             cmd.append(f"-{component}.localSocket={sock}")
+    return cmd
+
+
+@contextmanager
+def seaweedfs_server(
+    workdir: Path,
+    bucket: str = "petavox-test",
+    access_key: str = "petavox-access",
+    secret_key: str = "petavox-secret-key",
+) -> Iterator[S3Server]:
+    """``weed mini`` with enforced credentials; every component on a free port.
+
+    Data in ``workdir/data``, log in ``workdir/weed.log``.
+    """
+    workdir = Path(workdir)
+    log_path = workdir / "weed.log"
+    # (HTTP, gRPC = HTTP + 10000) for each component: the embedded admin worker dials the
+    # admin HTTP port + 10000 whatever -admin.port.grpc says (SeaweedFS 4.48).
+    components = ("master", "volume", "filer", "s3", "admin")
+    ports = dict(zip(components, free_port_pairs(len(components))))
+    cmd = weed_mini_command(workdir, bucket, ports)
     env = dict(os.environ)
     env.update({"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key})
     server = S3Server(

@@ -51,6 +51,7 @@ class StageRun:
 
     def __init__(self, stage: Stage) -> None:
         self.stage = stage
+        self.help = (stage.params.__doc__ or "").strip().splitlines()[0]
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         for p in self.stage.positionals:
@@ -178,8 +179,7 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
     """`petavox <stage>` for every declared stage, with its own command or the derived one."""
     for stage in STAGES:
         command = stage.command or StageRun(stage)
-        text = (stage.params.__doc__ or "").strip().splitlines()[0]
-        p = sub.add_parser(stage.name, help=text)
+        p = sub.add_parser(stage.name, help=command.help)
         command.add_arguments(p)
         p.set_defaults(func=command.run)
 

@@ -34,6 +34,8 @@ class Positional:
 class StageCommand(Protocol):
     """A command of a stage's own, instead of the one derived from its params (`evaluate`)."""
 
+    help: str  # one line for `petavox --help`
+
     def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
 
     def run(self, args: argparse.Namespace) -> int: ...

@@ -147,14 +147,32 @@ def shard_files(
     if len(keys) > 1 and (keys[1:] == keys[:-1]).any():
         raise ValueError("duplicate keys: a sharded index holds one chunk per key")
     starts, sizes = offsets[:-1][order], np.diff(offsets)[order]
-    if spec.data_encoding == "raw":
-        blob = gather(buffer, starts, sizes).tobytes()
-    else:
-        view, encode = memoryview(np.ascontiguousarray(buffer)), _codec(spec.data_encoding)
-        chunks = [encode(view[a : a + n]) for a, n in zip(starts.tolist(), sizes.tolist())]
-        sizes = np.fromiter(map(len, chunks), np.int64, len(chunks))
-        blob = b"".join(chunks)
-        del chunks
+    blob, sizes = _encoded_chunks(buffer, starts, sizes, spec.data_encoding)
+    return _assemble_shards(spec, keys, minishards, shards, blob, sizes)
+
+
+def _encoded_chunks(
+    buffer: np.ndarray, starts: np.ndarray, sizes: np.ndarray, encoding: str
+) -> tuple[bytes, np.ndarray]:
+    """The chunks at `starts` (`sizes` bytes each) in `encoding`, one after another, and their
+    encoded sizes."""
+    if encoding == "raw":
+        return gather(buffer, starts, sizes).tobytes(), sizes
+    view, encode = memoryview(np.ascontiguousarray(buffer)), _codec(encoding)
+    chunks = [encode(view[a : a + n]) for a, n in zip(starts.tolist(), sizes.tolist())]
+    return b"".join(chunks), np.fromiter(map(len, chunks), np.int64, len(chunks))
+
+
+def _assemble_shards(
+    spec: ShardingSpecification,
+    keys: np.ndarray,
+    minishards: np.ndarray,
+    shards: np.ndarray,
+    blob: bytes,
+    sizes: np.ndarray,
+) -> dict[str, bytes]:
+    """Each shard's file from its encoded chunks (in `blob`, ordered by shard, minishard and
+    key): the fixed index, the chunks, then each minishard's index."""
     ends = np.cumsum(sizes)
     positions = ends - sizes  # each chunk's start in `blob`
     new_minishard = np.r_[True, (shards[1:] != shards[:-1]) | (minishards[1:] != minishards[:-1])]

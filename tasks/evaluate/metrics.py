@@ -143,7 +143,31 @@ def contingency(seg: np.ndarray, gt: np.ndarray, ignore_gt: Sequence[int] = (0,)
     for name, a in (("seg", seg), ("gt", gt)):
         if not np.issubdtype(a.dtype, np.integer):
             raise TypeError(f"{name} must have an integer dtype, got {a.dtype}")
-    seg, gt = seg.reshape(-1), gt.reshape(-1)
+    seg, gt, weights, n_ignored = _scored_runs(seg.reshape(-1), gt.reshape(-1), ignore_gt)
+    if gt.size == 0:
+        return Contingency(
+            seg=np.empty(0, np.uint64), gt=np.empty(0, np.uint64), count=[], n_ignored=n_ignored
+        )
+    seg_idx, seg_ids = _dense_ids(seg)
+    gt_idx, gt_ids = _dense_ids(gt)
+    n_gt = gt_ids.size
+    key = seg_idx.astype(np.int64) * n_gt
+    np.add(key, gt_idx, out=key, casting="unsafe")  # indices < 2**63, cast is exact
+    key, counts = _count_keys(key, weights, seg_ids.size * n_gt)
+    # float64 counts from weighted bincount are exact (< 2**53 voxels).
+    return Contingency(
+        seg=seg_ids[key // n_gt],
+        gt=gt_ids[key % n_gt],
+        count=counts.astype(np.int64),
+        n_ignored=n_ignored,
+    )
+
+
+def _scored_runs(
+    seg: np.ndarray, gt: np.ndarray, ignore_gt: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
+    """Flat `seg`, `gt` with runs of equal pairs collapsed (`weights`: their lengths, None when
+    nothing was collapsed) and ignored gt labels dropped; and how many voxels were dropped."""
     weights: np.ndarray | None = None
     if seg.size > 1:
         change = seg[1:] != seg[:-1]
@@ -165,40 +189,31 @@ def contingency(seg: np.ndarray, gt: np.ndarray, ignore_gt: Sequence[int] = (0,)
                 n_ignored = int(weights.sum() - weights[keep].sum())
                 weights = weights[keep]
             seg, gt = seg[keep], gt[keep]
-    if gt.size == 0:
-        return Contingency(
-            seg=np.empty(0, np.uint64), gt=np.empty(0, np.uint64), count=[], n_ignored=n_ignored
-        )
-    seg_idx, seg_ids = _dense_ids(seg)
-    gt_idx, gt_ids = _dense_ids(gt)
-    n_gt = gt_ids.size
-    key = seg_idx.astype(np.int64) * n_gt
-    np.add(key, gt_idx, out=key, casting="unsafe")  # indices < 2**63, cast is exact
-    if seg_ids.size * n_gt <= max(key.size * _BINCOUNT_CELLS_PER_KEY, _BINCOUNT_CELLS):
+    return seg, gt, weights, n_ignored
+
+
+def _count_keys(
+    key: np.ndarray, weights: np.ndarray | None, cells: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct keys (< `cells`) and their summed weights (1 each without `weights`):
+    bincount when the key space is small, else a sort."""
+    if cells <= max(key.size * _BINCOUNT_CELLS_PER_KEY, _BINCOUNT_CELLS):
         counts = np.bincount(key, weights)
         key = np.flatnonzero(counts)
-        counts = counts[key]
-    elif weights is None:
-        key, counts = np.unique(key, return_counts=True)
-    else:  # sort (key << w_bits | weight) in one int64: no argsort needed
-        w_bits = int(weights.max()).bit_length()
-        if (seg_ids.size * n_gt - 1).bit_length() + w_bits > _PACK_BITS:
-            key, inverse = np.unique(key, return_inverse=True)
-            counts = np.bincount(inverse, weights)
-        else:
-            key <<= w_bits
-            key |= weights
-            key.sort()
-            start = np.flatnonzero(np.r_[True, (key[1:] >> w_bits) != (key[:-1] >> w_bits)])
-            counts = np.add.reduceat(key & ((1 << w_bits) - 1), start)
-            key = key[start] >> w_bits
-    # float64 counts from weighted bincount are exact (< 2**53 voxels).
-    return Contingency(
-        seg=seg_ids[key // n_gt],
-        gt=gt_ids[key % n_gt],
-        count=counts.astype(np.int64),
-        n_ignored=n_ignored,
-    )
+        return key, counts[key]
+    if weights is None:
+        return np.unique(key, return_counts=True)
+    # sort (key << w_bits | weight) in one int64: no argsort needed
+    w_bits = int(weights.max()).bit_length()
+    if (cells - 1).bit_length() + w_bits > _PACK_BITS:
+        key, inverse = np.unique(key, return_inverse=True)
+        return key, np.bincount(inverse, weights)
+    key <<= w_bits
+    key |= weights
+    key.sort()
+    start = np.flatnonzero(np.r_[True, (key[1:] >> w_bits) != (key[:-1] >> w_bits)])
+    counts = np.add.reduceat(key & ((1 << w_bits) - 1), start)
+    return key[start] >> w_bits, counts
 
 
 @dataclass(frozen=True, kw_only=True)

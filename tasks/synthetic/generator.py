@@ -18,7 +18,6 @@ All arrays are indexed [x, y, z]. Everything is deterministic from `SyntheticPar
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from math import erf
 
 import cc3d
@@ -27,58 +26,12 @@ import numpy as np
 from scipy import ndimage
 
 from petavox.tasks.core.errors import InputError
+from petavox.tasks.synthetic.raster import bbox, membrane_growth, stamp
+from petavox.tasks.synthetic.synapses import SYNAPSE_DTYPE, add_synapses
 
 _STEP = 1.0  # centreline sampling step, xy voxels
 _MEM_GAIN = 2.0  # membrane profile gain: the dark band saturates over ~membrane_width
 _MEM_VAL = 0.1  # membrane intensity before blur and noise
-
-
-@dataclass(frozen=True, kw_only=True)
-class _SynapseLook:
-    """Intensities and sizes of a drawn synapse (the vesicle cloud's in cleft radii)."""
-
-    cleft: float
-    psd: float
-    psd_depth: float  # voxels
-    vesicle: float
-    vesicles: tuple[int, int]  # count range
-    cloud_offset: float
-    cloud_spread: float
-
-
-_FAINT = _SynapseLook(
-    cleft=0.06,
-    psd=0.22,
-    psd_depth=1.8,
-    vesicle=0.3,
-    vesicles=(10, 24),
-    cloud_offset=0.9,
-    cloud_spread=0.6,
-)
-_BOLD = _SynapseLook(
-    cleft=0.02,
-    psd=0.12,
-    psd_depth=3.0,
-    vesicle=0.22,
-    vesicles=(30, 60),
-    cloud_offset=0.8,
-    cloud_spread=0.45,
-)
-
-#: One synapse: cleft centre (voxels), the partners' ids, and the unit cleft normal pointing
-#: towards the presynaptic side (in physical units: z scaled by the anisotropy).
-SYNAPSE_DTYPE = np.dtype(
-    [
-        ("x", np.float64),
-        ("y", np.float64),
-        ("z", np.float64),
-        ("pre", np.uint32),
-        ("post", np.uint32),
-        ("nx", np.float64),
-        ("ny", np.float64),
-        ("nz", np.float64),
-    ]
-)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,7 +92,7 @@ def generate(params: SyntheticParams = SyntheticParams()) -> SyntheticVolume:
     labels, mem_xy, mem_z = _membranes(obj, p)
     img = _render(obj, labels, mem_xy, mem_z, tubes, p, rng_img)
     clefts = np.zeros(shape, np.uint32) if p.cleft_labels else None
-    table = _add_synapses(img, labels, clefts, p, rng_syn) if p.synapses else None
+    table = add_synapses(img, labels, clefts, p, rng_syn) if p.synapses else None
     table = np.zeros(0, SYNAPSE_DTYPE) if table is None else table
     aligned = _finish(img, p, rng_fin)
     shifts, raw = _misalign(aligned, p.max_shift, rng_mis)
@@ -153,28 +106,6 @@ def generate(params: SyntheticParams = SyntheticParams()) -> SyntheticVolume:
         synapse_table=table,
         clefts=clefts,
     )
-
-
-@lru_cache(maxsize=256)
-def _ball(radius: float, aniso: float) -> np.ndarray:
-    """Integer voxel offsets (n, 3) within `radius` (physical units) of the origin."""
-    r, rz = int(np.ceil(radius)), int(np.ceil(radius / aniso))
-    g = np.mgrid[-r : r + 1, -r : r + 1, -rz : rz + 1].reshape(3, -1).T
-    d2 = g[:, 0] ** 2 + g[:, 1] ** 2 + (g[:, 2] * aniso) ** 2
-    return g[d2 <= max(radius, 0.0) ** 2]
-
-
-def _stamp(vol: np.ndarray, pts: np.ndarray, radii: np.ndarray, value: int, aniso: float) -> None:
-    """Write `value` into the still-empty voxels of balls around physical points `pts`."""
-    vox = np.rint(pts / (1.0, 1.0, aniso)).astype(np.int64)
-    rq = np.round(np.asarray(radii) * 2) / 2
-    flat, shape = vol.reshape(-1), np.array(vol.shape)
-    for r in np.unique(rq):
-        c = (vox[rq == r][:, None, :] + _ball(float(r), aniso)[None]).reshape(-1, 3)
-        c = c[np.all((c >= 0) & (c < shape), axis=1)]
-        idx = np.ravel_multi_index(c.T, vol.shape)
-        idx = idx[flat[idx] == 0]
-        flat[idx] = value
 
 
 def _smooth_noise(rng: np.random.Generator, n: int, dims: int, corr: float) -> np.ndarray:
@@ -231,7 +162,7 @@ def _draw_cores(p: SyntheticParams, shape, rng) -> tuple[np.ndarray, list]:
         for k, pts in enumerate(pieces):
             rad = r0 * (0.7 if k else 1.0) * np.exp(0.25 * _smooth_noise(rng, len(pts), 1, 10))
             rad = np.clip(rad[:, 0], 1.0, 0.45 * sp)
-            _stamp(core, pts, rad, label, a)
+            stamp(core, pts, rad, label, a)
             tubes.append((pts, rad, label))
             total += len(pts) * _STEP
 
@@ -247,26 +178,13 @@ def _draw_cores(p: SyntheticParams, shape, rng) -> tuple[np.ndarray, list]:
 def _draw_ellipsoid(vol, centre, semi, rng, value: int, aniso: float) -> None:
     """Write `value` into the empty voxels of a randomly rotated ellipsoid."""
     rot, _ = np.linalg.qr(rng.standard_normal((3, 3)))
-    sl, grid = _bbox(vol.shape, centre, float(np.max(semi)), aniso)
+    sl, grid = bbox(vol.shape, centre, float(np.max(semi)), aniso)
     if grid is None:
         return
     q = ((grid - centre) @ rot) / semi
     inside = np.sum(q * q, axis=-1) <= 1.0
     sub = vol[sl]
     sub[inside & (sub == 0)] = value
-
-
-def _bbox(shape, centre, radius: float, aniso: float):
-    """Slices of the voxels within `radius` of a physical point, and their physical coordinates."""
-    scale = np.array([1.0, 1.0, aniso])
-    c, half = centre / scale, radius / scale
-    lo = np.maximum(np.floor(c - half).astype(int), 0)
-    hi = np.minimum(np.ceil(c + half).astype(int) + 1, shape)
-    if np.any(hi <= lo):
-        return None, None
-    sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-    axes = [np.arange(a, b) * s for a, b, s in zip(lo, hi, scale)]
-    return sl, np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
 
 
 def _voronoi(core: np.ndarray, aniso: float) -> np.ndarray:
@@ -296,11 +214,6 @@ def _merge_small(obj: np.ndarray, min_voxels: int) -> np.ndarray:
     return cc
 
 
-def _grow(width: float) -> int:
-    """In-plane dilation steps of the one-voxel membrane for a membrane width."""
-    return max(0, round((width - 1) / 2))
-
-
 def _z_membranes(p: SyntheticParams) -> bool:
     """Whether boundaries between sections are labelled (and drawn fully dark) as membrane."""
     return p.anisotropy <= p.membrane_width + 0.5
@@ -313,7 +226,7 @@ def _membranes(obj: np.ndarray, p: SyntheticParams):
     by[:, :-1] = obj[:, :-1] != obj[:, 1:]
     bz[:, :, :-1] = obj[:, :, :-1] != obj[:, :, 1:]
     mem_xy = bx | by
-    grow = _grow(p.membrane_width)
+    grow = membrane_growth(p.membrane_width)
     if grow > 0:
         cross = ndimage.generate_binary_structure(2, 1)[:, :, None]
         mem_xy = ndimage.binary_dilation(mem_xy, cross, iterations=grow)
@@ -359,7 +272,7 @@ def _render(obj, labels, mem_xy, mem_z, tubes, p: SyntheticParams, rng) -> np.nd
             _draw_mito(img, obj, inside, pts[i], tangent[i], thin, p.anisotropy, rng)
     w = p.membrane_width
     s = max(0.35, np.sqrt(max(w * w - 1, 0.1)) / 2.355)
-    thick = 2 * _grow(w) + 1
+    thick = 2 * membrane_growth(w) + 1
     peak = float(erf(thick / (2 * np.sqrt(2) * s)))
     m = ndimage.gaussian_filter(mem_xy.astype(np.float32), (s, s, 0)) * (_MEM_GAIN / peak)
     z_dark = 1.0 if _z_membranes(p) else w / p.anisotropy
@@ -376,94 +289,12 @@ def _draw_mito(img, obj, inside, centre, tangent, thin: float, aniso: float, rng
         return
     axis = tangent / (np.linalg.norm(tangent) + 1e-9)
     long = thin * rng.uniform(1.5, 4.0)
-    sl, grid = _bbox(obj.shape, centre, long, aniso)
+    sl, grid = bbox(obj.shape, centre, long, aniso)
     d = grid - centre
     along = d @ axis
     q = (along / long) ** 2 + (np.sum(d * d, axis=-1) - along**2) / thin**2
     m = (q <= 1) & (obj[sl] == obj[tuple(v)]) & inside[sl]
     img[sl][m] = np.float32(rng.uniform(0.28, 0.4))
-
-
-def _add_synapses(img, labels, clefts, p: SyntheticParams, rng) -> np.ndarray:
-    """Darken clefts at some in-plane contacts, add vesicles on the presynaptic side; the
-    synapses as a `SYNAPSE_DTYPE` table (cleft voxels into `clefts` unless it is None)."""
-    a, sp = p.anisotropy, p.neurite_spacing
-    n_syn = p.n_synapses
-    if n_syn is None:
-        n_syn = round(float(np.prod(labels.shape)) * a / (3 * sp) ** 3)
-    o = _grow(p.membrane_width) + 1  # offset from a membrane voxel to each side
-    cands = []
-    for ax in (0, 1):
-        if labels.shape[ax] <= 2 * o:
-            continue
-        lab = np.moveaxis(labels, ax, 0)
-        left, mid, right = lab[: -2 * o], lab[o:-o], lab[2 * o :]
-        pos = np.argwhere((mid == 0) & (left > 0) & (right > 0) & (left != right))
-        pos[:, 0] += o
-        perm = [ax] + [i for i in range(3) if i != ax]
-        xyz = np.empty_like(pos)
-        xyz[:, perm] = pos
-        cands.append(np.column_stack([xyz, np.full(len(pos), ax)]))
-    cands = np.concatenate(cands) if cands else np.zeros((0, 4), dtype=np.int64)
-    if n_syn <= 0 or len(cands) == 0:
-        return np.zeros(0, SYNAPSE_DTYPE)
-    cands = cands[rng.permutation(len(cands))[: 40 * n_syn]]
-    scale = np.array([1.0, 1.0, a])
-    min_sep = 2.5 * sp * 0.5
-    centres: list[np.ndarray] = []
-    rows = []
-    for cand in cands:
-        c = cand[:3] * scale
-        if centres and np.min(np.linalg.norm(np.array(centres) - c, axis=1)) < min_sep:
-            continue
-        centres.append(c)
-        cleft = None if clefts is None else (clefts, len(centres))
-        pre, post, normal = _draw_synapse(img, labels, cleft, cand, o, c, p, rng)
-        rows.append((*(c / scale), pre, post, *normal))
-        if len(centres) >= n_syn:
-            break
-    return np.array(rows, dtype=SYNAPSE_DTYPE)
-
-
-def _draw_synapse(
-    img, labels, cleft, cand, o, c, p: SyntheticParams, rng
-) -> tuple[int, int, np.ndarray]:
-    """One cleft centred on membrane voxel `cand[:3]` between the labels `o` voxels either side;
-    returns (pre id, post id, unit normal towards pre). `cleft`: (volume, value) to mark the
-    cleft voxels in, or None."""
-    a, look = p.anisotropy, (_BOLD if p.bold_synapses else _FAINT)
-    e = np.zeros(3, dtype=np.int64)
-    e[cand[3]] = o
-    v = cand[:3]
-    sides = [labels[tuple(v - e)], labels[tuple(v + e)]]
-    k = int(rng.integers(2))
-    pre, post = sides[k], sides[1 - k]
-    rc = p.neurite_spacing / 14.0 * rng.uniform(3.0, 5.5)
-    sl, grid = _bbox(labels.shape, c, rc + 8.0, a)
-    lab, sub = labels[sl], img[sl]
-    d = grid - c
-    near = np.sum(d * d, axis=-1) <= 36.0
-    pre_pts = d[near & (lab == pre)]
-    n = pre_pts.mean(axis=0) if len(pre_pts) else (-e if k == 0 else e).astype(np.float64)
-    n /= np.linalg.norm(n) + 1e-9
-    along = d @ n
-    radial2 = np.sum(d * d, axis=-1) - along**2
-    disk = radial2 <= rc * rc
-    dark = disk & (lab == 0) & (np.abs(along) <= 2.0)
-    sub[dark] = np.float32(look.cleft)
-    if cleft is not None:
-        cleft[0][sl][dark] = cleft[1]
-    psd = disk & (lab == post) & (along < 0) & (along >= -look.psd_depth)
-    sub[psd] = np.minimum(sub[psd], np.float32(look.psd))
-    nv = int(rng.integers(*look.vesicles))
-    spread = rng.standard_normal((nv, 3)) * (rc * look.cloud_spread)
-    cloud = c + n * (rc * look.cloud_offset) + spread
-    ves = np.zeros(lab.shape, dtype=np.uint8)
-    origin = np.array([s.start for s in sl]) * np.array([1.0, 1.0, a])
-    _stamp(ves, cloud - origin, np.ones(nv), 1, a)
-    hit = (ves > 0) & (lab == pre)
-    sub[hit] = np.minimum(sub[hit], np.float32(look.vesicle))
-    return int(pre), int(post), n
 
 
 def _finish(img: np.ndarray, p: SyntheticParams, rng) -> np.ndarray:

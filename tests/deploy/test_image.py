@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,36 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_no_secrets():
         "tests/conftest.py",
     ):
         assert dockerignore_excludes(path, patterns), f"{path} would be sent to the build"
+
+
+def test_the_wheel_the_image_installs_holds_every_module_and_the_model(tmp_path):
+    """The Dockerfile copies pyproject, README, tasks/ and workflows/ and pip-installs them (not
+    editable): the wheel built from exactly that must hold every module of every package (a
+    package missing from pyproject's list was left out before) and the built-in model."""
+    context = tmp_path / "context"
+    context.mkdir()
+    for name in ("pyproject.toml", "README.md", "tasks", "workflows"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, context / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, context / name)
+    pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet"]
+    built = subprocess.run(
+        [*pip, "--wheel-dir", str(tmp_path / "wheel"), str(context)], capture_output=True, text=True
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "wheel").glob("petavox-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        packed = {n for n in archive.namelist() if n.startswith("petavox/")}
+    expected = {
+        "petavox/" + str(p.relative_to(context))
+        for top in ("tasks", "workflows")
+        for p in (context / top).rglob("*")
+        if p.suffix in (".py", ".onnx")
+    }
+    assert "petavox/tasks/infer/models/boundary-synthetic.onnx" in expected
+    assert expected - packed == set()
 
 
 # ---- one Ray version -----------------------------------------------------------------------

@@ -33,6 +33,15 @@ def petavox(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
+def ingest_raw(tmp_path, address: str) -> None:
+    """`raw.npy` of tmp_path as the layer `raw` beside it (8 nm voxels, 16³ chunks)."""
+    petavox(
+        *("ingest", str(tmp_path / "raw.npy"), f"file://{tmp_path}/raw"),
+        *("--resolution", "8,8,8", "--storage-chunk", "16,16,16"),
+        *("--address", address, "--quiet"),
+    )
+
+
 @pytest.fixture(scope="module")
 def address(ray_session) -> str:
     import ray
@@ -213,32 +222,11 @@ def test_infer_command_writes_a_boundary_map_that_segment_takes_as_is(tmp_path, 
 
     volume = generate(SyntheticParams(shape=(64, 64, 32), seed=6))
     np.save(tmp_path / "raw.npy", volume.raw.transpose(2, 1, 0))
-    petavox(
-        "ingest",
-        str(tmp_path / "raw.npy"),
-        f"file://{tmp_path}/raw",
-        "--resolution",
-        "8,8,8",
-        "--storage-chunk",
-        "16,16,16",
-        "--address",
-        address,
-        "--quiet",
-    )
+    ingest_raw(tmp_path, address)
     model = conv_model(tmp_path / "model.onnx")
     petavox(
-        "infer",
-        f"file://{tmp_path}/raw",
-        f"file://{tmp_path}/boundary",
-        "--model",
-        str(model),
-        "--chunk-shape",
-        "32,32,16",
-        "--patch",
-        "32,32,32",
-        "--address",
-        address,
-        "--quiet",
+        *("infer", f"file://{tmp_path}/raw", f"file://{tmp_path}/boundary", "--model", str(model)),
+        *("--chunk-shape", "32,32,16", "--patch", "32,32,32", "--address", address, "--quiet"),
     )
     boundary = Layer.open(f"file://{tmp_path}/boundary")
     assert boundary.dtype == np.uint8 and boundary.num_channels == 1
@@ -320,35 +308,13 @@ def test_a_model_from_petavox_train_runs_in_petavox_infer(tmp_path, address):
     np.save(tmp_path / "raw.npy", volume.raw.transpose(2, 1, 0))
     np.save(tmp_path / "gt.npy", volume.labels.transpose(2, 1, 0))
     trained = petavox(
-        "train",
-        "--raw",
-        str(tmp_path / "raw.npy"),
-        "--gt",
-        str(tmp_path / "gt.npy"),
-        "--out",
-        str(tmp_path / "m.onnx"),
-        "--minutes",
-        "0.05",
-        "--patch",
-        "8,16,16",
-        "--base-channels",
-        "4",
-        "--quiet",
+        *("train", "--raw", str(tmp_path / "raw.npy"), "--gt", str(tmp_path / "gt.npy")),
+        *("--out", str(tmp_path / "m.onnx"), "--minutes", "0.05", "--patch", "8,16,16"),
+        *("--base-channels", "4", "--quiet"),
     )
     assert "sha256:" in trained.stdout
     digest = trained.stdout.split("sha256:")[1].split()[0]
-    petavox(
-        "ingest",
-        str(tmp_path / "raw.npy"),
-        f"file://{tmp_path}/raw",
-        "--resolution",
-        "8,8,8",
-        "--storage-chunk",
-        "16,16,16",
-        "--address",
-        address,
-        "--quiet",
-    )
+    ingest_raw(tmp_path, address)
     petavox(
         "infer",
         f"file://{tmp_path}/raw",

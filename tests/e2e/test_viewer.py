@@ -106,15 +106,10 @@ def shaded_fraction(panel: np.ndarray, rgb: np.ndarray) -> float:
     return float(((off < 12) & (k > 0.15) & (k < 1.3)).mean())
 
 
-def test_neuroglancer_draws_the_demo_image_segmentation_and_meshes(demo):
-    aligned = Layer.open(f"file://{demo}/aligned")
-    section = Box((0, 0, Z), (SIZE, SIZE, Z + 1))
-    image = aligned.read(section)[..., 0]
-    labels = Layer.open(f"file://{demo}/segmentation").read(section)[..., 0]
-    ids, counts = np.unique(labels[labels > 0], return_counts=True)
-    selected = [int(i) for i in ids[np.argsort(counts)[-2:]]]  # the two largest segments
-    assert gzip_chunks(demo / "aligned") > 0  # the browser must inflate .gz chunks
-
+def demo_screenshots(demo, selected: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The demo's aligned image and segmentation (the `selected` segments shown with their
+    meshes) in the real viewer: 2D panel left, 3D right; and the same with the segmentation
+    hidden."""
     layers = open_view_layers([str(demo / "aligned"), str(demo / "segmentation")], StorageContext())
     with (
         FileServer({layer.name: layer.local_path for layer in layers}) as server,
@@ -140,22 +135,15 @@ def test_neuroglancer_draws_the_demo_image_segmentation_and_meshes(demo):
     artifact.parent.mkdir(exist_ok=True)
     Image.fromarray(shown_px).save(artifact)
     print(f"screenshot: {artifact}")
+    return shown_px, hidden_px
 
-    # the 2D panel, away from the volume's edges, and the voxel under each pixel
-    inner = slice(PANEL // 2 - (SIZE // 2 - 2) * ZOOM, PANEL // 2 + (SIZE // 2 - 2) * ZOOM)
-    shown = shown_px[inner, inner, :3].astype(np.float64)
-    grey = hidden_px[inner, inner, :3].astype(np.float64)
-    voxel = voxel_of_pixels(PANEL)[inner]
-    under = (voxel[np.newaxis, :], voxel[:, np.newaxis])  # pixel rows are y, columns x
-    # (a) the image: grey, textured, and the section's voxels themselves
-    assert np.abs(grey - grey[..., :1]).max() <= 1
-    assert grey[..., 0].std() > 20
-    matches = np.abs(grey[..., 0] - image[under]) <= 2
-    assert matches.mean() > 0.98, f"only {matches.mean():.0%} of the pixels show their voxel"
-    # (b) the segmentation: the selected segments in their colours, blended half over the image;
-    # where a segment's skeleton crosses the section, its line in the full colour (antialiased
-    # edges between the two)
-    segment = labels[under]
+
+def assert_segments_blended(
+    shown: np.ndarray, grey: np.ndarray, segment: np.ndarray, selected: list[int]
+) -> None:
+    """The selected segments in their colours, blended half over the image; where a segment's
+    skeleton crosses the section, its line in the full colour (antialiased edges between the
+    two); every other pixel the image alone."""
     skeleton_pixels = 0
     for label in selected:
         mask = segment == label
@@ -175,6 +163,31 @@ def test_neuroglancer_draws_the_demo_image_segmentation_and_meshes(demo):
     assert skeleton_pixels > 20  # the skeletons are drawn too
     others = ~np.isin(segment, selected)
     assert (np.abs(shown[others] - grey[others]).max(axis=1) <= 1).mean() > 0.99
+
+
+def test_neuroglancer_draws_the_demo_image_segmentation_and_meshes(demo):
+    aligned = Layer.open(f"file://{demo}/aligned")
+    section = Box((0, 0, Z), (SIZE, SIZE, Z + 1))
+    image = aligned.read(section)[..., 0]
+    labels = Layer.open(f"file://{demo}/segmentation").read(section)[..., 0]
+    ids, counts = np.unique(labels[labels > 0], return_counts=True)
+    selected = [int(i) for i in ids[np.argsort(counts)[-2:]]]  # the two largest segments
+    assert gzip_chunks(demo / "aligned") > 0  # the browser must inflate .gz chunks
+    shown_px, hidden_px = demo_screenshots(demo, selected)
+
+    # the 2D panel, away from the volume's edges, and the voxel under each pixel
+    inner = slice(PANEL // 2 - (SIZE // 2 - 2) * ZOOM, PANEL // 2 + (SIZE // 2 - 2) * ZOOM)
+    shown = shown_px[inner, inner, :3].astype(np.float64)
+    grey = hidden_px[inner, inner, :3].astype(np.float64)
+    voxel = voxel_of_pixels(PANEL)[inner]
+    under = (voxel[np.newaxis, :], voxel[:, np.newaxis])  # pixel rows are y, columns x
+    # (a) the image: grey, textured, and the section's voxels themselves
+    assert np.abs(grey - grey[..., :1]).max() <= 1
+    assert grey[..., 0].std() > 20
+    matches = np.abs(grey[..., 0] - image[under]) <= 2
+    assert matches.mean() > 0.98, f"only {matches.mean():.0%} of the pixels show their voxel"
+    # (b) the segmentation over the image, with the skeletons' lines
+    assert_segments_blended(shown, grey, labels[under], selected)
     # (c) the meshes: each selected segment's surface, shaded in its colour, covers part of the
     # 3D panel; with the segmentation hidden the panel has none of it (skeletons are thin lines)
     for label in selected:

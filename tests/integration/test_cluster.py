@@ -239,17 +239,9 @@ def test_an_autoscaling_cluster_adds_workers_for_a_stage_and_removes_them(
 def test_ray_job_submit_runs_petavox_on_a_running_head(tmp_path):
     env = ray_env()
     port, dashboard = free_port(), free_port()
-    head = start_head(
-        [
-            f"--port={port}",
-            "--num-cpus=2",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dashboard}",
-            "--node-ip-address=127.0.0.1",
-        ],
-        env,
-        tmp_path / "head.log",
-    )
+    options = [f"--port={port}", "--num-cpus=2", "--node-ip-address=127.0.0.1"]
+    options += ["--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}"]
+    head = start_head(options, env, tmp_path / "head.log")
     jobs = f"http://127.0.0.1:{dashboard}"
     try:
 
@@ -261,22 +253,9 @@ def test_ray_job_submit_runs_petavox_on_a_running_head(tmp_path):
 
         wait_for(jobs_api_up, 300, "the Jobs API")
         config = stack_config(tmp_path, chunk=32)
-        command = [
-            RAY,
-            "job",
-            "submit",
-            "--address",
-            jobs,
-            "--",
-            sys.executable,
-            "-m",
-            "petavox.workflows.cli",
-            "run",
-            str(config),
-            "--address",
-            "auto",
-            "--quiet",
-        ]
+        run = [sys.executable, "-m", "petavox.workflows.cli", "run", str(config)]
+        command = [RAY, "job", "submit", "--address", jobs, "--", *run, "--address", "auto"]
+        command.append("--quiet")
 
         def submitted() -> subprocess.CompletedProcess | None:
             # the Jobs API answers a little before the node's job agent takes jobs

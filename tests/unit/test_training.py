@@ -12,15 +12,13 @@ ort = pytest.importorskip("onnxruntime")
 from petavox.tasks.core.errors import InputError  # noqa: E402
 from petavox.tasks.core.geometry import Vec3  # noqa: E402
 from petavox.tasks.core.layers import Layer, LayerSpec  # noqa: E402
-from petavox.tasks.ml import training  # noqa: E402  (after the skips)
-from petavox.tasks.ml.training import (  # noqa: E402
+from petavox.tasks.ml import examples  # noqa: E402  (after the skips)
+from petavox.tasks.ml.examples import (  # noqa: E402
     affinity_target,
-    balanced_bce,
     boundary_target,
-    export_onnx,
     random_example,
-    train_model,
 )
+from petavox.tasks.ml.training import balanced_bce, export_onnx, train_model  # noqa: E402
 from petavox.tasks.ml.unet import UNet3d, divisor  # noqa: E402
 from petavox.tasks.segment.watershed import affinities_from_boundary  # noqa: E402
 from petavox.tasks.synthetic.generator import SyntheticParams, generate  # noqa: E402
@@ -99,8 +97,8 @@ def test_augmentation_keeps_raw_and_gt_aligned(monkeypatch):
     shape = (6, 10, 12)
     gt = np.arange(np.prod(shape), dtype=np.int64).reshape(shape)
     raw = (gt % 251).astype(np.uint8)
-    monkeypatch.setattr(training, "augment_intensity", lambda _rng, r: r.astype(np.float32) / 255)
-    monkeypatch.setattr(training, "augment_resampling", lambda _rng, x: x)
+    monkeypatch.setattr(examples, "augment_intensity", lambda _rng, r: r.astype(np.float32) / 255)
+    monkeypatch.setattr(examples, "augment_resampling", lambda _rng, x: x)
     rng = np.random.default_rng(0)
     seen = set()
     for _ in range(200):
@@ -118,16 +116,16 @@ def test_augmentation_keeps_raw_and_gt_aligned(monkeypatch):
 def test_resampling_augmentation_jitters_each_section_by_under_a_pixel():
     x = np.zeros((3, 16, 16), np.float32)
     x[:, 8:, :] = 1.0  # an edge along y
-    out = training.augment_resampling(np.random.default_rng(0), x, chance=1.0)
+    out = examples.augment_resampling(np.random.default_rng(0), x, chance=1.0)
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
     edges = [float(section[:, 4].sum()) for section in out]  # where the edge sits, per section
     assert all(abs(e - 8) <= 0.5 for e in edges) and len(set(edges)) == 3
-    assert training.augment_resampling(np.random.default_rng(0), x, chance=0.0) is x
+    assert examples.augment_resampling(np.random.default_rng(0), x, chance=0.0) is x
 
 
 def test_intensity_augmentation_stays_in_range():
     raw = np.random.default_rng(1).integers(0, 256, (4, 8, 8), dtype=np.uint8)
-    out = training.augment_intensity(np.random.default_rng(2), raw)
+    out = examples.augment_intensity(np.random.default_rng(2), raw)
     assert out.dtype == np.float32 and out.shape == raw.shape
     assert out.min() >= 0 and out.max() <= 1
     assert np.corrcoef(out.ravel(), raw.ravel())[0, 1] > 0.9

@@ -144,6 +144,8 @@ def plan_evaluate(params: EvaluateParams, catalog: Catalog) -> list[StagePlan]:
 class ScoresCommand:
     """`petavox evaluate --seg URL --gt URL`: the scores as JSON on stdout, nothing written."""
 
+    help = "adapted Rand error and VOI of a segmentation, as JSON"
+
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--seg", required=True, help="segmentation layer URL")
         parser.add_argument("--gt", required=True, help="ground-truth layer URL")

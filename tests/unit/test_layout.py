@@ -1,0 +1,107 @@
+"""The shape of the code base, checked: `tasks/` never imports Ray or `workflows/`, planning
+never imports the executor, modules and functions stay small, and every package is installed."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+
+REPO = Path(__file__).resolve().parents[2]
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def modules(*folders: str) -> list[Path]:
+    return sorted(p for f in folders for p in (REPO / f).rglob("*.py"))
+
+
+def imported(path: Path) -> set[str]:
+    """Every module `path` imports, at its top or inside a function."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_tasks_import_neither_ray_nor_workflows():
+    offenders = {
+        str(p.relative_to(REPO)): sorted(
+            m for m in imported(p) if m.split(".")[0] == "ray" or m.startswith("petavox.workflows")
+        )
+        for p in modules("tasks")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_planning_loads_neither_ray_nor_the_runner():
+    """Importing every stage (params, planners, declarations) and planning a stage in a fresh
+    interpreter loads neither Ray nor the executor."""
+    code = (
+        "import sys, petavox.workflows.stages, petavox.workflows.config, petavox.workflows.plan\n"
+        "bad = [m for m in sys.modules if m == 'ray' or m.startswith('ray.')"
+        " or m == 'petavox.workflows.runner']\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_planners_do_not_import_the_runner():
+    planning = modules("workflows/stages") + [
+        REPO / "workflows" / name
+        for name in ("plan.py", "stage.py", "params.py", "catalog.py", "sizing.py")
+    ]
+    offenders = {
+        str(p.relative_to(REPO))
+        for p in planning
+        if {"ray", "petavox.workflows.runner"} & imported(p)
+    }
+    assert offenders == set()
+
+
+@pytest.mark.parametrize("folder", ["tasks", "workflows"])
+def test_no_module_is_over_the_limit(folder):
+    long = {
+        str(p.relative_to(REPO)): n
+        for p in modules(folder)
+        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}
+
+
+@pytest.mark.parametrize("folder", ["tasks", "workflows", "tests"])
+def test_no_function_is_over_the_limit(folder):
+    long = {}
+    for p in modules(folder):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    long[f"{p.relative_to(REPO)}:{node.lineno} {node.name}"] = n
+    assert long == {}
+
+
+def test_every_package_folder_is_listed_for_installation():
+    """A folder missing from pyproject's list installs everywhere but from a wheel (the image)."""
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    found = {
+        "petavox." + ".".join(init.parent.relative_to(REPO).parts)
+        for top in ("tasks", "workflows")
+        for init in (REPO / top).rglob("__init__.py")
+    }
+    assert listed == found
+
+
+def test_every_tasks_package_says_what_it_holds():
+    for init in (REPO / "tasks").rglob("__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc and len(doc.splitlines()) == 1, f"{init.relative_to(REPO)}: a one-line docstring"
