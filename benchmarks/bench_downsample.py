@@ -8,7 +8,7 @@ fresh copy of the mip-0 layer, written uncompressed:
   storage chunk × 2^3 in x,y) and then each task's `execute()` in a plain loop, one core;
 - petavox loop: the planned `DownsampleJob`, `job.run(chunk)` over the `ChunkGrid` in this
   process, one core: the kernel + I/O throughput per core (task shape given explicitly:
-  petavox's own default is now ~64 M voxels, see `stages/sizing.py`);
+  petavox's own default is now ~64 M voxels, see `workflows/sizing.py`);
 - petavox Ray: `pipeline.run` on a local Ray with one CPU (so one task at a time), timing the
   stage only (its `StageReport.seconds`, ledger included); `ray.init` is reported separately,
   and so is the first run after it (cold workers: process start-up and imports).

@@ -3,7 +3,7 @@
 Same layer and work as `bench_downsample.py` (uint8 raw file://, 3 mips of (2,2,1)), at two
 task sizes: "step", the smallest task that writes whole chunks at every mip (storage chunk ×
 factor^mips = 512×512×64, what `DownsampleParams.chunk_shape` defaulted to), and "auto", what
-petavox now picks when `chunk_shape` is not given (~64 M voxels, `stages/sizing.py`). Each case
+petavox now picks when `chunk_shape` is not given (~64 M voxels, `workflows/sizing.py`). Each case
 runs on a fresh copy of the mip-0 layer, interleaved round-robin with the others:
 
 - loop: `plan.job.run(chunk)` for each chunk of the plan's grid, in this process;

@@ -1,1 +1,1 @@
-"""Worker side of petavox: geometry, layer I/O and per-chunk kernels. Never imports Ray."""
+"""Worker side of petavox: what happens to one chunk, by product (core, image, ...). No Ray."""

@@ -1,1 +1,1 @@
-"""Orchestrator side of petavox: run config, planning, dispatch on Ray, ledger, CLI."""
+"""Orchestrator side of petavox: stage declarations and planning, the run config, Ray, CLI."""
