@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
@@ -37,10 +38,15 @@ class ShardBuckets:
         """One gather task per shard: task k gathers bucket k."""
         return index_grid(self.count)
 
+    @cached_property
+    def spec(self) -> ShardingSpecification:
+        """The sharding spec, parsed once per process that splits ids."""
+        return ShardingSpecification.from_dict(self.sharding)
+
     def split(self, ids: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         """(shard, positions in `ids` of that shard's ids, ascending) for each shard present."""
         ids = np.asarray(ids, np.uint64)
-        shards = shards_of(ids, ShardingSpecification.from_dict(self.sharding))
+        shards = shards_of(ids, self.spec)
         for shard in np.unique(shards):
             yield int(shard), np.flatnonzero(shards == shard)
 

@@ -56,7 +56,7 @@ def shard_file(
 
 def weld(pieces: list[tuple[np.ndarray, np.ndarray]]) -> zmesh.Mesh:
     """One mesh from (vertices, faces) pieces whose shared vertices are bit-identical (each
-    piece is already free of twin triangles, see `meshing.without_twins`)."""
+    piece is already free of twin triangles, see `surfaces.without_twins`)."""
     vertices = np.concatenate([v for v, _ in pieces]).astype(np.float32) + np.float32(0)  # -0.0
     starts = np.cumsum([0] + [len(v) for v, _ in pieces[:-1]])
     faces = np.concatenate([f.astype(np.int64) + s for (_, f), s in zip(pieces, starts)])

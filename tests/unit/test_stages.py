@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from petavox.tasks.core.errors import InputError
+from petavox.workflows import stages
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.cli import StageRun, build_parser, main, stage_config
 from petavox.workflows.cli_options import flag
@@ -86,7 +87,7 @@ def test_each_stage_is_planned_by_its_declared_planner(stage, monkeypatch):
     test_stage_identities, on every stage)."""
     seen = []
     recording = dataclasses.replace(stage, planner=lambda p, c: seen.append((p, c)) or [])
-    monkeypatch.setitem(stage_named.__globals__["_BY_NAME"], stage.name, recording)
+    monkeypatch.setitem(stages._BY_NAME, stage.name, recording)
     params = parse_config({"output": ROOT, "stages": [minimal(stage)]}).stages[0]
     catalog = Catalog(ROOT)
     assert plan_stage(params, catalog) == []
