@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.geometry import Chunk
 
 
@@ -60,3 +61,11 @@ class DyingJob:
 
     def run(self, chunk: Chunk) -> None:
         os._exit(1)
+
+
+@dataclass(frozen=True)
+class BadInputJob:
+    """Finds bad input inside the task (as a corrupt chunk or a NaN is found)."""
+
+    def run(self, chunk: Chunk) -> None:
+        raise InputError("layer x: chunk y cannot be decoded (simulated)")

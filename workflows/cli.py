@@ -18,7 +18,8 @@ from petavox.workflows.config import (
     format_validation_error,
     load_config,
 )
-from petavox.workflows.runner import StageReport
+from petavox.workflows.interrupts import terminate_as_interrupt
+from petavox.workflows.runner import ChunkFailedError, StageReport
 from petavox.workflows.stage import Stage
 from petavox.workflows.stages import STAGES
 from petavox.workflows.train import add_train_parser
@@ -198,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def exit_status(exc: PetavoxError) -> int:
+    """1 for a failure inside a task (a bug, storage giving up); 2 for bad input, found before
+    work starts or inside a task."""
+    return 1 if isinstance(exc, ChunkFailedError) and not exc.bad_input else 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -205,11 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    terminate_as_interrupt()
     try:
         return args.func(args)
     except PetavoxError as exc:
         print(f"petavox: error: {exc}", file=sys.stderr)
-        return 2 if not exc.__class__.__name__.startswith("ChunkFailed") else 1
+        return exit_status(exc)
     except KeyboardInterrupt:
         print("petavox: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

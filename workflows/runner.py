@@ -21,10 +21,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from petavox.tasks.core.errors import PetavoxError
+from petavox.tasks.core.errors import InputError, PetavoxError
 from petavox.tasks.core.geometry import Chunk
 from petavox.tasks.core.transient import is_transient
 from petavox.workflows.config import RayConfig
+from petavox.workflows.interrupts import terminate_as_interrupt
 from petavox.workflows.ledger import GLOBAL_STEP, Ledger
 from petavox.workflows.params import Resources
 from petavox.workflows.plan import ChunkJob, StagePlan
@@ -33,14 +34,22 @@ log = logging.getLogger("petavox")
 
 
 class ChunkFailedError(PetavoxError):
-    """A chunk's task raised a non-transient error; carries the chunk id and the cause."""
+    """A chunk's task raised a non-transient error; carries the chunk id and the cause.
 
-    def __init__(self, stage: str, chunk_id: str, message: str, details: str = "") -> None:
+    `bad_input` says the cause was an `InputError` (bad data or parameters found inside the
+    task, e.g. a corrupt input chunk): the command exits 2 then, as for input refused up front.
+    """
+
+    def __init__(
+        self, stage: str, chunk_id: str, message: str, details: str = "", bad_input: bool = False
+    ) -> None:
         self.stage, self.chunk_id, self.message, self.details = stage, chunk_id, message, details
+        self.bad_input = bad_input
         super().__init__(f"stage {stage} failed on chunk {chunk_id}: {message}")
 
     def __reduce__(self):
-        return (type(self), (self.stage, self.chunk_id, self.message, self.details))
+        args = (self.stage, self.chunk_id, self.message, self.details, self.bad_input)
+        return (type(self), args)
 
 
 def call_with_retries(
@@ -88,7 +97,11 @@ def run_chunk(
         raise
     except Exception as exc:
         raise ChunkFailedError(
-            stage, chunk.id, f"{type(exc).__name__}: {exc}", traceback.format_exc()
+            stage,
+            chunk.id,
+            f"{type(exc).__name__}: {exc}",
+            traceback.format_exc(),
+            bad_input=isinstance(exc, InputError),
         ) from None
     return result
 
@@ -127,6 +140,7 @@ class RaySession:
             )
         else:
             ray.init(address=self.config.address, logging_level=logging.WARNING)
+        terminate_as_interrupt()  # ray.init installs its own SIGTERM handler (exit 15)
         self._started = True
 
     def cluster_cpus(self) -> int:

@@ -99,47 +99,75 @@ def test_killed_worker_changes_nothing(tmp_path, stack, reference, ray_session):
     assert layer_files(tmp_path / "out" / "raw") == reference
 
 
-def test_killed_driver_then_rerun_resumes_and_matches(tmp_path, stack, reference, ray_session):
-    config = make_config(tmp_path, "out", stack)
-    config_file = tmp_path / "run.yaml"
-    config_file.write_text(dump_config(config))
-    ledger = tmp_path / "out" / "ledger" / "ingest"
-    driver = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "petavox.workflows.cli",
-            "run",
-            str(config_file),
-            "--workers",
-            "2",
-            "--quiet",
-        ],
-        env={**os.environ},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    started: list[psutil.Process] = []
-    try:
+class Driver:
+    """`petavox run` in a process of its own, with its Ray processes; stopped by the test."""
+
+    def __init__(self, config_file: Path) -> None:
+        command = [sys.executable, "-m", "petavox.workflows.cli", "run", str(config_file)]
+        self.process = subprocess.Popen(
+            [*command, "--workers", "2", "--quiet"],
+            env={**os.environ},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.children: list[psutil.Process] = []
+
+    def wait_for_markers(self, ledger: Path, count: int) -> None:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and driver.poll() is None:
-            started = psutil.Process(driver.pid).children(recursive=True) or started
-            if len(list(ledger.rglob("*_*_*.json"))) >= 10:
+        while time.monotonic() < deadline and self.process.poll() is None:
+            self.children = psutil.Process(self.process.pid).children(recursive=True)
+            if len(list(ledger.rglob("*_*_*.json"))) >= count:
                 break
             time.sleep(0.02)
-        assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
-        started = psutil.Process(driver.pid).children(recursive=True)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        # the driver's own Ray processes: stop them too (only those it started)
-        for proc in started:
+        assert self.process.poll() is None, self.process.stderr.read().decode()[-2000:]
+
+    def stop_children(self) -> None:
+        """The driver's own Ray processes (only those it started)."""
+        for proc in self.children:
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
-        psutil.wait_procs(started, timeout=30)
+        psutil.wait_procs(self.children, timeout=30)
+
+
+def assert_rerun_resumes(config, ledger: Path, reference, ray_session, out: Path) -> None:
     done_before = len(list(ledger.rglob("*_*_*.json")))
     reports = run(config, session=ray_session, progress=False)
     assert reports[0].skipped >= 10 and reports[0].skipped == done_before
     assert reports[0].ran + reports[0].skipped == reports[0].total
     assert reports[0].ran > 0
-    assert layer_files(tmp_path / "out" / "raw") == reference
+    assert layer_files(out / "raw") == reference
+
+
+def test_killed_driver_then_rerun_resumes_and_matches(tmp_path, stack, reference, ray_session):
+    config = make_config(tmp_path, "out", stack)
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(dump_config(config))
+    ledger = tmp_path / "out" / "ledger" / "ingest"
+    driver = Driver(config_file)
+    try:
+        driver.wait_for_markers(ledger, 10)
+        driver.process.send_signal(signal.SIGKILL)
+        driver.process.wait(timeout=30)
+    finally:
+        driver.stop_children()
+    assert_rerun_resumes(config, ledger, reference, ray_session, tmp_path / "out")
+
+
+def test_sigterm_stops_like_ctrl_c_then_rerun_resumes(tmp_path, stack, reference, ray_session):
+    """What Kubernetes sends: exit 130 with the resume message, no traceback or stack dump."""
+    config = make_config(tmp_path, "out", stack)
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(dump_config(config))
+    ledger = tmp_path / "out" / "ledger" / "ingest"
+    driver = Driver(config_file)
+    try:
+        driver.wait_for_markers(ledger, 10)
+        driver.process.send_signal(signal.SIGTERM)
+        status = driver.process.wait(timeout=60)
+        stderr = driver.process.stderr.read().decode()
+    finally:
+        driver.stop_children()
+    assert status == 130, stderr[-2000:]
+    assert "interrupted; run the same command again to resume" in stderr
+    assert "Traceback" not in stderr and "SIGTERM" not in stderr, stderr[-2000:]
+    assert_rerun_resumes(config, ledger, reference, ray_session, tmp_path / "out")

@@ -8,9 +8,10 @@ import json
 import pytest
 import ray.cloudpickle
 import runner_jobs
-from runner_jobs import BrokenJob, DyingJob, FlakyJob, RecordingJob
+from runner_jobs import BadInputJob, BrokenJob, DyingJob, FlakyJob, RecordingJob
 
 from petavox.tasks.core.geometry import Box, ChunkGrid
+from petavox.workflows.cli import exit_status
 from petavox.workflows.config import RayConfig
 from petavox.workflows.ledger import GLOBAL_STEP, Ledger
 from petavox.workflows.plan import DriverHooks, StagePlan
@@ -112,3 +113,13 @@ def test_a_worker_that_always_dies_is_reported(ray_session):
     once = session_with(ray_session, task_retries=1)
     with pytest.raises(ChunkFailedError, match=r"chunk 0_0_0: its worker died"):
         execute(plan(DyingJob(), 1), None, once, progress=False)
+
+
+def test_bad_input_found_inside_a_task_is_marked_as_such(ray_session):
+    with pytest.raises(ChunkFailedError) as err:
+        execute(plan(BadInputJob(), 1), None, ray_session, progress=False)
+    assert err.value.bad_input and "chunk 0_0_0" in str(err.value)
+    assert exit_status(err.value) == 2
+    with pytest.raises(ChunkFailedError) as bug:
+        execute(plan(BrokenJob("0_0_0"), 1, name="broken"), None, ray_session, progress=False)
+    assert not bug.value.bad_input and exit_status(bug.value) == 1
