@@ -41,6 +41,11 @@ class RayConfig(Strict):
     storage_retries: int = Field(
         5, ge=0, description="attempts on transient storage errors inside a task"
     )
+    lease_seconds: float = Field(
+        60.0,
+        ge=5.0,
+        description="a driver's lease on its output lapses this long after its last heartbeat",
+    )
 
 
 class StorageConfig(Strict):

@@ -12,6 +12,7 @@ from petavox.tasks.core.storage import StorageContext, join_url
 from petavox.tasks.evaluate.metrics import Scores, scores
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import RayConfig, RunConfig, StorageConfig
+from petavox.workflows.lease import DriverLease
 from petavox.workflows.ledger import Ledger
 from petavox.workflows.params import StageParams
 from petavox.workflows.plan import StagePlan
@@ -61,15 +62,21 @@ def run(
     progress: bool = True,
     session: RaySession | None = None,
 ) -> list[StageReport]:
+    """Plan, then take the output's lease (one driver per output) and run the plans in order."""
     plans = plan_run(config, only)
     ledger = ledger_for(config)
     own_session = session is None
     session = session or RaySession(config.ray)
     reports = []
+    lease = DriverLease(config.output, config.storage.context(), ttl=config.ray.lease_seconds)
     try:
-        for plan in plans:
-            prepare(plan, config)
-            reports.append(execute(plan, ledger, session, progress=progress))
+        with lease:
+            for plan in plans:
+                lease.check()
+                prepare(plan, config)
+                reports.append(
+                    execute(plan, ledger, session, progress=progress, still_owner=lease.check)
+                )
     finally:
         if own_session:
             session.shutdown()

@@ -187,8 +187,13 @@ def execute(
     session: RaySession,
     *,
     progress: bool = True,
+    still_owner: Callable[[], None] = lambda: None,
 ) -> StageReport:
-    """Run the plan's chunks that the ledger does not list as done, then its global step."""
+    """Run the plan's chunks that the ledger does not list as done, then its global step.
+
+    `still_owner` raises when this driver no longer holds the output (see `lease`); it is
+    called before every submission and before the global step.
+    """
     started = time.perf_counter()
     use_ledger = plan.use_ledger and ledger is not None
     done = ledger.done(plan.stage, plan.identity) if use_ledger else set()
@@ -197,8 +202,9 @@ def execute(
     if todo:
         if use_ledger:
             ledger.record_params(plan.stage, plan.identity, dict(plan.spec))
-        _dispatch(plan, todo, ledger if use_ledger else None, session, progress)
+        _dispatch(plan, todo, ledger if use_ledger else None, session, progress, still_owner)
     if plan.global_step is not None and GLOBAL_STEP not in done:
+        still_owner()
         plan.global_step()
         if use_ledger:
             ledger.mark_done(plan.stage, plan.identity, GLOBAL_STEP, {"stage": plan.stage})
@@ -217,6 +223,7 @@ def _dispatch(
     ledger: Ledger | None,
     session: RaySession,
     progress: bool,
+    still_owner: Callable[[], None],
 ) -> None:
     import ray
 
@@ -242,11 +249,16 @@ def _dispatch(
                 job_ref, chunk, plan.stage, plan.identity, ledger, cfg.storage_retries
             )
 
-        _submit_all(plan, submit, todo, limit, bar)
+        _submit_all(plan, submit, todo, limit, bar, still_owner)
 
 
 def _submit_all(
-    plan: StagePlan, submit: Callable[[Chunk], Any], todo: list[Chunk], limit: int, bar: tqdm
+    plan: StagePlan,
+    submit: Callable[[Chunk], Any],
+    todo: list[Chunk],
+    limit: int,
+    bar: tqdm,
+    still_owner: Callable[[], None],
 ) -> None:
     """Keep up to `limit` tasks submitted until every chunk of `todo` is done; hand each result
     to the plan's `on_result` hook as it arrives."""
@@ -263,6 +275,7 @@ def _submit_all(
                 if chunk is None:
                     exhausted = True
                     break
+                still_owner()
                 pending[submit(chunk)] = chunk
             if not pending:
                 break

@@ -171,3 +171,21 @@ def test_sigterm_stops_like_ctrl_c_then_rerun_resumes(tmp_path, stack, reference
     assert "interrupted; run the same command again to resume" in stderr
     assert "Traceback" not in stderr and "SIGTERM" not in stderr, stderr[-2000:]
     assert_rerun_resumes(config, ledger, reference, ray_session, tmp_path / "out")
+
+
+def test_a_second_driver_on_the_same_output_is_refused(tmp_path, stack, reference):
+    """A RayJob applied again while the first driver runs: the second writes nothing."""
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(dump_config(make_config(tmp_path, "out", stack)))
+    first = Driver(config_file)
+    try:
+        first.wait_for_markers(tmp_path / "out" / "ledger" / "ingest", 3)
+        command = [sys.executable, "-m", "petavox.workflows.cli", "run", str(config_file)]
+        second = subprocess.run([*command, "--quiet"], capture_output=True, text=True, timeout=120)
+        status = first.process.wait(timeout=300)
+    finally:
+        first.stop_children()
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert f"pid {first.process.pid}" in second.stderr and "another driver" in second.stderr
+    assert status == 0, first.process.stderr.read().decode()[-2000:]
+    assert layer_files(tmp_path / "out" / "raw") == reference
