@@ -1,4 +1,5 @@
-"""Byte-level comparison of layer folders (the ledger, which records timings, is left out)."""
+"""Byte-level comparison of layer folders. Left out: the ledger (timings) and `provenance`
+files (dates, source paths and epochs of the run that wrote the layer)."""
 
 from __future__ import annotations
 
@@ -10,5 +11,5 @@ def layer_files(root: str | Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and "ledger" not in p.relative_to(root).parts
+        if p.is_file() and "ledger" not in p.relative_to(root).parts and p.name != "provenance"
     }

@@ -7,10 +7,13 @@ earlier plans declared, so every stage is validated before the first task is dis
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 from petavox.tasks.core.layers import Layer, LayerSpec, planned_info, read_info
 from petavox.tasks.core.storage import StorageContext, join_url, normalize_url
+from petavox.workflows.provenance import current_writer
 
 
 def resolve_layer_url(root: str, name_or_url: str) -> str:
@@ -22,9 +25,45 @@ def resolve_layer_url(root: str, name_or_url: str) -> str:
 
 @dataclass
 class Catalog:
+    """Also keeps the lineage of what a stage reads: for each layer it opens, the identity of
+    the step that writes (or wrote) the layer's data, so a stage's identity changes when its
+    input is recomputed. `reads` holds those of the stage being planned (see `begin_stage`)."""
+
     root: str
     context: StorageContext = StorageContext()
     planned: dict[str, dict] = field(default_factory=dict)
+    writers: dict[str, str] = field(default_factory=dict)  # url -> identity, this run's plans
+    reads: dict[str, str] = field(default_factory=dict)  # url -> lineage, the current stage
+    writing: set[str] = field(default_factory=set)  # layers the current stage declared
+
+    def begin_stage(self) -> None:
+        self.reads, self.writing = {}, set()
+
+    def note_read(self, url: str, lineage: str) -> None:
+        """An input that is not a layer (an ingest source), with its fingerprint."""
+        self.reads[url] = lineage
+
+    def reads_token(self) -> str:
+        """One hash of the current stage's inputs and their lineage (empty: it reads none)."""
+        if not self.reads:
+            return ""
+        # the values only, in the order of their URLs: planners hash the input URLs they use
+        # (as given), and an absolute source path would make the identity depend on where
+        # the machine keeps it
+        lineages = [self.reads[url] for url in sorted(self.reads)]
+        blob = json.dumps(lineages).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def lineage(self, url: str, info: dict | None = None) -> str:
+        """Who made the data at `url`: this run's planned writer, else the one its provenance
+        names, else a hash of its info (a layer petavox did not write)."""
+        if url in self.writers:
+            return self.writers[url]
+        writer = current_writer(url, "", self.context)
+        if writer is not None:
+            return writer.identity
+        blob = json.dumps(info, sort_keys=True).encode()
+        return "info:" + hashlib.sha256(blob).hexdigest()[:16]
 
     def url(self, name_or_url: str) -> str:
         return resolve_layer_url(self.root, name_or_url)
@@ -36,13 +75,20 @@ class Catalog:
         return read_info(url, self.context)
 
     def layer(self, url: str) -> Layer:
+        """The layer at `url`, as an input of the stage being planned."""
         info = self.info(url)
         if info is None:
-            return Layer.open(url, self.context)  # raises LayerNotFoundError with the fix
-        return Layer(url, info, self.context)
+            layer = Layer.open(url, self.context)  # raises LayerNotFoundError with the fix
+            info = layer.info
+        else:
+            layer = Layer(url, info, self.context)
+        if url not in self.reads and url not in self.writing:  # not a step's own product
+            self.reads[url] = self.lineage(url, info)
+        return layer
 
     def declare(self, url: str, info: dict) -> None:
         self.planned[url] = info
+        self.writing.add(url)
 
     def plan_layer(self, url: str, spec: LayerSpec) -> Layer:
         """The layer a stage will write at `url` (its existing info when compatible), declared

@@ -75,6 +75,11 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-in-flight", type=int, help="tasks submitted at once")
     g.add_argument("--s3-endpoint", help="S3-compatible endpoint (MinIO etc.) for s3:// URLs")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace outputs made by another stage or from other inputs (refused otherwise)",
+    )
 
 
 def runtime_from_args(args: argparse.Namespace, base: RunConfig | None = None) -> dict[str, Any]:
@@ -88,4 +93,7 @@ def runtime_from_args(args: argparse.Namespace, base: RunConfig | None = None) -
         ray["max_in_flight"] = args.max_in_flight
     if args.s3_endpoint:
         storage["s3_endpoint"] = args.s3_endpoint
-    return {"ray": ray, "storage": storage}
+    runtime: dict[str, Any] = {"ray": ray, "storage": storage}
+    if args.overwrite or (base is not None and base.overwrite):
+        runtime["overwrite"] = True
+    return runtime

@@ -70,6 +70,11 @@ class RunConfig(Strict):
     stages: list[AnyStage] = Field(min_length=1, description="stages to run, in order")
     ray: RayConfig = Field(default_factory=RayConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    overwrite: bool = Field(
+        False,
+        description="let a stage replace a product made by another stage or from other "
+        "inputs (never hashed)",
+    )
 
     @field_validator("output")
     @classmethod

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.geometry import Vec3
@@ -15,8 +15,9 @@ from petavox.workflows.config import RayConfig, RunConfig, StorageConfig
 from petavox.workflows.lease import DriverLease
 from petavox.workflows.ledger import Ledger
 from petavox.workflows.params import StageParams
-from petavox.workflows.plan import StagePlan
-from petavox.workflows.runner import RaySession, StageReport, execute
+from petavox.workflows.plan import StagePlan, StageSteps
+from petavox.workflows.provenance import claim, epoch_of
+from petavox.workflows.runner import RaySession, StageReport, execute, ledger_key
 from petavox.workflows.stages import STAGE_NAMES, plan_stage
 from petavox.workflows.stages.evaluate import DEFAULT_CHUNK, TableSum, plan_scores
 
@@ -41,10 +42,46 @@ def select_stages(config: RunConfig, only: Iterable[str] | None) -> list[StagePa
     return chosen
 
 
-def plan_run(config: RunConfig, only: Iterable[str] | None = None) -> list[StagePlan]:
-    """Plan the selected stages in order. Raises before anything is written if any is invalid."""
+def plan_stages(config: RunConfig, only: Iterable[str] | None = None) -> list[StageSteps]:
+    """Plan the selected stages in order. Raises before anything is written if any is invalid.
+
+    Each stage's plans get the stage's inputs and their lineage (see `Catalog`); a product that
+    is also an input of its stage, or written by two stages, is refused.
+    """
     catalog = Catalog(config.output, config.storage.context())
-    return [plan for params in select_stages(config, only) for plan in plan_stage(params, catalog)]
+    stages: list[StageSteps] = []
+    for params in select_stages(config, only):
+        catalog.begin_stage()
+        plans = plan_stage(params, catalog)
+        inputs, lineage = tuple(sorted(catalog.reads)), catalog.reads_token()
+        plans = [replace(p, inputs=inputs, lineage=lineage) for p in plans]
+        steps = StageSteps(name=params.stage, plans=tuple(plans), inputs=inputs)  # type: ignore[attr-defined]
+        check_outputs(steps, stages)
+        for output in steps.outputs:
+            if output.part == "":
+                catalog.writers[output.url] = steps.identity
+        stages.append(steps)
+    return stages
+
+
+def plan_run(config: RunConfig, only: Iterable[str] | None = None) -> list[StagePlan]:
+    """The plans of `plan_stages`, in order."""
+    return [plan for steps in plan_stages(config, only) for plan in steps.plans]
+
+
+def check_outputs(steps: StageSteps, earlier: list[StageSteps]) -> None:
+    for output in steps.outputs:
+        if output.part == "" and output.url in steps.inputs:
+            raise InputError(
+                f"{steps.name}: the output {output.url} is also its input; writing it would "
+                "destroy the input. Give the output another name or URL"
+            )
+        for other in earlier:
+            if output in other.outputs:
+                raise InputError(
+                    f"{output} is written by two stages ({other.name} and {steps.name}); "
+                    "give each its own output"
+                )
 
 
 def prepare(plan: StagePlan, config: RunConfig) -> None:
@@ -63,20 +100,31 @@ def run(
     session: RaySession | None = None,
 ) -> list[StageReport]:
     """Plan, then take the output's lease (one driver per output) and run the plans in order."""
-    plans = plan_run(config, only)
+    stages = plan_stages(config, only)
     ledger = ledger_for(config)
     own_session = session is None
     session = session or RaySession(config.ray)
     reports = []
-    lease = DriverLease(config.output, config.storage.context(), ttl=config.ray.lease_seconds)
+    context = config.storage.context()
+    lease = DriverLease(config.output, context, ttl=config.ray.lease_seconds)
     try:
         with lease:
-            for plan in plans:
-                lease.check()
-                prepare(plan, config)
-                reports.append(
-                    execute(plan, ledger, session, progress=progress, still_owner=lease.check)
-                )
+            # every product is claimed before the first write: a refusal writes nothing
+            epochs = [claim(steps, config.overwrite, context) for steps in stages]
+            for steps, epoch in zip(stages, epochs, strict=True):
+                for plan in steps.plans:
+                    lease.check()
+                    prepare(plan, config)
+                    reports.append(
+                        execute(
+                            plan,
+                            ledger,
+                            session,
+                            progress=progress,
+                            still_owner=lease.check,
+                            epoch=epoch,
+                        )
+                    )
     finally:
         if own_session:
             session.shutdown()
@@ -94,21 +142,30 @@ class StageStatus:
 def status(config: RunConfig) -> list[StageStatus]:
     """Per-stage done/total from the ledger; reads only."""
     ledger = ledger_for(config)
-    catalog = Catalog(config.output, config.storage.context())
     rows = []
-    for params in config.stages:
+    for index, params in enumerate(config.stages):
         try:
-            plans = plan_stage(params, catalog)
+            steps = plan_stages(config.model_copy(update={"stages": config.stages[: index + 1]}))
         except InputError as exc:
             label = f"{params.stage}"  # type: ignore[attr-defined]
             rows.append(StageStatus(label=label, done=0, total=None, note=str(exc).splitlines()[0]))
             continue
-        for plan in plans:
-            if not plan.use_ledger:
-                continue  # recomputed on every run (evaluation)
-            ids = {c.id for c in plan.grid}
-            done = len(ledger.done(plan.stage, plan.identity) & ids)
-            rows.append(StageStatus(label=plan.label, done=done, total=len(ids)))
+        rows.extend(stage_status(steps[-1], ledger))
+    return rows
+
+
+def stage_status(steps: StageSteps, ledger: Ledger) -> list[StageStatus]:
+    epoch = epoch_of(steps, ledger.context)
+    rows = []
+    for plan in steps.plans:
+        if not plan.use_ledger:
+            continue  # recomputed on every run (evaluation)
+        ids = {c.id for c in plan.grid}
+        if epoch is False:  # its products hold another run's data: nothing of it stands
+            rows.append(StageStatus(label=plan.label, done=0, total=len(ids)))
+            continue
+        done = len(ledger.done(plan.stage, ledger_key(plan, epoch)) & ids)
+        rows.append(StageStatus(label=plan.label, done=done, total=len(ids)))
     return rows
 
 

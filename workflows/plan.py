@@ -48,6 +48,19 @@ class DriverHooks:
     on_result: Callable[[Chunk, Any], None] | None = None  # each task's result, as it arrives
 
 
+@dataclass(frozen=True)
+class Output:
+    """A product a plan writes that a user sees: a layer's data (`part` ``""``) or one part of a
+    layer (``"scale:<key>"``, ``"mesh"``, ``"skeletons"``). Its writer (stage identity and
+    epoch) is recorded in the layer's provenance before the plan's first write."""
+
+    url: str
+    part: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.url} ({self.part})" if self.part else self.url
+
+
 @dataclass(frozen=True, kw_only=True)
 class StagePlan:
     """One step of a stage, computed before any write; built once, never changed.
@@ -55,6 +68,9 @@ class StagePlan:
     `stage` names the step's ledger folder; with `version` and `spec` it makes the `identity`
     under which the step's done-markers are kept. `layer_infos` are written before the step
     runs (only those that changed). A step with `use_ledger` off reruns in full every time.
+    `outputs` are the products it writes (see `Output`); `lineage` (filled in by the pipeline
+    from the writers of the layers the stage reads) enters the identity, so an upstream
+    recompute recomputes this step too.
     """
 
     label: str
@@ -68,7 +84,34 @@ class StagePlan:
     hooks: DriverHooks = DriverHooks()
     global_step: Callable[[], None] | None = None
     use_ledger: bool = True
+    outputs: tuple[Output, ...] = ()
+    inputs: tuple[str, ...] = ()  # the layers (or sources) the stage reads; set by the pipeline
+    lineage: str = ""
 
     @cached_property
     def identity(self) -> str:
-        return identity(self.stage, self.version, self.spec)
+        spec = {**self.spec, "lineage": self.lineage} if self.lineage else self.spec
+        return identity(self.stage, self.version, spec)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageSteps:
+    """The plans of one config stage, with what the stage reads. Its products are claimed
+    together (see `petavox.workflows.provenance`): one writer identity and one epoch for all
+    its steps, so taking a product over recomputes every step that feeds it."""
+
+    name: str
+    plans: tuple[StagePlan, ...]
+    inputs: tuple[str, ...] = ()
+
+    @property
+    def outputs(self) -> tuple[Output, ...]:
+        return tuple(dict.fromkeys(o for p in self.plans for o in p.outputs))
+
+    @cached_property
+    def identity(self) -> str:
+        return identity(self.name, 0, {"steps": [p.identity for p in self.plans]})
+
+    @property
+    def label(self) -> str:
+        return self.plans[0].label if self.plans else self.name

@@ -188,26 +188,31 @@ def execute(
     *,
     progress: bool = True,
     still_owner: Callable[[], None] = lambda: None,
+    epoch: str | None = None,
 ) -> StageReport:
     """Run the plan's chunks that the ledger does not list as done, then its global step.
 
     `still_owner` raises when this driver no longer holds the output (see `lease`); it is
-    called before every submission and before the global step.
+    called before every submission and before the global step. `epoch` (from
+    `provenance.claim`) names the take-over of the plan's products its markers belong to.
     """
     started = time.perf_counter()
     use_ledger = plan.use_ledger and ledger is not None
-    done = ledger.done(plan.stage, plan.identity) if use_ledger else set()
+    key = ledger_key(plan, epoch)
+    done = ledger.done(plan.stage, key) if use_ledger else set()
     todo = [c for c in plan.grid if c.id not in done]
     total = len(plan.grid)
     if todo:
         if use_ledger:
-            ledger.record_params(plan.stage, plan.identity, dict(plan.spec))
-        _dispatch(plan, todo, ledger if use_ledger else None, session, progress, still_owner)
+            params = {**plan.spec, "inputs": list(plan.inputs), "lineage": plan.lineage}
+            ledger.record_params(plan.stage, key, params)
+        marks = ledger if use_ledger else None
+        _dispatch(plan, key, todo, marks, session, progress, still_owner)
     if plan.global_step is not None and GLOBAL_STEP not in done:
         still_owner()
         plan.global_step()
         if use_ledger:
-            ledger.mark_done(plan.stage, plan.identity, GLOBAL_STEP, {"stage": plan.stage})
+            ledger.mark_done(plan.stage, key, GLOBAL_STEP, {"stage": plan.stage})
     return StageReport(
         label=plan.label,
         total=total,
@@ -217,8 +222,14 @@ def execute(
     )
 
 
+def ledger_key(plan: StagePlan, epoch: str | None) -> str:
+    """The plan's folder in the ledger under its stage: identity, then epoch if it has one."""
+    return plan.identity if epoch is None else f"{plan.identity}/{epoch}"
+
+
 def _dispatch(
     plan: StagePlan,
+    key: str,
     todo: list[Chunk],
     ledger: Ledger | None,
     session: RaySession,
@@ -245,9 +256,7 @@ def _dispatch(
         job_ref = ray.put(job)
 
         def submit(chunk: Chunk) -> Any:
-            return remote.remote(
-                job_ref, chunk, plan.stage, plan.identity, ledger, cfg.storage_retries
-            )
+            return remote.remote(job_ref, chunk, plan.stage, key, ledger, cfg.storage_retries)
 
         _submit_all(plan, submit, todo, limit, bar, still_owner)
 

@@ -182,9 +182,12 @@ class ResolveJob:
 
 @dataclass(frozen=True, kw_only=True)
 class RelabelJob:
-    """Rewrite a chunk with the chain of its ancestors' maps at `levels` (bottom up)."""
+    """Write a chunk of `source` into `target` through the chain of its ancestors' maps at
+    `levels` (bottom up). Never in place: the source is left as it was, so a task killed
+    mid-write, or run twice, writes the same chunk again (relabelling twice would not)."""
 
-    layer: Layer
+    source: Layer
+    target: Layer
     work_url: str
     map_dir: str  # "maps" (stitching) or "agglo-maps" (agglomeration)
     levels: tuple[int, ...]
@@ -194,13 +197,13 @@ class RelabelJob:
         for level in self.levels:
             node = Vec3(*(i >> level for i in chunk.index))
             key = f"{self.map_dir}/{level}/{node.x}_{node.y}_{node.z}.npy"
-            maps.append(_load_map(self.work_url, key, self.layer.context))
-        labels = self.layer.read(chunk.write_box)
+            maps.append(_load_map(self.work_url, key, self.source.context))
+        labels = self.source.read(chunk.write_box)
         present = fastremap.unique(labels)
         final = apply_maps(present, maps)
         changed = present != final
         if changed.any():
             table = dict(zip(present[changed].tolist(), final[changed].tolist()))
             labels = fastremap.remap(labels, table, preserve_missing_labels=True, in_place=True)
-            self.layer.write(chunk.write_box, labels)
+        self.target.write(chunk.write_box, labels)
         return {"relabelled": int(changed.sum())}

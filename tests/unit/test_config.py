@@ -33,7 +33,10 @@ def test_a_valid_config_parses_with_defaults():
     [
         (with_stage(bogus=1), "stages[0].bogus: unknown key; allowed keys: axes"),
         ({**GOOD, "ray": {"wrokers": 2}}, "ray.wrokers: unknown key; allowed keys: address"),
-        ({**GOOD, "extra": 1}, "extra: unknown key; allowed keys: output, ray, stages, storage"),
+        (
+            {**GOOD, "extra": 1},
+            "extra: unknown key; allowed keys: output, overwrite, ray, stages, storage",
+        ),
         (with_stage(resolution=[8, 8, 0]), "stages[0].resolution[2]: Input should be greater"),
         (with_stage(axes="xxz"), "stages[0].axes: Value error, 'xxz' is not an order"),
         (with_stage(storage_chunk=[64, 64]), "stages[0].storage_chunk"),

@@ -19,7 +19,7 @@ from petavox.tasks.core.layers import Layer, LayerSpec
 from petavox.tasks.core.storage import join_url
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.params import PositiveTriple, StageParams
-from petavox.workflows.plan import StagePlan, identity
+from petavox.workflows.plan import Output, StagePlan, identity
 from petavox.workflows.sizing import task_shape
 from petavox.workflows.stage import Positional, Stage
 from petavox.workflows.stages.downsample import DownsampleParams, base_spec, downsample_plan
@@ -99,7 +99,12 @@ def plan_align(params: AlignParams, catalog: Catalog) -> list[StagePlan]:
         encoding="raw",
     )
     target = catalog.plan_layer(url, spec)
-    estimate_spec = {**params.hashed_fields(), "input": source.url, "output": url}
+    estimate_spec = {
+        **params.hashed_fields(),
+        "input": source.url,
+        "output": url,
+        "lineage": catalog.reads_token(),  # keys the work folder: new input, new flows
+    }
     estimate_id = identity("align-estimate", VERSION, estimate_spec)
     work = join_url(catalog.root, "intermediate", "align", estimate_id)
     estimate = estimate_plan(params, source, estimate_spec, work)
@@ -124,6 +129,7 @@ def plan_align(params: AlignParams, catalog: Catalog) -> list[StagePlan]:
         ),
         resources=params.resources,
         layer_infos={url: target.info},
+        outputs=(Output(url),),
     )
     plans = [estimate, solve, render]
     for name, out in params.carry.items():
@@ -212,6 +218,7 @@ def carry_plan(
         job=RenderJob(source=layer, target=target, work_url=work, fill_missing=params.fill_missing),
         resources=params.resources,
         layer_infos={url: target.info},
+        outputs=(Output(url),),
     )
 
 

@@ -25,7 +25,7 @@ from petavox.tasks.synapse.outputs import summarize
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.layer_checks import check_segmentation
 from petavox.workflows.params import StageParams
-from petavox.workflows.plan import ChunkJob, StagePlan, identity
+from petavox.workflows.plan import ChunkJob, Output, StagePlan, identity
 from petavox.workflows.sizing import layer_grid
 from petavox.workflows.stage import Positional, Stage
 
@@ -68,6 +68,9 @@ def plan_connectome(params: ConnectomeParams, catalog: Catalog) -> list[StagePla
     spec = {**params.hashed_fields(), "input": synapses, "output": output}
     if params.segmentation:
         spec["segmentation"] = catalog.url(params.segmentation)
+        catalog.layer(spec["segmentation"])
+    catalog.note_read(synapses, catalog.lineage(synapses))
+    spec["lineage"] = catalog.reads_token()  # keys the work folder: new synapses, new shuffle
     ident = identity("connectome", VERSION, spec)
     work = join_url(catalog.root, "intermediate", "connectome", ident)
 
@@ -81,6 +84,7 @@ def plan_connectome(params: ConnectomeParams, catalog: Catalog) -> list[StagePla
             grid=grid,
             job=job,
             resources=params.resources,
+            outputs=(Output(output, "connectome"),),
             **hooks,
         )
 

@@ -12,7 +12,7 @@ from petavox.tasks.core.layers import Layer, LayerSpec, planned_info, pyramid_in
 from petavox.tasks.image.downsample_jobs import DownsampleJob
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.params import PositiveTriple, StageParams, Triple
-from petavox.workflows.plan import StagePlan
+from petavox.workflows.plan import Output, StagePlan
 from petavox.workflows.sizing import task_shape
 from petavox.workflows.stage import Positional, Stage
 
@@ -128,6 +128,10 @@ def downsample_plan(params: DownsampleParams, catalog: Catalog) -> StagePlan:
             fill_missing=params.fill_missing,
         ),
         resources=params.resources,
+        outputs=tuple(
+            Output(target_url, f"scale:{info['scales'][mip]['key']}")
+            for mip in range(1, params.mips + 1)
+        ),
         layer_infos={target_url: info},
     )
 

@@ -29,7 +29,7 @@ from petavox.tasks.infer.onnx_model import (
 from petavox.tasks.infer.patches import PatchGrid, PredictFn, fit_patch
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.params import NonNegativeTriple, PositiveTriple, StageParams
-from petavox.workflows.plan import ChunkJob, DriverHooks, StagePlan
+from petavox.workflows.plan import ChunkJob, DriverHooks, Output, StagePlan
 from petavox.workflows.sizing import task_shape
 from petavox.workflows.stage import Positional, Stage
 
@@ -187,6 +187,7 @@ def plan_infer(params: InferParams, catalog: Catalog) -> list[StagePlan]:
         ),
         resources=params.resources,
         layer_infos={url: target_layer.info},
+        outputs=(Output(url),),
         hooks=DriverHooks(bind=None if ref is None else device_binding(params, ref)),
     )
     return [plan]

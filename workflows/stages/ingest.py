@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -12,8 +13,9 @@ from petavox.tasks.core.layers import LayerSpec
 from petavox.tasks.core.sources import open_source
 from petavox.tasks.image.ingest_jobs import IngestJob
 from petavox.workflows.catalog import Catalog
+from petavox.workflows.fingerprint import fingerprint
 from petavox.workflows.params import PositiveTriple, Resolution, StageParams, Triple
-from petavox.workflows.plan import StagePlan
+from petavox.workflows.plan import Output, StagePlan
 from petavox.workflows.sizing import task_shape
 from petavox.workflows.stage import Positional, Stage
 
@@ -58,6 +60,9 @@ def default_encoding(layer_type: str, dtype: np.dtype) -> str:
 
 def plan_ingest(params: IngestParams, catalog: Catalog) -> list[StagePlan]:
     source = open_source(params.input, params.axes)
+    # the source is an input like a layer: edited files give the stage a new lineage
+    location = Path(getattr(source, "path", None) or source.folder).resolve()
+    catalog.note_read(f"file://{location}", "files:" + fingerprint(location))
     dtype = np.dtype(params.dtype) if params.dtype else np.dtype(source.dtype)
     storage_chunk = Vec3.of(params.storage_chunk)
     chunk_shape = task_shape(
@@ -96,6 +101,7 @@ def plan_ingest(params: IngestParams, catalog: Catalog) -> list[StagePlan]:
         job=IngestJob(source=source, target=target, voxel_offset=Vec3.of(params.voxel_offset)),
         resources=params.resources,
         layer_infos={url: target.info},
+        outputs=(Output(url),),
     )
     return [plan]
 

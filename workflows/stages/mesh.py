@@ -27,7 +27,7 @@ from petavox.tasks.mesh.surfaces import Simplification
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.layer_checks import check_folder_name, check_segmentation, declare_folder
 from petavox.workflows.params import PositiveTriple, StageParams
-from petavox.workflows.plan import StagePlan, identity
+from petavox.workflows.plan import Output, StagePlan, identity
 from petavox.workflows.sizing import default_shard_bits, layer_grid
 from petavox.workflows.stage import Positional, Stage
 
@@ -107,6 +107,7 @@ def plan_mesh(params: MeshParams, catalog: Catalog) -> list[StagePlan]:
         ),
         resources=params.resources,
         layer_infos={url: info, mesh_url: LEGACY_INFO},
+        outputs=(Output(url, params.mesh_dir),),
     )
     digits = params.manifest_digits or manifest_digits(len(grid))
     prefixes = tuple(id_prefixes(digits))
@@ -159,17 +160,17 @@ def sharded_plans(
     ``bounds.start + 0.5``, and LOD 0 needs no cut but on the volume's faces."""
     shard_bits = default_shard_bits(params.shard_bits, grid)
     sharding = sharding_spec(shard_bits, params.minishard_bits, "raw")
-    url, resolution = layer.url, layer.resolution(0)
+    url, resolution, bits = layer.url, layer.resolution(0), params.vertex_quantization_bits
     merge_only = {"lods", "vertex_quantization_bits"}  # the forge's pieces do not depend on them
     spec = {k: v for k, v in format_fields(params).items() if k not in merge_only}
     spec.update(input=url, task_shape=list(grid.chunk_shape), shard_bits=shard_bits)
+    spec.update(lineage=catalog.reads_token())  # keys the work folder: new input, new pieces
     forge_id = identity("mesh-forge", VERSION, spec)
     buckets = ShardBuckets(
         work_url=join_url(catalog.root, "intermediate", "mesh", forge_id),
         sharding=sharding,
         context=catalog.context,
     )
-    bits = params.vertex_quantization_bits
     forge = StagePlan(
         label=f"mesh {params.input}: pieces by shard",
         stage="mesh-forge",
@@ -184,6 +185,7 @@ def sharded_plans(
         ),
         resources=params.resources,
         layer_infos={url: info, mesh_url: mesh_info(resolution, bits, sharding)},
+        outputs=(Output(url, params.mesh_dir),),
     )
     merge = ShardMergeJob(
         buckets=buckets,

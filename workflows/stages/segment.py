@@ -3,10 +3,15 @@
 One config stage becomes several runner plans, each with its own ledger entry, so a run killed
 midway resumes at the step (and the chunk) where it stopped:
 
-1. segment: watershed fragments (or cc components) per chunk, in the chunk's own id range;
-2. stitch: match objects across faces, resolve equivalences up an octree, relabel in place;
+1. segment: watershed fragments (or cc components) per chunk, in the chunk's own id range,
+   into a `fragments` layer in the work folder;
+2. stitch: match objects across faces, resolve equivalences up an octree, relabel the
+   fragments into `stitched` (work folder; in cc mode the output itself);
 3. agglomerate (watershed): region graph per chunk, mean-affinity merges up the same octree,
-   relabel in place to the final ids.
+   relabel `stitched` into the output with the final ids.
+
+No step rewrites a layer in place, so a chunk written twice (a killed task, a rerun) is the same
+chunk; relabelling in place would apply a map twice.
 
 The follow-up identities derive from the segment identity: re-segmenting redoes them all.
 """
@@ -32,7 +37,7 @@ from petavox.tasks.segment.stitch_jobs import MatchJob, RelabelJob, ResolveJob
 from petavox.tasks.segment.watershed import WatershedParams
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.params import NonNegativeTriple, PositiveTriple, StageParams
-from petavox.workflows.plan import ChunkJob, StagePlan, identity
+from petavox.workflows.plan import ChunkJob, Output, StagePlan, identity
 from petavox.workflows.sizing import task_shape
 from petavox.workflows.stage import Positional, Stage
 
@@ -122,6 +127,8 @@ class Steps:
     params: SegmentParams
     source: Layer
     target: Layer
+    fragments: Layer  # chunk-local ids (work folder)
+    stitched: Layer  # global ids after stitching (work folder; the target in cc mode)
     grid: ChunkGrid  # the segment step's grid (with the halo)
     ids: IdSpace
     work: str
@@ -145,7 +152,10 @@ class Steps:
         grid = self.chunks
         return ChunkGrid(grid.bounds, grid.chunk_shape * 2**level, 0, origin=grid.origin)
 
-    def plan(self, stage: str, label: str, level: int, job: ChunkJob) -> StagePlan:
+    def plan(
+        self, stage: str, label: str, level: int, job: ChunkJob, writes: Layer | None = None
+    ) -> StagePlan:
+        """A follow-up step; `writes` is the layer its chunks go to, if any."""
         step, what = label.split(":", 1)
         return StagePlan(
             label=f"{step} {self.params.output}:{what}",
@@ -154,6 +164,8 @@ class Steps:
             spec={"segment": self.segment_identity, "level": level},
             grid=self.level_grid(level),
             job=job,
+            layer_infos={writes.url: writes.info} if writes else {},
+            outputs=(Output(writes.url),) if writes is self.target else (),
         )
 
 
@@ -189,15 +201,23 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
         "output": url,
         "task_shape": list(chunk_shape),
         "storage_chunk": list(storage_chunk),
+        "lineage": catalog.reads_token(),  # keys the work folder: a new input, new fragments
     }
     seg_id = identity("segment", VERSION, seg_spec)
+    work = join_url(catalog.root, "intermediate", "segment", seg_id)
+    fragments = catalog.plan_layer(join_url(work, "fragments"), spec)
+    stitched = target
+    if params.mode == "watershed":
+        stitched = catalog.plan_layer(join_url(work, "stitched"), spec)
     steps = Steps(
         params=params,
         source=source,
         target=target,
+        fragments=fragments,
+        stitched=stitched,
         grid=grid,
         ids=IdSpace(tuple(grid.grid_shape), (chunk_shape + halo * 2).prod() + 1),  # type: ignore[arg-type]
-        work=join_url(catalog.root, "intermediate", "segment", seg_id),
+        work=work,
         segment_identity=seg_id,
     )
     plans = [segment_plan(steps, seg_spec), *stitch_plans(steps)]
@@ -219,7 +239,7 @@ def segment_plan(steps: Steps, spec: dict) -> StagePlan:
     )
     job = SegmentJob(
         source=source,
-        target=steps.target,
+        target=steps.fragments,
         grid=steps.grid,
         ids=steps.ids,
         mode=params.mode,
@@ -238,18 +258,26 @@ def segment_plan(steps: Steps, spec: dict) -> StagePlan:
         grid=steps.grid,
         job=job,
         resources=params.resources,
-        layer_infos={steps.target.url: steps.target.info},
+        layer_infos={steps.fragments.url: steps.fragments.info},
     )
 
 
 def stitch_plans(steps: Steps) -> list[StagePlan]:
-    """Match faces, resolve the octree levels bottom up, relabel. Nothing for a single chunk."""
-    levels = steps.levels
+    """Match faces, resolve the octree levels bottom up, relabel into `stitched` (a single
+    chunk: a copy)."""
+    levels, params, work = steps.levels, steps.params, steps.work
+    relabel = RelabelJob(
+        source=steps.fragments,
+        target=steps.stitched,
+        work_url=work,
+        map_dir=STITCH_MAPS,
+        levels=tuple(range(1, levels + 1)),
+    )
+    last = steps.plan("stitch-relabel", "stitch: relabel", 0, relabel, writes=steps.stitched)
     if levels == 0:
-        return []
-    params, target, work = steps.params, steps.target, steps.work
+        return [last]
     match = MatchJob(
-        layer=target,
+        layer=steps.fragments,
         grid=steps.chunks,
         mode=params.mode,
         connectivity=params.connectivity,
@@ -264,22 +292,18 @@ def stitch_plans(steps: Steps) -> list[StagePlan]:
             child_grid=steps.level_grid(level - 1),
             ids=steps.ids,
             work_url=work,
-            context=target.context,
+            context=steps.fragments.context,
         )
         label = f"stitch: resolve level {level}/{levels}"
         plans.append(steps.plan("stitch-resolve", label, level, job))
-    relabel = RelabelJob(
-        layer=target, work_url=work, map_dir=STITCH_MAPS, levels=tuple(range(1, levels + 1))
-    )
-    plans.append(steps.plan("stitch-relabel", "stitch: relabel", 0, relabel))
-    return plans
+    return [*plans, last]
 
 
 def agglomeration_plans(steps: Steps) -> list[StagePlan]:
     """Region graph and merges per chunk, merges up the octree, relabel to the final ids."""
     levels, params, work = steps.levels, steps.params, steps.work
     contacts = ContactJob(
-        fragments=steps.target,
+        fragments=steps.stitched,
         source=steps.source,
         grid=steps.chunks,
         threshold=params.merge_threshold,
@@ -299,9 +323,14 @@ def agglomeration_plans(steps: Steps) -> list[StagePlan]:
         label = f"agglomerate: merge level {level}/{levels}"
         plans.append(steps.plan("agglomerate", label, level, job))
     relabel = RelabelJob(
-        layer=steps.target, work_url=work, map_dir=AGGLO_MAPS, levels=tuple(range(levels + 1))
+        source=steps.stitched,
+        target=steps.target,
+        work_url=work,
+        map_dir=AGGLO_MAPS,
+        levels=tuple(range(levels + 1)),
     )
-    plans.append(steps.plan("agglomerate-relabel", "agglomerate: relabel", 0, relabel))
+    label = "agglomerate: relabel"
+    plans.append(steps.plan("agglomerate-relabel", label, 0, relabel, writes=steps.target))
     return plans
 
 

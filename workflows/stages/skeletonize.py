@@ -16,7 +16,7 @@ from petavox.tasks.skeleton.skeletons import Cleanup, Teasar, skeleton_info
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.layer_checks import check_folder_name, check_segmentation, declare_folder
 from petavox.workflows.params import PositiveTriple, StageParams
-from petavox.workflows.plan import StagePlan, identity
+from petavox.workflows.plan import Output, StagePlan, identity
 from petavox.workflows.sizing import default_shard_bits, layer_grid
 from petavox.workflows.stage import Positional, Stage
 
@@ -94,6 +94,7 @@ def plan_skeletonize(params: SkeletonizeParams, catalog: Catalog) -> list[StageP
         "input": url,
         "task_shape": list(grid.chunk_shape),
         "shard_bits": shard_bits,
+        "lineage": catalog.reads_token(),  # keys the work folder: a new input, new pieces
     }
     chunks_id = identity("skeletonize-chunks", VERSION, spec)
     buckets = ShardBuckets(
@@ -122,6 +123,7 @@ def plan_skeletonize(params: SkeletonizeParams, catalog: Catalog) -> list[StageP
             url: info,
             skeleton_url: skeleton_info(sharding if params.sharded else None),
         },
+        outputs=(Output(url, params.skeleton_dir),),
     )
     cleanup = Cleanup(tick_threshold=params.tick_threshold, min_cable=params.min_cable)
     merge = StagePlan(

@@ -13,7 +13,7 @@ from petavox.tasks.synapse.detection import DetectorParams, required_halo
 from petavox.tasks.synapse.synapse_jobs import SynapseJob
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.params import NonNegativeTriple, PositiveTriple, StageParams
-from petavox.workflows.plan import StagePlan
+from petavox.workflows.plan import Output, StagePlan
 from petavox.workflows.sizing import layer_grid
 from petavox.workflows.stage import Positional, Stage
 
@@ -132,6 +132,7 @@ def plan_synapses(params: SynapsesParams, catalog: Catalog) -> list[StagePlan]:
             fill_missing=params.fill_missing,
         ),
         resources=params.resources,
+        outputs=(Output(output),),
     )
     return [plan]
 

@@ -1,0 +1,121 @@
+"""Never "done" over wrong data: the ledger checks who wrote a layer and from what (issue 16).
+
+Each test is a way an operator got a finished-looking run over wrong data before: parameters
+changed and changed back, an input edited under the same path, an output that is its own input,
+a second ingest into an existing layer, a relabel step run twice.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from test_pipeline_file import config_for, make_stack
+from test_segment import segment_config
+from test_segment import synthetic as synthetic
+from tree_compare import layer_files
+
+from petavox.tasks.core.errors import InputError
+from petavox.tasks.core.layers import Layer
+from petavox.workflows.config import parse_config
+from petavox.workflows.pipeline import plan_run, run, status
+from petavox.workflows.provenance import OverwriteRefusedError, current_writer
+
+pytestmark = pytest.mark.integration
+
+
+def test_parameters_changed_and_changed_back_recompute(tmp_path, synthetic, ray_session):
+    folder, _, _ = synthetic
+    out = tmp_path / "out"
+    runs = {}
+    for threshold in (0.6, 0.5, 0.6):
+        config = segment_config(out, folder, "seg", [32, 32, 16], merge_threshold=threshold)
+        reports = run(config, only=["ingest", "segment"], session=ray_session, progress=False)
+        runs.setdefault(threshold, []).append((reports, layer_files(out / "seg")))
+    (_, first_files), (again, again_files) = runs[0.6]
+    _, other_files = runs[0.5][0]
+    assert other_files != first_files  # the two thresholds give different segmentations
+    assert again_files == first_files  # the layer holds 0.6's result again
+    relabel = next(r for r in again if r.label == "agglomerate seg: relabel")
+    assert relabel.ran == relabel.total  # the 0.5 run had replaced every chunk
+    assert all(row.done == row.total for row in status(config) if row.total is not None)
+
+
+def test_an_edited_input_is_ingested_again_and_downstream_recomputed(tmp_path, ray_session):
+    stack = tmp_path / "stack.npy"
+    make_stack(stack, seed=1)
+    config = config_for(tmp_path, stack)
+    run(config, session=ray_session, progress=False)
+    edited = make_stack(stack, seed=2)  # same path, new content
+    os.utime(stack, ns=(os.stat(stack).st_atime_ns, os.stat(stack).st_mtime_ns + 10**9))
+    assert any(row.done < row.total for row in status(config))
+    reports = run(config, session=ray_session, progress=False)
+    assert all(r.ran == r.total for r in reports)  # ingest and downsample both redone
+    raw = Layer.open(f"file://{tmp_path}/out/raw")
+    assert np.array_equal(raw.read(raw.bounds(0)), edited)
+
+
+def test_an_output_that_is_its_own_input_is_refused_before_any_write(tmp_path, ray_session):
+    stack = tmp_path / "stack.npy"
+    make_stack(stack)
+    run(config_for(tmp_path, stack), only=["ingest"], session=ray_session, progress=False)
+    before = layer_files(tmp_path / "out" / "raw")
+    config = parse_config(
+        {
+            "output": f"file://{tmp_path}/out",
+            "stages": [{"stage": "infer", "input": "raw", "output": "raw"}],
+        }
+    )
+    with pytest.raises(InputError, match=r"output .*raw is also its input"):
+        run(config, session=ray_session, progress=False)
+    assert layer_files(tmp_path / "out" / "raw") == before
+
+
+def test_a_second_ingest_from_another_source_is_refused_without_overwrite(tmp_path, ray_session):
+    first, second = tmp_path / "first.npy", tmp_path / "second.npy"
+    make_stack(first, seed=1)
+    replacement = make_stack(second, seed=2)
+    run(config_for(tmp_path, first), only=["ingest"], session=ray_session, progress=False)
+    before = layer_files(tmp_path / "out" / "raw")
+    config = config_for(tmp_path, second)
+    with pytest.raises(OverwriteRefusedError, match="made from other inputs") as err:
+        run(config, only=["ingest"], session=ray_session, progress=False)
+    assert "--overwrite" in str(err.value)
+    assert layer_files(tmp_path / "out" / "raw") == before
+    forced = config.model_copy(update={"overwrite": True})
+    run(forced, only=["ingest"], session=ray_session, progress=False)
+    raw = Layer.open(f"file://{tmp_path}/out/raw")
+    assert np.array_equal(raw.read(raw.bounds(0)), replacement)
+    writer = current_writer(raw.url, "", raw.context)
+    assert writer is not None and writer.inputs == (f"file://{second.resolve()}",)
+
+
+def test_a_layer_petavox_did_not_write_is_not_overwritten(tmp_path, ray_session):
+    stack = tmp_path / "stack.npy"
+    make_stack(stack)
+    config = config_for(tmp_path, stack)
+    run(config, only=["ingest"], session=ray_session, progress=False)
+    (tmp_path / "out" / "raw" / "provenance").unlink()  # as if another tool had written it
+    assert plan_run(config, ["ingest"])  # planning reads; the refusal comes before a write
+    with pytest.raises(OverwriteRefusedError, match="petavox did not write"):
+        run(config, only=["ingest"], session=ray_session, progress=False)
+
+
+def test_a_relabel_killed_mid_write_is_repaired_by_the_rerun(tmp_path, synthetic, ray_session):
+    """Relabel writes a new layer from one it never changes, so rewriting a chunk is safe."""
+    folder, _, _ = synthetic
+    out = tmp_path / "out"
+    config = segment_config(out, folder, "seg", [32, 32, 16])
+    run(config, only=["ingest", "segment"], session=ray_session, progress=False)
+    clean = layer_files(out / "seg")
+    markers = sorted((out / "ledger" / "agglomerate-relabel").rglob("*_*_*.json"))
+    chunk_files = sorted(p for p in (out / "seg").rglob("*-*_*-*_*-*") if p.is_file())
+    # as a task killed while writing leaves them: a half-written chunk, and no marker
+    chunk_files[0].write_bytes(chunk_files[0].read_bytes()[: chunk_files[0].stat().st_size // 2])
+    for marker in markers:
+        marker.unlink()
+    reports = run(config, only=["ingest", "segment"], session=ray_session, progress=False)
+    relabel = next(r for r in reports if r.label == "agglomerate seg: relabel")
+    assert relabel.ran == relabel.total > 1
+    assert layer_files(out / "seg") == clean
