@@ -23,6 +23,8 @@ import neuroglancer
 import numpy as np
 import pytest
 
+from petavox.workflows.file_server import origin_of
+
 CHROMIUM_FLAGS = [
     "--no-sandbox",
     "--disable-gpu-sandbox",
@@ -45,6 +47,11 @@ class NeuroglancerBrowser:
 
     viewer: neuroglancer.Viewer
     page: Any  # playwright.sync_api.Page
+
+    @property
+    def origin(self) -> str:
+        """The page's origin: a file server must allow it for the viewer to read layers."""
+        return origin_of(self.viewer.get_viewer_url())
 
     def screenshot(
         self,

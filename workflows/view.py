@@ -3,7 +3,8 @@
 The state names each layer's data source; Neuroglancer's precomputed datasource finds a
 layer's meshes and skeletons from the `mesh` and `skeletons` keys of its info by itself, and
 tells an annotation layer (``neuroglancer_annotations_v1``, e.g. `connectome`'s synapses) by
-its info's ``@type``.
+its info's ``@type``. The file server answers only the two viewers the command links to: the
+public one (`NEUROGLANCER`) and the local client of the `neuroglancer` package.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from typing import Any
 from petavox.tasks.core.errors import InputError, LayerMismatchError
 from petavox.tasks.core.layers import Layer, read_info
 from petavox.tasks.core.storage import StorageContext, local_path, normalize_url, scheme_of
-from petavox.workflows.file_server import HOST, FileServer
+from petavox.workflows.file_server import HOST, FileServer, origin_of
 
 NEUROGLANCER = "https://neuroglancer-demo.appspot.com/#!"
+NEUROGLANCER_ORIGIN = origin_of(NEUROGLANCER)  # the public viewer, allowed to read local layers
 LAYER_TYPES = ("image", "segmentation", "annotation")
 ANNOTATIONS = "neuroglancer_annotations_v1"
 DEFAULT_PORT = 8000  # where `--no-serve` links expect the local layers
@@ -149,34 +151,47 @@ def run_view(
         return 0
     if not serve:
         base = f"http://{HOST}:{port or DEFAULT_PORT}"
-        print(f"Neuroglancer (serve each folder at {base}/NAME/ over HTTP with CORS):")
+        print(
+            f"Neuroglancer (serve each folder at {base}/NAME/ over HTTP, "
+            f"with CORS for {NEUROGLANCER_ORIGIN}):"
+        )
         for name, folder in roots.items():
             print(f"  {name}: {folder}")
         print("  " + neuroglancer_link(viewer_state(layers, base, context, segments)))
         return 0
     import neuroglancer  # heavy import (tornado server), only where a viewer runs
 
-    server = FileServer(roots, port or 0)
+    neuroglancer.set_server_bind_address(HOST)
     try:
-        server.start()
-    except OSError as exc:
-        raise InputError(
-            f"cannot serve on {HOST}:{port}: {exc.strerror}; choose another --port"
-        ) from None
-    try:
-        state = viewer_state(layers, server.url, context, segments)
-        neuroglancer.set_server_bind_address(HOST)
-        viewer = neuroglancer.Viewer()
-        viewer.set_state(neuroglancer.ViewerState(state))
-        print(f"serving {', '.join(roots)} at {server.url}/ (Ctrl-C stops)")
-        print("Neuroglancer, local client (works offline):")
-        print(f"  {viewer.get_viewer_url()}")
-        print("Neuroglancer, public viewer:")
-        print(f"  {neuroglancer_link(state)}", flush=True)
-        threading.Event().wait()
+        viewer = neuroglancer.Viewer()  # first: the file server lets its origin in
+        local_viewer = viewer.get_viewer_url()
+        origins = (NEUROGLANCER_ORIGIN, origin_of(local_viewer))
+        server = serving(roots, port, origins)
+        try:
+            state = viewer_state(layers, server.url, context, segments)
+            viewer.set_state(neuroglancer.ViewerState(state))
+            print(f"serving {', '.join(roots)} at {server.url}/ (Ctrl-C stops)")
+            print("Neuroglancer, local client (works offline):")
+            print(f"  {local_viewer}")
+            print("Neuroglancer, public viewer:")
+            print(f"  {neuroglancer_link(state)}", flush=True)
+            threading.Event().wait()
+        finally:
+            server.stop()
     except KeyboardInterrupt:
         print("stopped")
     finally:
         neuroglancer.stop()
-        server.stop()
     return 0
+
+
+def serving(roots: dict[str, str], port: int | None, origins: Sequence[str]) -> FileServer:
+    """The started file server for `roots`, readable by pages at `origins`; an InputError
+    when the port is taken."""
+    server = FileServer(roots, port or 0, allowed_origins=origins)
+    try:
+        return server.start()
+    except OSError as exc:
+        raise InputError(
+            f"cannot serve on {HOST}:{port}: {exc.strerror}; choose another --port"
+        ) from None

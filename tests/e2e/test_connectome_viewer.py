@@ -71,9 +71,10 @@ def test_neuroglancer_draws_the_synapse_lines(tmp_path, ray_session):
         progress=False,
     )
     layers = open_view_layers([str(tmp_path / "synapses" / "annotations")], StorageContext())
+    roots = {layer.name: layer.local_path for layer in layers}
     with (
-        FileServer({layer.name: layer.local_path for layer in layers}) as server,
         neuroglancer_browser() as browser,
+        FileServer(roots, allowed_origins=[browser.origin]) as server,
     ):
         state = viewer_state(layers, server.url)
         plain_xy_view(state, 1e-9, list(CENTRE), NM_PER_PIXEL)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -27,8 +28,13 @@ from petavox.tasks.core.geometry import Box, Vec3
 from petavox.tasks.core.layers import Layer, LayerSpec
 from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.synapse.outputs import read_chunk_tables
-from petavox.workflows.file_server import FileServer
-from petavox.workflows.view import NEUROGLANCER, open_view_layers, viewer_state
+from petavox.workflows.file_server import FileServer, origin_of
+from petavox.workflows.view import (
+    NEUROGLANCER,
+    NEUROGLANCER_ORIGIN,
+    open_view_layers,
+    viewer_state,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -111,9 +117,10 @@ def demo_screenshots(demo, selected: list[int]) -> tuple[np.ndarray, np.ndarray]
     meshes) in the real viewer: 2D panel left, 3D right; and the same with the segmentation
     hidden."""
     layers = open_view_layers([str(demo / "aligned"), str(demo / "segmentation")], StorageContext())
+    roots = {layer.name: layer.local_path for layer in layers}
     with (
-        FileServer({layer.name: layer.local_path for layer in layers}) as server,
         neuroglancer_browser() as browser,
+        FileServer(roots, allowed_origins=[browser.origin]) as server,
     ):
         state = viewer_state(layers, server.url, segments=selected)
         state.update(
@@ -237,9 +244,10 @@ def test_neuroglancer_draws_the_demo_synapses_and_filters_them_by_segment(demo):
     pre = int(table["pre_id"][there[np.argmax(table["size"][there])]])
     urls = [str(demo / "segmentation"), str(demo / "synapses" / "annotations")]
     layers = open_view_layers(urls, StorageContext())
+    roots = {layer.name: layer.local_path for layer in layers}
     with (
-        FileServer({layer.name: layer.local_path for layer in layers}) as server,
         neuroglancer_browser() as browser,
+        FileServer(roots, allowed_origins=[browser.origin]) as server,
     ):
         state = viewer_state(layers, server.url)
         plain_xy_view(state, 8e-9, [SIZE / 2, SIZE / 2, z], 1 / ZOOM)
@@ -304,6 +312,11 @@ class Lines:
         return list(self.queue.queue)
 
 
+def read(served: str, path: str, origin: str | None) -> urllib.request.Request:
+    """A GET of `path` on the file server, from a page at `origin` (None: not a page)."""
+    return urllib.request.Request(served + path, headers={"Origin": origin} if origin else {})
+
+
 def refused(url: str) -> bool:
     host, port = urllib.parse.urlsplit(url).netloc.split(":")
     try:
@@ -339,9 +352,15 @@ def test_view_serves_local_layers_and_a_local_viewer_until_interrupted(demo):
         assert local_viewer.startswith("  http://127.0.0.1:")
         with urllib.request.urlopen(local_viewer.strip(), timeout=10) as page:
             assert page.status == 200 and b"<html" in page.read().lower()
-        with urllib.request.urlopen(f"{served}/boundary/info", timeout=10) as info:
-            assert json.loads(info.read())["type"] == "image"
-            assert info.headers["Access-Control-Allow-Origin"] == "*"
+        for origin in (origin_of(local_viewer.strip()), NEUROGLANCER_ORIGIN):
+            with urllib.request.urlopen(read(served, "/boundary/info", origin), timeout=10) as info:
+                assert json.loads(info.read())["type"] == "image"
+                assert info.headers["Access-Control-Allow-Origin"] == origin
+        with pytest.raises(urllib.error.HTTPError) as other_page:  # any other page: refused
+            urllib.request.urlopen(
+                read(served, "/boundary/info", "https://evil.example"), timeout=10
+            )
+        assert other_page.value.code == 403
         assert state_of(lines[-1].strip())["layers"] == [
             {"type": "image", "source": f"precomputed://{served}/boundary", "name": "boundary"},
             {
