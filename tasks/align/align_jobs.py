@@ -19,6 +19,7 @@ from petavox.tasks.core.geometry import Box, Chunk, ChunkGrid
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.objects import get_arrays, list_keys, put_arrays
 from petavox.tasks.core.storage import StorageContext
+from petavox.tasks.core.values import check_values
 
 TRANSFORMS = "transforms.npz"
 
@@ -67,7 +68,9 @@ class EstimateJob:
 
     def _section(self, region: Box, z: int) -> np.ndarray:
         box = Box((region.start[0], region.start[1], z), (region.stop[0], region.stop[1], z + 1))
-        return self.source.read(box, fill_missing=self.fill_missing)[:, :, 0]
+        data = self.source.read(box, fill_missing=self.fill_missing)
+        check_values(data, self.source.url, box, "align")
+        return data[:, :, 0]
 
 
 def load_pairs(work_url: str, first: int, context: StorageContext) -> list[Pair]:
@@ -131,6 +134,7 @@ class RenderJob:
         fields = box_fields(transforms, box)
         read = source_box(fields, box, self.source.bounds(0))
         raw = self.source.read(read, fill_missing=self.fill_missing)
+        check_values(raw, self.source.url, read, "align")
         labels = self.source.layer_type == "segmentation"
         self.target.write(box, warp_box(fields, raw, read, box, labels))
         return {"read_voxels": read.size}

@@ -1,1 +1,1 @@
-"""The core every job stands on: geometry, storage, layers, shards, sources, errors."""
+"""The core every job stands on: geometry, storage, layers, shards, sources, values, errors."""

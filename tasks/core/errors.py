@@ -32,5 +32,10 @@ class ChunkDataError(InputError):
         return (type(self), (self.layer_url, self.chunk_key, self.problem))
 
 
+class ValueRangeError(InputError):
+    """Voxel values a stage cannot use: NaN or infinite floats, or floats outside the range it
+    needs (e.g. 0-1). The message names the source or layer, the box, the counts and the fix."""
+
+
 class MisalignedWriteError(PetavoxError):
     """A write that does not cover whole storage chunks: a bug in the caller, never a fallback."""

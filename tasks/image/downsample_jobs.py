@@ -10,6 +10,7 @@ import tinybrain
 
 from petavox.tasks.core.geometry import Chunk, Vec3
 from petavox.tasks.core.layers import Layer
+from petavox.tasks.core.values import check_values
 
 Method = Literal["average", "mode"]
 
@@ -55,6 +56,7 @@ class DownsampleJob:
     def run(self, chunk: Chunk) -> dict:
         box = chunk.write_box
         data = self.source.read(box, mip=0, fill_missing=self.fill_missing)
+        check_values(data, self.source.url, box, "downsample")  # NaN would spread up the pyramid
         if self.target.url != self.source.url:
             self.target.write(box, data, mip=0)
         for mip, level in enumerate(pyramid(data, self.factor, self.mips, self.method), start=1):

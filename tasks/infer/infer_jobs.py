@@ -8,11 +8,13 @@ import numpy as np
 
 from petavox.tasks.core.geometry import Chunk
 from petavox.tasks.core.layers import Layer
+from petavox.tasks.core.values import check_values
 from petavox.tasks.infer.patches import PatchGrid, PredictFn, predict_blended
 
 
 def as_model_input(data: np.ndarray) -> np.ndarray:
-    """Image → float32 in [0, 1]: uint8 is divided by 255, floats are taken as they are."""
+    """Image → float32 in [0, 1]: uint8 is divided by 255, floats are taken as they are (the
+    job has checked they are finite and in 0-1)."""
     if data.ndim == 4:
         data = data[..., 0]
     if data.dtype == np.uint8:
@@ -40,7 +42,9 @@ class InferJob:
     def run(self, chunk: Chunk) -> dict:
         box = chunk.write_box
         read = self.patches.read_box(box)
-        data = as_model_input(self.source.read(read, fill_missing=self.fill_missing))
+        raw = self.source.read(read, fill_missing=self.fill_missing)
+        check_values(raw, self.source.url, read, "infer", unit_range=True)
+        data = as_model_input(raw)
         pred = predict_blended(
             self.patches, data, read.start, box, self.target.num_channels, self.predict, self.batch
         )

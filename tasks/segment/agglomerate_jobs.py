@@ -17,6 +17,7 @@ from petavox.tasks.core.geometry import Box, Chunk, ChunkGrid
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.objects import get_arrays, put_array, put_arrays
 from petavox.tasks.core.storage import StorageContext
+from petavox.tasks.core.values import check_values
 from petavox.tasks.segment.agglomeration import RegionGraph, agglomerate_node, contact_graph
 from petavox.tasks.segment.watershed import affinities_from_boundary, as_affinities, as_boundary
 
@@ -85,6 +86,7 @@ class ContactJob:
         ext = Box(chunk.write_box.start - 1, chunk.write_box.stop)
         labels = self.fragments.read(ext)  # zeros outside the volume
         data = self.source.read(ext, fill_missing=self.fill_missing)
+        check_values(data, self.source.url, ext, "segment", unit_range=True)
         affs = (
             as_affinities(data) if data.ndim == 4 else affinities_from_boundary(as_boundary(data))
         )

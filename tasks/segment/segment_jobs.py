@@ -15,6 +15,7 @@ import numpy as np
 from petavox.tasks.core.geometry import Box, Chunk, ChunkGrid, Vec3
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.objects import put_array
+from petavox.tasks.core.values import check_values
 from petavox.tasks.segment.equivalence import IdSpace
 from petavox.tasks.segment.watershed import (
     WatershedParams,
@@ -76,7 +77,9 @@ class SegmentJob:
         return watershed_fragments(boundary, self.params)
 
     def run(self, chunk: Chunk) -> dict:
-        labels = self.labels(self.source.read(chunk.read_box, fill_missing=self.fill_missing))
+        data = self.source.read(chunk.read_box, fill_missing=self.fill_missing)
+        check_values(data, self.source.url, chunk.read_box, "segment", unit_range=True)
+        labels = self.labels(data)
         count = int(labels.max())
         if count >= self.ids.stride:
             raise ValueError(f"{count} labels in one chunk exceed its id range {self.ids.stride}")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from petavox.tasks.core.geometry import Chunk
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.objects import put
+from petavox.tasks.core.values import check_values
 from petavox.tasks.synapse import table as synapse_table
 from petavox.tasks.synapse.detection import DetectorParams, detect
 
@@ -36,6 +37,7 @@ class SynapseJob:
     def run(self, chunk: Chunk) -> dict:
         read = chunk.read_box
         raw = self.raw.read(read, fill_missing=self.fill_missing)
+        check_values(raw, self.raw.url, read, "synapses", unit_range=True)
         seg = self.segmentation.read(read, fill_missing=self.fill_missing)
         table = detect(
             raw, seg, read, chunk.write_box, self.raw.bounds(0), self.raw.resolution(0), self.params

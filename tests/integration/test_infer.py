@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +13,13 @@ import pytest
 from onnx_models import conv_model
 
 from petavox.tasks.core.errors import InputError
-from petavox.tasks.core.layers import Layer, read_info
+from petavox.tasks.core.geometry import Vec3
+from petavox.tasks.core.layers import Layer, LayerSpec, read_info
 from petavox.tasks.synthetic.generator import SyntheticParams, generate
+from petavox.workflows.cli import exit_status
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import plan_run, run
+from petavox.workflows.runner import ChunkFailedError
 
 pytestmark = pytest.mark.integration
 
@@ -196,3 +202,83 @@ def test_gpu_actor_path_gives_the_same_result(tmp_path, raw_stack, models, ray_s
     markers = list((tmp_path / "ledger" / "infer").rglob("*.json"))
     used = {json.loads(m.read_text()).get("result", {}).get("predictor") for m in markers}
     assert {"OnnxPredictor", "ActorPredictor"} <= used
+
+
+def float_image(url: str, image: np.ndarray) -> Layer:
+    """A float32 image layer written directly (as another tool would), 16,16,8 chunks."""
+    spec = LayerSpec(
+        layer_type="image",
+        dtype="float32",
+        size=Vec3.of(image.shape),
+        resolution=(8, 8, 8),
+        chunk_size=Vec3(16, 16, 8),
+    )
+    layer = Layer.create(url, spec)
+    layer.write(layer.bounds(0), image.astype(np.float32))
+    return layer
+
+
+def infer_layer(out: Path, source: str, name: str, session) -> np.ndarray:
+    stages = [
+        {
+            "stage": "infer",
+            "input": source,
+            "output": name,
+            "model": "classical",
+            "chunk_shape": [32, 32, 16],
+        }
+    ]
+    run(
+        parse_config({"output": f"file://{out}", "stages": stages}), session=session, progress=False
+    )
+    layer = Layer.open(f"file://{out}/{name}")
+    return layer.read(layer.bounds(0))
+
+
+def test_a_float_image_in_0_1_infers_like_its_uint8_version(tmp_path, raw_stack, ray_session):
+    raw = np.load(raw_stack).transpose(2, 1, 0)
+    float_image(f"file://{tmp_path}/raw01", raw.astype(np.float32) / 255)
+    as_uint8 = infer(
+        tmp_path, raw_stack, "u8", ray_session, model="classical", chunk_shape=[32] * 3
+    )
+    as_float = infer_layer(tmp_path, "raw01", "f32", ray_session)
+    np.testing.assert_array_equal(as_float, as_uint8)
+
+
+def test_one_nan_voxel_in_a_float_image_stops_infer_naming_layer_and_chunk(
+    tmp_path, raw_stack, ray_session
+):
+    """Before: the classical filter zeroed 627,214 voxels around it and the run succeeded."""
+    image = np.load(raw_stack).transpose(2, 1, 0).astype(np.float32) / 255
+    image[40, 30, 20] = np.nan
+    layer = float_image(f"file://{tmp_path}/raw", image)
+    with pytest.raises(ChunkFailedError) as err:
+        infer_layer(tmp_path, "raw", "boundary", ray_session)
+    text = str(err.value)
+    assert err.value.bad_input and exit_status(err.value) == 2
+    assert re.search(r"stage infer failed on chunk \d+_\d+_\d+: ValueRangeError", text)
+    assert f"infer input {layer.url}: 1 NaN value in section 20" in text
+    assert "first at voxel x,y,z 40,30,20" in text and "box [" in text
+    # a float image in 0-255 (not 0-1) is refused with what was found and the fix
+    float_image(f"file://{tmp_path}/raw255", np.load(raw_stack).transpose(2, 1, 0))
+    with pytest.raises(ChunkFailedError, match=r"lie outside 0-1 \(min \d+, max 2\d\d\)") as err:
+        infer_layer(tmp_path, "raw255", "boundary255", ray_session)
+    assert "rescale the layer to 0-1, or write it as uint8" in str(err.value)
+
+
+def test_the_cli_exits_2_on_a_nan_in_the_infer_input(tmp_path, ray_session):
+    import ray
+
+    image = np.full((32, 32, 16), 0.5, np.float32)
+    image[3, 4, 5] = np.inf
+    float_image(f"file://{tmp_path}/raw", image)
+    address = ray.get_runtime_context().gcs_address
+    args = [f"file://{tmp_path}/raw", f"file://{tmp_path}/boundary", "--model", "classical"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "petavox.workflows.cli", "infer", *args, "--address", address],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "1 infinite value in section 5 (first at voxel x,y,z 3,4,5)" in proc.stderr

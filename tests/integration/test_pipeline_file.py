@@ -227,3 +227,19 @@ def test_ingest_every_source_format(tmp_path, ray_session, kind):
     raw = Layer.open(f"{config.output}/raw")
     assert tuple(raw.bounds().shape) == (90, 70, 10)
     np.testing.assert_array_equal(raw.read(raw.bounds()), zyx.transpose(2, 1, 0))
+
+
+@pytest.mark.parametrize(("bad", "said"), [(np.nan, "1 NaN value"), (np.inf, "1 infinite value")])
+def test_nan_or_inf_in_a_source_is_named_at_ingest(tmp_path, ray_session, bad, said):
+    """Before: a NaN into a uint8 layer was reported as 'fractional values'."""
+    stack = np.random.default_rng(0).integers(0, 255, (24, 150, 130)).astype(np.float32)
+    stack[13, 40, 70] = bad  # z, y, x on disk
+    np.save(tmp_path / "stack.npy", stack)
+    config = config_for(tmp_path, tmp_path / "stack.npy")
+    config.stages[0] = config.stages[0].model_copy(update={"dtype": "uint8"})
+    with pytest.raises(ChunkFailedError) as err:
+        run(config, only=["ingest"], session=ray_session, progress=False)
+    text = str(err.value)
+    assert err.value.bad_input and "chunk 1_0_1: ValueRangeError: source " in text
+    assert f"stack.npy: {said} in section 13 (first at voxel x,y,z 70,40,13)" in text
+    assert "fractional" not in text and "clean them in the source" in text

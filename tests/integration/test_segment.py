@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from petavox.tasks.segment.watershed import affinities_from_boundary
 from petavox.tasks.synthetic.generator import SyntheticParams, boundary_from_labels, generate
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import plan_run, run, status
+from petavox.workflows.runner import ChunkFailedError
 
 pytestmark = pytest.mark.integration
 
@@ -195,3 +197,27 @@ def test_bad_segment_input_is_refused_before_anything_is_written(tmp_path, synth
     with pytest.raises(LayerMismatchError, match="2 channels"):
         plan_run(bad)
     assert not (tmp_path / "seg").exists() and not (tmp_path / "segmentation").exists()
+
+
+def test_a_boundary_map_in_0_255_as_float_is_refused_with_its_min_and_max(
+    tmp_path, synthetic, ray_session
+):
+    """Before: a float boundary map scaled 0-255 came out as a single segment, exit 0."""
+    boundary = synthetic[2]
+    spec = LayerSpec(
+        layer_type="image",
+        dtype="float32",
+        size=Vec3.of(boundary.shape),
+        resolution=(8, 8, 8),
+        chunk_size=Vec3(8, 8, 8),
+    )
+    layer = Layer.create(f"file://{tmp_path}/boundary255", spec)
+    layer.write(layer.bounds(0), boundary * np.float32(255))
+    stages = [{"stage": "segment", "input": "boundary255", "chunk_shape": [48, 40, 24]}]
+    config = parse_config({"output": f"file://{tmp_path}", "stages": stages})
+    with pytest.raises(ChunkFailedError) as err:
+        run(config, session=ray_session, progress=False)
+    text = str(err.value)
+    assert err.value.bad_input and "ValueRangeError" in text
+    assert re.search(rf"segment input {layer.url}: \d+ of \d+ values in box .* outside 0-1", text)
+    assert re.search(r"\(min 0, max 2\d\d(\.\d+)?\)", text) and "rescale the layer to 0-1" in text

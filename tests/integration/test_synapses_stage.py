@@ -184,6 +184,7 @@ def bad_config(out: Path, **synapses) -> dict:
     labels = np.ones((64, 64, 32), np.uint32)
     stages = [
         ingest(out, "raw", raw),
+        ingest(out, "wide", raw.astype(np.uint16)),
         ingest(out, "seg", labels, layer_type="segmentation"),
         ingest(out, "small", labels[:32], layer_type="segmentation"),
         {"stage": "synapses", "input": "raw", "segmentation": "seg", **synapses},
@@ -195,6 +196,7 @@ def bad_config(out: Path, **synapses) -> dict:
     "synapses, error, message",
     [
         ({"input": "seg"}, LayerMismatchError, "synapses takes the raw EM image"),
+        ({"input": "wide"}, LayerMismatchError, "holds uint16; synapses reads the raw image"),
         ({"segmentation": "raw"}, LayerMismatchError, "not a one-channel segmentation layer"),
         ({"segmentation": "small"}, LayerMismatchError, "same bounds and resolution"),
         ({"halo": [32, 32, 8]}, InputError, r"smaller than \(32, 32, 32\).*leave halo out"),

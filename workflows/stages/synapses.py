@@ -80,6 +80,11 @@ def check_inputs(raw: Layer, seg: Layer) -> None:
             f"{raw.url} is a {raw.num_channels}-channel {raw.layer_type} layer; synapses takes "
             "the raw EM image (one-channel image layer, uint8 or float 0-1) as its input"
         )
+    if raw.dtype.name not in ("uint8", "float32", "float64"):
+        raise LayerMismatchError(
+            f"{raw.url} holds {raw.dtype}; synapses reads the raw image as uint8 (0-255) or "
+            "float in 0-1: write it as uint8, or as float32 rescaled to 0-1"
+        )
     if seg.layer_type != "segmentation" or seg.num_channels != 1:
         raise LayerMismatchError(
             f"{seg.url} is not a one-channel segmentation layer; give synapses the output of "
