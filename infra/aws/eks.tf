@@ -52,11 +52,13 @@ resource "aws_eks_cluster" "this" {
     bootstrap_cluster_creator_admin_permissions = true
   }
 
+  # The API's public endpoint admits only api_public_cidrs (no default); [] turns it off, leaving
+  # the private endpoint inside the VPC. Nodes always use the private endpoint.
   vpc_config {
     subnet_ids              = aws_subnet.private[*].id
     endpoint_private_access = true
-    endpoint_public_access  = true
-    public_access_cidrs     = var.api_public_cidrs
+    endpoint_public_access  = length(var.api_public_cidrs) > 0
+    public_access_cidrs     = length(var.api_public_cidrs) > 0 ? var.api_public_cidrs : null
   }
 
   # STANDARD: EKS upgrades an expiring version instead of billing extended support (6x the price).

@@ -33,9 +33,11 @@ resource "google_container_cluster" "this" {
     services_secondary_range_name = local.services_range
   }
 
+  # The API's public endpoint admits only api_authorized_cidrs (no default); [] turns it off,
+  # leaving the private endpoint inside the VPC.
   private_cluster_config {
     enable_private_nodes    = true
-    enable_private_endpoint = false
+    enable_private_endpoint = length(var.api_authorized_cidrs) == 0
     master_ipv4_cidr_block  = var.master_cidr
   }
 
