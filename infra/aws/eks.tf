@@ -69,6 +69,17 @@ resource "aws_eks_cluster" "this" {
   depends_on = [aws_iam_role_policy_attachment.cluster]
 }
 
+# The VPC CNI as a managed add-on with its network policy agent on: without it EKS stores
+# NetworkPolicies (deploy/kuberay/networkpolicy.yaml) and enforces nothing. It takes over the
+# aws-node DaemonSet EKS installs by default.
+resource "aws_eks_addon" "vpc_cni" {
+  cluster_name                = aws_eks_cluster.this.name
+  addon_name                  = "vpc-cni"
+  resolve_conflicts_on_create = "OVERWRITE"
+  resolve_conflicts_on_update = "OVERWRITE"
+  configuration_values        = jsonencode({ enableNetworkPolicy = "true" })
+}
+
 # ---- nodes --------------------------------------------------------------------------------------
 
 resource "aws_iam_role" "node" {

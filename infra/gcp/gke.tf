@@ -20,6 +20,10 @@ resource "google_container_cluster" "this" {
   networking_mode     = "VPC_NATIVE"
   deletion_protection = var.deletion_protection
 
+  # Dataplane V2 enforces Kubernetes NetworkPolicies (deploy/kuberay/networkpolicy.yaml); without
+  # it GKE stores them and enforces nothing. Fixed at creation: changing it replaces the cluster.
+  datapath_provider = "ADVANCED_DATAPATH"
+
   # Node pools are managed below; GKE's default pool is removed as soon as the cluster exists.
   remove_default_node_pool = true
   initial_node_count       = 1

@@ -321,6 +321,13 @@ def test_gcp_workload_identity_binding_names_the_service_account(gcp):
     ]
 
 
+def test_gcp_cluster_enforces_network_policies(gcp):
+    """Dataplane V2: the NetworkPolicies of deploy/kuberay are enforced, not merely stored."""
+    cluster = gcp.resource("google_container_cluster", "this")
+    assert cluster["datapath_provider"] == "ADVANCED_DATAPATH"
+    assert "network_policy" not in cluster, "Calico's network_policy conflicts with Dataplane V2"
+
+
 def test_gcp_network_has_secondary_ranges_private_access_and_nat(gcp):
     subnet = gcp.value(gcp.resource("google_compute_subnetwork", "nodes"))
     assert subnet["private_ip_google_access"] is True

@@ -302,3 +302,16 @@ run "api_cidr_must_be_a_cidr_block" {
 
   expect_failures = [var.api_public_cidrs]
 }
+
+run "network_policies_are_enforced" {
+  command = plan
+
+  assert {
+    condition = (
+      aws_eks_addon.vpc_cni.addon_name == "vpc-cni"
+      && aws_eks_addon.vpc_cni.cluster_name == aws_eks_cluster.this.name
+      && jsondecode(aws_eks_addon.vpc_cni.configuration_values).enableNetworkPolicy == "true"
+    )
+    error_message = "The VPC CNI add-on must run its network policy agent (enableNetworkPolicy)."
+  }
+}
