@@ -221,16 +221,14 @@ def ray_processes(rendered: dict[str, dict[str, Any]]) -> dict[str, list[dict[st
 def test_every_ray_process_presents_the_token_from_the_secret(rendered):
     cluster = rendered["RayCluster"]["spec"]
     assert cluster["authOptions"] == {"mode": "token", "secretName": TOKEN_SECRET["name"]}
+    mode = {"name": "RAY_AUTH_MODE", "value": "token"}
+    token = {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": TOKEN_SECRET}}
     processes = ray_processes(rendered)
     assert len(processes) == 5, processes.keys()  # head, cpu, gpu, submitter, autoscaler
     for where, env in processes.items():
         variables = {e["name"]: e for e in env}
-        assert variables.get("RAY_AUTH_MODE") == {"name": "RAY_AUTH_MODE", "value": "token"}, where
-        token = variables.get("RAY_AUTH_TOKEN", {})
-        assert token == {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": TOKEN_SECRET}}, (
-            where,
-            token,
-        )
+        assert variables.get("RAY_AUTH_MODE") == mode, where
+        assert variables.get("RAY_AUTH_TOKEN") == token, (where, variables.get("RAY_AUTH_TOKEN"))
         assert "RAY_AUTH_TOKEN_PATH" not in variables, where
     text = "\n".join(p.read_text() for p in KUBERAY.iterdir())
     assert not re.search(r"^kind:\s*Secret\b", text, re.M), "the token Secret is not committed"
