@@ -52,11 +52,13 @@ resource "aws_eks_cluster" "this" {
     bootstrap_cluster_creator_admin_permissions = true
   }
 
+  # The API's public endpoint admits only api_public_cidrs (no default); [] turns it off, leaving
+  # the private endpoint inside the VPC. Nodes always use the private endpoint.
   vpc_config {
     subnet_ids              = aws_subnet.private[*].id
     endpoint_private_access = true
-    endpoint_public_access  = true
-    public_access_cidrs     = var.api_public_cidrs
+    endpoint_public_access  = length(var.api_public_cidrs) > 0
+    public_access_cidrs     = length(var.api_public_cidrs) > 0 ? var.api_public_cidrs : null
   }
 
   # STANDARD: EKS upgrades an expiring version instead of billing extended support (6x the price).
@@ -65,6 +67,17 @@ resource "aws_eks_cluster" "this" {
   }
 
   depends_on = [aws_iam_role_policy_attachment.cluster]
+}
+
+# The VPC CNI as a managed add-on with its network policy agent on: without it EKS stores
+# NetworkPolicies (deploy/kuberay/networkpolicy.yaml) and enforces nothing. It takes over the
+# aws-node DaemonSet EKS installs by default.
+resource "aws_eks_addon" "vpc_cni" {
+  cluster_name                = aws_eks_cluster.this.name
+  addon_name                  = "vpc-cni"
+  resolve_conflicts_on_create = "OVERWRITE"
+  resolve_conflicts_on_update = "OVERWRITE"
+  configuration_values        = jsonencode({ enableNetworkPolicy = "true" })
 }
 
 # ---- nodes --------------------------------------------------------------------------------------

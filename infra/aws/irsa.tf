@@ -32,10 +32,15 @@ locals {
 }
 
 # ---- the Ray head and workers: objects of the data bucket, nothing else ------------------------
+# Read, write and list; no delete: petavox never deletes an object (cloud-volume writes with
+# delete_black_uploads off, markers and infos are overwritten in place, which S3 allows with
+# PutObject alone), and expiry is the bucket's lifecycle rules' job, not the pods'. A pod that
+# leaks its credentials can overwrite objects but versioning keeps the old ones for
+# noncurrent_version_expiry_days.
 
 resource "aws_iam_role" "worker" {
   name               = "${var.name_prefix}-worker"
-  description        = "Ray pods (service account ${var.k8s_namespace}/${var.k8s_service_account}): read, write, delete and list the data bucket."
+  description        = "Ray pods (service account ${var.k8s_namespace}/${var.k8s_service_account}): read, write and list the data bucket."
   assume_role_policy = local.irsa_trust.worker
 }
 
@@ -54,7 +59,7 @@ resource "aws_iam_role_policy" "worker" {
       {
         Sid      = "ReadWriteObjects"
         Effect   = "Allow"
-        Action   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+        Action   = ["s3:GetObject", "s3:PutObject"]
         Resource = ["${aws_s3_bucket.data.arn}/*"]
       },
     ]

@@ -81,10 +81,22 @@ variable "kubernetes_version" {
   default     = "1.33"
 }
 
+# No default on purpose: the Kubernetes API is never open to the internet by accident.
 variable "api_public_cidrs" {
-  description = "CIDR blocks allowed to reach the public Kubernetes API endpoint (narrow this to your office or VPN)."
+  description = "Required. IPv4 CIDR blocks allowed to reach the cluster's public Kubernetes API endpoint, e.g. your own address as a /32: -var 'api_public_cidrs=[\"203.0.113.7/32\"]', or your office or VPN ranges. An empty list [] turns the public endpoint off: the API is then reachable only from inside the VPC (VPN, bastion). 0.0.0.0/0 (any /0) is refused."
   type        = list(string)
-  default     = ["0.0.0.0/0"]
+
+  validation {
+    condition = alltrue([
+      for c in var.api_public_cidrs : can(cidrnetmask(c)) && try(cidrsubnet(c, 0, 0) == c, false)
+    ])
+    error_message = "api_public_cidrs: each entry must be an IPv4 CIDR block written with its network address, e.g. \"203.0.113.7/32\" or \"198.51.100.0/24\"."
+  }
+
+  validation {
+    condition     = !anytrue([for c in var.api_public_cidrs : try(tonumber(split("/", c)[1]) == 0, false)])
+    error_message = "api_public_cidrs: 0.0.0.0/0 would open the Kubernetes API to the whole internet; pass your own address as a /32 (or [] for a private endpoint only)."
+  }
 }
 
 variable "node_disk_gib" {

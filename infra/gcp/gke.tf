@@ -20,6 +20,10 @@ resource "google_container_cluster" "this" {
   networking_mode     = "VPC_NATIVE"
   deletion_protection = var.deletion_protection
 
+  # Dataplane V2 enforces Kubernetes NetworkPolicies (deploy/kuberay/networkpolicy.yaml); without
+  # it GKE stores them and enforces nothing. Fixed at creation: changing it replaces the cluster.
+  datapath_provider = "ADVANCED_DATAPATH"
+
   # Node pools are managed below; GKE's default pool is removed as soon as the cluster exists.
   remove_default_node_pool = true
   initial_node_count       = 1
@@ -33,9 +37,11 @@ resource "google_container_cluster" "this" {
     services_secondary_range_name = local.services_range
   }
 
+  # The API's public endpoint admits only api_authorized_cidrs (no default); [] turns it off,
+  # leaving the private endpoint inside the VPC.
   private_cluster_config {
     enable_private_nodes    = true
-    enable_private_endpoint = false
+    enable_private_endpoint = length(var.api_authorized_cidrs) == 0
     master_ipv4_cidr_block  = var.master_cidr
   }
 

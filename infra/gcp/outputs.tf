@@ -19,8 +19,8 @@ output "cluster_name" {
 }
 
 output "kubeconfig_command" {
-  description = "Adds the cluster to ~/.kube/config."
-  value       = "gcloud container clusters get-credentials ${google_container_cluster.this.name} --location ${google_container_cluster.this.location} --project ${var.project_id}"
+  description = "Adds the cluster to ~/.kube/config (with a private endpoint only, the internal address: run it inside the VPC)."
+  value       = "gcloud container clusters get-credentials ${google_container_cluster.this.name} --location ${google_container_cluster.this.location} --project ${var.project_id}${length(var.api_authorized_cidrs) == 0 ? " --internal-ip" : ""}"
 }
 
 output "registry_url" {

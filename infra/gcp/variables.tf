@@ -93,10 +93,22 @@ variable "master_cidr" {
   default     = "172.16.0.0/28"
 }
 
+# No default on purpose: the Kubernetes API is never open to the internet by accident.
 variable "api_authorized_cidrs" {
-  description = "CIDR blocks allowed to reach the Kubernetes API endpoint (narrow this to your office or VPN)."
+  description = "Required. IPv4 CIDR blocks allowed to reach the cluster's public Kubernetes API endpoint (master authorized networks), e.g. your own address as a /32: -var 'api_authorized_cidrs=[\"203.0.113.7/32\"]', or your office or VPN ranges. An empty list [] turns the public endpoint off: the API is then reachable only from inside the VPC (VPN, bastion). 0.0.0.0/0 (any /0) is refused."
   type        = list(string)
-  default     = ["0.0.0.0/0"]
+
+  validation {
+    condition = alltrue([
+      for c in var.api_authorized_cidrs : can(cidrnetmask(c)) && try(cidrsubnet(c, 0, 0) == c, false)
+    ])
+    error_message = "api_authorized_cidrs: each entry must be an IPv4 CIDR block written with its network address, e.g. \"203.0.113.7/32\" or \"198.51.100.0/24\"."
+  }
+
+  validation {
+    condition     = !anytrue([for c in var.api_authorized_cidrs : try(tonumber(split("/", c)[1]) == 0, false)])
+    error_message = "api_authorized_cidrs: 0.0.0.0/0 would open the Kubernetes API to the whole internet; pass your own address as a /32 (or [] for a private endpoint only)."
+  }
 }
 
 variable "release_channel" {

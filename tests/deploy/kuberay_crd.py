@@ -1,5 +1,6 @@
 """JSON schemas of KubeRay's RayCluster and RayJob (ray.io/v1), written from the published CRD
-and its Go types (ray-operator/apis/ray/v1/raycluster_types.go, rayjob_types.go, KubeRay 1.3):
+and its Go types (ray-operator/apis/ray/v1/raycluster_types.go, rayjob_types.go, KubeRay 1.3,
+plus the RayCluster's `authOptions` of KubeRay 1.6: mode, secretName, enableK8sTokenAuth):
 field names, types, enums and required fields, with unknown fields rejected (the API server
 would silently prune them). Pod templates are only typed as objects here; the tests validate
 them against Kubernetes' own PodTemplateSpec schema."""
@@ -77,9 +78,18 @@ WORKER_GROUP_SPEC = closed(
     required=("groupName", "minReplicas", "maxReplicas", "rayStartParams", "template"),
 )
 
+AUTH_OPTIONS = closed(
+    {
+        "mode": {"enum": ["disabled", "token"]},
+        "secretName": {"type": "string", "minLength": 1},
+        "enableK8sTokenAuth": {"type": "boolean"},
+    }
+)
+
 RAY_CLUSTER_SPEC = closed(
     {
         "suspend": {"type": "boolean"},
+        "authOptions": AUTH_OPTIONS,
         "managedBy": {"enum": ["ray.io/kuberay-operator", "kueue.x-k8s.io/multikueue"]},
         "autoscalerOptions": AUTOSCALER_OPTIONS,
         "headServiceAnnotations": STRING_MAP,

@@ -2,8 +2,10 @@
 template inside the Ray resources validated strictly against Kubernetes' schemas
 (kubernetes-validate); RayCluster and RayJob against the KubeRay CRD (kuberay_crd.py); then what
 the cluster must do: scale both worker groups from zero, land each group on its node pool, run
-every pod as the bucket's service account with no credentials, one image and Ray version, and
-a RayJob that runs the mounted run config."""
+every pod as the bucket's service account with no credentials but the Ray token from its
+Secret, one image and Ray version, a RayJob that runs the mounted run config, and network
+policies that admit only the cluster's own pods, its submitter and the KubeRay operator
+(evaluated with network_policy.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import pytest
 import yaml
 from deploy_files import KUBERAY, REPO, image_tag, ray_version
 from kuberay_crd import SCHEMAS
+from network_policy import Pod, admitted
 
 from petavox.workflows.cli import build_parser
 from petavox.workflows.config import parse_config
@@ -32,9 +35,12 @@ GPU_TOLERATION = {
 }
 
 
+TOKEN_SECRET = {"name": "petavox-ray-token", "key": "auth_token"}  # created by the operator
+
+
 @pytest.fixture(scope="module")
-def rendered() -> dict[str, dict[str, Any]]:
-    """`kubectl kustomize deploy/kuberay`, by kind (one object of each)."""
+def documents() -> list[dict[str, Any]]:
+    """`kubectl kustomize deploy/kuberay`: every object."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl is not installed (it renders the kustomization offline)")
@@ -44,8 +50,27 @@ def rendered() -> dict[str, dict[str, Any]]:
     assert proc.returncode == 0, proc.stderr
     docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
     kinds = [d["kind"] for d in docs]
-    assert sorted(kinds) == ["ConfigMap", "Namespace", "RayCluster", "RayJob", "ServiceAccount"]
-    return {d["kind"]: d for d in docs}
+    assert sorted(kinds) == [
+        "ConfigMap",
+        "Namespace",
+        "NetworkPolicy",
+        "NetworkPolicy",
+        "RayCluster",
+        "RayJob",
+        "ServiceAccount",
+    ], "no Secret: the Ray token is created by the operator, never committed"
+    return docs
+
+
+@pytest.fixture(scope="module")
+def rendered(documents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The objects of which there is one of a kind, by kind."""
+    return {d["kind"]: d for d in documents if d["kind"] != "NetworkPolicy"}
+
+
+@pytest.fixture(scope="module")
+def network_policies(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in documents if d["kind"] == "NetworkPolicy"]
 
 
 def pod_templates(rendered: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -67,11 +92,15 @@ def containers(template: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # ---- schemas -------------------------------------------------------------------------------
-def test_builtin_kinds_and_pod_templates_pass_kubernetes_strict_validation(rendered):
+def test_builtin_kinds_and_pod_templates_pass_kubernetes_strict_validation(
+    rendered, network_policies
+):
     kv = pytest.importorskip("kubernetes_validate")
     version = kv.latest_version()
     for kind in ("Namespace", "ServiceAccount", "ConfigMap"):
         kv.validate(rendered[kind], version, strict=True)
+    for policy in network_policies:
+        kv.validate(policy, version, strict=True)
     templates = pod_templates(rendered)
     assert set(templates) == {"head", "cpu", "gpu", "submitter"}
     for where, template in templates.items():
@@ -166,11 +195,90 @@ def test_every_ray_pod_runs_as_the_bucket_service_account_and_holds_no_credentia
         assert not [v for v in pod.get("volumes", []) if "secret" in v], where
         for container in containers(template):
             for env in container.get("env", []):
+                if env["name"] == "RAY_AUTH_TOKEN":  # the one secret: Ray's token (below)
+                    assert env["valueFrom"] == {"secretKeyRef": TOKEN_SECRET}, (where, env)
+                    continue
                 assert not SECRET_NAME.search(env["name"]), (where, env)
                 assert "secretKeyRef" not in env.get("valueFrom", {}), (where, env)
             assert "envFrom" not in container, where
     text = "\n".join(p.read_text() for p in KUBERAY.iterdir())
     assert not re.search(r"AKIA[0-9A-Z]{16}|BEGIN [A-Z ]*PRIVATE KEY|\.pem\b|\.aws/", text)
+
+
+# ---- Ray token authentication and network policies ----------------------------------------
+def ray_processes(rendered: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The env of every container that runs Ray or talks to it: head, worker groups, the RayJob
+    submitter (every container of their pods) and the autoscaler KubeRay adds to the head."""
+    found = {
+        f"{where}/{c['name']}": c.get("env", [])
+        for where, template in pod_templates(rendered).items()
+        for c in containers(template)
+    }
+    found["autoscaler"] = rendered["RayCluster"]["spec"]["autoscalerOptions"].get("env", [])
+    return found
+
+
+def test_every_ray_process_presents_the_token_from_the_secret(rendered):
+    cluster = rendered["RayCluster"]["spec"]
+    assert cluster["authOptions"] == {"mode": "token", "secretName": TOKEN_SECRET["name"]}
+    mode = {"name": "RAY_AUTH_MODE", "value": "token"}
+    token = {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": TOKEN_SECRET}}
+    processes = ray_processes(rendered)
+    assert len(processes) == 5, processes.keys()  # head, cpu, gpu, submitter, autoscaler
+    for where, env in processes.items():
+        variables = {e["name"]: e for e in env}
+        assert variables.get("RAY_AUTH_MODE") == mode, where
+        assert variables.get("RAY_AUTH_TOKEN") == token, (where, variables.get("RAY_AUTH_TOKEN"))
+        assert "RAY_AUTH_TOKEN_PATH" not in variables, where
+    text = "\n".join(p.read_text() for p in KUBERAY.iterdir())
+    assert not re.search(r"^kind:\s*Secret\b", text, re.M), "the token Secret is not committed"
+    assert not re.search(r"RAY_AUTH_MODE\W+(value:\s*)?disabled", text)
+
+
+def cluster_pods(rendered: dict[str, dict[str, Any]]) -> dict[str, Pod]:
+    """The pods KubeRay makes, with the labels it puts on them, and the submitter's pod."""
+    cluster = rendered["RayCluster"]["metadata"]
+    job = rendered["RayJob"]["spec"]
+    ray = {"ray.io/cluster": cluster["name"], "ray.io/is-ray-node": "yes"}
+    return {
+        "head": Pod(cluster["namespace"], ray | {"ray.io/node-type": "head"}),
+        "worker": Pod(cluster["namespace"], ray | {"ray.io/node-type": "worker"}),
+        "submitter": Pod(
+            rendered["RayJob"]["metadata"]["namespace"],
+            job["submitterPodTemplate"]["metadata"]["labels"]
+            | {"batch.kubernetes.io/job-name": rendered["RayJob"]["metadata"]["name"]},
+        ),
+    }
+
+
+def test_network_policies_admit_only_the_cluster_its_submitter_and_the_operator(
+    rendered, network_policies
+):
+    pods = cluster_pods(rendered)
+    namespace = pods["head"].namespace
+    strangers = {
+        "pod in the namespace": Pod(namespace, {"app": "debug"}),
+        "another Ray cluster": Pod(namespace, {"ray.io/cluster": "other"}),
+        "look-alike elsewhere": Pod("default", dict(pods["worker"].labels)),
+        "operator look-alike": Pod(namespace, {"app.kubernetes.io/name": "kuberay-operator"}),
+    }
+    operator = Pod("kuberay-system", {"app.kubernetes.io/name": "kuberay-operator"})
+    ray_ports = (6379, 8265, 10001, 8076, 52365, 12345)
+    for target in ("head", "worker"):
+        for peer in ("head", "worker"):
+            for port in ray_ports:
+                assert admitted(network_policies, pods[peer], pods[target], port), (peer, target)
+        for who, stranger in strangers.items():
+            for port in ray_ports:
+                assert not admitted(network_policies, stranger, pods[target], port), (who, target)
+    for client in (pods["submitter"], operator):
+        assert admitted(network_policies, client, pods["head"], 8265), client
+        for port in ray_ports:
+            assert not admitted(network_policies, client, pods["worker"], port), client
+            if port != 8265:
+                assert not admitted(network_policies, client, pods["head"], port), (client, port)
+    for policy in network_policies:
+        assert policy["spec"]["policyTypes"] == ["Ingress"], "egress (bucket, registry) stays open"
 
 
 def test_one_image_and_ray_version_everywhere(rendered):

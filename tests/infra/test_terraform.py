@@ -1,6 +1,8 @@
 """The Terraform stacks in infra/, offline: formatting; the AWS stack initialised from a local copy
 of the AWS provider, validated and plan-tested against a mocked provider (infra/aws/tests); the GCP
-stack (no google provider offline) checked structurally by parsing its HCL.
+stack (no google provider offline) checked structurally by parsing its HCL; and who may reach the
+Kubernetes API: each stack's variables.tf, which needs no provider, planned alone with allowed and
+refused CIDR lists.
 
 The terraform tests skip where the terraform binary or a local AWS provider mirror is absent. The
 mirror is the directory named by TF_PLUGIN_DIR, one of Terraform's implied local mirror
@@ -319,6 +321,13 @@ def test_gcp_workload_identity_binding_names_the_service_account(gcp):
     ]
 
 
+def test_gcp_cluster_enforces_network_policies(gcp):
+    """Dataplane V2: the NetworkPolicies of deploy/kuberay are enforced, not merely stored."""
+    cluster = gcp.resource("google_container_cluster", "this")
+    assert cluster["datapath_provider"] == "ADVANCED_DATAPATH"
+    assert "network_policy" not in cluster, "Calico's network_policy conflicts with Dataplane V2"
+
+
 def test_gcp_network_has_secondary_ranges_private_access_and_nat(gcp):
     subnet = gcp.value(gcp.resource("google_compute_subnetwork", "nodes"))
     assert subnet["private_ip_google_access"] is True
@@ -361,3 +370,75 @@ def test_no_credentials_and_no_backend_settings_in_the_stacks(cloud, provider, s
     secrets = re.compile(r"^\s*(access_key|secret_key|credentials|access_token|token)\s*=", re.M)
     for path in [*(INFRA / cloud).glob("*.tf"), *(INFRA / cloud).glob("tests/*.tftest.hcl")]:
         assert not secrets.search(path.read_text()), path
+
+
+# ---- who may reach the Kubernetes API -----------------------------------------------------------
+API_CIDRS = {"aws": "api_public_cidrs", "gcp": "api_authorized_cidrs"}
+OTHER_REQUIRED = {"aws": {}, "gcp": {"project_id": "my-project"}}
+REFUSED_CIDRS = (
+    '["0.0.0.0/0"]',
+    '["203.0.113.7/32", "0.0.0.0/0"]',
+    '["10.0.0.0/0"]',
+    '["203.0.113.7"]',
+    '["203.0.113.5/24"]',
+    '["2001:db8::/32"]',
+    '["my-office"]',
+)
+ACCEPTED_CIDRS = ('["203.0.113.7/32"]', '["198.51.100.0/24", "203.0.113.7/32"]', "[]")
+
+
+@pytest.mark.parametrize("cloud", sorted(API_CIDRS))
+def test_api_cidrs_are_required_and_never_default_to_the_internet(cloud: str) -> None:
+    """The operator names who may reach the API: no default, two validations, and no
+    0.0.0.0/0 default anywhere in the text of variables.tf."""
+    name = API_CIDRS[cloud]
+    variable = Module(INFRA / cloud).variables[name]
+    assert "default" not in variable, f"{cloud}: {name} must have no default"
+    conditions = [v["condition"] for v in variable["validation"]]
+    assert len(conditions) == 2 and all(f"var.{name}" in c for c in conditions)
+    text = (INFRA / cloud / "variables.tf").read_text()
+    assert not re.search(r'default\s*=\s*\[?\s*"0\.0\.0\.0/0"', text), cloud
+
+
+def test_an_empty_cidr_list_turns_the_public_endpoint_off() -> None:
+    """AWS is plan-tested (aws/tests); GCP, which cannot be planned here, structurally."""
+    cluster = Module(INFRA / "gcp").resource("google_container_cluster", "this")
+    private = one_block(cluster, "private_cluster_config")
+    assert private["enable_private_nodes"] is True
+    assert private["enable_private_endpoint"] == "${length(var.api_authorized_cidrs) == 0}"
+    (dynamic,) = one_block(cluster, "master_authorized_networks_config")["dynamic"]
+    assert dynamic["cidr_blocks"]["for_each"] == "${var.api_authorized_cidrs}"
+
+
+def variables_only(cloud: str, work: Path) -> Path:
+    """The stack's variables.tf alone, initialised: it needs no provider, so terraform evaluates
+    the variables' validations offline (a plan of nothing) for either cloud."""
+    stack = work / cloud
+    stack.mkdir()
+    shutil.copy(INFRA / cloud / "variables.tf", stack)
+    init = terraform(stack, "init", "-input=false", "-backend=false")
+    assert init.returncode == 0, init.stdout + init.stderr
+    return stack
+
+
+def plan_with_cidrs(stack: Path, cloud: str, cidrs: str | None) -> subprocess.CompletedProcess[str]:
+    values = OTHER_REQUIRED[cloud] | ({} if cidrs is None else {API_CIDRS[cloud]: cidrs})
+    return terraform(
+        stack, "plan", "-input=false", "-lock=false", *(f"-var={k}={v}" for k, v in values.items())
+    )
+
+
+@pytest.mark.parametrize("cloud", sorted(API_CIDRS))
+def test_api_cidrs_refuse_the_internet_and_malformed_blocks(cloud: str, tmp_path: Path) -> None:
+    stack = variables_only(cloud, tmp_path)
+    name = API_CIDRS[cloud]
+    missing = plan_with_cidrs(stack, cloud, None)
+    assert missing.returncode != 0, missing.stdout
+    assert "No value for required variable" in missing.stderr and name in missing.stderr
+    for cidrs in REFUSED_CIDRS:
+        result = plan_with_cidrs(stack, cloud, cidrs)
+        assert result.returncode != 0, (cidrs, result.stdout)
+        assert f"{name}: " in result.stderr, (cidrs, result.stderr)  # our validation refused it
+    for cidrs in ACCEPTED_CIDRS:
+        result = plan_with_cidrs(stack, cloud, cidrs)
+        assert result.returncode == 0, (cidrs, result.stdout + result.stderr)

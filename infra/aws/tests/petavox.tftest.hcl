@@ -2,6 +2,12 @@
 # Computed values (ARNs, the OIDC issuer) get fake values during plan, so the policies the stack
 # renders with jsonencode are known and can be parsed here.
 
+# api_public_cidrs has no default: every run gets one documentation address (RFC 5737) unless
+# it sets its own.
+variables {
+  api_public_cidrs = ["203.0.113.7/32"]
+}
+
 mock_provider "aws" {
   override_during = plan
 
@@ -106,11 +112,20 @@ run "worker_role_reads_and_writes_the_bucket_only" {
       for s in jsondecode(aws_iam_role_policy.worker.policy).Statement :
       s.Effect == "Allow" && !can(s.Condition) && (
         (toset(s.Action) == toset(["s3:ListBucket"]) && s.Resource == [aws_s3_bucket.data.arn]) ||
-        (toset(s.Action) == toset(["s3:GetObject", "s3:PutObject", "s3:DeleteObject"])
+        (toset(s.Action) == toset(["s3:GetObject", "s3:PutObject"])
         && s.Resource == ["${aws_s3_bucket.data.arn}/*"])
       )
     ]) && length(jsondecode(aws_iam_role_policy.worker.policy).Statement) == 2
-    error_message = "Only s3:ListBucket on the bucket and s3:Get/Put/DeleteObject on its objects."
+    error_message = "Only s3:ListBucket on the bucket and s3:GetObject/PutObject on its objects."
+  }
+
+  # petavox never deletes: no s3:Delete* action, and no wildcard that could include one.
+  assert {
+    condition = !anytrue([
+      for a in flatten([for s in jsondecode(aws_iam_role_policy.worker.policy).Statement : s.Action]) :
+      strcontains(lower(a), "delete") || strcontains(a, "*")
+    ])
+    error_message = "The worker policy must grant no s3:Delete* action and no wildcard action (s3:*, s3:Delete*)."
   }
 
   assert {
@@ -237,4 +252,66 @@ run "expiry_days_must_be_positive" {
   }
 
   expect_failures = [var.intermediate_expiry_days]
+}
+
+run "api_endpoint_admits_only_the_given_cidrs" {
+  command = plan
+
+  assert {
+    condition = (
+      aws_eks_cluster.this.vpc_config[0].endpoint_public_access
+      && aws_eks_cluster.this.vpc_config[0].public_access_cidrs == toset(["203.0.113.7/32"])
+      && aws_eks_cluster.this.vpc_config[0].endpoint_private_access
+    )
+    error_message = "The public API endpoint admits exactly api_public_cidrs."
+  }
+}
+
+run "no_api_cidrs_means_a_private_endpoint_only" {
+  command = plan
+
+  variables {
+    api_public_cidrs = []
+  }
+
+  assert {
+    condition = (
+      !aws_eks_cluster.this.vpc_config[0].endpoint_public_access
+      && aws_eks_cluster.this.vpc_config[0].endpoint_private_access
+    )
+    error_message = "An empty api_public_cidrs turns the public endpoint off (private endpoint only)."
+  }
+}
+
+run "api_open_to_the_internet_is_refused" {
+  command = plan
+
+  variables {
+    api_public_cidrs = ["203.0.113.7/32", "0.0.0.0/0"]
+  }
+
+  expect_failures = [var.api_public_cidrs]
+}
+
+run "api_cidr_must_be_a_cidr_block" {
+  command = plan
+
+  variables {
+    api_public_cidrs = ["203.0.113.7"]
+  }
+
+  expect_failures = [var.api_public_cidrs]
+}
+
+run "network_policies_are_enforced" {
+  command = plan
+
+  assert {
+    condition = (
+      aws_eks_addon.vpc_cni.addon_name == "vpc-cni"
+      && aws_eks_addon.vpc_cni.cluster_name == aws_eks_cluster.this.name
+      && jsondecode(aws_eks_addon.vpc_cni.configuration_values).enableNetworkPolicy == "true"
+    )
+    error_message = "The VPC CNI add-on must run its network policy agent (enableNetworkPolicy)."
+  }
 }
