@@ -6,10 +6,12 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from petavox.tasks.core.errors import PetavoxError
+from petavox.tasks.core.storage import normalize_url
 from petavox.workflows.cli_options import add_model_options, add_runtime_options, runtime_from_args
 from petavox.workflows.config import (
     ConfigError,
@@ -23,6 +25,9 @@ from petavox.workflows.runner import ChunkFailedError, StageReport
 from petavox.workflows.stage import Stage
 from petavox.workflows.stages import STAGES
 from petavox.workflows.train import add_train_parser
+
+if TYPE_CHECKING:
+    from petavox.workflows.pipeline import StageStatus
 
 
 def stage_config(stage: Stage, args: argparse.Namespace) -> RunConfig:
@@ -85,18 +90,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_status(rows: Sequence[StageStatus]) -> bool:
+    """Print status rows; True when every stage is done."""
+    complete = True
+    for row in rows:
+        if row.total is None:
+            print(f"  {row.label}: not ready ({row.note})")
+            complete = False
+            continue
+        state = "done" if row.done == row.total else "incomplete"
+        note = f" ({row.note})" if row.note else ""
+        print(f"  {row.label}: {row.done}/{row.total} chunks {state}{note}")
+        complete = complete and row.done == row.total
+    return complete
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from petavox.workflows.pipeline import status
 
     config = load_config(args.config)
     print(f"run {config.output}")
-    for row in status(config):
-        if row.total is None:
-            print(f"  {row.label}: not ready ({row.note})")
-        else:
-            state = "done" if row.done == row.total else "incomplete"
-            print(f"  {row.label}: {row.done}/{row.total} chunks {state}")
+    print_status(status(config))
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from petavox.workflows.pipeline import verify_output
+
+    output = normalize_url(args.output)
+    storage = StorageConfig.model_validate(runtime_from_args(args)["storage"])
+    rows = verify_output(output, storage)
+    print(f"output {output}")
+    if not rows:
+        print("  no stage has written to it")
+        return 1
+    if print_status(rows):
+        return 0
+    print("some chunks are missing or lost objects: run the stage again to recompute them")
+    return 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -174,6 +205,15 @@ def add_run_and_status(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="per-stage done/total chunks from the ledger")
     p.add_argument("config", help="run config YAML")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "verify",
+        help="check every stage that wrote to an output: finished chunks with all their objects "
+        "(exit 1 if any are missing)",
+    )
+    p.add_argument("output", metavar="OUTPUT_URL", help="run output root")
+    add_runtime_options(p)
+    p.set_defaults(func=cmd_verify)
 
 
 def add_stage_commands(sub: argparse._SubParsersAction) -> None:

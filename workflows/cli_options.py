@@ -94,6 +94,6 @@ def runtime_from_args(args: argparse.Namespace, base: RunConfig | None = None) -
     if args.s3_endpoint:
         storage["s3_endpoint"] = args.s3_endpoint
     runtime: dict[str, Any] = {"ray": ray, "storage": storage}
-    if args.overwrite or (base is not None and base.overwrite):
+    if getattr(args, "overwrite", False) or (base is not None and base.overwrite):
         runtime["overwrite"] = True
     return runtime

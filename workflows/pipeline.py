@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from functools import partial
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.geometry import Vec3
@@ -20,6 +22,9 @@ from petavox.workflows.provenance import claim, epoch_of
 from petavox.workflows.runner import RaySession, StageReport, execute, ledger_key
 from petavox.workflows.stages import STAGE_NAMES, plan_stage
 from petavox.workflows.stages.evaluate import DEFAULT_CHUNK, TableSum, plan_scores
+from petavox.workflows.verify import chunks_missing_objects, remember_stage, remembered_stages
+
+log = logging.getLogger("petavox")
 
 
 def ledger_for(config: RunConfig) -> Ledger:
@@ -55,7 +60,12 @@ def plan_stages(config: RunConfig, only: Iterable[str] | None = None) -> list[St
         plans = plan_stage(params, catalog)
         inputs, lineage = tuple(sorted(catalog.reads)), catalog.reads_token()
         plans = [replace(p, inputs=inputs, lineage=lineage) for p in plans]
-        steps = StageSteps(name=params.stage, plans=tuple(plans), inputs=inputs)  # type: ignore[attr-defined]
+        steps = StageSteps(
+            name=params.stage,  # type: ignore[attr-defined]
+            plans=tuple(plans),
+            inputs=inputs,
+            params=params.model_dump(mode="json"),
+        )
         check_outputs(steps, stages)
         for output in steps.outputs:
             if output.part == "":
@@ -111,6 +121,8 @@ def run(
         with lease:
             # every product is claimed before the first write: a refusal writes nothing
             epochs = [claim(steps, config.overwrite, context) for steps in stages]
+            for steps in stages:
+                remember_stage(steps, ledger)
             for steps, epoch in zip(stages, epochs, strict=True):
                 for plan in steps.plans:
                     lease.check()
@@ -123,6 +135,7 @@ def run(
                             progress=progress,
                             still_owner=lease.check,
                             epoch=epoch,
+                            distrust=partial(lost_data, context=context),
                         )
                     )
     finally:
@@ -154,6 +167,20 @@ def status(config: RunConfig) -> list[StageStatus]:
     return rows
 
 
+def lost_data(plan: StagePlan, done: set[str], context: StorageContext) -> set[str]:
+    """Finished chunks of `plan` whose objects are gone (logged; they are recomputed)."""
+    missing = chunks_missing_objects(plan, done, context)
+    if missing:
+        example = next(iter(missing.values()))[0]
+        log.warning(
+            "%s: %d finished chunk(s) lost objects (e.g. %s); recomputing them",
+            plan.label,
+            len(missing),
+            example,
+        )
+    return set(missing)
+
+
 def stage_status(steps: StageSteps, ledger: Ledger) -> list[StageStatus]:
     epoch = epoch_of(steps, ledger.context)
     rows = []
@@ -164,8 +191,12 @@ def stage_status(steps: StageSteps, ledger: Ledger) -> list[StageStatus]:
         if epoch is False:  # its products hold another run's data: nothing of it stands
             rows.append(StageStatus(label=plan.label, done=0, total=len(ids)))
             continue
-        done = len(ledger.done(plan.stage, ledger_key(plan, epoch)) & ids)
-        rows.append(StageStatus(label=plan.label, done=done, total=len(ids)))
+        done = ledger.done(plan.stage, ledger_key(plan, epoch)) & ids
+        lost = chunks_missing_objects(plan, done, ledger.context)
+        note = f"{len(lost)} finished chunk(s) lost objects" if lost else ""
+        rows.append(
+            StageStatus(label=plan.label, done=len(done) - len(lost), total=len(ids), note=note)
+        )
     return rows
 
 
@@ -209,3 +240,21 @@ def score_layers(
         )
     finally:
         session.shutdown()
+
+
+def verify_output(output: str, storage: StorageConfig) -> list[StageStatus]:
+    """Each stage that wrote to `output` and still owns its products: chunks finished with all
+    their objects in place. Reads markers, infos and listings, never the data."""
+    ledger = Ledger(join_url(output, "ledger"), storage.context())
+    rows = []
+    for entry in remembered_stages(ledger):
+        data = {"output": output, "stages": [entry], "storage": storage.model_dump()}
+        try:
+            (steps,) = plan_stages(RunConfig.model_validate(data))
+        except InputError as exc:
+            note = str(exc).splitlines()[0]
+            rows.append(StageStatus(label=entry["stage"], done=0, total=None, note=note))
+            continue
+        if epoch_of(steps, ledger.context) is not False:  # else replaced since: not its data
+            rows.extend(stage_status(steps, ledger))
+    return rows

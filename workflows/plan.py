@@ -103,6 +103,7 @@ class StageSteps:
     name: str
     plans: tuple[StagePlan, ...]
     inputs: tuple[str, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)  # its config entry, for `verify`
 
     @property
     def outputs(self) -> tuple[Output, ...]:

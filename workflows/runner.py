@@ -189,17 +189,21 @@ def execute(
     progress: bool = True,
     still_owner: Callable[[], None] = lambda: None,
     epoch: str | None = None,
+    distrust: Callable[[StagePlan, set[str]], set[str]] | None = None,
 ) -> StageReport:
     """Run the plan's chunks that the ledger does not list as done, then its global step.
 
     `still_owner` raises when this driver no longer holds the output (see `lease`); it is
     called before every submission and before the global step. `epoch` (from
-    `provenance.claim`) names the take-over of the plan's products its markers belong to.
+    `provenance.claim`) names the take-over of the plan's products its markers belong to;
+    `distrust` returns the finished chunks whose data is not all there (they run again).
     """
     started = time.perf_counter()
     use_ledger = plan.use_ledger and ledger is not None
     key = ledger_key(plan, epoch)
     done = ledger.done(plan.stage, key) if use_ledger else set()
+    if distrust is not None and done:
+        done -= distrust(plan, done)
     todo = [c for c in plan.grid if c.id not in done]
     total = len(plan.grid)
     if todo:

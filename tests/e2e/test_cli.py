@@ -103,10 +103,10 @@ def test_demo_writes_the_synthetic_volume_and_resumes(tmp_path, address):
     assert Layer.open(f"file://{out}/aligned").num_mips == 3
     status = petavox("status", str(out / "petavox-demo.yaml")).stdout
     assert "segment" in status and "incomplete" not in status
-    # ingest ×3, align ×5 (estimate, solve, render, carry ×2), infer, segment, agglomerate ×2,
-    # synapses, connectome ×4 (volumes, shuffle, shards, spatial index), downsample ×5, mesh ×2
-    # (fragments, manifests), skeletonize ×2 (pieces, merge)
-    assert status.count("done") == 26 and "infer" in status and "align" in status
+    # ingest ×3, align ×5 (estimate, solve, render, carry ×2), infer, segment, stitch relabel (a
+    # copy: one chunk), agglomerate ×2, synapses, connectome ×4 (volumes, shuffle, shards,
+    # spatial index), downsample ×5, mesh ×2 (fragments, manifests), skeletonize ×2 (pieces, merge)
+    assert status.count("done") == 27 and "infer" in status and "align" in status
     assert "adapted Rand error" in first.stdout
     again = petavox("demo", "--size", "96", "--output", str(out), "--address", address, "--quiet")
     assert again.stdout.count("(0 run") == 0  # the demo prints totals only

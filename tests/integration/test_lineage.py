@@ -18,6 +18,7 @@ from tree_compare import layer_files
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.layers import Layer
+from petavox.workflows.cli import main
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import plan_run, run, status
 from petavox.workflows.provenance import OverwriteRefusedError, current_writer
@@ -119,3 +120,27 @@ def test_a_relabel_killed_mid_write_is_repaired_by_the_rerun(tmp_path, synthetic
     relabel = next(r for r in reports if r.label == "agglomerate seg: relabel")
     assert relabel.ran == relabel.total > 1
     assert layer_files(out / "seg") == clean
+
+
+def test_deleted_output_chunks_are_found_and_recomputed(tmp_path, ray_session, capsys):
+    """As a bucket lifecycle rule leaves them: objects gone, their markers still there."""
+    stack = tmp_path / "stack.npy"
+    make_stack(stack)
+    config = config_for(tmp_path, stack)
+    run(config, session=ray_session, progress=False)
+    raw = tmp_path / "out" / "raw"
+    clean = layer_files(raw)
+    output = f"file://{tmp_path}/out"
+    assert main(["verify", output]) == 0
+    lost = [sorted((raw / "4_4_40").iterdir())[3], sorted((raw / "8_8_40").iterdir())[0]]
+    for path in lost:
+        path.unlink()
+    assert [row.done < row.total for row in status(config)] == [True, True]
+    capsys.readouterr()
+    assert main(["verify", output]) == 1
+    printed = capsys.readouterr().out
+    assert "1 finished chunk(s) lost objects" in printed and "incomplete" in printed
+    reports = run(config, session=ray_session, progress=False)
+    assert [r.ran for r in reports] == [1, 1]  # only the chunks that lost objects
+    assert layer_files(raw) == clean
+    assert main(["verify", output]) == 0

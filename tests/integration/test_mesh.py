@@ -40,7 +40,9 @@ def labelled_volume(seed: int) -> np.ndarray:
 
 
 def mesh_config(out, labels: np.ndarray, **mesh):
-    np.save(out / "labels.npy", labels.transpose(2, 1, 0))
+    source, stored = out / "labels.npy", labels.transpose(2, 1, 0)
+    if not source.exists() or not np.array_equal(np.load(source), stored):
+        np.save(source, stored)  # a rewritten source is a new input (its mtime changes)
     stages = [
         {
             "stage": "ingest",
