@@ -1,7 +1,9 @@
 """Neuroglancer precomputed layers: create with an info, read any box, write whole chunks only.
 
-cloud-volume does the chunk encoding (raw, jpeg, compressed_segmentation) and talks to
-file://, s3:// and gs://. It is always used with ``parallel=1``: its multi-process upload path
+cloud-volume's codecs encode and decode the chunks (raw, jpeg, compressed_segmentation). Reads
+fetch each chunk by its key and check it before decoding (`chunk_io`, `chunk_checks`); writes
+to file:// are encoded here and renamed into place, writes to s3:// and gs:// go through
+cloud-volume's upload. That is always used with ``parallel=1``: its multi-process upload path
 silently writes wrong data (cloud-volume 12.15); petavox parallelises with Ray tasks instead.
 """
 
@@ -13,7 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from petavox.tasks.core import objects
+from petavox.tasks.core import chunk_io, objects
 from petavox.tasks.core.errors import (
     ChunkDataError,
     LayerMismatchError,
@@ -223,41 +225,30 @@ class Layer:
     def read(self, box: Box, mip: int = 0, fill_missing: bool = False) -> np.ndarray:
         """Voxels of `box` as an x,y,z (or x,y,z,c) array; zeros outside the layer bounds.
 
-        A missing chunk inside the bounds is an error unless `fill_missing`; a chunk that cannot
-        be decoded always is. Errors name the layer and the chunk.
+        A missing chunk inside the bounds is an error unless `fill_missing`; a truncated or
+        corrupt chunk always is, found before it is decoded (`chunk_checks`). Errors are
+        `ChunkDataError`s naming the layer and the chunk.
         """
+        if "sharding" in self.scale(mip):
+            arr = self._read_sharded(box, mip, fill_missing)
+        else:
+            arr = chunk_io.read_box(self, box, mip, fill_missing)
+        return arr[..., 0] if self.num_channels == 1 else arr
+
+    def _read_sharded(self, box: Box, mip: int, fill_missing: bool) -> np.ndarray:
+        """A sharded scale (never written by petavox) is read by cloud-volume, unchecked."""
         from cloudvolume import Bbox
         from cloudvolume.exceptions import EmptyVolumeException
 
         cv = self._client(mip, fill_missing)
         try:
-            data = cv.download(Bbox(box.start, box.stop), mip=mip)
+            return np.asarray(cv.download(Bbox(box.start, box.stop), mip=mip))
         except EmptyVolumeException as exc:
-            raise ChunkDataError(
-                self.url,
-                str(exc).strip() or "?",
-                "is missing (allow zero-filled missing chunks with fill_missing: true)",
-            ) from None
+            raise ChunkDataError(self.url, str(exc).strip() or "?", chunk_io.MISSING) from None
         except (ValueError, OSError, RuntimeError) as exc:
             if is_transient(exc):
                 raise
-            raise self._locate_bad_chunk(box, mip, fill_missing, exc) from exc
-        arr = np.asarray(data)
-        return arr[..., 0] if self.num_channels == 1 else arr
-
-    def _locate_bad_chunk(
-        self, box: Box, mip: int, fill_missing: bool, exc: Exception
-    ) -> Exception:
-        """Read the box's chunks one by one to name the one that fails to decode."""
-        from cloudvolume import Bbox
-
-        cv = self._client(mip, fill_missing)
-        for key, chunk in self.storage_chunks(box, mip):
-            try:
-                cv.download(Bbox(chunk.start, chunk.stop), mip=mip)
-            except Exception as inner:  # any failure here names the chunk
-                return ChunkDataError(self.url, key, f"cannot be decoded ({inner})")
-        return ChunkDataError(self.url, f"in {box}", f"could not be read ({exc})")
+            raise ChunkDataError(self.url, f"in {box}", f"could not be read ({exc})") from exc
 
     def write(self, box: Box, data: np.ndarray, mip: int = 0) -> None:
         """Write whole storage chunks; anything else is a `MisalignedWriteError`."""
@@ -277,6 +268,9 @@ class Layer:
         from cloudvolume import Bbox
 
         cv = self._client(mip, False)
+        if scheme_of(self.url) == "file":  # atomic chunk files (see chunk_io.write_local)
+            chunk_io.write_local(self, box, data, mip, cv.meta.compression_params(mip))
+            return
         cv.image.upload(
             data if data.ndim == 4 else data[..., np.newaxis],
             Bbox(box.start, box.stop).minpt,

@@ -8,10 +8,11 @@ infos and list markers, nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +21,8 @@ import numpy as np
 from petavox.tasks.core.storage import StorageContext, local_path
 
 
-def _files(url: str, context: StorageContext):
+def files(url: str, context: StorageContext):
+    """A cloud-files client for `url` (remote stores, and compressed local files)."""
     context.apply()
     from cloudfiles import CloudFiles
 
@@ -34,29 +36,43 @@ def get(url: str, key: str, context: StorageContext = StorageContext()) -> bytes
         target = os.path.join(path, key)
         if not os.path.exists(target):
             # cloud-files may have stored it gzipped beside the plain name
-            return _files(url, context).get(key) if os.path.exists(target + ".gz") else None
+            return files(url, context).get(key) if os.path.exists(target + ".gz") else None
         with open(target, "rb") as f:
             return f.read()
-    return _files(url, context).get(key)
+    return files(url, context).get(key)
 
 
 def put(url: str, key: str, data: bytes, context: StorageContext = StorageContext()) -> None:
     """Write bytes; on file:// atomically (a reader never sees half a file)."""
     path = local_path(url)
     if path is None:
-        _files(url, context).put(key, data, compress=None, cache_control="no-cache")
+        files(url, context).put(key, data, compress=None, cache_control="no-cache")
         return
-    target = os.path.join(path, key)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".tmp-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, target)
+    write_atomically(os.path.join(path, key), data)
+
+
+def write_atomically(target: str, data: bytes | memoryview) -> None:
+    """Write a file under a temporary name in its folder, then rename it into place: a process
+    killed mid-write leaves a ``.tmp-`` file (which no reader takes for data), never half a file
+    under the real name. Files get the mode a plain open() gives (0666 less the umask, so 0644
+    under umask 022; `tempfile.mkstemp` would make them 0600), folders that of os.makedirs."""
+    folder, name = os.path.split(target)
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".tmp-{name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def put_json(url: str, key: str, value: Any, context: StorageContext = StorageContext()) -> None:
     if local_path(url) is None:
-        _files(url, context).put_json(key, value, cache_control="no-cache")
+        files(url, context).put_json(key, value, cache_control="no-cache")
         return
     put(url, key, json.dumps(value).encode(), context)
 
@@ -100,7 +116,7 @@ def list_keys(url: str, prefix: str, context: StorageContext = StorageContext())
     path = local_path(url)
     if path is None:
         folder_depth = prefix.count("/")
-        for key in _files(url, context).list(prefix=prefix):
+        for key in files(url, context).list(prefix=prefix):
             if key.count("/") == folder_depth:
                 yield key
         return

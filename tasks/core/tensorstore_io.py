@@ -6,12 +6,20 @@ speak the same format, which the storage tests check in both directions on every
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import tensorstore as ts
 
+from petavox.tasks.core.errors import ChunkDataError
 from petavox.tasks.core.geometry import Box
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.storage import StorageContext, tensorstore_kvstore
+from petavox.tasks.core.transient import is_transient
+
+_CHUNK_NAME = r"/\d+-\d+_\d+-\d+_\d+-\d+"
+# the statuses tensorstore gives a chunk it cannot decode ("Error reading ...: Corrupted ...")
+_BAD_DATA = re.compile(r"(FAILED_PRECONDITION|DATA_LOSS):")
 
 
 def open_scale(
@@ -29,9 +37,18 @@ def open_scale(
 
 
 def read(layer: Layer, box: Box, mip: int = 0) -> np.ndarray:
+    """Voxels of `box`; tensorstore checks each chunk itself, and a chunk it cannot decode is
+    a `ChunkDataError` naming the layer and the chunk (its key, when the message has it)."""
     store = open_scale(layer.url, mip, layer.context)
     (x0, y0, z0), (x1, y1, z1) = box.start, box.stop
-    data = store[x0:x1, y0:y1, z0:z1].read().result()
+    try:
+        data = store[x0:x1, y0:y1, z0:z1].read().result()
+    except ValueError as exc:  # tensorstore raises ValueError for every failed status
+        if is_transient(exc) or not _BAD_DATA.match(str(exc)):
+            raise
+        found = re.search(re.escape(layer.scale(mip)["key"]) + _CHUNK_NAME, str(exc))
+        key = found.group(0) if found else f"in {box}"
+        raise ChunkDataError(layer.url, key, f"is truncated/corrupt: {exc}") from exc
     return data[..., 0] if data.shape[-1] == 1 else data
 
 

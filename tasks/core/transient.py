@@ -9,7 +9,36 @@ from __future__ import annotations
 
 import re
 
-TRANSIENT_TYPES: frozenset[str] = frozenset(
+# A response body cut short or failing its checksum: a transfer that went wrong, worth another
+# try. What each client raises (checked against a server that cuts the body short or sends a
+# wrong ETag): botocore `ResponseStreamingError` (urllib3's IncompleteRead while reading the
+# body) and `IncompleteReadError` (fewer bytes than Content-Length), flexible-checksum
+# mismatches; cloud-files `MD5IntegrityError` / `CRC32CIntegrityError` (not their base
+# `IntegrityError`: databases use that name for constraint violations);
+# google-resumable-media / google-cloud-storage `DataCorruption`; http.client `IncompleteRead`;
+# tensorstore a ValueError saying "Transferred a partial file" (curl code 18) or that a crc32c
+# does not match. A stored object that fails the same way every time is retried only as often
+# as the caller allows (`Layer.read` then names the chunk as truncated/corrupt).
+BODY_ERROR_TYPES: frozenset[str] = frozenset(
+    {
+        "ResponseStreamingError",
+        "IncompleteReadError",
+        "IncompleteRead",
+        "ChecksumError",
+        "FlexibleChecksumError",
+        "MD5IntegrityError",
+        "CRC32CIntegrityError",
+        "DataCorruption",
+    }
+)
+
+BODY_ERROR_MESSAGE = re.compile(
+    r"Transferred a partial file|curl_code='18'|crc32c \w+ does not match expected crc32c"
+    r"|failed its (multipart )?md5 check|crc32c mismatch",
+    re.IGNORECASE,
+)
+
+TRANSIENT_TYPES: frozenset[str] = BODY_ERROR_TYPES | frozenset(
     {
         # builtins and sockets
         "ConnectionError",
@@ -25,7 +54,6 @@ TRANSIENT_TYPES: frozenset[str] = frozenset(
         "ProtocolError",
         "ReadTimeoutError",
         "NewConnectionError",
-        "IncompleteRead",
         "RemoteDisconnected",
         # botocore
         "EndpointConnectionError",
@@ -100,6 +128,17 @@ def is_transient(exc: BaseException) -> bool:
         code = _error_code(err)
         if code is not None and code in TRANSIENT_CODES:
             return True
-        if TRANSIENT_MESSAGE.search(str(err)):
+        if TRANSIENT_MESSAGE.search(str(err)) or BODY_ERROR_MESSAGE.search(str(err)):
+            return True
+    return False
+
+
+def is_body_error(exc: BaseException) -> bool:
+    """True if `exc` (or what caused it) is a response body cut short or failing its checksum."""
+    for err in _chain(exc):
+        names = {cls.__name__ for cls in type(err).__mro__}
+        if names & NEVER_TRANSIENT_TYPES:
+            return False
+        if names & BODY_ERROR_TYPES or BODY_ERROR_MESSAGE.search(str(err)):
             return True
     return False

@@ -160,7 +160,7 @@ def test_missing_and_corrupt_input_chunks_name_layer_and_chunk(tmp_path, ray_ses
     assert "0_0_1" not in ledger_for(config).done("downsample", plan.identity)
 
     (chunk_dir / "32-64_0-32_8-16").write_bytes(b"garbage")
-    with pytest.raises(ChunkFailedError, match="4_4_40/32-64_0-32_8-16 cannot be decoded"):
+    with pytest.raises(ChunkFailedError, match="4_4_40/32-64_0-32_8-16 is truncated/corrupt"):
         run(config, only=["downsample"], session=ray_session, progress=False)
 
     zeros = config_for(tmp_path, tmp_path / "stack.npy", fill_missing=True)

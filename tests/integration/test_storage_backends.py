@@ -140,6 +140,32 @@ def test_cloudvolume_and_tensorstore_read_each_others_layers(store, kind, dtype,
     same(Layer.open(theirs.url, store.context).read(theirs.bounds()), data)
 
 
+def test_corrupt_chunks_on_object_storage_name_the_chunk(store):
+    """A truncated chunk, one with its header overwritten (both stored gzipped, as cloud-volume
+    stores them) and a gzip body that does not inflate: each a ChunkDataError naming the chunk,
+    from petavox's reader and from tensorstore's."""
+    from cloudfiles import CloudFiles
+
+    kind = dict(layer_type="segmentation", dtype="uint64", encoding="compressed_segmentation")
+    layer = Layer.create(f"{store.base}/seg", spec(**kind), store.context)
+    labels = generate(SyntheticParams(shape=(80, 48, 12), seed=1)).labels.astype(np.uint64)
+    layer.write(layer.bounds(), labels + np.uint64(2**40))
+    files = CloudFiles(layer.url)
+    half, header, gzipped = "8_8_40/0-32_0-32_0-8", "8_8_40/32-64_0-32_0-8", "8_8_40/64-80_0-32_0-8"
+    data = files.get(half)
+    files.put(half, data[: len(data) // 8 * 4], compress="gzip")  # half, in whole words
+    files.put(header, b"\xff" * 16 + files.get(header)[16:], compress="gzip")
+    files.put(gzipped, files.get(gzipped, raw=True)[:200], compress="gzip", raw=True)
+    for key, x, problem in ((half, 0, "needs words up to"), (header, 32, "starts at word 42949")):
+        box = Box.from_shape((32, 32, 8), (x, 0, 0))
+        with pytest.raises(ChunkDataError, match=f"chunk {key} is truncated/corrupt: .*{problem}"):
+            layer.read(box)
+        with pytest.raises(ChunkDataError, match=f"chunk {key} is truncated/corrupt"):
+            tensorstore_io.read(layer, box)
+    with pytest.raises(ChunkDataError, match=f"{gzipped} is truncated/corrupt: its gzip body"):
+        layer.read(Box.from_shape((16, 32, 8), (64, 0, 0)))
+
+
 def test_ledger_on_object_storage(store):
     ledger = Ledger(f"{store.base}/ledger", store.context)
     ledger.record_params("ingest", "abc", {"a": 1})

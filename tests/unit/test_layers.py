@@ -81,7 +81,7 @@ def test_corrupt_chunk_names_layer_and_chunk(image):
         f.write(b"not a chunk")
     with pytest.raises(ChunkDataError) as err:
         layer.read(Box((32, 32, 0), (100, 70, 20)))
-    assert "64-96_32-64_8-16" in str(err.value) and "cannot be decoded" in str(err.value)
+    assert "64-96_32-64_8-16" in str(err.value) and "is truncated/corrupt" in str(err.value)
 
 
 def test_missing_info(tmp_path):
