@@ -102,7 +102,7 @@ def petavox_config(root: Path, workers: int = 1, **mesh: Any):
 
 
 def run_loop(root: Path, name: str = "loop", **mesh: Any) -> dict[str, float]:
-    from petavox.workflows.pipeline import plan_run, prepare
+    from petavox.workflows.pipeline import finish, plan_run, prepare
 
     t0 = time.perf_counter()
     config = petavox_config(root, **mesh)
@@ -114,6 +114,7 @@ def run_loop(root: Path, name: str = "loop", **mesh: Any) -> dict[str, float]:
     t2 = time.perf_counter()
     for chunk in manifests.grid:
         manifests.job.run(chunk)
+    finish(manifests, config)
     t3 = time.perf_counter()
     return {
         f"{name}_plan": t1 - t0,

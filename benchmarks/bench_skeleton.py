@@ -114,7 +114,7 @@ def petavox_config(root: Path, task: tuple[int, int, int], workers: int = 1):
 
 
 def run_loop(root: Path, task: tuple[int, int, int]) -> dict[str, float]:
-    from petavox.workflows.pipeline import plan_run, prepare
+    from petavox.workflows.pipeline import finish, plan_run, prepare
 
     t0 = time.perf_counter()
     config = petavox_config(root, task)
@@ -125,6 +125,7 @@ def run_loop(root: Path, task: tuple[int, int, int]) -> dict[str, float]:
     t1 = time.perf_counter()
     for chunk in merge.grid:
         merge.job.run(chunk)
+    finish(merge, config)
     t2 = time.perf_counter()
     return {"loop_chunks": t1 - t0, "loop_merge": t2 - t1, "loop": t2 - t0}
 

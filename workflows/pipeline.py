@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -94,12 +94,20 @@ def check_outputs(steps: StageSteps, earlier: list[StageSteps]) -> None:
                 )
 
 
-def prepare(plan: StagePlan, config: RunConfig) -> None:
-    """Write the info files the plan needs (only those that changed)."""
-    context = config.storage.context()
-    for url, info in plan.layer_infos.items():
+def _write_infos(infos: Mapping[str, dict], context: StorageContext) -> None:
+    for url, info in infos.items():
         if read_info(url, context) != info:
             write_info(url, info, context)
+
+
+def prepare(plan: StagePlan, config: RunConfig) -> None:
+    """Write the info files the plan needs before it runs (only those that changed)."""
+    _write_infos(plan.layer_infos, config.storage.context())
+
+
+def finish(plan: StagePlan, config: RunConfig) -> None:
+    """Write the info files that say the plan's products are there (only those that changed)."""
+    _write_infos(plan.final_infos, config.storage.context())
 
 
 def run(
@@ -138,6 +146,7 @@ def run(
                             distrust=partial(lost_data, context=context),
                         )
                     )
+                    finish(plan, config)
     finally:
         if own_session:
             session.shutdown()

@@ -68,7 +68,9 @@ class StagePlan:
     `stage` names the step's ledger folder; with `version` and `spec` it makes the `identity`
     under which the step's done-markers are kept. `layer_infos` are written before the step
     runs (only those that changed). A step with `use_ledger` off reruns in full every time.
-    `outputs` are the products it writes (see `Output`); `lineage` (filled in by the pipeline
+    `final_infos` are written after the step succeeds: what tells readers a product is there
+    (a segmentation's `mesh` key), never before it is. `outputs` are the products it writes
+    (see `Output`); `lineage` (filled in by the pipeline
     from the writers of the layers the stage reads) enters the identity, so an upstream
     recompute recomputes this step too.
     """
@@ -81,6 +83,7 @@ class StagePlan:
     job: ChunkJob
     resources: Resources = field(default_factory=Resources)
     layer_infos: Mapping[str, dict] = field(default_factory=dict)
+    final_infos: Mapping[str, dict] = field(default_factory=dict)
     hooks: DriverHooks = DriverHooks()
     global_step: Callable[[], None] | None = None
     use_ledger: bool = True

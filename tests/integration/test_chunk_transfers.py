@@ -9,14 +9,13 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import numpy as np
 import pytest
+from small_layers import image_layer
 from storage_servers import client_env
 
 from petavox.tasks.core import chunk_io
 from petavox.tasks.core.errors import ChunkDataError
-from petavox.tasks.core.geometry import Vec3
-from petavox.tasks.core.layers import Layer, LayerSpec
+from petavox.tasks.core.layers import Layer
 
 pytestmark = pytest.mark.integration
 
@@ -66,15 +65,7 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def endpoint(tmp_path, monkeypatch) -> Iterator[tuple[Endpoint, Layer]]:
-    spec = LayerSpec(
-        layer_type="image",
-        dtype="uint8",
-        size=Vec3(32, 32, 8),
-        resolution=(8, 8, 40),
-        chunk_size=Vec3(32, 32, 8),
-    )
-    local = Layer.create(f"file://{tmp_path}/img", spec)
-    local.write(local.bounds(), np.full((32, 32, 8), 5, np.uint8))
+    local = image_layer(f"file://{tmp_path}/img", (32, 32, 8), (32, 32, 8), fill=5)
     server = Endpoint({KEY: (tmp_path / "img" / KEY).read_bytes()})
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -62,6 +62,7 @@ def written_objects(root: Path) -> list[str]:
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_stages_fail_on_the_damaged_chunk_as_bad_input(tmp_path, ray_session, stage, damage):
     layer, key = corrupt_segmentation(tmp_path, damage)
+    info_before = (tmp_path / "seg" / "info").read_bytes()
     stages = [{"stage": stage, "input": "seg", **STAGES[stage]}]
     config = parse_config({"output": f"file://{tmp_path}", "stages": stages})
     with pytest.raises(ChunkFailedError) as err:
@@ -69,6 +70,8 @@ def test_stages_fail_on_the_damaged_chunk_as_bad_input(tmp_path, ray_session, st
     assert err.value.bad_input, err.value.details
     assert f"layer {layer.url}: chunk {key} is truncated/corrupt" in str(err.value)
     assert written_objects(tmp_path / "seg") == []
+    if stage != "downsample":  # its new scales must be in the info before it writes them
+        assert (tmp_path / "seg" / "info").read_bytes() == info_before  # no mesh/skeletons key
 
 
 def test_the_command_exits_2_naming_the_chunk(tmp_path, ray_session):

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -139,14 +140,20 @@ def assert_rerun_resumes(config, ledger: Path, reference, ray_session, out: Path
     assert layer_files(out / "raw") == reference
 
 
-def test_killed_driver_then_rerun_resumes_and_matches(tmp_path, stack, reference, ray_session):
+def driver_at_work(tmp_path: Path, stack: Path) -> tuple[Any, Path, Driver]:
+    """The run's config, its ingest ledger folder, and a driver that has finished 10 chunks."""
     config = make_config(tmp_path, "out", stack)
     config_file = tmp_path / "run.yaml"
     config_file.write_text(dump_config(config))
     ledger = tmp_path / "out" / "ledger" / "ingest"
     driver = Driver(config_file)
+    driver.wait_for_markers(ledger, 10)
+    return config, ledger, driver
+
+
+def test_killed_driver_then_rerun_resumes_and_matches(tmp_path, stack, reference, ray_session):
+    config, ledger, driver = driver_at_work(tmp_path, stack)
     try:
-        driver.wait_for_markers(ledger, 10)
         driver.process.send_signal(signal.SIGKILL)
         driver.process.wait(timeout=30)
     finally:
@@ -156,13 +163,8 @@ def test_killed_driver_then_rerun_resumes_and_matches(tmp_path, stack, reference
 
 def test_sigterm_stops_like_ctrl_c_then_rerun_resumes(tmp_path, stack, reference, ray_session):
     """What Kubernetes sends: exit 130 with the resume message, no traceback or stack dump."""
-    config = make_config(tmp_path, "out", stack)
-    config_file = tmp_path / "run.yaml"
-    config_file.write_text(dump_config(config))
-    ledger = tmp_path / "out" / "ledger" / "ingest"
-    driver = Driver(config_file)
+    config, ledger, driver = driver_at_work(tmp_path, stack)
     try:
-        driver.wait_for_markers(ledger, 10)
         driver.process.send_signal(signal.SIGTERM)
         status = driver.process.wait(timeout=60)
         stderr = driver.process.stderr.read().decode()

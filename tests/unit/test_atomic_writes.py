@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import small_layers
 
 from petavox.tasks.core import objects
 from petavox.tasks.core.errors import ChunkDataError
-from petavox.tasks.core.geometry import Box, Vec3
-from petavox.tasks.core.layers import Layer, LayerSpec
+from petavox.tasks.core.geometry import Box
+from petavox.tasks.core.layers import Layer
 from petavox.workflows.ledger import Ledger
 
 KEY = "8_8_40/0-32_0-32_0-16"
@@ -56,14 +57,7 @@ layer.write(Box((0, 0, 0), (32, 32, 16)), np.full((32, 32, 16), int(sys.argv[2])
 
 
 def image_layer(tmp_path: Path, name: str = "img") -> Layer:
-    spec = LayerSpec(
-        layer_type="image",
-        dtype="uint8",
-        size=Vec3(64, 32, 16),
-        resolution=(8, 8, 40),
-        chunk_size=Vec3(32, 32, 16),
-    )
-    return Layer.create(f"file://{tmp_path}/{name}", spec)
+    return small_layers.image_layer(f"file://{tmp_path}/{name}")
 
 
 def die_writing(layer: Layer, value: int) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from small_layers import image_layer
 
 from petavox.tasks.core import chunk_io, objects, tensorstore_io
 from petavox.tasks.core.errors import ChunkDataError
@@ -95,16 +96,7 @@ def test_tensorstore_reads_of_corrupt_chunks_name_the_chunk(tmp_path):
 
 
 def raw_layer(tmp_path: Path) -> Layer:
-    spec = LayerSpec(
-        layer_type="image",
-        dtype="uint8",
-        size=Vec3(64, 32, 16),
-        resolution=(8, 8, 40),
-        chunk_size=Vec3(32, 32, 16),
-    )
-    layer = Layer.create(f"file://{tmp_path}/raw", spec)
-    layer.write(layer.bounds(), np.full((64, 32, 16), 9, np.uint8))
-    return layer
+    return image_layer(f"file://{tmp_path}/raw", fill=9)
 
 
 @pytest.mark.parametrize("fill_missing", [False, True])

@@ -106,7 +106,7 @@ def plan_mesh(params: MeshParams, catalog: Catalog) -> list[StagePlan]:
             source=layer, mesh_url=mesh_url, params=simplification, fill_missing=params.fill_missing
         ),
         resources=params.resources,
-        layer_infos={url: info, mesh_url: LEGACY_INFO},
+        layer_infos={mesh_url: LEGACY_INFO},
         outputs=(Output(url, params.mesh_dir),),
     )
     digits = params.manifest_digits or manifest_digits(len(grid))
@@ -119,6 +119,7 @@ def plan_mesh(params: MeshParams, catalog: Catalog) -> list[StagePlan]:
         grid=index_grid(len(prefixes)),
         job=ManifestJob(mesh_url=mesh_url, prefixes=prefixes, context=catalog.context),
         resources=params.resources,
+        final_infos={url: info},
     )
     return [forge, manifests]
 
@@ -178,13 +179,10 @@ def sharded_plans(
         spec=spec,
         grid=grid,
         job=ShardedForgeJob(
-            source=layer,
-            buckets=buckets,
-            params=simplification,
-            fill_missing=params.fill_missing,
+            source=layer, buckets=buckets, params=simplification, fill_missing=params.fill_missing
         ),
         resources=params.resources,
-        layer_infos={url: info, mesh_url: mesh_info(resolution, bits, sharding)},
+        layer_infos={mesh_url: mesh_info(resolution, bits, sharding)},
         outputs=(Output(url, params.mesh_dir),),
     )
     merge = ShardMergeJob(
@@ -203,6 +201,7 @@ def sharded_plans(
         grid=buckets.grid(),
         job=merge,
         resources=params.resources,
+        final_infos={url: info},
     )
     return [forge, shards]
 

@@ -119,10 +119,7 @@ def plan_skeletonize(params: SkeletonizeParams, catalog: Catalog) -> list[StageP
             source=layer, buckets=buckets, params=teasar, fill_missing=params.fill_missing
         ),
         resources=params.resources,
-        layer_infos={
-            url: info,
-            skeleton_url: skeleton_info(sharding if params.sharded else None),
-        },
+        layer_infos={skeleton_url: skeleton_info(sharding if params.sharded else None)},
         outputs=(Output(url, params.skeleton_dir),),
     )
     cleanup = Cleanup(tick_threshold=params.tick_threshold, min_cable=params.min_cable)
@@ -136,6 +133,7 @@ def plan_skeletonize(params: SkeletonizeParams, catalog: Catalog) -> list[StageP
             buckets=buckets, skeleton_url=skeleton_url, sharded=params.sharded, cleanup=cleanup
         ),
         resources=params.resources,
+        final_infos={url: info},
     )
     return [chunks, merge]
 
