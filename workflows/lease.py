@@ -4,7 +4,9 @@ Object stores offer no lock that works the same on file://, S3 and GCS, so the l
 JSON record (holder's host, pid, start, last heartbeat, time to live) at
 ``<output>/ledger/driver.lease.json``, taken by write-then-read-back: a driver writes its record,
 waits a settle time longer than the gap between any other driver's read and write, and reads the
-record back; only the driver whose record survived goes on. The holder rewrites its heartbeat
+record back; only the driver whose record survived goes on. On ``file://`` the read, write and
+read-back happen under an exclusive `flock` of a lock file beside the lease instead, so no
+settle time is needed. The holder rewrites its heartbeat
 every quarter of the time to live and checks that the record is still its own; a driver that
 finds another's record (it stalled longer than the time to live and was taken over) stops
 before its next dispatch. A crashed driver's lease is taken over once its heartbeat is older
@@ -15,6 +17,7 @@ permission).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -22,7 +25,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from types import TracebackType
 
@@ -31,6 +35,7 @@ from petavox.tasks.core.errors import PetavoxError
 from petavox.tasks.core.storage import StorageContext, local_path
 
 LEASE_KEY = "driver.lease.json"
+LOCK_FILE = "driver.lease.lock"
 log = logging.getLogger("petavox")
 
 
@@ -87,8 +92,10 @@ class DriverLease:
         self.url = output.rstrip("/") + "/ledger"
         self.context = context
         self.ttl = ttl
-        # file:// reads and writes are microseconds apart; object stores take up to a second
-        self.settle = settle if settle is not None else (0.2 if local_path(output) else 2.0)
+        # file:// takes the lease under a file lock; object stores take up to a second between
+        # a driver's read and its write
+        self.folder = local_path(self.url)
+        self.settle = settle if settle is not None else (0.0 if self.folder else 2.0)
         self.clock = clock
         self.token = uuid.uuid4().hex
         self.started = clock()
@@ -119,6 +126,26 @@ class DriverLease:
 
     def acquire(self) -> None:
         """Take the lease or raise `OutputBusyError` naming the holder; starts the heartbeat."""
+        with self._exclusive():
+            self._take()
+        self._thread = threading.Thread(target=self._beat, name="petavox-lease", daemon=True)
+        self._thread.start()
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """On file://, hold an exclusive lock of ``driver.lease.lock`` (elsewhere: nothing)."""
+        if self.folder is None:
+            yield
+            return
+        os.makedirs(self.folder, exist_ok=True)
+        fd = os.open(os.path.join(self.folder, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _take(self) -> None:
         current = self.read()
         if current is not None and current.token != self.token:
             self._refuse_unless_expired(current)
@@ -127,8 +154,6 @@ class DriverLease:
         back = self.read()
         if back is None or back.token != self.token:
             raise OutputBusyError(self._busy_message(back, "started at the same moment"))
-        self._thread = threading.Thread(target=self._beat, name="petavox-lease", daemon=True)
-        self._thread.start()
 
     def _refuse_unless_expired(self, current: LeaseRecord) -> None:
         if not current.expired(self.clock()):

@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -107,3 +108,26 @@ def test_two_drivers_that_start_together_do_not_both_go_on(tmp_path, monkeypatch
     monkeypatch.undo()
     with second:
         assert second.read().token == second.token
+
+
+def test_on_file_urls_exactly_one_of_many_simultaneous_drivers_wins(tmp_path):
+    out = f"file://{tmp_path}"
+    leases = [DriverLease(out) for _ in range(8)]
+    start = threading.Barrier(len(leases))
+    won, refused = [], []
+
+    def race(lease: DriverLease) -> None:
+        start.wait()
+        try:
+            lease.acquire()
+            won.append(lease)
+        except OutputBusyError:
+            refused.append(lease)
+
+    threads = [threading.Thread(target=race, args=(lease,)) for lease in leases]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(won) == 1 and len(refused) == 7
+    won[0].release()
