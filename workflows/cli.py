@@ -15,6 +15,7 @@ from petavox.tasks.core.storage import normalize_url
 from petavox.workflows.cli_options import add_model_options, add_runtime_options, runtime_from_args
 from petavox.workflows.config import (
     ConfigError,
+    RayConfig,
     RunConfig,
     StorageConfig,
     format_validation_error,
@@ -77,12 +78,24 @@ class StageRun:
         return 0
 
 
+def with_runtime(config: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """The config with the command line's runtime options (ray, storage) applied. The stages are
+    kept as validated: dumping them with their defaults would mark every option as given (the
+    mesh stage refuses the other format's options when given)."""
+    runtime = runtime_from_args(args, config)
+    return config.model_copy(
+        update={
+            "ray": RayConfig.model_validate(runtime["ray"]),
+            "storage": StorageConfig.model_validate(runtime["storage"]),
+        }
+    )
+
+
 # ---- commands ------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     from petavox.workflows.pipeline import run
 
-    config = load_config(args.config)
-    config = RunConfig.model_validate({**config.model_dump(), **runtime_from_args(args, config)})
+    config = with_runtime(load_config(args.config), args)
     only = args.stages.split(",") if args.stages else None
     reports = run(config, only, progress=not args.quiet)
     print(f"run finished: {config.output}")

@@ -11,13 +11,14 @@ import yaml
 from petavox.tasks.core.errors import InputError
 from petavox.workflows import stages
 from petavox.workflows.catalog import Catalog
-from petavox.workflows.cli import StageRun, build_parser, main, stage_config
+from petavox.workflows.cli import StageRun, build_parser, main, stage_config, with_runtime
 from petavox.workflows.cli_options import flag
-from petavox.workflows.config import ConfigError, parse_config
+from petavox.workflows.config import ConfigError, load_config, parse_config
 from petavox.workflows.params import StageParams
 from petavox.workflows.stage import Positional, Stage
 from petavox.workflows.stages import STAGE_NAMES, STAGES, plan_stage, stage_named
 from petavox.workflows.stages.ingest import IngestParams
+from petavox.workflows.stages.mesh import format_fields
 
 PIPELINE = (
     "ingest",
@@ -143,3 +144,16 @@ def test_an_unknown_command_is_exit_2(capsys):
 def test_a_config_error_names_the_allowed_keys_of_the_stage():
     with pytest.raises(ConfigError, match=r"stages\[0\].bogus: unknown key; allowed keys: "):
         parse_config({"output": ROOT, "stages": [{**minimal(stage_named("mesh")), "bogus": 1}]})
+
+
+def test_run_options_keep_the_stages_as_given(tmp_path):
+    """`petavox run CONFIG --workers N` on a config with a (legacy) mesh stage: the stages are
+    not re-dumped with their defaults, which would give the mesh the sharded format's options."""
+    path = tmp_path / "run.yaml"
+    stages = [{"stage": "mesh", "input": "segmentation"}]
+    path.write_text(yaml.safe_dump({"output": str(tmp_path), "stages": stages}))
+    args = build_parser().parse_args(["run", str(path), "--workers", "3", "--s3-endpoint", "x"])
+    config = with_runtime(load_config(path), args)
+    assert (config.ray.workers, config.storage.s3_endpoint) == (3, "x")
+    assert config.stages[0].model_fields_set == {"stage", "input"}
+    format_fields(config.stages[0])  # no "... is not an option of format: legacy"
