@@ -87,6 +87,7 @@ def with_runtime(config: RunConfig, args: argparse.Namespace) -> RunConfig:
         update={
             "ray": RayConfig.model_validate(runtime["ray"]),
             "storage": StorageConfig.model_validate(runtime["storage"]),
+            "overwrite": runtime.get("overwrite", config.overwrite),
         }
     )
 

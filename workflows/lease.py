@@ -193,13 +193,18 @@ class DriverLease:
             )
 
     def release(self) -> None:
+        """Stop the heartbeat and mark the lease released (if it is still this driver's). A
+        storage error here is logged, not raised: the lease then lapses by itself."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        current = self.read()
-        if current is not None and current.token == self.token:
-            self._write(released=True)
+        try:
+            current = self.read()
+            if current is not None and current.token == self.token:
+                self._write(released=True)
+        except Exception as exc:
+            log.warning("could not release the lease (it lapses in %.0f s): %s", self.ttl, exc)
 
     def __enter__(self) -> DriverLease:
         self.acquire()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Any
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.geometry import Vec3
@@ -19,7 +20,13 @@ from petavox.workflows.ledger import Ledger
 from petavox.workflows.params import StageParams
 from petavox.workflows.plan import StagePlan, StageSteps
 from petavox.workflows.provenance import claim, epoch_of
-from petavox.workflows.runner import RaySession, StageReport, execute, ledger_key
+from petavox.workflows.runner import (
+    RaySession,
+    StageReport,
+    call_with_retries,
+    execute,
+    ledger_key,
+)
 from petavox.workflows.stages import STAGE_NAMES, plan_stage
 from petavox.workflows.stages.evaluate import DEFAULT_CHUNK, TableSum, plan_scores
 from petavox.workflows.verify import chunks_missing_objects, remember_stage, remembered_stages
@@ -117,8 +124,16 @@ def run(
     progress: bool = True,
     session: RaySession | None = None,
 ) -> list[StageReport]:
-    """Plan, then take the output's lease (one driver per output) and run the plans in order."""
-    stages = plan_stages(config, only)
+    """Plan, then take the output's lease (one driver per output) and run the plans in order.
+
+    The driver's own storage calls (planning's reads, the lease, claims, infos) are retried on
+    transient errors like a task's, `ray.storage_retries` times.
+    """
+
+    def driver_io(fn: Callable[[], Any]) -> Any:
+        return call_with_retries(fn, config.ray.storage_retries)
+
+    stages = driver_io(lambda: plan_stages(config, only))
     ledger = ledger_for(config)
     own_session = session is None
     session = session or RaySession(config.ray)
@@ -126,28 +141,29 @@ def run(
     context = config.storage.context()
     lease = DriverLease(config.output, context, ttl=config.ray.lease_seconds)
     try:
-        with lease:
-            # every product is claimed before the first write: a refusal writes nothing
-            epochs = [claim(steps, config.overwrite, context) for steps in stages]
-            for steps in stages:
-                remember_stage(steps, ledger)
-            for steps, epoch in zip(stages, epochs, strict=True):
-                for plan in steps.plans:
-                    lease.check()
-                    prepare(plan, config)
-                    reports.append(
-                        execute(
-                            plan,
-                            ledger,
-                            session,
-                            progress=progress,
-                            still_owner=lease.check,
-                            epoch=epoch,
-                            distrust=partial(lost_data, context=context),
-                        )
+        driver_io(lease.acquire)
+        # every product is claimed before the first write: a refusal writes nothing
+        epochs = [driver_io(partial(claim, s, config.overwrite, context)) for s in stages]
+        for steps in stages:
+            driver_io(partial(remember_stage, steps, ledger))
+        for steps, epoch in zip(stages, epochs, strict=True):
+            for plan in steps.plans:
+                lease.check()
+                driver_io(partial(prepare, plan, config))
+                reports.append(
+                    execute(
+                        plan,
+                        ledger,
+                        session,
+                        progress=progress,
+                        still_owner=lease.check,
+                        epoch=epoch,
+                        distrust=partial(lost_data, context=context),
                     )
-                    finish(plan, config)
+                )
+                driver_io(partial(finish, plan, config))
     finally:
+        lease.release()
         if own_session:
             session.shutdown()
     return reports

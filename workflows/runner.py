@@ -201,22 +201,27 @@ def execute(
     started = time.perf_counter()
     use_ledger = plan.use_ledger and ledger is not None
     key = ledger_key(plan, epoch)
-    done = ledger.done(plan.stage, key) if use_ledger else set()
+    retries = session.config.storage_retries  # the driver's own reads and writes, as a task's
+
+    def driver_io(fn: Callable[[], Any]) -> Any:
+        return call_with_retries(fn, retries)
+
+    done = driver_io(lambda: ledger.done(plan.stage, key)) if use_ledger else set()
     if distrust is not None and done:
-        done -= distrust(plan, done)
+        done -= driver_io(lambda: distrust(plan, done))
     todo = [c for c in plan.grid if c.id not in done]
     total = len(plan.grid)
     if todo:
         if use_ledger:
             params = {**plan.spec, "inputs": list(plan.inputs), "lineage": plan.lineage}
-            ledger.record_params(plan.stage, key, params)
+            driver_io(lambda: ledger.record_params(plan.stage, key, params))
         marks = ledger if use_ledger else None
         _dispatch(plan, key, todo, marks, session, progress, still_owner)
     if plan.global_step is not None and GLOBAL_STEP not in done:
         still_owner()
         plan.global_step()
         if use_ledger:
-            ledger.mark_done(plan.stage, key, GLOBAL_STEP, {"stage": plan.stage})
+            driver_io(lambda: ledger.mark_done(plan.stage, key, GLOBAL_STEP, {"stage": plan.stage}))
     return StageReport(
         label=plan.label,
         total=total,

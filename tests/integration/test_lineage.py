@@ -18,6 +18,7 @@ from tree_compare import layer_files
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.layers import Layer
+from petavox.workflows import pipeline
 from petavox.workflows.cli import main
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import plan_run, run, status
@@ -144,3 +145,24 @@ def test_deleted_output_chunks_are_found_and_recomputed(tmp_path, ray_session, c
     assert [r.ran for r in reports] == [1, 1]  # only the chunks that lost objects
     assert layer_files(raw) == clean
     assert main(["verify", output]) == 0
+
+
+def test_the_drivers_own_storage_calls_are_retried(tmp_path, ray_session, monkeypatch):
+    """A storage hiccup while the driver plans or claims (an outage) is retried like a task's."""
+    stack = tmp_path / "stack.npy"
+    make_stack(stack)
+    config = config_for(tmp_path, stack)
+    failures = {"plan_stages": 1, "claim": 1}
+    for name in failures:
+        real = getattr(pipeline, name)
+
+        def flaky(*args, _real=real, _name=name, **kwargs):
+            if failures[_name]:
+                failures[_name] -= 1
+                raise ConnectionResetError("connection reset by peer (simulated)")
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(pipeline, name, flaky)
+    reports = run(config, session=ray_session, progress=False)
+    assert failures == {"plan_stages": 0, "claim": 0}
+    assert all(r.ran == r.total for r in reports)

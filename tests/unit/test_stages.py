@@ -157,3 +157,6 @@ def test_run_options_keep_the_stages_as_given(tmp_path):
     assert (config.ray.workers, config.storage.s3_endpoint) == (3, "x")
     assert config.stages[0].model_fields_set == {"stage", "input"}
     format_fields(config.stages[0])  # no "... is not an option of format: legacy"
+    assert not config.overwrite
+    forced = build_parser().parse_args(["run", str(path), "--overwrite"])
+    assert with_runtime(load_config(path), forced).overwrite
