@@ -16,7 +16,8 @@ identities hash the output URL and name the intermediate folders:
   again, and again after any failure, until the run completes.
 
 Then both runs' objects are listed and every one (the ledger folder excepted: done-markers hold
-timings, hosts and pids, the lease a heartbeat) is compared, bytes and Content-Encoding. Exit 1
+timings, hosts and pids, the lease a heartbeat; and the layers' `provenance` files, which hold
+dates and epochs) is compared, bytes and Content-Encoding. Exit 1
 when an object differs or is missing on one side, or the faulty run never completed.
 `--control` first checks that a second clean run differs from the first in nothing else.
 

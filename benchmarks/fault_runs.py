@@ -218,9 +218,10 @@ def ledger_counts(client: Any, bucket: str, prefix: str) -> dict[str, int]:
     root = f"{prefix}/{LEDGER}"
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=root):
         for item in page.get("Contents", []):
+            # <step>/<identity>/[<epoch>/]<chunk>.json; stages/ keeps configs, not markers
             parts = item["Key"][len(root) :].split("/")
-            if len(parts) == 3:
-                counts[parts[0]] = counts.get(parts[0], 0) + (parts[2] != "params.json")
+            if len(parts) in (3, 4) and parts[0] != "stages":
+                counts[parts[0]] = counts.get(parts[0], 0) + (parts[-1] != "params.json")
     return counts
 
 
@@ -386,12 +387,13 @@ def run_faulty(campaign: Campaign, name: str, max_attempts: int) -> None:
 
 def _objects(client: Any, bucket: str, prefix: str) -> set[str]:
     """Keys under `prefix/`, relative to it, without the ledger folder (done-markers hold
-    timings, hosts and pids; the lease a heartbeat)."""
+    timings, hosts and pids; the lease a heartbeat) and the layers' `provenance` files (dates
+    and the epochs of the run that wrote them)."""
     root = prefix + "/"
     keys = set()
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=root):
         keys.update(item["Key"][len(root) :] for item in page.get("Contents", []))
-    return {k for k in keys if not k.startswith(LEDGER)}
+    return {k for k in keys if not k.startswith(LEDGER) and k.rsplit("/", 1)[-1] != "provenance"}
 
 
 def compare_runs(first: DemoRun, second: DemoRun) -> dict[str, Any]:
