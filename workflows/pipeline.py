@@ -71,7 +71,11 @@ def plan_stages(config: RunConfig, only: Iterable[str] | None = None) -> list[St
             name=params.stage,  # type: ignore[attr-defined]
             plans=tuple(plans),
             inputs=inputs,
-            params=params.model_dump(mode="json"),
+            # as given: a default dumped would count as given (mesh refuses the other format's)
+            params={
+                "stage": params.stage,  # type: ignore[attr-defined]
+                **params.model_dump(mode="json", exclude_unset=True),
+            },
         )
         check_outputs(steps, stages)
         for output in steps.outputs:

@@ -107,6 +107,8 @@ def test_demo_writes_the_synthetic_volume_and_resumes(tmp_path, address):
     # copy: one chunk), agglomerate ×2, synapses, connectome ×4 (volumes, shuffle, shards,
     # spatial index), downsample ×5, mesh ×2 (fragments, manifests), skeletonize ×2 (pieces, merge)
     assert status.count("done") == 27 and "infer" in status and "align" in status
+    verified = petavox("verify", str(out)).stdout  # exit 0: every stage that wrote is whole
+    assert "mesh segmentation: manifests" in verified and "incomplete" not in verified
     assert "adapted Rand error" in first.stdout
     again = petavox("demo", "--size", "96", "--output", str(out), "--address", address, "--quiet")
     assert again.stdout.count("(0 run") == 0  # the demo prints totals only
