@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.geometry import Vec3
@@ -133,10 +132,7 @@ def run(
     The driver's own storage calls (planning's reads, the lease, claims, infos) are retried on
     transient errors like a task's, `ray.storage_retries` times.
     """
-
-    def driver_io(fn: Callable[[], Any]) -> Any:
-        return call_with_retries(fn, config.ray.storage_retries)
-
+    driver_io = partial(call_with_retries, attempts=config.ray.storage_retries)
     stages = driver_io(lambda: plan_stages(config, only))
     ledger = ledger_for(config)
     own_session = session is None

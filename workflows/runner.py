@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from tqdm import tqdm
@@ -202,10 +203,8 @@ def execute(
     started = time.perf_counter()
     use_ledger = plan.use_ledger and ledger is not None
     key = ledger_key(plan, epoch)
-    retries = session.config.storage_retries  # the driver's own reads and writes, as a task's
-
-    def driver_io(fn: Callable[[], Any]) -> Any:
-        return call_with_retries(fn, retries)
+    # the driver's own reads and writes, retried as a task's
+    driver_io = partial(call_with_retries, attempts=session.config.storage_retries)
 
     done = driver_io(lambda: ledger.done(plan.stage, key)) if use_ledger else set()
     if distrust is not None and done:

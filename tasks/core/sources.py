@@ -97,6 +97,11 @@ class VolumeSource(ABC):
         if hasattr(handle, "close"):
             handle.close()
 
+    @property
+    def location(self) -> Path:
+        """The file (or folder of files) the stack is read from."""
+        return self.path  # type: ignore[attr-defined]
+
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("_handle", "_pid")}
 
@@ -278,6 +283,10 @@ def _load_slice(path: Path) -> np.ndarray:
 
 class SliceFolderSource(VolumeSource):
     """A folder of 2-D slices, file index = z, each image (y, x); a read opens only its z range."""
+
+    @property
+    def location(self) -> Path:
+        return self.folder
 
     def __init__(self, url: str, folder: Path, axes: str) -> None:
         self.url, self.folder = url, folder

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -61,7 +60,7 @@ def default_encoding(layer_type: str, dtype: np.dtype) -> str:
 def plan_ingest(params: IngestParams, catalog: Catalog) -> list[StagePlan]:
     source = open_source(params.input, params.axes)
     # the source is an input like a layer: edited files give the stage a new lineage
-    location = Path(getattr(source, "path", None) or source.folder).resolve()
+    location = source.location.resolve()
     catalog.note_read(f"file://{location}", "files:" + fingerprint(location))
     dtype = np.dtype(params.dtype) if params.dtype else np.dtype(source.dtype)
     storage_chunk = Vec3.of(params.storage_chunk)
