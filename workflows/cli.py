@@ -140,7 +140,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return 1
     if print_status(rows):
         return 0
-    print("some chunks are missing or lost objects: run the stage again to recompute them")
+    print(
+        "some chunks are not done, or lost or changed objects since: run the stage again to "
+        "recompute them"
+    )
     return 1
 
 

@@ -28,7 +28,7 @@ from petavox.workflows.runner import (
 )
 from petavox.workflows.stages import STAGE_NAMES, plan_stage
 from petavox.workflows.stages.evaluate import DEFAULT_CHUNK, TableSum, plan_scores
-from petavox.workflows.verify import chunks_missing_objects, remember_stage, remembered_stages
+from petavox.workflows.verify import chunks_with_bad_objects, remember_stage, remembered_stages
 
 log = logging.getLogger("petavox")
 
@@ -158,7 +158,7 @@ def run(
                         progress=progress,
                         still_owner=lease.check,
                         epoch=epoch,
-                        distrust=partial(lost_data, context=context),
+                        distrust=partial(lost_data, ledger=ledger),
                     )
                 )
                 driver_io(partial(finish, plan, config))
@@ -192,18 +192,17 @@ def status(config: RunConfig) -> list[StageStatus]:
     return rows
 
 
-def lost_data(plan: StagePlan, done: set[str], context: StorageContext) -> set[str]:
-    """Finished chunks of `plan` whose objects are gone (logged; they are recomputed)."""
-    missing = chunks_missing_objects(plan, done, context)
-    if missing:
-        example = next(iter(missing.values()))[0]
+def lost_data(plan: StagePlan, key: str, done: set[str], ledger: Ledger) -> set[str]:
+    """Finished chunks of `plan` whose objects are gone or changed (logged; they are recomputed)."""
+    bad = chunks_with_bad_objects(plan, key, done, ledger)
+    if bad:
         log.warning(
-            "%s: %d finished chunk(s) lost objects (e.g. %s); recomputing them",
+            "%s: %d finished chunk(s) lost or changed objects (e.g. %s); recomputing them",
             plan.label,
-            len(missing),
-            example,
+            len(bad),
+            next(iter(bad.values())),
         )
-    return set(missing)
+    return set(bad)
 
 
 def stage_status(steps: StageSteps, ledger: Ledger) -> list[StageStatus]:
@@ -216,9 +215,13 @@ def stage_status(steps: StageSteps, ledger: Ledger) -> list[StageStatus]:
         if epoch is False:  # its products hold another run's data: nothing of it stands
             rows.append(StageStatus(label=plan.label, done=0, total=len(ids)))
             continue
-        done = ledger.done(plan.stage, ledger_key(plan, epoch)) & ids
-        lost = chunks_missing_objects(plan, done, ledger.context)
-        note = f"{len(lost)} finished chunk(s) lost objects" if lost else ""
+        key = ledger_key(plan, epoch)
+        done = ledger.done(plan.stage, key) & ids
+        lost = chunks_with_bad_objects(plan, key, done, ledger)
+        note = ""
+        if lost:
+            example = next(iter(lost.values()))
+            note = f"{len(lost)} finished chunk(s) lost or changed objects, e.g. {example}"
         rows.append(
             StageStatus(label=plan.label, done=len(done) - len(lost), total=len(ids), note=note)
         )

@@ -22,12 +22,13 @@ from typing import Any
 
 from tqdm import tqdm
 
+from petavox.tasks.core import objects
 from petavox.tasks.core.errors import InputError, PetavoxError
 from petavox.tasks.core.geometry import Chunk
 from petavox.tasks.core.transient import is_transient
 from petavox.workflows.config import RayConfig
 from petavox.workflows.interrupts import terminate_as_interrupt
-from petavox.workflows.ledger import GLOBAL_STEP, Ledger
+from petavox.workflows.ledger import GLOBAL_STEP, Ledger, written_objects
 from petavox.workflows.params import Resources
 from petavox.workflows.plan import ChunkJob, StagePlan
 
@@ -83,13 +84,20 @@ def run_chunk(
     ledger: Ledger | None,
     storage_retries: int,
 ) -> Any:
-    """Body of one task, on a worker: run the job, then write the chunk's done-marker."""
+    """Body of one task, on a worker: run the job, then write the chunk's done-marker, which
+    lists the objects the job wrote and their sizes."""
     started = time.perf_counter()
     try:
-        result = call_with_retries(lambda: job.run(chunk), storage_retries)
+        with objects.recording_writes() as written:
+            result = call_with_retries(lambda: job.run(chunk), storage_retries)
         if ledger is not None:
             seconds = time.perf_counter() - started
-            record = {"stage": stage, "identity": ident, "seconds": round(seconds, 4)}
+            record = {
+                "stage": stage,
+                "identity": ident,
+                "seconds": round(seconds, 4),
+                "objects": written_objects(written),
+            }
             if isinstance(result, dict):
                 record["result"] = result
             call_with_retries(
@@ -191,14 +199,15 @@ def execute(
     progress: bool = True,
     still_owner: Callable[[], None] = lambda: None,
     epoch: str | None = None,
-    distrust: Callable[[StagePlan, set[str]], set[str]] | None = None,
+    distrust: Callable[[StagePlan, str, set[str]], set[str]] | None = None,
 ) -> StageReport:
     """Run the plan's chunks that the ledger does not list as done, then its global step.
 
     `still_owner` raises when this driver no longer holds the output (see `lease`); it is
     called before every submission and before the global step. `epoch` (from
     `provenance.claim`) names the take-over of the plan's products its markers belong to;
-    `distrust` returns the finished chunks whose data is not all there (they run again).
+    `distrust` (given the plan, its ledger key and the finished chunks) returns those whose
+    recorded objects are not all there, whole (they run again).
     """
     started = time.perf_counter()
     use_ledger = plan.use_ledger and ledger is not None
@@ -208,7 +217,7 @@ def execute(
 
     done = driver_io(lambda: ledger.done(plan.stage, key)) if use_ledger else set()
     if distrust is not None and done:
-        done -= driver_io(lambda: distrust(plan, done))
+        done -= driver_io(lambda: distrust(plan, key, done))
     todo = [c for c in plan.grid if c.id not in done]
     total = len(plan.grid)
     if todo:
@@ -219,9 +228,11 @@ def execute(
         _dispatch(plan, key, todo, marks, session, progress, still_owner)
     if plan.global_step is not None and GLOBAL_STEP not in done:
         still_owner()
-        plan.global_step()
+        with objects.recording_writes() as written:
+            plan.global_step()
         if use_ledger:
-            driver_io(lambda: ledger.mark_done(plan.stage, key, GLOBAL_STEP, {"stage": plan.stage}))
+            record = {"stage": plan.stage, "objects": written_objects(written)}
+            driver_io(lambda: ledger.mark_done(plan.stage, key, GLOBAL_STEP, record))
     return StageReport(
         label=plan.label,
         total=total,

@@ -1,11 +1,12 @@
-"""Markers are checked against the data: a finished chunk whose storage objects are gone is
+"""Markers are checked against the data: a finished chunk whose objects are gone or changed is
 not finished.
 
-A chunk's done-marker says its task wrote its objects; a bucket lifecycle rule, a person or a
-tool may delete them later. For each volume product of a plan (a layer's data or one of its
-scales) the objects a chunk writes follow from its write box and the layer's chunking, so one
-listing per scale folder (names only, never the data) tells which finished chunks lost
-objects. Resume recomputes them; `petavox verify` reports them.
+A chunk's done-marker lists the objects its task wrote, with their stored sizes (see
+`petavox.workflows.ledger`). A bucket lifecycle rule, a person or a tool may delete or replace
+them later. One listing per folder of names and sizes (never the data) tells which finished
+chunks lost or changed an object under the plan's outputs. Resume recomputes them; `petavox
+verify` reports them. Work folders (``intermediate/``) are not checked: deleting them after a
+run is allowed, and a step that needs a missing one names it.
 """
 
 from __future__ import annotations
@@ -14,57 +15,44 @@ import json
 from collections.abc import Iterable
 
 from petavox.tasks.core import objects
-from petavox.tasks.core.geometry import Box, Vec3
-from petavox.tasks.core.layers import Layer, read_info
-from petavox.tasks.core.storage import StorageContext
 from petavox.workflows.ledger import Ledger
-from petavox.workflows.plan import Output, StagePlan, StageSteps
+from petavox.workflows.plan import StagePlan, StageSteps
+
+UNRECORDED = "its done-marker does not list the objects it wrote (an older petavox wrote it)"
 
 
-def _mip_of(layer: Layer, output: Output) -> int | None:
-    """The mip a volume product covers; None for a product that is not voxels (a mesh)."""
-    if output.part == "":
-        return 0
-    if not output.part.startswith("scale:"):
-        return None
-    key = output.part.removeprefix("scale:")
-    keys = [s["key"] for s in layer.info["scales"]]
-    return keys.index(key) if key in keys else None
+def chunks_with_bad_objects(
+    plan: StagePlan, key: str, done: Iterable[str], ledger: Ledger
+) -> dict[str, str]:
+    """Finished chunks of `plan` (ids in `done`, markers under ledger key `key`) with an object
+    under the plan's outputs missing or of another size than written, each with what is wrong.
 
-
-def _box_at(layer: Layer, box: Box, mip: int) -> Box:
-    if mip == 0:
-        return box
-    ratio = [round(a / b) for a, b in zip(layer.resolution(mip), layer.resolution(0))]
-    return box.scale_down(Vec3.of(ratio))
-
-
-def chunks_missing_objects(
-    plan: StagePlan, done: Iterable[str], context: StorageContext
-) -> dict[str, list[str]]:
-    """Finished chunks of `plan` (ids in `done`) with objects missing, each with one of them."""
-    done = set(done)
-    missing: dict[str, list[str]] = {}
-    if not done:
-        return missing
-    for output in plan.outputs:
-        info = read_info(output.url, context)
-        if info is None:
-            continue  # not a volume layer (a folder of tables): nothing to derive its keys from
-        layer = Layer(output.url, info, context)
-        mip = _mip_of(layer, output)
-        if mip is None:
+    An object written by several chunks is expected as the last of them wrote it."""
+    done = sorted(done)
+    if not plan.outputs or not done:
+        return {}
+    roots = tuple(output.url.rstrip("/") + "/" for output in plan.outputs)
+    bad: dict[str, str] = {}
+    last: dict[tuple[str, str], tuple[float, int, str]] = {}  # object -> (when, size, chunk)
+    for chunk_id, record in ledger.records(plan.stage, key, done).items():
+        if record is None or "objects" not in record:
+            bad[chunk_id] = UNRECORDED
             continue
-        folder = layer.scale(mip)["key"]
-        listed = set(objects.list_keys(layer.url, f"{folder}/", context))
-        for chunk in plan.grid:
-            if chunk.id not in done:
-                continue
-            box = _box_at(layer, chunk.write_box, mip)
-            gone = [k for k, _ in layer.storage_chunks(box, mip) if k not in listed]
-            if gone:
-                missing.setdefault(chunk.id, []).append(f"{layer.url}/{gone[0]}")
-    return missing
+        for url, sizes in record["objects"].items():
+            for name, size in sizes.items():
+                if f"{url.rstrip('/')}/{name}".startswith(roots):
+                    when = (record.get("finished", 0.0), size, chunk_id)
+                    last[(url, name)] = max(last.get((url, name), when), when)
+    folders: dict[tuple[str, str], dict[str, int]] = {}
+    for (url, name), (_, size, chunk_id) in sorted(last.items()):
+        folder = name.rpartition("/")[0] + "/" if "/" in name else ""
+        if (url, folder) not in folders:
+            folders[(url, folder)] = objects.list_sizes(url, folder, ledger.context)
+        found = folders[(url, folder)].get(name)
+        if found != size and chunk_id not in bad:
+            what = "is missing" if found is None else f"has {found} bytes, {size} written"
+            bad[chunk_id] = f"{url.rstrip('/')}/{name} {what}"
+    return bad
 
 
 STAGES_FOLDER = "stages"

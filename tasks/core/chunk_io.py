@@ -1,10 +1,10 @@
 """A layer's chunks one storage object at a time: fetched by key, checked, decoded, assembled;
-and, on file://, encoded and written atomically.
+and encoded and written one object per storage chunk (atomically on file://).
 
 Reads do not go through cloud-volume's download: petavox fetches each chunk's bytes by its key
 (plain files on file://, cloud-files elsewhere), so the bytes are checked before any decoder
 sees them (`chunk_checks`) and every error names the chunk, without downloading anything twice.
-cloud-volume still provides the codecs (`cloudvolume.chunks`) and the remote uploads.
+cloud-volume still provides the codecs (`cloudvolume.chunks`) and their parameters.
 """
 
 from __future__ import annotations
@@ -136,22 +136,37 @@ def _inflate(url: str, key: str, content: bytes | None, encoding: str | None) ->
         ) from None
 
 
-def write_local(layer: Layer, box: Box, data: np.ndarray, mip: int, params: dict) -> None:
-    """Encode each storage chunk of `box` (aligned, checked by the caller) with cloud-volume's
-    encoder and write it atomically: a task killed mid-write leaves no half chunk.
+# cloud-volume's default Cache-Control for the chunks it uploads (its `cdn_cache=True`)
+CHUNK_CACHE_CONTROL = "max-age=3600, s-max-age=3600"
 
-    cloud-volume's own file:// upload (cloud-files) opens the chunk's real name and writes into
-    it, so a kill leaves a truncated chunk that later reads take for data. Encoding here with
-    the same codec and parameters (`params`: cloud-volume's compression parameters of the
-    scale) writes the bytes it would, uncompressed as Layer's file:// client is set up."""
+
+def write_chunks(layer: Layer, box: Box, data: np.ndarray, mip: int, params: dict) -> None:
+    """Encode each storage chunk of `box` (aligned, checked by the caller) with cloud-volume's
+    encoder and write it as one object, compressed as cloud-volume's upload compresses it.
+
+    Not cloud-volume's upload, for two reasons. On file:// it (through cloud-files) opens the
+    chunk's real name and writes into it, so a kill leaves a truncated chunk that later reads
+    take for data; here each file is written atomically (uncompressed, as Layer's file://
+    client is set up). And every object goes through `objects`, so the chunk's done-marker
+    records its key and stored size (`objects.recording_writes`). `params` are cloud-volume's
+    compression parameters of the scale; the bytes are those its upload would write."""
     from cloudvolume import chunks
+    from cloudvolume.datasource.precomputed.common import content_type, should_compress
 
     scale = layer.scale(mip)
+    encoding = scale["encoding"]
     block_size = scale.get("compressed_segmentation_block_size")
     values = data if data.ndim == 4 else data[..., np.newaxis]
-    root = local_path(layer.url)
-    assert root is not None
+    compress = None if local_path(layer.url) else should_compress(encoding, None, None)
     for key, chunk in layer.storage_chunks(box, mip):
         part = values[_slices(chunk, box.start)]
-        encoded = chunks.encode(part, scale["encoding"], block_size, compression_params=params)
-        objects.write_atomically(os.path.join(root, key), encoded)
+        encoded = chunks.encode(part, encoding, block_size, compression_params=params)
+        objects.put_encoded(
+            layer.url,
+            key,
+            encoded,
+            compress=compress,
+            content_type=content_type(encoding),
+            cache_control=CHUNK_CACHE_CONTROL,
+            context=layer.context,
+        )

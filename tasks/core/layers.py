@@ -252,6 +252,12 @@ class Layer:
 
     def write(self, box: Box, data: np.ndarray, mip: int = 0) -> None:
         """Write whole storage chunks; anything else is a `MisalignedWriteError`."""
+        if "sharding" in self.scale(mip):
+            # a shard file holds many chunks: writing some of them would drop the others
+            raise LayerMismatchError(
+                f"{self.url} mip {mip} is sharded and petavox writes only unsharded scales; "
+                "write to a new layer (or a scale without a sharding spec)"
+            )
         bounds = self.bounds(mip)
         if not box.is_aligned(self.chunk_size(mip), bounds.start, bounds):
             raise MisalignedWriteError(
@@ -265,17 +271,8 @@ class Layer:
             raise LayerMismatchError(
                 f"cannot write {data.dtype} data to {self.url}, a {self.dtype} layer"
             )
-        from cloudvolume import Bbox
-
-        cv = self._client(mip, False)
-        if scheme_of(self.url) == "file":  # atomic chunk files (see chunk_io.write_local)
-            chunk_io.write_local(self, box, data, mip, cv.meta.compression_params(mip))
-            return
-        cv.image.upload(
-            data if data.ndim == 4 else data[..., np.newaxis],
-            Bbox(box.start, box.stop).minpt,
-            mip,
-        )
+        params = self._client(mip, False).meta.compression_params(mip)
+        chunk_io.write_chunks(self, box, data, mip, params)
 
 
 def planned_info(url: str, spec: LayerSpec, found: dict | None) -> dict:

@@ -1,9 +1,13 @@
-"""Small objects in a store (info files, done-markers): get, put, list.
+"""Objects in a store (info files, done-markers, tables, encoded chunks): get, put, list.
 
 On ``file://`` these use the standard library; elsewhere cloud-files. The local path matters
 because importing cloud-files (which imports the GCS and S3 clients) takes longer than the
 whole of a resumed run that has nothing left to do: `petavox status` and a finished rerun read
 infos and list markers, nothing else.
+
+Every write of a task goes through `put` or `put_encoded`, so `recording_writes` sees all of
+them: a chunk's done-marker lists the objects its task wrote with their stored sizes, and a
+listing (names and sizes, never the data) later tells whether they are still there, whole.
 """
 
 from __future__ import annotations
@@ -13,12 +17,35 @@ import io
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
 
 from petavox.tasks.core.storage import StorageContext, local_path
+
+#: (url, key) -> stored size of each object written since `recording_writes` began
+_written: ContextVar[dict[tuple[str, str], int] | None] = ContextVar("written", default=None)
+
+
+@contextmanager
+def recording_writes() -> Iterator[dict[tuple[str, str], int]]:
+    """Collect ``(url, key) -> stored size`` of every object written inside the block (the last
+    write of a key wins)."""
+    written: dict[tuple[str, str], int] = {}
+    token = _written.set(written)
+    try:
+        yield written
+    finally:
+        _written.reset(token)
+
+
+def _wrote(url: str, key: str, size: int) -> None:
+    written = _written.get()
+    if written is not None:
+        written[(url, key)] = size
 
 
 def files(url: str, context: StorageContext):
@@ -42,13 +69,64 @@ def get(url: str, key: str, context: StorageContext = StorageContext()) -> bytes
     return files(url, context).get(key)
 
 
-def put(url: str, key: str, data: bytes, context: StorageContext = StorageContext()) -> None:
+def get_many(
+    url: str, keys: Iterable[str], context: StorageContext = StorageContext()
+) -> dict[str, bytes | None]:
+    """Each object's bytes (None if there is none); remote ones fetched in parallel."""
+    keys = list(keys)
+    if local_path(url) is not None or not keys:
+        return {key: get(url, key, context) for key in keys}
+    found = files(url, context).get(keys, return_dict=True)
+    return {key: found.get(key) for key in keys}
+
+
+def put(
+    url: str,
+    key: str,
+    data: bytes,
+    context: StorageContext = StorageContext(),
+    content_type: str | None = None,
+) -> None:
     """Write bytes; on file:// atomically (a reader never sees half a file)."""
     path = local_path(url)
     if path is None:
-        files(url, context).put(key, data, compress=None, cache_control="no-cache")
+        files(url, context).put(
+            key, data, content_type=content_type, compress=None, cache_control="no-cache"
+        )
+    else:
+        write_atomically(os.path.join(path, key), data)
+    _wrote(url, key, len(data))
+
+
+def put_encoded(
+    url: str,
+    key: str,
+    data: bytes,
+    *,
+    compress: str | None,
+    content_type: str,
+    cache_control: str,
+    context: StorageContext = StorageContext(),
+) -> None:
+    """Write an encoded chunk, compressed with `compress` (gzip, ...) and stored with that
+    Content-Encoding, as cloud-volume's upload does; on file:// uncompressed and atomically."""
+    path = local_path(url)
+    if path is not None:
+        write_atomically(os.path.join(path, key), data)
+        _wrote(url, key, len(data))
         return
-    write_atomically(os.path.join(path, key), data)
+    from cloudfiles import compression
+
+    stored = compression.compress(data, compress)
+    files(url, context).put(
+        key,
+        stored,
+        content_type=content_type,
+        compress=compress,
+        cache_control=cache_control,
+        raw=True,
+    )
+    _wrote(url, key, len(stored))
 
 
 def write_atomically(target: str, data: bytes | memoryview) -> None:
@@ -71,10 +149,7 @@ def write_atomically(target: str, data: bytes | memoryview) -> None:
 
 
 def put_json(url: str, key: str, value: Any, context: StorageContext = StorageContext()) -> None:
-    if local_path(url) is None:
-        files(url, context).put_json(key, value, cache_control="no-cache")
-        return
-    put(url, key, json.dumps(value).encode(), context)
+    put(url, key, json.dumps(value).encode(), context, content_type="application/json")
 
 
 def put_array(url: str, key: str, array: np.ndarray, context: StorageContext = StorageContext()):
@@ -129,3 +204,21 @@ def list_keys(url: str, prefix: str, context: StorageContext = StorageContext())
         name = entry.name.removesuffix(".gz")  # cloud-files may have stored it gzipped
         if name.startswith(start) and not name.startswith(".tmp-") and entry.is_file():
             yield lead + name
+
+
+def list_sizes(url: str, folder: str, context: StorageContext = StorageContext()) -> dict[str, int]:
+    """Key -> stored size of each object in `folder` (``""`` or ending in ``/``), not in its
+    subfolders: one listing, no object read."""
+    path = local_path(url)
+    if path is None:
+        depth = folder.count("/")
+        listed = files(url, context).list(prefix=folder, size=True)
+        return {key: size for key, size in listed if key.count("/") == depth}
+    directory = os.path.join(path, folder)
+    if not os.path.isdir(directory):
+        return {}
+    found = {}
+    for entry in os.scandir(directory):
+        if not entry.name.startswith(".tmp-") and entry.is_file():
+            found[folder + entry.name] = entry.stat().st_size
+    return found

@@ -10,11 +10,13 @@ import sys
 import cc3d
 import numpy as np
 import pytest
+from ledger_checks import undeclared_writes
 
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.evaluate.metrics import evaluate
 from petavox.tasks.synthetic.generator import SyntheticParams, boundary_from_labels, generate
 from petavox.tasks.synthetic.misalignment import apply, random_misalignment
+from petavox.workflows.config import load_config
 from petavox.workflows.demo import MAX_SHIFT, WARP, demo_volume
 
 pytestmark = pytest.mark.e2e
@@ -108,6 +110,7 @@ def test_demo_writes_the_synthetic_volume_and_resumes(tmp_path, address):
     # spatial index), downsample ×5, mesh ×2 (fragments, manifests), skeletonize ×2 (pieces, merge)
     assert status.count("done") == 27 and "infer" in status and "align" in status
     verified = petavox("verify", str(out)).stdout  # exit 0: every stage that wrote is whole
+    assert undeclared_writes(load_config(out / "petavox-demo.yaml")) == []
     assert "mesh segmentation: manifests" in verified and "incomplete" not in verified
     assert "adapted Rand error" in first.stdout
     again = petavox("demo", "--size", "96", "--output", str(out), "--address", address, "--quiet")

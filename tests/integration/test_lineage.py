@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 import pytest
+from ledger_checks import undeclared_writes
+from test_mesh import labelled_volume, mesh_config
 from test_pipeline_file import config_for, make_stack
 from test_segment import segment_config
 from test_segment import synthetic as synthetic
@@ -140,11 +142,61 @@ def test_deleted_output_chunks_are_found_and_recomputed(tmp_path, ray_session, c
     capsys.readouterr()
     assert main(["verify", output]) == 1
     printed = capsys.readouterr().out
-    assert "1 finished chunk(s) lost objects" in printed and "incomplete" in printed
+    assert "1 finished chunk(s) lost or changed objects" in printed and "incomplete" in printed
+    assert all(f"{path.name} is missing" in printed for path in lost)
     reports = run(config, session=ray_session, progress=False)
     assert [r.ran for r in reports] == [1, 1]  # only the chunks that lost objects
     assert layer_files(raw) == clean
     assert main(["verify", output]) == 0
+
+
+def test_a_replaced_output_chunk_is_found_by_its_size_and_recomputed(tmp_path, ray_session):
+    """An object rewritten since its chunk finished (another tool, a copy gone wrong): the
+    marker's recorded size disagrees with the listing."""
+    stack = tmp_path / "stack.npy"
+    make_stack(stack)
+    config = config_for(tmp_path, stack)
+    run(config, session=ray_session, progress=False)
+    raw = tmp_path / "out" / "raw"
+    clean = layer_files(raw)
+    inner, edge = raw / "4_4_40" / "0-32_0-32_0-8", raw / "4_4_40" / "128-130_0-32_0-8"
+    written = inner.stat().st_size
+    inner.write_bytes(edge.read_bytes())  # a valid chunk, of another size
+    output = f"file://{tmp_path}/out"
+    assert main(["verify", output]) == 1
+    rows = status(config)
+    assert [row.done for row in rows] == [26, 12]
+    assert f"has {edge.stat().st_size} bytes, {written} written" in rows[0].note
+    reports = run(config, session=ray_session, progress=False)
+    assert [r.ran for r in reports] == [1, 0]
+    assert layer_files(raw) == clean
+
+
+def test_lost_meshes_and_skeletons_are_found_and_recomputed(tmp_path, ray_session):
+    """Objects that are not voxels (mesh fragments, skeleton shard files) are checked too."""
+    data = mesh_config(tmp_path, labelled_volume(seed=12), chunk_shape=[32, 32, 16]).model_dump(
+        mode="json", exclude_unset=True
+    )
+    data["stages"].append(
+        {"stage": "skeletonize", "input": "seg", "sharded": True, "shard_bits": 1}
+    )
+    config = parse_config(data)
+    run(config, session=ray_session, progress=False)
+    assert undeclared_writes(config) == []
+    seg = tmp_path / "seg"
+    clean = layer_files(seg)
+    fragment = sorted((seg / "mesh").glob("*:0:*"))[5]
+    fragment.unlink()
+    shard = sorted((seg / "skeletons").glob("*.shard"))[0]
+    shard.write_bytes(shard.read_bytes()[:100])
+    notes = [row.note for row in status(config) if row.done < row.total]
+    assert len(notes) == 2
+    assert f"{fragment.name} is missing" in notes[0] and f"{shard.name} has 100 bytes" in notes[1]
+    reports = run(config, session=ray_session, progress=False)
+    redone = {r.label: r.ran for r in reports if r.ran}
+    assert len(redone) == 2 and set(redone.values()) == {1}  # one mesh task, one shard task
+    assert layer_files(seg) == clean
+    assert main(["verify", f"file://{tmp_path}"]) == 0
 
 
 def test_the_drivers_own_storage_calls_are_retried(tmp_path, ray_session, monkeypatch):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from storage_servers import client_env
 
-from petavox.tasks.core import tensorstore_io
+from petavox.tasks.core import objects, tensorstore_io
 from petavox.tasks.core.errors import ChunkDataError
 from petavox.tasks.core.geometry import Box, Vec3
 from petavox.tasks.core.layers import Layer, LayerSpec
@@ -174,6 +174,9 @@ def test_ledger_on_object_storage(store):
         ledger.mark_done("ingest", "abc", cid, {"seconds": 0.1})
     assert ledger.done("ingest", "abc") == {"0_0_0", "1_0_0", "10_2_3"}
     assert ledger.done("ingest", "abd") == set()
+    records = ledger.records("ingest", "abc", ["1_0_0", "10_2_3", "7_7_7"])
+    assert records["1_0_0"]["seconds"] == 0.1 and records["10_2_3"]["chunk"] == "10_2_3"
+    assert records["7_7_7"] is None
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -372,3 +375,29 @@ def test_infer_command_with_a_model_in_s3(seaweedfs, tmp_path, restore_environ):
         boundary = Layer.open(f"{url}/boundary", context)
         pred = boundary.read(boundary.bounds())
     assert pred[volume.labels == 0].mean() > pred[volume.labels > 0].mean() + 100
+
+
+def test_the_sizes_a_write_records_are_those_a_listing_gives(store):
+    """Done-markers record each object's stored size; resume compares them with a listing, so
+    the two must agree on every backend, for gzip-compressed chunks as for plain objects."""
+    image = Layer.create(f"{store.base}/img", spec(), store.context)
+    labels = Layer.create(
+        f"{store.base}/seg",
+        spec(layer_type="segmentation", dtype="uint64", encoding="compressed_segmentation"),
+        store.context,
+    )
+    rng = np.random.default_rng(5)
+    with objects.recording_writes() as written:
+        image.write(image.bounds(), rng.integers(0, 9, (80, 48, 12), dtype=np.uint8))
+        labels.write(labels.bounds(), rng.integers(0, 3, (80, 48, 12)).astype(np.uint64))
+        objects.put_json(f"{store.base}/tables", "summary/0.json", {"rows": 3}, store.context)
+    assert len(written) == 12 + 12 + 1  # 3 × 2 × 2 storage chunks per layer
+    for (url, key), size in written.items():
+        folder = key.rpartition("/")[0] + "/"
+        assert objects.list_sizes(url, folder, store.context)[key] == size
+    chunk = f"{image.scale(0)['key']}/0-32_0-32_0-8"
+    assert written[(image.url, chunk)] < 32 * 32 * 8  # stored gzipped, as cloud-volume does
+    np.testing.assert_array_equal(
+        Layer.open(image.url, store.context).read(Box((0, 0, 0), (32, 32, 8))),
+        image.read(Box((0, 0, 0), (32, 32, 8))),
+    )

@@ -120,6 +120,7 @@ def plan_mesh(params: MeshParams, catalog: Catalog) -> list[StagePlan]:
         job=ManifestJob(mesh_url=mesh_url, prefixes=prefixes, context=catalog.context),
         resources=params.resources,
         final_infos={url: info},
+        outputs=(Output(url, params.mesh_dir),),
     )
     return [forge, manifests]
 
@@ -183,7 +184,6 @@ def sharded_plans(
         ),
         resources=params.resources,
         layer_infos={mesh_url: mesh_info(resolution, bits, sharding)},
-        outputs=(Output(url, params.mesh_dir),),
     )
     merge = ShardMergeJob(
         buckets=buckets,
@@ -202,6 +202,7 @@ def sharded_plans(
         job=merge,
         resources=params.resources,
         final_infos={url: info},
+        outputs=(Output(url, params.mesh_dir),),
     )
     return [forge, shards]
 

@@ -120,7 +120,6 @@ def plan_skeletonize(params: SkeletonizeParams, catalog: Catalog) -> list[StageP
         ),
         resources=params.resources,
         layer_infos={skeleton_url: skeleton_info(sharding if params.sharded else None)},
-        outputs=(Output(url, params.skeleton_dir),),
     )
     cleanup = Cleanup(tick_threshold=params.tick_threshold, min_cable=params.min_cable)
     merge = StagePlan(
@@ -134,6 +133,7 @@ def plan_skeletonize(params: SkeletonizeParams, catalog: Catalog) -> list[StageP
         ),
         resources=params.resources,
         final_infos={url: info},
+        outputs=(Output(url, params.skeleton_dir),),
     )
     return [chunks, merge]
 
