@@ -68,6 +68,13 @@ class StageParams(Strict):
 
     #: fields that do not change a stage's output, so they stay out of its identity hash
     UNHASHED: ClassVar[frozenset[str]] = frozenset({"resources"})
+    #: fields added after runs existed, whose default writes what was written before: hashed
+    #: only when set to something else, so adding them changes no identity
+    HASHED_UNLESS_DEFAULT: ClassVar[frozenset[str]] = frozenset()
 
     def hashed_fields(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude=set(self.UNHASHED))
+        fields = self.model_dump(mode="json", exclude=set(self.UNHASHED))
+        for name in self.HASHED_UNLESS_DEFAULT:
+            if getattr(self, name) == type(self).model_fields[name].default:
+                fields.pop(name)
+        return fields

@@ -41,12 +41,13 @@ def task_shape(
     *,
     name: str,
     step_name: str,
+    writes: str = "storage chunks",
 ) -> Vec3:
     """The configured task shape (checked to be a multiple of `step`), or `auto_task_shape`."""
     if requested is None:
         return auto_task_shape(step, extent, bytes_per_voxel)
     shape = Vec3.of(requested)
-    check_multiple(name, shape, step, step_name)
+    check_multiple(name, shape, step, step_name, writes)
     return shape
 
 
@@ -72,11 +73,13 @@ def layer_grid(
     return ChunkGrid(bounds, shape, halo, origin=bounds.start)
 
 
-def check_multiple(name: str, shape: Vec3, of: Vec3, of_name: str) -> None:
+def check_multiple(
+    name: str, shape: Vec3, of: Vec3, of_name: str, writes: str = "storage chunks"
+) -> None:
     if any(s % o for s, o in zip(shape, of)):
         raise InputError(
             f"{name} {tuple(shape)} must be a multiple of {of_name} {tuple(of)} so that each task "
-            "writes whole storage chunks"
+            f"writes whole {writes}"
         )
 
 

@@ -20,11 +20,13 @@ from petavox.tasks.core import objects
 from petavox.tasks.core.chunk_checks import CorruptChunk, decode_checked
 from petavox.tasks.core.errors import ChunkDataError
 from petavox.tasks.core.geometry import Box
+from petavox.tasks.core.shards import shard_files
 from petavox.tasks.core.storage import StorageContext, local_path
 from petavox.tasks.core.transient import is_body_error
 
 if TYPE_CHECKING:
     from petavox.tasks.core.layers import Layer
+    from petavox.tasks.core.volume_shards import VolumeSharding
 
 MISSING = "is missing (allow zero-filled missing chunks with fill_missing: true)"
 # cloud-files already retries a body cut short 7 times inside each get; a body that still fails
@@ -170,3 +172,31 @@ def write_chunks(layer: Layer, box: Box, data: np.ndarray, mip: int, params: dic
             cache_control=CHUNK_CACHE_CONTROL,
             context=layer.context,
         )
+
+
+def write_shards(
+    layer: Layer, box: Box, data: np.ndarray, mip: int, params: dict, sharding: VolumeSharding
+) -> None:
+    """Encode the storage chunks of each shard in `box` (whole shards, checked by the caller)
+    with cloud-volume's encoder and write each shard file as one object. The files are what
+    cloud-volume's `synthesize_shard_files` makes of the chunks (`shards.shard_files`)."""
+    from cloudvolume import chunks
+    from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
+
+    scale = layer.scale(mip)
+    encoding = scale["encoding"]
+    block_size = scale.get("compressed_segmentation_block_size")
+    values = data if data.ndim == 4 else data[..., np.newaxis]
+    spec = ShardingSpecification.from_dict(sharding.spec)
+    for shard in sharding.shard_boxes(box):
+        stored = layer.storage_chunks(shard, mip)
+        encoded = [
+            chunks.encode(
+                values[_slices(c, box.start)], encoding, block_size, compression_params=params
+            )
+            for _, c in stored
+        ]
+        codes = sharding.codes([c.start for _, c in stored])
+        offsets = np.cumsum([0, *map(len, encoded)])
+        for name, content in shard_files(spec, codes, b"".join(encoded), offsets).items():
+            objects.put(layer.url, f"{scale['key']}/{name}", content, layer.context)

@@ -25,9 +25,19 @@ from petavox.tasks.core.errors import (
 from petavox.tasks.core.geometry import Box, Vec3
 from petavox.tasks.core.storage import StorageContext, normalize_url, scheme_of
 from petavox.tasks.core.transient import is_transient
+from petavox.tasks.core.volume_shards import (
+    AUTO_SHARD_BYTES,
+    VolumeSharding,
+    auto_sharding,
+    nested_sharding,
+)
 
 LayerType = Literal["image", "segmentation"]
 Encoding = Literal["raw", "jpeg", "compressed_segmentation"]
+#: "none": one object per storage chunk; "auto": shards of about `shard_bytes` uncompressed
+#: (see `volume_shards.auto_sharding`); ``{"chunks_per_shard": 2^k}``; or a whole sharding
+#: spec (a dict with "@type") that petavox can write
+Sharding = Literal["none", "auto"] | dict
 
 SEGMENTATION_DTYPES = ("uint8", "uint16", "uint32", "uint64")
 IMAGE_DTYPES = ("uint8", "uint16", "uint32", "uint64", "float32")
@@ -50,6 +60,8 @@ class LayerSpec:
     encoding: Encoding = "raw"
     num_channels: int = 1
     jpeg_quality: int = 90
+    sharding: Sharding = "none"
+    shard_bytes: int = AUTO_SHARD_BYTES
 
     def validate(self) -> None:
         dtype = np.dtype(self.dtype).name
@@ -72,6 +84,23 @@ class LayerSpec:
                 f"layer size {self.size} and chunk size {self.chunk_size} must be positive"
             )
 
+    def sharding_spec(self) -> dict | None:
+        """The scale's sharding spec (None: unsharded), checked to be writable."""
+        if self.sharding == "none":
+            return None
+        width = np.dtype(self.dtype).itemsize * self.num_channels
+        if self.sharding == "auto":
+            return auto_sharding(self.size, self.chunk_size, width, self.encoding, self.shard_bytes)
+        if "chunks_per_shard" in self.sharding:
+            count = int(self.sharding["chunks_per_shard"])
+            if count < 1 or count & (count - 1):
+                raise LayerMismatchError(f"chunks_per_shard {count} is not a power of two")
+            shard_bytes = count * self.chunk_size.prod() * width
+            return auto_sharding(self.size, self.chunk_size, width, self.encoding, shard_bytes)
+        bounds = Box.from_shape(self.size, self.voxel_offset)
+        VolumeSharding(self.sharding, self.chunk_size, bounds).check_writable("the layer")
+        return dict(self.sharding)
+
     def to_info(self) -> dict[str, Any]:
         self.validate()
         scale: dict[str, Any] = {
@@ -86,6 +115,9 @@ class LayerSpec:
             scale["compressed_segmentation_block_size"] = [8, 8, 8]
         if self.encoding == "jpeg":
             scale["jpeg_quality"] = self.jpeg_quality
+        sharding = self.sharding_spec()
+        if sharding is not None:
+            scale["sharding"] = sharding
         return {
             "@type": "neuroglancer_multiscale_volume",
             "type": self.layer_type,
@@ -96,7 +128,7 @@ class LayerSpec:
 
 
 def _scales_compatible(found: dict, wanted: dict) -> bool:
-    keys = ("size", "voxel_offset", "resolution", "chunk_sizes", "encoding")
+    keys = ("size", "voxel_offset", "resolution", "chunk_sizes", "encoding", "sharding")
     return all(found.get(k) == wanted.get(k) for k in keys)
 
 
@@ -251,18 +283,16 @@ class Layer:
             raise ChunkDataError(self.url, f"in {box}", f"could not be read ({exc})") from exc
 
     def write(self, box: Box, data: np.ndarray, mip: int = 0) -> None:
-        """Write whole storage chunks; anything else is a `MisalignedWriteError`."""
-        if "sharding" in self.scale(mip):
-            # a shard file holds many chunks: writing some of them would drop the others
-            raise LayerMismatchError(
-                f"{self.url} mip {mip} is sharded and petavox writes only unsharded scales; "
-                "write to a new layer (or a scale without a sharding spec)"
-            )
-        bounds = self.bounds(mip)
-        if not box.is_aligned(self.chunk_size(mip), bounds.start, bounds):
+        """Write whole storage chunks (whole shards of a sharded scale); anything else is a
+        `MisalignedWriteError`."""
+        bounds, sharding = self.bounds(mip), self.sharding(mip)
+        if sharding is not None:
+            sharding.check_writable(f"{self.url} mip {mip}")
+        unit, what = self.write_unit(mip), "shards" if sharding else "storage chunks"
+        if not box.is_aligned(unit, bounds.start, bounds):
             raise MisalignedWriteError(
-                f"write of {box} to {self.url} mip {mip} does not cover whole storage chunks "
-                f"(chunk size {self.chunk_size(mip)}, offset {bounds.start}, bounds {bounds})"
+                f"write of {box} to {self.url} mip {mip} does not cover whole {what} "
+                f"({what} of {unit}, offset {bounds.start}, bounds {bounds})"
             )
         expected = tuple(box.shape) + ((self.num_channels,) if self.num_channels > 1 else ())
         if data.shape != expected:
@@ -272,7 +302,20 @@ class Layer:
                 f"cannot write {data.dtype} data to {self.url}, a {self.dtype} layer"
             )
         params = self._client(mip, False).meta.compression_params(mip)
-        chunk_io.write_chunks(self, box, data, mip, params)
+        if sharding is not None:
+            chunk_io.write_shards(self, box, data, mip, params, sharding)
+        else:
+            chunk_io.write_chunks(self, box, data, mip, params)
+
+    def sharding(self, mip: int = 0) -> VolumeSharding | None:
+        """The scale's sharding, or None for an unsharded scale (one object per chunk)."""
+        scale = self.scale(mip)
+        return VolumeSharding.of_scale(scale) if "sharding" in scale else None
+
+    def write_unit(self, mip: int = 0) -> Vec3:
+        """The smallest box a write may cover: a shard of a sharded scale, else a chunk."""
+        sharding = self.sharding(mip)
+        return sharding.shape if sharding is not None else self.chunk_size(mip)
 
 
 def planned_info(url: str, spec: LayerSpec, found: dict | None) -> dict:
@@ -295,11 +338,13 @@ def planned_info(url: str, spec: LayerSpec, found: dict | None) -> dict:
     return found
 
 
-def pyramid_info(url: str, info: dict, factor: Vec3, count: int) -> dict:
+def pyramid_info(url: str, info: dict, factor: Vec3, count: int, task: Vec3 | None = None) -> dict:
     """`info` with mips 1..count, each `factor` coarser than the one before; never writes.
 
-    Existing mips must be exactly those of the same pyramid (so a rerun changes nothing);
-    anything else is a `LayerMismatchError`.
+    When mip 0 is sharded, each new mip is too, with its own spec whose shards nest in the
+    writing tasks (`task`: their shape in mip-0 voxels; see `volume_shards.nested_sharding`);
+    otherwise new mips are unsharded. Existing mips must be exactly those of the same pyramid
+    (so a rerun changes nothing); anything else is a `LayerMismatchError`.
     """
     info = json.loads(json.dumps(info))
     base = info["scales"][0]
@@ -308,12 +353,15 @@ def pyramid_info(url: str, info: dict, factor: Vec3, count: int) -> dict:
         box = Box.from_shape(base["size"], base["voxel_offset"]).scale_down(f)
         res = [r * k for r, k in zip(base["resolution"], f)]
         scale = {
-            **base,
+            **{k: v for k, v in base.items() if k != "sharding"},  # each mip its own, or none
             "key": scale_key((res[0], res[1], res[2])),
             "size": list(box.shape),
             "voxel_offset": list(box.start),
             "resolution": res,
         }
+        if "sharding" in base and task is not None:
+            width = np.dtype(info["data_type"]).itemsize * int(info["num_channels"])
+            scale["sharding"] = nested_sharding(scale, width, task // f)
         if mip < len(info["scales"]):
             have = info["scales"][mip]
             if not _scales_compatible(have, scale) or have["key"] != scale["key"]:
@@ -333,6 +381,7 @@ def _describe(info: dict) -> str:
         f"{info.get('type')} {info.get('data_type')} x{info.get('num_channels')} "
         f"size {s.get('size')} offset {s.get('voxel_offset')} resolution {s.get('resolution')} "
         f"chunks {s.get('chunk_sizes')} {s.get('encoding')}"
+        + (" sharded" if "sharding" in s else "")
     )
 
 

@@ -57,24 +57,6 @@ def test_misaligned_write_is_an_error_and_writes_nothing(tmp_path):
     assert os.listdir(tmp_path / "img") == ["info"]
 
 
-def test_a_write_into_a_sharded_scale_is_refused_and_writes_nothing(tmp_path):
-    layer = Layer.create(f"file://{tmp_path}/img", image_spec())
-    sharding = {
-        "@type": "neuroglancer_uint64_sharded_v1",
-        "preshift_bits": 0,
-        "hash": "identity",
-        "minishard_bits": 0,
-        "shard_bits": 1,
-        "minishard_index_encoding": "gzip",
-        "data_encoding": "raw",
-    }
-    info = {**layer.info, "scales": [{**layer.info["scales"][0], "sharding": sharding}]}
-    sharded = Layer(layer.url, info, layer.context)
-    with pytest.raises(LayerMismatchError, match="is sharded and petavox writes only unsharded"):
-        sharded.write(Box((0, 0, 0), (32, 32, 8)), np.zeros((32, 32, 8), np.uint8))
-    assert os.listdir(tmp_path / "img") == ["info"]
-
-
 def test_wrong_dtype_write_is_an_error(image):
     layer, _ = image
     with pytest.raises(LayerMismatchError, match="uint16 data"):

@@ -87,10 +87,6 @@ def downsample_plan(params: DownsampleParams, catalog: Catalog) -> StagePlan:
         base_info = source.info
     else:
         base_info = planned_info(target_url, base_spec(source), catalog.info(target_url))
-    info = pyramid_info(target_url, base_info, factor, params.mips)
-    catalog.declare(target_url, info)
-    target = Layer(target_url, info, catalog.context)
-
     step = source.chunk_size(0) * factor**params.mips
     chunk_shape = task_shape(
         params.chunk_shape,
@@ -100,6 +96,10 @@ def downsample_plan(params: DownsampleParams, catalog: Catalog) -> StagePlan:
         name="downsample chunk_shape",
         step_name="storage chunk × factor^mips",
     )
+    # new mips of a sharded layer get shards that nest in these tasks (each writes its own)
+    info = pyramid_info(target_url, base_info, factor, params.mips, task=chunk_shape)
+    catalog.declare(target_url, info)
+    target = Layer(target_url, info, catalog.context)
     method = params.method
     if method == "auto":
         method = "mode" if source.layer_type == "segmentation" else "average"

@@ -1,0 +1,189 @@
+"""Sharded volume scales: which storage chunks a shard holds, whole shards encoded, and the
+sharding spec petavox picks.
+
+A sharded precomputed scale (``neuroglancer_uint64_sharded_v1``) keys each storage chunk by the
+compressed Morton code of its grid position (x, y, z bits interleaved, each axis only while it
+has bits left). With the identity hash, the low ``preshift_bits + minishard_bits`` bits of the
+code are a chunk's place inside its shard and the next ``shard_bits`` its shard. When those
+bits cover the whole code, every shard is the same aligned box of 2^a × 2^b × 2^c chunks
+(clipped at the volume's far faces), as Neuroglancer and cloud-volume compute it
+(`image_shard_shape_from_spec`). petavox writes such scales only, and each shard whole, from one
+task: a shard file cannot be updated in part without rewriting it, and two tasks writing parts
+of one shard would each drop the other's chunks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from petavox.tasks.core.errors import LayerMismatchError
+from petavox.tasks.core.geometry import Box, Vec3
+
+#: uncompressed bytes of one shard that `auto` aims for: one task holds a shard (or several)
+#: of every scale it writes, so this bounds a writing task's memory from below
+AUTO_SHARD_BYTES = 2**28
+#: chunks listed per minishard index (one range read finds a chunk's place in its shard)
+MINISHARD_CHUNKS = 64
+
+
+def morton_bits(grid_size: Vec3) -> Vec3:
+    """Bits of the compressed Morton code per axis for a grid of `grid_size` chunks."""
+    return Vec3(*(math.ceil(math.log2(n)) if n > 1 else 0 for n in grid_size))
+
+
+def morton_codes(positions: np.ndarray, grid_size: Vec3) -> np.ndarray:
+    """Compressed Morton codes (uint64) of chunk grid positions (n × 3)."""
+    positions = np.asarray(positions, np.uint64).reshape(-1, 3)
+    bits = morton_bits(grid_size)
+    code = np.zeros(len(positions), np.uint64)
+    out = 0
+    for i in range(max(bits)):
+        for axis in range(3):
+            if i < bits[axis]:
+                bit = (positions[:, axis] >> np.uint64(i)) & np.uint64(1)
+                code |= bit << np.uint64(out)
+                out += 1
+    return code
+
+
+def shard_shape_in_chunks(inner_bits: int, grid_size: Vec3) -> Vec3:
+    """The chunks per axis of a shard whose code has `inner_bits` bits below the shard number:
+    those bits go to the axes in Morton order, each while it has bits left."""
+    bits, shape, given = morton_bits(grid_size), [0, 0, 0], 0
+    while given < inner_bits and any(s < b for s, b in zip(shape, bits)):
+        for axis in range(3):
+            if given < inner_bits and shape[axis] < bits[axis]:
+                shape[axis] += 1
+                given += 1
+    return Vec3(*(2**s for s in shape))
+
+
+@dataclass(frozen=True)
+class VolumeSharding:
+    """The sharding of one scale: its spec, storage chunk size and bounds."""
+
+    spec: dict[str, Any]
+    chunk: Vec3
+    bounds: Box
+
+    @classmethod
+    def of_scale(cls, scale: dict[str, Any]) -> VolumeSharding:
+        bounds = Box.from_shape(scale["size"], scale["voxel_offset"])
+        return cls(scale["sharding"], Vec3.of(scale["chunk_sizes"][0]), bounds)
+
+    @property
+    def grid_size(self) -> Vec3:
+        return self.bounds.shape.ceildiv(self.chunk)
+
+    @property
+    def inner_bits(self) -> int:
+        return int(self.spec["preshift_bits"]) + int(self.spec["minishard_bits"])
+
+    @cached_property
+    def shape(self) -> Vec3:
+        """A shard's extent in voxels (before clipping at the far faces)."""
+        return self.chunk * shard_shape_in_chunks(self.inner_bits, self.grid_size)
+
+    def problem(self) -> str | None:
+        """Why petavox cannot write whole shards of this scale, or None."""
+        spec = self.spec
+        if spec.get("@type") != "neuroglancer_uint64_sharded_v1":
+            return f"sharding type {spec.get('@type')!r} is not neuroglancer_uint64_sharded_v1"
+        if spec.get("hash") != "identity":
+            return f"its chunks are hashed ({spec.get('hash')}), so a shard is not a box"
+        needed = sum(morton_bits(self.grid_size))
+        if self.inner_bits + int(spec["shard_bits"]) < needed:
+            return (
+                f"preshift_bits + minishard_bits + shard_bits = "
+                f"{self.inner_bits + int(spec['shard_bits'])} do not cover the {needed} bits of "
+                "its chunk positions, so far-apart chunks share a shard"
+            )
+        return None
+
+    def check_writable(self, where: str) -> None:
+        problem = self.problem()
+        if problem:
+            raise LayerMismatchError(
+                f"{where} is sharded in a way petavox cannot write: {problem}; write to a new "
+                "layer (sharding auto or none)"
+            )
+
+    def is_whole(self, box: Box) -> bool:
+        """True when `box` covers whole shards (clipped at the bounds) and nothing else."""
+        return box.is_aligned(self.shape, self.bounds.start, self.bounds)
+
+    def shard_boxes(self, box: Box) -> list[Box]:
+        """The shards (clipped to the bounds) that `box` touches."""
+        inner = box.intersection(self.bounds)
+        if inner.is_empty():
+            return []
+        origin, shape = self.bounds.start, self.shape
+        first = (inner.start - origin) // shape
+        last = (inner.stop - origin).ceildiv(shape)
+        found = []
+        for z in range(first.z, last.z):
+            for y in range(first.y, last.y):
+                for x in range(first.x, last.x):
+                    lo = origin + Vec3(x, y, z) * shape
+                    found.append(Box(lo, lo + shape).intersection(self.bounds))
+        return found
+
+    def codes(self, chunk_starts: list[Vec3]) -> np.ndarray:
+        """The Morton code (the key inside the sharded index) of each storage chunk."""
+        origin = np.asarray(self.bounds.start)
+        positions = (np.asarray(chunk_starts, np.int64) - origin) // np.asarray(self.chunk)
+        return morton_codes(positions, self.grid_size)
+
+
+def auto_sharding(
+    size: Vec3,
+    chunk: Vec3,
+    bytes_per_voxel: int,
+    encoding: str,
+    target_bytes: int = AUTO_SHARD_BYTES,
+) -> dict[str, Any]:
+    """A spec whose shards hold about `target_bytes` of uncompressed voxels (a power of two of
+    chunks, fewer when the whole scale is smaller), written as shard boxes (identity hash).
+    Chunks are gzipped inside the shard unless their encoding compresses (jpeg, png)."""
+    grid = size.ceildiv(chunk)
+    total = sum(morton_bits(grid))
+    per_chunk = chunk.prod() * bytes_per_voxel
+    inner = min(total, max(0, int(math.log2(max(1, target_bytes // per_chunk)))))
+    minishard = max(0, inner - int(math.log2(MINISHARD_CHUNKS)))
+    return {
+        "@type": "neuroglancer_uint64_sharded_v1",
+        "hash": "identity",
+        "preshift_bits": inner - minishard,
+        "minishard_bits": minishard,
+        "shard_bits": total - inner,
+        "minishard_index_encoding": "gzip",
+        "data_encoding": "raw" if encoding in ("jpeg", "png") else "gzip",
+    }
+
+
+def nested_sharding(
+    scale: dict[str, Any], bytes_per_voxel: int, task: Vec3, target_bytes: int = AUTO_SHARD_BYTES
+) -> dict[str, Any]:
+    """A spec for `scale` whose shards nest in tasks of `task` voxels (at that scale) on its
+    grid: the largest shards up to `target_bytes` that a task covers whole along every axis (a
+    shard of one chunk always does, `task` being a multiple of the chunk size)."""
+    size, chunk = Vec3.of(scale["size"]), Vec3.of(scale["chunk_sizes"][0])
+    spec = auto_sharding(size, chunk, bytes_per_voxel, scale["encoding"], target_bytes)
+    grid = size.ceildiv(chunk)
+    total = sum(morton_bits(grid))
+    for inner in range(spec["preshift_bits"] + spec["minishard_bits"], -1, -1):
+        shape = chunk * shard_shape_in_chunks(inner, grid)
+        if all(t % s == 0 or t >= n for t, s, n in zip(task, shape, size)):
+            minishard = max(0, inner - int(math.log2(MINISHARD_CHUNKS)))
+            return {
+                **spec,
+                "preshift_bits": inner - minishard,
+                "minishard_bits": minishard,
+                "shard_bits": total - inner,
+            }
+    raise AssertionError("a one-chunk shard nests in any task")

@@ -1,0 +1,133 @@
+"""Sharded precomputed volumes through the pipeline: inputs written by cloud-volume, outputs
+written by petavox, compared voxel for voxel with the same data unsharded (issue 17)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from test_pipeline_file import make_stack
+from tree_compare import layer_files
+
+from petavox.tasks.core.errors import InputError
+from petavox.tasks.core.layers import Layer
+from petavox.workflows.config import parse_config
+from petavox.workflows.pipeline import run
+
+pytestmark = pytest.mark.integration
+
+
+def cloudvolume_layer(url: str, data: np.ndarray, chunk, sharding: dict | None, shard) -> None:
+    """A layer written by cloud-volume (a sharded one a shard of `shard` voxels per upload)."""
+    from cloudvolume import CloudVolume
+
+    info = CloudVolume.create_new_info(
+        num_channels=1,
+        layer_type="image",
+        data_type=str(data.dtype),
+        encoding="raw",
+        resolution=[8, 8, 40],
+        voxel_offset=[0, 0, 0],
+        chunk_size=list(chunk),
+        volume_size=list(data.shape),
+    )
+    if sharding is not None:
+        info["scales"][0]["sharding"] = sharding
+    cv = CloudVolume(url, info=info, progress=False)
+    cv.commit_info()
+    for start in itertools.product(*(range(0, n, s) for n, s in zip(data.shape, shard))):
+        box = tuple(slice(a, min(a + s, n)) for a, s, n in zip(start, shard, data.shape))
+        cv[box] = data[box]
+
+
+SIX_SHARDS = {  # shards of 64 × 64 × 24 (2 × 2 chunks) over 160 × 128 × 24: 3 × 2 of them
+    "@type": "neuroglancer_uint64_sharded_v1",
+    "hash": "identity",
+    "preshift_bits": 2,
+    "minishard_bits": 0,
+    "shard_bits": 3,
+    "minishard_index_encoding": "gzip",
+    "data_encoding": "gzip",
+}
+
+
+def test_downsample_of_a_sharded_layer_keeps_every_voxel(tmp_path, ray_session):
+    """The loss found in issue 17: a cloud-volume sharded layer, `downsample --mips 1
+    --chunk-shape 64,64,24`, wrote 2 shard files of mip 1 and 70 % of it read as zeros."""
+    data = np.random.default_rng(7).integers(0, 255, (160, 128, 24), dtype=np.uint8)
+    for name, sharding in (("sharded", SIX_SHARDS), ("plain", None)):
+        cloudvolume_layer(
+            f"file://{tmp_path}/{name}", data, (32, 32, 24), sharding, shard=(64, 64, 24)
+        )
+    stages = [
+        {"stage": "downsample", "input": name, "mips": 1, "chunk_shape": [64, 64, 24]}
+        for name in ("sharded", "plain")
+    ]
+    run(parse_config({"output": f"file://{tmp_path}", "stages": stages}), session=ray_session)
+    from cloudvolume import CloudVolume
+
+    sharded = CloudVolume(f"file://{tmp_path}/sharded", mip=1, fill_missing=False)
+    plain = Layer.open(f"file://{tmp_path}/plain")
+    reference = plain.read(plain.bounds(1), mip=1)
+    assert reference.any()
+    np.testing.assert_array_equal(np.asarray(sharded[:, :, :])[..., 0], reference)
+    ours = Layer.open(f"file://{tmp_path}/sharded")
+    np.testing.assert_array_equal(ours.read(ours.bounds(0)), data)
+    np.testing.assert_array_equal(ours.read(ours.bounds(1), mip=1), reference)
+
+
+def pyramid_config(tmp_path, stack, name: str, **ingest):
+    return {
+        "output": f"file://{tmp_path}/{name}",
+        "stages": [
+            {
+                "stage": "ingest",
+                "input": str(stack),
+                "resolution": [4, 4, 40],
+                "storage_chunk": [32, 32, 8],
+                **ingest,
+            },
+            {"stage": "downsample", "input": "raw", "mips": 2, "factor": [2, 2, 1]},
+        ],
+    }
+
+
+def test_a_sharded_pyramid_equals_the_unsharded_one_and_resumes(tmp_path, ray_session):
+    stack = tmp_path / "stack.npy"
+    data = make_stack(stack)  # 130 × 150 × 24
+    plain = parse_config(pyramid_config(tmp_path, stack, "plain"))
+    sharded = parse_config(
+        pyramid_config(tmp_path, stack, "sharded", sharding=4, chunk_shape=[64, 64, 8])
+    )
+    run(plain, session=ray_session, progress=False)
+    reports = run(sharded, session=ray_session, progress=False)
+    ingest = Layer.open(f"file://{tmp_path}/sharded/raw")
+    assert tuple(ingest.write_unit(0)) == (64, 64, 8)  # 4 chunks: x and y get a bit each
+    assert reports[0].total == len(ingest.sharding(0).shard_boxes(ingest.bounds(0)))
+    reference = Layer.open(f"file://{tmp_path}/plain/raw")
+    np.testing.assert_array_equal(ingest.read(ingest.bounds(0)), data)
+    for mip in (1, 2):
+        assert ingest.sharding(mip) is not None
+        np.testing.assert_array_equal(
+            ingest.read(ingest.bounds(mip), mip=mip), reference.read(reference.bounds(mip), mip=mip)
+        )
+    plain_files = sum(1 for p in (tmp_path / "plain" / "raw").rglob("*-*_*") if p.is_file())
+    shard_files = sorted((tmp_path / "sharded" / "raw").rglob("*.shard"))
+    assert len(shard_files) < plain_files / 2
+    clean = layer_files(tmp_path / "sharded" / "raw")
+    shard_files[0].unlink()  # a lost shard: its task runs again, and only it
+    again = run(sharded, session=ray_session, progress=False)
+    assert sum(r.ran for r in again) == 1
+    assert layer_files(tmp_path / "sharded" / "raw") == clean
+
+
+def test_tasks_that_would_write_part_of_a_shard_are_refused_before_any_write(tmp_path):
+    stack = tmp_path / "stack.npy"
+    make_stack(stack)
+    config = parse_config(
+        pyramid_config(tmp_path, stack, "out", sharding=4, chunk_shape=[32, 32, 8])
+    )
+    with pytest.raises(InputError, match=r"multiple of shard shape \(64, 64, 8\) so that each"):
+        run(config, progress=False)
+    assert not (tmp_path / "out").exists()
