@@ -15,16 +15,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from petavox.tasks.core import chunk_io, objects
+from petavox.tasks.core import chunk_io, objects, shard_reads
 from petavox.tasks.core.errors import (
-    ChunkDataError,
     LayerMismatchError,
     LayerNotFoundError,
     MisalignedWriteError,
 )
 from petavox.tasks.core.geometry import Box, Vec3
 from petavox.tasks.core.storage import StorageContext, normalize_url, scheme_of
-from petavox.tasks.core.transient import is_transient
 from petavox.tasks.core.volume_shards import (
     AUTO_SHARD_BYTES,
     VolumeSharding,
@@ -262,25 +260,10 @@ class Layer:
         `ChunkDataError`s naming the layer and the chunk.
         """
         if "sharding" in self.scale(mip):
-            arr = self._read_sharded(box, mip, fill_missing)
+            arr = shard_reads.read_box(self, box, mip, fill_missing)
         else:
             arr = chunk_io.read_box(self, box, mip, fill_missing)
         return arr[..., 0] if self.num_channels == 1 else arr
-
-    def _read_sharded(self, box: Box, mip: int, fill_missing: bool) -> np.ndarray:
-        """A sharded scale (never written by petavox) is read by cloud-volume, unchecked."""
-        from cloudvolume import Bbox
-        from cloudvolume.exceptions import EmptyVolumeException
-
-        cv = self._client(mip, fill_missing)
-        try:
-            return np.asarray(cv.download(Bbox(box.start, box.stop), mip=mip))
-        except EmptyVolumeException as exc:
-            raise ChunkDataError(self.url, str(exc).strip() or "?", chunk_io.MISSING) from None
-        except (ValueError, OSError, RuntimeError) as exc:
-            if is_transient(exc):
-                raise
-            raise ChunkDataError(self.url, f"in {box}", f"could not be read ({exc})") from exc
 
     def write(self, box: Box, data: np.ndarray, mip: int = 0) -> None:
         """Write whole storage chunks (whole shards of a sharded scale); anything else is a

@@ -401,3 +401,23 @@ def test_the_sizes_a_write_records_are_those_a_listing_gives(store):
         Layer.open(image.url, store.context).read(Box((0, 0, 0), (32, 32, 8))),
         image.read(Box((0, 0, 0), (32, 32, 8))),
     )
+
+
+def test_sharded_layers_on_object_storage(store):
+    """Whole shards written as single objects, read back whole and by byte range."""
+    layer = Layer.create(
+        f"{store.base}/sharded",
+        spec(sharding={"chunks_per_shard": 4}, size=Vec3(128, 64, 16)),
+        store.context,
+    )
+    data = np.random.default_rng(9).integers(0, 255, (128, 64, 16), dtype=np.uint8)
+    with objects.recording_writes() as written:
+        for shard in layer.sharding(0).shard_boxes(layer.bounds()):
+            layer.write(shard, data[shard.slices()])
+    assert len(written) == 2 * 1 * 2 and all(k.endswith(".shard") for _, k in written)
+    listed = objects.list_sizes(layer.url, f"{layer.scale(0)['key']}/", store.context)
+    assert listed == {key: size for (_, key), size in written.items()}
+    reopened = Layer.open(layer.url, store.context)
+    np.testing.assert_array_equal(reopened.read(reopened.bounds()), data)
+    halo = Box((60, 0, 0), (70, 32, 8))  # one chunk of each of two shards: byte ranges
+    np.testing.assert_array_equal(reopened.read(halo), data[halo.slices()])

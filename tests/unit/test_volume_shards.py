@@ -15,7 +15,7 @@ from cloudvolume.datasource.precomputed.sharding import (
 )
 
 from petavox.tasks.core import objects, tensorstore_io
-from petavox.tasks.core.errors import LayerMismatchError, MisalignedWriteError
+from petavox.tasks.core.errors import ChunkDataError, LayerMismatchError, MisalignedWriteError
 from petavox.tasks.core.geometry import Box, Vec3
 from petavox.tasks.core.layers import Layer, LayerSpec
 from petavox.tasks.core.volume_shards import (
@@ -135,3 +135,64 @@ def test_a_write_of_part_of_a_shard_is_refused_and_writes_nothing(tmp_path):
     foreign["scales"][0]["sharding"]["hash"] = "murmurhash3_x86_128"
     with pytest.raises(LayerMismatchError, match="cannot write: its chunks are hashed"):
         Layer(layer.url, foreign).write(layer.bounds(), np.zeros((160, 128, 24), np.uint8))
+
+
+@pytest.fixture
+def written(tmp_path):
+    """A sharded uint64 segmentation layer (4 chunks per shard) and its voxels."""
+    spec = sharded_spec(
+        layer_type="segmentation",
+        dtype="uint64",
+        encoding="compressed_segmentation",
+        shard_bytes=4 * 32 * 32 * 8 * 8,
+    )
+    layer = Layer.create(f"file://{tmp_path}/seg", spec)
+    data = np.random.default_rng(2).integers(0, 5, (160, 128, 24)).astype(np.uint64) + 2**40
+    for shard in layer.sharding(0).shard_boxes(layer.bounds()):
+        layer.write(shard, data[shard.slices()])
+    return layer, data, tmp_path / "seg" / "8_8_40"
+
+
+def test_reads_of_a_few_chunks_use_byte_ranges_and_of_most_the_whole_file(written, monkeypatch):
+    from petavox.tasks.core import shard_reads
+
+    layer, data, _ = written
+    used = []
+    for name in ("_whole_file", "_ranges"):
+        real = getattr(shard_reads, name)
+        monkeypatch.setattr(
+            shard_reads, name, lambda *a, _real=real, _n=name: used.append(_n) or _real(*a)
+        )
+    halo = Box((60, 0, 0), (70, 32, 8))  # across a shard face: 1 chunk of each of 2 shards
+    np.testing.assert_array_equal(layer.read(halo), data[halo.slices()])
+    assert set(used) == {"_ranges"}
+    used.clear()
+    box = Box((0, 0, 0), (64, 64, 8))  # one whole shard
+    np.testing.assert_array_equal(layer.read(box), data[box.slices()])
+    assert used == ["_whole_file"]
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_truncated_and_overwritten_shards_are_named_never_decoded(written, monkeypatch, whole):
+    from petavox.tasks.core import shard_reads
+
+    monkeypatch.setattr(shard_reads, "WHOLE_SHARE", 0.0 if whole else 2.0)
+    layer, _, folder = written
+    box = Box((0, 0, 0), (64, 64, 8))
+    first = folder / "00.shard" if (folder / "00.shard").exists() else sorted(folder.iterdir())[0]
+    content = first.read_bytes()
+    first.write_bytes(content[: len(content) // 2])
+    with pytest.raises(ChunkDataError, match=rf"{first.name} is truncated/corrupt: .*outside"):
+        layer.read(box)
+    first.write_bytes(b"\xff" * 16 + content[16:])  # a shard index pointing anywhere
+    with pytest.raises(ChunkDataError, match=rf"{first.name} is truncated/corrupt"):
+        layer.read(box)
+    garbled = bytearray(content)
+    garbled[16:200] = bytes(184)  # the first chunk's gzip stream zeroed
+    first.write_bytes(bytes(garbled))
+    with pytest.raises(ChunkDataError, match=r"\(chunk 0-32_0-32_0-8\) is truncated/corrupt"):
+        layer.read(box)
+    first.unlink()
+    with pytest.raises(ChunkDataError, match=rf"{first.name} \(chunk 0-32_0-32_0-8\) is missing"):
+        layer.read(box)
+    assert not layer.read(box, fill_missing=True).any()
