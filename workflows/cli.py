@@ -157,6 +157,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         runtime=runtime,
         progress=not args.quiet,
+        sharding=args.sharding,
     )
 
 
@@ -185,6 +186,12 @@ def add_demo_and_view(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=256, help="volume side in x and y (z = size/4)")
     p.add_argument("--output", default="./petavox-demo", help="output root URL")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic volume")
+    p.add_argument(
+        "--sharding",
+        default="none",
+        help="storage of every volume layer: none, auto or N (storage chunks per shard, a "
+        "power of two; the demo's tasks hold 16); the voxels are the same either way",
+    )
     add_runtime_options(p)
     p.set_defaults(func=cmd_demo)
 

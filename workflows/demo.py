@@ -46,21 +46,25 @@ def demo_volume(size: int, seed: int) -> SyntheticVolume:
     return generate(params)
 
 
-def demo_config(output: str, stacks: dict[str, str], runtime: dict[str, Any]) -> RunConfig:
-    """Every stage on the demo's stacks (`stacks`: raw, raw_labels and raw_clefts .npy files)."""
+def demo_config(
+    output: str, stacks: dict[str, str], runtime: dict[str, Any], sharding: str | int = "none"
+) -> RunConfig:
+    """Every stage on the demo's stacks (`stacks`: raw, raw_labels and raw_clefts .npy files);
+    `sharding` for every volume layer a stage writes (pyramids follow their mip 0)."""
     task = {"chunk_shape": [128, 128, 32]}
-    ingest = {"stage": "ingest", "resolution": RESOLUTION, "storage_chunk": [32, 32, 16], **task}
+    writes = {**task, "sharding": sharding} if sharding != "none" else task
+    ingest = {"stage": "ingest", "resolution": RESOLUTION, "storage_chunk": [32, 32, 16], **writes}
     labels = {**ingest, "layer_type": "segmentation"}
     carry = {"raw_labels": "ground_truth", "raw_clefts": "ground_truth_clefts"}
-    segment = {"halo": [16, 16, 16], **SEEDS, "merge_threshold": MERGE_THRESHOLD, **task}
+    segment = {"halo": [16, 16, 16], **SEEDS, "merge_threshold": MERGE_THRESHOLD, **writes}
     truth = {"ground_truth": "ground_truth", "report": EVALUATION}
     pyramid = {"stage": "downsample", "mips": 2, "factor": [2, 2, 2]}
     shown = ("raw", "aligned", "ground_truth", "boundary", "segmentation")
     stages = [
         {**ingest, "input": stacks["raw"], "output": "raw"},
         *({**labels, "input": stacks[name], "output": name} for name in carry),
-        {"stage": "align", "input": "raw", "output": "aligned", "mips": 0, "carry": carry, **task},
-        {"stage": "infer", "input": "aligned", "output": "boundary", **task},
+        {"stage": "align", "input": "raw", "output": "aligned", "mips": 0, "carry": carry} | writes,
+        {"stage": "infer", "input": "aligned", "output": "boundary", **writes},
         {"stage": "segment", "input": "boundary", "output": "segmentation", **segment},
         {"stage": "evaluate", "input": "segmentation", **truth},
         {"stage": "synapses", "input": "aligned", "segmentation": "segmentation", **task},
@@ -170,7 +174,13 @@ def print_link(config: RunConfig, layers: list[ViewLayer], local: str | None) ->
 
 
 def run_demo(
-    *, size: int, output: str, seed: int, runtime: dict[str, Any], progress: bool = True
+    *,
+    size: int,
+    output: str,
+    seed: int,
+    runtime: dict[str, Any],
+    progress: bool = True,
+    sharding: str | int = "none",
 ) -> int:
     output = normalize_url(output)
     shape = demo_shape(size)
@@ -185,7 +195,7 @@ def run_demo(
     workdir.mkdir(parents=True, exist_ok=True)
     known = random_misalignment(shape[2], MAX_SHIFT, WARP, seed=seed)
     try:
-        config = demo_config(output, write_stacks(volume, known, workdir), runtime)
+        config = demo_config(output, write_stacks(volume, known, workdir), runtime, sharding)
         reports = run(config, progress=progress)
     finally:
         if not local:

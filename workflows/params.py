@@ -8,9 +8,9 @@ run config's *spec*: its fields are hashed into the stage's identity, except tho
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 Triple = tuple[int, int, int]
 PositiveTriple = tuple[
@@ -78,3 +78,36 @@ class StageParams(Strict):
             if getattr(self, name) == type(self).model_fields[name].default:
                 fields.pop(name)
         return fields
+
+
+class ShardSize(Strict):
+    """Shards of a given number of storage chunks (a power of two)."""
+
+    chunks_per_shard: int = Field(gt=0, description="storage chunks per shard, a power of two")
+
+    @field_validator("chunks_per_shard")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError(f"{value} is not a power of two (shards are 2^k chunks)")
+        return value
+
+
+def _chunks_per_shard(value: Any) -> Any:
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+        return {"chunks_per_shard": int(value)}
+    return value
+
+
+#: how a stage's output volume is stored: ``none``, ``auto`` or a number of chunks per shard
+Sharding = Annotated[Literal["none", "auto"] | ShardSize, BeforeValidator(_chunks_per_shard)]
+SHARDING_HELP = (
+    "none: one object per storage chunk; auto: neuroglancer sharded files of about 256 MiB of "
+    "uncompressed voxels each (for layers of many chunks); or N: shards of N storage chunks "
+    "(a power of two). Tasks then write whole shards"
+)
+
+
+def layer_sharding(choice: Literal["none", "auto"] | ShardSize) -> str | dict:
+    """A `Sharding` field as `LayerSpec.sharding` takes it."""
+    return choice if isinstance(choice, str) else choice.model_dump()

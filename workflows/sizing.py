@@ -73,6 +73,28 @@ def layer_grid(
     return ChunkGrid(bounds, shape, halo, origin=bounds.start)
 
 
+def writing_task_shape(
+    requested: tuple[int, int, int] | None,
+    target: Layer,
+    extent: Vec3,
+    bytes_per_voxel: int,
+    *,
+    name: str,
+) -> Vec3:
+    """`task_shape` for tasks that write `target`'s mip 0: whole storage chunks, or whole
+    shards of a sharded scale."""
+    sharded = target.sharding(0) is not None
+    return task_shape(
+        requested,
+        target.write_unit(0),
+        extent,
+        bytes_per_voxel,
+        name=name,
+        step_name="shard shape" if sharded else "storage chunk",
+        writes="shards" if sharded else "storage chunks",
+    )
+
+
 def check_multiple(
     name: str, shape: Vec3, of: Vec3, of_name: str, writes: str = "storage chunks"
 ) -> None:

@@ -6,7 +6,8 @@ the solve and render identities derive from the estimate identity.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from dataclasses import replace
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -18,9 +19,15 @@ from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
 from petavox.tasks.core.layers import Layer, LayerSpec
 from petavox.tasks.core.storage import join_url
 from petavox.workflows.catalog import Catalog
-from petavox.workflows.params import PositiveTriple, StageParams
+from petavox.workflows.params import (
+    SHARDING_HELP,
+    PositiveTriple,
+    Sharding,
+    StageParams,
+    layer_sharding,
+)
 from petavox.workflows.plan import Output, StagePlan, identity
-from petavox.workflows.sizing import task_shape
+from petavox.workflows.sizing import writing_task_shape
 from petavox.workflows.stage import Positional, Stage
 from petavox.workflows.stages.downsample import DownsampleParams, base_spec, downsample_plan
 
@@ -56,6 +63,7 @@ class AlignParams(StageParams):
     storage_chunk: PositiveTriple | None = Field(
         None, description="chunk size of the output layer (default: the input's)"
     )
+    sharding: Sharding = Field("none", description=SHARDING_HELP + " (carried layers too)")
     mips: int = Field(2, ge=0, le=12, description="pyramid levels (factor 2,2,1) to add")
     fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
     carry: dict[str, str] = Field(
@@ -63,6 +71,8 @@ class AlignParams(StageParams):
         description="other layers in the raw frame (e.g. annotations) to render with the "
         "same transforms: {input: output}; labels by nearest pixel",
     )
+
+    HASHED_UNLESS_DEFAULT: ClassVar[frozenset[str]] = frozenset({"sharding"})
 
 
 BYTES_PER_VOXEL = 16  # render: raw read with its margin, coordinates and the output
@@ -97,6 +107,7 @@ def plan_align(params: AlignParams, catalog: Catalog) -> list[StagePlan]:
         chunk_size=storage_chunk,
         voxel_offset=volume.start,
         encoding="raw",
+        sharding=layer_sharding(params.sharding),
     )
     target = catalog.plan_layer(url, spec)
     estimate_spec = {
@@ -109,13 +120,8 @@ def plan_align(params: AlignParams, catalog: Catalog) -> list[StagePlan]:
     work = join_url(catalog.root, "intermediate", "align", estimate_id)
     estimate = estimate_plan(params, source, estimate_spec, work)
     solve = solve_plan(params, volume, estimate_id, work, catalog)
-    chunk_shape = task_shape(
-        params.chunk_shape,
-        storage_chunk,
-        volume.shape,
-        BYTES_PER_VOXEL,
-        name="align chunk_shape",
-        step_name="storage chunk",
+    chunk_shape = writing_task_shape(
+        params.chunk_shape, target, volume.shape, BYTES_PER_VOXEL, name="align chunk_shape"
     )
     render_spec = {**solve.spec, "task_shape": list(chunk_shape)}
     render = StagePlan(
@@ -201,12 +207,15 @@ def carry_plan(
             f"{volume}; carry layers must cover the same voxels"
         )
     url = catalog.url(out)
-    target = catalog.plan_layer(url, base_spec(layer))
+    spec = replace(base_spec(layer), sharding=layer_sharding(params.sharding))
+    target = catalog.plan_layer(url, spec)
     grid = ChunkGrid(volume, Vec3.of(render_spec["task_shape"]), 0, origin=volume.start)
-    if any(c % s for c, s in zip(grid.chunk_shape, layer.chunk_size(0))):
+    unit = target.write_unit(0)
+    if any(c % s for c, s in zip(grid.chunk_shape, unit)):
+        what = "shard shape" if target.sharding(0) else "chunk size"
         raise InputError(
             f"align chunk_shape {tuple(grid.chunk_shape)} is not a multiple of "
-            f"{layer.url}'s chunk size {tuple(layer.chunk_size(0))}"
+            f"{url}'s {what} {tuple(unit)}; give a chunk_shape that is a multiple of both"
         )
     spec = {**render_spec, "input": layer.url, "output": url}
     return StagePlan(

@@ -28,9 +28,16 @@ from petavox.tasks.infer.onnx_model import (
 )
 from petavox.tasks.infer.patches import PatchGrid, PredictFn, fit_patch
 from petavox.workflows.catalog import Catalog
-from petavox.workflows.params import NonNegativeTriple, PositiveTriple, StageParams
+from petavox.workflows.params import (
+    SHARDING_HELP,
+    NonNegativeTriple,
+    PositiveTriple,
+    Sharding,
+    StageParams,
+    layer_sharding,
+)
 from petavox.workflows.plan import ChunkJob, DriverHooks, Output, StagePlan
-from petavox.workflows.sizing import task_shape
+from petavox.workflows.sizing import writing_task_shape
 from petavox.workflows.stage import Positional, Stage
 
 VERSION = 1
@@ -70,6 +77,7 @@ class InferParams(StageParams):
     storage_chunk: PositiveTriple | None = Field(
         None, description="chunk size of the output layer (default: the input's)"
     )
+    sharding: Sharding = Field("none", description=SHARDING_HELP)
     fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
     device: Literal["auto", "cpu", "gpu"] = Field(
         "auto",
@@ -83,6 +91,7 @@ class InferParams(StageParams):
     UNHASHED: ClassVar[frozenset[str]] = frozenset(
         {"resources", "device", "gpu_actors", "gpus_per_actor", "batch"}
     )
+    HASHED_UNLESS_DEFAULT: ClassVar[frozenset[str]] = frozenset({"sharding"})
 
     @field_validator("model_sha256")
     @classmethod
@@ -140,14 +149,6 @@ def plan_infer(params: InferParams, catalog: Catalog) -> list[StagePlan]:
     bounds = source.bounds(0)
     ref, channels, target, patches = model_patches(params, bounds, catalog)
     storage_chunk = Vec3.of(params.storage_chunk or source.chunk_size(0))
-    chunk_shape = task_shape(
-        params.chunk_shape,
-        storage_chunk,
-        bounds.shape,
-        BYTES_PER_VOXEL,
-        name="infer chunk_shape",
-        step_name="storage chunk",
-    )
     url = catalog.url(params.output)
     spec = LayerSpec(
         layer_type="image",
@@ -158,8 +159,12 @@ def plan_infer(params: InferParams, catalog: Catalog) -> list[StagePlan]:
         voxel_offset=bounds.start,
         encoding="raw",
         num_channels=channels,
+        sharding=layer_sharding(params.sharding),
     )
     target_layer = catalog.plan_layer(url, spec)
+    chunk_shape = writing_task_shape(
+        params.chunk_shape, target_layer, bounds.shape, BYTES_PER_VOXEL, name="infer chunk_shape"
+    )
     predict: PredictFn = ClassicalPredictor() if ref is None else OnnxPredictor(ref)
     stage_spec = {
         **params.hashed_fields(),

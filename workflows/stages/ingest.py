@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -13,25 +13,20 @@ from petavox.tasks.core.sources import open_source
 from petavox.tasks.image.ingest_jobs import IngestJob
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.fingerprint import fingerprint
-from petavox.workflows.params import PositiveTriple, Resolution, StageParams, Strict, Triple
+from petavox.workflows.params import (
+    SHARDING_HELP,
+    PositiveTriple,
+    Resolution,
+    Sharding,
+    StageParams,
+    Triple,
+    layer_sharding,
+)
 from petavox.workflows.plan import Output, StagePlan
-from petavox.workflows.sizing import task_shape
+from petavox.workflows.sizing import writing_task_shape
 from petavox.workflows.stage import Positional, Stage
 
 VERSION = 1
-
-
-class ShardSize(Strict):
-    """Shards of a given number of storage chunks (a power of two)."""
-
-    chunks_per_shard: int = Field(gt=0, description="storage chunks per shard, a power of two")
-
-    @field_validator("chunks_per_shard")
-    @classmethod
-    def _power_of_two(cls, value: int) -> int:
-        if value & (value - 1):
-            raise ValueError(f"{value} is not a power of two (shards are 2^k chunks)")
-        return value
 
 
 class IngestParams(StageParams):
@@ -57,21 +52,9 @@ class IngestParams(StageParams):
         description="voxels per task, a multiple of storage_chunk (of the shard shape when "
         "sharded; default: ~64 M voxels, at least one shard)",
     )
-    sharding: Literal["none", "auto"] | ShardSize = Field(
-        "none",
-        description="none: one object per storage chunk; auto: neuroglancer sharded files of "
-        "about 256 MiB of uncompressed voxels each (for layers of many chunks); or N: shards "
-        "of N storage chunks (a power of two)",
-    )
+    sharding: Sharding = Field("none", description=SHARDING_HELP)
 
     HASHED_UNLESS_DEFAULT: ClassVar[frozenset[str]] = frozenset({"sharding"})
-
-    @field_validator("sharding", mode="before")
-    @classmethod
-    def _chunks_per_shard(cls, value: Any) -> Any:
-        if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
-            return {"chunks_per_shard": int(value)}
-        return value
 
     @field_validator("axes")
     @classmethod
@@ -101,21 +84,12 @@ def plan_ingest(params: IngestParams, catalog: Catalog) -> list[StagePlan]:
         chunk_size=Vec3.of(params.storage_chunk),
         voxel_offset=Vec3.of(params.voxel_offset),
         encoding=params.encoding or default_encoding(params.layer_type, dtype),  # type: ignore[arg-type]
-        sharding=params.sharding
-        if isinstance(params.sharding, str)
-        else params.sharding.model_dump(),
+        sharding=layer_sharding(params.sharding),
     )
     url = catalog.url(params.output)
     target = catalog.plan_layer(url, spec)
-    sharded = target.sharding(0) is not None
-    chunk_shape = task_shape(
-        params.chunk_shape,
-        target.write_unit(0),
-        source.shape,
-        dtype.itemsize,
-        name="ingest chunk_shape",
-        step_name="shard shape" if sharded else "storage_chunk",
-        writes="shards" if sharded else "storage chunks",
+    chunk_shape = writing_task_shape(
+        params.chunk_shape, target, source.shape, dtype.itemsize, name="ingest chunk_shape"
     )
     bounds = Box.from_shape(source.shape, params.voxel_offset)
     spec_hash = {

@@ -19,8 +19,8 @@ The follow-up identities derive from the segment identity: re-segmenting redoes 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -36,9 +36,16 @@ from petavox.tasks.segment.stitch_jobs import MAPS as STITCH_MAPS
 from petavox.tasks.segment.stitch_jobs import MatchJob, RelabelJob, ResolveJob
 from petavox.tasks.segment.watershed import WatershedParams
 from petavox.workflows.catalog import Catalog
-from petavox.workflows.params import NonNegativeTriple, PositiveTriple, StageParams
+from petavox.workflows.params import (
+    SHARDING_HELP,
+    NonNegativeTriple,
+    PositiveTriple,
+    Sharding,
+    StageParams,
+    layer_sharding,
+)
 from petavox.workflows.plan import ChunkJob, Output, StagePlan, identity
-from petavox.workflows.sizing import task_shape
+from petavox.workflows.sizing import writing_task_shape
 from petavox.workflows.stage import Positional, Stage
 
 VERSION = 1
@@ -70,6 +77,7 @@ class SegmentParams(StageParams):
     storage_chunk: PositiveTriple | None = Field(
         None, description="chunk size of the output layer (default: the input's)"
     )
+    sharding: Sharding = Field("none", description=SHARDING_HELP + " (of the output layer)")
     smoothing: float = Field(0.5, ge=0, description="Gaussian sigma on the boundary map (voxels)")
     seed_threshold: float = Field(
         0.15,
@@ -93,6 +101,8 @@ class SegmentParams(StageParams):
     )
     connectivity: Literal[6, 18, 26] = Field(6, description="cc mode: voxel connectivity")
     fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
+
+    HASHED_UNLESS_DEFAULT: ClassVar[frozenset[str]] = frozenset({"sharding"})
 
 
 def check_input(layer: Layer) -> None:
@@ -175,16 +185,8 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
     halo = check_halo(params)
     storage_chunk = Vec3.of(params.storage_chunk or source.chunk_size(0))
     bounds = source.bounds(0)
-    chunk_shape = task_shape(
-        params.chunk_shape,
-        storage_chunk,
-        bounds.shape,
-        BYTES_PER_VOXEL,
-        name="segment chunk_shape",
-        step_name="storage chunk",
-    )
     url = catalog.url(params.output)
-    spec = LayerSpec(
+    spec = LayerSpec(  # work layers (fragments, stitched) are never sharded: one task's chunks
         layer_type="segmentation",
         dtype="uint64",
         size=bounds.shape,
@@ -193,7 +195,10 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
         voxel_offset=bounds.start,
         encoding="compressed_segmentation",
     )
-    target = catalog.plan_layer(url, spec)
+    target = catalog.plan_layer(url, replace(spec, sharding=layer_sharding(params.sharding)))
+    chunk_shape = writing_task_shape(
+        params.chunk_shape, target, bounds.shape, BYTES_PER_VOXEL, name="segment chunk_shape"
+    )
     grid = ChunkGrid(bounds, chunk_shape, halo, origin=bounds.start)
     seg_spec = {
         **params.hashed_fields(),
