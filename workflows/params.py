@@ -100,14 +100,16 @@ def _chunks_per_shard(value: Any) -> Any:
 
 
 #: how a stage's output volume is stored: ``none``, ``auto`` or a number of chunks per shard
-Sharding = Annotated[Literal["none", "auto"] | ShardSize, BeforeValidator(_chunks_per_shard)]
+Sharding = Annotated[Literal["none", "auto"] | ShardSize | None, BeforeValidator(_chunks_per_shard)]
 SHARDING_HELP = (
     "none: one object per storage chunk; auto: neuroglancer sharded files of about 256 MiB of "
-    "uncompressed voxels each (for layers of many chunks); or N: shards of N storage chunks "
-    "(a power of two). Tasks then write whole shards"
+    "uncompressed voxels each; or N: shards of N storage chunks (a power of two). Tasks then "
+    "write whole shards. Default: as the existing layer, else auto above 131072 storage chunks"
 )
 
 
-def layer_sharding(choice: Literal["none", "auto"] | ShardSize) -> str | dict:
-    """A `Sharding` field as `LayerSpec.sharding` takes it."""
+def layer_sharding(choice: Literal["none", "auto"] | ShardSize | None) -> str | dict:
+    """A `Sharding` field as `LayerSpec.sharding` takes it (None: "default")."""
+    if choice is None:
+        return "default"
     return choice if isinstance(choice, str) else choice.model_dump()

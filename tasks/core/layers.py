@@ -33,9 +33,11 @@ from petavox.tasks.core.volume_shards import (
 LayerType = Literal["image", "segmentation"]
 Encoding = Literal["raw", "jpeg", "compressed_segmentation"]
 #: "none": one object per storage chunk; "auto": shards of about `shard_bytes` uncompressed
-#: (see `volume_shards.auto_sharding`); ``{"chunks_per_shard": 2^k}``; or a whole sharding
-#: spec (a dict with "@type") that petavox can write
-Sharding = Literal["none", "auto"] | dict
+#: (see `volume_shards.auto_sharding`); ``{"chunks_per_shard": 2^k}``; a whole sharding spec
+#: (a dict with "@type") that petavox can write; or "default": what an existing layer at the
+#: URL has, else "auto" for a layer of more than `AUTO_SHARDING_CHUNKS` storage chunks
+Sharding = Literal["none", "auto", "default"] | dict
+AUTO_SHARDING_CHUNKS = 2**17
 
 SEGMENTATION_DTYPES = ("uint8", "uint16", "uint32", "uint64")
 IMAGE_DTYPES = ("uint8", "uint16", "uint32", "uint64", "float32")
@@ -87,6 +89,10 @@ class LayerSpec:
         if self.sharding == "none":
             return None
         width = np.dtype(self.dtype).itemsize * self.num_channels
+        if self.sharding == "default":
+            if self.size.ceildiv(self.chunk_size).prod() <= AUTO_SHARDING_CHUNKS:
+                return None
+            return auto_sharding(self.size, self.chunk_size, width, self.encoding, self.shard_bytes)
         if self.sharding == "auto":
             return auto_sharding(self.size, self.chunk_size, width, self.encoding, self.shard_bytes)
         if "chunks_per_shard" in self.sharding:
@@ -302,10 +308,16 @@ class Layer:
 
 
 def planned_info(url: str, spec: LayerSpec, found: dict | None) -> dict:
-    """The info a new layer gets, or the existing one when it is compatible; never writes."""
+    """The info a new layer gets, or the existing one when it is compatible; never writes.
+
+    With `spec.sharding` "default", an existing layer's sharding (or its absence) is kept."""
     wanted = spec.to_info()
     if found is None:
         return wanted
+    if spec.sharding == "default" and found.get("scales"):
+        wanted["scales"][0].pop("sharding", None)
+        if "sharding" in found["scales"][0]:
+            wanted["scales"][0]["sharding"] = found["scales"][0]["sharding"]
     same = (
         found.get("type") == wanted["type"]
         and found.get("data_type") == wanted["data_type"]

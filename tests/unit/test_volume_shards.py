@@ -196,3 +196,23 @@ def test_truncated_and_overwritten_shards_are_named_never_decoded(written, monke
     with pytest.raises(ChunkDataError, match=rf"{first.name} \(chunk 0-32_0-32_0-8\) is missing"):
         layer.read(box)
     assert not layer.read(box, fill_missing=True).any()
+
+
+def test_the_default_shards_big_layers_and_keeps_what_a_layer_has(tmp_path):
+    from petavox.tasks.core.layers import AUTO_SHARDING_CHUNKS, planned_info
+
+    chunk = Vec3(64, 64, 64)
+    small = LayerSpec(
+        layer_type="image", dtype="uint8", size=chunk * 8, resolution=(8, 8, 8), sharding="default"
+    )
+    assert "sharding" not in small.to_info()["scales"][0]
+    side = round((AUTO_SHARDING_CHUNKS * 2) ** (1 / 3)) + 1
+    big = LayerSpec(**{**small.__dict__, "size": chunk * side})
+    spec = big.to_info()["scales"][0]["sharding"]
+    assert VolumeSharding(spec, chunk, Box.from_shape(big.size)).problem() is None
+    assert 2 ** (spec["preshift_bits"] + spec["minishard_bits"]) == 1024  # 256 MiB of uint8
+    # an existing layer keeps its own choice, either way
+    unsharded = LayerSpec(**{**big.__dict__, "sharding": "none"}).to_info()
+    assert planned_info("file:///x", big, unsharded) == unsharded
+    sharded = LayerSpec(**{**small.__dict__, "sharding": {"chunks_per_shard": 8}}).to_info()
+    assert planned_info("file:///x", small, sharded) == sharded

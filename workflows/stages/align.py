@@ -63,7 +63,7 @@ class AlignParams(StageParams):
     storage_chunk: PositiveTriple | None = Field(
         None, description="chunk size of the output layer (default: the input's)"
     )
-    sharding: Sharding = Field("none", description=SHARDING_HELP + " (carried layers too)")
+    sharding: Sharding = Field(None, description=SHARDING_HELP + " (carried layers too)")
     mips: int = Field(2, ge=0, le=12, description="pyramid levels (factor 2,2,1) to add")
     fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
     carry: dict[str, str] = Field(

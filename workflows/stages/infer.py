@@ -77,7 +77,7 @@ class InferParams(StageParams):
     storage_chunk: PositiveTriple | None = Field(
         None, description="chunk size of the output layer (default: the input's)"
     )
-    sharding: Sharding = Field("none", description=SHARDING_HELP)
+    sharding: Sharding = Field(None, description=SHARDING_HELP)
     fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
     device: Literal["auto", "cpu", "gpu"] = Field(
         "auto",

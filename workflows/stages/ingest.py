@@ -52,7 +52,7 @@ class IngestParams(StageParams):
         description="voxels per task, a multiple of storage_chunk (of the shard shape when "
         "sharded; default: ~64 M voxels, at least one shard)",
     )
-    sharding: Sharding = Field("none", description=SHARDING_HELP)
+    sharding: Sharding = Field(None, description=SHARDING_HELP)
 
     HASHED_UNLESS_DEFAULT: ClassVar[frozenset[str]] = frozenset({"sharding"})
 

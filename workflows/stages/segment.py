@@ -77,7 +77,7 @@ class SegmentParams(StageParams):
     storage_chunk: PositiveTriple | None = Field(
         None, description="chunk size of the output layer (default: the input's)"
     )
-    sharding: Sharding = Field("none", description=SHARDING_HELP + " (of the output layer)")
+    sharding: Sharding = Field(None, description=SHARDING_HELP + " (of the output layer)")
     smoothing: float = Field(0.5, ge=0, description="Gaussian sigma on the boundary map (voxels)")
     seed_threshold: float = Field(
         0.15,
