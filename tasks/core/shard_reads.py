@@ -132,9 +132,9 @@ def _chunks_of_shard(
             keys = np.cumsum(rows[0].astype(np.uint64))
             sizes = rows[2]
             offsets = np.cumsum(rows[1] + np.r_[0, sizes[:-1]]) + index_size
-            for code, offset, size in zip(keys.tolist(), offsets.tolist(), sizes.tolist()):
+            for code, offset, length in zip(keys.tolist(), offsets.tolist(), sizes.tolist()):
                 if code in wanted:
-                    found[code] = _exact(fetch, offset, offset + size, f"chunk {code}")
+                    found[code] = _exact(fetch, offset, offset + length, f"chunk {code}")
         return found
     except _Corrupt as exc:
         raise ChunkDataError(layer.url, key, f"is truncated/corrupt: {exc}") from None

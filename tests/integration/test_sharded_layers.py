@@ -18,15 +18,23 @@ from petavox.workflows.pipeline import run
 pytestmark = pytest.mark.integration
 
 
-def cloudvolume_layer(url: str, data: np.ndarray, chunk, sharding: dict | None, shard) -> None:
+def cloudvolume_layer(
+    url: str,
+    data: np.ndarray,
+    chunk,
+    sharding: dict | None,
+    shard,
+    layer_type: str = "image",
+    encoding: str = "raw",
+) -> None:
     """A layer written by cloud-volume (a sharded one a shard of `shard` voxels per upload)."""
     from cloudvolume import CloudVolume
 
     info = CloudVolume.create_new_info(
         num_channels=1,
-        layer_type="image",
+        layer_type=layer_type,
         data_type=str(data.dtype),
-        encoding="raw",
+        encoding=encoding,
         resolution=[8, 8, 40],
         voxel_offset=[0, 0, 0],
         chunk_size=list(chunk),
@@ -38,7 +46,7 @@ def cloudvolume_layer(url: str, data: np.ndarray, chunk, sharding: dict | None, 
     cv.commit_info()
     for start in itertools.product(*(range(0, n, s) for n, s in zip(data.shape, shard))):
         box = tuple(slice(a, min(a + s, n)) for a, s, n in zip(start, shard, data.shape))
-        cv[box] = data[box]
+        cv[box] = data[box][..., np.newaxis]
 
 
 SIX_SHARDS = {  # shards of 64 × 64 × 24 (2 × 2 chunks) over 160 × 128 × 24: 3 × 2 of them
@@ -166,3 +174,54 @@ def test_the_demo_with_every_volume_sharded_gives_the_same_voxels(tmp_path, ray_
     for folder in ("segmentation/mesh", "segmentation/skeletons", "synapses/table"):
         sharded_files = layer_files(tmp_path / "sharded" / folder)
         assert sharded_files and sharded_files == layer_files(tmp_path / "plain" / folder)
+
+
+SPECS = {  # two more shard layouts over a 4 × 4 × 2 chunk grid (5 bits of Morton code)
+    "four-chunks": {**SIX_SHARDS, "preshift_bits": 2, "minishard_bits": 0, "shard_bits": 3},
+    "eight-chunks-four-minishards-raw": {
+        **SIX_SHARDS,
+        "preshift_bits": 1,
+        "minishard_bits": 2,
+        "shard_bits": 2,
+        "data_encoding": "raw",
+    },
+}
+
+
+def test_sharded_inputs_through_infer_segment_and_mesh_equal_unsharded(tmp_path, ray_session):
+    """Inputs written by cloud-volume in several shard layouts: the stages that read them write
+    what they write from the same data unsharded."""
+    from cloudvolume.datasource.precomputed.sharding import image_shard_shape_from_spec
+
+    from petavox.tasks.synthetic.generator import SyntheticParams, generate
+
+    volume = generate(SyntheticParams(shape=(128, 128, 32), seed=3))
+    chunk = (32, 32, 16)
+    labels = volume.labels.astype(np.uint64)
+    for name, spec in [("plain", None), *SPECS.items()]:
+        shard = image_shard_shape_from_spec(spec, (128, 128, 32), chunk) if spec else chunk
+        root = tmp_path / name
+        cloudvolume_layer(f"file://{root}/raw", volume.raw, chunk, spec, shard)
+        cloudvolume_layer(
+            f"file://{root}/labels",
+            labels,
+            chunk,
+            spec,
+            shard,
+            "segmentation",
+            "compressed_segmentation",
+        )
+        stages = [
+            {"stage": "infer", "input": "raw", "output": "boundary", "model": "classical"},
+            {"stage": "segment", "input": "boundary", "output": "seg", "chunk_shape": [64, 64, 32]},
+            {"stage": "mesh", "input": "labels", "chunk_shape": [64, 64, 32]},
+        ]
+        config = parse_config({"output": f"file://{root}", "stages": stages})
+        run(config, session=ray_session, progress=False)
+    plain = tmp_path / "plain"
+    for name in SPECS:
+        root = tmp_path / name
+        assert all(p.suffix == ".shard" for p in (root / "raw" / "8_8_40").iterdir())
+        for layer in ("boundary", "seg"):
+            assert layer_files(root / layer) == layer_files(plain / layer), f"{name}: {layer}"
+        assert layer_files(root / "labels" / "mesh") == layer_files(plain / "labels" / "mesh")
