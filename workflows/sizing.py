@@ -82,16 +82,27 @@ def writing_task_shape(
     name: str,
 ) -> Vec3:
     """`task_shape` for tasks that write `target`'s mip 0: whole storage chunks, or whole
-    shards of a sharded scale."""
-    sharded = target.sharding(0) is not None
+    shards of a sharded scale (one petavox can write: checked here, before any task runs)."""
+    sharding = target.sharding(0)
+    if sharding is None:
+        return task_shape(
+            requested,
+            target.chunk_size(0),
+            extent,
+            bytes_per_voxel,
+            name=name,
+            step_name="storage chunk",
+        )
+    key = target.scale(0)["key"]
+    sharding.check_writable(f"{target.url} scale {key}")
     return task_shape(
         requested,
-        target.write_unit(0),
+        sharding.shape,
         extent,
         bytes_per_voxel,
         name=name,
-        step_name="shard shape" if sharded else "storage chunk",
-        writes="shards" if sharded else "storage chunks",
+        step_name=f"the shard shape of {target.url} scale {key}",
+        writes="shards",
     )
 
 

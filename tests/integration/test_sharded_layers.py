@@ -136,7 +136,8 @@ def test_tasks_that_would_write_part_of_a_shard_are_refused_before_any_write(tmp
     config = parse_config(
         pyramid_config(tmp_path, stack, "out", sharding=4, chunk_shape=[32, 32, 8])
     )
-    with pytest.raises(InputError, match=r"multiple of shard shape \(64, 64, 8\) so that each"):
+    shard = r"the shard shape of file://\S+/out/raw scale 4_4_40 \(64, 64, 8\)"
+    with pytest.raises(InputError, match=rf"multiple of {shard} so that each task writes whole"):
         run(config, progress=False)
     assert not (tmp_path / "out").exists()
 
@@ -225,3 +226,31 @@ def test_sharded_inputs_through_infer_segment_and_mesh_equal_unsharded(tmp_path,
         for layer in ("boundary", "seg"):
             assert layer_files(root / layer) == layer_files(plain / layer), f"{name}: {layer}"
         assert layer_files(root / "labels" / "mesh") == layer_files(plain / "labels" / "mesh")
+
+
+def test_a_layer_sharded_by_hash_is_read_but_never_written(tmp_path, ray_session):
+    """Shards of hashed chunk keys are not boxes: petavox reads them, and refuses before any
+    write to write into one (even with overwrite)."""
+    data = np.random.default_rng(4).integers(0, 255, (128, 128, 32), dtype=np.uint8)
+    hashed = {**SIX_SHARDS, "hash": "murmurhash3_x86_128", "preshift_bits": 0, "shard_bits": 0}
+    hashed["minishard_bits"] = 2  # one shard file (cloud-volume writes hashed shards whole)
+    from petavox.tasks.core.volume_shards import VolumeSharding
+
+    layer_url = f"file://{tmp_path}/raw"
+    cloudvolume_layer(layer_url, data, (32, 32, 16), hashed, shard=(128, 128, 32))
+    layer = Layer.open(layer_url)
+    assert "hashed" in VolumeSharding.of_scale(layer.scale(0)).problem()
+    np.testing.assert_array_equal(layer.read(layer.bounds()), data)
+    stack = tmp_path / "stack.npy"
+    np.save(stack, data.transpose(2, 1, 0))
+    ingest = {
+        "stage": "ingest",
+        "input": str(stack),
+        "resolution": [8, 8, 40],
+        "storage_chunk": [32, 32, 16],
+    }
+    config = parse_config({"output": f"file://{tmp_path}", "overwrite": True, "stages": [ingest]})
+    before = layer_files(tmp_path / "raw")
+    with pytest.raises(InputError, match=r"raw scale 8_8_40 is sharded in a way petavox cannot"):
+        run(config, session=ray_session, progress=False)
+    assert layer_files(tmp_path / "raw") == before
