@@ -186,7 +186,7 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
     storage_chunk = Vec3.of(params.storage_chunk or source.chunk_size(0))
     bounds = source.bounds(0)
     url = catalog.url(params.output)
-    spec = LayerSpec(  # work layers (fragments, stitched) are never sharded: one task's chunks
+    spec = LayerSpec(
         layer_type="segmentation",
         dtype="uint64",
         size=bounds.shape,
@@ -210,6 +210,8 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
     }
     seg_id = identity("segment", VERSION, seg_spec)
     work = join_url(catalog.root, "intermediate", "segment", seg_id)
+    # the work layers are stored as the output is (the same tasks write them: whole shards)
+    spec = replace(spec, sharding=target.scale(0).get("sharding", "none"))
     fragments = catalog.plan_layer(join_url(work, "fragments"), spec)
     stitched = target
     if params.mode == "watershed":
