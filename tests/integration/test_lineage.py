@@ -125,14 +125,19 @@ def test_a_relabel_killed_mid_write_is_repaired_by_the_rerun(tmp_path, synthetic
     assert layer_files(out / "seg") == clean
 
 
-def test_deleted_output_chunks_are_found_and_recomputed(tmp_path, ray_session, capsys):
-    """As a bucket lifecycle rule leaves them: objects gone, their markers still there."""
+def finished_pyramid(tmp_path, ray_session):
+    """A finished ingest + downsample run: its config, its raw layer folder and files."""
     stack = tmp_path / "stack.npy"
     make_stack(stack)
     config = config_for(tmp_path, stack)
     run(config, session=ray_session, progress=False)
     raw = tmp_path / "out" / "raw"
-    clean = layer_files(raw)
+    return config, raw, layer_files(raw)
+
+
+def test_deleted_output_chunks_are_found_and_recomputed(tmp_path, ray_session, capsys):
+    """As a bucket lifecycle rule leaves them: objects gone, their markers still there."""
+    config, raw, clean = finished_pyramid(tmp_path, ray_session)
     output = f"file://{tmp_path}/out"
     assert main(["verify", output]) == 0
     lost = [sorted((raw / "4_4_40").iterdir())[3], sorted((raw / "8_8_40").iterdir())[0]]
@@ -153,12 +158,7 @@ def test_deleted_output_chunks_are_found_and_recomputed(tmp_path, ray_session, c
 def test_a_replaced_output_chunk_is_found_by_its_size_and_recomputed(tmp_path, ray_session):
     """An object rewritten since its chunk finished (another tool, a copy gone wrong): the
     marker's recorded size disagrees with the listing."""
-    stack = tmp_path / "stack.npy"
-    make_stack(stack)
-    config = config_for(tmp_path, stack)
-    run(config, session=ray_session, progress=False)
-    raw = tmp_path / "out" / "raw"
-    clean = layer_files(raw)
+    config, raw, clean = finished_pyramid(tmp_path, ray_session)
     inner, edge = raw / "4_4_40" / "0-32_0-32_0-8", raw / "4_4_40" / "128-130_0-32_0-8"
     written = inner.stat().st_size
     inner.write_bytes(edge.read_bytes())  # a valid chunk, of another size
