@@ -23,7 +23,7 @@ when an object differs or is missing on one side, or the faulty run never comple
 
     .venv/bin/python benchmarks/bench_faults.py [--quick] [--size 192] [--slowdown 0.05]
         [--reset 0.05] [--truncate 0.05] [--outage 20] [--outage-at STEP] [--kill-at STEP,...]
-        [--control]
+        [--control] [--sharding none|auto|N]
 """
 
 from __future__ import annotations
@@ -82,6 +82,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"--quick: {','.join(QUICK_KILLS)}; 'none': no kills)",
     )
     parser.add_argument("--workers", type=int, default=2, help="Ray CPUs of each driver")
+    parser.add_argument(
+        "--sharding", default="none", help="every volume layer: none, auto or N chunks per shard"
+    )
     parser.add_argument("--max-attempts", type=int, default=60, help="driver starts, at most")
     parser.add_argument(
         "--control", action="store_true", help="also a second clean run, compared with the first"
@@ -166,15 +169,20 @@ def rows_for(campaign: Campaign, compared: dict[str, Any], clean_s: float) -> li
     ]
 
 
+def demo_run(args: argparse.Namespace, scratch: Path, stacks: dict[str, str], name: str):
+    """A demo run on an S3 server of its own, named `name`."""
+    return DemoRun(scratch, server_at(scratch, name), stacks, args.workers, sharding=args.sharding)
+
+
 def clean_runs(args: argparse.Namespace, stacks: dict[str, str], scratch: Path) -> tuple:
     """The clean run (and with --control a second one, compared with it) on servers of their
     own; (clean DemoRun, its seconds, the control's comparison or None)."""
-    clean = DemoRun(scratch, server_at(scratch, "clean"), stacks, args.workers)
+    clean = demo_run(args, scratch, stacks, "clean")
     clean_s = run_clean(clean, "clean")
     print(f"clean run: {clean_s:.1f} s", flush=True)
     if not args.control:
         return clean, clean_s, None
-    control = DemoRun(scratch, server_at(scratch, "control"), stacks, args.workers)
+    control = demo_run(args, scratch, stacks, "control")
     seconds = run_clean(control, "control")
     compared = {"seconds": round(seconds, 2), **compare_runs(clean, control)}
     print(
@@ -193,12 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     # short: Ray's socket paths under it must stay below 108 bytes
     scratch = Path(tempfile.mkdtemp(prefix="pvf-"))
     out: dict[str, Any] = {"quick": args.quick, "size": size, "mix": vars(mix)}
+    out["sharding"] = args.sharding
     try:
         with SERVERS:
             stacks = make_stacks(size, args.seed, scratch / "stacks")
             print(f"demo volume {size}×{size}×{max(8, size // 4)}", flush=True)
             clean, clean_s, out["control"] = clean_runs(args, stacks, scratch)
-            faulty = DemoRun(scratch, server_at(scratch, "faulty"), stacks, args.workers)
+            faulty = demo_run(args, scratch, stacks, "faulty")
             targets = plan_targets(faulty, [] if kills == ["none"] else kills)
             if args.outage and args.outage_at not in {t.step for t in targets if t.total}:
                 raise SystemExit(f"--outage-at {args.outage_at}: not a step with a ledger")

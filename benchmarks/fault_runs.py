@@ -51,6 +51,7 @@ class DemoRun:
     stacks: dict[str, str]
     workers: int
     prefix: str = "demo"
+    sharding: str = "none"  # of every volume layer (`petavox demo --sharding`)
 
     @property
     def url(self) -> str:
@@ -61,7 +62,7 @@ class DemoRun:
         from petavox.workflows.demo import demo_config
 
         runtime = {"ray": {"workers": self.workers}, "storage": {"s3_endpoint": endpoint}}
-        return demo_config(self.url, self.stacks, runtime)
+        return demo_config(self.url, self.stacks, runtime, self.sharding)
 
     def config_file(self, name: str, endpoint: str) -> Path:
         from petavox.workflows.config import dump_config
