@@ -17,6 +17,7 @@ import common
 
 BENCHMARKS = {
     "downsample": "bench_downsample.py",
+    "sharding": "bench_sharding.py",
     "runner": "bench_runner.py",
     "resume": "bench_resume.py",
     "segment": "bench_segment.py",
