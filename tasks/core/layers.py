@@ -360,10 +360,14 @@ def pyramid_info(url: str, info: dict, factor: Vec3, count: int, task: Vec3 | No
         if mip < len(info["scales"]):
             have = info["scales"][mip]
             if not _scales_compatible(have, scale) or have["key"] != scale["key"]:
+                why = f"that differs from a {tuple(factor)} pyramid; use the same downsample factor"
+                if _scales_compatible({**have, "sharding": 0}, {**scale, "sharding": 0}):
+                    why = (
+                        "sharded for tasks of another chunk_shape; use the chunk_shape that made it"
+                    )
                 raise LayerMismatchError(
                     f"layer {url} already has a mip {mip} ({have['key']}, size {have['size']}) "
-                    f"that differs from a {tuple(factor)} pyramid; use the same downsample "
-                    "factor or write to a new layer"
+                    f"{why} or write to a new layer"
                 )
         else:
             info["scales"].append(scale)

@@ -152,3 +152,17 @@ def test_pyramid_info_adds_consistent_scales_and_refuses_another_factor(image):
     assert pyramid_info(layer.url, grown.info, Vec3(2, 2, 1), 2) == grown.info
     with pytest.raises(LayerMismatchError, match="differs from a"):
         pyramid_info(layer.url, grown.info, Vec3(2, 2, 2), 1)
+
+
+def test_a_sharded_pyramid_made_with_other_tasks_is_refused_naming_its_sharding():
+    """Downsample again with another chunk_shape: the same factor, but the new mips' shards
+    would nest in other tasks. The error said "use the same downsample factor"."""
+    spec = image_spec(size=Vec3(256, 256, 32), sharding={"chunks_per_shard": 4})
+    info = spec.to_info()
+    made = pyramid_info("file:///x", info, Vec3(2, 2, 1), 1, task=Vec3(256, 256, 32))
+    assert pyramid_info("file:///x", made, Vec3(2, 2, 1), 1, task=Vec3(256, 256, 32)) == made
+    with pytest.raises(
+        LayerMismatchError, match="another chunk_shape; use the chunk_shape that made it"
+    ) as err:
+        pyramid_info("file:///x", made, Vec3(2, 2, 1), 1, task=Vec3(128, 128, 32))
+    assert "factor" not in str(err.value)
