@@ -10,7 +10,7 @@ silently writes wrong data (cloud-volume 12.15); petavox parallelises with Ray t
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -22,22 +22,18 @@ from petavox.tasks.core.errors import (
     MisalignedWriteError,
 )
 from petavox.tasks.core.geometry import Box, Vec3
-from petavox.tasks.core.storage import StorageContext, normalize_url, scheme_of
+from petavox.tasks.core.storage import StorageContext, local_path, normalize_url, scheme_of
 from petavox.tasks.core.volume_shards import (
     AUTO_SHARD_BYTES,
     VolumeSharding,
-    auto_sharding,
     nested_sharding,
+    sharding_for,
 )
 
 LayerType = Literal["image", "segmentation"]
 Encoding = Literal["raw", "jpeg", "compressed_segmentation"]
-#: "none": one object per storage chunk; "auto": shards of about `shard_bytes` uncompressed
-#: (see `volume_shards.auto_sharding`); ``{"chunks_per_shard": 2^k}``; a whole sharding spec
-#: (a dict with "@type") that petavox can write; or "default": what an existing layer at the
-#: URL has, else "auto" for a layer of more than `AUTO_SHARDING_CHUNKS` storage chunks
+#: see `volume_shards.sharding_for`
 Sharding = Literal["none", "auto", "default"] | dict
-AUTO_SHARDING_CHUNKS = 2**17
 
 SEGMENTATION_DTYPES = ("uint8", "uint16", "uint32", "uint64")
 IMAGE_DTYPES = ("uint8", "uint16", "uint32", "uint64", "float32")
@@ -62,6 +58,7 @@ class LayerSpec:
     jpeg_quality: int = 90
     sharding: Sharding = "none"
     shard_bytes: int = AUTO_SHARD_BYTES
+    compress_shards: bool = True  # gzip chunks inside shards (off on file://, see planned_info)
 
     def validate(self) -> None:
         dtype = np.dtype(self.dtype).name
@@ -86,24 +83,17 @@ class LayerSpec:
 
     def sharding_spec(self) -> dict | None:
         """The scale's sharding spec (None: unsharded), checked to be writable."""
-        if self.sharding == "none":
-            return None
         width = np.dtype(self.dtype).itemsize * self.num_channels
-        if self.sharding == "default":
-            if self.size.ceildiv(self.chunk_size).prod() <= AUTO_SHARDING_CHUNKS:
-                return None
-            return auto_sharding(self.size, self.chunk_size, width, self.encoding, self.shard_bytes)
-        if self.sharding == "auto":
-            return auto_sharding(self.size, self.chunk_size, width, self.encoding, self.shard_bytes)
-        if "chunks_per_shard" in self.sharding:
-            count = int(self.sharding["chunks_per_shard"])
-            if count < 1 or count & (count - 1):
-                raise LayerMismatchError(f"chunks_per_shard {count} is not a power of two")
-            shard_bytes = count * self.chunk_size.prod() * width
-            return auto_sharding(self.size, self.chunk_size, width, self.encoding, shard_bytes)
         bounds = Box.from_shape(self.size, self.voxel_offset)
-        VolumeSharding(self.sharding, self.chunk_size, bounds).check_writable("the layer")
-        return dict(self.sharding)
+        return sharding_for(
+            self.sharding,
+            bounds,
+            self.chunk_size,
+            width,
+            self.encoding,
+            self.shard_bytes,
+            compress=self.compress_shards,
+        )
 
     def to_info(self) -> dict[str, Any]:
         self.validate()
@@ -310,7 +300,10 @@ class Layer:
 def planned_info(url: str, spec: LayerSpec, found: dict | None) -> dict:
     """The info a new layer gets, or the existing one when it is compatible; never writes.
 
-    With `spec.sharding` "default", an existing layer's sharding (or its absence) is kept."""
+    With `spec.sharding` "default", an existing layer's sharding (or its absence) is kept. On
+    file:// chunks are stored uncompressed inside shards, as they are outside them (Layer's
+    file:// client neither compresses nor inflates)."""
+    spec = replace(spec, compress_shards=local_path(url) is None)
     wanted = spec.to_info()
     if found is None:
         return wanted
@@ -356,7 +349,8 @@ def pyramid_info(url: str, info: dict, factor: Vec3, count: int, task: Vec3 | No
         }
         if "sharding" in base and task is not None:
             width = np.dtype(info["data_type"]).itemsize * int(info["num_channels"])
-            scale["sharding"] = nested_sharding(scale, width, task // f)
+            encoding = base["sharding"].get("data_encoding", "gzip")
+            scale["sharding"] = nested_sharding(scale, width, task // f, encoding)
         if mip < len(info["scales"]):
             have = info["scales"][mip]
             if not _scales_compatible(have, scale) or have["key"] != scale["key"]:

@@ -146,10 +146,12 @@ def auto_sharding(
     bytes_per_voxel: int,
     encoding: str,
     target_bytes: int = AUTO_SHARD_BYTES,
+    compress: bool = True,
 ) -> dict[str, Any]:
     """A spec whose shards hold about `target_bytes` of uncompressed voxels (a power of two of
     chunks, fewer when the whole scale is smaller), written as shard boxes (identity hash).
-    Chunks are gzipped inside the shard unless their encoding compresses (jpeg, png)."""
+    Chunks are gzipped inside the shard if `compress`, unless their encoding compresses (jpeg,
+    png)."""
     grid = size.ceildiv(chunk)
     total = sum(morton_bits(grid))
     per_chunk = chunk.prod() * bytes_per_voxel
@@ -162,18 +164,23 @@ def auto_sharding(
         "minishard_bits": minishard,
         "shard_bits": total - inner,
         "minishard_index_encoding": "gzip",
-        "data_encoding": "raw" if encoding in ("jpeg", "png") else "gzip",
+        "data_encoding": "gzip" if compress and encoding not in ("jpeg", "png") else "raw",
     }
 
 
 def nested_sharding(
-    scale: dict[str, Any], bytes_per_voxel: int, task: Vec3, target_bytes: int = AUTO_SHARD_BYTES
+    scale: dict[str, Any],
+    bytes_per_voxel: int,
+    task: Vec3,
+    data_encoding: str,
+    target_bytes: int = AUTO_SHARD_BYTES,
 ) -> dict[str, Any]:
     """A spec for `scale` whose shards nest in tasks of `task` voxels (at that scale) on its
     grid: the largest shards up to `target_bytes` that a task covers whole along every axis (a
     shard of one chunk always does, `task` being a multiple of the chunk size)."""
     size, chunk = Vec3.of(scale["size"]), Vec3.of(scale["chunk_sizes"][0])
     spec = auto_sharding(size, chunk, bytes_per_voxel, scale["encoding"], target_bytes)
+    spec["data_encoding"] = data_encoding
     grid = size.ceildiv(chunk)
     total = sum(morton_bits(grid))
     for inner in range(spec["preshift_bits"] + spec["minishard_bits"], -1, -1):
@@ -187,3 +194,40 @@ def nested_sharding(
                 "shard_bits": total - inner,
             }
     raise AssertionError("a one-chunk shard nests in any task")
+
+
+#: a layer given no sharding is sharded (auto) above this many storage chunks
+AUTO_SHARDING_CHUNKS = 2**17
+
+
+def sharding_for(
+    choice: str | dict,
+    bounds: Box,
+    chunk: Vec3,
+    bytes_per_voxel: int,
+    encoding: str,
+    shard_bytes: int = AUTO_SHARD_BYTES,
+    *,
+    compress: bool = True,
+) -> dict[str, Any] | None:
+    """The spec a new scale gets (None: unsharded) for a layer's `choice`: "none"; "auto"
+    (shards of about `shard_bytes` uncompressed); ``{"chunks_per_shard": 2^k}``; a whole spec
+    (a dict with "@type", checked writable); or "default": "auto" above
+    `AUTO_SHARDING_CHUNKS` storage chunks, else "none"."""
+    if choice == "default":
+        choice = "auto" if bounds.shape.ceildiv(chunk).prod() > AUTO_SHARDING_CHUNKS else "none"
+    if choice == "none":
+        return None
+    size = bounds.shape
+    if choice == "auto":
+        return auto_sharding(size, chunk, bytes_per_voxel, encoding, shard_bytes, compress)
+    if not isinstance(choice, dict):
+        raise LayerMismatchError(f"sharding {choice!r} is none, auto, default or a dict")
+    if "chunks_per_shard" in choice:
+        count = int(choice["chunks_per_shard"])
+        if count < 1 or count & (count - 1):
+            raise LayerMismatchError(f"chunks_per_shard {count} is not a power of two")
+        target = count * chunk.prod() * bytes_per_voxel
+        return auto_sharding(size, chunk, bytes_per_voxel, encoding, target, compress)
+    VolumeSharding(choice, chunk, bounds).check_writable("the layer")
+    return dict(choice)

@@ -72,6 +72,8 @@ def test_downsample_of_a_sharded_layer_keeps_every_voxel(tmp_path, ray_session):
         {"stage": "downsample", "input": name, "mips": 1, "chunk_shape": [64, 64, 24]}
         for name in ("sharded", "plain")
     ]
+    # and into a new layer: a copy of a sharded layer is sharded, mip 0 as its pyramid
+    stages.append({"stage": "downsample", "input": "sharded", "output": "copy", "mips": 1})
     run(parse_config({"output": f"file://{tmp_path}", "stages": stages}), session=ray_session)
     from cloudvolume import CloudVolume
 
@@ -80,9 +82,11 @@ def test_downsample_of_a_sharded_layer_keeps_every_voxel(tmp_path, ray_session):
     reference = plain.read(plain.bounds(1), mip=1)
     assert reference.any()
     np.testing.assert_array_equal(np.asarray(sharded[:, :, :])[..., 0], reference)
-    ours = Layer.open(f"file://{tmp_path}/sharded")
-    np.testing.assert_array_equal(ours.read(ours.bounds(0)), data)
-    np.testing.assert_array_equal(ours.read(ours.bounds(1), mip=1), reference)
+    for name in ("sharded", "copy"):
+        ours = Layer.open(f"file://{tmp_path}/{name}")
+        assert ours.sharding(0) is not None and ours.sharding(1) is not None
+        np.testing.assert_array_equal(ours.read(ours.bounds(0)), data)
+        np.testing.assert_array_equal(ours.read(ours.bounds(1), mip=1), reference)
 
 
 def pyramid_config(tmp_path, stack, name: str, **ingest):

@@ -410,6 +410,7 @@ def test_sharded_layers_on_object_storage(store):
         spec(sharding={"chunks_per_shard": 4}, size=Vec3(128, 64, 16)),
         store.context,
     )
+    assert layer.scale(0)["sharding"]["data_encoding"] == "gzip"  # as unsharded chunks are
     data = np.random.default_rng(9).integers(0, 255, (128, 64, 16), dtype=np.uint8)
     with objects.recording_writes() as written:
         for shard in layer.sharding(0).shard_boxes(layer.bounds()):

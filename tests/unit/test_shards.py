@@ -155,9 +155,11 @@ def test_shard_files_refuses_duplicate_keys_and_bad_offsets():
         shard_files(spec, np.array([5, 6], np.uint64), b"ab", [0, 2])
 
 
-def test_gather_concatenates_byte_ranges_in_order():
-    data = np.arange(100, dtype=np.uint8)
-    starts, sizes = np.array([40, 0, 7, 90, 3]), np.array([3, 0, 5, 10, 1])
+@pytest.mark.parametrize("piece", [1, 5000])  # the byte index and the slice copy
+def test_gather_concatenates_byte_ranges_in_order(piece):
+    data = (np.arange(100 * piece) % 251).astype(np.uint8)
+    starts = np.array([40, 0, 7, 90, 3]) * piece
+    sizes = np.array([3, 0, 5, 10, 1]) * piece
     want = np.concatenate([data[a : a + n] for a, n in zip(starts, sizes)])
     np.testing.assert_array_equal(gather(data, starts, sizes), want)
     assert gather(data, starts[:0], sizes[:0]).size == 0

@@ -103,6 +103,7 @@ def test_sharded_layers_read_back_through_cloudvolume_and_tensorstore(
     layer = Layer.create(f"file://{tmp_path}/layer", spec)
     sharding = layer.sharding(0)
     assert sharding is not None and sharding.problem() is None
+    assert sharding.spec["data_encoding"] == "raw"  # on file:// chunks are never gzipped
     assert tuple(sharding.shape) == (64, 64, 8)  # 2 bits: one to x, one to y
     rng = np.random.default_rng(1)
     data = (np.linspace(0, 200, 160)[:, None, None] + rng.integers(0, 40, (160, 128, 24))).astype(
@@ -199,7 +200,8 @@ def test_truncated_and_overwritten_shards_are_named_never_decoded(written, monke
 
 
 def test_the_default_shards_big_layers_and_keeps_what_a_layer_has(tmp_path):
-    from petavox.tasks.core.layers import AUTO_SHARDING_CHUNKS, planned_info
+    from petavox.tasks.core.layers import planned_info
+    from petavox.tasks.core.volume_shards import AUTO_SHARDING_CHUNKS
 
     chunk = Vec3(64, 64, 64)
     small = LayerSpec(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -50,7 +51,8 @@ class DownsampleParams(StageParams):
 
 
 def base_spec(layer: Layer) -> LayerSpec:
-    """The mip-0 description of an existing layer, for a copy that gets its own pyramid."""
+    """The mip-0 description of an existing layer, for a copy that gets its own pyramid:
+    sharded (auto) if the layer is, else as `sharding_for`'s default."""
     scale = layer.scale(0)
     return LayerSpec(
         layer_type=layer.layer_type,  # type: ignore[arg-type]
@@ -61,6 +63,7 @@ def base_spec(layer: Layer) -> LayerSpec:
         voxel_offset=Vec3.of(scale["voxel_offset"]),
         encoding=scale["encoding"],
         num_channels=layer.num_channels,
+        sharding="auto" if "sharding" in scale else "default",
     )
 
 
@@ -78,6 +81,17 @@ def restrict(layer: Layer, box: Box, chunk_shape: Vec3) -> Box:
     return Box(start, stop).intersection(full)
 
 
+def task_step(source: Layer, target: Layer, scale: Vec3) -> tuple[Vec3, str]:
+    """The smallest task (and what it is called) that writes whole storage chunks at every new
+    mip (`scale`: the coarsest one's factor) and, for a copy, whole shards of its mip 0."""
+    step, name = source.chunk_size(0) * scale, "storage chunk × factor^mips"
+    if target.url != source.url and (sharding := target.sharding(0)) is not None:
+        sharding.check_writable(f"{target.url} scale {target.scale(0)['key']}")
+        step = Vec3(*(math.lcm(a, b) for a, b in zip(step, sharding.shape)))
+        name += f" and the shard shape of {target.url}"
+    return step, name
+
+
 def downsample_plan(params: DownsampleParams, catalog: Catalog) -> StagePlan:
     """The one step of `downsample` (align plans it too, for the pyramids of its outputs)."""
     source = catalog.layer(catalog.url(params.input))
@@ -87,14 +101,16 @@ def downsample_plan(params: DownsampleParams, catalog: Catalog) -> StagePlan:
         base_info = source.info
     else:
         base_info = planned_info(target_url, base_spec(source), catalog.info(target_url))
-    step = source.chunk_size(0) * factor**params.mips
+    step, step_name = task_step(
+        source, Layer(target_url, base_info, catalog.context), factor**params.mips
+    )
     chunk_shape = task_shape(
         params.chunk_shape,
         step,
         source.bounds(0).shape,
         source.dtype.itemsize * source.num_channels,
         name="downsample chunk_shape",
-        step_name="storage chunk × factor^mips",
+        step_name=step_name,
     )
     # new mips of a sharded layer get shards that nest in these tasks (each writes its own)
     info = pyramid_info(target_url, base_info, factor, params.mips, task=chunk_shape)
