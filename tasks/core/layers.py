@@ -217,6 +217,7 @@ class Layer:
                 self.url,
                 mip=mip,
                 info=self.info,
+                provenance={},  # not fetched: a GET per task on object stores, never used
                 parallel=1,
                 progress=False,
                 bounded=False,
