@@ -82,6 +82,21 @@ def _warm() -> None:
     import igneous.tasks  # noqa: F401  (imports paid before any timing)
 
 
+def sharded_spec(shape: tuple[int, int, int], chunks_per_shard: int):
+    """The benchmark's uint8 layer, `chunks_per_shard` storage chunks per shard (gzipped)."""
+    from petavox.tasks.core.geometry import Vec3
+    from petavox.tasks.core.layers import LayerSpec
+
+    return LayerSpec(
+        layer_type="image",
+        dtype="uint8",
+        size=Vec3.of(shape),
+        resolution=RESOLUTION,
+        chunk_size=Vec3.of(CHUNK),
+        sharding={"chunks_per_shard": chunks_per_shard},
+    )
+
+
 class Igneous:
     """igneous's tasks on N processes: a warm spawned pool, or this process when N = 1."""
 
@@ -111,8 +126,6 @@ class Bench:
     """One volume and its inputs; `phase` measures the three sides on one store."""
 
     def __init__(self, scratch: Path, data: np.ndarray, args: argparse.Namespace) -> None:
-        from petavox.tasks.core.geometry import Vec3
-        from petavox.tasks.core.layers import LayerSpec
         from petavox.tasks.core.volume_shards import VolumeSharding
 
         self.shape = tuple(int(s) for s in data.shape)
@@ -123,15 +136,7 @@ class Bench:
         np.save(self.stack, np.ascontiguousarray(data.transpose(2, 1, 0)))  # z, y, x
         self.source = common.file_url(scratch / "source")
         common.make_image_layer(self.source, self.shape, SOURCE_CHUNK, data=data)
-        spec = LayerSpec(
-            layer_type="image",
-            dtype="uint8",
-            size=Vec3.of(self.shape),
-            resolution=RESOLUTION,
-            chunk_size=Vec3.of(CHUNK),
-            sharding={"chunks_per_shard": self.chunks_per_shard},
-        )
-        scale = spec.to_info()["scales"][0]
+        scale = sharded_spec(self.shape, self.chunks_per_shard).to_info()["scales"][0]
         self.shard = tuple(VolumeSharding.of_scale(scale).shape)
         self.ingest_task = self.shard
         step = [c * f**MIPS for c, f in zip(CHUNK, FACTOR)]
@@ -344,14 +349,7 @@ def encoding_diagnostic(bench: Bench, scratch: Path, repeats: int = 3) -> dict[s
     from petavox.tasks.core.layers import Layer, LayerSpec
 
     volume = np.load(bench.stack, mmap_mode="r").transpose(2, 1, 0)  # x, y, z view
-    gzip_spec = LayerSpec(
-        layer_type="image",
-        dtype="uint8",
-        size=Vec3.of(bench.shape),
-        resolution=RESOLUTION,
-        chunk_size=Vec3.of(CHUNK),
-        sharding={"chunks_per_shard": bench.chunks_per_shard},
-    ).sharding_spec()
+    gzip_spec = sharded_spec(bench.shape, bench.chunks_per_shard).sharding_spec()
     assert gzip_spec is not None
     variants = {
         "unsharded": "none",
