@@ -197,6 +197,5 @@ def write_shards(
             for _, c in stored
         ]
         codes = sharding.codes([c.start for _, c in stored])
-        offsets = np.cumsum([0, *map(len, encoded)])
-        for name, content in shard_files(spec, codes, b"".join(encoded), offsets).items():
+        for name, content in shard_files(spec, codes, encoded).items():
             objects.put(layer.url, f"{scale['key']}/{name}", content, layer.context)

@@ -128,8 +128,8 @@ def gather(data: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarra
 def shard_files(
     spec: ShardingSpecification,
     keys: np.ndarray,
-    data: np.ndarray | bytes | memoryview,
-    offsets: np.ndarray,
+    data: np.ndarray | bytes | memoryview | list[bytes],
+    offsets: np.ndarray | None = None,
 ) -> dict[str, bytes]:
     """The shard files ``{"<shard hex>.shard": bytes}`` of chunks keyed by uint64 `keys`, chunk i
     being ``data[offsets[i]:offsets[i + 1]]``: what cloud-volume's `synthesize_shard_files`
@@ -143,6 +143,10 @@ def shard_files(
     minishard's index, a 3 × n uint64 array [key deltas, offset deltas, sizes] in
     `minishard_index_encoding`. Only chunks' compression (gzip) remains a call per chunk."""
     keys = np.asarray(keys, np.uint64).ravel()
+    if isinstance(data, list):  # one piece per key (volume chunks): no blob, fewer copies
+        if len(data) != len(keys):
+            raise ValueError(f"{len(keys)} keys need {len(keys)} chunks, not {len(data)}")
+        return _shard_files_of_pieces(spec, keys, data)
     offsets = np.asarray(offsets, np.int64).ravel()
     buffer = data if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8)
     if len(offsets) != len(keys) + 1:
@@ -158,6 +162,24 @@ def shard_files(
     starts, sizes = offsets[:-1][order], np.diff(offsets)[order]
     blob, sizes = _encoded_chunks(buffer, starts, sizes, spec.data_encoding)
     return _assemble_shards(spec, keys, minishards, shards, blob, sizes)
+
+
+def _shard_files_of_pieces(
+    spec: ShardingSpecification, keys: np.ndarray, pieces: list[bytes]
+) -> dict[str, bytes]:
+    """`shard_files` of one chunk per key, each shard's file made by one join of its pieces."""
+    if len(keys) == 0:
+        return {}
+    hashed = _hashed(keys, spec)
+    minishards, shards = _minishards_of(hashed, spec), _shards_of_hashed(hashed, spec)
+    order = np.lexsort((keys, minishards, shards))
+    keys, minishards, shards = keys[order], minishards[order], shards[order]
+    if len(keys) > 1 and (keys[1:] == keys[:-1]).any():
+        raise ValueError("duplicate keys: a sharded index holds one chunk per key")
+    encode = _codec(spec.data_encoding)
+    ordered = [encode(pieces[i]) if spec.data_encoding != "raw" else pieces[i] for i in order]
+    sizes = np.fromiter(map(len, ordered), np.int64, len(ordered))
+    return _assemble_shards(spec, keys, minishards, shards, ordered, sizes)
 
 
 def _encoded_chunks(
@@ -177,11 +199,11 @@ def _assemble_shards(
     keys: np.ndarray,
     minishards: np.ndarray,
     shards: np.ndarray,
-    blob: bytes,
+    blob: bytes | list[bytes],
     sizes: np.ndarray,
 ) -> dict[str, bytes]:
-    """Each shard's file from its encoded chunks (in `blob`, ordered by shard, minishard and
-    key): the fixed index, the chunks, then each minishard's index."""
+    """Each shard's file from its encoded chunks (in `blob`, or one piece each, ordered by
+    shard, minishard and key): the fixed index, the chunks, then each minishard's index."""
     ends = np.cumsum(sizes)
     positions = ends - sizes  # each chunk's start in `blob`
     new_minishard = np.r_[True, (shards[1:] != shards[:-1]) | (minishards[1:] != minishards[:-1])]
@@ -209,5 +231,6 @@ def _assemble_shards(
             cursor += len(index)
             indexes.append(index)
         name = format(int(shards[first]), "x").zfill(digits) + ".shard"
-        files[name] = b"".join([fixed.tobytes(), blob[lo:hi], *indexes])
+        body = blob[first:last] if isinstance(blob, list) else [blob[lo:hi]]
+        files[name] = b"".join([fixed.tobytes(), *body, *indexes])
     return files

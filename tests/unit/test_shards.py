@@ -126,6 +126,8 @@ def test_shard_files_are_cloud_volumes_bytes(params):
     for name in want:
         assert got[name] == want[name], name
     assert shard_files(spec, keys[:0], b"", [0]) == {}
+    pieces = [data[offsets[i] : offsets[i + 1]].tobytes() for i in range(len(keys))]
+    assert shard_files(spec, keys, pieces) == got  # one piece per key: the same files
 
 
 @pytest.mark.parametrize("params", WRITER_SPECS)
