@@ -60,11 +60,16 @@ def layer_grid(
     halo: int | Vec3 = 0,
 ) -> ChunkGrid:
     """Tasks over a layer's mip 0 that write whole storage chunks: `task_shape` with the layer's
-    chunk size as the step, aligned to its voxel offset."""
-    bounds = layer.bounds(0)
+    chunk size as the step, aligned to its voxel offset. When the task shape is not given and
+    the layer's shards are boxes, tasks are whole shards: each reads its shard file in one GET
+    instead of chunk by chunk in byte ranges."""
+    bounds, step = layer.bounds(0), layer.chunk_size(0)
+    sharding = layer.sharding(0)
+    if requested is None and sharding is not None and sharding.problem() is None:
+        step = sharding.shape
     shape = task_shape(
         requested,
-        layer.chunk_size(0),
+        step,
         bounds.shape,
         bytes_per_voxel,
         name=name,

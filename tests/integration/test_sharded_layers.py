@@ -258,3 +258,17 @@ def test_a_layer_sharded_by_hash_is_read_but_never_written(tmp_path, ray_session
     with pytest.raises(InputError, match=r"raw scale 8_8_40 is sharded in a way petavox cannot"):
         run(config, session=ray_session, progress=False)
     assert layer_files(tmp_path / "raw") == before
+
+
+def test_default_tasks_over_a_sharded_input_are_whole_shards(tmp_path):
+    """Readers (mesh, skeletonize, synapses) sized by default read each shard file whole; a
+    task shape given is only held to whole storage chunks."""
+    from petavox.workflows.sizing import layer_grid
+
+    data = np.zeros((160, 128, 24), np.uint8)
+    cloudvolume_layer(f"file://{tmp_path}/img", data, (32, 32, 24), SIX_SHARDS, (64, 64, 24))
+    layer = Layer.open(f"file://{tmp_path}/img")
+    smallest = 2**40  # bytes per voxel: the smallest task there can be
+    assert tuple(layer_grid(layer, None, smallest, name="t").chunk_shape) == (64, 64, 24)
+    given = layer_grid(layer, (32, 32, 24), smallest, name="t")
+    assert tuple(given.chunk_shape) == (32, 32, 24)
