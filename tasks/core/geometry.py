@@ -132,6 +132,22 @@ class Box:
         )
         return start_ok and stop_ok and bounds.contains(self)
 
+    def cells(self, cell: Iterable[int], bounds: Box) -> list[Box]:
+        """The cells of a grid of `cell`-sized boxes aligned to `bounds.start` (storage chunks,
+        shards) that this box touches, each clipped to `bounds`, x fastest."""
+        inner, c = self.intersection(bounds), Vec3.of(cell)
+        if inner.is_empty():
+            return []
+        first = (inner.start - bounds.start) // c
+        last = (inner.stop - bounds.start).ceildiv(c)
+        found = []
+        for z in range(first.z, last.z):
+            for y in range(first.y, last.y):
+                for x in range(first.x, last.x):
+                    lo = bounds.start + Vec3(x, y, z) * c
+                    found.append(Box(lo, lo + c).intersection(bounds))
+        return found
+
     def __str__(self) -> str:
         return f"[{self.start}]..[{self.stop})"
 

@@ -232,22 +232,11 @@ class Layer:
 
     def storage_chunks(self, box: Box, mip: int = 0) -> list[tuple[str, Box]]:
         """Object key and box of each storage chunk that `box` touches (inside the bounds)."""
-        bounds, chunk = self.bounds(mip), self.chunk_size(mip)
-        inner = box.intersection(bounds)
-        if inner.is_empty():
-            return []
-        first = (inner.start - bounds.start) // chunk
-        last = (inner.stop - bounds.start).ceildiv(chunk)
         key = self.scale(mip)["key"]
-        found = []
-        for z in range(first.z, last.z):
-            for y in range(first.y, last.y):
-                for x in range(first.x, last.x):
-                    lo = bounds.start + Vec3(x, y, z) * chunk
-                    c = Box(lo, lo + chunk).intersection(bounds)
-                    name = f"{c.start.x}-{c.stop.x}_{c.start.y}-{c.stop.y}_{c.start.z}-{c.stop.z}"
-                    found.append((f"{key}/{name}", c))
-        return found
+        return [
+            (f"{key}/{c.start.x}-{c.stop.x}_{c.start.y}-{c.stop.y}_{c.start.z}-{c.stop.z}", c)
+            for c in box.cells(self.chunk_size(mip), self.bounds(mip))
+        ]
 
     def read(self, box: Box, mip: int = 0, fill_missing: bool = False) -> np.ndarray:
         """Voxels of `box` as an x,y,z (or x,y,z,c) array; zeros outside the layer bounds.

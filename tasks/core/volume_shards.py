@@ -119,19 +119,7 @@ class VolumeSharding:
 
     def shard_boxes(self, box: Box) -> list[Box]:
         """The shards (clipped to the bounds) that `box` touches."""
-        inner = box.intersection(self.bounds)
-        if inner.is_empty():
-            return []
-        origin, shape = self.bounds.start, self.shape
-        first = (inner.start - origin) // shape
-        last = (inner.stop - origin).ceildiv(shape)
-        found = []
-        for z in range(first.z, last.z):
-            for y in range(first.y, last.y):
-                for x in range(first.x, last.x):
-                    lo = origin + Vec3(x, y, z) * shape
-                    found.append(Box(lo, lo + shape).intersection(self.bounds))
-        return found
+        return box.cells(self.shape, self.bounds)
 
     def codes(self, chunk_starts: list[Vec3]) -> np.ndarray:
         """The Morton code (the key inside the sharded index) of each storage chunk."""
