@@ -37,30 +37,35 @@ def morton_bits(grid_size: Vec3) -> Vec3:
 
 
 def morton_codes(positions: np.ndarray, grid_size: Vec3) -> np.ndarray:
-    """Compressed Morton codes (uint64) of chunk grid positions (n × 3)."""
-    positions = np.asarray(positions, np.uint64).reshape(-1, 3)
-    bits = morton_bits(grid_size)
-    code = np.zeros(len(positions), np.uint64)
-    out = 0
-    for i in range(max(bits)):
-        for axis in range(3):
-            if i < bits[axis]:
-                bit = (positions[:, axis] >> np.uint64(i)) & np.uint64(1)
-                code |= bit << np.uint64(out)
-                out += 1
-    return code
+    """Compressed Morton codes (uint64) of chunk grid positions (n × 3), as Neuroglancer keys
+    a sharded scale's chunks (cloud-volume's `compressed_morton_code`)."""
+    from cloudvolume.datasource.precomputed.common import compressed_morton_code
+
+    positions = np.asarray(positions, np.int64).reshape(-1, 3)
+    if len(positions) == 0:
+        return np.zeros(0, np.uint64)
+    return np.asarray(compressed_morton_code(positions, tuple(grid_size)), np.uint64)
 
 
-def shard_shape_in_chunks(inner_bits: int, grid_size: Vec3) -> Vec3:
-    """The chunks per axis of a shard whose code has `inner_bits` bits below the shard number:
-    those bits go to the axes in Morton order, each while it has bits left."""
-    bits, shape, given = morton_bits(grid_size), [0, 0, 0], 0
-    while given < inner_bits and any(s < b for s, b in zip(shape, bits)):
-        for axis in range(3):
-            if given < inner_bits and shape[axis] < bits[axis]:
-                shape[axis] += 1
-                given += 1
-    return Vec3(*(2**s for s in shape))
+def shard_shape(inner_bits: int, size: Vec3, chunk: Vec3) -> Vec3:
+    """A shard's extent in voxels when the code has `inner_bits` bits below the shard number
+    (they go to the axes in Morton order, each while it has bits left; cloud-volume's
+    `image_shard_shape_from_spec`)."""
+    from cloudvolume.datasource.precomputed.sharding import image_shard_shape_from_spec
+
+    bits = {"preshift_bits": inner_bits, "minishard_bits": 0}
+    return Vec3.of(int(v) for v in image_shard_shape_from_spec(bits, size, chunk))
+
+
+def _bits(inner: int, total: int) -> dict[str, int]:
+    """Preshift, minishard and shard bits of identity-hashed shards of 2^inner chunks, over a
+    code of `total` bits: at most `MINISHARD_CHUNKS` chunks per minishard index."""
+    minishard = max(0, inner - int(math.log2(MINISHARD_CHUNKS)))
+    return {
+        "preshift_bits": inner - minishard,
+        "minishard_bits": minishard,
+        "shard_bits": total - inner,
+    }
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,7 @@ class VolumeSharding:
     @cached_property
     def shape(self) -> Vec3:
         """A shard's extent in voxels (before clipping at the far faces)."""
-        return self.chunk * shard_shape_in_chunks(self.inner_bits, self.grid_size)
+        return shard_shape(self.inner_bits, self.bounds.shape, self.chunk)
 
     def problem(self) -> str | None:
         """Why petavox cannot write whole shards of this scale, or None."""
@@ -144,13 +149,10 @@ def auto_sharding(
     total = sum(morton_bits(grid))
     per_chunk = chunk.prod() * bytes_per_voxel
     inner = min(total, max(0, int(math.log2(max(1, target_bytes // per_chunk)))))
-    minishard = max(0, inner - int(math.log2(MINISHARD_CHUNKS)))
     return {
         "@type": "neuroglancer_uint64_sharded_v1",
         "hash": "identity",
-        "preshift_bits": inner - minishard,
-        "minishard_bits": minishard,
-        "shard_bits": total - inner,
+        **_bits(inner, total),
         "minishard_index_encoding": "gzip",
         "data_encoding": "gzip" if compress and encoding not in ("jpeg", "png") else "raw",
     }
@@ -169,18 +171,11 @@ def nested_sharding(
     size, chunk = Vec3.of(scale["size"]), Vec3.of(scale["chunk_sizes"][0])
     spec = auto_sharding(size, chunk, bytes_per_voxel, scale["encoding"], target_bytes)
     spec["data_encoding"] = data_encoding
-    grid = size.ceildiv(chunk)
-    total = sum(morton_bits(grid))
+    total = sum(morton_bits(size.ceildiv(chunk)))
     for inner in range(spec["preshift_bits"] + spec["minishard_bits"], -1, -1):
-        shape = chunk * shard_shape_in_chunks(inner, grid)
+        shape = shard_shape(inner, size, chunk)
         if all(t % s == 0 or t >= n for t, s, n in zip(task, shape, size)):
-            minishard = max(0, inner - int(math.log2(MINISHARD_CHUNKS)))
-            return {
-                **spec,
-                "preshift_bits": inner - minishard,
-                "minishard_bits": minishard,
-                "shard_bits": total - inner,
-            }
+            return {**spec, **_bits(inner, total)}
     raise AssertionError("a one-chunk shard nests in any task")
 
 

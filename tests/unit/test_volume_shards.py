@@ -22,7 +22,7 @@ from petavox.tasks.core.volume_shards import (
     VolumeSharding,
     auto_sharding,
     morton_codes,
-    shard_shape_in_chunks,
+    shard_shape,
 )
 
 
@@ -39,8 +39,8 @@ def test_shard_boxes_are_the_formats_shards(grid, inner):
     total = sum(int(np.ceil(np.log2(n))) if n > 1 else 0 for n in grid)
     spec = {**auto_sharding(grid * chunk, chunk, 1, "raw"), "preshift_bits": inner}
     spec.update(minishard_bits=0, shard_bits=max(0, total - inner))
-    shape = shard_shape_in_chunks(inner, grid)
-    assert tuple(shape * chunk) == tuple(image_shard_shape_from_spec(spec, grid * chunk, chunk))
+    shape = shard_shape(inner, grid * chunk, chunk)
+    assert tuple(shape) == tuple(image_shard_shape_from_spec(spec, grid * chunk, chunk))
     sharding = VolumeSharding(spec, chunk, Box.from_shape(grid * chunk))
     assert sharding.problem() is None
     cv_spec = ShardingSpecification.from_dict(spec)
