@@ -108,14 +108,14 @@ LARGE_PIECES = 4096
 def gather(data: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """The byte ranges [start, start + size) of `data` (uint8), concatenated in the given order:
     by one index of every byte for many small pieces (annotations: no loop over 10^6 of them in
-    Python), by one slice per piece for big ones (volume chunks: no 8-byte index per byte)."""
+    Python), by one slice per piece for big ones (mesh fragments: no 8-byte index per byte)."""
     sizes = np.asarray(sizes, np.int64)
     total = int(sizes.sum())
     if total == 0:
         return np.zeros(0, np.uint8)
     nonempty = sizes > 0
     starts, sizes = np.asarray(starts, np.int64)[nonempty], sizes[nonempty]
-    if total >= LARGE_PIECES * len(sizes):  # few big pieces (volume chunks): copy each slice
+    if total >= LARGE_PIECES * len(sizes):  # few big pieces: copy each slice
         flat = np.asarray(data, np.uint8)
         return np.concatenate([flat[a : a + n] for a, n in zip(starts.tolist(), sizes.tolist())])
     step = np.ones(total, np.int64)  # +1 inside a range, a jump at each range's first byte
@@ -153,15 +153,24 @@ def shard_files(
         raise ValueError(f"{len(keys)} keys need {len(keys) + 1} offsets, not {len(offsets)}")
     if len(keys) == 0:
         return {}
+    order, keys, minishards, shards = _in_shard_order(keys, spec)
+    starts, sizes = offsets[:-1][order], np.diff(offsets)[order]
+    blob, sizes = _encoded_chunks(buffer, starts, sizes, spec.data_encoding)
+    return _assemble_shards(spec, keys, minishards, shards, blob, sizes)
+
+
+def _in_shard_order(
+    keys: np.ndarray, spec: ShardingSpecification
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The order that sorts `keys` by shard, minishard and key, and the sorted keys, minishards
+    and shards; duplicate keys are a ValueError."""
     hashed = _hashed(keys, spec)
     minishards, shards = _minishards_of(hashed, spec), _shards_of_hashed(hashed, spec)
     order = np.lexsort((keys, minishards, shards))
     keys, minishards, shards = keys[order], minishards[order], shards[order]
     if len(keys) > 1 and (keys[1:] == keys[:-1]).any():
         raise ValueError("duplicate keys: a sharded index holds one chunk per key")
-    starts, sizes = offsets[:-1][order], np.diff(offsets)[order]
-    blob, sizes = _encoded_chunks(buffer, starts, sizes, spec.data_encoding)
-    return _assemble_shards(spec, keys, minishards, shards, blob, sizes)
+    return order, keys, minishards, shards
 
 
 def _shard_files_of_pieces(
@@ -170,14 +179,9 @@ def _shard_files_of_pieces(
     """`shard_files` of one chunk per key, each shard's file made by one join of its pieces."""
     if len(keys) == 0:
         return {}
-    hashed = _hashed(keys, spec)
-    minishards, shards = _minishards_of(hashed, spec), _shards_of_hashed(hashed, spec)
-    order = np.lexsort((keys, minishards, shards))
-    keys, minishards, shards = keys[order], minishards[order], shards[order]
-    if len(keys) > 1 and (keys[1:] == keys[:-1]).any():
-        raise ValueError("duplicate keys: a sharded index holds one chunk per key")
-    encode = _codec(spec.data_encoding)
-    ordered = [encode(pieces[i]) if spec.data_encoding != "raw" else pieces[i] for i in order]
+    order, keys, minishards, shards = _in_shard_order(keys, spec)
+    encode = _codec(spec.data_encoding)  # raw: `bytes`, which returns a bytes piece as it is
+    ordered = [encode(pieces[i]) for i in order]
     sizes = np.fromiter(map(len, ordered), np.int64, len(ordered))
     return _assemble_shards(spec, keys, minishards, shards, ordered, sizes)
 
