@@ -44,23 +44,37 @@ def read_box(layer: Layer, box: Box, mip: int, fill_missing: bool) -> np.ndarray
     """Voxels of `box` (x, y, z, channel; zeros outside the bounds and for missing chunks when
     `fill_missing`), each chunk checked before it is decoded."""
     scale = layer.scale(mip)
-    block_size = scale.get("compressed_segmentation_block_size")
     out = np.zeros((*box.shape, layer.num_channels), layer.dtype, order="F")
     chunks = dict(layer.storage_chunks(box, mip))
     for key, data in fetch_chunks(layer.url, list(chunks), layer.context):
-        if data is None:
-            if fill_missing:
-                continue
-            raise ChunkDataError(layer.url, key, MISSING)
-        chunk = chunks[key]
-        shape = (*chunk.shape, layer.num_channels)
-        try:
-            array = decode_checked(data, scale["encoding"], shape, layer.dtype, block_size)
-        except CorruptChunk as exc:
-            raise ChunkDataError(layer.url, key, f"is truncated/corrupt: {exc}") from None
-        inner = chunk.intersection(box)
-        out[_slices(inner, box.start)] = array[_slices(inner, chunk.start)]
+        decode_into(out, box, layer, scale, chunks[key], data, key, fill_missing)
     return out
+
+
+def decode_into(
+    out: np.ndarray,
+    box: Box,
+    layer: Layer,
+    scale: dict,
+    chunk: Box,
+    data: bytes | None,
+    name: str,
+    fill_missing: bool,
+) -> None:
+    """Check and decode one storage chunk's bytes (None: it is missing) and copy its part in
+    `box` into `out`; a missing or bad chunk is a `ChunkDataError` naming it as `name`."""
+    if data is None:
+        if fill_missing:
+            return
+        raise ChunkDataError(layer.url, name, MISSING)
+    shape = (*chunk.shape, layer.num_channels)
+    block_size = scale.get("compressed_segmentation_block_size")
+    try:
+        array = decode_checked(data, scale["encoding"], shape, layer.dtype, block_size)
+    except CorruptChunk as exc:
+        raise ChunkDataError(layer.url, name, f"is truncated/corrupt: {exc}") from None
+    inner = chunk.intersection(box)
+    out[_slices(inner, box.start)] = array[_slices(inner, chunk.start)]
 
 
 def _slices(inner: Box, origin: Sequence[int]) -> tuple[slice, ...]:
@@ -142,6 +156,31 @@ def _inflate(url: str, key: str, content: bytes | None, encoding: str | None) ->
 CHUNK_CACHE_CONTROL = "max-age=3600, s-max-age=3600"
 
 
+def _encoded(
+    layer: Layer, box: Box, data: np.ndarray, mip: int, params: dict, region: Box
+) -> list[tuple[str, Box, bytes]]:
+    """Key, box and cloud-volume's encoding of each storage chunk of `region` (inside `box`,
+    whose voxels are `data`); `params`: cloud-volume's compression parameters of the scale."""
+    from cloudvolume import chunks
+
+    scale = layer.scale(mip)
+    block_size = scale.get("compressed_segmentation_block_size")
+    values = data if data.ndim == 4 else data[..., np.newaxis]
+    return [
+        (
+            key,
+            chunk,
+            chunks.encode(
+                values[_slices(chunk, box.start)],
+                scale["encoding"],
+                block_size,
+                compression_params=params,
+            ),
+        )
+        for key, chunk in layer.storage_chunks(region, mip)
+    ]
+
+
 def write_chunks(layer: Layer, box: Box, data: np.ndarray, mip: int, params: dict) -> None:
     """Encode each storage chunk of `box` (aligned, checked by the caller) with cloud-volume's
     encoder and write it as one object, compressed as cloud-volume's upload compresses it.
@@ -152,17 +191,11 @@ def write_chunks(layer: Layer, box: Box, data: np.ndarray, mip: int, params: dic
     client is set up). And every object goes through `objects`, so the chunk's done-marker
     records its key and stored size (`objects.recording_writes`). `params` are cloud-volume's
     compression parameters of the scale; the bytes are those its upload would write."""
-    from cloudvolume import chunks
     from cloudvolume.datasource.precomputed.common import content_type, should_compress
 
-    scale = layer.scale(mip)
-    encoding = scale["encoding"]
-    block_size = scale.get("compressed_segmentation_block_size")
-    values = data if data.ndim == 4 else data[..., np.newaxis]
+    encoding = layer.scale(mip)["encoding"]
     compress = None if local_path(layer.url) else should_compress(encoding, None, None)
-    for key, chunk in layer.storage_chunks(box, mip):
-        part = values[_slices(chunk, box.start)]
-        encoded = chunks.encode(part, encoding, block_size, compression_params=params)
+    for key, _, encoded in _encoded(layer, box, data, mip, params, box):
         objects.put_encoded(
             layer.url,
             key,
@@ -180,22 +213,13 @@ def write_shards(
     """Encode the storage chunks of each shard in `box` (whole shards, checked by the caller)
     with cloud-volume's encoder and write each shard file as one object. The files are what
     cloud-volume's `synthesize_shard_files` makes of the chunks (`shards.shard_files`)."""
-    from cloudvolume import chunks
     from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
 
-    scale = layer.scale(mip)
-    encoding = scale["encoding"]
-    block_size = scale.get("compressed_segmentation_block_size")
-    values = data if data.ndim == 4 else data[..., np.newaxis]
     spec = ShardingSpecification.from_dict(sharding.spec)
+    folder = layer.scale(mip)["key"]
     for shard in sharding.shard_boxes(box):
-        stored = layer.storage_chunks(shard, mip)
-        encoded = [
-            chunks.encode(
-                values[_slices(c, box.start)], encoding, block_size, compression_params=params
-            )
-            for _, c in stored
-        ]
-        codes = sharding.codes([c.start for _, c in stored])
-        for name, content in shard_files(spec, codes, encoded).items():
-            objects.put(layer.url, f"{scale['key']}/{name}", content, layer.context)
+        stored = _encoded(layer, box, data, mip, params, shard)
+        codes = sharding.codes([chunk.start for _, chunk, _ in stored])
+        pieces = [encoded for _, _, encoded in stored]
+        for name, content in shard_files(spec, codes, pieces).items():
+            objects.put(layer.url, f"{folder}/{name}", content, layer.context)

@@ -110,10 +110,8 @@ def put_encoded(
 ) -> None:
     """Write an encoded chunk, compressed with `compress` (gzip, ...) and stored with that
     Content-Encoding, as cloud-volume's upload does; on file:// uncompressed and atomically."""
-    path = local_path(url)
-    if path is not None:
-        write_atomically(os.path.join(path, key), data)
-        _wrote(url, key, len(data))
+    if local_path(url) is not None:
+        put(url, key, data, context)
         return
     from cloudfiles import compression
 

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from petavox.tasks.core import chunk_io, objects
-from petavox.tasks.core.chunk_checks import CorruptChunk, decode_checked
 from petavox.tasks.core.errors import ChunkDataError
 from petavox.tasks.core.geometry import Box
 from petavox.tasks.core.shards import _hashed, _minishards_of, _shards_of_hashed
@@ -66,25 +65,13 @@ def read_box(layer: Layer, box: Box, mip: int, fill_missing: bool) -> np.ndarray
             chunk, data = stored[i], found.get(int(codes[i]))
             name = f"{key} (chunk {chunk.start.x}-{chunk.stop.x}_{chunk.start.y}-"
             name += f"{chunk.stop.y}_{chunk.start.z}-{chunk.stop.z})"
-            if data is None:
-                if fill_missing:
-                    continue
-                raise ChunkDataError(layer.url, name, chunk_io.MISSING)
-            array = _decode(layer, scale, name, data, chunk, spec.data_encoding)
-            inner = chunk.intersection(box)
-            out[chunk_io._slices(inner, box.start)] = array[chunk_io._slices(inner, chunk.start)]
+            if data is not None and spec.data_encoding != "raw":
+                try:
+                    data = _inflate(data, spec.data_encoding)
+                except _Corrupt as exc:
+                    raise ChunkDataError(layer.url, name, f"is truncated/corrupt: {exc}") from None
+            chunk_io.decode_into(out, box, layer, scale, chunk, data, name, fill_missing)
     return out
-
-
-def _decode(layer: Layer, scale: dict, name: str, data: bytes, chunk: Box, encoding: str):
-    shape = (*chunk.shape, layer.num_channels)
-    block_size = scale.get("compressed_segmentation_block_size")
-    try:
-        if encoding != "raw":
-            data = _inflate(data, encoding)
-        return decode_checked(data, scale["encoding"], shape, layer.dtype, block_size)
-    except (CorruptChunk, _Corrupt) as exc:
-        raise ChunkDataError(layer.url, name, f"is truncated/corrupt: {exc}") from None
 
 
 def _inflate(data: bytes, encoding: str) -> bytes:
