@@ -102,10 +102,20 @@ def _chunks_per_shard(value: Any) -> Any:
 #: how a stage's output volume is stored: ``none``, ``auto`` or a number of chunks per shard
 Sharding = Annotated[Literal["none", "auto"] | ShardSize | None, BeforeValidator(_chunks_per_shard)]
 SHARDING_HELP = (
-    "none: one object per storage chunk; auto: neuroglancer sharded files of about 256 MiB of "
-    "uncompressed voxels each; or N: shards of N storage chunks (a power of two). Tasks then "
-    "write whole shards. Default: as the existing layer, else auto above 131072 storage chunks"
+    "how the volume layers the stage writes are stored: none: one object per storage chunk; "
+    "auto: neuroglancer sharded files of about 256 MiB of uncompressed voxels each; or N: "
+    "shards of N storage chunks (a power of two). Tasks then write whole shards. Default: as "
+    "the existing layer, else auto above 131072 storage chunks"
 )
+
+
+class VolumeWriterParams(StageParams):
+    """Fields of a stage that writes volume layers (ingest, align, infer, segment)."""
+
+    sharding: Sharding = Field(None, description=SHARDING_HELP)
+
+    #: added after runs existed; its default (None) writes what was written before
+    HASHED_UNLESS_DEFAULT: ClassVar[frozenset[str]] = frozenset({"sharding"})
 
 
 def layer_sharding(choice: Literal["none", "auto"] | ShardSize | None) -> str | dict:

@@ -7,7 +7,7 @@ the solve and render identities derive from the estimate identity.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -20,10 +20,8 @@ from petavox.tasks.core.layers import Layer, LayerSpec
 from petavox.tasks.core.storage import join_url
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.params import (
-    SHARDING_HELP,
     PositiveTriple,
-    Sharding,
-    StageParams,
+    VolumeWriterParams,
     layer_sharding,
 )
 from petavox.workflows.plan import Output, StagePlan, identity
@@ -34,7 +32,7 @@ from petavox.workflows.stages.downsample import DownsampleParams, base_spec, dow
 VERSION = 1
 
 
-class AlignParams(StageParams):
+class AlignParams(VolumeWriterParams):
     """Serial sections → aligned stack: estimate flows, solve per-section transforms, render."""
 
     stage: Literal["align"] = "align"
@@ -63,7 +61,6 @@ class AlignParams(StageParams):
     storage_chunk: PositiveTriple | None = Field(
         None, description="chunk size of the output layer (default: the input's)"
     )
-    sharding: Sharding = Field(None, description=SHARDING_HELP + " (carried layers too)")
     mips: int = Field(2, ge=0, le=12, description="pyramid levels (factor 2,2,1) to add")
     fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
     carry: dict[str, str] = Field(
@@ -71,8 +68,6 @@ class AlignParams(StageParams):
         description="other layers in the raw frame (e.g. annotations) to render with the "
         "same transforms: {input: output}; labels by nearest pixel",
     )
-
-    HASHED_UNLESS_DEFAULT: ClassVar[frozenset[str]] = frozenset({"sharding"})
 
 
 BYTES_PER_VOXEL = 16  # render: raw read with its margin, coordinates and the output

@@ -29,11 +29,9 @@ from petavox.tasks.infer.onnx_model import (
 from petavox.tasks.infer.patches import PatchGrid, PredictFn, fit_patch
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.params import (
-    SHARDING_HELP,
     NonNegativeTriple,
     PositiveTriple,
-    Sharding,
-    StageParams,
+    VolumeWriterParams,
     layer_sharding,
 )
 from petavox.workflows.plan import ChunkJob, DriverHooks, Output, StagePlan
@@ -48,7 +46,7 @@ CLASSICAL = "classical"
 BYTES_PER_VOXEL = 8
 
 
-class InferParams(StageParams):
+class InferParams(VolumeWriterParams):
     """Image → boundary map or affinities with a CNN (ONNX), patch-wise with seamless blending."""
 
     stage: Literal["infer"] = "infer"
@@ -77,7 +75,6 @@ class InferParams(StageParams):
     storage_chunk: PositiveTriple | None = Field(
         None, description="chunk size of the output layer (default: the input's)"
     )
-    sharding: Sharding = Field(None, description=SHARDING_HELP)
     fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
     device: Literal["auto", "cpu", "gpu"] = Field(
         "auto",
@@ -91,7 +88,6 @@ class InferParams(StageParams):
     UNHASHED: ClassVar[frozenset[str]] = frozenset(
         {"resources", "device", "gpu_actors", "gpus_per_actor", "batch"}
     )
-    HASHED_UNLESS_DEFAULT: ClassVar[frozenset[str]] = frozenset({"sharding"})
 
     @field_validator("model_sha256")
     @classmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -14,12 +14,10 @@ from petavox.tasks.image.ingest_jobs import IngestJob
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.fingerprint import fingerprint
 from petavox.workflows.params import (
-    SHARDING_HELP,
     PositiveTriple,
     Resolution,
-    Sharding,
-    StageParams,
     Triple,
+    VolumeWriterParams,
     layer_sharding,
 )
 from petavox.workflows.plan import Output, StagePlan
@@ -29,7 +27,7 @@ from petavox.workflows.stage import Positional, Stage
 VERSION = 1
 
 
-class IngestParams(StageParams):
+class IngestParams(VolumeWriterParams):
     """Image stack (TIFF/PNG slices, multi-page TIFF, .npy, .h5) to a precomputed layer."""
 
     stage: Literal["ingest"] = "ingest"
@@ -52,9 +50,6 @@ class IngestParams(StageParams):
         description="voxels per task, a multiple of storage_chunk (of the shard shape when "
         "sharded; default: ~64 M voxels, at least one shard)",
     )
-    sharding: Sharding = Field(None, description=SHARDING_HELP)
-
-    HASHED_UNLESS_DEFAULT: ClassVar[frozenset[str]] = frozenset({"sharding"})
 
     @field_validator("axes")
     @classmethod

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field
 
@@ -37,11 +37,9 @@ from petavox.tasks.segment.stitch_jobs import MatchJob, RelabelJob, ResolveJob
 from petavox.tasks.segment.watershed import WatershedParams
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.params import (
-    SHARDING_HELP,
     NonNegativeTriple,
     PositiveTriple,
-    Sharding,
-    StageParams,
+    VolumeWriterParams,
     layer_sharding,
 )
 from petavox.workflows.plan import ChunkJob, Output, StagePlan, identity
@@ -52,7 +50,7 @@ VERSION = 1
 BYTES_PER_VOXEL = 16  # sizing weight: watershed holds ~50 bytes per voxel, so aim at ~16 M voxels
 
 
-class SegmentParams(StageParams):
+class SegmentParams(VolumeWriterParams):
     """Boundary map or affinities → one global id per object, segmented per chunk and stitched."""
 
     stage: Literal["segment"] = "segment"
@@ -77,7 +75,6 @@ class SegmentParams(StageParams):
     storage_chunk: PositiveTriple | None = Field(
         None, description="chunk size of the output layer (default: the input's)"
     )
-    sharding: Sharding = Field(None, description=SHARDING_HELP + " (of the output layer)")
     smoothing: float = Field(0.5, ge=0, description="Gaussian sigma on the boundary map (voxels)")
     seed_threshold: float = Field(
         0.15,
@@ -101,8 +98,6 @@ class SegmentParams(StageParams):
     )
     connectivity: Literal[6, 18, 26] = Field(6, description="cc mode: voxel connectivity")
     fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
-
-    HASHED_UNLESS_DEFAULT: ClassVar[frozenset[str]] = frozenset({"sharding"})
 
 
 def check_input(layer: Layer) -> None:
