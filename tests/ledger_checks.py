@@ -7,6 +7,7 @@ from petavox.workflows.ledger import Ledger
 from petavox.workflows.pipeline import ledger_for, plan_stages
 from petavox.workflows.provenance import epoch_of
 from petavox.workflows.runner import ledger_key
+from petavox.workflows.verify import output_roots, recorded_objects
 
 
 def undeclared_writes(config: RunConfig) -> list[str]:
@@ -16,23 +17,21 @@ def undeclared_writes(config: RunConfig) -> list[str]:
     ledger: Ledger = ledger_for(config)
     found = []
     for steps in plan_stages(config):
-        roots = tuple(o.url.rstrip("/") + "/" for o in steps.outputs)
+        roots = output_roots(steps.outputs)
         epoch = epoch_of(steps, ledger.context)
         for plan in steps.plans:
             if not plan.use_ledger:
                 continue
-            own = tuple(o.url.rstrip("/") + "/" for o in plan.outputs)
+            own = output_roots(plan.outputs)
             key = ledger_key(plan, epoch)
             records = ledger.records(plan.stage, key, ledger.done(plan.stage, key))
             assert records, f"{plan.label}: no done-markers"
             writer: dict[str, str] = {}
             for chunk_id, record in records.items():
                 assert record is not None and "objects" in record
-                for url, sizes in record["objects"].items():
-                    for name in sizes:
-                        path = f"{url.rstrip('/')}/{name}"
-                        if path.startswith(roots) and not path.startswith(own):
-                            found.append(f"{plan.label}: {path} (not declared)")
-                        if writer.setdefault(path, chunk_id) != chunk_id:
-                            found.append(f"{plan.label}: {path} (two chunks wrote it)")
+                for _, _, path, _ in recorded_objects(record):
+                    if path.startswith(roots) and not path.startswith(own):
+                        found.append(f"{plan.label}: {path} (not declared)")
+                    if writer.setdefault(path, chunk_id) != chunk_id:
+                        found.append(f"{plan.label}: {path} (two chunks wrote it)")
     return found

@@ -12,13 +12,25 @@ run is allowed, and a step that needs a missing one names it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from petavox.tasks.core import objects
 from petavox.workflows.ledger import Ledger
-from petavox.workflows.plan import StagePlan, StageSteps
+from petavox.workflows.plan import Output, StagePlan, StageSteps
 
 UNRECORDED = "its done-marker does not list the objects it wrote (an older petavox wrote it)"
+
+
+def output_roots(outputs: Iterable[Output]) -> tuple[str, ...]:
+    """URL prefixes of the objects under `outputs` (for ``str.startswith``)."""
+    return tuple(output.url.rstrip("/") + "/" for output in outputs)
+
+
+def recorded_objects(record: dict) -> Iterator[tuple[str, str, str, int]]:
+    """(layer URL, key, full path, stored size) of each object a done-marker lists."""
+    for url, sizes in record["objects"].items():
+        for name, size in sizes.items():
+            yield url, name, f"{url.rstrip('/')}/{name}", size
 
 
 def chunks_with_bad_objects(
@@ -31,27 +43,26 @@ def chunks_with_bad_objects(
     done = sorted(done)
     if not plan.outputs or not done:
         return {}
-    roots = tuple(output.url.rstrip("/") + "/" for output in plan.outputs)
+    roots = output_roots(plan.outputs)
     bad: dict[str, str] = {}
-    last: dict[tuple[str, str], tuple[float, int, str]] = {}  # object -> (when, size, chunk)
+    last: dict[tuple[str, str], tuple[float, int, str, str]] = {}  # (when, size, chunk, path)
     for chunk_id, record in ledger.records(plan.stage, key, done).items():
         if record is None or "objects" not in record:
             bad[chunk_id] = UNRECORDED
             continue
-        for url, sizes in record["objects"].items():
-            for name, size in sizes.items():
-                if f"{url.rstrip('/')}/{name}".startswith(roots):
-                    when = (record.get("finished", 0.0), size, chunk_id)
-                    last[(url, name)] = max(last.get((url, name), when), when)
+        for url, name, path, size in recorded_objects(record):
+            if path.startswith(roots):
+                when = (record.get("finished", 0.0), size, chunk_id, path)
+                last[(url, name)] = max(last.get((url, name), when), when)
     folders: dict[tuple[str, str], dict[str, int]] = {}
-    for (url, name), (_, size, chunk_id) in sorted(last.items()):
+    for (url, name), (_, size, chunk_id, path) in sorted(last.items()):
         folder = name.rpartition("/")[0] + "/" if "/" in name else ""
         if (url, folder) not in folders:
             folders[(url, folder)] = objects.list_sizes(url, folder, ledger.context)
         found = folders[(url, folder)].get(name)
         if found != size and chunk_id not in bad:
             what = "is missing" if found is None else f"has {found} bytes, {size} written"
-            bad[chunk_id] = f"{url.rstrip('/')}/{name} {what}"
+            bad[chunk_id] = f"{path} {what}"
     return bad
 
 
