@@ -22,7 +22,7 @@ import numpy as np
 from petavox.tasks.core import chunk_io, objects
 from petavox.tasks.core.errors import ChunkDataError
 from petavox.tasks.core.geometry import Box
-from petavox.tasks.core.shards import _hashed, _minishards_of, _shards_of_hashed
+from petavox.tasks.core.shards import _hashed, _minishards_of, _shards_of_hashed, shard_name
 from petavox.tasks.core.storage import local_path
 
 if TYPE_CHECKING:
@@ -48,23 +48,21 @@ def read_box(layer: Layer, box: Box, mip: int, fill_missing: bool) -> np.ndarray
     sharding = layer.sharding(mip)
     assert sharding is not None
     out = np.zeros((*box.shape, layer.num_channels), layer.dtype, order="F")
-    stored = [c for _, c in layer.storage_chunks(box, mip)]
+    stored = layer.storage_chunks(box, mip)
     if not stored:
         return out
-    codes = sharding.codes([c.start for c in stored])
+    codes = sharding.codes([chunk.start for _, chunk in stored])
     hashed = _hashed(codes, spec)
     minishards, shards = _minishards_of(hashed, spec), _shards_of_hashed(hashed, spec)
-    digits = -(-int(spec.shard_bits) // 4)
     per_shard = 2 ** (int(spec.preshift_bits) + int(spec.minishard_bits))
     for shard in np.unique(shards).tolist():
         mine = np.flatnonzero(shards == shard)
-        key = f"{scale['key']}/{format(shard, 'x').zfill(digits)}.shard"
+        key = f"{scale['key']}/{shard_name(shard, spec)}"
         whole = len(mine) >= WHOLE_SHARE * per_shard
         found = _chunks_of_shard(layer, key, spec, codes[mine], minishards[mine], whole)
         for i in mine.tolist():
-            chunk, data = stored[i], found.get(int(codes[i]))
-            name = f"{key} (chunk {chunk.start.x}-{chunk.stop.x}_{chunk.start.y}-"
-            name += f"{chunk.stop.y}_{chunk.start.z}-{chunk.stop.z})"
+            (chunk_key, chunk), data = stored[i], found.get(int(codes[i]))
+            name = f"{key} (chunk {chunk_key.rpartition('/')[2]})"
             if data is not None and spec.data_encoding != "raw":
                 try:
                     data = _inflate(data, spec.data_encoding)

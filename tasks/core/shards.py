@@ -26,6 +26,11 @@ def sharding_spec(
     }
 
 
+def shard_name(shard: int, spec: ShardingSpecification) -> str:
+    """The file of shard number `shard`: its hex digits, zero-padded to the shard bits."""
+    return format(shard, "x").zfill(-(-int(spec.shard_bits) // 4)) + ".shard"
+
+
 def shard_of(label: int, spec: ShardingSpecification) -> int:
     """The shard `label` is stored in."""
     return int(spec.compute_shard_location(label).shard_number, 16)
@@ -219,7 +224,6 @@ def _assemble_shards(
     index_rows = np.stack([key_deltas, offset_deltas, sizes.astype(np.uint64)])
     minishard_starts = np.flatnonzero(new_minishard)
     minishard_ends = np.r_[minishard_starts[1:], len(keys)].astype(np.int64)
-    digits = -(-int(spec.shard_bits) // 4)
     files: dict[str, bytes] = {}
     encode_index = _codec(spec.minishard_index_encoding)
     shard_firsts = np.flatnonzero(new_shard)
@@ -234,7 +238,7 @@ def _assemble_shards(
             fixed[minishards[a]] = (cursor, cursor + len(index))
             cursor += len(index)
             indexes.append(index)
-        name = format(int(shards[first]), "x").zfill(digits) + ".shard"
+        name = shard_name(int(shards[first]), spec)
         body = blob[first:last] if isinstance(blob, list) else [blob[lo:hi]]
         files[name] = b"".join([fixed.tobytes(), *body, *indexes])
     return files
