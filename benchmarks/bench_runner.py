@@ -63,7 +63,7 @@ POINTS = [
     ("write (cloud-volume upload, total)", "datasource/precomputed/image/__init__.py", "upload"),
     ("CloudVolume() construction", "cloudvolume/cloudvolume.py", "__new__"),
     ("unpickle the job", "~", "<built-in method _pickle.loads>"),
-    ("ledger done-marker writes", "workflows/ledger.py", "mark_done"),
+    ("ledger segment writes", "workflows/ledger.py", "flush"),
 ]
 
 

@@ -291,7 +291,7 @@ PROFILE_POINTS: list[tuple[str, str, str]] = [
     ("    of which file puts", "cloudfiles/cloudfiles.py", "puts"),
     ("CloudVolume() construction", "cloudvolume/cloudvolume.py", "__new__"),
     ("np.pad (edge replication)", "numpy/lib/arraypad.py", "pad"),
-    ("ledger done-marker writes", "workflows/ledger.py", "mark_done"),
+    ("ledger segment writes", "workflows/ledger.py", "flush"),
 ]
 
 

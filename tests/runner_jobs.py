@@ -69,3 +69,31 @@ class BadInputJob:
 
     def run(self, chunk: Chunk) -> None:
         raise InputError("layer x: chunk y cannot be decoded (simulated)")
+
+
+@dataclass(frozen=True)
+class FailsUnlessFixedJob:
+    """Raises on chunk `bad` until a file named `fixed` exists in `state_dir`; counts runs."""
+
+    state_dir: str
+    bad: str
+
+    def run(self, chunk: Chunk) -> str:
+        Path(self.state_dir, f"ran-{chunk.id}-{time.time_ns()}").touch()
+        if chunk.id == self.bad and not Path(self.state_dir, "fixed").exists():
+            raise ValueError(f"chunk {chunk.id} cannot be read (simulated)")
+        return chunk.id
+
+
+@dataclass(frozen=True)
+class HangsOnceJob:
+    """The first attempt at each chunk hangs (sleeps far past any timeout); later ones return."""
+
+    state_dir: str
+
+    def run(self, chunk: Chunk) -> str:
+        seen = Path(self.state_dir, f"started-{chunk.id}")
+        if not seen.exists():
+            seen.touch()
+            time.sleep(600)
+        return chunk.id

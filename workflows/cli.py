@@ -21,6 +21,7 @@ from petavox.workflows.config import (
     format_validation_error,
     load_config,
 )
+from petavox.workflows.failures import ChunksFailedError, RunIncompleteError
 from petavox.workflows.interrupts import terminate_as_interrupt
 from petavox.workflows.runner import ChunkFailedError, StageReport
 from petavox.workflows.stage import Stage
@@ -266,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
 def exit_status(exc: PetavoxError) -> int:
     """1 for a failure inside a task (a bug, storage giving up); 2 for bad input, found before
     work starts or inside a task."""
+    if isinstance(exc, ChunksFailedError | RunIncompleteError):
+        return 1  # a stage went on through failed chunks: they are listed, the run is not done
     return 1 if isinstance(exc, ChunkFailedError) and not exc.bad_input else 2
 
 

@@ -41,6 +41,12 @@ class RayConfig(Strict):
     storage_retries: int = Field(
         5, ge=0, description="attempts on transient storage errors inside a task"
     )
+    ledger_flush_seconds: float = Field(
+        30.0,
+        ge=0.0,
+        description="the driver writes finished chunks to the ledger at most this often (a "
+        "driver killed in between loses at most this much finished work; 0: after every chunk)",
+    )
     lease_seconds: float = Field(
         60.0,
         ge=5.0,

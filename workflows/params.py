@@ -10,7 +10,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 
 Triple = tuple[int, int, int]
 PositiveTriple = tuple[
@@ -58,16 +65,60 @@ class Resources(Strict):
         return parse_memory(value)
 
 
+def _failure_budget(value: Any) -> Any:
+    """``5`` (chunks), ``0.001`` or ``"0.1%"`` (of the step's chunks)."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a count or a fraction (e.g. 5, 0.001 or 0.1%)"
+            ) from None
+    return value
+
+
+def _whole_or_fraction(value: float) -> float:
+    if value < 0 or (value >= 1 and value != int(value)):
+        raise ValueError(f"{value} is neither a count of chunks nor a fraction below 1")
+    return value
+
+
+#: how many chunks of a step may fail: a count (``>= 1``, whole) or a fraction (``< 1``)
+FailureBudget = Annotated[
+    float, BeforeValidator(_failure_budget), AfterValidator(_whole_or_fraction)
+]
+
+
+def allowed_failures(budget: float, chunks: int) -> int:
+    """The number of chunks of a step of `chunks` that `budget` lets fail."""
+    return int(budget) if budget >= 1 or budget == 0 else int(budget * chunks)
+
+
 class StageParams(Strict):
-    """Fields every stage has. `resources` is context (not hashed); the rest is the spec.
+    """Fields every stage has. `resources`, `max_failures` and `task_timeout` are context (not
+    hashed); the rest is the spec.
 
     Each subclass has a field ``stage: Literal["<name>"] = "<name>"``, the tag that tells the
     stages apart in a config (its stage declaration checks that the two agree)."""
 
     resources: Resources = Field(default_factory=Resources, description="Ray resources per task")
+    max_failures: FailureBudget = Field(
+        0,
+        description="chunks that may fail (a bug, a bad input chunk) while the stage goes on: "
+        "a count, or a fraction of the chunks such as 0.001; the stage then lists them, "
+        "later stages that read its output do not start, and the run exits 1. 0: stop at the "
+        "first",
+    )
+    task_timeout: float | None = Field(
+        None,
+        gt=0,
+        description="seconds a task may run; past that its worker is stopped and the task "
+        "retried (ray.task_retries times), then counted as failed",
+    )
 
     #: fields that do not change a stage's output, so they stay out of its identity hash
-    UNHASHED: ClassVar[frozenset[str]] = frozenset({"resources"})
+    UNHASHED: ClassVar[frozenset[str]] = frozenset({"resources", "max_failures", "task_timeout"})
     #: fields added after runs existed, whose default writes what was written before: hashed
     #: only when set to something else, so adding them changes no identity
     HASHED_UNLESS_DEFAULT: ClassVar[frozenset[str]] = frozenset()

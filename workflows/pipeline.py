@@ -14,8 +14,9 @@ from petavox.tasks.core.storage import StorageContext, join_url
 from petavox.tasks.evaluate.metrics import Scores, scores
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.config import RayConfig, RunConfig, StorageConfig
+from petavox.workflows.failures import ChunksFailedError, RunIncompleteError
 from petavox.workflows.lease import DriverLease
-from petavox.workflows.ledger import Ledger
+from petavox.workflows.ledger import Finished, Ledger
 from petavox.workflows.params import StageParams
 from petavox.workflows.plan import StagePlan, StageSteps
 from petavox.workflows.provenance import claim, epoch_of
@@ -28,7 +29,12 @@ from petavox.workflows.runner import (
 )
 from petavox.workflows.stages import STAGE_NAMES, plan_stage
 from petavox.workflows.stages.evaluate import DEFAULT_CHUNK, TableSum, plan_scores
-from petavox.workflows.verify import chunks_with_bad_objects, remember_stage, remembered_stages
+from petavox.workflows.verify import (
+    BadChunks,
+    chunks_with_bad_objects,
+    remember_stage,
+    remembered_stages,
+)
 
 log = logging.getLogger("petavox")
 
@@ -65,7 +71,8 @@ def plan_stages(config: RunConfig, only: Iterable[str] | None = None) -> list[St
         catalog.begin_stage()
         plans = plan_stage(params, catalog)
         inputs, lineage = tuple(sorted(catalog.reads)), catalog.reads_token()
-        plans = [replace(p, inputs=inputs, lineage=lineage) for p in plans]
+        runtime = {"max_failures": params.max_failures, "task_timeout": params.task_timeout}
+        plans = [replace(p, inputs=inputs, lineage=lineage, **runtime) for p in plans]
         steps = StageSteps(
             name=params.stage,  # type: ignore[attr-defined]
             plans=tuple(plans),
@@ -146,27 +153,56 @@ def run(
         epochs = [driver_io(partial(claim, s, config.overwrite, context)) for s in stages]
         for steps in stages:
             driver_io(partial(remember_stage, steps, ledger))
+        failed: list[ChunksFailedError] = []
+        blocked: set[str] = set()  # outputs of stages that ended with failed chunks
+        not_started: list[str] = []
         for steps, epoch in zip(stages, epochs, strict=True):
-            for plan in steps.plans:
-                lease.check()
-                driver_io(partial(prepare, plan, config))
-                reports.append(
-                    execute(
-                        plan,
-                        ledger,
-                        session,
-                        progress=progress,
-                        still_owner=lease.check,
-                        epoch=epoch,
-                        distrust=partial(lost_data, ledger=ledger),
-                    )
-                )
-                driver_io(partial(finish, plan, config))
+            if blocked.intersection(steps.inputs):
+                not_started.append(steps.name)
+                blocked.update(o.url for o in steps.outputs)
+                continue
+            try:
+                run_steps(steps, epoch, config, ledger, session, lease, progress, reports)
+            except ChunksFailedError as exc:  # within its budget: the run goes on without it
+                log.error("%s", exc)
+                failed.append(exc)
+                blocked.update(o.url for o in steps.outputs)
+        if failed:
+            raise RunIncompleteError(failed, not_started)
     finally:
         lease.release()
         if own_session:
             session.shutdown()
     return reports
+
+
+def run_steps(
+    steps: StageSteps,
+    epoch: str | None,
+    config: RunConfig,
+    ledger: Ledger,
+    session: RaySession,
+    lease: DriverLease,
+    progress: bool,
+    reports: list[StageReport],
+) -> None:
+    """Run one stage's plans in order, adding their reports to `reports`."""
+    driver_io = partial(call_with_retries, attempts=config.ray.storage_retries)
+    for plan in steps.plans:
+        lease.check()
+        driver_io(partial(prepare, plan, config))
+        reports.append(
+            execute(
+                plan,
+                ledger,
+                session,
+                progress=progress,
+                still_owner=lease.check,
+                epoch=epoch,
+                distrust=partial(lost_data, ledger=ledger),
+            )
+        )
+        driver_io(partial(finish, plan, config))
 
 
 @dataclass(kw_only=True)
@@ -192,17 +228,18 @@ def status(config: RunConfig) -> list[StageStatus]:
     return rows
 
 
-def lost_data(plan: StagePlan, key: str, done: set[str], ledger: Ledger) -> set[str]:
+def lost_data(plan: StagePlan, key: str, finished: Finished, ledger: Ledger) -> BadChunks:
     """Finished chunks of `plan` whose objects are gone or changed (logged; they are recomputed)."""
-    bad = chunks_with_bad_objects(plan, key, done, ledger)
-    if bad:
+    bad = chunks_with_bad_objects(plan, key, finished, ledger)
+    if bad.count or bad.global_bad:
         log.warning(
-            "%s: %d finished chunk(s) lost or changed objects (e.g. %s); recomputing them",
+            "%s: %d finished chunk(s)%s lost or changed objects (e.g. %s); recomputing them",
             plan.label,
-            len(bad),
-            next(iter(bad.values())),
+            bad.count,
+            " and its global step" if bad.global_bad else "",
+            bad.example,
         )
-    return set(bad)
+    return bad
 
 
 def stage_status(steps: StageSteps, ledger: Ledger) -> list[StageStatus]:
@@ -211,19 +248,24 @@ def stage_status(steps: StageSteps, ledger: Ledger) -> list[StageStatus]:
     for plan in steps.plans:
         if not plan.use_ledger:
             continue  # recomputed on every run (evaluation)
-        ids = {c.id for c in plan.grid}
+        total = len(plan.grid)
         if epoch is False:  # its products hold another run's data: nothing of it stands
-            rows.append(StageStatus(label=plan.label, done=0, total=len(ids)))
+            rows.append(StageStatus(label=plan.label, done=0, total=total))
             continue
         key = ledger_key(plan, epoch)
-        done = ledger.done(plan.stage, key) & ids
-        lost = chunks_with_bad_objects(plan, key, done, ledger)
-        note = ""
-        if lost:
-            example = next(iter(lost.values()))
-            note = f"{len(lost)} finished chunk(s) lost or changed objects, e.g. {example}"
+        finished = ledger.finished(plan.stage, key, tuple(plan.grid.grid_shape))
+        lost = chunks_with_bad_objects(plan, key, finished, ledger)
+        notes = []
+        if lost.count:
+            notes.append(
+                f"{lost.count} finished chunk(s) lost or changed objects, e.g. {lost.example}"
+            )
+        failures = [f for f in ledger.failures(plan.stage, key) if not finished.mask[f["position"]]]
+        if failures:
+            notes.append(f"{len(failures)} chunk(s) failed, e.g. {failures[-1]['error']}")
+        note = "; ".join(notes)
         rows.append(
-            StageStatus(label=plan.label, done=len(done) - len(lost), total=len(ids), note=note)
+            StageStatus(label=plan.label, done=finished.count - lost.count, total=total, note=note)
         )
     return rows
 

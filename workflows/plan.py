@@ -90,6 +90,8 @@ class StagePlan:
     outputs: tuple[Output, ...] = ()
     inputs: tuple[str, ...] = ()  # the layers (or sources) the stage reads; set by the pipeline
     lineage: str = ""
+    max_failures: float = 0  # the stage's failure budget (`params.FailureBudget`); not hashed
+    task_timeout: float | None = None  # seconds a task may run; not hashed
 
     @cached_property
     def identity(self) -> str:

@@ -11,29 +11,32 @@ from __future__ import annotations
 import logging
 import os
 import random
-import sys
 import time
 import traceback
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
+import numpy as np
 
 from petavox.tasks.core import objects
 from petavox.tasks.core.errors import InputError, PetavoxError
 from petavox.tasks.core.geometry import Chunk
 from petavox.tasks.core.transient import is_transient
 from petavox.workflows.config import RayConfig
+from petavox.workflows.dispatch import Dispatch, TaskOutcome, run_tasks
+from petavox.workflows.failures import FailureBudget
 from petavox.workflows.interrupts import terminate_as_interrupt
-from petavox.workflows.ledger import GLOBAL_STEP, Ledger, written_objects
+from petavox.workflows.ledger import Finished, Ledger, SegmentWriter, written_objects
 from petavox.workflows.params import Resources
 from petavox.workflows.plan import ChunkJob, StagePlan
+from petavox.workflows.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from petavox.workflows.verify import BadChunks
 
 log = logging.getLogger("petavox")
-DRAIN_SECONDS = 20  # within Kubernetes' default 30 s between SIGTERM and SIGKILL
 
 
 class ChunkFailedError(PetavoxError):
@@ -77,32 +80,16 @@ def call_with_retries(
 
 
 def run_chunk(
-    job: ChunkJob,
-    chunk: Chunk,
-    stage: str,
-    ident: str,
-    ledger: Ledger | None,
-    storage_retries: int,
-) -> Any:
-    """Body of one task, on a worker: run the job, then write the chunk's done-marker, which
-    lists the objects the job wrote and their sizes."""
+    job: ChunkJob, chunk: Chunk, stage: str, storage_retries: int, timeout: float | None = None
+) -> TaskOutcome:
+    """Body of one task, on a worker: run the job, recording the objects it writes and their
+    sizes; the driver puts that record in the ledger. Past `timeout` seconds the worker process
+    exits (`Watchdog`): Ray then retries the task like any task whose worker died."""
     started = time.perf_counter()
     try:
-        with objects.recording_writes() as written:
+        watchdog = Watchdog(timeout, f"stage {stage}, chunk {chunk.id}")
+        with watchdog, objects.recording_writes() as written:
             result = call_with_retries(lambda: job.run(chunk), storage_retries)
-        if ledger is not None:
-            seconds = time.perf_counter() - started
-            record = {
-                "stage": stage,
-                "identity": ident,
-                "seconds": round(seconds, 4),
-                "objects": written_objects(written),
-            }
-            if isinstance(result, dict):
-                record["result"] = result
-            call_with_retries(
-                lambda: ledger.mark_done(stage, ident, chunk.id, record), storage_retries
-            )
     except ChunkFailedError:
         raise
     except Exception as exc:
@@ -113,7 +100,11 @@ def run_chunk(
             traceback.format_exc(),
             bad_input=isinstance(exc, InputError),
         ) from None
-    return result
+    record = {
+        "seconds": round(time.perf_counter() - started, 4),
+        "objects": written_objects(written),
+    }
+    return TaskOutcome(result, record)
 
 
 @dataclass(kw_only=True)
@@ -180,14 +171,19 @@ def _remote_options(resources: Resources, task_retries: int) -> dict[str, Any]:
     return opts
 
 
-def _unwrap(exc: BaseException, stage: str, chunk: Chunk) -> PetavoxError:
-    """Turn what `ray.get` raised into a `ChunkFailedError` that names the chunk."""
+def _unwrap(
+    exc: BaseException, stage: str, chunk: Chunk, timeout: float | None = None
+) -> PetavoxError:
+    """Turn what a task's future raised into a `ChunkFailedError` that names the chunk."""
     cause = getattr(exc, "cause", None)
     if isinstance(cause, ChunkFailedError):
         return cause
     name = type(exc).__name__
     if "WorkerCrashed" in name or "NodeDied" in name or "OutOfMemory" in name:
-        return ChunkFailedError(stage, chunk.id, f"its worker died on every retry ({name})")
+        why = f"its worker died on every retry ({name})"
+        if timeout is not None:
+            why += f"; with task_timeout {timeout:g} s, a task running past it ends its worker"
+        return ChunkFailedError(stage, chunk.id, why)
     return ChunkFailedError(stage, chunk.id, f"{name}: {exc}")
 
 
@@ -199,47 +195,62 @@ def execute(
     progress: bool = True,
     still_owner: Callable[[], None] = lambda: None,
     epoch: str | None = None,
-    distrust: Callable[[StagePlan, str, set[str]], set[str]] | None = None,
+    distrust: Callable[[StagePlan, str, Finished], BadChunks] | None = None,
 ) -> StageReport:
-    """Run the plan's chunks that the ledger does not list as done, then its global step.
+    """Run the plan's chunks that the ledger does not list as finished, then its global step.
 
     `still_owner` raises when this driver no longer holds the output (see `lease`); it is
     called before every submission and before the global step. `epoch` (from
-    `provenance.claim`) names the take-over of the plan's products its markers belong to;
-    `distrust` (given the plan, its ledger key and the finished chunks) returns those whose
-    recorded objects are not all there, whole (they run again).
+    `provenance.claim`) names the take-over of the plan's products its records belong to;
+    `distrust` (given the plan, its ledger key and what is finished) returns the finished
+    chunks and global step whose recorded objects are not all there, whole (they run again).
     """
     started = time.perf_counter()
     use_ledger = plan.use_ledger and ledger is not None
     key = ledger_key(plan, epoch)
     # the driver's own reads and writes, retried as a task's
     driver_io = partial(call_with_retries, attempts=session.config.storage_retries)
-
-    done = driver_io(lambda: ledger.done(plan.stage, key)) if use_ledger else set()
-    if distrust is not None and done:
-        done -= driver_io(lambda: distrust(plan, key, done))
-    todo = [c for c in plan.grid if c.id not in done]
+    grid = tuple(plan.grid.grid_shape)
     total = len(plan.grid)
-    if todo:
+    if use_ledger:
+        finished = driver_io(lambda: ledger.finished(plan.stage, key, grid))  # type: ignore[union-attr]
+    else:
+        finished = Finished(mask=np.zeros(total, bool), global_done=False)
+    mask, global_done = finished.mask, finished.global_done
+    if distrust is not None and (finished.count or global_done):
+        bad = driver_io(lambda: distrust(plan, key, finished))
+        mask, global_done = mask & ~bad.mask, global_done and not bad.global_bad
+    done = int(np.count_nonzero(mask))
+    if done < total:
+        writer = None
         if use_ledger:
             params = {**plan.spec, "inputs": list(plan.inputs), "lineage": plan.lineage}
-            driver_io(lambda: ledger.record_params(plan.stage, key, params))
-        marks = ledger if use_ledger else None
-        _dispatch(plan, key, todo, marks, session, progress, still_owner)
-    if plan.global_step is not None and GLOBAL_STEP not in done:
+            driver_io(lambda: ledger.record_params(plan.stage, key, params))  # type: ignore[union-attr]
+            writer = ledger.writer(plan.stage, key, grid, session.config.ledger_flush_seconds)  # type: ignore[union-attr]
+        budget = FailureBudget.of(plan, ledger if use_ledger else None, key)
+        _dispatch(plan, _todo(mask), total, done, writer, budget, session, progress, still_owner)
+    if plan.global_step is not None and not global_done:
         still_owner()
         with objects.recording_writes() as written:
             plan.global_step()
         if use_ledger:
             record = {"stage": plan.stage, "objects": written_objects(written)}
-            driver_io(lambda: ledger.mark_done(plan.stage, key, GLOBAL_STEP, record))
+            driver_io(lambda: ledger.mark_global(plan.stage, key, record))  # type: ignore[union-attr]
     return StageReport(
         label=plan.label,
         total=total,
-        skipped=total - len(todo),
-        ran=len(todo),
+        skipped=done,
+        ran=total - done,
         seconds=time.perf_counter() - started,
     )
+
+
+def _todo(mask: np.ndarray, block: int = 1 << 20) -> Iterator[int]:
+    """The positions not set in `mask`, found a block at a time (no index array of the whole
+    grid)."""
+    for first in range(0, len(mask), block):
+        for position in np.flatnonzero(~mask[first : first + block]).tolist():
+            yield first + position
 
 
 def ledger_key(plan: StagePlan, epoch: str | None) -> str:
@@ -249,98 +260,39 @@ def ledger_key(plan: StagePlan, epoch: str | None) -> str:
 
 def _dispatch(
     plan: StagePlan,
-    key: str,
-    todo: list[Chunk],
-    ledger: Ledger | None,
+    positions: Iterator[int],
+    total: int,
+    done: int,
+    writer: SegmentWriter | None,
+    budget: FailureBudget,
     session: RaySession,
     progress: bool,
     still_owner: Callable[[], None],
 ) -> None:
+    """Run the chunks at `positions` on Ray; raises the first failure past the plan's budget,
+    or after the map `ChunksFailedError` if chunks failed within it."""
     import ray
 
     session.ensure()
     cfg = session.config
     limit = cfg.max_in_flight or max(64, 2 * session.cluster_cpus())
     remote = ray.remote(run_chunk).options(**_remote_options(plan.resources, cfg.task_retries))
-    total = len(plan.grid)
-    bar = tqdm(
-        total=total,
-        initial=total - len(todo),
-        desc=plan.label,
-        unit="chunk",
-        file=sys.stderr,
-        disable=not progress,
-        dynamic_ncols=True,
+    timeout = plan.task_timeout
+
+    def submit(job_ref: Any, chunk: Chunk) -> Any:
+        return remote.remote(job_ref, chunk, plan.stage, cfg.storage_retries, timeout)
+
+    def unwrap(exc: BaseException, chunk: Chunk) -> PetavoxError:
+        return _unwrap(exc, plan.stage, chunk, timeout)
+
+    dispatch = Dispatch(
+        plan=plan,
+        submit=submit,
+        unwrap=unwrap,
+        limit=limit,
+        still_owner=still_owner,
+        writer=writer,
+        tolerate=budget.tolerate,
     )
-    with (plan.hooks.bind or nullcontext)(plan.job) as job, bar:
-        job_ref = ray.put(job)
-
-        def submit(chunk: Chunk) -> Any:
-            return remote.remote(job_ref, chunk, plan.stage, key, ledger, cfg.storage_retries)
-
-        _submit_all(plan, submit, todo, limit, bar, still_owner)
-
-
-def _submit_all(
-    plan: StagePlan,
-    submit: Callable[[Chunk], Any],
-    todo: list[Chunk],
-    limit: int,
-    bar: tqdm,
-    still_owner: Callable[[], None],
-) -> None:
-    """Keep up to `limit` tasks submitted until every chunk of `todo` is done; hand each result
-    to the plan's `on_result` hook as it arrives."""
-    import ray
-
-    on_result = plan.hooks.on_result
-    pending: dict[Any, Chunk] = {}
-    chunks = iter(todo)
-    exhausted = False
-    try:
-        while pending or not exhausted:
-            while not exhausted and len(pending) < limit:
-                chunk = next(chunks, None)
-                if chunk is None:
-                    exhausted = True
-                    break
-                still_owner()
-                pending[submit(chunk)] = chunk
-            if not pending:
-                break
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                chunk = pending.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except Exception as exc:
-                    raise _unwrap(exc, plan.stage, chunk) from None
-                if on_result is not None:
-                    on_result(chunk, result)
-                bar.update(1)
-    except BaseException as exc:
-        _drain(pending, interrupted=isinstance(exc, KeyboardInterrupt))
-        raise
-
-
-def _drain(pending: dict[Any, Chunk], interrupted: bool) -> None:
-    """Let the tasks in flight finish (up to `DRAIN_SECONDS`) when the map stops early.
-
-    Not `ray.cancel`: in Ray 2.60 a cancel that races the task's reply aborts the driver with a
-    C++ check failure ("Tried to complete task that was not pending"; seen on 1 in 2 SIGTERMs).
-    Finished tasks write their markers, and none writes after this driver let go of the output.
-    """
-    import ray
-
-    if not pending:
-        return
-    if interrupted:
-        print(
-            f"petavox: letting {len(pending)} tasks in flight finish (up to {DRAIN_SECONDS} s; "
-            "Ctrl-C again to leave now)",
-            file=sys.stderr,
-        )
-    try:
-        ray.wait(list(pending), num_returns=len(pending), timeout=DRAIN_SECONDS)
-    except BaseException:  # a second Ctrl-C or SIGTERM: leave at once
-        return
+    run_tasks(dispatch, positions, total, done, progress)
+    budget.check()

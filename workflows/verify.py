@@ -1,24 +1,25 @@
-"""Markers are checked against the data: a finished chunk whose objects are gone or changed is
-not finished.
+"""The ledger is checked against the data: a finished chunk whose objects are gone or changed
+is not finished.
 
-A chunk's done-marker lists the objects its task wrote, with their stored sizes (see
-`petavox.workflows.ledger`). A bucket lifecycle rule, a person or a tool may delete or replace
-them later. One listing per folder of names and sizes (never the data) tells which finished
-chunks lost or changed an object under the plan's outputs. Resume recomputes them; `petavox
-verify` reports them. Work folders (``intermediate/``) are not checked: deleting them after a
-run is allowed, and a step that needs a missing one names it.
+A finished chunk's record in the ledger lists the objects its task wrote, with their stored
+sizes (see `petavox.workflows.ledger`). A bucket lifecycle rule, a person or a tool may delete
+or replace them later. One listing per folder of names and sizes (never the data) tells which
+finished chunks lost or changed an object under the plan's outputs. Resume recomputes them;
+`petavox verify` reports them. Work folders (``intermediate/``) are not checked: deleting them
+after a run is allowed, and a step that needs a missing one names it.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
 
 from petavox.tasks.core import objects
-from petavox.workflows.ledger import Ledger
+from petavox.workflows.ledger import Finished, Ledger
 from petavox.workflows.plan import Output, StagePlan, StageSteps
-
-UNRECORDED = "its done-marker does not list the objects it wrote (an older petavox wrote it)"
 
 
 def output_roots(outputs: Iterable[Output]) -> tuple[str, ...]:
@@ -27,42 +28,85 @@ def output_roots(outputs: Iterable[Output]) -> tuple[str, ...]:
 
 
 def recorded_objects(record: dict) -> Iterator[tuple[str, str, str, int]]:
-    """(layer URL, key, full path, stored size) of each object a done-marker lists."""
+    """(layer URL, key, full path, stored size) of each object a record lists."""
     for url, sizes in record["objects"].items():
         for name, size in sizes.items():
             yield url, name, f"{url.rstrip('/')}/{name}", size
 
 
-def chunks_with_bad_objects(
-    plan: StagePlan, key: str, done: Iterable[str], ledger: Ledger
-) -> dict[str, str]:
-    """Finished chunks of `plan` (ids in `done`, markers under ledger key `key`) with an object
-    under the plan's outputs missing or of another size than written, each with what is wrong.
+@dataclass
+class BadChunks:
+    """Finished chunks (a mask over grid positions) and global step with an object missing or
+    of another size than written, and what is wrong with one of them."""
 
-    An object written by several chunks is expected as the last of them wrote it."""
-    done = sorted(done)
-    if not plan.outputs or not done:
-        return {}
-    roots = output_roots(plan.outputs)
-    bad: dict[str, str] = {}
-    last: dict[tuple[str, str], tuple[float, int, str, str]] = {}  # (when, size, chunk, path)
-    for chunk_id, record in ledger.records(plan.stage, key, done).items():
-        if record is None or "objects" not in record:
-            bad[chunk_id] = UNRECORDED
-            continue
-        for url, name, path, size in recorded_objects(record):
-            if path.startswith(roots):
-                when = (record.get("finished", 0.0), size, chunk_id, path)
-                last[(url, name)] = max(last.get((url, name), when), when)
-    folders: dict[tuple[str, str], dict[str, int]] = {}
-    for (url, name), (_, size, chunk_id, path) in sorted(last.items()):
+    mask: np.ndarray
+    global_bad: bool = False
+    example: str = ""
+
+    @property
+    def count(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+
+class _Listings:
+    """Stored sizes of the objects of each folder, listed once."""
+
+    def __init__(self, context) -> None:
+        self.context, self.folders = context, {}
+
+    def size(self, url: str, name: str) -> int | None:
         folder = name.rpartition("/")[0] + "/" if "/" in name else ""
-        if (url, folder) not in folders:
-            folders[(url, folder)] = objects.list_sizes(url, folder, ledger.context)
-        found = folders[(url, folder)].get(name)
-        if found != size and chunk_id not in bad:
-            what = "is missing" if found is None else f"has {found} bytes, {size} written"
-            bad[chunk_id] = f"{path} {what}"
+        if (url, folder) not in self.folders:
+            self.folders[(url, folder)] = objects.list_sizes(url, folder, self.context)
+        return self.folders[(url, folder)].get(name)
+
+
+def _problem(listings: _Listings, url: str, name: str, size: int) -> str:
+    """What is wrong with one recorded object ("" if nothing)."""
+    found = listings.size(url, name)
+    if found == size:
+        return ""
+    what = "is missing" if found is None else f"has {found} bytes, {size} written"
+    return f"{url.rstrip('/')}/{name} {what}"
+
+
+def chunks_with_bad_objects(
+    plan: StagePlan, key: str, finished: Finished, ledger: Ledger
+) -> BadChunks:
+    """Which finished chunks of `plan` (and its global step), recorded under ledger key `key`,
+    have an object under the plan's outputs missing or of another size than written.
+
+    Segments are read one at a time, newest first (a chunk recorded twice is judged by its last
+    run); objects the global step rewrote are judged by its record alone."""
+    bad = BadChunks(mask=np.zeros(len(finished.mask), bool))
+    if not plan.outputs or not (finished.count or finished.global_done):
+        return bad
+    roots, listings = output_roots(plan.outputs), _Listings(ledger.context)
+    rewritten: set[tuple[str, str]] = set()
+    if finished.global_done:
+        record = ledger.global_record(plan.stage, key) or {"objects": {}}
+        for url, name, path, size in recorded_objects(record):
+            rewritten.add((url, name))
+            problem = path.startswith(roots) and _problem(listings, url, name, size)
+            if problem:
+                bad.global_bad, bad.example = True, bad.example or problem
+    seen = np.zeros(len(finished.mask), bool)
+    grid = tuple(plan.grid.grid_shape)
+    for segment in ledger.segments(plan.stage, key, newest_first=True):
+        if segment.grid != grid:
+            continue
+        for i, position in enumerate(segment.chunks.tolist()):
+            if seen[position] or not finished.mask[position]:
+                continue
+            seen[position] = True
+            for url, name, size in segment.objects_of(i):
+                path = f"{url.rstrip('/')}/{name}"
+                if not path.startswith(roots) or (url, name) in rewritten:
+                    continue
+                problem = _problem(listings, url, name, size)
+                if problem:
+                    bad.mask[position], bad.example = True, bad.example or problem
+                    break
     return bad
 
 

@@ -232,6 +232,19 @@ class ChunkGrid:
             raise ValueError(f"not a chunk id: {chunk_id!r}") from None
         return self.chunk(parts)
 
+    def index_of(self, chunk_id: ChunkId) -> int:
+        """The chunk's position in iteration order (z outermost, x fastest): 0 to len - 1."""
+        x, y, z = self.chunk_by_id(chunk_id).index
+        gx, gy, _ = self.grid_shape
+        return x + gx * (y + gy * z)
+
+    def chunk_at(self, position: int) -> Chunk:
+        """The chunk at `position` in iteration order (the inverse of `index_of`)."""
+        gx, gy, gz = self.grid_shape
+        if not 0 <= position < gx * gy * gz:
+            raise IndexError(f"chunk position {position} outside a grid of {gx * gy * gz}")
+        return self.chunk((position % gx, position // gx % gy, position // (gx * gy)))
+
     def __iter__(self) -> Iterator[Chunk]:
         gx, gy, gz = self.grid_shape
         # z outermost: chunks of neighbouring sections are dispatched together.

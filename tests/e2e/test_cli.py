@@ -10,7 +10,7 @@ import sys
 import cc3d
 import numpy as np
 import pytest
-from ledger_checks import undeclared_writes
+from ledger_checks import recorded_results, undeclared_writes
 
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.evaluate.metrics import evaluate
@@ -302,9 +302,9 @@ def test_infer_uses_gpu_actors_when_the_cluster_has_gpus(tmp_path):
         "ray: {workers: 2, gpus: 1}\n"
     )
     petavox("run", str(config), "--quiet")
-    markers = list((tmp_path / "out" / "ledger" / "infer").rglob("*_*_*.json"))
-    assert len(markers) == 4
-    assert {json.loads(m.read_text())["result"]["predictor"] for m in markers} == {"ActorPredictor"}
+    results = recorded_results(tmp_path / "out" / "ledger" / "infer")
+    assert len(results) == 4
+    assert {r["predictor"] for r in results} == {"ActorPredictor"}
 
 
 def test_a_model_from_petavox_train_runs_in_petavox_infer(tmp_path, address):

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import psutil
 import pytest
+from ledger_checks import recorded_chunks
 from tree_compare import layer_files
 
 from petavox.tasks.core.layers import Layer
@@ -39,6 +40,7 @@ def make_config(tmp_path: Path, name: str, stack: Path, **ingest: Any):
                 },
                 {"stage": "downsample", "input": "raw", "mips": 1},
             ],
+            "ray": {"ledger_flush_seconds": 0},  # every finished chunk recorded at once
         }
     )
 
@@ -119,7 +121,7 @@ class Driver:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and self.process.poll() is None:
             self.children = psutil.Process(self.process.pid).children(recursive=True)
-            if len(list(ledger.rglob("*_*_*.json"))) >= count:
+            if recorded_chunks(ledger) >= count:
                 break
             time.sleep(0.02)
         assert self.process.poll() is None, self.process.stderr.read().decode()[-2000:]
@@ -133,7 +135,7 @@ class Driver:
 
 
 def assert_rerun_resumes(config, ledger: Path, reference, ray_session, out: Path) -> None:
-    done_before = len(list(ledger.rglob("*_*_*.json")))
+    done_before = recorded_chunks(ledger)
     reports = run(config, session=ray_session, progress=False)
     assert reports[0].skipped >= 10 and reports[0].skipped == done_before
     assert reports[0].ran + reports[0].skipped == reports[0].total

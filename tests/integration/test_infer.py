@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ledger_checks import recorded_results
 from onnx_models import conv_model
 
 from petavox.tasks.core.errors import InputError
@@ -199,8 +199,8 @@ def test_gpu_actor_path_gives_the_same_result(tmp_path, raw_stack, models, ray_s
         **common,
     )
     assert np.abs(cpu.astype(int) - gpu).max() <= 1
-    markers = list((tmp_path / "ledger" / "infer").rglob("*.json"))
-    used = {json.loads(m.read_text()).get("result", {}).get("predictor") for m in markers}
+    results = recorded_results(tmp_path / "ledger" / "infer")
+    used = {r.get("predictor") for r in results}
     assert {"OnnxPredictor", "ActorPredictor"} <= used
 
 

@@ -113,7 +113,7 @@ def test_a_relabel_killed_mid_write_is_repaired_by_the_rerun(tmp_path, synthetic
     config = segment_config(out, folder, "seg", [32, 32, 16])
     run(config, only=["ingest", "segment"], session=ray_session, progress=False)
     clean = layer_files(out / "seg")
-    markers = sorted((out / "ledger" / "agglomerate-relabel").rglob("*_*_*.json"))
+    markers = sorted((out / "ledger" / "agglomerate-relabel").rglob("done/*.npz"))
     chunk_files = sorted(p for p in (out / "seg").rglob("*-*_*-*_*-*") if p.is_file())
     # as a task killed while writing leaves them: a half-written chunk, and no marker
     chunk_files[0].write_bytes(chunk_files[0].read_bytes()[: chunk_files[0].stat().st_size // 2])

@@ -157,7 +157,8 @@ def test_missing_and_corrupt_input_chunks_name_layer_and_chunk(tmp_path, ray_ses
     message = str(err.value)
     assert "chunk 0_0_1" in message and "raw: chunk 4_4_40/32-64_0-32_8-16 is missing" in message
     plan = plan_run(config, ["downsample"])[0]
-    assert "0_0_1" not in ledger_for(config).done("downsample", plan.identity)
+    finished = ledger_for(config).finished("downsample", plan.identity, plan.grid.grid_shape)
+    assert not finished.mask[plan.grid.index_of("0_0_1")]
 
     (chunk_dir / "32-64_0-32_8-16").write_bytes(b"garbage")
     with pytest.raises(ChunkFailedError, match="4_4_40/32-64_0-32_8-16 is truncated/corrupt"):

@@ -27,7 +27,7 @@ from petavox.tasks.evaluate.metrics import evaluate
 from petavox.tasks.synthetic.generator import SyntheticParams, boundary_from_labels, generate
 from petavox.tasks.synthetic.misalignment import apply, random_misalignment
 from petavox.workflows.demo import MAX_SHIFT, WARP, demo_volume
-from petavox.workflows.ledger import Ledger
+from petavox.workflows.ledger import Ledger, Segment
 
 pytestmark = pytest.mark.integration
 
@@ -170,13 +170,17 @@ def test_ledger_on_object_storage(store):
     ledger = Ledger(f"{store.base}/ledger", store.context)
     ledger.record_params("ingest", "abc", {"a": 1})
     ledger.record_params("ingest", "abc", {"a": 1})
-    for cid in ("0_0_0", "1_0_0", "10_2_3"):
-        ledger.mark_done("ingest", "abc", cid, {"seconds": 0.1})
-    assert ledger.done("ingest", "abc") == {"0_0_0", "1_0_0", "10_2_3"}
-    assert ledger.done("ingest", "abd") == set()
-    records = ledger.records("ingest", "abc", ["1_0_0", "10_2_3", "7_7_7"])
-    assert records["1_0_0"]["seconds"] == 0.1 and records["10_2_3"]["chunk"] == "10_2_3"
-    assert records["7_7_7"] is None
+    writer = ledger.writer("ingest", "abc", (11, 3, 4), flush_seconds=0)
+    last = 10 + 11 * (2 + 3 * 3)  # chunk 10_2_3 of an 11 × 3 × 4 grid
+    for position in (0, 1, last):
+        writer.add(position, {"seconds": 0.1, "objects": {"s3://b/x": {"k": position}}})
+    finished = ledger.finished("ingest", "abc", (11, 3, 4))
+    assert np.flatnonzero(finished.mask).tolist() == [0, 1, last]
+    assert ledger.finished("ingest", "abd", (11, 3, 4)).count == 0
+    (segment,) = ledger.segments("ingest", "abc")
+    assert list(segment.objects_of(2)) == [("s3://b/x", "k", last)]
+    ledger.mark_global("ingest", "abc", {"objects": {}})
+    assert ledger.finished("ingest", "abc", (11, 3, 4)).global_done
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -226,7 +230,12 @@ def test_demo_on_seaweedfs_with_credentials(seaweedfs, restore_environ):
 
         ledger = CloudFiles(f"{url}/ledger")
         markers = list(ledger.list())
-        blobs = b"".join(r["content"] for r in ledger.get(markers[:20]))
+        found = ledger.get(markers)
+        blobs = b"".join(r["content"] for r in found)
+        for r in found:  # segments are compressed: what they hold, decoded
+            if r["path"].endswith(".npz"):
+                segment = Segment.from_bytes(r["content"])
+                blobs += repr((segment.urls, segment.object_key.tolist())).encode()
     assert markers and seaweedfs.secret_key.encode() not in blobs
 
 

@@ -128,14 +128,14 @@ def test_files_and_folders_get_the_modes_of_a_plain_open(tmp_path, umask, file_m
         layer = image_layer(tmp_path)
         layer.write(layer.bounds(), np.zeros((64, 32, 16), np.uint8))
         ledger = Ledger(f"file://{tmp_path}/ledger")
-        ledger.mark_done("ingest", "abc", "0_0_0", {"seconds": 1.0})
+        ledger.mark_global("ingest", "abc", {"seconds": 1.0})
         objects.put_array(f"file://{tmp_path}/work", "part/a.npy", np.arange(3))
     finally:
         os.umask(old)
     files = [
         tmp_path / "img" / "info",
         tmp_path / "img" / KEY,
-        tmp_path / "ledger" / "ingest" / "abc" / "0_0_0.json",
+        tmp_path / "ledger" / "ingest" / "abc" / "global.json",
         tmp_path / "work" / "part" / "a.npy",
     ]
     for path in files:

@@ -1,14 +1,14 @@
-"""Finished chunks are checked against a listing of what their markers say they wrote."""
+"""Finished chunks are checked against a listing of what their records say they wrote."""
 
 from __future__ import annotations
 
-import time
+import numpy as np
 
 from petavox.tasks.core import objects
 from petavox.tasks.core.geometry import Box, ChunkGrid
-from petavox.workflows.ledger import Ledger, written_objects
+from petavox.workflows.ledger import Ledger, SegmentWriter, written_objects
 from petavox.workflows.plan import Output, StagePlan
-from petavox.workflows.verify import UNRECORDED, chunks_with_bad_objects
+from petavox.workflows.verify import chunks_with_bad_objects
 
 
 class NoJob:
@@ -23,42 +23,66 @@ def plan_writing(url: str) -> StagePlan:
     )
 
 
-def finish(ledger: Ledger, chunk: str, writes: dict[tuple[str, str], bytes]) -> None:
-    """Write `writes` as chunk `chunk`'s task would, then its marker."""
+def finish(writer: SegmentWriter, position: int, writes: dict[tuple[str, str], bytes]) -> None:
+    """Write `writes` as the task of the chunk at `position` would, then record it."""
     with objects.recording_writes() as written:
         for (url, key), data in writes.items():
             objects.put(url, key, data)
-    ledger.mark_done("t", "k", chunk, {"objects": written_objects(written)})
-    time.sleep(0.01)  # markers finished in order
+    writer.add(position, {"seconds": 0.0, "objects": written_objects(written)})
 
 
-def test_missing_changed_and_unrecorded_objects_are_found(tmp_path):
+def bad_positions(plan: StagePlan, ledger: Ledger) -> tuple[list[int], str]:
+    bad = chunks_with_bad_objects(plan, "k", ledger.finished("t", "k", (5, 1, 1)), ledger)
+    return np.flatnonzero(bad.mask).tolist(), bad.example
+
+
+def test_missing_and_changed_objects_are_found(tmp_path):
     out, work = f"file://{tmp_path}/out", f"file://{tmp_path}/intermediate"
     ledger = Ledger(f"file://{tmp_path}/ledger")
-    finish(ledger, "0_0_0", {(out, "x/1"): b"abc", (work, "w/1"): b"12345"})
-    finish(ledger, "1_0_0", {(out, "x/2"): b"abcd"})
-    finish(ledger, "2_0_0", {(out, "x/3"): b"ab"})
-    finish(ledger, "3_0_0", {(out, "x/3"): b"abcdef", (out, "top"): b"t"})  # the last writer
-    ledger.mark_done("t", "k", "4_0_0", {})  # a marker from before markers listed objects
-    plan, done = plan_writing(out), ledger.done("t", "k")
-    assert chunks_with_bad_objects(plan, "k", done, ledger) == {"4_0_0": UNRECORDED}
+    writer = ledger.writer("t", "k", (5, 1, 1), flush_seconds=0)
+    finish(writer, 0, {(out, "x/1"): b"abc", (work, "w/1"): b"12345"})
+    finish(writer, 1, {(out, "x/2"): b"abcd"})
+    finish(writer, 2, {(out, "x/3"): b"ab", (out, "top"): b"t"})
+    plan = plan_writing(out)
+    assert bad_positions(plan, ledger) == ([], "")
 
     (tmp_path / "intermediate" / "w" / "1").unlink()  # work folders may be cleaned up
     (tmp_path / "out" / "x" / "2").write_bytes(b"abcde")
+    assert bad_positions(plan, ledger) == ([1], f"{out}/x/2 has 5 bytes, 4 written")
     (tmp_path / "out" / "top").unlink()
-    bad = chunks_with_bad_objects(plan, "k", done, ledger)
-    assert bad == {
-        "1_0_0": f"{out}/x/2 has 5 bytes, 4 written",
-        "3_0_0": f"{out}/top is missing",
-        "4_0_0": UNRECORDED,
-    }
-    assert chunks_with_bad_objects(plan, "k", {"0_0_0"}, ledger) == {}
+    assert bad_positions(plan, ledger)[0] == [1, 2]
 
 
-def test_a_plan_without_outputs_reads_no_marker(tmp_path):
+def test_a_chunk_recorded_twice_is_judged_by_its_last_run(tmp_path):
+    out = f"file://{tmp_path}/out"
     ledger = Ledger(f"file://{tmp_path}/ledger")
-    ledger.mark_done("t", "k", "0_0_0", {})
+    finish(ledger.writer("t", "k", (5, 1, 1), flush_seconds=0), 3, {(out, "a"): b"old"})
+    finish(ledger.writer("t", "k", (5, 1, 1), flush_seconds=0), 3, {(out, "a"): b"newer"})
+    assert bad_positions(plan_writing(out), ledger) == ([], "")
+
+
+def test_the_global_step_is_checked_and_its_rewrites_win(tmp_path):
+    out = f"file://{tmp_path}/out"
+    ledger = Ledger(f"file://{tmp_path}/ledger")
+    finish(ledger.writer("t", "k", (5, 1, 1), flush_seconds=0), 0, {(out, "m"): b"part"})
+    with objects.recording_writes() as written:
+        objects.put(out, "m", b"whole manifest")
+    ledger.mark_global("t", "k", {"objects": written_objects(written)})
+    plan = plan_writing(out)
+    finished = ledger.finished("t", "k", (5, 1, 1))
+    bad = chunks_with_bad_objects(plan, "k", finished, ledger)
+    assert bad.count == 0 and not bad.global_bad
+    (tmp_path / "out" / "m").unlink()
+    bad = chunks_with_bad_objects(plan, "k", finished, ledger)
+    assert bad.global_bad and bad.count == 0 and bad.example == f"{out}/m is missing"
+
+
+def test_a_plan_without_outputs_reads_no_segment(tmp_path):
+    ledger = Ledger(f"file://{tmp_path}/ledger")
+    writer = ledger.writer("t", "k", (5, 1, 1), flush_seconds=0)
+    writer.add(0, {"objects": {f"file://{tmp_path}/out": {"gone": 3}}})
     plan = plan_writing(f"file://{tmp_path}/out")
     no_outputs = StagePlan(**{**plan.__dict__, "outputs": ()})
-    assert chunks_with_bad_objects(no_outputs, "k", {"0_0_0"}, ledger) == {}
-    assert chunks_with_bad_objects(plan, "k", {"0_0_0"}, ledger) == {"0_0_0": UNRECORDED}
+    finished = ledger.finished("t", "k", (5, 1, 1))
+    assert chunks_with_bad_objects(no_outputs, "k", finished, ledger).count == 0
+    assert chunks_with_bad_objects(plan, "k", finished, ledger).count == 1

@@ -85,8 +85,8 @@ class InferParams(VolumeWriterParams):
     gpus_per_actor: float = Field(1.0, ge=0, description="GPUs each actor reserves")
     batch: int = Field(1, ge=1, description="patches per model call (raise on GPUs)")
 
-    UNHASHED: ClassVar[frozenset[str]] = frozenset(
-        {"resources", "device", "gpu_actors", "gpus_per_actor", "batch"}
+    UNHASHED: ClassVar[frozenset[str]] = VolumeWriterParams.UNHASHED | frozenset(
+        {"device", "gpu_actors", "gpus_per_actor", "batch"}
     )
 
     @field_validator("model_sha256")
