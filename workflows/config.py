@@ -39,7 +39,10 @@ class RayConfig(Strict):
     )
     task_retries: int = Field(3, ge=0, description="reruns of a task whose worker died")
     storage_retries: int = Field(
-        5, ge=0, description="attempts on transient storage errors inside a task"
+        2,
+        ge=0,
+        description="reruns of a chunk whose storage request still fails transiently after "
+        "the storage client's own retries (see the README's Retries)",
     )
     ledger_flush_seconds: float = Field(
         30.0,

@@ -212,15 +212,9 @@ def execute(
     driver_io = partial(call_with_retries, attempts=session.config.storage_retries)
     grid = tuple(plan.grid.grid_shape)
     total = len(plan.grid)
-    if use_ledger:
-        finished = driver_io(lambda: ledger.finished(plan.stage, key, grid))  # type: ignore[union-attr]
-    else:
-        finished = Finished(mask=np.zeros(total, bool), global_done=False)
-    mask, global_done = finished.mask, finished.global_done
-    if distrust is not None and (finished.count or global_done):
-        bad = driver_io(lambda: distrust(plan, key, finished))
-        mask, global_done = mask & ~bad.mask, global_done and not bad.global_bad
-    done = int(np.count_nonzero(mask))
+    trusted = driver_io(lambda: standing(plan, ledger if use_ledger else None, key, distrust))
+    mask, global_done = trusted.mask, trusted.global_done
+    done = trusted.count
     if done < total:
         writer = None
         if use_ledger:
@@ -242,6 +236,26 @@ def execute(
         skipped=done,
         ran=total - done,
         seconds=time.perf_counter() - started,
+    )
+
+
+def standing(
+    plan: StagePlan,
+    ledger: Ledger | None,
+    key: str,
+    distrust: Callable[[StagePlan, str, Finished], BadChunks] | None = None,
+) -> Finished:
+    """What of the plan stands (a resume's check, before any dispatch): the chunks and global
+    step the ledger lists as finished under `key`, less those `distrust` finds wanting."""
+    total = len(plan.grid)
+    if ledger is None:
+        return Finished(mask=np.zeros(total, bool), global_done=False)
+    finished = ledger.finished(plan.stage, key, tuple(plan.grid.grid_shape))
+    if distrust is None or not (finished.count or finished.global_done):
+        return finished
+    bad = distrust(plan, key, finished)
+    return Finished(
+        mask=finished.mask & ~bad.mask, global_done=finished.global_done and not bad.global_bad
     )
 
 

@@ -9,7 +9,9 @@ from tree_compare import layer_files
 from petavox.tasks.core.errors import InputError, LayerMismatchError, LayerNotFoundError
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.storage import local_path
+from petavox.workflows.cli import exit_status
 from petavox.workflows.config import parse_config
+from petavox.workflows.failures import RunIncompleteError
 from petavox.workflows.pipeline import ledger_for, plan_run, run, status
 from petavox.workflows.runner import ChunkFailedError
 
@@ -244,3 +246,33 @@ def test_nan_or_inf_in_a_source_is_named_at_ingest(tmp_path, ray_session, bad, s
     assert err.value.bad_input and "chunk 1_0_1: ValueRangeError: source " in text
     assert f"stack.npy: {said} in section 13 (first at voxel x,y,z 70,40,13)" in text
     assert "fractional" not in text and "clean them in the source" in text
+
+
+def test_a_stage_goes_on_through_failed_chunks_within_its_budget(tmp_path, ray_session):
+    """A missing input chunk under max_failures 2: the other chunks are done, the failure is in
+    the ledger and in `status`, the stage that reads the output does not start, exit 1; once the
+    input is back, the rerun runs that chunk and the stage that waited, nothing else."""
+    make_stack(tmp_path / "stack.npy")
+    config = config_for(tmp_path, tmp_path / "stack.npy", max_failures=2)
+    after = {"stage": "downsample", "input": "raw", "output": "small", "mips": 1}
+    data = config.model_dump(mode="json", exclude_unset=True)
+    config = parse_config({**data, "stages": [*data["stages"], after]})
+    run(config, only=["ingest"], session=ray_session, progress=False)
+    (tmp_path / "out" / "raw" / "4_4_40" / "32-64_0-32_8-16").unlink()
+    with pytest.raises(RunIncompleteError) as err:
+        run(config, only=["downsample"], session=ray_session, progress=False)
+    message = str(err.value)
+    assert "downsample raw: 1 of 12 chunks failed (max_failures allows 2)" in message
+    assert "chunk 0_0_1" in message and "4_4_40/32-64_0-32_8-16 is missing" in message
+    assert "not started (they read a failed stage's output): downsample" in message
+    assert exit_status(err.value) == 1
+    rows = status(config)
+    assert [(r.done, r.total) for r in rows[:2]] == [(26, 27), (11, 12)]  # ingest lost a chunk
+    assert "1 chunk(s) failed" in rows[1].note and "is missing" in rows[1].note
+    assert rows[2].done == 0
+    assert not (tmp_path / "out" / "small" / "info").exists()  # claimed, never written
+
+    reports = run(config, session=ray_session, progress=False)  # ingest rewrites the chunk
+    assert [(r.ran, r.skipped) for r in reports] == [(1, 26), (1, 11), (reports[2].total, 0)]
+    assert [(r.done, r.total) for r in status(config)][:2] == [(27, 27), (12, 12)]
+    assert "failed" not in status(config)[1].note
