@@ -10,13 +10,13 @@ runs on a fresh copy of the mip-0 layer, interleaved round-robin with the others
 - loop, fresh job ("step" only): the same, but each chunk gets its own unpickled copy of the
   job (what a Ray task does: the job's layers, and so their cloud-volume clients, are rebuilt
   per task);
-- loop, run_chunk ("step" only): `runner.run_chunk` with a fresh job and the ledger: all that
-  a Ray task does, without Ray;
+- loop, run_chunk ("step" only): `runner.run_chunk` with a fresh job, its record into the
+  ledger's segment writer: all that a Ray task and the driver do per chunk, without Ray;
 - Ray, 1 CPU: `pipeline.run` on a local Ray with `workers=1` (one task at a time), timing the
   stage (`StageReport.seconds`); `ray.init` and the first run after it are reported apart;
 - Ray, 1 CPU, no ledger ("step" only): `runner.execute` without a ledger.
 
-For the 1-CPU Ray runs the stage is split, from the done-markers' timestamps, into job.run
+For the 1-CPU Ray runs the stage is split, from the ledger segments' timestamps, into job.run
 time in the worker, the wait before the first task, the gaps between tasks and the tail.
 
 Overhead = t_ray / t_loop − 1 (median of per-round ratios; target ≤ 10 %). Then a Ray with
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import pickle
 import shutil
 import statistics
@@ -75,23 +74,29 @@ def loop_fresh_job(plan) -> None:
 
 
 def loop_run_chunk(plan, ledger) -> None:
-    """Everything a Ray task of the runner does, in this process: fresh job, retries, ledger."""
+    """Everything a Ray task of the runner does, and the driver with its result, in this
+    process: fresh job, retries, the record into the ledger's segment writer."""
     from petavox.workflows.runner import run_chunk
 
     blob = pickle.dumps(plan.job)
-    for chunk in plan.grid:
-        run_chunk(pickle.loads(blob), chunk, plan.stage, plan.identity, ledger, 5)
+    writer = ledger.writer(plan.stage, plan.identity, tuple(plan.grid.grid_shape))
+    for position, chunk in enumerate(plan.grid):
+        outcome = run_chunk(pickle.loads(blob), chunk, plan.stage, 5)
+        writer.add(position, outcome.record, outcome.result)
+    writer.flush(force=True)
 
 
 def ledger_timeline(root: Path, plan) -> list[tuple[float, float]]:
-    """(start, end) of each task's job.run, from its done-marker ('finished' and 'seconds')."""
-    folder = root / "ledger" / plan.stage / plan.identity
+    """(start, end) of each task's job.run from the ledger's segments of the plan's stage (the
+    folder holds one run): 'finished' is when the driver received the task's record, less the
+    task's 'seconds'."""
+    from petavox.workflows.ledger import Segment
+
     spans = []
-    for path in folder.glob("*.json"):
-        if path.name != "params.json":
-            record = json.loads(path.read_text())
-            end = float(record["finished"])
-            spans.append((end - float(record.get("seconds", 0.0)), end))
+    for path in (root / "ledger" / plan.stage).rglob("done/*.npz"):  # the one run's
+        segment = Segment.from_bytes(path.read_bytes())
+        for end, seconds in zip(segment.finished.tolist(), segment.seconds.tolist()):
+            spans.append((end - seconds, end))
     return sorted(spans)
 
 
@@ -359,7 +364,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "%",
                 "≤ 10 %",
                 f["outside_share"] <= 0.10,
-                f"from the done-markers' timestamps; nice 0: {100 * f0['outside_share']:.1f} %; "
+                f"from the ledger's timestamps; nice 0: {100 * f0['outside_share']:.1f} %; "
                 f"ms: {parts['before_first']:.0f} before the first task, "
                 f"{parts['between']:.0f} between tasks, {parts['after_last']:.0f} after the last",
             )

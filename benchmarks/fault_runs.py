@@ -61,7 +61,8 @@ class DemoRun:
         """The demo's RunConfig, its S3 requests sent to `endpoint` (the server or a proxy)."""
         from petavox.workflows.demo import demo_config
 
-        runtime = {"ray": {"workers": self.workers}, "storage": {"s3_endpoint": endpoint}}
+        ray = {"workers": self.workers, "ledger_flush_seconds": 0}  # progress seen at once
+        runtime = {"ray": ray, "storage": {"s3_endpoint": endpoint}}
         return demo_config(self.url, self.stacks, runtime, self.sharding)
 
     def config_file(self, name: str, endpoint: str) -> Path:
@@ -166,7 +167,7 @@ class Target:
     """A step to kill in: a worker running one of its chunks, then the driver."""
 
     step: str
-    total: int  # done-markers when complete (0: the step keeps none)
+    total: int  # finished chunks recorded when complete (0: the step keeps none)
     earlier: list[str] = field(default_factory=list, repr=False)  # steps with markers before it
     next_step: str | None = None  # the next step with markers
     wanted: bool = True  # kill in this step (else only followed)
@@ -185,7 +186,7 @@ class Target:
 
 def plan_targets(demo: DemoRun, only: list[str] | None) -> list[Target]:
     """One target per step of the demo, in run order (`only`: kills in those steps only), with
-    how many done-markers each leaves when complete."""
+    how many finished chunks each records when complete."""
     from storage_servers import client_env
 
     from petavox.workflows.pipeline import plan_run
@@ -214,16 +215,28 @@ def plan_targets(demo: DemoRun, only: list[str] | None) -> list[Target]:
 
 
 def ledger_counts(client: Any, bucket: str, prefix: str) -> dict[str, int]:
-    """Per ledger step folder: its done-markers (a step that began has at least its key)."""
-    counts: dict[str, int] = {}
+    """Per ledger step folder: its finished chunks (the positions its segments hold) and its
+    global step (a step that began has at least its key)."""
+    from petavox.workflows.ledger import Segment
+
+    found: dict[str, set[Any]] = {}
     root = f"{prefix}/{LEDGER}"
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=root):
         for item in page.get("Contents", []):
-            # <step>/<identity>/[<epoch>/]<chunk>.json; stages/ keeps configs, not markers
+            # <step>/<identity>/[<epoch>/]done/<segment>.npz or .../global.json; stages/ keeps
+            # configs, not records
             parts = item["Key"][len(root) :].split("/")
-            if len(parts) in (3, 4) and parts[0] != "stages":
-                counts[parts[0]] = counts.get(parts[0], 0) + (parts[-1] != "params.json")
-    return counts
+            if len(parts) < 3 or parts[0] == "stages":
+                continue
+            step = found.setdefault(parts[0], set())
+            if parts[-1] == "global.json":
+                step.add(("global", tuple(parts[1:-1])))
+            elif parts[-2] == "done" and parts[-1].endswith(".npz"):
+                body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+                step.update(
+                    (tuple(parts[1:-2]), p) for p in Segment.from_bytes(body).chunks.tolist()
+                )
+    return {step: len(chunks) for step, chunks in found.items()}
 
 
 class Campaign:

@@ -11,6 +11,7 @@ the chunks that never ran: they are not finished.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from petavox.tasks.core.errors import PetavoxError
@@ -55,12 +56,20 @@ class FailureBudget:
     ledger: Ledger | None
     key: str
     allowed: int
+    retry: Callable[[Callable[[], None]], None] = lambda write: write()  # the driver's retries
     errors: list[PetavoxError] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def of(cls, plan: StagePlan, ledger: Ledger | None, key: str) -> FailureBudget:
-        return cls(plan, ledger, key, allowed_failures(plan.max_failures, len(plan.grid)))
+    def of(
+        cls,
+        plan: StagePlan,
+        ledger: Ledger | None,
+        key: str,
+        retry: Callable[[Callable[[], None]], None] = lambda write: write(),
+    ) -> FailureBudget:
+        allowed = allowed_failures(plan.max_failures, len(plan.grid))
+        return cls(plan, ledger, key, allowed, retry)
 
     def tolerate(self, position: int, chunk: Chunk, error: BaseException) -> bool:
         """Record a chunk's failure; True while the failures are within the budget."""
@@ -75,7 +84,8 @@ class FailureBudget:
                 "details": getattr(error, "details", ""),
                 "bad_input": bool(getattr(error, "bad_input", False)),
             }
-            self.ledger.record_failure(self.plan.stage, self.key, chunk.id, info)
+            ledger = self.ledger
+            self.retry(lambda: ledger.record_failure(self.plan.stage, self.key, chunk.id, info))
         return len(self.errors) <= self.allowed
 
     def check(self) -> None:

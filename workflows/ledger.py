@@ -24,7 +24,7 @@ import io
 import json
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,8 +122,9 @@ class SegmentWriter:
         ident: str,
         grid: tuple[int, int, int],
         flush_seconds: float = FLUSH_SECONDS,
+        retry: Callable[[Callable[[], None]], None] = lambda put: put(),
     ) -> None:
-        self.ledger, self.stage, self.ident = ledger, stage, ident
+        self.ledger, self.stage, self.ident, self.retry = ledger, stage, ident, retry
         self.grid = (int(grid[0]), int(grid[1]), int(grid[2]))
         self.flush_seconds = flush_seconds
         self._token = f"{time.time_ns():020d}-{secrets.token_hex(3)}"
@@ -153,7 +154,8 @@ class SegmentWriter:
             return
         name = f"{self._token}-{self._opened:06d}.npz"
         key = self.ledger.prefix(self.stage, self.ident) + DONE_FOLDER + name
-        objects.put(self.ledger.url, key, self._segment().to_bytes(), self.ledger.context)
+        data = self._segment().to_bytes()
+        self.retry(lambda: objects.put(self.ledger.url, key, data, self.ledger.context))
         self._dirty, self._last_flush = False, time.monotonic()
 
     def _segment(self) -> Segment:
@@ -263,8 +265,11 @@ class Ledger:
         ident: str,
         grid: tuple[int, int, int],
         flush_seconds: float = FLUSH_SECONDS,
+        retry: Callable[[Callable[[], None]], None] = lambda put: put(),
     ) -> SegmentWriter:
-        return SegmentWriter(self, stage, ident, grid, flush_seconds)
+        """The driver's segment writer for a step; `retry` wraps each write (the driver's
+        retries on transient storage errors)."""
+        return SegmentWriter(self, stage, ident, grid, flush_seconds, retry)
 
 
 def written_objects(written: Mapping[tuple[str, str], int]) -> dict[str, dict[str, int]]:

@@ -220,8 +220,9 @@ def execute(
         if use_ledger:
             params = {**plan.spec, "inputs": list(plan.inputs), "lineage": plan.lineage}
             driver_io(lambda: ledger.record_params(plan.stage, key, params))  # type: ignore[union-attr]
-            writer = ledger.writer(plan.stage, key, grid, session.config.ledger_flush_seconds)  # type: ignore[union-attr]
-        budget = FailureBudget.of(plan, ledger if use_ledger else None, key)
+            flush = session.config.ledger_flush_seconds
+            writer = ledger.writer(plan.stage, key, grid, flush, retry=driver_io)  # type: ignore[union-attr]
+        budget = FailureBudget.of(plan, ledger if use_ledger else None, key, retry=driver_io)
         _dispatch(plan, _todo(mask), total, done, writer, budget, session, progress, still_owner)
     if plan.global_step is not None and not global_done:
         still_owner()
