@@ -15,7 +15,7 @@ identities hash the output URL and name the intermediate folders:
   task) and then the driver itself, with every process of its Ray; the driver is started
   again, and again after any failure, until the run completes.
 
-Then both runs' objects are listed and every one (the ledger folder excepted: done-markers hold
+Then both runs' objects are listed and every one (the ledger folder excepted: its records hold
 timings, hosts and pids, the lease a heartbeat; and the layers' `provenance` files, which hold
 dates and epochs) is compared, bytes and Content-Encoding. Exit 1
 when an object differs or is missing on one side, or the faulty run never completed.

@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f["overhead"] = common.paired_ratio(viaray, loop) - 1
         f["overhead_of_medians"] = viaray.median / loop.median - 1
         f["extra_ms_per_task"] = 1000 * (viaray.median - loop.median) / n
-        # where the extra time goes: job.run in the worker (as the done-markers record it)
+        # where the extra time goes: job.run in the worker (as the ledger records it)
         # against the loop, and the rest of the stage (dispatch, ledger, waits) per task
         jobs = t[f"ray@{v}_in_jobs"]
         outside = [a - b for a, b in zip(viaray.times, jobs.times)]

@@ -400,7 +400,7 @@ def run_faulty(campaign: Campaign, name: str, max_attempts: int) -> None:
 
 
 def _objects(client: Any, bucket: str, prefix: str) -> set[str]:
-    """Keys under `prefix/`, relative to it, without the ledger folder (done-markers hold
+    """Keys under `prefix/`, relative to it, without the ledger folder (its records hold
     timings, hosts and pids; the lease a heartbeat) and the layers' `provenance` files (dates
     and the epochs of the run that wrote them)."""
     root = prefix + "/"

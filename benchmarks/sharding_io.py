@@ -40,7 +40,7 @@ def load_volume(shape: tuple[int, int, int], synthetic: bool) -> tuple[np.ndarra
 # ---- counting requests --------------------------------------------------------------------
 def classify_key(key: str) -> str:
     """What an object (or a listing prefix) is: ``data`` (voxel chunks or shards: keys under
-    a scale folder), ``ledger`` (petavox's done-markers and lease) or ``meta`` (infos,
+    a scale folder), ``ledger`` (petavox's ledger and lease) or ``meta`` (infos,
     provenance)."""
     parts = [p for p in key.split("/") if p]
     if "ledger" in parts:

@@ -1,4 +1,4 @@
-"""What the done-markers of a finished run say about its steps' writes."""
+"""What the ledger of a finished run says about its steps' writes."""
 
 from __future__ import annotations
 

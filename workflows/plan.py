@@ -66,7 +66,7 @@ class StagePlan:
     """One step of a stage, computed before any write; built once, never changed.
 
     `stage` names the step's ledger folder; with `version` and `spec` it makes the `identity`
-    under which the step's done-markers are kept. `layer_infos` are written before the step
+    under which the step's finished chunks are recorded. `layer_infos` are written before the step
     runs (only those that changed). A step with `use_ledger` off reruns in full every time.
     `final_infos` are written after the step succeeds: what tells readers a product is there
     (a segmentation's `mesh` key), never before it is. `outputs` are the products it writes

@@ -188,9 +188,10 @@ def write_chunks(layer: Layer, box: Box, data: np.ndarray, mip: int, params: dic
     Not cloud-volume's upload, for two reasons. On file:// it (through cloud-files) opens the
     chunk's real name and writes into it, so a kill leaves a truncated chunk that later reads
     take for data; here each file is written atomically (uncompressed, as Layer's file://
-    client is set up). And every object goes through `objects`, so the chunk's done-marker
-    records its key and stored size (`objects.recording_writes`). `params` are cloud-volume's
-    compression parameters of the scale; the bytes are those its upload would write."""
+    client is set up). And every object goes through `objects`, so the chunk's record in
+    the ledger holds its key and stored size (`objects.recording_writes`). `params` are
+    cloud-volume's compression parameters of the scale; the bytes are those its upload would
+    write."""
     from cloudvolume.datasource.precomputed.common import content_type, should_compress
 
     encoding = layer.scale(mip)["encoding"]

@@ -1,12 +1,12 @@
-"""Objects in a store (info files, done-markers, tables, encoded chunks): get, put, list.
+"""Objects in a store (info files, ledger segments, tables, encoded chunks): get, put, list.
 
 On ``file://`` these use the standard library; elsewhere cloud-files. The local path matters
 because importing cloud-files (which imports the GCS and S3 clients) takes longer than the
 whole of a resumed run that has nothing left to do: `petavox status` and a finished rerun read
-infos and list markers, nothing else.
+infos and the ledger, nothing else.
 
 Every write of a task goes through `put` or `put_encoded`, so `recording_writes` sees all of
-them: a chunk's done-marker lists the objects its task wrote with their stored sizes, and a
+them: a chunk's record in the ledger lists the objects its task wrote with their stored sizes, and a
 listing (names and sizes, never the data) later tells whether they are still there, whole.
 """
 
