@@ -6,7 +6,7 @@ A SeaweedFS on 127.0.0.1 behind the fault proxy (tests/fault_proxy.py) answering
 request with 503 SlowDown. The chunk is `runner.run_chunk` of a job that reads one object, in
 this process (no Ray: a worker would do the same).
 
-    .venv/bin/python benchmarks/bench_retry.py [--repeats N]
+    .venv/bin/python benchmarks/bench_retry.py [--quick] [--repeats N]
 """
 
 from __future__ import annotations
@@ -50,8 +50,10 @@ def measure(proxy: FaultProxy, fn: Any) -> tuple[int, float]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=None, help="runs of each (default 3)")
+    parser.add_argument("--quick", action="store_true", help="one run of each")
     args = parser.parse_args(argv)
+    args.repeats = args.repeats or (1 if args.quick else 3)
     from petavox.tasks.core import objects
     from petavox.tasks.core.geometry import index_grid
     from petavox.tasks.core.storage import StorageContext

@@ -28,6 +28,8 @@ BENCHMARKS = {
     "mesh": "bench_mesh.py",
     "synapses": "bench_synapses.py",
     "synapse-detection": "bench_synapse_detection.py",
+    "ledger": "bench_ledger.py",
+    "retry": "bench_retry.py",
 }
 
 
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, str(common.BENCH_DIR / BENCHMARKS[name])]
         if args.quick:
             cmd.append("--quick")
-        if args.repeats and name not in ("stitch", "align"):  # these time one pass each
+        if args.repeats and name not in ("stitch", "align", "ledger"):  # one pass each
             cmd += ["--repeats", str(args.repeats)]
         print(f"\n######## {name}: {' '.join(cmd[1:])}", flush=True)
         started = time.perf_counter()
