@@ -1,7 +1,8 @@
 """The run config: one YAML file, validated by pydantic before anything is dispatched or written.
 
 A config has three parts. `output` and `stages` are the *spec*: what to compute, hashed into each
-task's identity. `ray` and `storage` are runtime *context*: where and how to run, never hashed.
+task's identity. `ray` and `storage` are runtime *context*: where and how to run, never hashed;
+so are `overwrite` and `prices` (what `petavox plan` prices a run at).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.storage import StorageContext, normalize_url
+from petavox.workflows.costs.prices import PriceOverrides
 from petavox.workflows.params import Strict
 from petavox.workflows.stages import STAGE_NAMES, STAGES, stage_named
 
@@ -83,6 +85,11 @@ class RunConfig(Strict):
         False,
         description="let a stage replace a product made by another stage or from other "
         "inputs (never hashed)",
+    )
+    prices: PriceOverrides = Field(
+        default_factory=PriceOverrides,
+        description="cloud prices for `petavox plan`, overriding its dated defaults (never "
+        "hashed)",
     )
 
     @field_validator("output")
