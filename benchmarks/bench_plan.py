@@ -4,7 +4,8 @@ predicted vs actual objects; and how long planning an H01-sized config takes.
 Runs (file://, a local Ray with `--workers` CPUs, default 2):
 
 - the demo's config (`workflows/demo.py`: every stage on its 256×256×64 synthetic volume,
-  seed 0), as `petavox demo` runs it;
+  seed 0), as `petavox demo` runs it, `--rounds` times (default 3; each step's median seconds:
+  the machine's load swings stage times up to 2× between runs);
 - a synthetic EM-like uint8 stack of `--shape` (default 1024×1024×1024 = 1.07 GVx; `--quick`
   512×512×256) ingested with the default task shape and given 3 mips of (2, 2, 1), once
   unsharded and once with `sharding: auto`;
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -46,6 +48,19 @@ FULL_SHAPE = (1024, 1024, 1024)
 QUICK_SHAPE = (512, 512, 256)
 H01_SIZE = (400_000, 300_000, 5_000)
 H01_CHUNK = (128, 128, 64)
+
+
+def median_of(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The lines of the first round with each step's measured seconds the median of all rounds
+    (objects are the same every round: checked)."""
+    lines = [dict(line) for line in rounds[0]]
+    for i, line in enumerate(lines):
+        seen = [r[i] for r in rounds]
+        line["measured_s"] = statistics.median(s["measured_s"] for s in seen)
+        line["measured_rounds_s"] = [s["measured_s"] for s in seen]
+        if any(s["volume_objects_on_disk"] != line["volume_objects_on_disk"] for s in seen):
+            raise RuntimeError(f"{line['label']}: objects differ between rounds")
+    return lines
 
 
 def on_disk(step) -> int:
@@ -87,7 +102,7 @@ def by_stage(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
         key = (line["run"], line["stage"])
         row = out.setdefault(key, {"run": line["run"], "stage": line["stage"]})
         for k, v in line.items():
-            if isinstance(v, int | float) and k not in ("run", "stage"):
+            if isinstance(v, int | float) and not isinstance(v, bool):
                 row[k] = row.get(k, 0) + v
     for row in out.values():
         row["ratio"] = row["predicted_s"] / row["measured_s"] if row["measured_s"] else float("inf")
@@ -111,11 +126,7 @@ def print_stages(rows: list[dict[str, Any]]) -> None:
 
 
 def timed_run(name: str, config, workers: int) -> list[dict[str, Any]]:
-    session, _ = common.start_ray(workers)
-    try:
-        stages, measured = plan_runs.run_measured(config, session)
-    finally:
-        common.stop_ray(session)
+    stages, measured = plan_runs.run_measured(config)
     return compare(name, stages, measured, workers)
 
 
@@ -181,6 +192,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="Ray CPUs (and predicted cores)")
     parser.add_argument("--shape", help="synthetic stack X,Y,Z (default 1024,1024,1024)")
     parser.add_argument("--no-sharded", action="store_true", help="skip the sharded synthetic")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="demo runs; each step's median seconds (default 3)"
+    )
     parser.add_argument("--calibrate", action="store_true", help="measure the figures instead")
     parser.add_argument("--calibration-size", type=int, default=384)
     return parser.parse_args(argv)
@@ -196,11 +210,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     shape = shape or (QUICK_SHAPE if args.quick else FULL_SHAPE)
     folder = common.scratch_dir("plan")
     try:
-        demo = plan_runs.demo_run_config(folder / "demo", 256, 0, args.workers)
-        lines = timed_run("demo", demo, args.workers)
+        rounds = []
+        for r in range(args.rounds):
+            demo = plan_runs.demo_run_config(folder / f"demo{r}", 256, 0, args.workers)
+            rounds.append(timed_run("demo", demo, args.workers))
+            shutil.rmtree(folder / f"demo{r}", ignore_errors=True)
+        lines = median_of(rounds)
         variants = [("synthetic", None)] + ([] if args.no_sharded else [("sharded", "auto")])
         for name, sharding in variants:
-            config = plan_runs.synthetic_run_config(folder / name, shape, 3, sharding)
+            config = plan_runs.synthetic_run_config(folder / name, shape, 3, args.workers, sharding)
             lines += timed_run(name, config, args.workers)
             shutil.rmtree(folder / name, ignore_errors=True)
         h01 = time_h01(folder)

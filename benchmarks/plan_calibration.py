@@ -19,13 +19,25 @@ import common
 import plan_runs
 
 
-def aggregate(steps, measured: list[dict], peaks: list[int]) -> dict[str, dict[str, Any]]:
+def job_seconds(measured: dict, tasks: int, workers: int) -> float:
+    """The tasks' seconds in their jobs; for a step without markers (evaluate), its stage
+    seconds less the runner's per-step overhead, on as many cores as it had tasks."""
+    from petavox.workflows.costs.figures import STEP_OVERHEAD_S
+
+    if measured["job_seconds"]:
+        return measured["job_seconds"]
+    return max(0.0, measured["seconds"] - STEP_OVERHEAD_S) * min(workers, tasks)
+
+
+def aggregate(
+    steps, measured: list[dict], peaks: list[int], workers: int
+) -> dict[str, dict[str, Any]]:
     """Per job class: the sums of its steps, then the figures."""
     sums: dict[str, Counter] = defaultdict(Counter)
     memory: dict[str, float] = defaultdict(float)
     for step, m, peak in zip(steps, measured, peaks):
         shape, s = step.shape, sums[step.shape.job]
-        s["seconds"] += m["job_seconds"]
+        s["seconds"] += job_seconds(m, shape.tasks, workers)
         s["tasks"] += shape.tasks
         s["basis"] += shape.basis_voxels
         s.update(plan_runs.split_objects(step, m))
@@ -52,15 +64,31 @@ def aggregate(steps, measured: list[dict], peaks: list[int]) -> dict[str, dict[s
     return out
 
 
+def with_sharded_products(config):
+    """The demo's config, then the sharded mesh and skeleton formats of its segmentation (into
+    folders of their own), so their steps are measured too."""
+    extra = [
+        {"stage": "mesh", "input": "segmentation", "format": "sharded", "mesh_dir": "mesh_sharded"},
+        {
+            "stage": "skeletonize",
+            "input": "segmentation",
+            "sharded": True,
+            "dust_threshold": 0,
+            "skeleton_dir": "skeletons_sharded",
+        },
+    ]
+    data = config.model_dump(mode="json", exclude_unset=True)
+    data["stages"] = [
+        s.model_dump(mode="json", exclude_unset=True) | {"stage": s.stage} for s in config.stages
+    ] + extra
+    return type(config).model_validate(data)
+
+
 def calibrate(size: int, workers: int) -> dict[str, Any]:
     folder = common.scratch_dir("plan-calibration")
     try:
-        config = plan_runs.demo_run_config(folder, size, 1, workers)
-        session, _ = common.start_ray(workers)
-        try:
-            stages, measured = plan_runs.run_measured(config, session)
-        finally:
-            common.stop_ray(session)
+        config = with_sharded_products(plan_runs.demo_run_config(folder, size, 1, workers))
+        stages, measured = plan_runs.run_measured(config)
         estimated = plan_runs.estimates_of(stages, workers)
         steps = [s for stage in estimated for s in stage.steps]
         peaks = [plan_runs.traced_peak(p) for stage in stages for p in stage.plans]
@@ -70,9 +98,9 @@ def calibrate(size: int, workers: int) -> dict[str, Any]:
 
     first = measured[0]
     cold = first["seconds"] - first["job_seconds"] / workers - figures.STEP_OVERHEAD_S
-    jobs = aggregate(steps, measured, peaks)
+    jobs = aggregate(steps, measured, peaks, workers)
     print(f"calibration: demo config, {size}×{size}×{size // 4}, seed 1, {workers} workers")
-    print(f"  first step: {first['seconds']:.2f} s, of which worker start-up ~{cold:.2f} s")
+    print(f"  first step: {first['seconds']:.2f} s, of which Ray and worker start-up ~{cold:.2f} s")
     for job, f in sorted(jobs.items()):
         print(f"  {job:<20} {f}")
     for step, m in zip(steps, measured):

@@ -35,6 +35,7 @@ def demo_run_config(folder: Path, size: int, seed: int, workers: int) -> RunConf
         write_stacks,
     )
 
+    folder.mkdir(parents=True, exist_ok=True)
     volume = demo_volume(size, seed)
     known = random_misalignment(demo_shape(size)[2], MAX_SHIFT, WARP, seed=seed)
     stacks = write_stacks(volume, known, folder)
@@ -43,13 +44,14 @@ def demo_run_config(folder: Path, size: int, seed: int, workers: int) -> RunConf
 
 
 def synthetic_run_config(
-    folder: Path, shape: tuple[int, int, int], mips: int, sharding: str | None = None
+    folder: Path, shape: tuple[int, int, int], mips: int, workers: int, sharding: str | None = None
 ) -> RunConfig:
     """Ingest of an EM-like uint8 stack of `shape` (x, y, z; a .npy, z,y,x) with 64³ storage
     chunks and the default task shape, then `mips` mips of (2, 2, 1) in place; `sharding` as
     the ingest's (None: the default)."""
     from petavox.workflows.config import parse_config
 
+    folder.mkdir(parents=True, exist_ok=True)
     stack = folder / "stack.npy"
     data = np.lib.format.open_memmap(stack, mode="w+", dtype=np.uint8, shape=shape[::-1])
     step = 64
@@ -68,7 +70,7 @@ def synthetic_run_config(
                 ingest,
                 {"stage": "downsample", "input": "raw", "mips": mips},
             ],
-            "ray": {"workers": 2},
+            "ray": {"workers": workers},
         }
     )
 
@@ -121,13 +123,17 @@ def traced_peak(plan: StagePlan) -> int:
         tracemalloc.stop()
 
 
-def run_measured(config: RunConfig, session) -> tuple[list[StageSteps], list[dict[str, Any]]]:
-    """Run `config` on `session`; its stages (as planned before the run) and each step's
-    measurement, in plan order."""
+def run_measured(config: RunConfig) -> tuple[list[StageSteps], list[dict[str, Any]]]:
+    """Run `config` as `petavox run` does (a local Ray of its `ray.workers`, started by the
+    first step and included in its seconds); its stages (as planned before the run) and each
+    step's measurement, in plan order."""
     from petavox.workflows.pipeline import plan_stages, run
 
     stages = plan_stages(config)
-    reports = run(config, session=session, progress=False)
+    try:
+        reports = run(config, progress=False)
+    finally:
+        common.stop_ray()
     plans = [plan for steps in stages for plan in steps.plans]
     if len(plans) != len(reports):
         raise RuntimeError(f"{len(plans)} plans but {len(reports)} reports")

@@ -19,8 +19,6 @@ from petavox.workflows.costs.cluster import Cluster
 from petavox.workflows.costs.steps import Context, StepShape, step_shape
 from petavox.workflows.plan import StagePlan, StageSteps
 
-FIGURES = {f.job: f for f in fig.FIGURES}
-
 
 @dataclass(kw_only=True)
 class Totals:
@@ -75,7 +73,7 @@ def stage_name(steps: StageSteps) -> str:
 
 
 def figure_for(job: str) -> fig.Figure | None:
-    return FIGURES.get(job)
+    return fig.FIGURES_BY_JOB.get(job)
 
 
 def stage_volume(steps: StageSteps, previous: int) -> int:

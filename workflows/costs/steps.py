@@ -13,7 +13,7 @@ Work files and data-dependent products (meshes, skeletons, tables) are estimated
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from petavox.tasks.core.geometry import Vec3
@@ -84,6 +84,22 @@ def volume_write(layer: Layer, mip: int, boxes: BoxSet) -> Traffic:
     )
 
 
+def job_key(plan: StagePlan) -> str:
+    """What a step's figures are keyed by: its job's class, and a variant where one job does
+    two kinds of work (`[sharded]` skeletons: a file per merge task, not per segment; `[mode]`
+    downsampling of labels; `[labels]`: an ingest encoding compressed_segmentation)."""
+    job = plan.job
+    name = type(job).__name__
+    target = getattr(job, "target", None)
+    if getattr(job, "sharded", False):
+        return f"{name}[sharded]"
+    if getattr(job, "method", None) == "mode":
+        return f"{name}[mode]"
+    if name == "IngestJob" and target.scale(0)["encoding"] == "compressed_segmentation":  # type: ignore[union-attr]
+        return f"{name}[labels]"
+    return name
+
+
 @dataclass(frozen=True)
 class Context:
     """What a step's model may need beyond its plan: the voxels of its stage's volume."""
@@ -109,7 +125,7 @@ def _shape(
     largest = max((read.largest() * repeat for _, read in reads), default=boxes.largest())
     sizes = {"write": boxes.voxels(), "read": max((r.voxels() for _, r in reads), default=0)}
     return StepShape(
-        job=type(plan.job).__name__,
+        job=job_key(plan),
         tasks=len(plan.grid),
         voxels=boxes.voxels(),
         basis=basis,
@@ -123,7 +139,7 @@ def _shape(
 def _no_volume(plan: StagePlan, context: Context) -> StepShape:
     """Tasks that read and write work files or products only (shards, prefixes, levels)."""
     return StepShape(
-        job=type(plan.job).__name__,
+        job=job_key(plan),
         tasks=len(plan.grid),
         voxels=0,
         basis="volume",
@@ -142,7 +158,7 @@ def _ingest(plan: StagePlan, _: Context) -> StepShape:
     )
     write = volume_write(job.target, 0, boxes)  # type: ignore[attr-defined]
     shape = _shape(plan, "write", writes=[source, write])
-    return _replace(shape, input_bytes_per_voxel=job.source.dtype.itemsize)  # type: ignore[attr-defined]
+    return replace(shape, input_bytes_per_voxel=job.source.dtype.itemsize)  # type: ignore[attr-defined]
 
 
 def _downsample(plan: StagePlan, _: Context) -> StepShape:
@@ -208,12 +224,6 @@ def _reading(*names: str, high: int = 0, halo: bool = False) -> Model:
     return model
 
 
-def _replace(shape: StepShape, **changes) -> StepShape:
-    from dataclasses import replace
-
-    return replace(shape, **changes)
-
-
 MODELS: dict[str, Model] = {
     "IngestJob": _ingest,
     "DownsampleJob": _downsample,
@@ -248,4 +258,4 @@ def step_shape(plan: StagePlan, context: Context) -> StepShape:
     if model is not None:
         return model(plan, context)
     shape = _shape(plan, "write")
-    return _replace(shape, modelled=False, notes=("no cost model for this job: tasks only",))
+    return replace(shape, modelled=False, notes=("no cost model for this job: tasks only",))
