@@ -4,19 +4,23 @@ the figures; nothing is run, nothing is written."""
 
 from __future__ import annotations
 
-import itertools
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import yaml
 
 from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
-from petavox.tasks.core.layers import Layer, LayerSpec, pyramid_info
+from petavox.tasks.core.layers import Layer, LayerSpec, planned_info, pyramid_info, write_info
 from petavox.tasks.infer.patches import PatchGrid
+from petavox.workflows.cli import main
 from petavox.workflows.config import parse_config
 from petavox.workflows.costs import figures
 from petavox.workflows.costs.boxes import BoxSet, patch_reads
 from petavox.workflows.costs.cluster import Cluster, NodeType, workers
+from petavox.workflows.costs.command import estimate_config
 from petavox.workflows.costs.estimate import compute, estimate_stages, run_totals
 from petavox.workflows.costs.prices import DEFAULT, PriceOverrides, dollars
 from petavox.workflows.costs.steps import volume_write
@@ -71,7 +75,8 @@ def layer(sharding: str | dict, size=(200, 130, 40), chunk=(32, 32, 8)) -> Layer
         chunk_size=Vec3.of(chunk),
         sharding=sharding,
     )
-    return Layer("file:///nowhere/raw", spec.to_info())
+    url = "file:///nowhere/raw"
+    return Layer(url, planned_info(url, spec, None))  # file://: shards hold raw chunks
 
 
 @pytest.mark.parametrize("sharding", ["none", {"chunks_per_shard": 4}, {"chunks_per_shard": 32}])
@@ -146,7 +151,7 @@ def test_sharded_ingest_writes_shard_files(tmp_path):
     assert ingest.steps[0].totals.objects == 3 * 3 * 3  # 64×64×8 shards of 4 chunks
 
 
-def test_gpus_take_infer_off_the_cores():
+def test_a_cluster_is_its_node_types_together():
     cluster = Cluster(nodes=[NodeType(cores=8, count=2), NodeType(cores=4, gpus=1, count=3)])
     assert (cluster.cores, cluster.gpus) == (28, 3)
 
@@ -161,7 +166,9 @@ def test_prices_from_the_config_override_the_defaults():
 
 
 def test_dollars_are_the_totals_at_the_prices(tmp_path):
-    totals = run_totals(estimate_stages(plan_stages(parse_config(small_config(tmp_path))), workers(2)))
+    totals = run_totals(
+        estimate_stages(plan_stages(parse_config(small_config(tmp_path))), workers(2))
+    )
     aws = dollars(DEFAULT.aws, totals)
     assert aws["compute_spot"] == pytest.approx(totals.core_hours * DEFAULT.aws.cpu_spot)
     assert aws["storage_per_month"] == pytest.approx(totals.stored_bytes / 2**30 * 0.023)
@@ -203,4 +210,87 @@ def test_every_box_of_a_big_grid_is_counted_without_iterating_it():
     assert boxes.tasks == len(grid) == 391 * 293 * 79
     assert boxes.voxels() == grid.bounds.size
     assert boxes.cells(Vec3(128, 128, 64), grid.bounds) == 3125 * 2344 * 79
-    assert list(itertools.islice(iter(grid), 1))  # (the grid itself is fine to start)
+
+
+# ---- the command ------------------------------------------------------------------------------
+def write_config(tmp_path, data: dict) -> str:
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_plan_prints_a_table_and_writes_nothing(tmp_path, capsys):
+    path = write_config(tmp_path, small_config(tmp_path))
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert main(["plan", path, "--workers", "2", "--steps"]) == 0
+    out = capsys.readouterr().out
+    for word in ("stage", "ingest", "downsample raw", "total", "AWS", "GCP", "core-h", "prices:"):
+        assert word in out
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_plan_json(tmp_path, capsys):
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("nodes:\n  - {cores: 8, count: 3}\n  - {cores: 4, gpus: 1}\n")
+    path = write_config(tmp_path, small_config(tmp_path))
+    assert main(["plan", path, "--json", "--cluster", str(cluster)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["cluster"] == {"cores": 28, "gpus": 1, "source": "cluster.yaml"}
+    assert report["total"]["tasks"] == 27 + 12
+    assert [s["name"] for s in report["stages"]] == ["ingest", "downsample raw"]
+    assert set(report["dollars"]) == {"aws", "gcp"}
+    assert report["figures"]["IngestJob"]["source"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.yaml"], "does not exist"),
+        (["CONFIG", "--cluster", "missing.yaml"], "cluster file"),
+        (["CONFIG", "--cluster", "BAD"], "invalid cluster file"),
+        (["CONFIG", "--workers", "0"], "at least 1"),
+    ],
+)
+def test_bad_input_exits_2(tmp_path, capsys, args, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nodes:\n  - {cores: 0}\n")
+    config = write_config(tmp_path, small_config(tmp_path))
+    args = [{"CONFIG": config, "BAD": str(bad)}.get(a, a) for a in args]
+    assert main(["plan", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_h01_sized_config_plans_by_arithmetic(tmp_path):
+    size = Vec3(400_000, 300_000, 5_000)
+    spec = LayerSpec(
+        layer_type="image",
+        dtype="uint8",
+        size=size,
+        resolution=(8, 8, 33),
+        chunk_size=Vec3(128, 128, 64),
+    )
+    write_info(f"file://{tmp_path}/h01/raw", spec.to_info())
+    stage = {"stage": "downsample", "input": "raw", "mips": 3}
+    config = parse_config({"output": f"file://{tmp_path}/h01", "stages": [stage]})
+    stages, report = estimate_config(config, workers(1000))
+    step = stages[0].steps[0]
+    assert step.totals.tasks == 391 * 293 * 79  # 1024×1024×64 tasks: 9,050,477
+    chunks = [
+        Vec3(200_000, 150_000, 5_000),
+        Vec3(100_000, 75_000, 5_000),
+        Vec3(50_000, 37_500, 5_000),
+    ]
+    assert step.totals.objects == sum(c.ceildiv(Vec3(128, 128, 64)).prod() for c in chunks)
+    assert report["total"]["core_hours"] > 0
+
+
+def test_planning_starts_no_ray(tmp_path):
+    path = write_config(tmp_path, small_config(tmp_path))
+    code = (
+        "import sys\n"
+        "from petavox.workflows.cli import main\n"
+        f"assert main(['plan', {path!r}, '--json']) == 0\n"
+        "print('RAY', 'ray' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "RAY False" in done.stdout
