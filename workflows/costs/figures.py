@@ -61,19 +61,14 @@ class Figure:
 
 
 _SHARDING = Source(
-    benchmark="benchmarks/bench_sharding.py (README.md 'Measured': 1024×1024×256 FIB-SEM, "
-    "64³ chunks, unsharded, 2 workers)",
+    benchmark="benchmarks/bench_sharding.py (README.md 'Measured' and benchmarks/README.md: "
+    "1024×1024×256 FIB-SEM, 64³ chunks, unsharded, file://, 2 workers, per core)",
     date="2026-12-05",
 )
-_DOWNSAMPLE = Source(
-    benchmark="benchmarks/bench_downsample.py (README.md 'Measured': Ray 1 CPU, 64³ chunks, "
-    "512×512×64 tasks)",
-    date="2026-11-22",
-)
 _INFER = Source(
-    benchmark="benchmarks/bench_infer.py (README.md 'Measured': infer stage, Ray 1 CPU, "
-    "0.95 MVx/s written × 1.17 voxels predicted per voxel written)",
-    date="2026-11-30",
+    benchmark="benchmarks/bench_infer.py (results/infer.json: the infer stage, Ray 1 CPU, "
+    "392×392×200, 1.66 MVx/s written × 1.56 voxels predicted per voxel written)",
+    date="2026-12-05",
 )
 _MESH = Source(
     benchmark="benchmarks/bench_mesh.py (README.md 'Measured': forge + manifests in one "
@@ -110,19 +105,38 @@ FIGURES: tuple[Figure, ...] = (
     ),
     Figure(
         job="DownsampleJob",
-        mvx_per_core_s=266.0,
+        mvx_per_core_s=486.0,
         object_store=31.8,
-        source=_DOWNSAMPLE,
+        source=_SHARDING,
         memory_factor=1.27,
-        note="S3 (bench_sharding, 2 mips): 31.8 unsharded, 77.8 sharded; calibration 116-147",
+        note="2 mips of (2, 2, 1); S3: 31.8 unsharded, 77.8 sharded; bench_downsample (1 CPU, "
+        "3 mips, 512×512×64 tasks): 266-370; the calibration run's 0.5 MVx tasks: 116-147",
+    ),
+    Figure(
+        job="DownsampleJob[mode]",
+        mvx_per_core_s=80.0,
+        source=CALIBRATION,
+        memory_factor=1.27,
+        note="labels by mode, uint32/64, compressed_segmentation: the calibration runs' 88 and "
+        "72 MVx/s (no benchmark of its own)",
+    ),
+    Figure(
+        job="IngestJob[labels]",
+        mvx_per_core_s=50.0,
+        source=CALIBRATION,
+        memory_factor=2.24,
+        note="labels encoded compressed_segmentation: the calibration runs' 67, 50, 16 MVx/s "
+        "at 0.5 MVx tasks (no benchmark of its own)",
     ),
     Figure(
         job="InferJob",
-        mvx_per_core_s=1.11,
+        mvx_per_core_s=2.60,
         gpu_mvx_per_s=40.0,
         source=_INFER,
         memory_factor=2.08,
-        note=f"per voxel predicted (patches); calibration 1.30-1.86; GPU: {GPU_ASSUMED}",
+        note="per voxel predicted (patches); README.md's run of 2026-11-30 measured 0.95 MVx/s "
+        "written (1.48 predicted) on the same machine; calibration 1.30-1.86; GPU: "
+        f"{GPU_ASSUMED}",
     ),
     Figure(
         job="MeshForgeJob",

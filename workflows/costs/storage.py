@@ -55,20 +55,17 @@ def voxel_bytes(layer: Layer) -> int:
 
 @dataclass(frozen=True, kw_only=True)
 class Traffic:
-    """Objects, requests and bytes of one part of a step (a layer read or written, or a work or
-    product folder). `exact` says the object count is arithmetic on the plan, not an estimate."""
+    """Objects, requests and bytes of one volume layer a step reads (`what` "read") or writes
+    (`what` "write": the objects of scale `key`, exact)."""
 
     url: str
-    what: str  # "read", "write" (volume data), "work" (intermediate/) or "product"
+    what: str
     objects: int = 0  # written
     gets: int = 0
     puts: int = 0
-    lists: int = 0
     bytes_read: int = 0
     bytes_written: int = 0
-    exact: bool = True
-    key: str = ""  # the scale key of a volume write
+    key: str = ""
 
     def to_dict(self) -> dict:
-        out = {k: v for k, v in self.__dict__.items() if v or k in ("url", "what", "exact")}
-        return out
+        return {k: v for k, v in self.__dict__.items() if v or k in ("url", "what")}
