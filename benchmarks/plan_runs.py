@@ -43,33 +43,35 @@ def demo_run_config(folder: Path, size: int, seed: int, workers: int) -> RunConf
     return demo_config(output, stacks, {"ray": {"workers": workers}})
 
 
-def synthetic_run_config(
-    folder: Path, shape: tuple[int, int, int], mips: int, workers: int, sharding: str | None = None
-) -> RunConfig:
-    """Ingest of an EM-like uint8 stack of `shape` (x, y, z; a .npy, z,y,x) with 64³ storage
-    chunks and the default task shape, then `mips` mips of (2, 2, 1) in place; `sharding` as
-    the ingest's (None: the default)."""
-    from petavox.workflows.config import parse_config
-
-    folder.mkdir(parents=True, exist_ok=True)
-    stack = folder / "stack.npy"
-    data = np.lib.format.open_memmap(stack, mode="w+", dtype=np.uint8, shape=shape[::-1])
+def write_stack(path: Path, shape: tuple[int, int, int]) -> Path:
+    """An EM-like uint8 stack of `shape` (x, y, z) as a .npy (z, y, x), written in slabs so the
+    whole volume need not fit in memory twice."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape[::-1])
     step = 64
-    for z0 in range(0, shape[2], step):  # in slabs: the whole volume need not fit twice
+    for z0 in range(0, shape[2], step):
         slab = common.em_like((shape[0], shape[1], min(step, shape[2] - z0)), seed=z0)
         data[z0 : z0 + slab.shape[2]] = slab.transpose(2, 1, 0)
     data.flush()
     del data
+    return path
+
+
+def synthetic_run_config(
+    output: Path, stack: Path, mips: int, workers: int, sharding: str | None = None
+) -> RunConfig:
+    """Ingest of `stack` with 64³ storage chunks and the default task shape, then `mips` mips of
+    (2, 2, 1) in place; `sharding` as the ingest's (None: the default)."""
+    from petavox.workflows.config import parse_config
+
     ingest = {"stage": "ingest", "input": str(stack), "resolution": [8, 8, 40]}
     if sharding is not None:
         ingest["sharding"] = sharding
+    downsample = {"stage": "downsample", "input": "raw", "mips": mips}
     return parse_config(
         {
-            "output": common.file_url(folder / "out"),
-            "stages": [
-                ingest,
-                {"stage": "downsample", "input": "raw", "mips": mips},
-            ],
+            "output": common.file_url(output),
+            "stages": [ingest, downsample],
             "ray": {"workers": workers},
         }
     )
