@@ -201,7 +201,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--shape", help="synthetic stack X,Y,Z (default 1024,1024,1024)")
     parser.add_argument("--no-sharded", action="store_true", help="skip the sharded synthetic")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="rounds of every run, interleaved (default 3)"
+        "--rounds",
+        "--repeats",
+        dest="rounds",
+        type=int,
+        default=3,
+        help="rounds of every run, interleaved (default 3)",
     )
     parser.add_argument("--calibrate", action="store_true", help="measure the figures instead")
     parser.add_argument("--calibration-size", type=int, default=384)

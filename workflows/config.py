@@ -88,8 +88,7 @@ class RunConfig(Strict):
     )
     prices: PriceOverrides = Field(
         default_factory=PriceOverrides,
-        description="cloud prices for `petavox plan`, overriding its dated defaults (never "
-        "hashed)",
+        description="cloud prices for `petavox plan`, overriding its dated defaults (never hashed)",
     )
 
     @field_validator("output")
@@ -155,15 +154,20 @@ def parse_config(data: Any, source: str = "<config>") -> RunConfig:
         raise ConfigError(format_validation_error(exc, source)) from None
 
 
-def load_config(path: str | Path) -> RunConfig:
+def read_yaml(path: str | Path, what: str, error: type[InputError] = ConfigError) -> Any:
+    """The content of a YAML file; `error` ("`what` PATH does not exist", "... is not valid
+    YAML") when it cannot be read."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"run config {path} does not exist")
+        raise error(f"{what} {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"run config {path} is not valid YAML: {exc}") from None
-    return parse_config(data, str(path))
+        raise error(f"{what} {path} is not valid YAML: {exc}") from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    return parse_config(read_yaml(path, "run config"), str(path))
 
 
 def dump_config(config: RunConfig) -> str:

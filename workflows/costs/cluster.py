@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
 from pydantic import Field, ValidationError
 
 from petavox.tasks.core.errors import InputError
@@ -66,13 +65,10 @@ def this_machine(ray_workers: int | None) -> Cluster:
 
 def load_cluster(path: str | Path) -> Cluster:
     """A cluster file; an `InputError` naming the file and what is wrong with it."""
+    from petavox.workflows.config import read_yaml
+
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"cluster file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(f"cluster file {path} is not valid YAML: {exc}") from None
+    data = read_yaml(path, "cluster file", InputError)
     if not isinstance(data, dict) or "source" in data:
         raise InputError(f"cluster file {path}: expected a mapping with a 'nodes:' list")
     try:

@@ -57,28 +57,18 @@ class Prices(Strict):
         return {"aws": self.aws, "gcp": self.gcp}
 
 
+#: the defaults, in the order of `ProviderPrices`' fields: cpu_spot, cpu_on_demand, gpu_spot,
+#: gpu_on_demand, put_per_1000, get_per_1000, list_per_1000, storage_gb_month
+_TABLE = {
+    "aws": (0.016, 0.048, 0.175, 0.526, 0.005, 0.0004, 0.005, 0.023),
+    "gcp": (0.0162, 0.0486, 0.18, 0.54, 0.005, 0.0004, 0.005, 0.020),
+}
 DEFAULT = Prices(
     date=DATE,
-    aws=ProviderPrices(
-        cpu_spot=0.016,
-        cpu_on_demand=0.048,
-        gpu_spot=0.175,
-        gpu_on_demand=0.526,
-        put_per_1000=0.005,
-        get_per_1000=0.0004,
-        list_per_1000=0.005,
-        storage_gb_month=0.023,
-    ),
-    gcp=ProviderPrices(
-        cpu_spot=0.0162,
-        cpu_on_demand=0.0486,
-        gpu_spot=0.18,
-        gpu_on_demand=0.54,
-        put_per_1000=0.005,
-        get_per_1000=0.0004,
-        list_per_1000=0.005,
-        storage_gb_month=0.020,
-    ),
+    **{
+        name: ProviderPrices(**dict(zip(ProviderPrices.model_fields, row)))
+        for name, row in _TABLE.items()
+    },
 )
 
 #: `ProviderPrices` with every field optional: what the config may override
