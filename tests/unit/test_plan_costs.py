@@ -294,3 +294,14 @@ def test_planning_starts_no_ray(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "RAY False" in done.stdout
+
+
+def test_infer_runs_on_the_clusters_gpus(tmp_path):
+    data = small_config(tmp_path)
+    data["stages"].append({"stage": "infer", "input": "raw", "output": "boundary"})
+    stages = plan_stages(parse_config(data))
+    gpu_cluster = Cluster(nodes=[NodeType(cores=2), NodeType(cores=4, gpus=1)])
+    on_cpus, on_gpus = (estimate_stages(stages, c)[2].totals for c in (workers(6), gpu_cluster))
+    assert on_cpus.gpu_hours == 0 and on_gpus.gpu_hours > 0
+    assert on_gpus.core_hours < on_cpus.core_hours
+    assert on_gpus.objects == on_cpus.objects == 5 * 5 * 3

@@ -130,12 +130,18 @@ def table(stages: list[StageEstimate], *, steps: bool = False) -> str:
     return "\n".join(lines)
 
 
+def money(value: float) -> str:
+    """$ to the cent, with thousands separated; under a cent, two significant digits."""
+    return f"{value:,.2f}" if value >= 0.01 or value == 0 else f"{value:.2g}"
+
+
 def dollars_table(report: dict[str, Any]) -> str:
-    lines = ["cost in US$    compute spot  compute on demand  requests  storage/month"]
+    lines = ["cost in US$    compute spot  compute on demand      requests  storage/month"]
     for name, d in report["dollars"].items():
         lines.append(
-            f"{name.upper():<14} {d['compute_spot']:>12.2f}  {d['compute_on_demand']:>17.2f}"
-            f"  {d['requests']:>8.2f}  {d['storage_per_month']:>13.2f}"
+            f"{name.upper():<14} {money(d['compute_spot']):>12}  "
+            f"{money(d['compute_on_demand']):>17}  {money(d['requests']):>12}  "
+            f"{money(d['storage_per_month']):>13}"
         )
     return "\n".join(lines)
 
