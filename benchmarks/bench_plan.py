@@ -18,11 +18,11 @@ per stage, predicted seconds (`petavox plan` with `--workers` cores) over the me
 `StageReport.seconds`, median and best of the rounds (target: within 2× either way; other work
 on a shared machine only adds time, up to 5× in one round here), and objects: exact
 predictions (volume chunks and shard files) against the files each written scale holds, and
-estimated ones (work files, meshes, skeletons, tables) against what the done-markers list.
+estimated ones (work files, meshes, skeletons, tables) against what the ledger records.
 
 `--calibrate` instead runs the demo's config on a 384×384×96 volume (seed 1) and prints, per
 kind of step, the figures `workflows/costs/figures.py` keeps: MVx/s per core of its basis
-voxels (from the done-markers' job seconds), work and product objects per task and per MVx,
+voxels (from the ledger's task seconds), work and product objects per task and per MVx,
 bytes per voxel, and a task's traced peak memory per byte it reads (one task run again here
 under tracemalloc).
 
@@ -120,7 +120,7 @@ def by_stage(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def print_stages(rows: list[dict[str, Any]]) -> None:
     print(
         f"\n  {'run / stage':<34} {'pred s':>7} {'median':>7} {'ratio':>6} {'best':>7} "
-        f"{'ratio':>6}  {'exact objs (markers/disk)':>27}  {'est. objs / written':>20}"
+        f"{'ratio':>6}  {'exact objs (ledger/disk)':>27}  {'est. objs / written':>20}"
     )
     for r in rows:
         exact = (
@@ -291,7 +291,7 @@ def report(args, shape, lines: list[dict[str, Any]], h01: dict[str, Any]) -> dic
             "",
             "1",
             exact,
-            "volume chunks and shard files: the markers' and on disk",
+            "volume chunks and shard files: the ledger's and on disk",
         ),
         common.row(
             "plan",

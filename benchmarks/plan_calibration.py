@@ -2,8 +2,8 @@
 of step, measured on the demo's config over a volume of another size and seed than the demo's.
 
 Per job class (steps of the same kind summed): MVx/s per core of its basis voxels (the
-done-markers' job seconds, which leave out the runner's own time), work files and products per
-task and per MVx with their bytes per basis voxel (from the markers' objects), and the peak
+ledger's task seconds, which leave out the runner's own time), work files and products per
+task and per MVx with their bytes per basis voxel (from the ledger's records), and the peak
 memory traced while one task runs again in this process (numpy and Python allocations; not
 what C libraries allocate on their own, nor the worker's baseline), per byte of its largest
 read box. Also the first step's seconds beyond its work: the workers' start-up.
@@ -20,7 +20,7 @@ import plan_runs
 
 
 def job_seconds(measured: dict, tasks: int, workers: int) -> float:
-    """The tasks' seconds in their jobs; for a step without markers (evaluate), its stage
+    """The tasks' seconds in their jobs; for a step without a ledger (evaluate), its stage
     seconds less the runner's per-step overhead, on as many cores as it had tasks."""
     from petavox.workflows.costs.figures import STEP_OVERHEAD_S
 

@@ -3,13 +3,12 @@ memory are compared with what `petavox plan` predicts for their configs.
 
 Two kinds of run: the demo's config (every stage; `workflows/demo.py`, its synthetic volume and
 misalignment) and a synthetic EM-like stack ingested and given a pyramid. Each step's measured
-figures come from its `StageReport` (seconds, as the run printed them) and its done-markers
+figures come from its `StageReport` (seconds, as the run printed them) and its ledger records
 (every object its tasks wrote, with sizes, and each task's seconds inside the job).
 """
 
 from __future__ import annotations
 
-import json
 import tracemalloc
 from collections import Counter
 from pathlib import Path
@@ -77,30 +76,33 @@ def synthetic_run_config(
     )
 
 
-def markers(config: RunConfig, plan: StagePlan) -> list[dict[str, Any]]:
-    """The done-markers of `plan` in a file:// run (every epoch under its identity)."""
+def ledger_records(config: RunConfig, plan: StagePlan) -> tuple[int, float, dict]:
+    """What the ledger of a file:// run holds of `plan` (every epoch under its identity): the
+    chunks it lists, their tasks' seconds, and the objects they wrote ({url: {key: size}})."""
+    from petavox.workflows.ledger import Segment
+
     root = Path(local_path(config.output) or "") / "ledger" / plan.stage / plan.identity
-    found = []
-    for path in sorted(root.rglob("*.json")):
-        if path.name != "params.json":
-            found.append(json.loads(path.read_text()))
-    return found
+    chunks, seconds, written = 0, 0.0, {}
+    for path in sorted(root.rglob("done/*.npz")):
+        segment = Segment.from_bytes(path.read_bytes())
+        chunks += len(segment.chunks)
+        seconds += float(segment.seconds.sum())
+        for i in range(len(segment.chunks)):
+            for url, key, size in segment.objects_of(i):
+                written.setdefault(url, {})[key] = size
+    return chunks, seconds, written
 
 
 def measured_step(config: RunConfig, plan: StagePlan, seconds: float) -> dict[str, Any]:
-    """What one step did: its stage seconds, its tasks' job seconds, and every object its
-    tasks wrote with its size, by URL."""
-    records = markers(config, plan)
-    written: dict[str, dict[str, int]] = {}
-    for record in records:
-        for url, objects in record.get("objects", {}).items():
-            written.setdefault(url, {}).update(objects)
+    """What one step did: its stage seconds, its tasks' seconds in their jobs, and every object
+    its tasks wrote with its size, by URL."""
+    chunks, job_seconds, written = ledger_records(config, plan)
     return {
         "label": plan.label,
         "job": type(plan.job).__name__,
-        "tasks": len(records),
+        "tasks": chunks,
         "seconds": seconds,
-        "job_seconds": sum(r.get("seconds", 0.0) for r in records),
+        "job_seconds": job_seconds,
         "written": written,
     }
 
@@ -151,7 +153,7 @@ def estimates_of(stages, workers: int):
 
 
 def split_objects(step, measured: dict[str, Any]) -> dict[str, int]:
-    """The objects a step's tasks wrote (its markers) and their bytes: volume data of the
+    """The objects a step's tasks wrote (its ledger records) and their bytes: volume data of the
     scales it writes (by URL and scale key), work files (intermediate/) and products."""
     volume = {(t.url, t.key) for t in step.shape.traffic if t.what == "write"}
     out = Counter()

@@ -127,7 +127,7 @@ def test_estimates_of_a_small_config(tmp_path):
     assert ingest.totals.tasks == 3 * 3 * 3
     assert ingest.totals.objects == 5 * 5 * 3  # 32×32×8 chunks of 130×150×24
     assert ingest.totals.bytes_written == 130 * 150 * 24
-    assert ingest.totals.puts == 75 + 27 + 1  # chunks, done-markers, the info
+    assert ingest.totals.puts == 75 + 1 + 1 + 1  # chunks, the info, a ledger segment, its params
     assert downsample.totals.objects == 3 * 3 * 3 + 2 * 2 * 3  # mips 1 and 2
     figure = figures.FIGURES_BY_JOB["IngestJob"]
     core = 27 * figures.TASK_OVERHEAD_S + 130 * 150 * 24 / 1e6 / figure.mvx_per_core_s

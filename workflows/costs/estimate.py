@@ -17,6 +17,7 @@ from petavox.tasks.core.storage import local_path
 from petavox.workflows.costs import figures as fig
 from petavox.workflows.costs.cluster import Cluster
 from petavox.workflows.costs.steps import Context, StepShape, step_shape
+from petavox.workflows.ledger import FLUSH_SECONDS, SEGMENT_CHUNKS, SEGMENT_OBJECTS
 from petavox.workflows.plan import StagePlan, StageSteps
 
 
@@ -136,6 +137,17 @@ def data_dependent(shape: StepShape, figure: fig.Figure, totals: Totals) -> None
     totals.lists += round(figure.lists_per_task * shape.tasks)
 
 
+def ledger_puts(plan: StagePlan, objects: int, seconds: float) -> int:
+    """The step's ledger writes: each segment (`SEGMENT_CHUNKS` finished chunks, or
+    `SEGMENT_OBJECTS` objects, whichever fills first) once it is full or the step ends, the open
+    one again every `FLUSH_SECONDS` while the step runs; its params; its global step's marker."""
+    if not plan.use_ledger:
+        return 0
+    tasks = len(plan.grid)
+    segments = max(1, -(-tasks // SEGMENT_CHUNKS), -(-objects // SEGMENT_OBJECTS))
+    return segments + int(seconds // FLUSH_SECONDS) + 1 + (plan.global_step is not None)
+
+
 def memory(shape: StepShape, figure: fig.Figure | None) -> int:
     if figure is None:
         return 0
@@ -158,10 +170,11 @@ def estimate_step(
         data_dependent(shape, figure, totals)
     totals.gets += carried.objects_estimated
     totals.bytes_read += carried.bytes_written
-    # a done-marker per task, the infos written before and after, the ledger listed once
-    totals.puts += shape.tasks + len(plan.layer_infos) + len(plan.final_infos)
-    totals.lists += 1
     core, gpu, wall = compute(shape, figure, plan, cluster)
+    # the infos written before and after, the ledger's writes; the ledger listed once
+    totals.puts += len(plan.layer_infos) + len(plan.final_infos)
+    totals.puts += ledger_puts(plan, totals.objects + totals.objects_estimated, wall)
+    totals.lists += 1
     totals.core_hours, totals.gpu_hours, totals.seconds = core / 3600, gpu / 3600, wall
     totals.peak_memory = memory(shape, figure)
     return StepEstimate(

@@ -6,7 +6,7 @@ files and data-dependent products (mesh fragments, skeletons, tables) its tasks 
 or per voxel. Figures measured by a benchmark of their own (README.md "Measured") are used as
 published; the rest come from `benchmarks/bench_plan.py --calibrate`: the demo's config on a
 384×384×96 synthetic volume (seed 1; the demo itself, 256 and seed 0, is what they are checked
-against), every step's job seconds and objects read from its done-markers, and one task of each
+against), every step's job seconds and objects read from its ledger records, and one task of each
 step run again under tracemalloc. Object and memory densities always come from that run.
 """
 

@@ -167,7 +167,7 @@ def print_plan(report: dict[str, Any], stages: list[StageEstimate], steps: bool)
     print(table(stages, steps=steps))
     print(
         "objects: exact (volume chunks and shard files) +~ estimated (work files, meshes, "
-        "skeletons, tables); PUTs include a done-marker per task"
+        "skeletons, tables); PUTs include the ledger's segments"
     )
     print(dollars_table(report))
     print(sources(report))
