@@ -1,7 +1,10 @@
 """Cloud prices the plan's dollars come from: dated defaults a run config may override.
 
-The defaults are list prices recorded on `DATE` for the instance types the Terraform in
-`infra/` starts (us-east-1 and us-central1), from these pages:
+The defaults, dated `DATE`, are the published list prices of these pages for the instance
+types the Terraform in `infra/` starts (us-east-1 and us-central1). The request and storage
+prices were checked against copies of the S3 and Cloud Storage pages on that date; the
+instance prices are the long-standing list prices, not re-read online when they were written
+down: look them up (and the day's spot prices) before relying on a figure, and override.
 
 - compute, on demand: aws.amazon.com/ec2/pricing/on-demand/ (m6i.2xlarge $0.384/h for 8 vCPUs,
   the CPU pool; g4dn.xlarge $0.526/h, one T4, the GPU pool) and
