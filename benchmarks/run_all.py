@@ -30,6 +30,7 @@ BENCHMARKS = {
     "synapse-detection": "bench_synapse_detection.py",
     "ledger": "bench_ledger.py",
     "retry": "bench_retry.py",
+    "plan": "bench_plan.py",
 }
 
 

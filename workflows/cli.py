@@ -21,6 +21,7 @@ from petavox.workflows.config import (
     format_validation_error,
     load_config,
 )
+from petavox.workflows.costs.command import add_plan_parser
 from petavox.workflows.failures import ChunksFailedError, RunIncompleteError
 from petavox.workflows.interrupts import terminate_as_interrupt
 from petavox.workflows.runner import ChunkFailedError, StageReport
@@ -259,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_demo_and_view(sub)
     add_run_and_status(sub)
+    add_plan_parser(sub)
     add_train_parser(sub)
     add_stage_commands(sub)
     return parser

@@ -1,7 +1,8 @@
 """The run config: one YAML file, validated by pydantic before anything is dispatched or written.
 
 A config has three parts. `output` and `stages` are the *spec*: what to compute, hashed into each
-task's identity. `ray` and `storage` are runtime *context*: where and how to run, never hashed.
+task's identity. `ray` and `storage` are runtime *context*: where and how to run, never hashed;
+so are `overwrite` and `prices` (what `petavox plan` prices a run at).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.storage import StorageContext, normalize_url
+from petavox.workflows.costs.prices import PriceOverrides
 from petavox.workflows.params import Strict
 from petavox.workflows.stages import STAGE_NAMES, STAGES, stage_named
 
@@ -84,6 +86,10 @@ class RunConfig(Strict):
         description="let a stage replace a product made by another stage or from other "
         "inputs (never hashed)",
     )
+    prices: PriceOverrides = Field(
+        default_factory=PriceOverrides,
+        description="cloud prices for `petavox plan`, overriding its dated defaults (never hashed)",
+    )
 
     @field_validator("output")
     @classmethod
@@ -148,15 +154,20 @@ def parse_config(data: Any, source: str = "<config>") -> RunConfig:
         raise ConfigError(format_validation_error(exc, source)) from None
 
 
-def load_config(path: str | Path) -> RunConfig:
+def read_yaml(path: str | Path, what: str, error: type[InputError] = ConfigError) -> Any:
+    """The content of a YAML file; `error` ("`what` PATH does not exist", "... is not valid
+    YAML") when it cannot be read."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"run config {path} does not exist")
+        raise error(f"{what} {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"run config {path} is not valid YAML: {exc}") from None
-    return parse_config(data, str(path))
+        raise error(f"{what} {path} is not valid YAML: {exc}") from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    return parse_config(read_yaml(path, "run config"), str(path))
 
 
 def dump_config(config: RunConfig) -> str:

@@ -35,7 +35,7 @@ def test_a_valid_config_parses_with_defaults():
         ({**GOOD, "ray": {"wrokers": 2}}, "ray.wrokers: unknown key; allowed keys: address"),
         (
             {**GOOD, "extra": 1},
-            "extra: unknown key; allowed keys: output, overwrite, ray, stages, storage",
+            "extra: unknown key; allowed keys: output, overwrite, prices, ray, stages, storage",
         ),
         (with_stage(resolution=[8, 8, 0]), "stages[0].resolution[2]: Input should be greater"),
         (with_stage(axes="xxz"), "stages[0].axes: Value error, 'xxz' is not an order"),
