@@ -43,8 +43,13 @@ def add_model_options(
     model: type[BaseModel],
     positionals: frozenset[str] = frozenset(),
 ) -> None:
-    """One option per field but the `positionals`; values stay strings, the model validates."""
-    for name, field in model.model_fields.items():
+    """One option per field but the `positionals`, the stage's own first and those every stage
+    has (`StageParams`: failure budget, timeout) last; values stay strings, the model validates."""
+    from petavox.workflows.params import StageParams
+
+    shared = set(StageParams.model_fields)
+    fields = sorted(model.model_fields.items(), key=lambda item: item[0] in shared)
+    for name, field in fields:
         if name in SKIPPED_FIELDS or name in positionals:
             continue
         ann = _unwrap_optional(field.annotation)
