@@ -10,7 +10,8 @@ itself would take minutes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,13 +19,6 @@ import numpy as np
 from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
 
 Intervals = np.ndarray  # (n, 2) int64: [start, stop) of each task along one axis
-
-
-def _prod(values: Sequence[int]) -> int:
-    out = 1
-    for v in values:
-        out *= int(v)
-    return out
 
 
 @dataclass(frozen=True)
@@ -53,7 +47,7 @@ class BoxSet:
 
     @property
     def tasks(self) -> int:
-        return _prod(len(a) for a in self.axes)
+        return math.prod(len(a) for a in self.axes)
 
     def grow(self, low: Vec3, high: Vec3, bounds: Box) -> BoxSet:
         """Each box grown by `low` below and `high` above on each axis, clipped to `bounds`."""
@@ -79,16 +73,16 @@ class BoxSet:
     # ---- sums over the tasks ------------------------------------------------------------------
     def voxels(self) -> int:
         """Voxels of all boxes together (a voxel in two boxes counts twice)."""
-        return _prod(int((iv[:, 1] - iv[:, 0]).sum()) for iv in self.axes)
+        return math.prod(int((iv[:, 1] - iv[:, 0]).sum()) for iv in self.axes)
 
     def largest(self) -> int:
         """Voxels of the largest box."""
-        return _prod(int((iv[:, 1] - iv[:, 0]).max(initial=0)) for iv in self.axes)
+        return math.prod(int((iv[:, 1] - iv[:, 0]).max(initial=0)) for iv in self.axes)
 
     def cells(self, cell: Vec3, bounds: Box) -> int:
         """Cells of a grid of `cell` aligned to `bounds.start` (storage chunks, shards) touched,
         summed over the boxes: `Box.cells` of every box, counted."""
-        return _prod(int(self._cell_range(a, cell, bounds).sum()) for a in range(3))
+        return math.prod(int(self._cell_range(a, cell, bounds).sum()) for a in range(3))
 
     def cell_voxels(self, cell: Vec3, bounds: Box) -> int:
         """Voxels of the cells touched (each clipped to `bounds`), summed over the boxes: what
@@ -99,7 +93,7 @@ class BoxSet:
             lo = origin + ((iv[:, 0] - origin) // c) * c
             hi = np.minimum(origin - (-(iv[:, 1] - origin) // c) * c, bounds.stop[a])
             total.append(int(np.where(iv[:, 1] > iv[:, 0], hi - lo, 0).sum()))
-        return _prod(total)
+        return math.prod(total)
 
     def _cell_range(self, a: int, cell: Vec3, bounds: Box) -> np.ndarray:
         iv, origin, c = self.axes[a], bounds.start[a], cell[a]
@@ -134,4 +128,4 @@ def patch_reads(writes: BoxSet, bounds: Box, patch: Vec3, overlap: Vec3) -> tupl
         )
         axes.append(read)
         predicted.append(int(count.sum()) * p)
-    return BoxSet(tuple(axes)), _prod(predicted)  # type: ignore[arg-type]
+    return BoxSet(tuple(axes)), math.prod(predicted)  # type: ignore[arg-type]
