@@ -55,9 +55,7 @@ def step_records(ledger: Ledger, stage: str, key: str, grid: tuple[int, ...]) ->
     """Each finished position's last record, ``{"objects": {url: {key: size}}}``, and its
     result under ``"result"`` if the task returned a dict."""
     records: dict[int, dict] = {}
-    for segment in ledger.segments(stage, key):
-        if segment.grid != tuple(grid):
-            continue
+    for segment in ledger.segments(stage, key, grid):
         for i, position in enumerate(segment.chunks.tolist()):
             written: dict[str, dict[str, int]] = {}
             for url, name, size in segment.objects_of(i):

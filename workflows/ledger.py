@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -125,7 +126,7 @@ class SegmentWriter:
         retry: Callable[[Callable[[], None]], None] = lambda put: put(),
     ) -> None:
         self.ledger, self.stage, self.ident, self.retry = ledger, stage, ident, retry
-        self.grid = (int(grid[0]), int(grid[1]), int(grid[2]))
+        self.grid = grid_shape(grid)
         self.flush_seconds = flush_seconds
         self._token = f"{time.time_ns():020d}-{secrets.token_hex(3)}"
         self._opened = 0
@@ -206,35 +207,40 @@ class Ledger:
             k for k in objects.list_keys(self.url, prefix, self.context) if k.endswith(".npz")
         )
 
-    def segments(self, stage: str, ident: str, newest_first: bool = False) -> Iterator[Segment]:
-        """The step's segments one at a time (an unreadable one is skipped: its chunks rerun)."""
+    def segments(
+        self,
+        stage: str,
+        ident: str,
+        grid: tuple[int, int, int] | None = None,
+        newest_first: bool = False,
+    ) -> Iterator[Segment]:
+        """The step's segments one at a time (an unreadable one is skipped: its chunks rerun);
+        with `grid`, only those of a grid of that shape (another's positions name other
+        chunks)."""
+        shape = None if grid is None else grid_shape(grid)
         keys = self.segment_keys(stage, ident)
         for key in reversed(keys) if newest_first else keys:
             data = objects.get(self.url, key, self.context)
             if data:
                 try:
-                    yield Segment.from_bytes(data)
+                    segment = Segment.from_bytes(data)
                 except (ValueError, KeyError, OSError, EOFError):
                     continue
+                if shape is None or segment.grid == shape:
+                    yield segment
 
     def finished(self, stage: str, ident: str, grid: tuple[int, int, int]) -> Finished:
         """Which positions of a grid of shape `grid` the ledger lists as finished."""
-        grid = (int(grid[0]), int(grid[1]), int(grid[2]))
-        total = grid[0] * grid[1] * grid[2]
+        total = math.prod(grid_shape(grid))
         mask = np.zeros(total, bool)
-        for segment in self.segments(stage, ident):
-            if segment.grid == grid:  # another grid: another step's positions
-                positions = segment.chunks[(segment.chunks >= 0) & (segment.chunks < total)]
-                mask[positions] = True
+        for segment in self.segments(stage, ident, grid):
+            mask[segment.chunks[(segment.chunks >= 0) & (segment.chunks < total)]] = True
         marker = objects.get(self.url, self.prefix(stage, ident) + GLOBAL_MARKER, self.context)
         return Finished(mask=mask, global_done=marker is not None)
 
     def global_record(self, stage: str, ident: str) -> dict | None:
         data = objects.get(self.url, self.prefix(stage, ident) + GLOBAL_MARKER, self.context)
-        try:
-            return json.loads(data) if data else None
-        except ValueError:
-            return None
+        return _json_or_none(data)
 
     def mark_global(self, stage: str, ident: str, record: dict[str, Any]) -> None:
         record = {"finished": time.time(), **record}
@@ -250,13 +256,10 @@ class Ledger:
         """The failure records of the step, oldest first (a chunk that succeeded since is still
         listed: compare with `finished`)."""
         prefix = self.prefix(stage, ident) + FAILED_FOLDER
-        found = []
-        for key in objects.list_keys(self.url, prefix, self.context):
-            data = objects.get(self.url, key, self.context)
-            try:
-                found.append(json.loads(data) if data else None)
-            except ValueError:
-                continue
+        keys = objects.list_keys(self.url, prefix, self.context)
+        found = [
+            _json_or_none(data) for data in objects.get_many(self.url, keys, self.context).values()
+        ]
         return sorted((f for f in found if f), key=lambda f: f.get("when", 0))
 
     def writer(
@@ -270,6 +273,19 @@ class Ledger:
         """The driver's segment writer for a step; `retry` wraps each write (the driver's
         retries on transient storage errors)."""
         return SegmentWriter(self, stage, ident, grid, flush_seconds, retry)
+
+
+def grid_shape(grid: tuple[int, ...]) -> tuple[int, int, int]:
+    """A grid's shape as plain ints (a `Vec3`, a tuple of numpy ints), as segments keep it."""
+    return (int(grid[0]), int(grid[1]), int(grid[2]))
+
+
+def _json_or_none(data: bytes | None) -> Any:
+    """A record's JSON, or None when it is gone or unreadable."""
+    try:
+        return json.loads(data) if data else None
+    except ValueError:
+        return None
 
 
 def written_objects(written: Mapping[tuple[str, str], int]) -> dict[str, dict[str, int]]:

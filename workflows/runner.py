@@ -206,31 +206,30 @@ def execute(
     chunks and global step whose recorded objects are not all there, whole (they run again).
     """
     started = time.perf_counter()
-    use_ledger = plan.use_ledger and ledger is not None
+    marks = ledger if plan.use_ledger else None  # where the step's records go, if anywhere
     key = ledger_key(plan, epoch)
     # the driver's own reads and writes, retried as a task's
     driver_io = partial(call_with_retries, attempts=session.config.storage_retries)
-    grid = tuple(plan.grid.grid_shape)
     total = len(plan.grid)
-    trusted = driver_io(lambda: standing(plan, ledger if use_ledger else None, key, distrust))
-    mask, global_done = trusted.mask, trusted.global_done
+    trusted = driver_io(lambda: standing(plan, marks, key, distrust))
     done = trusted.count
     if done < total:
         writer = None
-        if use_ledger:
+        if marks is not None:
             params = {**plan.spec, "inputs": list(plan.inputs), "lineage": plan.lineage}
-            driver_io(lambda: ledger.record_params(plan.stage, key, params))  # type: ignore[union-attr]
+            driver_io(lambda: marks.record_params(plan.stage, key, params))
             flush = session.config.ledger_flush_seconds
-            writer = ledger.writer(plan.stage, key, grid, flush, retry=driver_io)  # type: ignore[union-attr]
-        budget = FailureBudget.of(plan, ledger if use_ledger else None, key, retry=driver_io)
-        _dispatch(plan, _todo(mask), total, done, writer, budget, session, progress, still_owner)
-    if plan.global_step is not None and not global_done:
+            writer = marks.writer(plan.stage, key, plan.grid.grid_shape, flush, retry=driver_io)
+        budget = FailureBudget.of(plan, marks, key, retry=driver_io)
+        todo = _todo(trusted.mask)
+        _dispatch(plan, todo, total, done, writer, budget, session, progress, still_owner)
+    if plan.global_step is not None and not trusted.global_done:
         still_owner()
         with objects.recording_writes() as written:
             plan.global_step()
-        if use_ledger:
+        if marks is not None:
             record = {"stage": plan.stage, "objects": written_objects(written)}
-            driver_io(lambda: ledger.mark_global(plan.stage, key, record))  # type: ignore[union-attr]
+            driver_io(lambda: marks.mark_global(plan.stage, key, record))
     return StageReport(
         label=plan.label,
         total=total,
@@ -251,7 +250,7 @@ def standing(
     total = len(plan.grid)
     if ledger is None:
         return Finished(mask=np.zeros(total, bool), global_done=False)
-    finished = ledger.finished(plan.stage, key, tuple(plan.grid.grid_shape))
+    finished = ledger.finished(plan.stage, key, plan.grid.grid_shape)
     if distrust is None or not (finished.count or finished.global_done):
         return finished
     bad = distrust(plan, key, finished)

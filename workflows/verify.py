@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from petavox.tasks.core import objects
+from petavox.tasks.core.storage import join_url
 from petavox.workflows.ledger import Finished, Ledger
 from petavox.workflows.plan import Output, StagePlan, StageSteps
 
@@ -31,7 +32,7 @@ def recorded_objects(record: dict) -> Iterator[tuple[str, str, str, int]]:
     """(layer URL, key, full path, stored size) of each object a record lists."""
     for url, sizes in record["objects"].items():
         for name, size in sizes.items():
-            yield url, name, f"{url.rstrip('/')}/{name}", size
+            yield url, name, join_url(url, name), size
 
 
 @dataclass
@@ -67,7 +68,7 @@ def _problem(listings: _Listings, url: str, name: str, size: int) -> str:
     if found == size:
         return ""
     what = "is missing" if found is None else f"has {found} bytes, {size} written"
-    return f"{url.rstrip('/')}/{name} {what}"
+    return f"{join_url(url, name)} {what}"
 
 
 def chunks_with_bad_objects(
@@ -91,17 +92,13 @@ def chunks_with_bad_objects(
             if problem:
                 bad.global_bad, bad.example = True, bad.example or problem
     seen = np.zeros(len(finished.mask), bool)
-    grid = tuple(plan.grid.grid_shape)
-    for segment in ledger.segments(plan.stage, key, newest_first=True):
-        if segment.grid != grid:
-            continue
+    for segment in ledger.segments(plan.stage, key, plan.grid.grid_shape, newest_first=True):
         for i, position in enumerate(segment.chunks.tolist()):
             if seen[position] or not finished.mask[position]:
                 continue
             seen[position] = True
             for url, name, size in segment.objects_of(i):
-                path = f"{url.rstrip('/')}/{name}"
-                if not path.startswith(roots) or (url, name) in rewritten:
+                if not join_url(url, name).startswith(roots) or (url, name) in rewritten:
                     continue
                 problem = _problem(listings, url, name, size)
                 if problem:
