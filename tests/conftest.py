@@ -60,6 +60,17 @@ def gala_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def neuroproof_stack():
+    """The real, registered FIB-SEM stack of ../shared/data/neuroproof_sample1 (x, y, z)."""
+    import numpy as np
+
+    path = SHARED_DATA / "neuroproof_sample1" / "raw.npz"
+    if not path.exists():
+        pytest.skip("real EM data (../shared/data/neuroproof_sample1) is not present here")
+    return np.ascontiguousarray(np.load(path)["raw"].transpose(2, 1, 0))
+
+
 # ---- storage servers on 127.0.0.1, started once per session, only when a test asks -----------
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:

@@ -263,6 +263,8 @@ def stage_status(steps: StageSteps, ledger: Ledger) -> list[StageStatus]:
         failures = [f for f in ledger.failures(plan.stage, key) if not finished.mask[f["position"]]]
         if failures:
             notes.append(f"{len(failures)} chunk(s) failed, e.g. {failures[-1]['error']}")
+        if plan.report and finished.count == total:
+            notes.append(f"report: {plan.report}")
         note = "; ".join(notes)
         rows.append(
             StageStatus(label=plan.label, done=finished.count - lost.count, total=total, note=note)

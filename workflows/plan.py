@@ -92,6 +92,7 @@ class StagePlan:
     lineage: str = ""
     max_failures: float = 0  # the stage's failure budget (`params.FailureBudget`); not hashed
     task_timeout: float | None = None  # seconds a task may run; not hashed
+    report: str | None = None  # URL of a file the step writes for people (`status` shows it)
 
     @cached_property
     def identity(self) -> str:

@@ -12,16 +12,20 @@ from functools import lru_cache
 
 import numpy as np
 
+from petavox.tasks.align.drift import keep_content_motion, resolve_window
 from petavox.tasks.align.flow import FlowParams, PairFlow, estimate_pair
+from petavox.tasks.align.quality import alignment_report
 from petavox.tasks.align.render import SectionTransforms, box_fields, source_box, warp_box
-from petavox.tasks.align.solve import Pair, SolveParams, solve_sections
+from petavox.tasks.align.report_plot import report_png
+from petavox.tasks.align.solve import Pair, SolveParams, solve_motion
 from petavox.tasks.core.geometry import Box, Chunk, ChunkGrid
 from petavox.tasks.core.layers import Layer
-from petavox.tasks.core.objects import get_arrays, list_keys, put_arrays
+from petavox.tasks.core.objects import get_arrays, list_keys, put, put_arrays, put_json
 from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.core.values import check_values
 
 TRANSFORMS = "transforms.npz"
+REPORT_JSON, REPORT_PNG = "alignment/report.json", "alignment/report.png"
 
 
 def flow_key(z: int, back: int, tile: str) -> str:
@@ -94,20 +98,31 @@ def load_pairs(work_url: str, first: int, context: StorageContext) -> list[Pair]
 
 @dataclass(frozen=True, kw_only=True)
 class SolveJob:
-    """The global step: all flows → one transform per section (one chunk, one task)."""
+    """The global step: all flows → one transform per section (one chunk, one task), and the
+    quality report (`quality`) under `report_url` (the aligned layer's folder)."""
 
     volume: Box
     params: SolveParams
     work_url: str
     context: StorageContext
+    report_url: str | None = None
 
     def run(self, chunk: Chunk) -> dict:
         first, sections = self.volume.start[2], self.volume.shape[2]
         pairs = load_pairs(self.work_url, first, self.context)
         xy = self.volume.start[:2], self.volume.stop[:2]
-        transforms = SectionTransforms(first, *solve_sections(pairs, sections, *xy, self.params))
+        affines, nodes, mesh = solve_motion(pairs, sections, *xy, self.params)
+        solved = SectionTransforms(first, affines, nodes, mesh)
+        window = resolve_window(affines.matrices[:, :, 2], self.params.drift_window)
+        transforms = SectionTransforms(first, *keep_content_motion(affines, nodes, window), mesh)
         put_arrays(self.work_url, TRANSFORMS, transforms.to_arrays(), self.context)
-        return {"sections": sections, "pairs": len(pairs)}
+        report = alignment_report(pairs, solved, transforms, self.volume, self.params, window)
+        if self.report_url is not None:
+            put_json(self.report_url, REPORT_JSON, report, self.context)
+            title = f"{self.report_url}: {sections} sections"
+            png = report_png(report["per_section"], title)
+            put(self.report_url, REPORT_PNG, png, self.context)
+        return {"sections": sections, "pairs": len(pairs), "summary": report["summary"]}
 
 
 def read_transforms(work_url: str, context: StorageContext) -> SectionTransforms:

@@ -29,6 +29,7 @@ from scipy import sparse
 from scipy.sparse.linalg import spsolve
 
 from petavox.tasks.align.displacement import MeshGrid, SectionAffines
+from petavox.tasks.align.drift import keep_content_motion, resolve_window
 from petavox.tasks.align.flow import PairFlow
 
 
@@ -41,6 +42,7 @@ class SolveParams:
     robust: float = 2.0  # Huber scale (pixels)
     min_confidence: float = 0.2  # patches below this are ignored
     rounds: int = 3  # reweighting rounds
+    drift_window: float | str | None = "auto"  # sections of content motion kept (`drift`)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -297,15 +299,15 @@ def _solve_elastic(
     )
 
 
-def solve_sections(
+def solve_motion(
     pairs: list[Pair],
     sections: int,
     start: tuple[int, int],
     stop: tuple[int, int],
     params: SolveParams,
 ) -> tuple[SectionAffines, np.ndarray, MeshGrid]:
-    """All three steps for sections spanning [start, stop) in x, y: (affines, nodes, mesh), the
-    parts of a `SectionTransforms`.
+    """All three steps for sections spanning [start, stop) in x, y: (affines, nodes, mesh), every
+    motion between the sections (the content's own included; see `solve_sections`).
     The mesh reaches two node spacings beyond the sections, where rendering samples."""
     translations = solve_translations(pairs, sections, params)
     centre = ((start[0] + stop[0]) / 2, (start[1] + stop[1]) / 2)
@@ -321,3 +323,17 @@ def solve_sections(
     )
     affines, nodes = solve_mesh(pairs, sections, mesh, affines, params)
     return affines, nodes, mesh
+
+
+def solve_sections(
+    pairs: list[Pair],
+    sections: int,
+    start: tuple[int, int],
+    stop: tuple[int, int],
+    params: SolveParams,
+) -> tuple[SectionAffines, np.ndarray, MeshGrid]:
+    """`solve_motion`, less the content's smooth motion over `params.drift_window` (`drift`):
+    the parts of the `SectionTransforms` that render the aligned stack."""
+    affines, nodes, mesh = solve_motion(pairs, sections, start, stop, params)
+    window = resolve_window(affines.matrices[:, :, 2], params.drift_window)
+    return (*keep_content_motion(affines, nodes, window), mesh)

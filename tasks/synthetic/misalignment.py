@@ -92,12 +92,10 @@ def apply(aligned: np.ndarray, misalignment: Misalignment, labels: bool = False)
 
 def residuals(found, misalignment: Misalignment, points: np.ndarray) -> np.ndarray:
     """Per-section RMS distance (pixels) between found and true alignment fields at `points`,
-    after removing one global 3-D affine transform (x', y' affine in x, y and z).
-
-    The position and orientation of the whole block are not observable from its sections, so
-    alignment is only defined up to such a transform. `found` is a `SectionTransforms`
-    whose sections start at 0.
-    """
+    less only their median difference over the whole stack (where the block sits is not
+    observable). Nothing else is removed: a found field that bends or shears the stack where
+    the truth does not counts in full. `found` is a `SectionTransforms` whose sections start
+    at 0."""
     sections = len(misalignment.shifts)
     diff = np.stack(
         [
@@ -105,10 +103,19 @@ def residuals(found, misalignment: Misalignment, points: np.ndarray) -> np.ndarr
             for z in range(sections)
         ]
     )
-    z = np.repeat(np.arange(sections, dtype=np.float64), len(points))
-    xy = np.tile(points, (sections, 1))
-    design = np.column_stack([np.ones_like(z), xy, z])
-    flat = diff.reshape(-1, 2)
-    coef, *_ = np.linalg.lstsq(design, flat, rcond=None)
-    left = (flat - design @ coef).reshape(diff.shape)
-    return np.sqrt((left**2).sum(axis=-1).mean(axis=-1))
+    diff -= np.median(diff.reshape(-1, 2), axis=0)
+    return np.sqrt((diff**2).sum(axis=-1).mean(axis=-1))
+
+
+def straight_line_part(misalignment: Misalignment) -> float:
+    """RMS (pixels, less the median) of the straight line in z through the known shifts: the
+    part of them that no aligner keeping the content's steady motion through z can tell from
+    it (a steady motion of the content and a steady trend of the shifts give the same images).
+    For n independent shifts of standard deviation σ per axis it is about σ/√n per axis."""
+    shifts = misalignment.shifts
+    z = np.arange(len(shifts), dtype=np.float64)
+    design = np.column_stack([np.ones_like(z), z])
+    coef, *_ = np.linalg.lstsq(design, shifts, rcond=None)
+    line = design @ coef
+    line -= np.median(line, axis=0)
+    return float(np.sqrt((line**2).sum(axis=1).mean()))

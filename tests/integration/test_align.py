@@ -14,7 +14,12 @@ from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.objects import get_arrays
 from petavox.tasks.synthetic.generator import SyntheticParams, generate
-from petavox.tasks.synthetic.misalignment import apply, random_misalignment, residuals
+from petavox.tasks.synthetic.misalignment import (
+    apply,
+    random_misalignment,
+    residuals,
+    straight_line_part,
+)
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import plan_run, run
 
@@ -47,41 +52,39 @@ def inner_points(size: int, margin: int = 40, step: int = 16) -> np.ndarray:
 
 @pytest.mark.parametrize(
     ("warp", "rotation", "tile", "limit"),
-    [(0.0, 0.0, None, 0.5), (5.0, 0.0, None, 1.0), (5.0, 3.0, [96, 96], 1.0)],
+    [(0.0, 0.0, None, 0.2), (5.0, 0.0, None, 0.8), (5.0, 3.0, [96, 96], 0.8)],
 )
 def test_known_translations_and_warps_are_undone(
     tmp_path, ray_session, warp, rotation, tile, limit
 ):
     """Shifts up to ±30 px (and smooth warps up to 5 px, and rotations up to 3° estimated in
-    xy tiles): RMS residual ≤ 0.5 px (≤ 1.0 px)."""
-    aligned = generate(SyntheticParams(shape=(192, 192, 24), seed=4)).raw
+    xy tiles) of a stack whose content does not move, every motion undone (`drift_window`
+    None): plain RMS residual ≤ 0.2 px (≤ 0.8 px)."""
+    aligned = motionless_stack(192, 24, seed=4)
     known = random_misalignment(
         24, max_shift=30, warp=warp, rotation=rotation, centre=(96.0, 96.0), seed=1
     )
     raw = apply(aligned, known)
-    run(
-        align_config(tmp_path, raw, chunk_shape=[128, 128, 16], tile=tile),
-        session=ray_session,
-        progress=False,
-    )
+    config = align_config(tmp_path, raw, chunk_shape=[128, 128, 16], tile=tile, drift_window=None)
+    run(config, session=ray_session, progress=False)
     per_section = residuals(solved(tmp_path), known, inner_points(192))
     assert np.sqrt((per_section**2).mean()) <= limit
     out = Layer.open(f"file://{tmp_path}/aligned")
     result = out.read(out.bounds(0))
     assert out.num_mips == 3  # with its pyramid
+    assert neighbour_correlation(raw) < 0.5 < 0.9 < neighbour_correlation(result)
 
-    def neighbour_correlation(volume: np.ndarray) -> float:
-        inner = volume[40:-40, 40:-40].astype(np.float64)
-        return float(
-            np.mean(
-                [
-                    np.corrcoef(inner[..., z - 1].ravel(), inner[..., z].ravel())[0, 1]
-                    for z in range(1, volume.shape[2])
-                ]
-            )
+
+def neighbour_correlation(volume: np.ndarray) -> float:
+    inner = volume[40:-40, 40:-40].astype(np.float64)
+    return float(
+        np.mean(
+            [
+                np.corrcoef(inner[..., z - 1].ravel(), inner[..., z].ravel())[0, 1]
+                for z in range(1, volume.shape[2])
+            ]
         )
-
-    assert neighbour_correlation(raw) < 0.2 < 0.6 < neighbour_correlation(result)
+    )
 
 
 def test_rendering_does_not_depend_on_the_chunking(tmp_path, ray_session):
@@ -114,25 +117,38 @@ def motionless_stack(size: int, sections: int, seed: int) -> np.ndarray:
     return np.clip(np.rint(stack), 1, 255).astype(np.uint8)
 
 
-def test_no_drift_over_200_sections(tmp_path, ray_session):
+@pytest.mark.parametrize("window", [None, "auto"])
+def test_no_drift_over_200_sections(tmp_path, ray_session, window):
+    """Every motion undone: the aligner's own errors do not pile up into a drift. Content
+    motion kept (the default): the straight line through the random shifts is taken for the
+    content's (`straight_line_part`, 1.06 px here), and nothing more piles up."""
     known = random_misalignment(200, max_shift=30, seed=3)
     raw = apply(motionless_stack(160, 200, seed=6), known)
-    run(align_config(tmp_path, raw, mips=0), session=ray_session, progress=False)
+    run(
+        align_config(tmp_path, raw, mips=0, drift_window=window),
+        session=ray_session,
+        progress=False,
+    )
     per_section = residuals(solved(tmp_path), known, inner_points(160, margin=40))
-    assert per_section[-1] <= 2.0
-    assert np.sqrt((per_section**2).mean()) <= 1.0
+    rms = np.sqrt((per_section**2).mean())
+    if window is None:
+        assert per_section[-1] <= 2.0
+        assert rms <= 1.0
+    else:
+        assert rms <= straight_line_part(known) + 0.5
 
 
 def test_real_sections_warped_by_known_transforms_are_restored(tmp_path, ray_session, gala_dir):
     """gala's aligned FIB-SEM crop (200×100 px sections), shifted ±15 px (the sections are only
-    100 px high) and warped 3 px, estimated in 96×64 tiles."""
+    100 px high) and warped 3 px, estimated in 96×64 tiles: plain residual within 1 px of what
+    a straight line through the shifts hides."""
     aligned = np.ascontiguousarray(np.load(gala_dir / "test.npz")["raw"].transpose(2, 1, 0))
     known = random_misalignment(aligned.shape[2], max_shift=15, warp=3, seed=7)
     raw = apply(aligned, known)
     run(align_config(tmp_path, raw, mips=0, tile=[96, 64]), session=ray_session, progress=False)
     points = grid_points((25, 25), (aligned.shape[0] - 25, aligned.shape[1] - 25), 8)
     per_section = residuals(solved(tmp_path), known, points)
-    assert np.sqrt((per_section**2).mean()) <= 1.0
+    assert np.sqrt((per_section**2).mean()) <= straight_line_part(known) + 1.0
 
 
 def test_bad_align_input_is_refused_before_dispatch(tmp_path):

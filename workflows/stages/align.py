@@ -7,15 +7,23 @@ the solve and render identities derive from the estimate identity.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from typing import Annotated, Literal
 
 from pydantic import Field
 
-from petavox.tasks.align.align_jobs import EstimateJob, RenderJob, SolveJob, section_grid
+from petavox.tasks.align.align_jobs import (
+    REPORT_JSON,
+    REPORT_PNG,
+    EstimateJob,
+    RenderJob,
+    SolveJob,
+    section_grid,
+)
 from petavox.tasks.align.flow import FlowParams
 from petavox.tasks.align.solve import SolveParams
 from petavox.tasks.core.errors import InputError, LayerMismatchError
-from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
+from petavox.tasks.core.geometry import Box, Chunk, ChunkGrid, Vec3
 from petavox.tasks.core.layers import Layer, LayerSpec
 from petavox.tasks.core.storage import join_url
 from petavox.workflows.catalog import Catalog
@@ -24,12 +32,12 @@ from petavox.workflows.params import (
     VolumeWriterParams,
     layer_sharding,
 )
-from petavox.workflows.plan import Output, StagePlan, identity
+from petavox.workflows.plan import DriverHooks, Output, StagePlan, identity
 from petavox.workflows.sizing import writing_task_shape
 from petavox.workflows.stage import Positional, Stage
 from petavox.workflows.stages.downsample import DownsampleParams, base_spec, downsample_plan
 
-VERSION = 1
+VERSION = 2  # 2: windowed, re-cut patch matches; content motion kept (drift_window)
 
 
 class AlignParams(VolumeWriterParams):
@@ -55,6 +63,12 @@ class AlignParams(VolumeWriterParams):
         0.3, gt=0, description="the same for rotation/scale/shear (pixels at the section edge)"
     )
     min_confidence: float = Field(0.2, ge=0, le=1, description="patches below are ignored")
+    drift_window: float | Literal["auto"] | None = Field(
+        "auto",
+        description="sections: motion along z slower than this period is the content's own and "
+        "is kept (auto: chosen per stack, at least 200; null: undo every motion, straightening "
+        "the content)",
+    )
     chunk_shape: PositiveTriple | None = Field(
         None, description="render: voxels per task, a multiple of the storage chunk"
     )
@@ -114,7 +128,7 @@ def plan_align(params: AlignParams, catalog: Catalog) -> list[StagePlan]:
     estimate_id = identity("align-estimate", VERSION, estimate_spec)
     work = join_url(catalog.root, "intermediate", "align", estimate_id)
     estimate = estimate_plan(params, source, estimate_spec, work)
-    solve = solve_plan(params, volume, estimate_id, work, catalog)
+    solve = solve_plan(params, volume, estimate_id, work, catalog, url)
     chunk_shape = writing_task_shape(
         params.chunk_shape, target, volume.shape, BYTES_PER_VOXEL, name="align chunk_shape"
     )
@@ -164,15 +178,17 @@ def estimate_plan(params: AlignParams, source: Layer, spec: dict, work: str) -> 
 
 
 def solve_plan(
-    params: AlignParams, volume: Box, estimate: str, work: str, catalog: Catalog
+    params: AlignParams, volume: Box, estimate: str, work: str, catalog: Catalog, output: str
 ) -> StagePlan:
-    """One task: every flow → one transform per section (its identity follows the estimate's)."""
+    """One task: every flow → one transform per section (its identity follows the estimate's),
+    and the quality report in the `output` layer's folder, summarised on the terminal."""
     solve = SolveParams(
         mesh_spacing=params.mesh_spacing,
         stiffness=params.stiffness,
         prior=params.prior,
         linear_prior=params.linear_prior,
         min_confidence=params.min_confidence,
+        drift_window=params.drift_window,
     )
     return StagePlan(
         label=f"align {params.input}: solve transforms",
@@ -180,9 +196,29 @@ def solve_plan(
         version=VERSION,
         spec={"estimate": estimate},
         grid=ChunkGrid(volume, volume.shape, 0, origin=volume.start),
-        job=SolveJob(volume=volume, params=solve, work_url=work, context=catalog.context),
+        job=SolveJob(
+            volume=volume, params=solve, work_url=work, context=catalog.context, report_url=output
+        ),
         resources=params.resources,
+        hooks=DriverHooks(on_result=partial(print_alignment_summary, output)),
+        report=join_url(output, REPORT_JSON),
     )
+
+
+def print_alignment_summary(output: str, chunk: Chunk, result: dict) -> None:
+    """The solve's quality summary, on the driver's terminal (above any progress bar)."""
+    from tqdm import tqdm
+
+    s = result["summary"]
+    window = "off" if s["drift_window"] is None else f"{s['drift_window']:g} sections"
+    tqdm.write(
+        f"alignment of {s['sections']} sections: match residual median "
+        f"{s['residual_median_px']} px (max {s['residual_max_px']}), patches matched (median) "
+        f"{s['matched_median']}, content motion kept over {window}"
+    )
+    for z, flags in s["flagged"].items():
+        tqdm.write(f"  section {z}: {', '.join(flags)}")
+    tqdm.write(f"  report: {join_url(output, REPORT_JSON)} (and {REPORT_PNG.split('/')[-1]})")
 
 
 def carry_plan(
