@@ -12,12 +12,12 @@ undone. The smooth part is a Whittaker smoother (penalised second differences: t
 Hodrick-Prescott filter): it follows a steady trend to both ends of the stack, a straight line
 is all smooth, and it is one banded solve, linear in the number of sections. Its reach,
 `window` sections, is a period: motion that varies over more sections than that is kept,
-faster motion undone (half of each at exactly that period; λ = (window / 2π)⁴). It is chosen
-per stack from the translations by generalised
-cross-validation (GCV, with the usual 1.4 factor against under-smoothing) unless given: large
-independent shifts give a long window (their slow components leak into the smooth part less),
-a stack that is nearly aligned a shorter one (more of the content's motion is kept), never
-shorter than `SHORTEST`.
+faster motion undone (half of each at exactly that period; λ = (window / 2π)⁴). Unless
+given, it is chosen per stack from the translations by generalised cross-validation (GCV,
+with the usual 1.4 factor against under-smoothing), among the windows whose smooth part takes
+at most `LEAK_PX` of the misalignment beyond a straight line: large independent shifts give a
+long window (little more than a straight line), a nearly aligned stack a short one (more of
+the content's motion is kept).
 
 What it cannot tell apart: a slow real drift of the microscope looks exactly like smooth
 content motion and is kept, as is a steady shear of the whole stack; and the slow components
@@ -34,11 +34,14 @@ from scipy import linalg, sparse
 from petavox.tasks.align.displacement import SectionAffines
 
 GCV_FACTOR = 1.4  # modified GCV (Cummins, Filloon & Nychka 2001): plain GCV under-smooths
-#: sections: the windows GCV chooses from. Never shorter than 200: GCV's score is flat over
-#: short windows and a short one takes high-frequency misalignment for content motion (the
-#: demo's adapted Rand error 0.085 with 190 sections, 0.100 with 100, 0.134 with GCV's own 49)
-SHORTEST, LONGEST = 200.0, 2500.0
-CHOICES = 12
+SHORTEST, LONGEST = 6.0, 2500.0  # sections: the windows GCV chooses from
+#: px: how much of the misalignment the smooth part may take, RMS (its share of the jitter's
+#: variance is the smoother's degrees of freedom over the sections). GCV alone chooses short
+#: windows when its score is flat, and those take high-frequency misalignment for content
+#: motion: the demo's adapted Rand error was 0.134 with GCV's own choice (a 49-section
+#: window), 0.100 with 100 and 0.085 with 190
+LEAK_PX = 0.5
+CHOICES = 24
 #: px per section: the prior scale of the content's mean motion, the RMS of what three real
 #: 10 nm FIB-SEM stacks show: neuroproof_sample1 0.29, gala train 0.58, gala test 0.08
 CONTENT_SLOPE = 0.4
@@ -74,7 +77,8 @@ def smooth_part(series: np.ndarray, window: float) -> np.ndarray:
 
 
 def choose_window(series: np.ndarray) -> float:
-    """The window (sections) with the least modified GCV score for `series` (sections, k)."""
+    """The window (sections) with the least modified GCV score for the translations `series`
+    (sections, 2) among those whose smooth part takes at most `LEAK_PX` of the misalignment."""
     n = len(series)
     if n < 4:
         return LONGEST
@@ -82,10 +86,12 @@ def choose_window(series: np.ndarray) -> float:
     eigen = np.clip(linalg.eigvals_banded(_second_differences(n)), 0.0, None)
     best, score = LONGEST, np.inf
     for window in np.geomspace(SHORTEST, LONGEST, CHOICES):
-        lam = _stiffness(float(window))
+        trace = float((1.0 / (1.0 + _stiffness(float(window)) * eigen)).sum())
         rss = float(((flat - smooth_part(flat, window)) ** 2).sum())
-        free = n - GCV_FACTOR * float((1.0 / (1.0 + lam * eigen)).sum())
-        gcv = n * rss / max(free, 1e-9) ** 2
+        jitter = rss / max(n - trace, 1.0)  # per section, summed over the components
+        if np.sqrt(jitter * max(trace - 2.0, 0.0) / n) > LEAK_PX:
+            continue  # the smooth part would take up too much of the misalignment
+        gcv = n * rss / max(n - GCV_FACTOR * trace, 1e-9) ** 2
         if gcv < score:
             best, score = float(window), gcv
     return best

@@ -15,9 +15,9 @@ from ledger_checks import recorded_results, undeclared_writes
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.evaluate.metrics import evaluate
 from petavox.tasks.synthetic.generator import SyntheticParams, boundary_from_labels, generate
-from petavox.tasks.synthetic.misalignment import apply, random_misalignment
+from petavox.tasks.synthetic.misalignment import apply, random_misalignment, straight_line_part
 from petavox.workflows.config import load_config
-from petavox.workflows.demo import MAX_SHIFT, WARP, demo_volume
+from petavox.workflows.demo import MAX_SHIFT, WARP, demo_shape, demo_volume
 
 pytestmark = pytest.mark.e2e
 
@@ -126,8 +126,12 @@ def test_the_default_demo_segments_from_raw_within_the_target(tmp_path, address)
     report = json.loads((out / "evaluation.json").read_text())
     assert report["arand"] <= 0.10
     assert report["voi_split"] + report["voi_merge"] < 1.0
-    residual = float(proc.stdout.split("residual ")[1].split(" px")[0])
-    assert residual <= 1.0  # the known misalignment (shifts and warps) was undone
+    line = proc.stdout.split("alignment vs the known misalignment")[1]
+    residual = float(line.split("residual ")[1].split(" px")[0])
+    # the known misalignment (shifts and warps) was undone, all but the straight line through
+    # the shifts that no aligner keeping the content's motion can tell from it
+    known = random_misalignment(demo_shape(256)[2], MAX_SHIFT, WARP, seed=0)
+    assert residual <= straight_line_part(known) + 1.0
     boundary = Layer.open(f"file://{out}/boundary")
     assert boundary.dtype == np.uint8 and boundary.num_mips == 3
     # every segment has a mesh and a skeleton that cloud-volume reads

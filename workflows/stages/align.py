@@ -66,8 +66,7 @@ class AlignParams(VolumeWriterParams):
     drift_window: float | Literal["auto"] | None = Field(
         "auto",
         description="sections: motion along z slower than this period is the content's own and "
-        "is kept (auto: chosen per stack, at least 200; null: undo every motion, straightening "
-        "the content)",
+        "is kept (auto: chosen per stack; null: undo every motion, straightening the content)",
     )
     chunk_shape: PositiveTriple | None = Field(
         None, description="render: voxels per task, a multiple of the storage chunk"
@@ -201,6 +200,7 @@ def solve_plan(
         ),
         resources=params.resources,
         hooks=DriverHooks(on_result=partial(print_alignment_summary, output)),
+        outputs=(Output(output),),  # the report, in the layer's folder
         report=join_url(output, REPORT_JSON),
     )
 
