@@ -1,113 +1,104 @@
-"""Alignment: accuracy on known misalignment (synthetic and real gala crops), throughput of
-estimate + solve + render per core, and how the solve grows with the number of sections.
+"""Alignment: accuracy on known misalignment of real EM (neuroproof, gala) and synthetic stacks,
+petavox beside SOFIMA in the same run; throughput per core; how the solve grows with sections.
 
-    .venv/bin/python benchmarks/bench_align.py [--quick] [--sections 100,1000,10000]
+    .venv/bin/python benchmarks/bench_align.py [--quick] [--seeds N] [--synthetic-seeds N]
+        [--sofima-sections N] [--no-sofima] [--cases neuroproof,gala-test,...]
+        [--sections 100,1000,10000]
 
-Accuracy: residual RMS (pixels) between solved and known transforms after removing one global
-3-D affine transform, and the mean correlation of neighbouring sections before and after.
-Throughput: `align` through the Ray runner with 1 CPU on file:// layers. Solve scaling: exact
-pairwise flows (plus noise) simulated from known transforms for N sections of 256×256 pixels
-(z−1 and z−2 links, 49 patches each), solved in one process; time and peak memory.
+Accuracy (`align_cases.py`): each stack is misaligned by known per-section shifts (and warps),
+then aligned by petavox `align` (defaults: the content's own smooth motion through z kept), by
+petavox with `drift_window: null` (every motion undone, the old behaviour) and by SOFIMA
+(`sofima_align.py`; on the first 60 sections only unless `--sofima-sections`: it takes
+~1.3 s/section). Every result is scored by its image residual against the original
+sections: RMS, worst section and first-to-last drift of the per-section phase-correlation
+offsets, median removed; beside the ambiguity floor, the straight-line-in-z part of the known
+shifts. Throughput: `align` through the Ray runner with 1 CPU on file:// layers. Solve scaling:
+exact pairwise flows (plus noise) simulated from known transforms for N sections of 256×256
+pixels (z−1 and z−2 links, 49 patches each), solved in one process; time and peak memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
 
+import align_cases
 import common
 import numpy as np
+from align_cases import GALA, NEUROPROOF, Case
 
-GALA = common.BENCH_DIR.parent.parent / "shared" / "data" / "gala"
+#: case → (metric, upper bound) targets of petavox (defaults), from the alignment issue
+TARGETS: dict[str, list[tuple[str, float]]] = {
+    "neuroproof": [("rms", 0.5), ("worst", 1.5), ("drift", 1.0)],
+    "neuroproof-warped": [("rms", 1.0)],
+    "gala-train": [("rms", 0.5)],
+    "gala-test": [("rms", 0.5)],
+    "synthetic": [("rms", 0.5)],
+    "synthetic-warped": [("rms", 1.0)],
+    "synthetic-rotated": [("rms", 1.0)],
+}
+#: SOFIMA's default section limit (full run): on all 120 neuroproof sections, 3 seeds of 3
+#: cases would take ~20 minutes of the run alone (~1.3 s/section, mostly its mesh relaxation)
+SOFIMA_SECTIONS = 60
+WORDS = {"rms": "RMS", "worst": "worst section", "drift": "first-to-last drift"}
 
 
-def neighbour_correlation(volume: np.ndarray, margin: int) -> float:
-    inner = volume[margin:-margin, margin:-margin].astype(np.float64)
-    return float(
-        np.mean(
-            [
-                np.corrcoef(inner[..., z - 1].ravel(), inner[..., z].ravel())[0, 1]
-                for z in range(1, volume.shape[2])
-            ]
-        )
-    )
+def build_cases(quick: bool, seeds: tuple[int, ...], synthetic_seeds: int) -> list[Case]:
+    """The accuracy cases; a real stack whose data is absent is skipped with a message."""
+    from petavox.tasks.synthetic.generator import SyntheticParams, generate
 
-
-def align_case(
-    name: str,
-    aligned: np.ndarray,
-    shift: float,
-    warp: float,
-    session,
-    scratch: Path,
-    rotation: float = 0.0,
-    **align: Any,
-) -> dict[str, Any]:
-    """Misalign `aligned` (x, y, z uint8) by known transforms, run `align`, score it."""
-    from petavox.tasks.align.displacement import grid_points
-    from petavox.tasks.align.render import SectionTransforms
-    from petavox.tasks.core.layers import Layer
-    from petavox.tasks.core.objects import get_arrays
-    from petavox.tasks.synthetic.misalignment import apply, random_misalignment, residuals
-    from petavox.workflows.config import parse_config
-    from petavox.workflows.pipeline import run
-
-    centre = (aligned.shape[0] / 2, aligned.shape[1] / 2)
-    known = random_misalignment(
-        aligned.shape[2], shift, warp, rotation=rotation, centre=centre, seed=7
-    )
-    raw = apply(aligned, known)
-    root = scratch / name
-    root.mkdir()
-    np.save(root / "raw.npy", raw.transpose(2, 1, 0))
-    stages = [
-        {
-            "stage": "ingest",
-            "input": str(root / "raw.npy"),
-            "output": "raw",
-            "resolution": [8, 8, 8],
-            "storage_chunk": [64, 64, 16],
-        },
-        {"stage": "align", "mips": 0, **align},
+    cases = []
+    neuroproof = align_cases.load_stack(NEUROPROOF, 40 if quick else 120)
+    if neuroproof is not None:
+        cases += [
+            Case("neuroproof", "neuroproof_sample1, shifts ±15 px", neuroproof, 15, seeds=seeds),
+            Case(
+                "neuroproof-warped",
+                "neuroproof_sample1, shifts ±15 + warps 3 px",
+                neuroproof,
+                15,
+                warp=3,
+                seeds=seeds,
+            ),
+            Case("neuroproof-aligned", "neuroproof_sample1, not misaligned", neuroproof, 0),
+        ]
+    for part in ("train", "test"):
+        gala = align_cases.load_stack(GALA / f"{part}.npz")
+        if gala is not None:
+            cases.append(Case(f"gala-{part}", f"gala {part}, shifts ±8 px", gala, 8, seeds=seeds))
+    size, depth = (128, 24) if quick else (256, 64)
+    synthetic = generate(SyntheticParams(shape=(size, size, depth), seed=4)).raw
+    seeds = seeds[:synthetic_seeds]
+    rotated = {"rotation": 3.0, "align": {"tile": [size // 2, size // 2]}}
+    cases += [
+        Case("synthetic-aligned", "synthetic, not misaligned", synthetic, 0, transforms=True),
+        Case("synthetic", "synthetic, shifts ±30 px", synthetic, 30, seeds=seeds, transforms=True),
+        Case(
+            "synthetic-warped",
+            "synthetic, shifts ±30 + warps 5 px",
+            synthetic,
+            30,
+            warp=5,
+            seeds=seeds,
+            transforms=True,
+        ),
+        Case(
+            "synthetic-rotated",
+            "synthetic, shifts ±30 + warps 5 px + rotations ±3°, xy tiles",
+            synthetic,
+            30,
+            warp=5,
+            seeds=seeds,
+            transforms=True,
+            **rotated,
+        ),
     ]
-    reports = run(
-        parse_config({"output": f"file://{root}", "stages": stages}),
-        session=session,
-        progress=False,
-    )
-    seconds = sum(r.seconds for r in reports if r.label.startswith("align"))
-    (work,) = (root / "intermediate" / "align").iterdir()
-    found = SectionTransforms.from_arrays(get_arrays(f"file://{work}", "transforms.npz"))
-    margin = min(40, aligned.shape[1] // 4)
-    stop = (aligned.shape[0] - margin, aligned.shape[1] - margin)
-    points = grid_points((margin, margin), stop, 8)
-    per_section = residuals(found, known, points)
-    out_layer = Layer.open(f"file://{root}/aligned")
-    result = out_layer.read(out_layer.bounds(0))
-    row = {
-        "shape": list(aligned.shape),
-        "max_shift": shift,
-        "warp": warp,
-        "seconds": seconds,
-        "residual_rms": float(np.sqrt((per_section**2).mean())),
-        "residual_last": float(per_section[-1]),
-        "residual_max": float(per_section.max()),
-        "correlation_truth": neighbour_correlation(aligned, margin),
-        "correlation_before": neighbour_correlation(raw, margin),
-        "correlation_after": neighbour_correlation(result, margin),
-    }
-    print(
-        f"{name} {tuple(aligned.shape)}, shifts ±{shift:g} px, warps {warp:g} px: residual "
-        f"{row['residual_rms']:.2f} px RMS (last section {row['residual_last']:.2f}, worst "
-        f"{row['residual_max']:.2f}); neighbour correlation {row['correlation_before']:.3f} "
-        f"→ {row['correlation_after']:.3f} (unwarped {row['correlation_truth']:.3f}); "
-        f"align {seconds:.1f} s"
-    )
-    return row
+    return cases
 
 
 def solve_scaling(sections: int) -> dict[str, float]:
@@ -153,102 +144,167 @@ def solve_scaling(sections: int) -> dict[str, float]:
     return {"sections": sections, "seconds": seconds, "peak_mib": peak / 2**20}
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller volumes, fewer sections")
-    parser.add_argument("--sections", help="solve scaling: comma-separated section counts")
-    args = parser.parse_args(argv)
-    from petavox.tasks.synthetic.generator import SyntheticParams, generate
+def _seeds(case: dict[str, Any], method: str, key: str) -> str:
+    if len(case["seeds"]) < 2:
+        return ""
+    values = "/".join(f"{s['methods'][method][key]:.2f}" for s in case["seeds"])
+    return f"seeds {values}"
 
-    counts = [
-        int(n)
-        for n in (args.sections or ("100,1000" if args.quick else "100,1000,10000")).split(",")
-    ]
-    out: dict[str, Any] = {"solve": [solve_scaling(n) for n in counts]}
-    scratch = common.scratch_dir("align")
-    session = None
-    try:
-        session, _ = common.start_ray(1)
-        size, depth = (128, 24) if args.quick else (256, 64)
-        synthetic = generate(SyntheticParams(shape=(size, size, depth), seed=4)).raw
-        # the floor: what aligning the unmisaligned volume moves (its content drifts along z)
-        out["floor"] = align_case("synthetic-unmisaligned", synthetic, 0, 0, session, scratch)
-        out["translations"] = align_case("synthetic", synthetic, 30, 0, session, scratch)
-        out["warps"] = align_case("synthetic-warped", synthetic, 30, 5, session, scratch)
-        out["rotations"] = align_case(
-            "synthetic-rotated",
-            synthetic,
-            30,
-            5,
-            session,
-            scratch,
-            rotation=3,
-            tile=[size // 2, size // 2],
-        )
-        if (GALA / "test.npz").exists():
-            gala = np.ascontiguousarray(np.load(GALA / "test.npz")["raw"].transpose(2, 1, 0))
-            out["gala"] = align_case("gala-test", gala, 15, 3, session, scratch)
-            out["gala_translations"] = align_case("gala-test-shifts", gala, 15, 0, session, scratch)
-    finally:
-        common.stop_ray(session)
-        shutil.rmtree(scratch, ignore_errors=True)
-    voxels = int(np.prod(out["warps"]["shape"]))
-    rows = [
-        common.row(
-            "align",
-            "estimate + solve + render per core",
-            common.mvx_per_s(voxels, out["warps"]["seconds"]),
-            "MVx/s",
-            note=f"{tuple(out['warps']['shape'])} synthetic, Ray 1 CPU",
-        ),
-        common.row(
-            "align",
-            "residual, shifts ±30 px",
-            out["translations"]["residual_rms"],
-            "px",
-            target="≤ 0.5",
-        ),
-        common.row(
-            "align",
-            "residual floor: the unmisaligned volume aligned",
-            out["floor"]["residual_rms"],
-            "px",
-            note="content motion along z that the aligner follows",
-        ),
-        common.row(
-            "align",
-            "residual, shifts ±30 + warps 5 px",
-            out["warps"]["residual_rms"],
-            "px",
-            target="≤ 1.0",
-        ),
-        common.row(
-            "align",
-            "residual, + rotations ±3°, xy tiles",
-            out["rotations"]["residual_rms"],
-            "px",
-            target="≤ 1.0",
-        ),
-    ]
-    for entry in out["solve"]:
+
+def case_rows(case: dict[str, Any]) -> list[dict[str, Any]]:
+    """Summary rows of one accuracy case: petavox against its targets, and against SOFIMA."""
+    title, mean = case["title"], case["mean"]
+    petavox = mean["petavox"]
+    rows = []
+    for key, bound in TARGETS.get(case["name"], [("rms", 0.0)]):
+        notes = [_seeds(case, "petavox", key)]
+        if key == "rms":
+            notes.append(f"worst {petavox['worst']:.2f}, drift {petavox['drift']:.2f}")
+            notes.append(f"ambiguity floor {case['floor']:.2f}" if case["floor"] else "")
+            notes.append(f"old (drift_window null) {mean['petavox-undrift']['rms']:.2f}")
         rows.append(
             common.row(
                 "align",
-                f"solve {entry['sections']} sections",
-                entry["seconds"],
-                "s",
-                note=f"peak {entry['peak_mib']:.0f} MiB",
+                f"{title}: petavox {WORDS[key]}",
+                petavox[key],
+                "px",
+                target=f"≤ {bound:g}" if bound else "",
+                met=petavox[key] <= bound if bound else None,
+                note="; ".join(n for n in notes if n),
             )
         )
-    if "gala" in out:
-        g = out["gala"]
+    if "sofima" in mean:
+        sofima = mean["sofima"]
+        sections = case["seeds"][0]["methods"]["sofima"]["sections"]
+        blank = f"; {sofima['blank']:g} blank sections left out" if sofima["blank"] else ""
+        first, ours = "", petavox
+        if sections < case["shape"][2]:  # compared with petavox on the same sections
+            first, ours = f"first {sections} sections; ", mean[f"petavox [:{sections}]"]
         rows.append(
             common.row(
                 "align",
-                "gala test residual, ±15 px + 3 px warps",
-                g["residual_rms"],
+                f"{title}: SOFIMA RMS (petavox at least as accurate)",
+                sofima["rms"],
                 "px",
-                note=f"correlation {g['correlation_before']:.3f} → {g['correlation_after']:.3f}",
+                target=f"≥ petavox {ours['rms']:.2f}",
+                met=ours["rms"] <= sofima["rms"],
+                note=f"{first}worst {sofima['worst']:.2f}, drift {sofima['drift']:.2f}{blank}",
+            )
+        )
+    return rows
+
+
+def speed_rows(cases: dict[str, Any]) -> list[dict[str, Any]]:
+    """Seconds per section of each method on neuroproof, and petavox MVx/s per core."""
+    rows = []
+    if "neuroproof" in cases:
+        case = cases["neuroproof"]
+        for method, row in case["mean"].items():
+            if method not in align_cases.METHODS:  # the misaligned stack, subsets
+                continue
+            note = "align stage (estimate + solve + render), Ray 1 CPU"
+            if method == "sofima":
+                sections = case["seeds"][0]["methods"]["sofima"]["sections"]
+                note = (
+                    f"{sections} sections, in-process, all cores; warm-up "
+                    f"{row['warmup_seconds']:.1f} s apart; "
+                    f"CPU {row['cpu_seconds']:.0f} s with warm-up"
+                )
+            rows.append(
+                common.row(
+                    "align",
+                    f"{case['title']}: {method} time",
+                    row["s_per_section"],
+                    "s/section",
+                    note=note,
+                )
+            )
+    if "synthetic-warped" in cases:
+        case = cases["synthetic-warped"]
+        rows.append(
+            common.row(
+                "align",
+                "estimate + solve + render per core",
+                common.mvx_per_s(int(np.prod(case["shape"])), case["mean"]["petavox"]["seconds"]),
+                "MVx/s",
+                note=f"{tuple(case['shape'])} synthetic, Ray 1 CPU",
+            )
+        )
+    return rows
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 seed, fewer sections")
+    parser.add_argument("--seeds", type=int, help="misalignment seeds per case (default 3)")
+    parser.add_argument(
+        "--synthetic-seeds", type=int, default=1, help="of those, for the synthetic cases"
+    )
+    parser.add_argument(
+        "--sofima-sections",
+        type=int,
+        help=f"SOFIMA on the first N sections only; 0: all (default {SOFIMA_SECTIONS}, --quick 0)",
+    )
+    parser.add_argument("--no-sofima", action="store_true", help="leave SOFIMA out")
+    parser.add_argument("--cases", help="comma-separated subset of the accuracy cases")
+    parser.add_argument("--sections", help="solve scaling: comma-separated section counts")
+    return parser.parse_args(argv)
+
+
+def methods(no_sofima: bool) -> list[str]:
+    """The methods to run: SOFIMA only when it imports (else skipped with the reason)."""
+    names = [m for m in align_cases.METHODS if m != "sofima"]
+    if no_sofima:
+        return names
+    from sofima_align import ensure_sofima
+
+    try:
+        ensure_sofima(Path(tempfile.gettempdir()) / "petavox-sofima")
+    except RuntimeError as error:
+        print(f"skipped SOFIMA: {error}")
+        return names
+    return [*names, "sofima"]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    seeds = tuple(range(args.seeds or (1 if args.quick else 3)))
+    cases = build_cases(args.quick, seeds, args.synthetic_seeds)
+    if args.cases:
+        wanted = args.cases.split(",")
+        cases = [c for c in cases if c.name in wanted]
+    ctx: dict[str, Any] = {"methods": methods(args.no_sofima)}
+    limit = args.sofima_sections if args.sofima_sections is not None else SOFIMA_SECTIONS
+    ctx["sofima_sections"] = None if args.quick and args.sofima_sections is None else limit or None
+    if ctx["sofima_sections"] and "sofima" in ctx["methods"]:
+        print(f"SOFIMA runs on the first {ctx['sofima_sections']} sections of each stack only")
+    default = "100,1000" if args.quick else "100,1000,10000"
+    counts = [int(n) for n in (args.sections or default).split(",")]
+    out: dict[str, Any] = {"quick": args.quick, "solve": [solve_scaling(n) for n in counts]}
+    ctx["scratch"] = common.scratch_dir("align")
+    started = time.perf_counter()
+    try:
+        ctx["session"], _ = common.start_ray(1)
+        out["cases"] = {c.name: align_cases.run_case(c, ctx) for c in cases}
+    finally:
+        common.stop_ray(ctx.get("session"))
+        shutil.rmtree(ctx["scratch"], ignore_errors=True)
+    out["accuracy_seconds"] = time.perf_counter() - started
+    print(f"\naccuracy cases: {out['accuracy_seconds']:.0f} s")
+    sofima = ctx["sofima_sections"] and f" (SOFIMA: first {ctx['sofima_sections']} sections)"
+    out["workload"] = (
+        f"{len(cases)} alignment cases × {len(seeds)} seed(s) (synthetic {args.synthetic_seeds}),"
+        f" methods {', '.join(ctx['methods'])}{sofima or ''}; solve scaling "
+        f"{', '.join(map(str, counts))} sections"
+    )
+    rows = speed_rows(out["cases"])
+    for case in out["cases"].values():
+        rows += case_rows(case)
+    for entry in out["solve"]:
+        note = f"peak {entry['peak_mib']:.0f} MiB"
+        rows.append(
+            common.row(
+                "align", f"solve {entry['sections']} sections", entry["seconds"], "s", note=note
             )
         )
     out["rows"] = rows

@@ -171,3 +171,22 @@ def test_known_rotation_turns_the_content_about_the_centre():
         turned = [np.arctan2(*(c - (100, 60))[::-1]) for c in content]
         np.testing.assert_allclose(turned, np.array([0.3, 2.0]) - angle, atol=1e-9)
         np.testing.assert_allclose(np.linalg.norm(content - (100, 60), axis=1), 40, atol=1e-9)
+
+
+def test_shifts_of_a_real_section_are_found_without_bias(neuroproof_stack):
+    """A real FIB-SEM section against itself moved by known shifts (bicubic, black outside):
+    every patch within 0.15 px, their median within 0.1 px (measured: ≤ 0.07 px). Unwindowed
+    patches cut at the coarse shift were pulled 0.4-0.5 px per pixel of offset towards no shift
+    (here: patches off by up to 1.8 px, medians by 0.15-0.27 px)."""
+    section = neuroproof_stack[:, :, 60].astype(np.float32)
+    rng = np.random.default_rng(4)
+    for _ in range(4):
+        a, b = rng.uniform(-15, 15, (2, 2))
+        ref = np.clip(np.rint(ndimage.shift(section, a, order=3, cval=0.0)), 0, 255)
+        moving = np.clip(np.rint(ndimage.shift(section, b, order=3, cval=0.0)), 0, 255)
+        flow = estimate_pair(ref, moving, FlowParams())
+        ok = flow.confidence >= 0.2
+        assert ok.sum() >= 9
+        error = flow.displacement[ok] - (b - a)
+        assert np.abs(error).max() <= 0.15
+        assert np.abs(np.median(error, axis=0)).max() <= 0.1
