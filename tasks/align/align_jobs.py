@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from petavox.tasks.align.drift import keep_content_motion, resolve_window
+from petavox.tasks.align.drift import keep_content_motion
 from petavox.tasks.align.flow import FlowParams, PairFlow, estimate_pair
 from petavox.tasks.align.quality import alignment_report
 from petavox.tasks.align.render import SectionTransforms, box_fields, source_box, warp_box
@@ -113,8 +113,10 @@ class SolveJob:
         xy = self.volume.start[:2], self.volume.stop[:2]
         affines, nodes, mesh = solve_motion(pairs, sections, *xy, self.params)
         solved = SectionTransforms(first, affines, nodes, mesh)
-        window = resolve_window(affines.matrices[:, :, 2], self.params.drift_window)
-        transforms = SectionTransforms(first, *keep_content_motion(affines, nodes, window), mesh)
+        kept_affines, kept_nodes, window = keep_content_motion(
+            affines, nodes, self.params.drift_window
+        )
+        transforms = SectionTransforms(first, kept_affines, kept_nodes, mesh)
         put_arrays(self.work_url, TRANSFORMS, transforms.to_arrays(), self.context)
         report = alignment_report(pairs, solved, transforms, self.volume, self.params, window)
         if self.report_url is not None:

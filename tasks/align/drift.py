@@ -116,24 +116,19 @@ def _shrink_trend(smooth: np.ndarray, weight: float) -> np.ndarray:
     return smooth - (1.0 - weight) * slope * z
 
 
-def resolve_window(translations: np.ndarray, window: float | str | None) -> float | None:
-    """`window` in sections: "auto" chosen from the (sections, 2) translations."""
-    if window == "auto":
-        return choose_window(translations)
-    return None if window is None else float(window)
-
-
 def keep_content_motion(
-    affines: SectionAffines, nodes: np.ndarray, window: float | None
-) -> tuple[SectionAffines, np.ndarray]:
-    """The transforms less their smooth part along z over `window` sections (None: as solved,
-    every motion undone)."""
-    if window is None or len(nodes) < 3:
-        return affines, nodes
+    affines: SectionAffines, nodes: np.ndarray, window: float | str | None
+) -> tuple[SectionAffines, np.ndarray, float | None]:
+    """The transforms less their smooth part along z over `window` sections ("auto": chosen
+    from the translations; None: as solved, every motion undone), and the window used."""
+    if window is None:
+        return affines, nodes, None
     translations = affines.matrices[:, :, 2]
-    weight = trend_weight(translations, smooth_part(translations, window))
-    matrices, kept = affines.matrices, []
-    for series in (matrices, nodes):
-        kept.append(series - _shrink_trend(smooth_part(series, window), weight))
-    moved = SectionAffines(affines.centre, affines.scale, np.ascontiguousarray(kept[0]))
-    return moved, kept[1]
+    window = choose_window(translations) if window == "auto" else float(window)
+    if len(nodes) < 3:
+        return affines, nodes, window
+    smooth_matrices = smooth_part(affines.matrices, window)
+    weight = trend_weight(translations, smooth_matrices[:, :, 2])
+    matrices = affines.matrices - _shrink_trend(smooth_matrices, weight)
+    kept = SectionAffines(affines.centre, affines.scale, np.ascontiguousarray(matrices))
+    return kept, nodes - _shrink_trend(smooth_part(nodes, window), weight), window

@@ -20,12 +20,13 @@ stack holds), `large residual` (above `LARGE_RESIDUAL_PX`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from petavox.tasks.align.render import SectionTransforms
-from petavox.tasks.align.solve import Pair, SolveParams
+from petavox.tasks.align.solve import Pair, SolveParams, aligned_points
 from petavox.tasks.core.geometry import Box
 
 WEAK_MATCHED = 0.25
@@ -44,12 +45,9 @@ def pair_quality(pair: Pair, solved: SectionTransforms, min_confidence: float) -
     ok = flow.confidence >= min_confidence
     if not ok.any():
         return PairQuality(0.0, 0.0, np.zeros(0))
-    first = solved.first_section
-    points = flow.points[ok]
-    aligned = points.copy()  # aligned positions p of the reference's raw positions q
-    for _ in range(5):
-        aligned = points - solved.at(first + pair.reference, aligned)
-    predicted = solved.at(first + pair.moving, aligned) - solved.at(first + pair.reference, aligned)
+    moving, reference = solved.first_section + pair.moving, solved.first_section + pair.reference
+    aligned = aligned_points(flow.points[ok], partial(solved.at, reference))
+    predicted = solved.at(moving, aligned) - solved.at(reference, aligned)
     squared = ((predicted - flow.displacement[ok]) ** 2).sum(axis=1)
     return PairQuality(float(ok.mean()), float(flow.confidence[ok].mean()), squared)
 

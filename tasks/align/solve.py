@@ -29,7 +29,7 @@ from scipy import sparse
 from scipy.sparse.linalg import spsolve
 
 from petavox.tasks.align.displacement import MeshGrid, SectionAffines
-from petavox.tasks.align.drift import keep_content_motion, resolve_window
+from petavox.tasks.align.drift import keep_content_motion
 from petavox.tasks.align.flow import PairFlow
 
 
@@ -96,7 +96,7 @@ def solve_translations(pairs: list[Pair], sections: int, params: SolveParams) ->
     return t
 
 
-def _aligned_points(
+def aligned_points(
     points: np.ndarray, field: Callable[[np.ndarray], np.ndarray], iterations: int = 5
 ) -> np.ndarray:
     """Aligned positions p of raw positions q of a section: p + u(p) = q (fixed point)."""
@@ -172,7 +172,7 @@ def solve_affines(
         designs = []
         for d, r in zip(data, robust):
             ref = d.pair.reference
-            design = affines.normalised(_aligned_points(d.points, partial(affines.at, ref)))
+            design = affines.normalised(aligned_points(d.points, partial(affines.at, ref)))
             designs.append(design)
             w = np.sqrt(d.confidence * r)[:, None]
             n = len(design)
@@ -231,7 +231,7 @@ def solve_mesh(
         designs, weights = [], []
         for d in data:
             ref = d.pair.reference
-            p = _aligned_points(d.points, partial(_full_field, affines, mesh, nodes[ref], ref))
+            p = aligned_points(d.points, partial(_full_field, affines, mesh, nodes[ref], ref))
             designs.append(affines.normalised(p))
             weights.append(mesh.weights(p))
         solution = _solve_elastic(data, designs, weights, robust, springs, sections, m, params)
@@ -335,5 +335,5 @@ def solve_sections(
     """`solve_motion`, less the content's smooth motion over `params.drift_window` (`drift`):
     the parts of the `SectionTransforms` that render the aligned stack."""
     affines, nodes, mesh = solve_motion(pairs, sections, start, stop, params)
-    window = resolve_window(affines.matrices[:, :, 2], params.drift_window)
-    return (*keep_content_motion(affines, nodes, window), mesh)
+    kept_affines, kept_nodes, _ = keep_content_motion(affines, nodes, params.drift_window)
+    return kept_affines, kept_nodes, mesh
