@@ -27,7 +27,7 @@ from petavox.workflows.interrupts import terminate_as_interrupt
 from petavox.workflows.runner import ChunkFailedError, StageReport
 from petavox.workflows.stage import Stage
 from petavox.workflows.stages import STAGES
-from petavox.workflows.train import add_train_parser
+from petavox.workflows.train_cli import add_train_parser, add_tune_parser
 
 if TYPE_CHECKING:
     from petavox.workflows.pipeline import StageStatus
@@ -262,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_and_status(sub)
     add_plan_parser(sub)
     add_train_parser(sub)
+    add_tune_parser(sub)
     add_stage_commands(sub)
     return parser
 

@@ -4,16 +4,17 @@ A planner (in `petavox.workflows.stages`) turns a stage's params into `StagePlan
 (`petavox.workflows.runner`) only executes them. Nothing here imports Ray or the runner.
 
 A plan maps its job over its grid, one task per chunk, on Ray workers. Around that map, code can
-run on the driver in exactly two ways: `DriverHooks` (bind the job once Ray is up, receive each
-task's result) and `global_step`, run once after every chunk is done and recorded in the ledger
-like a chunk. Work too big for the driver is a plan of its own over a one-task grid.
+run on the driver in exactly two ways: `DriverHooks` (check the inputs before the first task,
+bind the job once Ray is up, receive each task's result, sum up after the last) and
+`global_step`, run once after every chunk is done and recorded in the ledger like a chunk. Work
+too big for the driver is a plan of its own over a one-task grid.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -42,10 +43,19 @@ JobBinding = Callable[[ChunkJob], AbstractContextManager[ChunkJob]]
 
 @dataclass(frozen=True)
 class DriverHooks:
-    """Code that runs on the driver around a plan's tasks, never on a worker."""
+    """Code that runs on the driver around a plan's tasks, never on a worker.
+
+    `before` and `on_done` run only when the plan has chunks to run (not when a resume finds
+    them all done). `before` runs just before the first dispatch, after the plans before it
+    ran (so it sees the data they wrote): it returns warnings for people, which the runner
+    logs and keeps in the step's report; it never refuses the run. `on_done` runs after the
+    last task; what it returns is the report's `summary`.
+    """
 
     bind: JobBinding | None = None
     on_result: Callable[[Chunk, Any], None] | None = None  # each task's result, as it arrives
+    before: Callable[[], Sequence[str]] | None = None
+    on_done: Callable[[], Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -109,11 +109,16 @@ def run_chunk(
 
 @dataclass(kw_only=True)
 class StageReport:
+    """What one plan did; `warnings` and `summary` come from its driver hooks (`DriverHooks`:
+    `before`, `on_done`), when it ran chunks."""
+
     label: str
     total: int
     skipped: int
     ran: int
     seconds: float
+    warnings: tuple[str, ...] = ()
+    summary: Any = None
 
 
 class RaySession:
@@ -213,7 +218,10 @@ def execute(
     total = len(plan.grid)
     trusted = driver_io(lambda: standing(plan, marks, key, distrust))
     done = trusted.count
+    warnings: tuple[str, ...] = ()
+    summary = None
     if done < total:
+        warnings = before_dispatch(plan, driver_io)
         writer = None
         if marks is not None:
             params = {**plan.spec, "inputs": list(plan.inputs), "lineage": plan.lineage}
@@ -223,6 +231,7 @@ def execute(
         budget = FailureBudget.of(plan, marks, key, retry=driver_io)
         todo = _todo(trusted.mask)
         _dispatch(plan, todo, total, done, writer, budget, session, progress, still_owner)
+        summary = plan.hooks.on_done() if plan.hooks.on_done is not None else None
     if plan.global_step is not None and not trusted.global_done:
         still_owner()
         with objects.recording_writes() as written:
@@ -236,7 +245,21 @@ def execute(
         skipped=done,
         ran=total - done,
         seconds=time.perf_counter() - started,
+        warnings=warnings,
+        summary=summary,
     )
+
+
+def before_dispatch(
+    plan: StagePlan, driver_io: Callable[[Callable[[], Any]], Any]
+) -> tuple[str, ...]:
+    """The plan's `before` hook (its reads retried as the driver's), each warning logged."""
+    if plan.hooks.before is None:
+        return ()
+    warnings = tuple(driver_io(plan.hooks.before))
+    for warning in warnings:
+        log.warning("%s", warning)
+    return warnings
 
 
 def standing(

@@ -12,16 +12,19 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.storage import StorageContext
-from petavox.workflows.cli_options import runtime_from_args
-from petavox.workflows.config import ConfigError, StorageConfig
+from petavox.workflows.train_domain import (
+    describe_domain,
+    is_layer,
+    layers_resolution,
+    training_domain,
+)
+from petavox.workflows.tune import HOLDOUT, hold_out, tune_and_record
 
-LAYER_SCHEMES = ("file://", "s3://", "gs://")
 INSTALL_HINT = "pip install 'petavox[train]' (or: pip install torch==2.13.0 onnx onnxruntime)"
 TARGETS = ("boundary", "affinities")
 
@@ -32,7 +35,7 @@ def load_volume(source: str, context: StorageContext = StorageContext()) -> np.n
 
     A local folder holding a precomputed `info` file counts as a layer too.
     """
-    if source.startswith(LAYER_SCHEMES) or (Path(source) / "info").is_file():
+    if is_layer(source):
         return _load_layer(source, context)
     path = Path(source)
     if path.suffix != ".npy":
@@ -172,12 +175,16 @@ def run_train(
     depth: int = 3,
     pool: Sequence[int] = (2, 2, 2),
     validation: tuple[str, str] | None = None,
+    voxel_nm: Sequence[float] | None = None,
+    holdout: float = HOLDOUT,
     context: StorageContext = StorageContext(),
     progress: bool = True,
 ) -> int:
-    """Check the inputs, train for `minutes`, export to `out` (.onnx); print the model path, its
-    sha256 and the final loss. `raw`/`gt` are sources for `load_volume` (or parallel lists);
-    `patch` and `pool` are z,y,x. Returns the exit code."""
+    """Check the inputs, train for `minutes`, export to `out` (.onnx), choose segment parameters
+    on the validation volume or else on the held-out `holdout` share of each volume (0: none)
+    and record them; print the model path, its sha256, the losses and the choice.
+    `raw`/`gt` are sources for `load_volume` (or parallel lists); `patch` and `pool` are z,y,x;
+    `voxel_nm` is x,y,z (default: the raw layers' resolution). Returns the exit code."""
     if target not in TARGETS:
         raise InputError(f"target {target!r} is not one of {', '.join(TARGETS)}")
     if minutes <= 0 or batch < 1:
@@ -186,13 +193,12 @@ def run_train(
     check_patch_shape(patch, pool, depth)
     path = check_output(out)
     require_training_packages()
+    voxel_nm = voxel_nm or layers_resolution(raw, context)
     raws, gts = load_pairs(raw, gt, patch, target, context)
-    val = None
-    if validation is not None:
-        (v_raw,), (v_gt,) = load_pairs(validation[0], validation[1], patch, target, context)
-        val = (v_raw, v_gt)
-
-    return fit_and_export(
+    raws, gts, val, held, where = held_out_sets(
+        raws, gts, validation, holdout, patch, target, context
+    )
+    fit_and_export(
         raws,
         gts,
         path,
@@ -205,8 +211,41 @@ def run_train(
         depth=depth,
         pool=pool,
         validation=val,
+        voxel_nm=voxel_nm,
         progress=progress,
     )
+    if held:
+        tune_and_record(path, held, voxel_nm, where)
+    return print_sha(path)
+
+
+def held_out_sets(
+    raws: list[np.ndarray],
+    gts: list[np.ndarray],
+    validation: tuple[str, str] | None,
+    holdout: float,
+    patch: tuple[int, ...],
+    target: str,
+    context: StorageContext,
+) -> tuple[list[np.ndarray], list[np.ndarray], tuple | None, list[tuple], str]:
+    """(training raws, gts, validation pair for the loss or None, pairs to tune segment on,
+    where they come from): the validation volume when given, else the held-out share."""
+    if validation is not None:
+        (v_raw,), (v_gt,) = load_pairs(validation[0], validation[1], patch, target, context)
+        return raws, gts, (v_raw, v_gt), [(v_raw, v_gt)], "the validation volume"
+    if holdout <= 0:
+        return raws, gts, None, [], ""
+    raws, gts, held, where = hold_out(raws, gts, holdout, patch)
+    fits = all(p <= s for p, s in zip(patch, held[0][0].shape))
+    return raws, gts, held[0] if fits else None, held, where
+
+
+def print_sha(path: Path) -> int:
+    """Print the model file's SHA-256 (for `model_sha256` in a config); exit code 0."""
+    from petavox.tasks.infer.onnx_model import sha256
+
+    print(f"sha256: {sha256(path.read_bytes())}")
+    return 0
 
 
 def fit_and_export(
@@ -218,30 +257,42 @@ def fit_and_export(
     depth: int = 3,
     pool: tuple[int, ...] = (2, 2, 2),
     target: str = "boundary",
+    voxel_nm: Sequence[float] | None = None,
     **training,
-) -> int:
-    """Train on checked (z,y,x) volumes, export to `path`, print path, sha256 and losses."""
-    from petavox.tasks.infer.onnx_model import sha256
-    from petavox.tasks.ml.training import export_onnx, train_model
+) -> None:
+    """Train on checked (z,y,x) volumes, export to `path` with the training domain (voxel size
+    `voxel_nm` x,y,z, intensity statistics, predicted membrane share); print path, losses and
+    the domain."""
+    from petavox.tasks.ml.onnx_export import export_onnx
+    from petavox.tasks.ml.training import predicted_membrane_fraction, train_model
     from petavox.tasks.ml.unet import count_parameters, divisor
 
     model = train_model(raws, gts, target=target, patch=patch, depth=depth, pool=pool, **training)
-    export_onnx(model, path, target=target, patch=patch, divisor=divisor(pool, depth))
+    fraction = predicted_membrane_fraction(model, raws, patch, target)
+    domain = training_domain(raws, voxel_nm, fraction)
+    export_onnx(
+        model,
+        path,
+        target=target,
+        patch=patch,
+        divisor=divisor(pool, depth),
+        metadata=domain.metadata(),
+    )
     log = model.train_log
     print(f"model: {path}")
-    print(f"sha256: {sha256(path.read_bytes())}")
     print(
         f"final loss: {log.final_loss:.4f} ({log.steps} steps in {log.seconds:.0f} s, "
         f"{count_parameters(model)} parameters)"
     )
     if log.validation:
         print(f"validation loss: {log.validation[-1][1]:.4f}")
-    return 0
+    print(describe_domain(domain))
 
 
 # ---- the built-in model --------------------------------------------------------------------
 BUILTIN_SEEDS = (101, 102, 103, 104)  # the demo uses seed 0, tests 1-9: none trains the model
 BUILTIN_SHAPE = (128, 128, 64)  # x, y, z
+BUILTIN_VOXEL_NM = (8.0, 8.0, 8.0)  # what the demo ingests the synthetic volumes at
 
 
 def train_builtin(out: str, minutes: float = 10.0) -> int:
@@ -253,84 +304,8 @@ def train_builtin(out: str, minutes: float = 10.0) -> int:
     gts = [np.ascontiguousarray(v.labels.transpose(2, 1, 0)) for v in volumes]
     path = check_output(out)
     require_training_packages()
-    return fit_and_export(raws, gts, path, minutes=minutes, seed=0)
-
-
-# ---- the command line ---------------------------------------------------------------------
-def triple(text: str) -> tuple[int, int, int]:
-    parts = [int(p) for p in text.split(",")]
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"{text!r} is not three integers Z,Y,X")
-    return parts[0], parts[1], parts[2]
-
-
-def train_command(args: argparse.Namespace) -> int:
-    if (args.val_raw is None) != (args.val_gt is None):
-        raise ConfigError("give both --val-raw and --val-gt, or neither")
-    validation = (args.val_raw, args.val_gt) if args.val_raw else None
-    storage = StorageConfig(**runtime_from_args(args)["storage"])
-    return run_train(
-        args.raw,
-        args.gt,
-        args.out,
-        minutes=args.minutes,
-        target=args.target,
-        seed=args.seed,
-        patch=args.patch,
-        batch=args.batch,
-        base_channels=args.base_channels,
-        depth=args.depth,
-        pool=args.pool,
-        validation=validation,
-        context=storage.context(),
-        progress=not args.quiet,
-    )
-
-
-def add_train_parser(sub: Any) -> None:
-    """`petavox train` and its options (PyTorch is imported only when it runs)."""
-    p = sub.add_parser("train", help="train a 3D U-Net on your ground truth; writes ONNX")
-    p.add_argument(
-        "--raw",
-        required=True,
-        action="append",
-        help="image: .npy (z,y,x) or layer URL; repeat for several volumes",
-    )
-    p.add_argument(
-        "--gt",
-        required=True,
-        action="append",
-        help="labels (0 = boundary/unknown), same shape; one per --raw",
-    )
-    p.add_argument("--out", required=True, help="model file to write (.onnx)")
-    p.add_argument("--minutes", type=float, default=15.0, help="training time (default 15)")
-    p.add_argument(
-        "--target",
-        choices=("boundary", "affinities"),
-        default="boundary",
-        help="what the model predicts (default boundary)",
-    )
-    p.add_argument(
-        "--patch",
-        type=triple,
-        default=(32, 64, 64),
-        help="training patch Z,Y,X (default 32,64,64)",
-    )
-    p.add_argument(
-        "--pool",
-        type=triple,
-        default=(2, 2, 2),
-        help="pooling Z,Y,X per level; 1,2,2 for anisotropic stacks (default 2,2,2)",
-    )
-    p.add_argument("--batch", type=int, default=2, help="patches per step (default 2)")
-    p.add_argument("--base-channels", type=int, default=8, help="width of the U-Net (default 8)")
-    p.add_argument("--depth", type=int, default=3, help="U-Net levels (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--val-raw", help="held-out image for a validation loss")
-    p.add_argument("--val-gt", help="held-out labels for a validation loss")
-    p.add_argument("--s3-endpoint", help="S3-compatible endpoint for s3:// inputs")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=train_command, workers=None, address=None, max_in_flight=None)
+    fit_and_export(raws, gts, path, minutes=minutes, seed=0, voxel_nm=BUILTIN_VOXEL_NM)
+    return print_sha(path)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ class LayerSpec:
     sharding: Sharding = "none"
     shard_bytes: int = AUTO_SHARD_BYTES
     compress_shards: bool = True  # gzip chunks inside shards (off on file://, see planned_info)
+    # extra top-level info keys (e.g. "petavox_model"); viewers ignore keys they do not know
+    extra: tuple[tuple[str, Any], ...] = ()
 
     def validate(self) -> None:
         dtype = np.dtype(self.dtype).name
@@ -118,6 +120,7 @@ class LayerSpec:
             "data_type": np.dtype(self.dtype).name,
             "num_channels": self.num_channels,
             "scales": [scale],
+            **dict(self.extra),
         }
 
 
@@ -313,7 +316,7 @@ def planned_info(url: str, spec: LayerSpec, found: dict | None) -> dict:
             f"a different layer already exists at {url}: found {_describe(found)}, "
             f"this stage writes {_describe(wanted)}; choose another output or delete it"
         )
-    return found
+    return {**found, **dict(spec.extra)}
 
 
 def pyramid_info(url: str, info: dict, factor: Vec3, count: int, task: Vec3 | None = None) -> dict:

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from petavox.tasks.core.geometry import Chunk
+from petavox.tasks.core.geometry import Box, Chunk
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.values import check_values
+from petavox.tasks.infer.domain import IntensityMap
 from petavox.tasks.infer.patches import PatchGrid, PredictFn, predict_blended
+from petavox.tasks.infer.resample import Resampling
 
 
 def as_model_input(data: np.ndarray) -> np.ndarray:
@@ -32,24 +34,42 @@ def to_layer_dtype(pred: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 @dataclass(frozen=True, kw_only=True)
 class InferJob:
+    """With `resampling`, `patches` is the grid over `resampling.model_bounds()`: the input is
+    resampled to the model's voxels, predicted there and resampled back (see `resample`)."""
+
     source: Layer
     target: Layer
     patches: PatchGrid
     predict: PredictFn  # a model in this process, a GPU actor pool, or the classical filter
     batch: int = 1
     fill_missing: bool = False
+    intensity: IntensityMap = IntensityMap()  # applied to the 0-1 input, before resampling
+    resampling: Resampling | None = None
+
+    def model_input(self, box: Box) -> np.ndarray:
+        """The source over `box`, checked, as float32 0-1 model input with the intensity map."""
+        raw = self.source.read(box, fill_missing=self.fill_missing)
+        check_values(raw, self.source.url, box, "infer", unit_range=True)
+        return self.intensity.apply(as_model_input(raw))
 
     def run(self, chunk: Chunk) -> dict:
-        box = chunk.write_box
-        read = self.patches.read_box(box)
-        raw = self.source.read(read, fill_missing=self.fill_missing)
-        check_values(raw, self.source.url, read, "infer", unit_range=True)
-        data = as_model_input(raw)
-        pred = predict_blended(
-            self.patches, data, read.start, box, self.target.num_channels, self.predict, self.batch
-        )
+        box, channels = chunk.write_box, self.target.num_channels
+        extra = {}
+        if self.resampling is None:
+            read = self.patches.read_box(box)
+            data = self.model_input(read)
+            pred = predict_blended(
+                self.patches, data, read.start, box, channels, self.predict, self.batch
+            )
+            patches = len(self.patches.touching(box))
+        else:
+            pred = self.resampling.predict_resampled(
+                self.patches, self.model_input, box, channels, self.predict, self.batch
+            )
+            model_box = self.resampling.model_box(box)
+            patches = len(self.patches.touching(model_box))
+            extra["model_voxels"] = model_box.size
         if pred.shape[-1] == 1:
             pred = pred[..., 0]
         self.target.write(box, to_layer_dtype(pred, self.target.dtype))
-        patches = len(self.patches.touching(box))
-        return {"patches": patches, "predictor": type(self.predict).__name__}
+        return {"patches": patches, "predictor": type(self.predict).__name__, **extra}

@@ -3,7 +3,8 @@
 A model is an ONNX file (a protobuf: no pickle is ever loaded) with one input, (N, 1, Z, Y, X)
 float32 = raw / 255, and one output, (N, C, Z, Y, X) float32 in [0, 1], C = 1 (boundary, high =
 membrane) or 3 (affinities x, y, z, high = connected). Optional metadata from `petavox train`:
-``petavox.target`` and ``petavox.divisor`` (z,y,x: patch sides must be multiples of it).
+``petavox.target`` and ``petavox.divisor`` (z,y,x: patch sides must be multiples of it), and
+the training domain (`petavox.tasks.infer.domain`).
 
 The planner fetches the model once, checks its checksum and shapes, and hands workers a
 `ModelRef` (URL + checksum); each worker process fetches, verifies and loads it once.
@@ -24,6 +25,7 @@ from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.geometry import Vec3
 from petavox.tasks.core.objects import get
 from petavox.tasks.core.storage import StorageContext, local_path
+from petavox.tasks.infer.domain import ModelDomain
 
 log = logging.getLogger("petavox")
 
@@ -80,6 +82,7 @@ class ModelInfo:
     target: str  # boundary | affinities
     channels: int
     divisor: Vec3  # x, y, z: patch sides must be multiples of this
+    domain: ModelDomain = ModelDomain()  # what it was trained on, as far as it records
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,7 +168,7 @@ def inspect(session, source: str) -> ModelInfo:
     channels = int(shape_out[1])
     target = meta.get("petavox.target", "boundary" if channels == 1 else "affinities")
     divisor = _zyx_metadata(meta, "petavox.divisor") or Vec3(1, 1, 1)
-    return ModelInfo(target, channels, divisor)
+    return ModelInfo(target, channels, divisor, ModelDomain.from_metadata(meta))
 
 
 def check_patch(session, info: ModelInfo, patch: Vec3, source: str) -> None:

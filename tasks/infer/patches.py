@@ -25,6 +25,14 @@ def fit_patch(patch: Vec3, extent: Vec3, divisor: Vec3) -> Vec3:
     return Vec3(*(min(p, math.ceil(e / d) * d) for p, e, d in zip(patch, extent, divisor)))
 
 
+def patch_grid(bounds: Box, patch: Vec3, overlap: Vec3, divisor: Vec3) -> PatchGrid:
+    """The grid a model predicts on over `bounds`: the patch fitted to the volume and the
+    model's divisor, the overlap kept below the patch."""
+    fitted = fit_patch(patch, bounds.shape, divisor)
+    kept = Vec3(*(min(o, p - 1) for o, p in zip(overlap, fitted)))
+    return PatchGrid(bounds=bounds, patch=fitted, overlap=kept)
+
+
 def axis_starts(start: int, stop: int, patch: int, overlap: int) -> list[int]:
     """Patch starts along one axis: every `patch - overlap`, the last one flush with `stop`."""
     if stop - start <= patch:

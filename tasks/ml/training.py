@@ -1,4 +1,4 @@
-"""Training a small 3D U-Net on (raw, ground truth) volumes and exporting it to ONNX. No Ray.
+"""Training a small 3D U-Net on (raw, ground truth) volumes (export: `onnx_export`). No Ray.
 
 Volumes here are numpy arrays indexed (z, y, x): raw uint8, ground truth integer labels with
 0 = boundary (membrane or unknown). The network sees raw uint8 / 255 as float32, nothing else;
@@ -13,32 +13,29 @@ loss ignores it.
 
 from __future__ import annotations
 
-import copy
 import math
-import os
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from petavox.tasks.core.errors import InputError, PetavoxError
-from petavox.tasks.ml.examples import TARGETS, loss_mask, make_target, random_example
-from petavox.tasks.ml.unet import Probabilities, UNet3d
+from petavox.tasks.core.errors import InputError
+from petavox.tasks.ml.examples import (
+    TARGETS,
+    ZOOM_RANGE,
+    loss_mask,
+    make_target,
+    random_example,
+)
+from petavox.tasks.ml.unet import UNet3d
 
 Triple = tuple[int, int, int]
-RAW_NOTE = "raw uint8 / 255 as float32, no other normalisation"
 MAX_THREADS = 2
 VALIDATE_EVERY = 60.0  # seconds between validation passes (and one at the end)
-
-
-class ExportCheckError(PetavoxError):
-    """The exported ONNX model does not reproduce the torch model."""
 
 
 # ---- batches ------------------------------------------------------------------------------
@@ -48,13 +45,14 @@ def make_batch(
     patch: Sequence[int],
     batch: int,
     target: str,
+    zoom: tuple[float, float] = ZOOM_RANGE,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(raw (N,1,z,y,x), target (N,C,z,y,x), mask (N,C,z,y,x)) tensors of augmented patches."""
     sizes = np.array([r.size for r, _ in volumes], dtype=np.float64)
     xs, ys = [], []
     for _ in range(batch):
         raw, gt = volumes[int(rng.choice(len(volumes), p=sizes / sizes.sum()))]
-        x, g = random_example(rng, raw, gt, patch)
+        x, g = random_example(rng, raw, gt, patch, zoom)
         xs.append(x[None])
         ys.append(make_target(g, target))
     mask = np.broadcast_to(loss_mask(patch, target), (batch, TARGETS[target], *patch))
@@ -95,6 +93,7 @@ class TrainLog:
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
     validation: list[tuple[int, float]] = field(default_factory=list)  # (step, loss)
+    zoom: tuple[float, float] = ZOOM_RANGE
 
     @property
     def final_loss(self) -> float:
@@ -181,6 +180,7 @@ def train_model(
     progress: bool = True,
     lr: float = 1e-3,
     max_steps: int | None = None,
+    zoom: tuple[float, float] = ZOOM_RANGE,
 ) -> UNet3d:
     """Train a U-Net with Adam on random augmented patches until `minutes` of wall clock (or
     `max_steps`) are used; return it in eval mode with `model.train_log` (a `TrainLog`).
@@ -205,7 +205,7 @@ def train_model(
         held_out = _as_volumes(*validation)
         check_patch(held_out, patch, model.divisor)
         val = _validation_batches(held_out, patch, target)
-    log = TrainLog(target, patch)
+    log = TrainLog(target, patch, zoom=tuple(zoom))  # type: ignore[arg-type]
     _fit(
         model,
         volumes,
@@ -258,7 +258,7 @@ def _fit(
             break
         for group in optimizer.param_groups:
             group["lr"] = _lr(lr, fraction)
-        x, y, m = make_batch(rng, volumes, log.patch, batch, log.target)
+        x, y, m = make_batch(rng, volumes, log.patch, batch, log.target, log.zoom)
         loss = balanced_bce(model(x), y, m)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -281,90 +281,23 @@ def _fit(
     bar.close()
 
 
-# ---- export -----------------------------------------------------------------------------------
-def _fmt(values: Sequence[int]) -> str:
-    return ",".join(str(int(v)) for v in values)
-
-
-def export_onnx(
-    model: nn.Module,
-    path: str | os.PathLike,
-    *,
-    target: str,
-    patch: Sequence[int],
-    divisor: Sequence[int],
-    raw_note: str = RAW_NOTE,
-) -> Path:
-    """Write `model` (logits) plus a sigmoid as one self-contained ONNX file (opset 17).
-
-    Input "raw" (N,1,Z,Y,X) float32 = raw uint8 / 255; output "boundary" (N,1,Z,Y,X) or
-    "affinities" (N,3,Z,Y,X) in [0, 1]; N, Z, Y, X are dynamic. Metadata: petavox.target,
-    petavox.patch and petavox.divisor ("z,y,x"), petavox.axes ("zyx"), petavox.raw (`raw_note`).
-    The file is checked with onnxruntime against the torch model before it replaces `path`.
-    """
-    import onnx
-
-    if target not in TARGETS:
-        raise InputError(f"target {target!r} is not one of {sorted(TARGETS)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    net = Probabilities(copy.deepcopy(model).cpu().eval()).eval()
-    example = torch.zeros((1, 1, *(int(p) for p in patch)), dtype=torch.float32)
-    axes = {0: "n", 2: "z", 3: "y", 4: "x"}
-    with torch.no_grad(), warnings.catch_warnings():
-        # the TorchScript exporter (deprecated, but it needs no onnxscript) is chosen on purpose
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            net,
-            (example,),
-            str(tmp),
-            input_names=["raw"],
-            output_names=[target],
-            dynamic_axes={"raw": axes, target: axes},
-            opset_version=17,
-            dynamo=False,
-        )
-    proto = onnx.load(str(tmp))
-    meta = {
-        "petavox.target": target,
-        "petavox.patch": _fmt(patch),
-        "petavox.divisor": _fmt(divisor),
-        "petavox.axes": "zyx",
-        "petavox.raw": raw_note,
-    }
-    onnx.helper.set_model_props(proto, meta)
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(tmp), save_as_external_data=False)
-    try:
-        check_export(net, tmp, target, patch, divisor)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-    return path
-
-
-def check_export(
-    net: nn.Module, path: Path, target: str, patch: Sequence[int], divisor: Sequence[int]
-) -> None:
-    """Raise ExportCheckError unless onnxruntime reproduces `net` (max abs diff < 1e-4) on a
-    random input of the patch size and of another allowed size."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = MAX_THREADS
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    gen = torch.Generator().manual_seed(0)
-    other = tuple(int(p) + int(d) for p, d in zip(patch, divisor))
-    for size in (tuple(int(p) for p in patch), other):
-        x = torch.rand((1, 1, *size), generator=gen)
-        with torch.no_grad():
-            want = net(x).numpy()
-        (got,) = session.run([target], {"raw": x.numpy()})
-        if got.shape != want.shape or float(np.abs(got - want).max()) >= 1e-4:
-            diff = float(np.abs(got - want).max()) if got.shape == want.shape else math.nan
-            raise ExportCheckError(
-                f"ONNX model {path} gives {got.shape} (max diff {diff}) where torch gives "
-                f"{want.shape} for input {size}; the export is broken"
-            )
+def predicted_membrane_fraction(
+    model: nn.Module, volumes: Sequence[np.ndarray], patch: Sequence[int], target: str
+) -> float:
+    """Share of voxels the model calls boundary (≥ 0.5; affinities: 1 − their mean ≥ 0.5) on
+    fixed unaugmented patches of its training images: what `segment` compares a new boundary
+    map with."""
+    was_training = model.training
+    model.eval()
+    hits = total = 0
+    with torch.no_grad():
+        for raw in volumes:
+            for start in ((0, 0, 0), tuple((s - p) // 2 for s, p in zip(raw.shape, patch))):
+                box = tuple(slice(a, a + p) for a, p in zip(start, patch))
+                x = torch.from_numpy(raw[box].astype(np.float32)[None, None] / 255)
+                prob = torch.sigmoid(model(x))[0]
+                boundary = prob[0] if target == "boundary" else 1 - prob.mean(dim=0)
+                hits += int((boundary >= 0.5).sum())
+                total += boundary.numel()
+    model.train(was_training)
+    return hits / max(total, 1)

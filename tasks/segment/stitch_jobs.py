@@ -35,6 +35,7 @@ from petavox.tasks.segment.equivalence import (
     unique_edges,
     unique_pairs,
 )
+from petavox.tasks.segment.label_counts import LabelCounts, top_counts
 from petavox.tasks.segment.segment_jobs import Mode, face_boxes, face_key
 
 MATCH_FRACTION = 0.5
@@ -184,26 +185,32 @@ class ResolveJob:
 class RelabelJob:
     """Write a chunk of `source` into `target` through the chain of its ancestors' maps at
     `levels` (bottom up). Never in place: the source is left as it was, so a task killed
-    mid-write, or run twice, writes the same chunk again (relabelling twice would not)."""
+    mid-write, or run twice, writes the same chunk again (relabelling twice would not).
+
+    With `top_k` (the relabel that writes the output), it returns the chunk's `top_k` largest
+    final labels (`LabelCounts`) instead of the count of relabelled ids."""
 
     source: Layer
     target: Layer
     work_url: str
     map_dir: str  # "maps" (stitching) or "agglo-maps" (agglomeration)
     levels: tuple[int, ...]
+    top_k: int = 0
 
-    def run(self, chunk: Chunk) -> dict:
+    def run(self, chunk: Chunk) -> dict | LabelCounts:
         maps = []
         for level in self.levels:
             node = Vec3(*(i >> level for i in chunk.index))
             key = f"{self.map_dir}/{level}/{node.x}_{node.y}_{node.z}.npy"
             maps.append(_load_map(self.work_url, key, self.source.context))
         labels = self.source.read(chunk.write_box)
-        present = fastremap.unique(labels)
+        present, counts = fastremap.unique(labels, return_counts=True)
         final = apply_maps(present, maps)
         changed = present != final
         if changed.any():
             table = dict(zip(present[changed].tolist(), final[changed].tolist()))
             labels = fastremap.remap(labels, table, preserve_missing_labels=True, in_place=True)
         self.target.write(chunk.write_box, labels)
+        if self.top_k:
+            return top_counts(final, counts, self.top_k)
         return {"relabelled": int(changed.sum())}

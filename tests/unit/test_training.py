@@ -12,17 +12,21 @@ ort = pytest.importorskip("onnxruntime")
 from petavox.tasks.core.errors import InputError  # noqa: E402
 from petavox.tasks.core.geometry import Vec3  # noqa: E402
 from petavox.tasks.core.layers import Layer, LayerSpec  # noqa: E402
+from petavox.tasks.infer.domain import ModelDomain  # noqa: E402
 from petavox.tasks.ml import examples  # noqa: E402  (after the skips)
 from petavox.tasks.ml.examples import (  # noqa: E402
     affinity_target,
     boundary_target,
     random_example,
 )
-from petavox.tasks.ml.training import balanced_bce, export_onnx, train_model  # noqa: E402
+from petavox.tasks.ml.onnx_export import export_onnx  # noqa: E402
+from petavox.tasks.ml.training import balanced_bce, train_model  # noqa: E402
 from petavox.tasks.ml.unet import UNet3d, divisor  # noqa: E402
+from petavox.tasks.segment.tuning import MERGE_THRESHOLDS  # noqa: E402
 from petavox.tasks.segment.watershed import affinities_from_boundary  # noqa: E402
 from petavox.tasks.synthetic.generator import SyntheticParams, generate  # noqa: E402
 from petavox.workflows.train import as_raw_uint8, load_volume, run_train  # noqa: E402
+from petavox.workflows.tune import run_tune  # noqa: E402
 
 TINY_PATCH = (8, 16, 16)
 
@@ -102,7 +106,7 @@ def test_augmentation_keeps_raw_and_gt_aligned(monkeypatch):
     rng = np.random.default_rng(0)
     seen = set()
     for _ in range(200):
-        r, g = random_example(rng, raw, gt, (4, 6, 8))
+        r, g = random_example(rng, raw, gt, (4, 6, 8), zoom=(1.0, 1.0))
         assert r.shape == g.shape == (4, 6, 8)
         np.testing.assert_array_equal(np.round(r * 255).astype(np.int64), g % 251)
         steps = tuple(np.unique(np.diff(g, axis=a)) for a in range(3))
@@ -123,12 +127,20 @@ def test_resampling_augmentation_jitters_each_section_by_under_a_pixel():
     assert examples.augment_resampling(np.random.default_rng(0), x, chance=0.0) is x
 
 
-def test_intensity_augmentation_stays_in_range():
-    raw = np.random.default_rng(1).integers(0, 256, (4, 8, 8), dtype=np.uint8)
-    out = examples.augment_intensity(np.random.default_rng(2), raw)
-    assert out.dtype == np.float32 and out.shape == raw.shape
-    assert out.min() >= 0 and out.max() <= 1
-    assert np.corrcoef(out.ravel(), raw.ravel())[0, 1] > 0.9
+def test_intensity_augmentation_stays_in_range_and_varies_the_contrast_widely():
+    """A smooth image (blur keeps its structure): every draw stays in 0-1 and follows the image;
+    the contrast varies well beyond ±20 % (a new microscope's differs by more)."""
+    _, y, x = np.indices((4, 16, 16))
+    raw = (60 + 8 * x + 2 * y).astype(np.uint8)
+    rng = np.random.default_rng(2)
+    ratios = []
+    for _ in range(40):
+        out = examples.augment_intensity(rng, raw)
+        assert out.dtype == np.float32 and out.shape == raw.shape
+        assert out.min() >= 0 and out.max() <= 1
+        assert np.corrcoef(out.ravel(), raw.ravel())[0, 1] > 0.8
+        ratios.append(out.std() / (raw.std() / 255))
+    assert min(ratios) < 0.75 and max(ratios) > 1.3
 
 
 # ---- training and export ----------------------------------------------------------------------
@@ -212,6 +224,7 @@ def test_train_command_writes_an_affinity_model(tiny, tmp_path, capsys):
         seed=1,
         patch=TINY_PATCH,
         base_channels=4,
+        holdout=0,
         progress=False,
     )
     assert code == 0
@@ -219,6 +232,10 @@ def test_train_command_writes_an_affinity_model(tiny, tmp_path, capsys):
     assert str(out) in printed and "sha256: " in printed and "final loss: " in printed
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert meta["petavox.target"] == "affinities"
+    domain = ModelDomain.from_metadata(meta)  # recorded: the intensities it saw, no voxel size
+    assert domain.voxel_nm is None and "no voxel size" in printed
+    assert domain.intensity == pytest.approx((raw.mean() / 255, raw.std() / 255), abs=2e-3)
+    assert 0 <= domain.membrane_fraction <= 1
     y = _run_onnx(out, (raw[None, None, :8, :16, :16] / 255).astype(np.float32))
     assert y.shape == (1, 3, 8, 16, 16) and y.min() >= 0 and y.max() <= 1
 
@@ -299,3 +316,32 @@ def test_training_learns_to_separate_boundary_from_inside():
         pred = torch.sigmoid(model(x))[0, 0].numpy()
     membrane, inside = pred[test_gt == 0].mean(), pred[test_gt > 0].mean()
     assert membrane - inside > 0.2, (membrane, inside)
+
+
+def test_training_holds_out_ground_truth_and_records_segment_parameters(tmp_path, capsys):
+    """`train` keeps the end of the longest axis back, chooses segment's parameters there and
+    records them in the model; `tune` redoes that on other ground truth into a new file."""
+    raw, gt = synthetic_zyx((64, 32, 16), seed=2)  # z,y,x (16, 32, 64): x is the longest
+    np.save(tmp_path / "raw.npy", raw)
+    np.save(tmp_path / "gt.npy", gt)
+    out = tmp_path / "m.onnx"
+    common = {"minutes": 0.05, "patch": TINY_PATCH, "base_channels": 4, "progress": False}
+    assert run_train(str(tmp_path / "raw.npy"), str(tmp_path / "gt.npy"), str(out), **common) == 0
+    assert "chosen on the held-out 30% of the ground truth (x ≥ 45)" in capsys.readouterr().out
+    chosen = ModelDomain.from_metadata(
+        {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    ).segment
+    assert chosen["seeds"] == "distance" and chosen["merge_threshold"] in MERGE_THRESHOLDS
+    assert 0 <= chosen["held_out_arand"] <= 1 and chosen["held_out"].startswith("the held-out")
+    other_raw, other_gt = synthetic_zyx((48, 48, 16), seed=3)
+    np.save(tmp_path / "raw2.npy", other_raw)
+    np.save(tmp_path / "gt2.npy", other_gt)
+    before = out.read_bytes()
+    tuned = tmp_path / "tuned.onnx"
+    code = run_tune(
+        str(out), [str(tmp_path / "raw2.npy")], [str(tmp_path / "gt2.npy")], out=str(tuned)
+    )
+    assert code == 0 and out.read_bytes() == before  # the original is left as it was
+    meta = {p.key: p.value for p in onnx.load(str(tuned)).metadata_props}
+    assert ModelDomain.from_metadata(meta).segment["held_out"] == "1 volume(s)"
+    assert "adapted Rand" in capsys.readouterr().out

@@ -67,6 +67,20 @@ class BoxSet:
             lambda a, iv: np.stack([iv[:, 0] // factor[a], -(-iv[:, 1] // factor[a])], 1)
         )
 
+    def rescale(self, factor: tuple[float, float, float], source: Box, target: Box) -> BoxSet:
+        """The boxes in another voxel grid over the same volume: `target` has `factor` voxels
+        per voxel of `source` on each axis (infer's resampling); rounded outward, clipped."""
+
+        def axis(a: int, iv: Intervals) -> Intervals:
+            rel = (iv - source.start[a]) * factor[a]
+            lo = np.floor(rel[:, 0]).astype(np.int64) + target.start[a]
+            hi = np.ceil(rel[:, 1]).astype(np.int64) + target.start[a]
+            return np.stack(
+                [np.maximum(lo, target.start[a]), np.minimum(hi, target.stop[a])], axis=1
+            )
+
+        return self.map(axis)
+
     def map(self, fn: Callable[[int, Intervals], Intervals]) -> BoxSet:
         return BoxSet(tuple(fn(a, iv).reshape(-1, 2) for a, iv in enumerate(self.axes)))  # type: ignore[arg-type]
 

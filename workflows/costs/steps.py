@@ -189,10 +189,16 @@ def _copying(plan: StagePlan, _: Context) -> StepShape:
 
 
 def _infer(plan: StagePlan, _: Context) -> StepShape:
-    job, boxes = plan.job, BoxSet.writes(plan.grid)
-    grid = job.patches  # type: ignore[attr-defined]
+    job, writes = plan.job, BoxSet.writes(plan.grid)
+    grid, resampling = job.patches, job.resampling  # type: ignore[attr-defined]
+    boxes = writes
+    if resampling is not None:  # the patches sit on the model's grid: map the boxes there
+        boxes = writes.rescale(resampling.scale, plan.grid.bounds, grid.bounds)
     reads, predicted = patch_reads(boxes, grid.bounds, grid.patch, grid.overlap)
-    write = volume_write(job.target, 0, boxes)  # type: ignore[attr-defined]
+    if resampling is not None:  # ... and what the patches need back to the layer's voxels
+        back = tuple(1 / s for s in resampling.scale)
+        reads = reads.rescale(back, grid.bounds, plan.grid.bounds)  # type: ignore[arg-type]
+    write = volume_write(job.target, 0, writes)  # type: ignore[attr-defined]
     return _shape(
         plan,
         "patch",

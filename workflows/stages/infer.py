@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar, Literal
@@ -9,7 +10,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from petavox.tasks.core.errors import LayerMismatchError
-from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
+from petavox.tasks.core.geometry import ChunkGrid, Vec3
 from petavox.tasks.core.layers import Layer, LayerSpec
 from petavox.tasks.core.storage import normalize_url
 from petavox.tasks.infer.infer_jobs import InferJob
@@ -26,19 +27,22 @@ from petavox.tasks.infer.onnx_model import (
     open_session,
     sha256,
 )
-from petavox.tasks.infer.patches import PatchGrid, PredictFn, fit_patch
+from petavox.tasks.infer.patches import PatchGrid, PredictFn, patch_grid
 from petavox.workflows.catalog import Catalog
+from petavox.workflows.domain_fit import INFO_KEY, ScalePlan, intensity_binding, plan_scale
 from petavox.workflows.params import (
     NonNegativeTriple,
     PositiveTriple,
     VolumeWriterParams,
     layer_sharding,
 )
-from petavox.workflows.plan import ChunkJob, DriverHooks, Output, StagePlan
+from petavox.workflows.plan import ChunkJob, DriverHooks, JobBinding, Output, StagePlan
 from petavox.workflows.sizing import writing_task_shape
 from petavox.workflows.stage import Positional, Stage
 
-VERSION = 1
+log = logging.getLogger("petavox")
+
+VERSION = 2  # 2: the input fitted to the model's training domain (intensity, voxel size)
 DEFAULT_MODEL = BUILTIN + "boundary-synthetic.onnx"
 CLASSICAL = "classical"
 # sizing weight: input, prediction sums and weights take 12-20 bytes per output voxel; big tasks
@@ -84,9 +88,22 @@ class InferParams(VolumeWriterParams):
     gpu_actors: int = Field(1, ge=1, description="GPU actors that each load the model once")
     gpus_per_actor: float = Field(1.0, ge=0, description="GPUs each actor reserves")
     batch: int = Field(1, ge=1, description="patches per model call (raise on GPUs)")
+    normalise: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: map the input's intensity mean and std onto the model's training "
+        "statistics when they differ (more than ×1.1 in std or 0.03 in mean)",
+    )
+    resample: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: resample the input to the model's training voxel size in each task "
+        "(and the prediction back) when they differ by more than ×1.2",
+    )
 
     UNHASHED: ClassVar[frozenset[str]] = VolumeWriterParams.UNHASHED | frozenset(
         {"device", "gpu_actors", "gpus_per_actor", "batch"}
+    )
+    HASHED_UNLESS_DEFAULT: ClassVar[frozenset[str]] = (
+        VolumeWriterParams.HASHED_UNLESS_DEFAULT | frozenset({"normalise", "resample"})
     )
 
     @field_validator("model_sha256")
@@ -123,27 +140,34 @@ def load_model(params: InferParams, catalog: Catalog) -> tuple[ModelRef, ModelIn
 
 
 def model_patches(
-    params: InferParams, bounds: Box, catalog: Catalog
-) -> tuple[ModelRef | None, int, str, PatchGrid]:
-    """The model (None: the classical filter), its output channels and target, and the patch
-    grid it predicts on (patch sides fitted to the volume and the model's divisor)."""
+    params: InferParams, source: Layer, catalog: Catalog
+) -> tuple[ModelRef | None, ModelInfo | None, str, PatchGrid, ScalePlan]:
+    """The model (None: the classical filter) and what it says about itself, its target, the
+    patch grid it predicts on (over the model-space volume when the input is resampled; patch
+    sides fitted to it and to the model's divisor) and the resampling to its voxel size."""
+    bounds = source.bounds(0)
     if params.model == CLASSICAL:
-        ref, channels, target = None, 1, "boundary (classical, no model)"
-        patch = fit_patch(Vec3.of(params.patch), bounds.shape, Vec3(1, 1, 1))
+        ref, info, target = None, None, "boundary (classical, no model)"
+        scale, divisor = ScalePlan(None, ""), Vec3(1, 1, 1)
     else:
         ref, info, session = load_model(params, catalog)
-        channels, target = info.channels, info.target
-        patch = fit_patch(Vec3.of(params.patch), bounds.shape, info.divisor)
-        check_patch(session, info, patch, ref.url)
-    overlap = Vec3(*(min(o, p - 1) for o, p in zip(params.overlap, patch)))
-    return ref, channels, target, PatchGrid(bounds=bounds, patch=patch, overlap=overlap)
+        target, divisor = info.target, info.divisor
+        scale = plan_scale(source, info.domain, params.resample == "auto")
+        for warning in scale.warnings:
+            log.warning("infer: %s", warning)
+    grid_bounds = scale.resampling.model_bounds() if scale.resampling else bounds
+    grid = patch_grid(grid_bounds, Vec3.of(params.patch), Vec3.of(params.overlap), divisor)
+    if ref is not None:
+        check_patch(session, info, grid.patch, ref.url)
+    return ref, info, target, grid, scale
 
 
 def plan_infer(params: InferParams, catalog: Catalog) -> list[StagePlan]:
     source = catalog.layer(catalog.url(params.input))
     check_input(source)
     bounds = source.bounds(0)
-    ref, channels, target, patches = model_patches(params, bounds, catalog)
+    ref, info, target, patches, scale = model_patches(params, source, catalog)
+    channels = 1 if info is None else info.channels
     storage_chunk = Vec3.of(params.storage_chunk or source.chunk_size(0))
     url = catalog.url(params.output)
     spec = LayerSpec(
@@ -156,6 +180,7 @@ def plan_infer(params: InferParams, catalog: Catalog) -> list[StagePlan]:
         encoding="raw",
         num_channels=channels,
         sharding=layer_sharding(params.sharding),
+        extra=() if ref is None or info is None else ((INFO_KEY, model_record(ref, info, scale)),),
     )
     target_layer = catalog.plan_layer(url, spec)
     chunk_shape = writing_task_shape(
@@ -171,6 +196,7 @@ def plan_infer(params: InferParams, catalog: Catalog) -> list[StagePlan]:
         "patch_used": list(patches.patch),
         "overlap_used": list(patches.overlap),
         "task_shape": list(chunk_shape),
+        **scale.spec(),
     }
     plan = StagePlan(
         label=f"infer {params.input} → {params.output} ({target})",
@@ -185,13 +211,45 @@ def plan_infer(params: InferParams, catalog: Catalog) -> list[StagePlan]:
             predict=predict,
             batch=params.batch,
             fill_missing=params.fill_missing,
+            resampling=scale.resampling,
         ),
         resources=params.resources,
         layer_infos={url: target_layer.info},
         outputs=(Output(url),),
-        hooks=DriverHooks(bind=None if ref is None else device_binding(params, ref)),
+        hooks=DriverHooks(bind=job_binding(params, ref, info, source, scale)),
     )
     return [plan]
+
+
+def model_record(ref: ModelRef, info: ModelInfo, scale: ScalePlan) -> dict:
+    """What the output layer's info says about the model that made it (read by `segment`)."""
+    return {
+        "model": ref.url,
+        "sha256": ref.sha256,
+        **info.domain.as_dict(),
+        "model_scale": list(scale.resampling.scale) if scale.resampling else None,
+    }
+
+
+def job_binding(
+    params: InferParams,
+    ref: ModelRef | None,
+    info: ModelInfo | None,
+    source: Layer,
+    scale: ScalePlan,
+) -> JobBinding | None:
+    """On the driver, once the earlier stages ran: fit the intensities (a model's), then place
+    the forward pass (GPU actors or in each task)."""
+    if ref is None or info is None:
+        return None
+    return intensity_binding(
+        source,
+        info.domain,
+        params.normalise == "auto",
+        params.fill_missing,
+        then=device_binding(params, ref),
+        notes=(scale.note,),
+    )
 
 
 def device_binding(params: InferParams, ref: ModelRef):

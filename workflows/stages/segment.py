@@ -14,12 +14,18 @@ No step rewrites a layer in place, so a chunk written twice (a killed task, a re
 chunk; relabelling in place would apply a map twice.
 
 The follow-up identities derive from the segment identity: re-segmenting redoes them all.
+
+Two guards only warn (`petavox.workflows.segment_checks`): before the segment step dispatches,
+a sample of the input is checked for a plausible share of membrane; the relabel into the output
+reports how much of the labelled volume the largest segment holds.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Literal
 
 from pydantic import Field
@@ -31,20 +37,25 @@ from petavox.tasks.core.storage import join_url
 from petavox.tasks.segment.agglomerate_jobs import MAPS as AGGLO_MAPS
 from petavox.tasks.segment.agglomerate_jobs import ContactJob, MergeJob
 from petavox.tasks.segment.equivalence import IdSpace
+from petavox.tasks.segment.label_counts import TOP_K
 from petavox.tasks.segment.segment_jobs import SegmentJob
 from petavox.tasks.segment.stitch_jobs import MAPS as STITCH_MAPS
 from petavox.tasks.segment.stitch_jobs import MatchJob, RelabelJob, ResolveJob
 from petavox.tasks.segment.watershed import WatershedParams
 from petavox.workflows.catalog import Catalog
+from petavox.workflows.domain_fit import tuned_segment_fields
 from petavox.workflows.params import (
     NonNegativeTriple,
     PositiveTriple,
     VolumeWriterParams,
     layer_sharding,
 )
-from petavox.workflows.plan import ChunkJob, Output, StagePlan, identity
+from petavox.workflows.plan import ChunkJob, DriverHooks, Output, StagePlan, identity
+from petavox.workflows.segment_checks import Knob, check_boundary, size_hooks
 from petavox.workflows.sizing import writing_task_shape
 from petavox.workflows.stage import Positional, Stage
+
+log = logging.getLogger("petavox")
 
 VERSION = 1
 BYTES_PER_VOXEL = 16  # sizing weight: watershed holds ~50 bytes per voxel, so aim at ~16 M voxels
@@ -112,6 +123,13 @@ def check_input(layer: Layer) -> None:
         )
 
 
+def merge_knob(params: SegmentParams) -> Knob:
+    """The parameter that sets how much the mode merges, with its value (for warnings)."""
+    if params.mode == "cc":
+        return ("boundary_threshold", params.boundary_threshold)
+    return ("merge_threshold", params.merge_threshold)
+
+
 def check_halo(params: SegmentParams) -> Vec3:
     """The halo the chunks are read with: none in cc mode, ≥ 2 per axis in watershed mode."""
     if params.mode != "watershed":
@@ -138,6 +156,7 @@ class Steps:
     ids: IdSpace
     work: str
     segment_identity: str
+    tuned: str = ""  # which parameters came from the input's model, for the label
 
     @property
     def chunks(self) -> ChunkGrid:
@@ -173,10 +192,43 @@ class Steps:
             outputs=(Output(writes.url),) if writes is self.target else (),
         )
 
+    def relabel(
+        self, stage: str, label: str, source: Layer, map_dir: str, levels: tuple[int, ...]
+    ) -> StagePlan:
+        """Relabel `source` through the maps into the next layer: `stitched`, or the output
+        (`stitched` is the output in cc mode), whose plan reports the largest segment."""
+        target = self.stitched if source is self.fragments else self.target
+        final = target is self.target
+        job = RelabelJob(
+            source=source,
+            target=target,
+            work_url=self.work,
+            map_dir=map_dir,
+            levels=levels,
+            top_k=TOP_K if final else 0,
+        )
+        plan = self.plan(stage, label, 0, job, writes=target)
+        if not final:
+            return plan
+        hooks = size_hooks(target.url, merge_knob(self.params), len(plan.grid))
+        return replace(plan, hooks=hooks)
+
+
+def with_model_defaults(params: SegmentParams, source: Layer) -> tuple[SegmentParams, str]:
+    """The params with what the input's model recorded for the fields the config leaves unset
+    (`tuned_segment_fields`), and a note for the stage's label ("" when nothing came from it)."""
+    update = tuned_segment_fields(source.info, params.model_fields_set, params.mode)
+    if not update:
+        return params, ""
+    tuned = SegmentParams.model_validate({**params.model_dump(exclude_unset=True), **update})
+    return tuned, ", " + ", ".join(f"{k} {v}" for k, v in update.items()) + " from the model"
+
 
 def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
     source = catalog.layer(catalog.url(params.input))
     check_input(source)
+    params, tuned = with_model_defaults(params, source)
+    log.info("segment %s: %s", params.input, tuned.removeprefix(", ") or "config parameters")
     halo = check_halo(params)
     storage_chunk = Vec3.of(params.storage_chunk or source.chunk_size(0))
     bounds = source.bounds(0)
@@ -221,6 +273,7 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
         ids=IdSpace(tuple(grid.grid_shape), (chunk_shape + halo * 2).prod() + 1),  # type: ignore[arg-type]
         work=work,
         segment_identity=seg_id,
+        tuned=tuned,
     )
     plans = [segment_plan(steps, seg_spec), *stitch_plans(steps)]
     if params.mode == "watershed":
@@ -231,6 +284,7 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
 def segment_plan(steps: Steps, spec: dict) -> StagePlan:
     """Fragments (or components) per chunk, each in its chunk's id range."""
     params, source = steps.params, steps.source
+    fill = params.fill_missing
     resolution = source.resolution(0)
     watershed = WatershedParams(
         smoothing=params.smoothing,
@@ -253,7 +307,7 @@ def segment_plan(steps: Steps, spec: dict) -> StagePlan:
         fill_missing=params.fill_missing,
     )
     return StagePlan(
-        label=f"segment {params.input} → {params.output} ({params.mode})",
+        label=f"segment {params.input} → {params.output} ({params.mode}{steps.tuned})",
         stage="segment",
         version=VERSION,
         spec=spec,
@@ -261,6 +315,8 @@ def segment_plan(steps: Steps, spec: dict) -> StagePlan:
         job=job,
         resources=params.resources,
         layer_infos={steps.fragments.url: steps.fragments.info},
+        # figures, not identity: a look at the input before dispatch that only warns
+        hooks=DriverHooks(before=partial(check_boundary, source, merge_knob(params), fill)),
     )
 
 
@@ -268,14 +324,8 @@ def stitch_plans(steps: Steps) -> list[StagePlan]:
     """Match faces, resolve the octree levels bottom up, relabel into `stitched` (a single
     chunk: a copy)."""
     levels, params, work = steps.levels, steps.params, steps.work
-    relabel = RelabelJob(
-        source=steps.fragments,
-        target=steps.stitched,
-        work_url=work,
-        map_dir=STITCH_MAPS,
-        levels=tuple(range(1, levels + 1)),
-    )
-    last = steps.plan("stitch-relabel", "stitch: relabel", 0, relabel, writes=steps.stitched)
+    maps = tuple(range(1, levels + 1))
+    last = steps.relabel("stitch-relabel", "stitch: relabel", steps.fragments, STITCH_MAPS, maps)
     if levels == 0:
         return [last]
     match = MatchJob(
@@ -324,15 +374,8 @@ def agglomeration_plans(steps: Steps) -> list[StagePlan]:
         )
         label = f"agglomerate: merge level {level}/{levels}"
         plans.append(steps.plan("agglomerate", label, level, job))
-    relabel = RelabelJob(
-        source=steps.stitched,
-        target=steps.target,
-        work_url=work,
-        map_dir=AGGLO_MAPS,
-        levels=tuple(range(levels + 1)),
-    )
-    label = "agglomerate: relabel"
-    plans.append(steps.plan("agglomerate-relabel", label, 0, relabel, writes=steps.target))
+    label, maps = "agglomerate: relabel", tuple(range(levels + 1))
+    plans.append(steps.relabel("agglomerate-relabel", label, steps.stitched, AGGLO_MAPS, maps))
     return plans
 
 

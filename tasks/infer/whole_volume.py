@@ -1,0 +1,31 @@
+"""`infer` on one in-memory volume, in this process: what the stage writes for it as one chunk
+(the stage's output does not depend on its chunking), for tuning and small experiments."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from petavox.tasks.core.geometry import Box, Vec3
+from petavox.tasks.infer.domain import IntensityMap
+from petavox.tasks.infer.patches import PredictFn, patch_grid, predict_blended
+
+
+def predict_volume(
+    predict: PredictFn,
+    image: np.ndarray,
+    *,
+    patch: Vec3,
+    overlap: Vec3,
+    divisor: Vec3,
+    channels: int,
+    intensity: IntensityMap | None = None,
+) -> np.ndarray:
+    """Float32 predictions (x,y,z for one channel, x,y,z,c otherwise) of `image` (x,y,z, float
+    0-1), with the intensity map applied first, patch-wise and blended as the stage does."""
+    bounds = Box.from_shape(image.shape)
+    grid = patch_grid(bounds, patch, overlap, divisor)
+    data = np.asarray(image, np.float32).copy()
+    if intensity is not None:
+        data = intensity.apply(data)
+    out = predict_blended(grid, data, Vec3(0, 0, 0), bounds, channels, predict)
+    return out[..., 0] if channels == 1 else out
