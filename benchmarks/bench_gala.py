@@ -53,6 +53,19 @@ def train(direction: str, scratch: Path, minutes: float) -> dict[str, Any]:
     return {"train_s": seconds, "minutes": minutes, "chosen": domain.segment}
 
 
+def retune(direction: str) -> dict[str, Any]:
+    """The tuning `petavox train` ends with, again on the kept model (the same held-out 30 %):
+    for a tuning change without retraining."""
+    from petavox.tasks.infer.onnx_model import inspect, open_session
+    from petavox.workflows.tune import HOLDOUT, hold_out, tune_and_record
+
+    data = np.load(GALA / f"{DIRECTIONS[direction][0]}.npz")
+    _, _, held, where = hold_out([data["raw"]], [data["gt"]], HOLDOUT, (32, 64, 64))
+    path = model_path(direction)
+    tune_and_record(path, held, VOXEL_NM, where)
+    return {"chosen": inspect(open_session(path.read_bytes(), str(path)), str(path)).domain.segment}
+
+
 def score(direction: str, scratch: Path, session) -> dict[str, Any]:
     """ingest → infer → segment → evaluate on the other crop, every stage at its defaults."""
     from petavox.workflows.config import parse_config
@@ -82,6 +95,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--minutes", type=float, default=15.0, help="training time (default 15)")
     parser.add_argument("--direction", choices=("both", *DIRECTIONS), default="both")
     parser.add_argument("--skip-training", action="store_true", help="reuse the kept models")
+    parser.add_argument(
+        "--retune", action="store_true", help="with --skip-training: redo the models' tuning"
+    )
     parser.add_argument("--quick", action="store_true", help="1 minute of training")
     args = parser.parse_args(argv)
     if not (GALA / "train.npz").exists():
@@ -95,6 +111,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for direction in directions:
             if not args.skip_training:
                 out[direction] = train(direction, scratch, 1.0 if args.quick else args.minutes)
+            elif args.retune:
+                out[direction] = retune(direction)
         session, _ = common.start_ray(2)
         for direction in directions:
             out.setdefault(direction, {})["scores"] = score(direction, scratch, session)

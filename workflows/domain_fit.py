@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.sampling import sample_values, unit_values
@@ -32,6 +32,9 @@ from petavox.tasks.infer.domain import (
     resampling_scale,
 )
 from petavox.tasks.infer.resample import Resampling
+
+if TYPE_CHECKING:  # the segment stage imports this module
+    from petavox.workflows.stages.segment import SegmentParams
 
 log = logging.getLogger("petavox")
 
@@ -145,7 +148,14 @@ def intensity_binding(
     return bind
 
 
-TUNED_FIELDS = ("seeds", "seed_threshold", "seed_radius", "merge_threshold")
+TUNED_FIELDS = (
+    "seeds",
+    "seed_threshold",
+    "seed_radius",
+    "merge_threshold",
+    "merge_size_penalty",
+    "merge_size_floor",
+)
 
 
 def tuned_segment_fields(info: dict, fields_set: set[str], mode: str) -> dict[str, Any]:
@@ -156,6 +166,16 @@ def tuned_segment_fields(info: dict, fields_set: set[str], mode: str) -> dict[st
     if mode != "watershed":
         return {}
     return {k: chosen[k] for k in TUNED_FIELDS if k in chosen and k not in fields_set}
+
+
+def with_model_defaults(params: SegmentParams, source: Layer) -> tuple[SegmentParams, str]:
+    """The params with what the input's model recorded for the fields the config leaves unset
+    (`tuned_segment_fields`), and a note for the stage's label ("" when nothing came from it)."""
+    update = tuned_segment_fields(source.info, params.model_fields_set, params.mode)
+    if not update:
+        return params, ""
+    tuned = type(params).model_validate({**params.model_dump(exclude_unset=True), **update})
+    return tuned, ", " + ", ".join(f"{k} {v}" for k, v in update.items()) + " from the model"
 
 
 def _nm(values: Any) -> str:

@@ -32,7 +32,7 @@ TOLERANCE = 2.0  # a sampled fraction within this factor of the model's own is f
 FAINT, DENSE = 0.03, 0.6  # without the model's figure: plausible membrane fractions
 DOMINANT = 0.5  # a segment holding more of the labelled voxels than this is an error
 CAPACITY = 4096  # segment ids the driver keeps counts of
-RETRAIN = 'README "Training on your own ground truth"'
+RETRAIN = 'README "New data"'
 
 #: the parameter that sets how much merges (merge_threshold, boundary_threshold) and its value
 Knob = tuple[str, float]

@@ -23,7 +23,7 @@ from petavox.tasks.core.geometry import Vec3
 from petavox.tasks.infer.domain import SEGMENT_KEY, IntensityMap, intensity_stats
 from petavox.tasks.infer.onnx_model import ModelRef, OnnxPredictor, inspect, open_session, sha256
 from petavox.tasks.infer.whole_volume import predict_volume
-from petavox.tasks.segment.tuning import Trial, best, sweep
+from petavox.tasks.segment.tuning import Trial, best, size_floor, sweep
 
 HOLDOUT = 0.3  # share of each training volume kept back to choose segment's parameters on
 MIN_HELD_OUT = 16  # voxels along the split axis: less is too thin to judge a segmentation
@@ -89,9 +89,10 @@ def tune(
     if not pairs:
         raise InputError("tuning needs at least one held-out (raw, ground truth) pair")
     runs: dict[tuple, list[Trial]] = defaultdict(list)
+    floor = size_floor([gt for _, gt in pairs])
     for raw, gt in pairs:
         data = predict_held_out(path, raw)
-        for trial in sweep(data, gt.transpose(2, 1, 0), voxel_size=voxel_size):
+        for trial in sweep(data, gt.transpose(2, 1, 0), floor=floor, voxel_size=voxel_size):
             runs[tuple(trial.segment_params().values())].append(trial)
     averaged = [
         Trial(
@@ -142,10 +143,15 @@ def record_segment(path: Path, chosen: Trial, where: str) -> str:
 
 
 def describe_choice(chosen: Trial, where: str) -> str:
+    guard = (
+        f", merge_size_penalty {chosen.merge_size_penalty:g} above {chosen.merge_size_floor} voxels"
+        if chosen.merge_size_penalty
+        else ", no size penalty"
+    )
     return (
         f"segment parameters chosen on {where}: distance seeds, seed_threshold "
         f"{chosen.seed_threshold:g}, seed_radius {chosen.seed_radius:g}, merge_threshold "
-        f"{chosen.merge_threshold:g} (held-out adapted Rand {chosen.arand:.3f}, VOI "
+        f"{chosen.merge_threshold:g}{guard} (held-out adapted Rand {chosen.arand:.3f}, VOI "
         f"{chosen.voi_split:.3f} + {chosen.voi_merge:.3f}); recorded in the model: infer "
         "passes them to segment as its defaults"
     )
@@ -182,7 +188,8 @@ def run_tune(
     for trial in sorted(trials, key=lambda t: t.voi)[:5]:
         print(
             f"  seed_threshold {trial.seed_threshold:g}, seed_radius {trial.seed_radius:g}, "
-            f"merge_threshold {trial.merge_threshold:g}: adapted Rand {trial.arand:.3f}, VOI "
+            f"merge_threshold {trial.merge_threshold:g}, size penalty "
+            f"{trial.merge_size_penalty:g}: adapted Rand {trial.arand:.3f}, VOI "
             f"{trial.voi:.3f}, largest segment {trial.largest_share:.1%}"
         )
     print(f"model: {target}\nsha256: {sha256(target.read_bytes())}")

@@ -1,9 +1,10 @@
 """Agglomeration over the octree: `ContactJob` per chunk (level 0), `MergeJob` per node above.
 
 Each writes a map (id → root) for the relabel step and passes up the open and blocked part of
-its region graph with the face records that say which fragments touch which chunk faces. A
-fragment is open at a node while it has a voxel on one of the node's inner faces (faces on the
-volume boundary do not count): its contacts are then not all known inside the node.
+its region graph (with those regions' sizes) and the face records that say which fragments touch
+which chunk faces. A fragment is open at a node while it has a voxel on one of the node's inner
+faces (faces on the volume boundary do not count): its contacts, and its size, are then not all
+known inside the node.
 """
 
 from __future__ import annotations
@@ -56,18 +57,8 @@ def on_boundary(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 def _save(work_url, level, node_id, mapping, up: RegionGraph, face_ids, face_rows, ctx) -> None:
     put_array(work_url, f"{MAPS}/{level}/{node_id}.npy", mapping, ctx)
-    put_arrays(
-        work_url,
-        graph_key(level, node_id),
-        {
-            "edges": up.edges,
-            "sums": up.sums,
-            "counts": up.counts,
-            "face_ids": face_ids,
-            "face_rows": face_rows,
-        },
-        ctx,
-    )
+    arrays = {**up.arrays(), "face_ids": face_ids, "face_rows": face_rows}
+    put_arrays(work_url, graph_key(level, node_id), arrays, ctx)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +71,8 @@ class ContactJob:
     threshold: float
     work_url: str
     fill_missing: bool = False
+    size_penalty: float = 0.0  # see `agglomerate_node`
+    size_floor: int = 4096
 
     def run(self, chunk: Chunk) -> dict:
         # one voxel before the chunk on each axis: its edges to the previous chunk are its own
@@ -93,7 +86,9 @@ class ContactJob:
         interior = (slice(1, None),) * 3
         graph = contact_graph(labels, affs)
         face_ids, face_rows = face_records(labels[interior], chunk, self.grid)
-        mapping, up = agglomerate_node(graph, face_ids, self.threshold)
+        mapping, up = agglomerate_node(
+            graph, face_ids, self.threshold, self.size_penalty, self.size_floor
+        )
         _save(self.work_url, 0, chunk.id, mapping, up, face_ids, face_rows, self.fragments.context)
         return {"edges": len(graph.edges), "merged": len(mapping), "passed_up": len(up.edges)}
 
@@ -108,6 +103,8 @@ class MergeJob:
     threshold: float
     work_url: str
     context: StorageContext
+    size_penalty: float = 0.0  # see `agglomerate_node`
+    size_floor: int = 4096
 
     def run(self, node: Chunk) -> dict:
         graphs, face_ids, face_rows = [RegionGraph.empty()], [], []
@@ -119,9 +116,7 @@ class MergeJob:
                 graph_key(self.level - 1, self.child_grid.chunk(index).id),
                 self.context,
             )
-            graphs.append(
-                RegionGraph(edges=part["edges"], sums=part["sums"], counts=part["counts"])
-            )
+            graphs.append(RegionGraph.from_arrays(part))
             face_ids.append(part["face_ids"])
             face_rows.append(part["face_rows"])
         graph = RegionGraph.combine(graphs)
@@ -131,7 +126,9 @@ class MergeJob:
         first = np.asarray(node.index) * span
         last = np.minimum(first + span, np.asarray(self.chunk_grid.grid_shape))
         outer = on_boundary(rows, first, last)
-        mapping, up = agglomerate_node(graph, ids[outer], self.threshold)
+        mapping, up = agglomerate_node(
+            graph, ids[outer], self.threshold, self.size_penalty, self.size_floor
+        )
         _save(
             self.work_url, self.level, node.id, mapping, up, ids[outer], rows[outer], self.context
         )

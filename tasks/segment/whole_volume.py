@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from petavox.tasks.segment.agglomeration import agglomerate_node, contact_graph
+from petavox.tasks.segment.agglomeration import RegionGraph, agglomerate_node, contact_graph
 from petavox.tasks.segment.equivalence import apply_maps
 from petavox.tasks.segment.watershed import (
     WatershedParams,
@@ -34,13 +34,27 @@ def fragments_and_graph(data: np.ndarray, params: WatershedParams):
     return fragments, contact_graph(labels, padded)
 
 
-def agglomerate(fragments: np.ndarray, graph, merge_threshold: float) -> np.ndarray:
-    """Fragments relabelled by mean-affinity merges up to `merge_threshold` (score 1 − mean)."""
-    mapping, _ = agglomerate_node(graph, np.zeros(0, np.uint64), merge_threshold)
+def agglomerate(
+    fragments: np.ndarray,
+    graph: RegionGraph,
+    merge_threshold: float,
+    size_penalty: float = 0.0,
+    size_floor: int = 4096,
+) -> np.ndarray:
+    """Fragments relabelled by mean-affinity merges up to `merge_threshold` (score 1 − mean,
+    plus the size penalty of `agglomerate_node`)."""
+    nothing_open = np.zeros(0, np.uint64)
+    mapping, _ = agglomerate_node(graph, nothing_open, merge_threshold, size_penalty, size_floor)
     return apply_maps(fragments, [mapping]) if len(mapping) else fragments
 
 
-def segment_volume(data: np.ndarray, params: WatershedParams, merge_threshold: float) -> np.ndarray:
+def segment_volume(
+    data: np.ndarray,
+    params: WatershedParams,
+    merge_threshold: float,
+    size_penalty: float = 0.0,
+    size_floor: int = 4096,
+) -> np.ndarray:
     """What `segment` (watershed mode) writes for this map, as one chunk."""
     fragments, graph = fragments_and_graph(data, params)
-    return agglomerate(fragments, graph, merge_threshold)
+    return agglomerate(fragments, graph, merge_threshold, size_penalty, size_floor)

@@ -15,10 +15,11 @@ import yaml
 from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
 from petavox.tasks.core.layers import Layer, LayerSpec, planned_info, pyramid_info, write_info
 from petavox.tasks.infer.patches import PatchGrid
+from petavox.tasks.infer.resample import Resampling
 from petavox.workflows.cli import main
 from petavox.workflows.config import parse_config
 from petavox.workflows.costs import figures
-from petavox.workflows.costs.boxes import BoxSet, patch_reads
+from petavox.workflows.costs.boxes import BoxSet, patch_reads, resampled_patch_reads
 from petavox.workflows.costs.cluster import Cluster, NodeType, workers
 from petavox.workflows.costs.command import estimate_config
 from petavox.workflows.costs.estimate import compute, estimate_stages, run_totals
@@ -64,6 +65,25 @@ def test_patch_reads_are_what_infer_reads_and_predicts(extent):
     assert reads.voxels() == sum(patches.read_box(c.write_box).size for c in grid)
     expected = sum(len(patches.touching(c.write_box)) for c in grid) * patches.patch.prod()
     assert predicted == expected
+
+
+@pytest.mark.parametrize("scale", [(0.5, 0.5, 0.5), (2.0, 2.0, 1.0)])
+def test_resampled_patch_reads_follow_the_models_grid(scale):
+    """With infer's resampling the patches sit on the model's grid: the estimate maps the write
+    boxes there (with the interpolation taps) and the patch reads back, as the job does."""
+    bounds = Box((8, 0, 4), (308, 260, 100))
+    resampling = Resampling(bounds=bounds, scale=scale)
+    patches = PatchGrid(
+        bounds=resampling.model_bounds(), patch=Vec3(64, 64, 32), overlap=Vec3(8, 8, 8)
+    )
+    grid = ChunkGrid(bounds, (128, 128, 32), origin=bounds.start)
+    reads, predicted = resampled_patch_reads(
+        BoxSet.writes(grid), bounds, scale, patches.bounds, patches.patch, patches.overlap
+    )
+    touched = [patches.touching(resampling.model_box(c.write_box)) for c in grid]
+    assert predicted == pytest.approx(sum(map(len, touched)) * patches.patch.prod(), rel=0.2)
+    read = sum(resampling.read_box(patches, c.write_box).size for c in grid)
+    assert reads.voxels() == pytest.approx(read, rel=0.2)
 
 
 def layer(sharding: str | dict, size=(200, 130, 40), chunk=(32, 32, 8)) -> Layer:

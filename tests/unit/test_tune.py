@@ -9,7 +9,7 @@ import pytest
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.evaluate.metrics import evaluate
-from petavox.tasks.segment.tuning import best, sweep
+from petavox.tasks.segment.tuning import Trial, best, size_floor, sweep
 from petavox.tasks.segment.watershed import WatershedParams
 from petavox.tasks.segment.whole_volume import segment_volume
 from petavox.tasks.synthetic.generator import SyntheticParams, generate
@@ -42,16 +42,31 @@ def volume():
 
 def test_the_sweep_scores_every_setting_and_the_best_has_the_lowest_voi(volume):
     boundary, labels = volume
-    trials = sweep(boundary, labels, seed_radii=(2.0,), merge_thresholds=(0.3, 0.6, 0.95))
-    assert len(trials) == 2 * 3
+    floor = size_floor([labels])
+    assert floor == round(1.5 * np.unique(labels[labels != 0], return_counts=True)[1].mean())
+    trials = sweep(
+        boundary, labels, floor=floor, seed_radii=(2.0,), merge_thresholds=(0.3, 0.6, 0.95)
+    )
+    assert len(trials) == 2 * 3 * 2  # seed thresholds × merge thresholds × size penalties
     chosen = best(trials)
     assert chosen.voi == min(t.voi for t in trials)
-    merged_all = max(trials, key=lambda t: t.merge_threshold)
-    assert merged_all.largest_share > chosen.largest_share  # 0.95 merges across membranes
+    unguarded = [t for t in trials if t.merge_threshold == 0.95 and t.merge_size_penalty == 0]
+    assert all(t.largest_share > chosen.largest_share for t in unguarded)  # merged across gaps
+    guarded = [t for t in trials if t.merge_threshold == 0.95 and t.merge_size_penalty > 0]
+    assert all(g.largest_share < u.largest_share for g, u in zip(guarded, unguarded))
     # the trial's scores are what segmenting with its parameters gives
     params = WatershedParams(seeds="distance", seed_threshold=chosen.seed_threshold, seed_radius=2)
-    seg = segment_volume(boundary, params, chosen.merge_threshold)
+    seg = segment_volume(boundary, params, chosen.merge_threshold, chosen.merge_size_penalty, floor)
     assert evaluate(seg, labels).arand == pytest.approx(chosen.arand)
+
+
+def test_ties_go_to_the_guarded_setting_then_the_lower_merge_threshold():
+    def trial(merge: float, penalty: float, voi: float) -> Trial:
+        return Trial("distance", 0.3, 2.0, merge, penalty, 100, 0.1, voi / 2, voi / 2, 0.1)
+
+    assert best([trial(0.8, 0.0, 0.3), trial(0.8, 0.1, 0.3)]).merge_size_penalty == 0.1
+    assert best([trial(0.8, 0.1, 0.3), trial(0.7, 0.1, 0.3)]).merge_threshold == 0.7
+    assert best([trial(0.8, 0.0, 0.29), trial(0.7, 0.1, 0.3)]).merge_size_penalty == 0.0
 
 
 def boundary_layer(segment: dict | None) -> Layer:
@@ -65,10 +80,14 @@ def test_segment_takes_the_models_choice_for_what_the_config_leaves_unset():
         "seed_threshold": 0.5,
         "seed_radius": 4.0,
         "merge_threshold": 0.7,
+        "merge_size_penalty": 0.1,
+        "merge_size_floor": 900,
     }
     params, note = with_model_defaults(SegmentParams(), boundary_layer(chosen))
     assert (params.seeds, params.seed_threshold, params.seed_radius) == ("distance", 0.5, 4.0)
-    assert params.merge_threshold == 0.7 and "merge_threshold 0.7 from the model" in note
+    assert params.merge_threshold == 0.7 and "merge_threshold 0.7" in note
+    assert (params.merge_size_penalty, params.merge_size_floor) == (0.1, 900)
+    assert note.endswith("from the model")
     mine = SegmentParams(merge_threshold=0.6)
     params, _ = with_model_defaults(mine, boundary_layer(chosen))
     assert params.merge_threshold == 0.6 and params.seeds == "distance"  # the config wins

@@ -143,3 +143,21 @@ def patch_reads(writes: BoxSet, bounds: Box, patch: Vec3, overlap: Vec3) -> tupl
         axes.append(read)
         predicted.append(int(count.sum()) * p)
     return BoxSet(tuple(axes)), math.prod(predicted)  # type: ignore[arg-type]
+
+
+def resampled_patch_reads(
+    writes: BoxSet,
+    bounds: Box,
+    scale: tuple[float, float, float],
+    model: Box,
+    patch: Vec3,
+    overlap: Vec3,
+) -> tuple[BoxSet, int]:
+    """`patch_reads` for `infer` with resampling: the write boxes (layer voxels over `bounds`)
+    mapped onto the model's grid over `model` (`scale` model voxels per layer voxel), with the
+    interpolation taps on coarsened axes; the patch reads mapped back to the layer."""
+    taps = Vec3(*(int(s < 1) for s in scale))
+    on_model = writes.rescale(scale, bounds, model).grow(taps, taps, model)
+    reads, predicted = patch_reads(on_model, model, patch, overlap)
+    back = tuple(1 / s for s in scale)
+    return reads.rescale(back, model, bounds), predicted  # type: ignore[arg-type]

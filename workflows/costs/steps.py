@@ -18,7 +18,7 @@ from typing import Literal
 
 from petavox.tasks.core.geometry import Vec3
 from petavox.tasks.core.layers import Layer
-from petavox.workflows.costs.boxes import BoxSet, patch_reads
+from petavox.workflows.costs.boxes import BoxSet, patch_reads, resampled_patch_reads
 from petavox.workflows.costs.storage import Traffic, stored_ratio, voxel_bytes
 from petavox.workflows.plan import StagePlan
 
@@ -191,13 +191,12 @@ def _copying(plan: StagePlan, _: Context) -> StepShape:
 def _infer(plan: StagePlan, _: Context) -> StepShape:
     job, writes = plan.job, BoxSet.writes(plan.grid)
     grid, resampling = job.patches, job.resampling  # type: ignore[attr-defined]
-    boxes = writes
-    if resampling is not None:  # the patches sit on the model's grid: map the boxes there
-        boxes = writes.rescale(resampling.scale, plan.grid.bounds, grid.bounds)
-    reads, predicted = patch_reads(boxes, grid.bounds, grid.patch, grid.overlap)
-    if resampling is not None:  # ... and what the patches need back to the layer's voxels
-        back = tuple(1 / s for s in resampling.scale)
-        reads = reads.rescale(back, grid.bounds, plan.grid.bounds)  # type: ignore[arg-type]
+    if resampling is None:
+        reads, predicted = patch_reads(writes, grid.bounds, grid.patch, grid.overlap)
+    else:  # the patches sit on the model's grid
+        reads, predicted = resampled_patch_reads(
+            writes, plan.grid.bounds, resampling.scale, grid.bounds, grid.patch, grid.overlap
+        )
     write = volume_write(job.target, 0, writes)  # type: ignore[attr-defined]
     return _shape(
         plan,

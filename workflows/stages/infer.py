@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar, Literal
@@ -184,7 +185,7 @@ def plan_infer(params: InferParams, catalog: Catalog) -> list[StagePlan]:
     )
     target_layer = catalog.plan_layer(url, spec)
     chunk_shape = writing_task_shape(
-        params.chunk_shape, target_layer, bounds.shape, BYTES_PER_VOXEL, name="infer chunk_shape"
+        params.chunk_shape, target_layer, bounds.shape, task_bytes(scale), name="infer chunk_shape"
     )
     predict: PredictFn = ClassicalPredictor() if ref is None else OnnxPredictor(ref)
     stage_spec = {
@@ -219,6 +220,13 @@ def plan_infer(params: InferParams, catalog: Catalog) -> list[StagePlan]:
         hooks=DriverHooks(bind=job_binding(params, ref, info, source, scale)),
     )
     return [plan]
+
+
+def task_bytes(scale: ScalePlan) -> int:
+    """Sizing weight per layer voxel: a task also holds its model-space arrays, more of them per
+    layer voxel when the input is upsampled to the model's voxels."""
+    upsampled = math.prod(scale.resampling.scale) if scale.resampling else 1.0
+    return round(BYTES_PER_VOXEL * max(1.0, upsampled))
 
 
 def model_record(ref: ModelRef, info: ModelInfo, scale: ScalePlan) -> dict:

@@ -26,7 +26,7 @@ import logging
 import math
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -43,7 +43,7 @@ from petavox.tasks.segment.stitch_jobs import MAPS as STITCH_MAPS
 from petavox.tasks.segment.stitch_jobs import MatchJob, RelabelJob, ResolveJob
 from petavox.tasks.segment.watershed import WatershedParams
 from petavox.workflows.catalog import Catalog
-from petavox.workflows.domain_fit import tuned_segment_fields
+from petavox.workflows.domain_fit import with_model_defaults
 from petavox.workflows.params import (
     NonNegativeTriple,
     PositiveTriple,
@@ -104,11 +104,23 @@ class SegmentParams(VolumeWriterParams):
     merge_threshold: float = Field(
         0.875, ge=0, le=1, description="agglomerate while 1 - mean affinity is below this"
     )
+    merge_size_penalty: float = Field(
+        0.0,
+        ge=0,
+        description="added to the merge score per doubling of the smaller region's voxels above "
+        "merge_size_floor: large regions then need a stronger contact to merge (0: none)",
+    )
+    merge_size_floor: int = Field(4096, gt=0, description="no size penalty up to this many voxels")
     boundary_threshold: float = Field(
         0.5, ge=0, le=1, description="cc mode: voxels with boundary below this are foreground"
     )
     connectivity: Literal[6, 18, 26] = Field(6, description="cc mode: voxel connectivity")
     fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
+
+    HASHED_UNLESS_DEFAULT: ClassVar[frozenset[str]] = VolumeWriterParams.HASHED_UNLESS_DEFAULT | {
+        "merge_size_penalty",
+        "merge_size_floor",
+    }
 
 
 def check_input(layer: Layer) -> None:
@@ -212,16 +224,6 @@ class Steps:
             return plan
         hooks = size_hooks(target.url, merge_knob(self.params), len(plan.grid))
         return replace(plan, hooks=hooks)
-
-
-def with_model_defaults(params: SegmentParams, source: Layer) -> tuple[SegmentParams, str]:
-    """The params with what the input's model recorded for the fields the config leaves unset
-    (`tuned_segment_fields`), and a note for the stage's label ("" when nothing came from it)."""
-    update = tuned_segment_fields(source.info, params.model_fields_set, params.mode)
-    if not update:
-        return params, ""
-    tuned = SegmentParams.model_validate({**params.model_dump(exclude_unset=True), **update})
-    return tuned, ", " + ", ".join(f"{k} {v}" for k, v in update.items()) + " from the model"
 
 
 def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
@@ -354,6 +356,7 @@ def stitch_plans(steps: Steps) -> list[StagePlan]:
 def agglomeration_plans(steps: Steps) -> list[StagePlan]:
     """Region graph and merges per chunk, merges up the octree, relabel to the final ids."""
     levels, params, work = steps.levels, steps.params, steps.work
+    sizes = {"size_penalty": params.merge_size_penalty, "size_floor": params.merge_size_floor}
     contacts = ContactJob(
         fragments=steps.stitched,
         source=steps.source,
@@ -361,6 +364,7 @@ def agglomeration_plans(steps: Steps) -> list[StagePlan]:
         threshold=params.merge_threshold,
         work_url=work,
         fill_missing=params.fill_missing,
+        **sizes,
     )
     plans = [steps.plan("agglomerate", "agglomerate: chunk region graphs", 0, contacts)]
     for level in range(1, levels + 1):
@@ -371,6 +375,7 @@ def agglomeration_plans(steps: Steps) -> list[StagePlan]:
             threshold=params.merge_threshold,
             work_url=work,
             context=steps.target.context,
+            **sizes,
         )
         label = f"agglomerate: merge level {level}/{levels}"
         plans.append(steps.plan("agglomerate", label, level, job))
