@@ -116,7 +116,9 @@ def neuroproof(model: Path, scratch: Path, session) -> dict[str, Any]:
     return out
 
 
-def synthetic(gala_model: Path | None, scratch: Path, session) -> dict[str, Any]:
+def synthetic(
+    gala_model: Path | None, scratch: Path, session, builtin: str = BUILTIN
+) -> dict[str, Any]:
     from petavox.tasks.synthetic.generator import SyntheticParams, generate
 
     v = generate(SyntheticParams(shape=(256, 256, 64), seed=11))
@@ -135,12 +137,12 @@ def synthetic(gala_model: Path | None, scratch: Path, session) -> dict[str, Any]
             files[name], np.ascontiguousarray(array.astype(np.uint32) if "gt" in name else array)
         )
     runs = {
-        "built-in, 8 nm": ("fine", (8, 8, 8), {"model": BUILTIN}, BUILTIN_SEGMENT),
-        "built-in, 16 nm, resampled": ("coarse", (16, 16, 16), {"model": BUILTIN}, BUILTIN_SEGMENT),
+        "built-in, 8 nm": ("fine", (8, 8, 8), {"model": builtin}, BUILTIN_SEGMENT),
+        "built-in, 16 nm, resampled": ("coarse", (16, 16, 16), {"model": builtin}, BUILTIN_SEGMENT),
         "built-in, 16 nm, not resampled": (
             "coarse",
             (16, 16, 16),
-            {"model": BUILTIN, "resample": "off"},
+            {"model": builtin, "resample": "off"},
             BUILTIN_SEGMENT,
         ),
     }
@@ -164,6 +166,8 @@ def synthetic(gala_model: Path | None, scratch: Path, session) -> dict[str, Any]
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(common.RESULTS_DIR / "gala-forward.onnx"))
+    parser.add_argument("--builtin", default=BUILTIN, help="the synthetic-data model to try")
+    parser.add_argument("--synthetic-only", action="store_true")
     args = parser.parse_args(argv)
     model = Path(args.model)
     scratch = common.scratch_dir("newdata")
@@ -171,11 +175,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     session = None
     try:
         session, _ = common.start_ray(2)
-        if NEUROPROOF.exists() and model.exists():
+        if args.synthetic_only:
+            pass
+        elif NEUROPROOF.exists() and model.exists():
             out["neuroproof"] = neuroproof(model, scratch, session)
         else:
             print(f"skipping neuroproof: needs {NEUROPROOF} and {model} (bench_gala.py)")
-        out["synthetic"] = synthetic(model if model.exists() else None, scratch, session)
+        gala = model if model.exists() else None
+        out["synthetic"] = synthetic(gala, scratch, session, args.builtin)
     finally:
         common.stop_ray(session)
         shutil.rmtree(scratch, ignore_errors=True)
