@@ -23,6 +23,7 @@ from petavox.tasks.core.geometry import Chunk
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.sampling import sample_values, unit_values
 from petavox.tasks.segment.label_counts import LabelCounts
+from petavox.workflows.domain_fit import INFO_KEY
 from petavox.workflows.plan import DriverHooks
 
 log = logging.getLogger("petavox")
@@ -55,7 +56,7 @@ def membrane_stats(values: np.ndarray) -> tuple[float, float]:
 def model_record(info: dict) -> tuple[float | None, str | None]:
     """(membrane fraction the model predicted on its training data, model URL) from the info's
     ``petavox_model`` record; None for what it does not hold (or holds as no usable number)."""
-    record = info.get("petavox_model")
+    record = info.get(INFO_KEY)
     if not isinstance(record, dict):
         return None, None
     fraction, model = record.get("membrane_fraction"), record.get("model")

@@ -24,13 +24,14 @@ from petavox.tasks.infer.domain import SEGMENT_KEY, IntensityMap, intensity_stat
 from petavox.tasks.infer.onnx_model import ModelRef, OnnxPredictor, inspect, open_session, sha256
 from petavox.tasks.infer.whole_volume import predict_volume
 from petavox.tasks.segment.tuning import Trial, best, size_floor, sweep
+from petavox.workflows.stages.infer import InferParams
 
 HOLDOUT = 0.3  # share of each training volume kept back to choose segment's parameters on
 MIN_HELD_OUT = 16  # voxels along the split axis: less is too thin to judge a segmentation
 AXES = "zyx"
 # the infer stage's default patch and overlap (x, y, z): tuning predicts as a default run does
-INFER_PATCH = Vec3(136, 136, 72)
-INFER_OVERLAP = Vec3(8, 8, 8)
+INFER_PATCH = Vec3.of(InferParams.model_fields["patch"].default)
+INFER_OVERLAP = Vec3.of(InferParams.model_fields["overlap"].default)
 
 
 def hold_out(

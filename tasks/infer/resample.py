@@ -29,7 +29,7 @@ bit for bit.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,9 +170,9 @@ class Resampling:
         (when downsampling) then interpolate at the model voxels' centres."""
         data = np.asarray(data, np.float32)
         for a in sorted(range(3), key=lambda a: self.scale[a]):
-            radius = filter_radius(anti_alias_sigma(self.scale[a]))
+            sigma = anti_alias_sigma(self.scale[a])
+            radius = filter_radius(sigma)
             if radius:
-                sigma = anti_alias_sigma(self.scale[a])
                 data = gaussian_filter1d(
                     data, sigma, axis=a, mode="nearest", truncate=TRUNCATE, radius=radius
                 )
@@ -219,23 +219,3 @@ class Resampling:
         image = self.to_model(read(source), source.start, model_read)
         pred = predict_blended(grid, image, model_read.start, model_box, channels, predict, batch)
         return self.to_layer(pred, model_box, box)
-
-    # ---- for people ---------------------------------------------------------------------
-    def describe(self, model_nm: Sequence[float] | None = None) -> str:
-        """E.g. "resampled 2.00× coarser in x,y,z to the model's 20 nm voxels"."""
-        groups: dict[float, str] = {}
-        for axis, s in zip(AXES, self.scale):
-            groups[s] = groups.get(s, "") + ("," if s in groups else "") + axis
-        parts = []
-        for s, axes in groups.items():
-            if s == 1.0:
-                parts.append(f"kept in {axes}")
-            elif s < 1.0:
-                parts.append(f"{1 / s:.2f}× coarser in {axes}")
-            else:
-                parts.append(f"{s:.2f}× finer in {axes}")
-        text = "resampled " + ", ".join(parts)
-        if model_nm is not None:
-            nm = [f"{v:g}" for v in model_nm]
-            text += f" to the model's {nm[0] if len(set(nm)) == 1 else '×'.join(nm)} nm voxels"
-        return text

@@ -24,7 +24,7 @@ def predict_volume(
     0-1), with the intensity map applied first, patch-wise and blended as the stage does."""
     bounds = Box.from_shape(image.shape)
     grid = patch_grid(bounds, patch, overlap, divisor)
-    data = np.asarray(image, np.float32).copy()
+    data = np.asarray(image, np.float32)  # read only: the intensity map makes a new array
     if intensity is not None:
         data = intensity.apply(data)
     out = predict_blended(grid, data, Vec3(0, 0, 0), bounds, channels, predict)

@@ -20,7 +20,7 @@ from petavox.tasks.core.objects import get_arrays, put_array, put_arrays
 from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.core.values import check_values
 from petavox.tasks.segment.agglomeration import RegionGraph, agglomerate_node, contact_graph
-from petavox.tasks.segment.watershed import affinities_from_boundary, as_affinities, as_boundary
+from petavox.tasks.segment.watershed import affinities_of
 
 MAPS = "agglo-maps"
 
@@ -80,9 +80,7 @@ class ContactJob:
         labels = self.fragments.read(ext)  # zeros outside the volume
         data = self.source.read(ext, fill_missing=self.fill_missing)
         check_values(data, self.source.url, ext, "segment", unit_range=True)
-        affs = (
-            as_affinities(data) if data.ndim == 4 else affinities_from_boundary(as_boundary(data))
-        )
+        affs = affinities_of(data)
         interior = (slice(1, None),) * 3
         graph = contact_graph(labels, affs)
         face_ids, face_rows = face_records(labels[interior], chunk, self.grid)

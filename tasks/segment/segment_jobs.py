@@ -19,9 +19,7 @@ from petavox.tasks.core.values import check_values
 from petavox.tasks.segment.equivalence import IdSpace
 from petavox.tasks.segment.watershed import (
     WatershedParams,
-    as_affinities,
-    as_boundary,
-    boundary_from_affinities,
+    boundary_of,
     cc_segment,
     watershed_fragments,
 )
@@ -68,10 +66,7 @@ class SegmentJob:
     fill_missing: bool = False
 
     def labels(self, data: np.ndarray) -> np.ndarray:
-        if data.ndim == 4:
-            boundary = boundary_from_affinities(as_affinities(data))
-        else:
-            boundary = as_boundary(data)
+        boundary = boundary_of(data)
         if self.mode == "cc":
             return cc_segment(boundary, self.boundary_threshold, self.connectivity)
         return watershed_fragments(boundary, self.params)

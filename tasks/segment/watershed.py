@@ -61,6 +61,21 @@ def boundary_from_affinities(affs: np.ndarray) -> np.ndarray:
     return 1 - affs.mean(axis=3, dtype=np.float32)
 
 
+def boundary_of(data: np.ndarray) -> np.ndarray:
+    """The boundary the watershed floods, from what `segment` reads: a boundary map (x,y,z) or
+    affinities (x,y,z,c), uint8 0-255 or float 0-1."""
+    if data.ndim == 4:
+        return boundary_from_affinities(as_affinities(data))
+    return as_boundary(data)
+
+
+def affinities_of(data: np.ndarray) -> np.ndarray:
+    """The affinities the agglomeration scores contacts with, from the same input."""
+    if data.ndim == 4:
+        return as_affinities(data)
+    return affinities_from_boundary(as_boundary(data))
+
+
 def watershed_fragments(boundary: np.ndarray, params: WatershedParams) -> np.ndarray:
     """uint64 fragments 1..n: flood of the boundary map from low-boundary seed components."""
     from scipy import ndimage

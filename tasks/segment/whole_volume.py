@@ -14,8 +14,8 @@ from petavox.tasks.segment.agglomeration import RegionGraph, agglomerate_node, c
 from petavox.tasks.segment.equivalence import apply_maps
 from petavox.tasks.segment.watershed import (
     WatershedParams,
-    affinities_from_boundary,
-    boundary_from_affinities,
+    affinities_of,
+    boundary_of,
     watershed_fragments,
 )
 
@@ -23,14 +23,10 @@ from petavox.tasks.segment.watershed import (
 def fragments_and_graph(data: np.ndarray, params: WatershedParams):
     """(fragments uint64 (x,y,z), their region graph) of a boundary map (x,y,z) or affinities
     (x,y,z,3), float 0-1, as the segment and agglomerate jobs make them."""
-    if data.ndim == 4:
-        boundary, affs = boundary_from_affinities(data), data
-    else:
-        boundary, affs = data, affinities_from_boundary(data)
-    fragments = watershed_fragments(boundary, params)
+    fragments = watershed_fragments(boundary_of(data), params)
     # contact_graph takes the interior plus one voxel before it on each axis: pad with no region
     labels = np.pad(fragments, ((1, 0), (1, 0), (1, 0)))
-    padded = np.pad(affs, ((1, 0), (1, 0), (1, 0), (0, 0)))
+    padded = np.pad(affinities_of(data), ((1, 0), (1, 0), (1, 0), (0, 0)))
     return fragments, contact_graph(labels, padded)
 
 
