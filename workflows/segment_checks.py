@@ -1,4 +1,5 @@
-"""Two guards of `segment` against a boundary map that merges everything into one segment.
+"""The checks of `segment`: inputs it refuses before planning, and two guards (warnings only)
+against a boundary map that merges everything into one segment.
 
 Before the segment step dispatches, `check_boundary` samples the input (`tasks.core.sampling`)
 and warns when its share of membrane voxels is far from what the model predicted on its own
@@ -18,8 +19,8 @@ from functools import partial
 
 import numpy as np
 
-from petavox.tasks.core.errors import PetavoxError
-from petavox.tasks.core.geometry import Chunk
+from petavox.tasks.core.errors import InputError, LayerMismatchError, PetavoxError
+from petavox.tasks.core.geometry import Chunk, Vec3
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.sampling import sample_values, unit_values
 from petavox.tasks.segment.label_counts import LabelCounts
@@ -37,6 +38,31 @@ RETRAIN = 'README "New data"'
 
 #: the parameter that sets how much merges (merge_threshold, boundary_threshold) and its value
 Knob = tuple[str, float]
+
+
+def check_input(layer: Layer) -> None:
+    if layer.num_channels not in (1, 3):
+        raise LayerMismatchError(
+            f"{layer.url} has {layer.num_channels} channels; segment takes a boundary map "
+            "(1 channel) or affinities (3 channels)"
+        )
+    if layer.dtype.name not in ("uint8", "float32", "float64"):
+        raise LayerMismatchError(
+            f"{layer.url} holds {layer.dtype}; segment takes float32 in [0, 1] or uint8 0-255"
+        )
+
+
+def check_halo(mode: str, halo_xyz: tuple[int, int, int]) -> Vec3:
+    """The halo the chunks are read with: none in cc mode, ≥ 2 per axis in watershed mode."""
+    if mode != "watershed":
+        return Vec3(0, 0, 0)
+    halo = Vec3.of(halo_xyz)
+    if min(halo) < 2:
+        raise InputError(
+            f"segment halo {tuple(halo)}: watershed mode matches objects across chunk faces "
+            "in the halo, so every axis needs a halo of at least 2 (16 or more is better)"
+        )
+    return halo
 
 
 def pct(share: float) -> str:

@@ -1,133 +1,153 @@
-"""Agglomeration over the octree: `ContactJob` per chunk (level 0), `MergeJob` per node above.
+"""Agglomeration from the region graph alone, over the graph's octree; then the mapping table.
 
-Each writes a map (id → root) for the relabel step and passes up the open and blocked part of
-its region graph (with those regions' sizes) and the face records that say which fragments touch
-which chunk faces. A fragment is open at a node while it has a voxel on one of the node's inner
-faces (faces on the volume boundary do not count): its contacts, and its size, are then not all
-known inside the node.
+`AgglomerateJob` runs once per octree node, level by level from the chunks up. A node merges
+what it can decide (`agglomerate_node`) from:
+
+- its graph part: the pairs completed there, and its supervoxels (closed here, or open with
+  the voxels the node holds: a lower bound of their size);
+- its children's carries: the regions they could not decide (blocked, all closed) with their
+  sizes and the edges among them and to open supervoxels.
+
+A region that merged is closed (only closed regions merge), so open regions are single
+supervoxels, never merged below; the pairs completed at a node therefore join supervoxels that
+are still their own region. A child's open supervoxel appears again in the node's own part
+(closed now, or open with its larger count), whose count replaces the child's.
+
+It writes a map (id → root) per node, as the stitching does, for the relabel step, and the
+carry for its parent. `MappingJob` then writes the supervoxel → segment table, one part per
+graph part: each supervoxel in the part where it closed, through the maps from there to the top.
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
-from petavox.tasks.core.geometry import Box, Chunk, ChunkGrid
-from petavox.tasks.core.layers import Layer
-from petavox.tasks.core.objects import get_arrays, put_array, put_arrays
+from petavox.tasks.core.geometry import Chunk, ChunkGrid, Vec3
+from petavox.tasks.core.objects import (
+    get,
+    get_array,
+    get_arrays,
+    list_keys,
+    put,
+    put_array,
+    put_arrays,
+)
 from petavox.tasks.core.storage import StorageContext
-from petavox.tasks.core.values import check_values
-from petavox.tasks.segment.agglomeration import RegionGraph, agglomerate_node, contact_graph
-from petavox.tasks.segment.watershed import affinities_of
+from petavox.tasks.segment.agglomeration import RegionGraph, agglomerate_node
+from petavox.tasks.segment.equivalence import apply_maps
+from petavox.tasks.segment.region_graph import children, part_name, read_part
 
 MAPS = "agglo-maps"
+CARRY = "agglo-carry"
+MAPPING_FOLDER = "mapping"  # under the output layer: supervoxel → segment
 
 
-def graph_key(level: int, node_id: str) -> str:
-    return f"agglo/{level}/{node_id}.npz"
+def map_key(level: int, node_id: str) -> str:
+    return f"{MAPS}/{level}/{node_id}.npy"
 
 
-def face_records(
-    labels: np.ndarray, chunk: Chunk, grid: ChunkGrid
-) -> tuple[np.ndarray, np.ndarray]:
-    """(fragment ids, rows [ix, iy, iz, face]) on the chunk's inner faces; face = 2 axis + side."""
-    ids, rows = [], []
-    for axis, side in itertools.product(range(3), (0, 1)):
-        index = chunk.index[axis]
-        if (side == 0 and index == 0) or (side == 1 and index == grid.grid_shape[axis] - 1):
-            continue  # the volume boundary: nothing beyond it
-        plane = np.take(labels, 0 if side == 0 else -1, axis=axis)
-        found = np.unique(plane)
-        found = found[found != 0]
-        ids.append(found.astype(np.uint64))
-        rows.append(np.tile([*chunk.index, 2 * axis + side], (len(found), 1)))
-    if not ids:
-        return np.zeros(0, np.uint64), np.zeros((0, 4), np.int64)
-    return np.concatenate(ids), np.concatenate(rows).astype(np.int64)
+@dataclass(frozen=True)
+class MergeRule:
+    """How regions merge: while the score is below `threshold` (see `agglomerate_node`)."""
 
-
-def on_boundary(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Which face records lie on the outer faces of the node spanning chunks [lo, hi)."""
-    axis, side = rows[:, 3] // 2, rows[:, 3] % 2
-    at = rows[np.arange(len(rows)), axis]
-    return np.where(side == 0, at == lo[axis], at == hi[axis] - 1)
-
-
-def _save(work_url, level, node_id, mapping, up: RegionGraph, face_ids, face_rows, ctx) -> None:
-    put_array(work_url, f"{MAPS}/{level}/{node_id}.npy", mapping, ctx)
-    arrays = {**up.arrays(), "face_ids": face_ids, "face_rows": face_rows}
-    put_arrays(work_url, graph_key(level, node_id), arrays, ctx)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ContactJob:
-    """Level 0: the chunk's region graph (voxel edges to each voxel's predecessor), merged."""
-
-    fragments: Layer
-    source: Layer
-    grid: ChunkGrid
     threshold: float
-    work_url: str
-    fill_missing: bool = False
-    size_penalty: float = 0.0  # see `agglomerate_node`
+    size_penalty: float = 0.0
     size_floor: int = 4096
 
-    def run(self, chunk: Chunk) -> dict:
-        # one voxel before the chunk on each axis: its edges to the previous chunk are its own
-        ext = Box(chunk.write_box.start - 1, chunk.write_box.stop)
-        labels = self.fragments.read(ext)  # zeros outside the volume
-        data = self.source.read(ext, fill_missing=self.fill_missing)
-        check_values(data, self.source.url, ext, "segment", unit_range=True)
-        affs = affinities_of(data)
-        interior = (slice(1, None),) * 3
-        graph = contact_graph(labels, affs)
-        face_ids, face_rows = face_records(labels[interior], chunk, self.grid)
-        mapping, up = agglomerate_node(
-            graph, face_ids, self.threshold, self.size_penalty, self.size_floor
-        )
-        _save(self.work_url, 0, chunk.id, mapping, up, face_ids, face_rows, self.fragments.context)
-        return {"edges": len(graph.edges), "merged": len(mapping), "passed_up": len(up.edges)}
-
 
 @dataclass(frozen=True, kw_only=True)
-class MergeJob:
-    """Level ≥ 1: sum the children's passed-up graphs and merge what is now closed."""
+class AgglomerateJob:
+    """One level of the octree: each node merges what it can decide (module docstring)."""
 
     level: int
-    child_grid: ChunkGrid
-    chunk_grid: ChunkGrid
-    threshold: float
+    child_grid: ChunkGrid | None  # the level below (None at level 0)
+    graph_url: str
     work_url: str
+    rule: MergeRule
     context: StorageContext
-    size_penalty: float = 0.0  # see `agglomerate_node`
-    size_floor: int = 4096
 
     def run(self, node: Chunk) -> dict:
-        graphs, face_ids, face_rows = [RegionGraph.empty()], [], []
-        lo = [2 * i for i in node.index]
-        hi = [min(2 * i + 2, n) for i, n in zip(node.index, self.child_grid.grid_shape)]
-        for index in itertools.product(*(range(a, b) for a, b in zip(lo, hi))):
-            part = get_arrays(
-                self.work_url,
-                graph_key(self.level - 1, self.child_grid.chunk(index).id),
-                self.context,
-            )
-            graphs.append(RegionGraph.from_arrays(part))
-            face_ids.append(part["face_ids"])
-            face_rows.append(part["face_rows"])
+        part = read_part(self.graph_url, self.level, node.id, self.context)
+        graphs = [part.graph]
+        if self.child_grid is not None:
+            for child in children(node, self.child_grid):
+                key = f"{CARRY}/{self.level - 1}/{child.id}.npz"
+                carry = RegionGraph.from_arrays(get_arrays(self.work_url, key, self.context))
+                keep = ~np.isin(carry.size_ids, part.graph.size_ids)  # counted again here
+                carry.size_ids, carry.sizes = carry.size_ids[keep], carry.sizes[keep]
+                graphs.append(carry)
         graph = RegionGraph.combine(graphs)
-        ids = np.concatenate(face_ids) if face_ids else np.zeros(0, np.uint64)
-        rows = np.concatenate(face_rows) if face_rows else np.zeros((0, 4), np.int64)
-        span = 2**self.level
-        first = np.asarray(node.index) * span
-        last = np.minimum(first + span, np.asarray(self.chunk_grid.grid_shape))
-        outer = on_boundary(rows, first, last)
+        rule = self.rule
         mapping, up = agglomerate_node(
-            graph, ids[outer], self.threshold, self.size_penalty, self.size_floor
+            graph, part.open_ids, rule.threshold, rule.size_penalty, rule.size_floor
         )
-        _save(
-            self.work_url, self.level, node.id, mapping, up, ids[outer], rows[outer], self.context
-        )
+        put_array(self.work_url, map_key(self.level, node.id), mapping, self.context)
+        carry_key = f"{CARRY}/{self.level}/{node.id}.npz"
+        put_arrays(self.work_url, carry_key, up.arrays(), self.context)
         return {"edges": len(graph.edges), "merged": len(mapping), "passed_up": len(up.edges)}
+
+
+@lru_cache(maxsize=64)
+def load_map(work_url: str, level: int, node_id: str, context: StorageContext) -> np.ndarray:
+    """Maps are immutable once written; a worker keeps the few its tasks share."""
+    return get_array(work_url, map_key(level, node_id), context)
+
+
+def node_maps(work_url: str, level: int, index: Vec3, top: int, ctx) -> list[np.ndarray]:
+    """The maps of the node at `level`, `index` and of its ancestors, bottom up."""
+    maps = []
+    for up in range(level, top + 1):
+        node = Vec3(*(i >> (up - level) for i in index))
+        maps.append(load_map(work_url, up, f"{node.x}_{node.y}_{node.z}", ctx))
+    return maps
+
+
+@dataclass(frozen=True, kw_only=True)
+class MappingJob:
+    """Per chunk of level 0: the mapping parts of the nodes whose first chunk it is (the node
+    at level L with index i >> L when i is a multiple of 2^L)."""
+
+    graph_url: str
+    work_url: str  # the maps
+    mapping_url: str  # where the table goes: ``mapping/<level>/<x>_<y>_<z>.parquet``
+    top: int  # the top level
+    context: StorageContext
+
+    def run(self, chunk: Chunk) -> dict:
+        from petavox.tasks.synapse.table import columns_to_parquet
+
+        rows = 0
+        for level in range(self.top + 1):
+            if any(i % (1 << level) for i in chunk.index):
+                break
+            index = Vec3(*(i >> level for i in chunk.index))
+            node_id = f"{index.x}_{index.y}_{index.z}"
+            part = read_part(self.graph_url, level, node_id, self.context)
+            svs = part.graph.size_ids[part.closed]
+            maps = node_maps(self.work_url, level, index, self.top, self.context)
+            table = {
+                "sv": svs,
+                "segment": apply_maps(svs, maps),
+                "part": np.full(len(svs), part_name(level, node_id), dtype=object),
+            }
+            key = f"{MAPPING_FOLDER}/{level}/{node_id}.parquet"
+            put(self.mapping_url, key, columns_to_parquet(table), self.context)
+            rows += len(svs)
+        return {"supervoxels": rows}
+
+
+def read_mapping(mapping_url: str, top: int, context: StorageContext) -> tuple[np.ndarray, ...]:
+    """(supervoxels, their segments) from every part of the mapping table at `mapping_url`
+    (octree levels 0 to `top`)."""
+    from petavox.tasks.synapse.table import columns_from_parquet
+
+    svs, segments = [np.zeros(0, np.uint64)], [np.zeros(0, np.uint64)]
+    for level in range(top + 1):
+        for key in sorted(list_keys(mapping_url, f"{MAPPING_FOLDER}/{level}/", context)):
+            table = columns_from_parquet(get(mapping_url, key, context) or b"")
+            svs.append(table["sv"].astype(np.uint64))
+            segments.append(table["segment"].astype(np.uint64))
+    return np.concatenate(svs), np.concatenate(segments)

@@ -56,6 +56,7 @@ import numpy as np
 from petavox.tasks.segment.equivalence import unique_pairs
 
 EMPTY_EDGES = np.zeros((0, 2), np.uint64)
+AFFINITY_STEPS = float(2**24)
 KEYS = ("edges", "sums", "counts", "size_ids", "sizes")
 
 #: an edge's score from (id a, id b, summed affinity, voxel-edge count)
@@ -120,6 +121,13 @@ class RegionGraph:
         return dict(zip(self.size_ids.tolist(), self.sizes.tolist()))
 
 
+def quantised(affinities: np.ndarray) -> np.ndarray:
+    """Affinities rounded to multiples of 2⁻²⁴ (float32's step just below 1), as float64: their
+    sums are then exact below 2²⁹ voxel faces, so equal in any order of addition (any chunking,
+    any merge order)."""
+    return np.round(np.asarray(affinities, dtype=np.float64) * AFFINITY_STEPS) / AFFINITY_STEPS
+
+
 def contact_graph(labels: np.ndarray, affs: np.ndarray) -> RegionGraph:
     """Statistics of the voxel edges from each interior voxel to its predecessor on each axis,
     and the voxels of each label in the interior.
@@ -134,7 +142,7 @@ def contact_graph(labels: np.ndarray, affs: np.ndarray) -> RegionGraph:
         prev = list(interior)
         prev[axis] = slice(0, -1)
         a, b = labels[interior], labels[tuple(prev)]
-        aff = affs[(*interior, axis)]
+        aff = quantised(affs[(*interior, axis)])
         hit = (a != b) & (a != 0) & (b != 0)
         pairs = np.sort(np.stack([a[hit], b[hit]], axis=1), axis=1)
         ones = np.ones(len(pairs), np.int64)

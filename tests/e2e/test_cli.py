@@ -108,7 +108,7 @@ def test_demo_writes_the_synthetic_volume_and_resumes(tmp_path, address):
     # ingest ×3, align ×5 (estimate, solve, render, carry ×2), infer, segment, stitch relabel (a
     # copy: one chunk), agglomerate ×2, synapses, connectome ×4 (volumes, shuffle, shards,
     # spatial index), downsample ×5, mesh ×2 (fragments, manifests), skeletonize ×2 (pieces, merge)
-    assert status.count("done") == 27 and "infer" in status and "align" in status
+    assert status.count("done") == 29 and "infer" in status and "align" in status
     verified = petavox("verify", str(out)).stdout  # exit 0: every stage that wrote is whole
     assert undeclared_writes(load_config(out / "petavox-demo.yaml")) == []
     assert "mesh segmentation: manifests" in verified and "incomplete" not in verified

@@ -9,16 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from petavox.tasks.core.geometry import Box, ChunkGrid
-from petavox.tasks.segment.agglomerate_jobs import face_records, on_boundary
 from petavox.tasks.segment.agglomeration import RegionGraph, agglomerate_node, contact_graph
-from petavox.tasks.segment.equivalence import apply_maps, sorted_map
+from petavox.tasks.segment.equivalence import apply_maps
 from petavox.tasks.segment.watershed import (
     WatershedParams,
     affinities_from_boundary,
     watershed_fragments,
 )
-from petavox.tasks.segment.whole_volume import agglomerate, fragments_and_graph
 
 NONE_OPEN = np.zeros(0, np.uint64)
 
@@ -324,58 +321,3 @@ def test_one_chunk_agrees_with_waterz():
     pairs = np.unique(np.stack([ours.ravel(), theirs.ravel()], axis=1), axis=0)
     assert len(np.unique(fragments)) > len(np.unique(ours)) > 1  # it merged, not everything
     assert len(pairs) == len(np.unique(ours)) == len(np.unique(theirs))
-
-
-def octree_agglomerate(
-    fragments: np.ndarray, affs: np.ndarray, chunk: tuple, threshold: float, penalty: float
-) -> np.ndarray:
-    """The agglomerate jobs in memory: per chunk (contact graph, face records, merges), then
-    node by node up the octree, relabelled through the maps of every level."""
-    grid = ChunkGrid(Box((0, 0, 0), fragments.shape), chunk)
-    labels = np.pad(fragments, ((1, 0),) * 3)
-    padded = np.pad(affs, ((1, 0),) * 3 + ((0, 0),))
-    nodes, maps = {}, []
-    for c in grid:  # the interior plus one voxel before it, in padded coordinates
-        ext = tuple(slice(a, b + 1) for a, b in zip(c.write_box.start, c.write_box.stop))
-        ids, rows = face_records(labels[ext][1:, 1:, 1:], c, grid)
-        mapping, up = agglomerate_node(
-            contact_graph(labels[ext], padded[ext]), ids, threshold, penalty, 64
-        )
-        maps.append(mapping)
-        nodes[tuple(c.index)] = (up, ids, rows)
-    level_maps = [sorted_map(np.concatenate(maps))]
-    for level in range(1, math.ceil(math.log2(max(grid.grid_shape))) + 1):
-        parents: dict[tuple, list] = {}
-        for index, node in nodes.items():
-            parents.setdefault(tuple(i // 2 for i in index), []).append(node)
-        nodes, maps = {}, []
-        for index, children in parents.items():
-            ids = np.concatenate([c[1] for c in children])
-            rows = np.concatenate([c[2] for c in children])
-            first = np.asarray(index) * 2**level
-            outer = on_boundary(rows, first, np.minimum(first + 2**level, grid.grid_shape))
-            graph = RegionGraph.combine([c[0] for c in children])
-            mapping, up = agglomerate_node(graph, ids[outer], threshold, penalty, 64)
-            maps.append(mapping)
-            nodes[index] = (up, ids[outer], rows[outer])
-        level_maps.append(sorted_map(np.concatenate(maps)))
-    assert len(nodes) == 1 and len(next(iter(nodes.values()))[0].edges) == 0
-    return apply_maps(fragments.ravel(), level_maps).reshape(fragments.shape)
-
-
-def test_the_octree_with_a_size_penalty_equals_one_volume():
-    from scipy import ndimage
-
-    rng = np.random.default_rng(3)
-    boundary = ndimage.gaussian_filter(rng.random((40, 36, 30)).astype(np.float32), 1.0)
-    boundary = (boundary - boundary.min()) / np.ptp(boundary)
-    params = WatershedParams(smoothing=0.0, seed_threshold=0.3)
-    fragments, graph = fragments_and_graph(boundary, params)
-    affs = affinities_from_boundary(boundary)
-    results = []
-    for penalty in (0.0, 0.05):
-        whole = agglomerate(fragments, graph, 0.6, penalty, 64)
-        chunked = octree_agglomerate(fragments, affs, (14, 18, 15), 0.6, penalty)
-        np.testing.assert_array_equal(chunked, whole)
-        results.append(len(np.unique(whole)))
-    assert len(np.unique(fragments)) > results[1] > results[0]  # the penalty keeps some apart

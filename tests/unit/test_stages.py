@@ -26,13 +26,19 @@ PIPELINE = (
     "align",
     "infer",
     "segment",
+    "agglomerate",
     "evaluate",
     "mesh",
     "skeletonize",
     "synapses",
     "connectome",
 )
-REQUIRED = {"input": "stack.npy", "resolution": [8, 8, 8], "ground_truth": "truth"}
+REQUIRED = {
+    "input": "stack.npy",
+    "resolution": [8, 8, 8],
+    "ground_truth": "truth",
+    "merge_threshold": "0.5",
+}
 ROOT = "file:///petavox-stages/run"
 
 

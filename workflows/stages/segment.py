@@ -6,14 +6,18 @@ midway resumes at the step (and the chunk) where it stopped:
 1. segment: watershed fragments (or cc components) per chunk, in the chunk's own id range,
    into a `fragments` layer in the work folder;
 2. stitch: match objects across faces, resolve equivalences up an octree, relabel the
-   fragments into `stitched` (work folder; in cc mode the output itself);
-3. agglomerate (watershed): region graph per chunk, mean-affinity merges up the same octree,
-   relabel `stitched` into the output with the final ids.
+   fragments into the `supervoxels` layer (in cc mode: into the output itself);
+3. graph (watershed): the supervoxels' region graph, chunk contacts then up the same octree,
+   into the supervoxel layer's ``region_graph/`` (`petavox.tasks.segment.region_graph`);
+4. agglomerate (watershed): mean-affinity merges from the graph alone, the supervoxel →
+   segment table and the relabelled output (`petavox.workflows.agglomerate_plans`; the
+   `agglomerate` stage reruns just these at another threshold).
 
 No step rewrites a layer in place, so a chunk written twice (a killed task, a rerun) is the same
 chunk; relabelling in place would apply a map twice.
 
-The follow-up identities derive from the segment identity: re-segmenting redoes them all.
+The follow-up identities derive from the segment identity: re-segmenting redoes them all. The
+merge parameters are not part of it: the supervoxels and their graph do not depend on them.
 
 Two guards only warn (`petavox.workflows.segment_checks`): before the segment step dispatches,
 a sample of the input is checked for a plausible share of membrane; the relabel into the output
@@ -30,18 +34,24 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from petavox.tasks.core.errors import InputError, LayerMismatchError
+from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.geometry import ChunkGrid, Vec3
 from petavox.tasks.core.layers import Layer, LayerSpec
 from petavox.tasks.core.storage import join_url
-from petavox.tasks.segment.agglomerate_jobs import MAPS as AGGLO_MAPS
-from petavox.tasks.segment.agglomerate_jobs import ContactJob, MergeJob
+from petavox.tasks.segment.agglomerate_jobs import MergeRule
 from petavox.tasks.segment.equivalence import IdSpace
 from petavox.tasks.segment.label_counts import TOP_K
 from petavox.tasks.segment.segment_jobs import SegmentJob
 from petavox.tasks.segment.stitch_jobs import MAPS as STITCH_MAPS
 from petavox.tasks.segment.stitch_jobs import MatchJob, RelabelJob, ResolveJob
 from petavox.tasks.segment.watershed import WatershedParams
+from petavox.workflows.agglomerate_plans import (
+    GraphManifest,
+    agglomerate_plans,
+    graph_plans,
+    mapping_plan,
+    relabel_plan,
+)
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.domain_fit import with_model_defaults
 from petavox.workflows.params import (
@@ -51,13 +61,19 @@ from petavox.workflows.params import (
     layer_sharding,
 )
 from petavox.workflows.plan import ChunkJob, DriverHooks, Output, StagePlan, identity
-from petavox.workflows.segment_checks import Knob, check_boundary, size_hooks
+from petavox.workflows.segment_checks import (
+    Knob,
+    check_boundary,
+    check_halo,
+    check_input,
+    size_hooks,
+)
 from petavox.workflows.sizing import writing_task_shape
 from petavox.workflows.stage import Positional, Stage
 
 log = logging.getLogger("petavox")
 
-VERSION = 1
+VERSION = 2  # 2: supervoxels, region graph, agglomeration from it
 BYTES_PER_VOXEL = 16  # sizing weight: watershed holds ~50 bytes per voxel, so aim at ~16 M voxels
 
 
@@ -71,6 +87,12 @@ class SegmentParams(VolumeWriterParams):
         "affinities (3 channels x,y,z, high = connected): layer name or URL",
     )
     output: str = Field("segmentation", description="layer name under the run output, or a URL")
+    supervoxels: str | None = Field(
+        None,
+        description="watershed mode: layer of the stitched fragments before merging, with their "
+        "region graph (default: beside the output, 'supervoxels' for the output "
+        "'segmentation', else '<output>_supervoxels')",
+    )
     mode: Literal["watershed", "cc"] = Field(
         "watershed",
         description="watershed: seeded watershed + mean-affinity agglomeration; "
@@ -123,16 +145,10 @@ class SegmentParams(VolumeWriterParams):
     }
 
 
-def check_input(layer: Layer) -> None:
-    if layer.num_channels not in (1, 3):
-        raise LayerMismatchError(
-            f"{layer.url} has {layer.num_channels} channels; segment takes a boundary map "
-            "(1 channel) or affinities (3 channels)"
-        )
-    if layer.dtype.name not in ("uint8", "float32", "float64"):
-        raise LayerMismatchError(
-            f"{layer.url} holds {layer.dtype}; segment takes float32 in [0, 1] or uint8 0-255"
-        )
+def beside(output: str) -> str:
+    """The default supervoxel layer of the output at URL `output`."""
+    parent, _, name = output.rstrip("/").rpartition("/")
+    return f"{parent}/{'supervoxels' if name == 'segmentation' else name + '_supervoxels'}"
 
 
 def merge_knob(params: SegmentParams) -> Knob:
@@ -140,19 +156,6 @@ def merge_knob(params: SegmentParams) -> Knob:
     if params.mode == "cc":
         return ("boundary_threshold", params.boundary_threshold)
     return ("merge_threshold", params.merge_threshold)
-
-
-def check_halo(params: SegmentParams) -> Vec3:
-    """The halo the chunks are read with: none in cc mode, ≥ 2 per axis in watershed mode."""
-    if params.mode != "watershed":
-        return Vec3(0, 0, 0)
-    halo = Vec3.of(params.halo)
-    if min(halo) < 2:
-        raise InputError(
-            f"segment halo {tuple(halo)}: watershed mode matches objects across chunk faces "
-            "in the halo, so every axis needs a halo of at least 2 (16 or more is better)"
-        )
-    return halo
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,10 +166,11 @@ class Steps:
     source: Layer
     target: Layer
     fragments: Layer  # chunk-local ids (work folder)
-    stitched: Layer  # global ids after stitching (work folder; the target in cc mode)
+    stitched: Layer  # global ids after stitching: the supervoxels (the target in cc mode)
     grid: ChunkGrid  # the segment step's grid (with the halo)
     ids: IdSpace
     work: str
+    root: str  # the run's output root (the agglomeration's work folder goes under it)
     segment_identity: str
     tuned: str = ""  # which parameters came from the input's model, for the label
 
@@ -201,28 +205,25 @@ class Steps:
             grid=self.level_grid(level),
             job=job,
             layer_infos={writes.url: writes.info} if writes else {},
-            outputs=(Output(writes.url),) if writes is self.target else (),
+            outputs=(Output(writes.url),) if writes is self.stitched else (),
         )
 
-    def relabel(
-        self, stage: str, label: str, source: Layer, map_dir: str, levels: tuple[int, ...]
-    ) -> StagePlan:
-        """Relabel `source` through the maps into the next layer: `stitched`, or the output
-        (`stitched` is the output in cc mode), whose plan reports the largest segment."""
-        target = self.stitched if source is self.fragments else self.target
-        final = target is self.target
+    def relabel(self, levels: tuple[int, ...]) -> StagePlan:
+        """The fragments through the stitching maps into `stitched`: the supervoxels, or the
+        output in cc mode, whose plan reports the largest segment."""
+        final = self.stitched is self.target
         job = RelabelJob(
-            source=source,
-            target=target,
+            source=self.fragments,
+            target=self.stitched,
             work_url=self.work,
-            map_dir=map_dir,
+            map_dir=STITCH_MAPS,
             levels=levels,
             top_k=TOP_K if final else 0,
         )
-        plan = self.plan(stage, label, 0, job, writes=target)
+        plan = self.plan("stitch-relabel", "stitch: relabel", 0, job, writes=self.stitched)
         if not final:
             return plan
-        hooks = size_hooks(target.url, merge_knob(self.params), len(plan.grid))
+        hooks = size_hooks(self.target.url, merge_knob(self.params), len(plan.grid))
         return replace(plan, hooks=hooks)
 
 
@@ -231,7 +232,7 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
     check_input(source)
     params, tuned = with_model_defaults(params, source)
     log.info("segment %s: %s", params.input, tuned.removeprefix(", ") or "config parameters")
-    halo = check_halo(params)
+    halo = check_halo(params.mode, params.halo)
     storage_chunk = Vec3.of(params.storage_chunk or source.chunk_size(0))
     bounds = source.bounds(0)
     url = catalog.url(params.output)
@@ -249,8 +250,9 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
         params.chunk_shape, target, bounds.shape, BYTES_PER_VOXEL, name="segment chunk_shape"
     )
     grid = ChunkGrid(bounds, chunk_shape, halo, origin=bounds.start)
+    merging = ("merge_threshold", "merge_size_penalty", "merge_size_floor")
     seg_spec = {
-        **params.hashed_fields(),
+        **{k: v for k, v in params.hashed_fields().items() if k not in merging},
         "input": source.url,
         "output": url,
         "task_shape": list(chunk_shape),
@@ -264,7 +266,10 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
     fragments = catalog.plan_layer(join_url(work, "fragments"), spec)
     stitched = target
     if params.mode == "watershed":
-        stitched = catalog.plan_layer(join_url(work, "stitched"), spec)
+        supervoxels = catalog.url(params.supervoxels) if params.supervoxels else beside(url)
+        if supervoxels == url:
+            raise InputError(f"segment: supervoxels and output are both {url}; name them apart")
+        stitched = catalog.plan_layer(supervoxels, spec)
     steps = Steps(
         params=params,
         source=source,
@@ -274,6 +279,7 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
         grid=grid,
         ids=IdSpace(tuple(grid.grid_shape), (chunk_shape + halo * 2).prod() + 1),  # type: ignore[arg-type]
         work=work,
+        root=catalog.root,
         segment_identity=seg_id,
         tuned=tuned,
     )
@@ -327,7 +333,7 @@ def stitch_plans(steps: Steps) -> list[StagePlan]:
     chunk: a copy)."""
     levels, params, work = steps.levels, steps.params, steps.work
     maps = tuple(range(1, levels + 1))
-    last = steps.relabel("stitch-relabel", "stitch: relabel", steps.fragments, STITCH_MAPS, maps)
+    last = steps.relabel(maps)
     if levels == 0:
         return [last]
     match = MatchJob(
@@ -354,34 +360,27 @@ def stitch_plans(steps: Steps) -> list[StagePlan]:
 
 
 def agglomeration_plans(steps: Steps) -> list[StagePlan]:
-    """Region graph and merges per chunk, merges up the octree, relabel to the final ids."""
-    levels, params, work = steps.levels, steps.params, steps.work
-    sizes = {"size_penalty": params.merge_size_penalty, "size_floor": params.merge_size_floor}
-    contacts = ContactJob(
-        fragments=steps.stitched,
-        source=steps.source,
+    """The supervoxels' region graph, then merges from it, the mapping table and the output."""
+    params, ctx = steps.params, steps.target.context
+    graph = GraphManifest(
+        supervoxels=steps.stitched.url,
+        affinities=steps.source.url,
         grid=steps.chunks,
-        threshold=params.merge_threshold,
-        work_url=work,
-        fill_missing=params.fill_missing,
-        **sizes,
+        identity=steps.segment_identity,
     )
-    plans = [steps.plan("agglomerate", "agglomerate: chunk region graphs", 0, contacts)]
-    for level in range(1, levels + 1):
-        job = MergeJob(
-            level=level,
-            child_grid=steps.level_grid(level - 1),
-            chunk_grid=steps.chunks,
-            threshold=params.merge_threshold,
-            work_url=work,
-            context=steps.target.context,
-            **sizes,
-        )
-        label = f"agglomerate: merge level {level}/{levels}"
-        plans.append(steps.plan("agglomerate", label, level, job))
-    label, maps = "agglomerate: relabel", tuple(range(levels + 1))
-    plans.append(steps.relabel("agglomerate-relabel", label, steps.stitched, AGGLO_MAPS, maps))
-    return plans
+    plans = graph_plans(graph, steps.stitched, steps.source, steps.work, params.fill_missing)
+    rule = MergeRule(
+        threshold=params.merge_threshold,
+        size_penalty=params.merge_size_penalty,
+        size_floor=params.merge_size_floor,
+    )
+    work, merges = agglomerate_plans(graph, rule, steps.root, ctx)
+    return [
+        *plans,
+        *merges,
+        mapping_plan(graph, rule, work, steps.target.url, ctx),
+        relabel_plan(graph, rule, work, steps.stitched, steps.target),
+    ]
 
 
 STAGE = Stage(

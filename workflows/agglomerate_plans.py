@@ -1,0 +1,231 @@
+"""The steps that build the region graph (in `segment`) and agglomerate from it (in `segment`
+and `agglomerate`), and the graph's manifest that ties them together.
+
+The manifest is the ``info`` of the supervoxel layer's ``region_graph/`` folder, written once
+the graph is complete: the chunk grid of its octree, its identity, where it came from. The
+agglomeration needs nothing else, so `agglomerate` can rerun at any threshold from the
+supervoxel layer's URL alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+from petavox.tasks.core.errors import InputError
+from petavox.tasks.core.geometry import Box, ChunkGrid
+from petavox.tasks.core.layers import Layer
+from petavox.tasks.core.storage import StorageContext, join_url
+from petavox.tasks.segment.agglomerate_jobs import (
+    MAPPING_FOLDER,
+    MAPS,
+    AgglomerateJob,
+    MappingJob,
+    MergeRule,
+)
+from petavox.tasks.segment.label_counts import TOP_K
+from petavox.tasks.segment.region_graph import GRAPH_FOLDER, ChunkGraphJob, NodeGraphJob
+from petavox.tasks.segment.stitch_jobs import RelabelJob
+from petavox.workflows.catalog import Catalog
+from petavox.workflows.plan import ChunkJob, Output, StagePlan, identity
+from petavox.workflows.segment_checks import size_hooks
+
+VERSION = 1
+MANIFEST_TYPE = "petavox_region_graph"
+
+
+@dataclass(frozen=True, kw_only=True)
+class GraphManifest:
+    """What the agglomeration needs to know about a region graph."""
+
+    supervoxels: str  # the supervoxel layer's URL
+    affinities: str  # the boundary map or affinities its contacts were measured on
+    grid: ChunkGrid  # level 0 of the octree (no halo)
+    identity: str  # changes whenever the supervoxels or the graph would
+
+    @property
+    def url(self) -> str:
+        return join_url(self.supervoxels, GRAPH_FOLDER)
+
+    @property
+    def levels(self) -> int:
+        return math.ceil(math.log2(max(self.grid.grid_shape)))
+
+    def level_grid(self, level: int) -> ChunkGrid:
+        grid = self.grid
+        return ChunkGrid(grid.bounds, grid.chunk_shape * 2**level, 0, origin=grid.origin)
+
+    def info(self) -> dict[str, Any]:
+        grid = self.grid
+        return {
+            "@type": MANIFEST_TYPE,
+            "version": VERSION,
+            "supervoxels": self.supervoxels,
+            "affinities": self.affinities,
+            "identity": self.identity,
+            "bounds": [list(grid.bounds.start), list(grid.bounds.stop)],
+            "chunk_shape": list(grid.chunk_shape),
+            "origin": list(grid.origin),
+            "levels": self.levels,
+            "tables": {
+                "edges/<level>/<x>_<y>_<z>.parquet": "sv_a, sv_b (sv_a < sv_b), faces, "
+                "affinity_sum, affinity_mean, part: each touching pair once",
+                "supervoxels/<level>/<x>_<y>_<z>.parquet": "sv, voxels, closed, part: each "
+                "supervoxel closed in one part, with all its voxels",
+            },
+        }
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any], supervoxels: str) -> GraphManifest:
+        if info.get("@type") != MANIFEST_TYPE or info.get("version") != VERSION:
+            raise InputError(
+                f"{join_url(supervoxels, GRAPH_FOLDER)}/info is not a petavox region graph "
+                f"(version {VERSION}); rerun segment to rebuild it"
+            )
+        bounds = Box(*info["bounds"])
+        grid = ChunkGrid(bounds, info["chunk_shape"], 0, origin=info["origin"])
+        return cls(
+            supervoxels=supervoxels,
+            affinities=info["affinities"],
+            grid=grid,
+            identity=info["identity"],
+        )
+
+
+def read_manifest(catalog: Catalog, supervoxels: str) -> GraphManifest:
+    """The manifest of the graph beside `supervoxels` (planned by an earlier stage, or stored);
+    an `InputError` when the layer has none."""
+    info = catalog.info(join_url(supervoxels, GRAPH_FOLDER))
+    if info is None:
+        raise InputError(
+            f"{supervoxels} has no region graph ({GRAPH_FOLDER}/info): give the supervoxel "
+            "layer a watershed-mode segment wrote, or run segment first"
+        )
+    return GraphManifest.from_info(info, supervoxels)
+
+
+def _plan(label: str, stage: str, spec: dict, grid: ChunkGrid, job: ChunkJob, **kw) -> StagePlan:
+    return StagePlan(label=label, stage=stage, version=VERSION, spec=spec, grid=grid, job=job, **kw)
+
+
+def graph_plans(
+    graph: GraphManifest, supervoxels: Layer, source: Layer, work: str, fill_missing: bool
+) -> list[StagePlan]:
+    """Contacts per chunk, then each level of the octree; the last writes the manifest."""
+    name = supervoxels.url.rstrip("/").rsplit("/", 1)[-1]
+    spec = {"graph": graph.identity}
+    ctx = supervoxels.context
+    out = (Output(supervoxels.url, GRAPH_FOLDER),)
+    first = ChunkGraphJob(
+        supervoxels=supervoxels,
+        source=source,
+        grid=graph.grid,
+        graph_url=graph.url,
+        work_url=work,
+        fill_missing=fill_missing,
+    )
+    label = f"graph {name}: chunk contacts"
+    plans = [_plan(label, "graph", {**spec, "level": 0}, graph.grid, first, outputs=out)]
+    for level in range(1, graph.levels + 1):
+        job = NodeGraphJob(
+            level=level,
+            child_grid=graph.level_grid(level - 1),
+            chunk_grid=graph.grid,
+            graph_url=graph.url,
+            work_url=work,
+            context=ctx,
+        )
+        label = f"graph {name}: level {level}/{graph.levels}"
+        grid = graph.level_grid(level)
+        plans.append(_plan(label, "graph", {**spec, "level": level}, grid, job, outputs=out))
+    last = plans[-1]
+    return [*plans[:-1], _replace_final(last, {graph.url: graph.info()})]
+
+
+def _replace_final(plan: StagePlan, infos: dict[str, dict]) -> StagePlan:
+    return replace(plan, final_infos={**plan.final_infos, **infos})
+
+
+def agglomeration_identity(graph: GraphManifest, rule: MergeRule) -> str:
+    spec = {"graph": graph.identity, **rule.__dict__}
+    return identity("agglomerate", VERSION, spec)
+
+
+def agglomerate_plans(
+    graph: GraphManifest,
+    rule: MergeRule,
+    root: str,
+    context: StorageContext,
+) -> tuple[str, list[StagePlan]]:
+    """(work folder of the maps under the run's `root`, the merge steps level 0 to the top)."""
+    agg_id = agglomeration_identity(graph, rule)
+    work = join_url(root, "intermediate", "agglomerate", agg_id)
+    spec = {"graph": graph.identity, **rule.__dict__}
+    name = graph.supervoxels.rstrip("/").rsplit("/", 1)[-1]
+    plans = []
+    for level in range(graph.levels + 1):
+        job = AgglomerateJob(
+            level=level,
+            child_grid=graph.level_grid(level - 1) if level else None,
+            graph_url=graph.url,
+            work_url=work,
+            rule=rule,
+            context=context,
+        )
+        label = f"agglomerate {name}@{rule.threshold:g}: level {level}/{graph.levels}"
+        step = {**spec, "level": level}
+        plans.append(_plan(label, "agglomerate", step, graph.level_grid(level), job))
+    return work, plans
+
+
+def mapping_plan(
+    graph: GraphManifest,
+    rule: MergeRule,
+    work: str,
+    mapping_url: str,
+    context: StorageContext,
+    layer: bool = True,
+) -> StagePlan:
+    """The supervoxel → segment table, under `mapping_url` (a segmentation layer's, unless
+    `layer` is off: a sweep's work folder)."""
+    job = MappingJob(
+        graph_url=graph.url,
+        work_url=work,
+        mapping_url=mapping_url,
+        top=graph.levels,
+        context=context,
+    )
+    spec = {"graph": graph.identity, **rule.__dict__, "mapping": mapping_url}
+    name = mapping_url.rstrip("/").rsplit("/", 1)[-1] if layer else f"@{rule.threshold:g}"
+    outputs = (Output(mapping_url, MAPPING_FOLDER),) if layer else ()
+    label = f"agglomerate {name}: mapping table"
+    return _plan(label, "agglomerate-mapping", spec, graph.grid, job, outputs=outputs)
+
+
+def relabel_plan(
+    graph: GraphManifest, rule: MergeRule, work: str, supervoxels: Layer, target: Layer
+) -> StagePlan:
+    """The supervoxels relabelled through the maps into `target` (the segmentation); the
+    driver reports how much of it the largest segment holds."""
+    job = RelabelJob(
+        source=supervoxels,
+        target=target,
+        work_url=work,
+        map_dir=MAPS,
+        levels=tuple(range(graph.levels + 1)),
+        top_k=TOP_K,
+    )
+    spec = {"graph": graph.identity, **rule.__dict__, "output": target.url}
+    name = target.url.rstrip("/").rsplit("/", 1)[-1]
+    knob = ("merge_threshold", rule.threshold)
+    return _plan(
+        f"agglomerate {name}: relabel",
+        "agglomerate-relabel",
+        spec,
+        graph.grid,
+        job,
+        layer_infos={target.url: target.info},
+        outputs=(Output(target.url),),
+        hooks=size_hooks(target.url, knob, len(graph.grid)),
+    )
