@@ -33,6 +33,7 @@ from petavox.workflows.segment_checks import size_hooks
 
 VERSION = 1
 MANIFEST_TYPE = "petavox_region_graph"
+AGGLOMERATION_KEY = "petavox_agglomeration"  # in a segmentation's info: how it was merged
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,6 +94,16 @@ class GraphManifest:
         )
 
 
+def supervoxels_beside(output: str, given: str | None = None) -> str:
+    """The default supervoxel layer of the segmentation at URL `output`: beside it, named
+    `supervoxels` for the default output `segmentation`, else `<name>_supervoxels`
+    (`given`: the URL the config names instead)."""
+    if given:
+        return given
+    parent, _, name = output.rstrip("/").rpartition("/")
+    return f"{parent}/{'supervoxels' if name == 'segmentation' else name + '_supervoxels'}"
+
+
 def read_manifest(catalog: Catalog, supervoxels: str) -> GraphManifest:
     """The manifest of the graph beside `supervoxels` (planned by an earlier stage, or stored);
     an `InputError` when the layer has none."""
@@ -145,6 +156,20 @@ def graph_plans(
 
 def _replace_final(plan: StagePlan, infos: dict[str, dict]) -> StagePlan:
     return replace(plan, final_infos={**plan.final_infos, **infos})
+
+
+def agglomeration_record(graph: GraphManifest, rule: MergeRule) -> dict[str, Any]:
+    """What a segmentation's info says of its agglomeration (`AGGLOMERATION_KEY`): its
+    supervoxels and graph, the merge rule, and where its supervoxel → segment table is."""
+    return {
+        "supervoxels": graph.supervoxels,
+        "graph": graph.identity,
+        "levels": graph.levels,
+        "merge_threshold": rule.threshold,
+        "merge_size_penalty": rule.size_penalty,
+        "merge_size_floor": rule.size_floor,
+        "mapping": MAPPING_FOLDER,
+    }
 
 
 def agglomeration_identity(graph: GraphManifest, rule: MergeRule) -> str:

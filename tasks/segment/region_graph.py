@@ -20,6 +20,7 @@ node that completed something; its ``info`` says how it was made):
 | sv | uint64 | supervoxel id |
 | voxels | int64 | its voxels inside the node (all of them when ``closed``) |
 | closed | bool | true in exactly one part per supervoxel: where it was complete |
+| x, y, z | int64 | a voxel of it (closed rows: its first in z, then y, then x order) |
 | part | string | as above |
 
 A supervoxel is *closed* at a node when the node holds voxels of it and it touches none of the
@@ -99,6 +100,7 @@ class GraphPart:
 
     graph: RegionGraph  # the pairs; size_ids/sizes: the supervoxels and their voxels here
     closed: np.ndarray  # (k,) bool, per size id
+    anchors: np.ndarray  # (k, 3) int64 x, y, z per size id: its first voxel here (z-major)
 
     @property
     def open_ids(self) -> np.ndarray:
@@ -122,6 +124,7 @@ class GraphPart:
             "sv": g.size_ids,
             "voxels": g.sizes,
             "closed": self.closed,
+            **{axis: self.anchors[:, i] for i, axis in enumerate("xyz")},
             "part": np.full(len(g.size_ids), part, dtype=object),
         }
         return columns_to_parquet(edges), columns_to_parquet(svs)
@@ -135,10 +138,13 @@ class GraphPart:
             size_ids=svs["sv"].astype(np.uint64),
             sizes=svs["voxels"].astype(np.int64),
         )
-        return cls(graph=graph, closed=svs["closed"].astype(bool))
+        anchors = np.stack([svs[a] for a in "xyz"], axis=1).astype(np.int64).reshape(-1, 3)
+        return cls(graph=graph, closed=svs["closed"].astype(bool), anchors=anchors)
 
 
-def split_node(graph: RegionGraph, open_ids: np.ndarray) -> tuple[GraphPart, RegionGraph]:
+def split_node(
+    graph: RegionGraph, open_ids: np.ndarray, anchors: np.ndarray
+) -> tuple[GraphPart, RegionGraph]:
     """(this node's part, the carry): pairs with a closed end are complete and written here;
     the rest, and the open supervoxels' voxel counts, go up. A supervoxel with no voxel here (one
     the node's edges reach just before its first planes) is open: it lies elsewhere."""
@@ -159,7 +165,7 @@ def split_node(graph: RegionGraph, open_ids: np.ndarray) -> tuple[GraphPart, Reg
         size_ids=graph.size_ids[~closed],
         sizes=graph.sizes[~closed],
     )
-    return GraphPart(graph=part, closed=closed), carry
+    return GraphPart(graph=part, closed=closed, anchors=anchors), carry
 
 
 def part_keys(level: int, node_id: str) -> tuple[str, str]:
@@ -187,10 +193,40 @@ def read_part(graph_url: str, level: int, node_id: str, ctx: StorageContext) -> 
     return GraphPart.from_tables(*tables)
 
 
-def _emit(job, level: int, node: Chunk, graph: RegionGraph, face_ids, face_rows) -> dict:
-    part, carry = split_node(graph, face_ids)
+def first_voxels(labels: np.ndarray, origin) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, (k, 3) x, y, z of each one's first voxel in z, then y, then x order), for the
+    non-zero labels of a block (x, y, z) whose first voxel is at `origin`."""
+    nx, ny, _ = labels.shape
+    ids, first = np.unique(labels.transpose(2, 1, 0).ravel(), return_index=True)
+    xyz = np.stack([first % nx, (first // nx) % ny, first // (nx * ny)], axis=1)
+    keep = ids != 0
+    return ids[keep].astype(np.uint64), xyz[keep].astype(np.int64) + np.asarray(origin)
+
+
+def earliest(ids: np.ndarray, xyz: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """For each of `wanted` (sorted, all in `ids`), the first of its positions in z, y, x
+    order among the (id, position) rows."""
+    order = np.lexsort((xyz[:, 0], xyz[:, 1], xyz[:, 2], ids))
+    ids, xyz = ids[order], xyz[order]
+    start = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    return xyz[start][np.searchsorted(ids[start], wanted)].reshape(-1, 3)
+
+
+def _emit(job, level: int, node: Chunk, graph: RegionGraph, faces, anchors) -> dict:
+    """Write the node's part and its carry; `faces` are (ids, rows) of the face records on
+    its outer faces, `anchors` (ids, positions) of first voxels (any order, repeats)."""
+    face_ids, face_rows = faces
+    where = earliest(*anchors, graph.size_ids)
+    part, carry = split_node(graph, face_ids, where)
     write_part(job.graph_url, level, node.id, part, job.context)
-    arrays = {**carry.arrays(), "face_ids": face_ids, "face_rows": face_rows}
+    up = ~part.closed
+    arrays = {
+        **carry.arrays(),
+        "face_ids": face_ids,
+        "face_rows": face_rows,
+        "anchor_ids": graph.size_ids[up],
+        "anchors": where[up],
+    }
     put_arrays(job.work_url, f"{CARRY}/{level}/{node.id}.npz", arrays, job.context)
     return {"pairs": len(part.graph.edges), "closed": int(part.closed.sum())}
 
@@ -217,8 +253,10 @@ class ChunkGraphJob:
         data = self.source.read(ext, fill_missing=self.fill_missing)
         check_values(data, self.source.url, ext, "segment", unit_range=True)
         graph = contact_graph(labels, affinities_of(data))
-        face_ids, face_rows = face_records(labels[1:, 1:, 1:], chunk, self.grid)
-        return _emit(self, 0, chunk, graph, face_ids, face_rows)
+        interior = labels[1:, 1:, 1:]
+        faces = face_records(interior, chunk, self.grid)
+        anchors = first_voxels(interior, chunk.write_box.start)
+        return _emit(self, 0, chunk, graph, faces, anchors)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,18 +271,21 @@ class NodeGraphJob:
     context: StorageContext
 
     def run(self, node: Chunk) -> dict:
-        graphs, face_ids, face_rows = [RegionGraph.empty()], [], []
+        graphs, carries = [RegionGraph.empty()], []
         for child in children(node, self.child_grid):
             key = f"{CARRY}/{self.level - 1}/{child.id}.npz"
-            carry = get_arrays(self.work_url, key, self.context)
-            graphs.append(RegionGraph.from_arrays(carry))
-            face_ids.append(carry["face_ids"])
-            face_rows.append(carry["face_rows"])
-        ids = np.concatenate(face_ids).astype(np.uint64)
-        rows = np.concatenate(face_rows).reshape(-1, 4)
+            carries.append(get_arrays(self.work_url, key, self.context))
+            graphs.append(RegionGraph.from_arrays(carries[-1]))
+
+        def joined(key: str, dtype, width: int = 0) -> np.ndarray:
+            rows = np.concatenate([c[key] for c in carries]).astype(dtype)
+            return rows.reshape(-1, width) if width else rows
+
+        ids, rows = joined("face_ids", np.uint64), joined("face_rows", np.int64, 4)
+        anchors = joined("anchor_ids", np.uint64), joined("anchors", np.int64, 3)
         span = 2**self.level
         first = np.asarray(node.index) * span
         last = np.minimum(first + span, np.asarray(self.chunk_grid.grid_shape))
         outer = on_boundary(rows, first, last)
         graph = RegionGraph.combine(graphs)
-        return _emit(self, self.level, node, graph, ids[outer], rows[outer])
+        return _emit(self, self.level, node, graph, (ids[outer], rows[outer]), anchors)

@@ -22,6 +22,7 @@ from petavox.tasks.segment.region_graph import (
     GRAPH_FOLDER,
     ChunkGraphJob,
     NodeGraphJob,
+    first_voxels,
     part_keys,
 )
 from petavox.tasks.segment.stitch_jobs import RelabelJob
@@ -140,6 +141,11 @@ def test_the_graph_holds_every_pair_once_with_the_whole_volumes_sums(tmp_path, v
     order = np.argsort(svs_table["sv"][closed])
     np.testing.assert_array_equal(svs_table["sv"][closed][order], ids)  # closed once each
     np.testing.assert_array_equal(svs_table["voxels"][closed][order], counts)
+    # each supervoxel's anchor: its first voxel in z, y, x order in the whole volume
+    _, first = first_voxels(fragments, (0, 0, 0))
+    anchors = np.stack([svs_table[a] for a in "xyz"], axis=1)[closed][order]
+    np.testing.assert_array_equal(anchors, first)
+    assert (fragments[tuple(anchors.T)] == ids).all()
     if chunk != fragments.shape:
         levels = {part.split("/")[0] for part in edges["part"]}
         assert len(levels) > 1  # written up the octree, not all at the top
@@ -188,7 +194,8 @@ def test_a_region_only_just_before_a_chunk_is_open_there():
         size_ids=np.array([2, 3], np.uint64),
         sizes=np.array([4, 5]),
     )
-    part, carry = split_node(graph, np.array([2], np.uint64))  # 2 on a face; 1 not here
+    anchors = np.array([[0, 0, 0], [1, 0, 0]])
+    part, carry = split_node(graph, np.array([2], np.uint64), anchors)  # 2 on a face; 1 not here
     assert part.graph.edges.tolist() == [[2, 3]] and carry.edges.tolist() == [[1, 2]]
     assert dict(zip(part.graph.size_ids.tolist(), part.closed.tolist())) == {2: False, 3: True}
     assert carry.size_map() == {2: 4}

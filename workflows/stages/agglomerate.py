@@ -23,8 +23,10 @@ from petavox.tasks.evaluate.report import report_location
 from petavox.tasks.evaluate.threshold_sweep import format_rows, sweep_png, sweep_row
 from petavox.tasks.segment.agglomerate_jobs import MergeRule, read_mapping
 from petavox.workflows.agglomerate_plans import (
+    AGGLOMERATION_KEY,
     GraphManifest,
     agglomerate_plans,
+    agglomeration_record,
     mapping_plan,
     read_manifest,
     relabel_plan,
@@ -85,7 +87,7 @@ class AgglomerateParams(StageParams):
     )
 
 
-def output_layer(catalog: Catalog, url: str, supervoxels: Layer) -> Layer:
+def output_layer(catalog: Catalog, url: str, supervoxels: Layer, record: dict) -> Layer:
     """The segmentation layer: stored as the supervoxels are (chunks, encoding, shards), so the
     graph's chunks are whole storage chunks (and shards) of it too."""
     bounds = supervoxels.bounds(0)
@@ -98,6 +100,7 @@ def output_layer(catalog: Catalog, url: str, supervoxels: Layer) -> Layer:
         voxel_offset=bounds.start,
         encoding="compressed_segmentation",
         sharding=supervoxels.scale(0).get("sharding", "none"),
+        extra=((AGGLOMERATION_KEY, record),),
     )
     return catalog.plan_layer(url, spec)
 
@@ -124,7 +127,8 @@ def plan_agglomerate(params: AgglomerateParams, catalog: Catalog) -> list[StageP
         work, steps = agglomerate_plans(graph, rule, catalog.root, ctx)
         plans += steps
         if len(merge) == 1:
-            target = output_layer(catalog, catalog.url(params.output), supervoxels)
+            record = agglomeration_record(graph, rule)
+            target = output_layer(catalog, catalog.url(params.output), supervoxels, record)
             plans.append(mapping_plan(graph, rule, work, target.url, ctx))
             plans.append(relabel_plan(graph, rule, work, supervoxels, target))
             mappings[rule.threshold] = target.url

@@ -46,11 +46,14 @@ from petavox.tasks.segment.stitch_jobs import MAPS as STITCH_MAPS
 from petavox.tasks.segment.stitch_jobs import MatchJob, RelabelJob, ResolveJob
 from petavox.tasks.segment.watershed import WatershedParams
 from petavox.workflows.agglomerate_plans import (
+    AGGLOMERATION_KEY,
     GraphManifest,
     agglomerate_plans,
+    agglomeration_record,
     graph_plans,
     mapping_plan,
     relabel_plan,
+    supervoxels_beside,
 )
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.domain_fit import with_model_defaults
@@ -143,12 +146,6 @@ class SegmentParams(VolumeWriterParams):
         "merge_size_penalty",
         "merge_size_floor",
     }
-
-
-def beside(output: str) -> str:
-    """The default supervoxel layer of the output at URL `output`."""
-    parent, _, name = output.rstrip("/").rpartition("/")
-    return f"{parent}/{'supervoxels' if name == 'segmentation' else name + '_supervoxels'}"
 
 
 def merge_knob(params: SegmentParams) -> Knob:
@@ -245,7 +242,8 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
         voxel_offset=bounds.start,
         encoding="compressed_segmentation",
     )
-    target = catalog.plan_layer(url, replace(spec, sharding=layer_sharding(params.sharding)))
+    target_spec = replace(spec, sharding=layer_sharding(params.sharding))
+    target = catalog.plan_layer(url, target_spec)
     chunk_shape = writing_task_shape(
         params.chunk_shape, target, bounds.shape, BYTES_PER_VOXEL, name="segment chunk_shape"
     )
@@ -264,12 +262,20 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
     # the work layers are stored as the output is (the same tasks write them: whole shards)
     spec = replace(spec, sharding=target.scale(0).get("sharding", "none"))
     fragments = catalog.plan_layer(join_url(work, "fragments"), spec)
-    stitched = target
+    stitched, graph = target, None
     if params.mode == "watershed":
-        supervoxels = catalog.url(params.supervoxels) if params.supervoxels else beside(url)
+        supervoxels = (
+            catalog.url(params.supervoxels) if params.supervoxels else supervoxels_beside(url)
+        )
         if supervoxels == url:
             raise InputError(f"segment: supervoxels and output are both {url}; name them apart")
         stitched = catalog.plan_layer(supervoxels, spec)
+        chunks = ChunkGrid(bounds, chunk_shape, 0, origin=bounds.start)
+        graph = GraphManifest(
+            supervoxels=supervoxels, affinities=source.url, grid=chunks, identity=seg_id
+        )
+        record = (AGGLOMERATION_KEY, agglomeration_record(graph, merge_rule(params)))
+        target = catalog.plan_layer(url, replace(target_spec, extra=(record,)))
     steps = Steps(
         params=params,
         source=source,
@@ -284,8 +290,8 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
         tuned=tuned,
     )
     plans = [segment_plan(steps, seg_spec), *stitch_plans(steps)]
-    if params.mode == "watershed":
-        plans += agglomeration_plans(steps)
+    if graph is not None:
+        plans += agglomeration_plans(steps, graph)
     return plans
 
 
@@ -359,21 +365,16 @@ def stitch_plans(steps: Steps) -> list[StagePlan]:
     return [*plans, last]
 
 
-def agglomeration_plans(steps: Steps) -> list[StagePlan]:
+def merge_rule(params: SegmentParams) -> MergeRule:
+    sizes = {"size_penalty": params.merge_size_penalty, "size_floor": params.merge_size_floor}
+    return MergeRule(threshold=params.merge_threshold, **sizes)
+
+
+def agglomeration_plans(steps: Steps, graph: GraphManifest) -> list[StagePlan]:
     """The supervoxels' region graph, then merges from it, the mapping table and the output."""
     params, ctx = steps.params, steps.target.context
-    graph = GraphManifest(
-        supervoxels=steps.stitched.url,
-        affinities=steps.source.url,
-        grid=steps.chunks,
-        identity=steps.segment_identity,
-    )
     plans = graph_plans(graph, steps.stitched, steps.source, steps.work, params.fill_missing)
-    rule = MergeRule(
-        threshold=params.merge_threshold,
-        size_penalty=params.merge_size_penalty,
-        size_floor=params.merge_size_floor,
-    )
+    rule = merge_rule(params)
     work, merges = agglomerate_plans(graph, rule, steps.root, ctx)
     return [
         *plans,
