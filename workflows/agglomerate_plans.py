@@ -158,6 +158,12 @@ def _replace_final(plan: StagePlan, infos: dict[str, dict]) -> StagePlan:
     return replace(plan, final_infos={**plan.final_infos, **infos})
 
 
+def merge_rule(params: Any, threshold: float) -> MergeRule:
+    """The rule of a stage's params (`merge_size_penalty`, `merge_size_floor`) at `threshold`."""
+    sizes = {"size_penalty": params.merge_size_penalty, "size_floor": params.merge_size_floor}
+    return MergeRule(threshold=threshold, **sizes)
+
+
 def agglomeration_record(graph: GraphManifest, rule: MergeRule) -> dict[str, Any]:
     """What a segmentation's info says of its agglomeration (`AGGLOMERATION_KEY`): its
     supervoxels and graph, the merge rule, and where its supervoxel → segment table is."""
@@ -254,3 +260,26 @@ def relabel_plan(
         outputs=(Output(target.url),),
         hooks=size_hooks(target.url, knob, len(graph.grid)),
     )
+
+
+def segment_merges(
+    graph: GraphManifest,
+    rule: MergeRule,
+    layers: tuple[Layer, Layer, Layer],
+    *,
+    work: str,
+    root: str,
+    fill_missing: bool,
+) -> list[StagePlan]:
+    """`segment`'s steps after stitching: the graph of the supervoxels (measured on the
+    source), merges from it, the mapping table and the output; `layers` are (supervoxels,
+    source, output), `work` is segment's work folder, `root` the run's output root."""
+    supervoxels, source, target = layers
+    plans = graph_plans(graph, supervoxels, source, work, fill_missing)
+    agglo_work, merges = agglomerate_plans(graph, rule, root, target.context)
+    return [
+        *plans,
+        *merges,
+        mapping_plan(graph, rule, agglo_work, target.url, target.context),
+        relabel_plan(graph, rule, agglo_work, supervoxels, target),
+    ]

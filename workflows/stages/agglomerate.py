@@ -28,6 +28,7 @@ from petavox.workflows.agglomerate_plans import (
     agglomerate_plans,
     agglomeration_record,
     mapping_plan,
+    merge_rule,
     read_manifest,
     relabel_plan,
 )
@@ -106,8 +107,7 @@ def output_layer(catalog: Catalog, url: str, supervoxels: Layer, record: dict) -
 
 
 def rules(params: AgglomerateParams) -> list[MergeRule]:
-    sizes = {"size_penalty": params.merge_size_penalty, "size_floor": params.merge_size_floor}
-    return [MergeRule(threshold=t, **sizes) for t in sorted(set(params.merge_threshold))]
+    return [merge_rule(params, t) for t in sorted(set(params.merge_threshold))]
 
 
 def plan_agglomerate(params: AgglomerateParams, catalog: Catalog) -> list[StagePlan]:

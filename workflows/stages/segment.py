@@ -13,15 +13,12 @@ midway resumes at the step (and the chunk) where it stopped:
    segment table and the relabelled output (`petavox.workflows.agglomerate_plans`; the
    `agglomerate` stage reruns just these at another threshold).
 
-No step rewrites a layer in place, so a chunk written twice (a killed task, a rerun) is the same
-chunk; relabelling in place would apply a map twice.
+No step rewrites a layer in place: a chunk written twice (a killed task, a rerun) is the same
+chunk. The follow-up identities derive from the segment identity, which leaves out the merge
+rule: the supervoxels and their graph do not depend on it.
 
-The follow-up identities derive from the segment identity: re-segmenting redoes them all. The
-merge parameters are not part of it: the supervoxels and their graph do not depend on them.
-
-Two guards only warn (`petavox.workflows.segment_checks`): before the segment step dispatches,
-a sample of the input is checked for a plausible share of membrane; the relabel into the output
-reports how much of the labelled volume the largest segment holds.
+Two guards only warn (`petavox.workflows.segment_checks`): the membrane share of a sample of
+the input, before dispatch; the largest segment's share of the output, after.
 """
 
 from __future__ import annotations
@@ -38,7 +35,6 @@ from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.geometry import ChunkGrid, Vec3
 from petavox.tasks.core.layers import Layer, LayerSpec
 from petavox.tasks.core.storage import join_url
-from petavox.tasks.segment.agglomerate_jobs import MergeRule
 from petavox.tasks.segment.equivalence import IdSpace
 from petavox.tasks.segment.label_counts import TOP_K
 from petavox.tasks.segment.segment_jobs import SegmentJob
@@ -48,11 +44,9 @@ from petavox.tasks.segment.watershed import WatershedParams
 from petavox.workflows.agglomerate_plans import (
     AGGLOMERATION_KEY,
     GraphManifest,
-    agglomerate_plans,
     agglomeration_record,
-    graph_plans,
-    mapping_plan,
-    relabel_plan,
+    merge_rule,
+    segment_merges,
     supervoxels_beside,
 )
 from petavox.workflows.catalog import Catalog
@@ -224,6 +218,19 @@ class Steps:
         return replace(plan, hooks=hooks)
 
 
+def segment_spec(params: SegmentParams, catalog: Catalog, chunk_shape: Vec3, storage: Vec3) -> dict:
+    """What the supervoxels depend on: every hashed field but the merge rule's."""
+    merging = ("merge_threshold", "merge_size_penalty", "merge_size_floor")
+    return {
+        **{k: v for k, v in params.hashed_fields().items() if k not in merging},
+        "input": catalog.url(params.input),
+        "output": catalog.url(params.output),
+        "task_shape": list(chunk_shape),
+        "storage_chunk": list(storage),
+        "lineage": catalog.reads_token(),  # keys the work folder: a new input, new fragments
+    }
+
+
 def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
     source = catalog.layer(catalog.url(params.input))
     check_input(source)
@@ -248,15 +255,7 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
         params.chunk_shape, target, bounds.shape, BYTES_PER_VOXEL, name="segment chunk_shape"
     )
     grid = ChunkGrid(bounds, chunk_shape, halo, origin=bounds.start)
-    merging = ("merge_threshold", "merge_size_penalty", "merge_size_floor")
-    seg_spec = {
-        **{k: v for k, v in params.hashed_fields().items() if k not in merging},
-        "input": source.url,
-        "output": url,
-        "task_shape": list(chunk_shape),
-        "storage_chunk": list(storage_chunk),
-        "lineage": catalog.reads_token(),  # keys the work folder: a new input, new fragments
-    }
+    seg_spec = segment_spec(params, catalog, chunk_shape, storage_chunk)
     seg_id = identity("segment", VERSION, seg_spec)
     work = join_url(catalog.root, "intermediate", "segment", seg_id)
     # the work layers are stored as the output is (the same tasks write them: whole shards)
@@ -264,18 +263,7 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
     fragments = catalog.plan_layer(join_url(work, "fragments"), spec)
     stitched, graph = target, None
     if params.mode == "watershed":
-        supervoxels = (
-            catalog.url(params.supervoxels) if params.supervoxels else supervoxels_beside(url)
-        )
-        if supervoxels == url:
-            raise InputError(f"segment: supervoxels and output are both {url}; name them apart")
-        stitched = catalog.plan_layer(supervoxels, spec)
-        chunks = ChunkGrid(bounds, chunk_shape, 0, origin=bounds.start)
-        graph = GraphManifest(
-            supervoxels=supervoxels, affinities=source.url, grid=chunks, identity=seg_id
-        )
-        record = (AGGLOMERATION_KEY, agglomeration_record(graph, merge_rule(params)))
-        target = catalog.plan_layer(url, replace(target_spec, extra=(record,)))
+        stitched, graph, target = plan_supervoxels(catalog, params, spec, target_spec, grid, seg_id)
     steps = Steps(
         params=params,
         source=source,
@@ -291,8 +279,39 @@ def plan_segment(params: SegmentParams, catalog: Catalog) -> list[StagePlan]:
     )
     plans = [segment_plan(steps, seg_spec), *stitch_plans(steps)]
     if graph is not None:
-        plans += agglomeration_plans(steps, graph)
+        plans += segment_merges(
+            graph,
+            merge_rule(params, params.merge_threshold),
+            (steps.stitched, steps.source, steps.target),
+            work=work,
+            root=catalog.root,
+            fill_missing=params.fill_missing,
+        )
     return plans
+
+
+def plan_supervoxels(
+    catalog: Catalog,
+    params: SegmentParams,
+    spec: LayerSpec,
+    target_spec: LayerSpec,
+    grid: ChunkGrid,
+    seg_id: str,
+) -> tuple[Layer, GraphManifest, Layer]:
+    """Watershed mode: (the supervoxel layer, its graph's manifest, the output planned again
+    with the record of its agglomeration)."""
+    url, source = catalog.url(params.output), catalog.url(params.input)
+    supervoxels = supervoxels_beside(url, params.supervoxels and catalog.url(params.supervoxels))
+    if supervoxels == url:
+        raise InputError(f"segment: supervoxels and output are both {url}; name them apart")
+    stitched = catalog.plan_layer(supervoxels, spec)
+    chunks = ChunkGrid(grid.bounds, grid.chunk_shape, 0, origin=grid.origin)
+    graph = GraphManifest(supervoxels=supervoxels, affinities=source, grid=chunks, identity=seg_id)
+    record = (
+        AGGLOMERATION_KEY,
+        agglomeration_record(graph, merge_rule(params, params.merge_threshold)),
+    )
+    return stitched, graph, catalog.plan_layer(url, replace(target_spec, extra=(record,)))
 
 
 def segment_plan(steps: Steps, spec: dict) -> StagePlan:
@@ -363,25 +382,6 @@ def stitch_plans(steps: Steps) -> list[StagePlan]:
         label = f"stitch: resolve level {level}/{levels}"
         plans.append(steps.plan("stitch-resolve", label, level, job))
     return [*plans, last]
-
-
-def merge_rule(params: SegmentParams) -> MergeRule:
-    sizes = {"size_penalty": params.merge_size_penalty, "size_floor": params.merge_size_floor}
-    return MergeRule(threshold=params.merge_threshold, **sizes)
-
-
-def agglomeration_plans(steps: Steps, graph: GraphManifest) -> list[StagePlan]:
-    """The supervoxels' region graph, then merges from it, the mapping table and the output."""
-    params, ctx = steps.params, steps.target.context
-    plans = graph_plans(graph, steps.stitched, steps.source, steps.work, params.fill_missing)
-    rule = merge_rule(params)
-    work, merges = agglomerate_plans(graph, rule, steps.root, ctx)
-    return [
-        *plans,
-        *merges,
-        mapping_plan(graph, rule, work, steps.target.url, ctx),
-        relabel_plan(graph, rule, work, steps.stitched, steps.target),
-    ]
 
 
 STAGE = Stage(
