@@ -9,12 +9,13 @@ supervoxel layer's URL alone.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, replace
 from typing import Any
 
 from petavox.tasks.core.errors import InputError
-from petavox.tasks.core.geometry import Box, ChunkGrid
+from petavox.tasks.core.geometry import Box, Chunk, ChunkGrid
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.storage import StorageContext, join_url
 from petavox.tasks.segment.agglomerate_jobs import (
@@ -24,14 +25,18 @@ from petavox.tasks.segment.agglomerate_jobs import (
     MappingJob,
     MergeRule,
 )
+from petavox.tasks.segment.edits import Edits
 from petavox.tasks.segment.label_counts import TOP_K
 from petavox.tasks.segment.region_graph import GRAPH_FOLDER, ChunkGraphJob, NodeGraphJob
 from petavox.tasks.segment.stitch_jobs import RelabelJob
 from petavox.workflows.catalog import Catalog
-from petavox.workflows.plan import ChunkJob, Output, StagePlan, identity
+from petavox.workflows.plan import ChunkJob, DriverHooks, Output, StagePlan, identity
 from petavox.workflows.segment_checks import size_hooks
 
+log = logging.getLogger("petavox")
+
 VERSION = 1
+NO_EDITS = Edits()
 MANIFEST_TYPE = "petavox_region_graph"
 AGGLOMERATION_KEY = "petavox_agglomeration"  # in a segmentation's info: how it was merged
 
@@ -178,21 +183,49 @@ def agglomeration_record(graph: GraphManifest, rule: MergeRule) -> dict[str, Any
     }
 
 
-def agglomeration_identity(graph: GraphManifest, rule: MergeRule) -> str:
-    spec = {"graph": graph.identity, **rule.__dict__}
-    return identity("agglomerate", VERSION, spec)
+def _rules_spec(graph: GraphManifest, rules: tuple[MergeRule, ...], edits: Edits) -> dict[str, Any]:
+    spec: dict[str, Any] = {"graph": graph.identity}
+    if len(rules) == 1:  # as before sweeps existed
+        spec.update(rules[0].__dict__)
+    else:
+        spec["rules"] = [r.__dict__ for r in rules]
+    if edits:
+        spec["edits"] = edits.digest()
+    return spec
+
+
+def work_folder(graph: GraphManifest, rule: MergeRule, root: str, edits: Edits) -> str:
+    """Where the maps of one rule (with the edits) go, under the run's `root`."""
+    agg_id = identity("agglomerate", VERSION, _rules_spec(graph, (rule,), edits))
+    return join_url(root, "intermediate", "agglomerate", agg_id)
+
+
+def _warn_edits(_chunk: Chunk, result: dict) -> None:
+    """The top node's report on the edits, for people."""
+    for k in result.get("unseparated_splits", []):
+        log.warning(
+            "edit split %d did not separate its sides: other supervoxels join them; name more "
+            "supervoxels of each side",
+            k,
+        )
+    if result.get("unknown_supervoxels"):
+        log.warning("edits name supervoxels the graph lacks: %s", result["unknown_supervoxels"])
+
+
+def _thresholds(rules: tuple[MergeRule, ...]) -> str:
+    return ",".join(f"{r.threshold:g}" for r in rules)
 
 
 def agglomerate_plans(
     graph: GraphManifest,
-    rule: MergeRule,
+    rules: tuple[MergeRule, ...],
     root: str,
     context: StorageContext,
-) -> tuple[str, list[StagePlan]]:
-    """(work folder of the maps under the run's `root`, the merge steps level 0 to the top)."""
-    agg_id = agglomeration_identity(graph, rule)
-    work = join_url(root, "intermediate", "agglomerate", agg_id)
-    spec = {"graph": graph.identity, **rule.__dict__}
+    edits: Edits = NO_EDITS,
+) -> list[StagePlan]:
+    """The merge steps, level 0 to the top, for every rule at once (each into its
+    `work_folder`): a sweep reads each graph part once."""
+    spec = _rules_spec(graph, rules, edits)
     name = graph.supervoxels.rstrip("/").rsplit("/", 1)[-1]
     plans = []
     for level in range(graph.levels + 1):
@@ -200,54 +233,65 @@ def agglomerate_plans(
             level=level,
             child_grid=graph.level_grid(level - 1) if level else None,
             graph_url=graph.url,
-            work_url=work,
-            rule=rule,
+            top=graph.levels,
+            rules=rules,
+            work_urls=tuple(work_folder(graph, r, root, edits) for r in rules),
             context=context,
+            edits=edits,
         )
-        label = f"agglomerate {name}@{rule.threshold:g}: level {level}/{graph.levels}"
+        label = f"agglomerate {name}@{_thresholds(rules)}: level {level}/{graph.levels}"
         step = {**spec, "level": level}
-        plans.append(_plan(label, "agglomerate", step, graph.level_grid(level), job))
-    return work, plans
+        top = DriverHooks(on_result=_warn_edits) if level == graph.levels else DriverHooks()
+        plans.append(_plan(label, "agglomerate", step, graph.level_grid(level), job, hooks=top))
+    return plans
 
 
 def mapping_plan(
     graph: GraphManifest,
-    rule: MergeRule,
-    work: str,
-    mapping_url: str,
+    rules: tuple[MergeRule, ...],
+    root: str,
+    mapping_urls: tuple[str, ...],
     context: StorageContext,
+    edits: Edits = NO_EDITS,
     layer: bool = True,
 ) -> StagePlan:
-    """The supervoxel → segment table, under `mapping_url` (a segmentation layer's, unless
-    `layer` is off: a sweep's work folder)."""
+    """The supervoxel → segment table of each rule, under its `mapping_urls` entry (a
+    segmentation layer's, unless `layer` is off: a sweep's work folders)."""
     job = MappingJob(
         graph_url=graph.url,
-        work_url=work,
-        mapping_url=mapping_url,
+        work_urls=tuple(work_folder(graph, r, root, edits) for r in rules),
+        mapping_urls=mapping_urls,
         top=graph.levels,
         context=context,
     )
-    spec = {"graph": graph.identity, **rule.__dict__, "mapping": mapping_url}
-    name = mapping_url.rstrip("/").rsplit("/", 1)[-1] if layer else f"@{rule.threshold:g}"
-    outputs = (Output(mapping_url, MAPPING_FOLDER),) if layer else ()
+    spec = {**_rules_spec(graph, rules, edits), "mapping": list(mapping_urls)}
+    if len(mapping_urls) == 1:  # as before sweeps existed
+        spec["mapping"] = mapping_urls[0]
+    name = mapping_urls[0].rstrip("/").rsplit("/", 1)[-1] if layer else f"@{_thresholds(rules)}"
+    outputs = tuple(Output(url, MAPPING_FOLDER) for url in mapping_urls) if layer else ()
     label = f"agglomerate {name}: mapping table"
     return _plan(label, "agglomerate-mapping", spec, graph.grid, job, outputs=outputs)
 
 
 def relabel_plan(
-    graph: GraphManifest, rule: MergeRule, work: str, supervoxels: Layer, target: Layer
+    graph: GraphManifest,
+    rule: MergeRule,
+    root: str,
+    layers: tuple[Layer, Layer],
+    edits: Edits = NO_EDITS,
 ) -> StagePlan:
-    """The supervoxels relabelled through the maps into `target` (the segmentation); the
-    driver reports how much of it the largest segment holds."""
+    """The supervoxels relabelled through the maps into the segmentation (`layers`: supervoxels,
+    segmentation); the driver reports how much of it the largest segment holds."""
+    supervoxels, target = layers
     job = RelabelJob(
         source=supervoxels,
         target=target,
-        work_url=work,
+        work_url=work_folder(graph, rule, root, edits),
         map_dir=MAPS,
-        levels=tuple(range(graph.levels + 1)),
+        levels=tuple(range(graph.levels + 2)),  # and the edits' joins
         top_k=TOP_K,
     )
-    spec = {"graph": graph.identity, **rule.__dict__, "output": target.url}
+    spec = {**_rules_spec(graph, (rule,), edits), "output": target.url}
     name = target.url.rstrip("/").rsplit("/", 1)[-1]
     knob = ("merge_threshold", rule.threshold)
     return _plan(
@@ -276,10 +320,9 @@ def segment_merges(
     source, output), `work` is segment's work folder, `root` the run's output root."""
     supervoxels, source, target = layers
     plans = graph_plans(graph, supervoxels, source, work, fill_missing)
-    agglo_work, merges = agglomerate_plans(graph, rule, root, target.context)
     return [
         *plans,
-        *merges,
-        mapping_plan(graph, rule, agglo_work, target.url, target.context),
-        relabel_plan(graph, rule, agglo_work, supervoxels, target),
+        *agglomerate_plans(graph, (rule,), root, target.context),
+        mapping_plan(graph, (rule,), root, (target.url,), target.context),
+        relabel_plan(graph, rule, root, (supervoxels, target)),
     ]

@@ -61,7 +61,8 @@ def sweep_png(rows: list[dict[str, Any]], title: str) -> bytes:
     from matplotlib import pyplot as plt
 
     t = [r["merge_threshold"] for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.15, top=0.88, wspace=0.25)
     fig.suptitle(title, fontsize=10)
     left.plot(t, [r["arand"] for r in rows], "o-", color="tab:purple")
     left.set_xlabel("merge threshold")
@@ -72,6 +73,6 @@ def sweep_png(rows: list[dict[str, Any]], title: str) -> bytes:
     right.set_ylabel("bits")
     right.legend(fontsize=8)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     return buf.getvalue()

@@ -37,8 +37,9 @@ from petavox.tasks.core.objects import (
 )
 from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.segment.agglomeration import RegionGraph, agglomerate_node
-from petavox.tasks.segment.equivalence import apply_maps
-from petavox.tasks.segment.region_graph import children, part_name, read_part
+from petavox.tasks.segment.edits import Edits
+from petavox.tasks.segment.equivalence import apply_maps, sorted_map
+from petavox.tasks.segment.region_graph import GraphPart, children, part_name, read_part
 
 MAPS = "agglo-maps"
 CARRY = "agglo-carry"
@@ -60,34 +61,75 @@ class MergeRule:
 
 @dataclass(frozen=True, kw_only=True)
 class AgglomerateJob:
-    """One level of the octree: each node merges what it can decide (module docstring)."""
+    """One level of the octree: each node merges what it can decide (module docstring), once
+    per rule (a sweep reads each part once), into each rule's own work folder.
+
+    Edits (`petavox.tasks.segment.edits`): a split drops its edges from the parts; the
+    supervoxels the edits name are followed up the octree (with their current roots, in the
+    carry), and the top node writes the joins as one more map level, ``top + 1``.
+    """
 
     level: int
+    top: int
     child_grid: ChunkGrid | None  # the level below (None at level 0)
     graph_url: str
-    work_url: str
-    rule: MergeRule
+    rules: tuple[MergeRule, ...]
+    work_urls: tuple[str, ...]  # one per rule
     context: StorageContext
+    edits: Edits = Edits()
 
     def run(self, node: Chunk) -> dict:
         part = read_part(self.graph_url, self.level, node.id, self.context)
-        graphs = [part.graph]
+        if self.edits.splits:
+            keep = self.edits.kept(part.graph.edges)
+            g = part.graph
+            g.edges, g.sums, g.counts = g.edges[keep], g.sums[keep], g.counts[keep]
+        out: dict = {"edges": len(part.graph.edges), "merged": 0}
+        for rule, work in zip(self.rules, self.work_urls, strict=True):
+            merged, watched = self._merge(node, part, rule, work)
+            out["merged"] += merged
+            if self.level == self.top:  # every supervoxel is closed: the edits' segments
+                out.update(self._finish(node, watched, work))
+        return out
+
+    def _merge(self, node: Chunk, part: GraphPart, rule: MergeRule, work: str):
+        graphs, watch = [part.graph], [self._watched_here(part)]
         if self.child_grid is not None:
             for child in children(node, self.child_grid):
                 key = f"{CARRY}/{self.level - 1}/{child.id}.npz"
-                carry = RegionGraph.from_arrays(get_arrays(self.work_url, key, self.context))
+                arrays = get_arrays(work, key, self.context)
+                carry = RegionGraph.from_arrays(arrays)
                 keep = ~np.isin(carry.size_ids, part.graph.size_ids)  # counted again here
                 carry.size_ids, carry.sizes = carry.size_ids[keep], carry.sizes[keep]
                 graphs.append(carry)
+                watch.append(arrays["watch"])
         graph = RegionGraph.combine(graphs)
-        rule = self.rule
         mapping, up = agglomerate_node(
             graph, part.open_ids, rule.threshold, rule.size_penalty, rule.size_floor
         )
-        put_array(self.work_url, map_key(self.level, node.id), mapping, self.context)
-        carry_key = f"{CARRY}/{self.level}/{node.id}.npz"
-        put_arrays(self.work_url, carry_key, up.arrays(), self.context)
-        return {"edges": len(graph.edges), "merged": len(mapping), "passed_up": len(up.edges)}
+        put_array(work, map_key(self.level, node.id), mapping, self.context)
+        watched = np.concatenate(watch).reshape(-1, 2)
+        watched[:, 1] = apply_maps(watched[:, 1], [mapping])
+        arrays = {**up.arrays(), "watch": watched}
+        put_arrays(work, f"{CARRY}/{self.level}/{node.id}.npz", arrays, self.context)
+        return len(mapping), watched
+
+    def _finish(self, node: Chunk, watched: np.ndarray, work: str) -> dict:
+        """The joins as map level top + 1; what of the edits could not be done."""
+        ids, roots = watched[:, 0], watched[:, 1]
+        joins = sorted_map(self.edits.join_map(ids, roots))
+        put_array(work, map_key(self.top + 1, node.id), joins, self.context)
+        report = {
+            "unseparated_splits": self.edits.unseparated(ids, apply_maps(roots, [joins])),
+            "unknown_supervoxels": self.edits.missing(ids),
+        }
+        return {k: v for k, v in report.items() if v}
+
+    def _watched_here(self, part: GraphPart) -> np.ndarray:
+        """(supervoxel, root) rows of the edited supervoxels closed in this part."""
+        closed = part.graph.size_ids[part.closed]
+        found = closed[np.isin(closed, self.edits.watched)]
+        return np.stack([found, found], axis=1).astype(np.uint64)
 
 
 @lru_cache(maxsize=64)
@@ -97,9 +139,10 @@ def load_map(work_url: str, level: int, node_id: str, context: StorageContext) -
 
 
 def node_maps(work_url: str, level: int, index: Vec3, top: int, ctx) -> list[np.ndarray]:
-    """The maps of the node at `level`, `index` and of its ancestors, bottom up."""
+    """The maps of the node at `level`, `index` and of its ancestors, bottom up, and the
+    edits' joins (level `top` + 1)."""
     maps = []
-    for up in range(level, top + 1):
+    for up in range(level, top + 2):
         node = Vec3(*(i >> (up - level) for i in index))
         maps.append(load_map(work_url, up, f"{node.x}_{node.y}_{node.z}", ctx))
     return maps
@@ -108,17 +151,15 @@ def node_maps(work_url: str, level: int, index: Vec3, top: int, ctx) -> list[np.
 @dataclass(frozen=True, kw_only=True)
 class MappingJob:
     """Per chunk of level 0: the mapping parts of the nodes whose first chunk it is (the node
-    at level L with index i >> L when i is a multiple of 2^L)."""
+    at level L with index i >> L when i is a multiple of 2^L), for each rule's maps."""
 
     graph_url: str
-    work_url: str  # the maps
-    mapping_url: str  # where the table goes: ``mapping/<level>/<x>_<y>_<z>.parquet``
+    work_urls: tuple[str, ...]  # the maps, one folder per rule
+    mapping_urls: tuple[str, ...]  # where each table goes: ``mapping/<level>/<x>_<y>_<z>.parquet``
     top: int  # the top level
     context: StorageContext
 
     def run(self, chunk: Chunk) -> dict:
-        from petavox.tasks.synapse.table import columns_to_parquet
-
         rows = 0
         for level in range(self.top + 1):
             if any(i % (1 << level) for i in chunk.index):
@@ -127,16 +168,18 @@ class MappingJob:
             node_id = f"{index.x}_{index.y}_{index.z}"
             part = read_part(self.graph_url, level, node_id, self.context)
             svs = part.graph.size_ids[part.closed]
-            maps = node_maps(self.work_url, level, index, self.top, self.context)
-            table = {
-                "sv": svs,
-                "segment": apply_maps(svs, maps),
-                "part": np.full(len(svs), part_name(level, node_id), dtype=object),
-            }
-            key = f"{MAPPING_FOLDER}/{level}/{node_id}.parquet"
-            put(self.mapping_url, key, columns_to_parquet(table), self.context)
+            for work, mapping_url in zip(self.work_urls, self.mapping_urls, strict=True):
+                maps = node_maps(work, level, index, self.top, self.context)
+                self._write(mapping_url, level, node_id, svs, apply_maps(svs, maps))
             rows += len(svs)
         return {"supervoxels": rows}
+
+    def _write(self, url: str, level: int, node_id: str, svs, segments) -> None:
+        from petavox.tasks.synapse.table import columns_to_parquet
+
+        part = np.full(len(svs), part_name(level, node_id), dtype=object)
+        table = columns_to_parquet({"sv": svs, "segment": segments, "part": part})
+        put(url, f"{MAPPING_FOLDER}/{level}/{node_id}.parquet", table, self.context)
 
 
 def read_mapping(mapping_url: str, top: int, context: StorageContext) -> tuple[np.ndarray, ...]:

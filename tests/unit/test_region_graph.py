@@ -95,33 +95,40 @@ def read_all(url: str, folder: str) -> dict[str, np.ndarray]:
     return {k: np.concatenate([t[k] for t in tables]) for k in tables[0]}
 
 
-def agglomerate_octree(tmp, svs: Layer, grid: ChunkGrid, graph_url: str, rule: MergeRule):
-    """The agglomerate steps: every level, the mapping table, the relabelled volume."""
-    work = f"file://{tmp}/agglo-{rule.threshold}-{rule.size_penalty}"
+def agglomerate_octree(tmp, svs: Layer, grid: ChunkGrid, graph_url: str, rules: list[MergeRule]):
+    """The agglomerate steps for all `rules` at once: every level, the mapping tables, the
+    relabelled volumes. [(segmentation, mapping table)] per rule."""
+    works = tuple(f"file://{tmp}/agglo-{r.threshold}-{r.size_penalty}" for r in rules)
     top = levels_of(grid)
     for level in range(top + 1):
         job = AgglomerateJob(
             level=level,
+            top=top,
             child_grid=level_grid(grid, level - 1) if level else None,
             graph_url=graph_url,
-            work_url=work,
-            rule=rule,
+            rules=tuple(rules),
+            work_urls=works,
             context=svs.context,
         )
         for node in level_grid(grid, level):
             job.run(node)
     mapping = MappingJob(
-        graph_url=graph_url, work_url=work, mapping_url=work, top=top, context=svs.context
-    )
-    shape = tuple(svs.bounds(0).shape)
-    out = layer(f"{work}/seg", np.zeros(shape, np.uint64), "uint64", "segmentation")
-    relabel = RelabelJob(
-        source=svs, target=out, work_url=work, map_dir="agglo-maps", levels=tuple(range(top + 1))
+        graph_url=graph_url, work_urls=works, mapping_urls=works, top=top, context=svs.context
     )
     for c in grid:
         mapping.run(c)
-        relabel.run(c)
-    return out.read(out.bounds(0)), read_all(work, MAPPING_FOLDER)
+    results = []
+    shape = tuple(svs.bounds(0).shape)
+    for work in works:
+        out = layer(f"{work}/seg", np.zeros(shape, np.uint64), "uint64", "segmentation")
+        levels = tuple(range(top + 2))  # and the (here empty) joins
+        relabel = RelabelJob(
+            source=svs, target=out, work_url=work, map_dir="agglo-maps", levels=levels
+        )
+        for c in grid:
+            relabel.run(c)
+        results.append((out.read(out.bounds(0)), read_all(work, MAPPING_FOLDER)))
+    return results
 
 
 @pytest.mark.parametrize("chunk", [(14, 18, 15), (8, 8, 6), (40, 36, 30)])
@@ -151,35 +158,30 @@ def test_the_graph_holds_every_pair_once_with_the_whole_volumes_sums(tmp_path, v
         assert len(levels) > 1  # written up the octree, not all at the top
 
 
-@pytest.mark.parametrize("penalty", [0.0, 0.05])
-def test_agglomerating_the_graph_over_the_octree_equals_one_volume(tmp_path, volume, penalty):
+def test_agglomerating_the_graph_over_the_octree_equals_one_volume(tmp_path, volume):
+    """Two rules in one pass (a sweep's way), each equal to its own whole-volume result."""
     boundary, fragments, whole = volume
     svs, grid, graph_url = build_graph(tmp_path, boundary, fragments, (14, 18, 15))
-    rule = MergeRule(threshold=0.6, size_penalty=penalty, size_floor=64)
-    seg, mapping = agglomerate_octree(tmp_path, svs, grid, graph_url, rule)
-    want = agglomerate(fragments, whole, 0.6, penalty, 64)
-    np.testing.assert_array_equal(seg, want)
-    assert len(np.unique(fragments)) > len(np.unique(want)) > 2
-    # the mapping table: every supervoxel once, to the segment its voxels got
-    ids = np.unique(fragments[fragments > 0])
-    assert len(mapping["sv"]) == len(np.unique(mapping["sv"])) == len(ids)
-    np.testing.assert_array_equal(apply_maps_table(fragments, mapping), want)
+    penalties = (0.0, 0.05)
+    rules = [MergeRule(threshold=0.6, size_penalty=p, size_floor=64) for p in penalties]
+    counts = []
+    for penalty, (seg, mapping) in zip(
+        penalties, agglomerate_octree(tmp_path, svs, grid, graph_url, rules)
+    ):
+        want = agglomerate(fragments, whole, 0.6, penalty, 64)
+        np.testing.assert_array_equal(seg, want)
+        counts.append(len(np.unique(want)))
+        # the mapping table: every supervoxel once, to the segment its voxels got
+        ids = np.unique(fragments[fragments > 0])
+        assert len(mapping["sv"]) == len(np.unique(mapping["sv"])) == len(ids)
+        np.testing.assert_array_equal(apply_maps_table(fragments, mapping), want)
+    assert len(np.unique(fragments)) > counts[1] > counts[0] > 2  # the penalty keeps some apart
 
 
 def apply_maps_table(fragments: np.ndarray, mapping: dict[str, np.ndarray]) -> np.ndarray:
     table = np.stack([mapping["sv"], mapping["segment"]], axis=1).astype(np.uint64)
     table = table[np.argsort(table[:, 0])]
     return apply_maps(fragments.ravel(), [table]).reshape(fragments.shape)
-
-
-def test_the_size_penalty_changes_the_result_over_the_octree_too(tmp_path, volume):
-    boundary, fragments, _ = volume
-    svs, grid, graph_url = build_graph(tmp_path, boundary, fragments, (14, 18, 15))
-    counts = []
-    for penalty in (0.0, 0.05):
-        seg, _ = agglomerate_octree(tmp_path, svs, grid, graph_url, MergeRule(0.6, penalty, 64))
-        counts.append(len(np.unique(seg)))
-    assert counts[1] > counts[0]  # the penalty keeps some apart
 
 
 def test_a_region_only_just_before_a_chunk_is_open_there():

@@ -5,23 +5,31 @@ only those (never the boundary map, never the watershed) and runs the same merge
 `segment` (`petavox.workflows.agglomerate_plans`), so at the segment's threshold it writes the
 same segmentation. With one threshold it writes the supervoxel → segment table and the
 segmentation. With several and a ground truth it is a sweep: it measures the supervoxel ×
-ground-truth table once, scores every threshold from the mapping tables (no layer per
-threshold), prints a table and writes it as JSON and a PNG.
+ground-truth table once, agglomerates the whole graph in the driver at every threshold (a
+ground truth covers the volume, so its graph is small: that of a proofread crop) and scores
+each from the table, with no layer written; it prints the scores and writes them as JSON and
+a PNG.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import BeforeValidator, Field
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.layers import Layer, LayerSpec
-from petavox.tasks.core.objects import put, put_json
+from petavox.tasks.core.objects import get, put, put_json
+from petavox.tasks.core.storage import StorageContext, normalize_url
 from petavox.tasks.evaluate.report import report_location
 from petavox.tasks.evaluate.threshold_sweep import format_rows, sweep_png, sweep_row
 from petavox.tasks.segment.agglomerate_jobs import MergeRule, read_mapping
+from petavox.tasks.segment.edits import Edits
+from petavox.tasks.segment.whole_graph import read_graph, sweep_mappings
 from petavox.workflows.agglomerate_plans import (
     AGGLOMERATION_KEY,
     GraphManifest,
@@ -39,6 +47,9 @@ from petavox.workflows.stage import Positional, Stage
 from petavox.workflows.stages.evaluate import TableSum, plan_scores
 
 log = logging.getLogger("petavox")
+
+#: per threshold, (supervoxels, their segments)
+Mappings = dict[float, tuple[np.ndarray, np.ndarray]]
 
 
 def thresholds(value: object) -> object:
@@ -82,6 +93,11 @@ class AgglomerateParams(StageParams):
         None, description="ground-truth layer: score each threshold (ARAND, VOI split / merge)"
     )
     ignore: list[int] = Field([0], description="ground-truth labels left out of the scores")
+    edits: str | None = Field(
+        None,
+        description="a proofreader's joins and splits (JSON, README 'Proofreading'), applied "
+        "on top of the merges: a path or URL",
+    )
     report: str = Field(
         "agglomerate_scores.json",
         description="where the scores go (with a PNG beside): key under the run output, or URL",
@@ -114,51 +130,71 @@ def plan_agglomerate(params: AgglomerateParams, catalog: Catalog) -> list[StageP
     supervoxels = catalog.layer(catalog.url(params.input))
     graph = read_manifest(catalog, supervoxels.url)
     gt = catalog.layer(catalog.url(params.ground_truth)) if params.ground_truth else None
-    merge = rules(params)
+    merge = tuple(rules(params))
     if len(merge) > 1 and gt is None:
         raise InputError(
             f"agglomerate: {len(merge)} merge thresholds need a ground truth to score them "
             "(--ground-truth); give one threshold to write a segmentation"
         )
-    ctx = catalog.context
-    plans: list[StagePlan] = []
-    mappings: dict[float, str] = {}
-    for rule in merge:
-        work, steps = agglomerate_plans(graph, rule, catalog.root, ctx)
-        plans += steps
-        if len(merge) == 1:
-            record = agglomeration_record(graph, rule)
-            target = output_layer(catalog, catalog.url(params.output), supervoxels, record)
-            plans.append(mapping_plan(graph, rule, work, target.url, ctx))
-            plans.append(relabel_plan(graph, rule, work, supervoxels, target))
-            mappings[rule.threshold] = target.url
-        else:
-            plans.append(mapping_plan(graph, rule, work, work, ctx, layer=False))
-            mappings[rule.threshold] = work
+    ctx, root = catalog.context, catalog.root
+    edits = load_edits(params.edits, ctx)
+    if len(merge) > 1:  # a sweep: the graph of a ground-truth volume, in the driver
+        mappings = partial(swept, graph, merge, edits, ctx)
+        return [score_plan(params, catalog, supervoxels, gt, mappings)]
+    rule = merge[0]
+    record = agglomeration_record(graph, rule)
+    if edits:
+        record["edits"] = {"file": params.edits, "digest": edits.digest()}
+    target = output_layer(catalog, catalog.url(params.output), supervoxels, record)
+    plans = [
+        *agglomerate_plans(graph, merge, root, ctx, edits),
+        mapping_plan(graph, merge, root, (target.url,), ctx, edits),
+        relabel_plan(graph, rule, root, (supervoxels, target), edits),
+    ]
     if gt is not None:
-        plans.append(score_plan(params, catalog, graph, supervoxels, gt, mappings))
+        table = partial(read_mapping, target.url, graph.levels, ctx)
+        plans.append(
+            score_plan(params, catalog, supervoxels, gt, lambda: {rule.threshold: table()})
+        )
     return plans
+
+
+def load_edits(location: str | None, ctx: StorageContext) -> Edits:
+    """The edits file at `location` (a local path or a URL); none without one."""
+    if location is None:
+        return Edits()
+    url = normalize_url(location)
+    folder, _, name = url.rpartition("/")
+    data = get(folder, name, ctx)
+    if data is None:
+        raise InputError(f"agglomerate: no edits file at {location}")
+    return Edits.parse(data.decode(), location)
+
+
+def swept(
+    graph: GraphManifest, rules: tuple[MergeRule, ...], edits: Edits, ctx: StorageContext
+) -> Mappings:
+    """Every rule's supervoxel → segment mapping from the whole graph, in this process."""
+    whole = read_graph(graph.url, graph.levels, ctx)
+    found = sweep_mappings(whole, rules, edits)
+    return {r.threshold: m for r, m in zip(rules, found, strict=True)}
 
 
 def score_plan(
     params: AgglomerateParams,
     catalog: Catalog,
-    graph: GraphManifest,
     supervoxels: Layer,
     gt: Layer,
-    mappings: dict[float, str],
+    mappings: Callable[[], Mappings],
 ) -> StagePlan:
     """The supervoxel × ground-truth table (measured each run: it lives on the driver), then
-    every threshold's scores from it and its mapping table."""
+    each threshold's scores from it and the threshold's mapping."""
     tables = TableSum()
     folder, key = report_location(catalog.root, params.report)
 
     def report() -> None:
         table = tables.total()
-        rows = []
-        for threshold, url in mappings.items():
-            svs, segments = read_mapping(url, graph.levels, catalog.context)
-            rows.append(sweep_row(threshold, table, svs, segments))
+        rows = [sweep_row(t, table, *m) for t, m in sorted(mappings().items())]
         text = format_rows(rows)
         print(f"agglomerate {supervoxels.url} against {gt.url}:\n{text}")
         record = {"supervoxels": supervoxels.url, "ground_truth": gt.url, "scores": rows}
@@ -168,13 +204,14 @@ def score_plan(
         put(folder, key.rsplit(".", 1)[0] + ".png", png, catalog.context, "image/png")
         log.info("agglomerate scores written to %s/%s", folder, key)
 
-    name = params.ground_truth
+    thresholds = len(params.merge_threshold)
     return plan_scores(
         supervoxels,
         gt,
         tuple(params.ignore),
         tables,
-        label=f"agglomerate {params.input}: score {len(mappings)} threshold(s) against {name}",
+        label=f"agglomerate {params.input}: score {thresholds} threshold(s) against "
+        f"{params.ground_truth}",
         resources=params.resources,
         global_step=report,
     )

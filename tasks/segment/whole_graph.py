@@ -1,0 +1,74 @@
+"""A whole region graph in memory, agglomerated at several merge rules: a threshold sweep.
+
+The octree agglomeration (`agglomerate_jobs`) gives exactly what one pass over the whole graph
+gives (tests), so a graph small enough for one process, such as that of a ground-truth volume,
+can be swept here without a task per level and threshold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from petavox.tasks.core.objects import get, list_keys
+from petavox.tasks.core.storage import StorageContext
+from petavox.tasks.segment.agglomerate_jobs import MergeRule
+from petavox.tasks.segment.agglomeration import RegionGraph, agglomerate_node
+from petavox.tasks.segment.edits import Edits
+from petavox.tasks.segment.equivalence import apply_maps, sorted_map
+from petavox.tasks.segment.region_graph import GraphPart
+
+
+def read_graph(graph_url: str, levels: int, context: StorageContext) -> RegionGraph:
+    """Every part's pairs, and every supervoxel with its size (from its closed row)."""
+    from petavox.tasks.synapse.table import columns_from_parquet
+
+    parts = []
+    for level in range(levels + 1):
+        for key in sorted(list_keys(graph_url, f"edges/{level}/", context)):
+            node = key.rsplit("/", 1)[-1]
+            tables = [
+                columns_from_parquet(get(graph_url, f"{folder}/{level}/{node}", context) or b"")
+                for folder in ("edges", "supervoxels")
+            ]
+            part = GraphPart.from_tables(*tables)
+            closed = part.closed
+            g = part.graph
+            parts.append(
+                RegionGraph(
+                    edges=g.edges,
+                    sums=g.sums,
+                    counts=g.counts,
+                    size_ids=g.size_ids[closed],
+                    sizes=g.sizes[closed],
+                )
+            )
+    if not parts:
+        raise FileNotFoundError(f"{graph_url} holds no region graph parts; rerun segment")
+    return RegionGraph.combine(parts)
+
+
+def sweep_mappings(
+    graph: RegionGraph, rules: tuple[MergeRule, ...], edits: Edits | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per rule, (supervoxels, their segments): each supervoxel to the smallest id of its
+    merged region, with the edits, as the octree agglomeration and its relabel give."""
+    edits = edits or Edits()
+    if edits.splits:
+        keep = edits.kept(graph.edges)
+        graph = RegionGraph(
+            edges=graph.edges[keep],
+            sums=graph.sums[keep],
+            counts=graph.counts[keep],
+            size_ids=graph.size_ids,
+            sizes=graph.sizes,
+        )
+    nothing_open = np.zeros(0, np.uint64)
+    out = []
+    for rule in rules:
+        mapping, _ = agglomerate_node(
+            graph, nothing_open, rule.threshold, rule.size_penalty, rule.size_floor
+        )
+        segments = apply_maps(graph.size_ids, [sorted_map(mapping)])
+        joins = sorted_map(edits.join_map(graph.size_ids, segments))
+        out.append((graph.size_ids, apply_maps(segments, [joins])))
+    return out
