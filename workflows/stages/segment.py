@@ -13,9 +13,8 @@ midway resumes at the step (and the chunk) where it stopped:
    segment table and the relabelled output (`petavox.workflows.agglomerate_plans`; the
    `agglomerate` stage reruns just these at another threshold).
 
-No step rewrites a layer in place: a chunk written twice (a killed task, a rerun) is the same
-chunk. The follow-up identities derive from the segment identity, which leaves out the merge
-rule: the supervoxels and their graph do not depend on it.
+No step rewrites a layer in place (a chunk written twice is the same chunk). The follow-up
+identities derive from the segment identity, which leaves out the merge rule.
 
 Two guards only warn (`petavox.workflows.segment_checks`): the membrane share of a sample of
 the input, before dispatch; the largest segment's share of the output, after.
@@ -307,6 +306,7 @@ def plan_supervoxels(
     stitched = catalog.plan_layer(supervoxels, spec)
     chunks = ChunkGrid(grid.bounds, grid.chunk_shape, 0, origin=grid.origin)
     graph = GraphManifest(supervoxels=supervoxels, affinities=source, grid=chunks, identity=seg_id)
+    catalog.declare(graph.url, graph.info())  # for an `agglomerate` planned after this stage
     record = (
         AGGLOMERATION_KEY,
         agglomeration_record(graph, merge_rule(params, params.merge_threshold)),
