@@ -24,6 +24,7 @@ from petavox.workflows.config import (
 from petavox.workflows.costs.command import add_plan_parser
 from petavox.workflows.failures import ChunksFailedError, RunIncompleteError
 from petavox.workflows.interrupts import terminate_as_interrupt
+from petavox.workflows.proofreading import add_proofreading_parser
 from petavox.workflows.runner import ChunkFailedError, StageReport
 from petavox.workflows.stage import Stage
 from petavox.workflows.stages import STAGES
@@ -263,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_plan_parser(sub)
     add_train_parser(sub)
     add_tune_parser(sub)
+    add_proofreading_parser(sub)
     add_stage_commands(sub)
     return parser
 
