@@ -10,12 +10,11 @@ supervoxel layer's URL alone.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, replace
 from typing import Any
 
 from petavox.tasks.core.errors import InputError
-from petavox.tasks.core.geometry import Box, Chunk, ChunkGrid
+from petavox.tasks.core.geometry import Box, Chunk, ChunkGrid, octree_level_grid, octree_levels
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.storage import StorageContext, join_url
 from petavox.tasks.segment.agglomerate_jobs import (
@@ -56,11 +55,10 @@ class GraphManifest:
 
     @property
     def levels(self) -> int:
-        return math.ceil(math.log2(max(self.grid.grid_shape)))
+        return octree_levels(self.grid)
 
     def level_grid(self, level: int) -> ChunkGrid:
-        grid = self.grid
-        return ChunkGrid(grid.bounds, grid.chunk_shape * 2**level, 0, origin=grid.origin)
+        return octree_level_grid(self.grid, level)
 
     def info(self) -> dict[str, Any]:
         grid = self.grid

@@ -6,6 +6,7 @@ Everything is in x, y, z order, as Neuroglancer precomputed stores it.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -264,3 +265,13 @@ def index_grid(n: int) -> ChunkGrid:
 def task_index(chunk: Chunk) -> int:
     """Which task of an `index_grid` `chunk` is (0 to n - 1)."""
     return chunk.write_box.start[0]
+
+
+def octree_levels(grid: ChunkGrid) -> int:
+    """Levels above the chunks of an octree over `grid` (level L nodes span 2^L chunks a side)."""
+    return math.ceil(math.log2(max(grid.grid_shape)))
+
+
+def octree_level_grid(grid: ChunkGrid, level: int) -> ChunkGrid:
+    """The nodes of `level` of the octree over `grid` (no halo), as a chunk grid."""
+    return ChunkGrid(grid.bounds, grid.chunk_shape * 2**level, 0, origin=grid.origin)

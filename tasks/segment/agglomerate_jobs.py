@@ -81,9 +81,7 @@ class AgglomerateJob:
     def run(self, node: Chunk) -> dict:
         part = read_part(self.graph_url, self.level, node.id, self.context)
         if self.edits.splits:
-            keep = self.edits.kept(part.graph.edges)
-            g = part.graph
-            g.edges, g.sums, g.counts = g.edges[keep], g.sums[keep], g.counts[keep]
+            part.graph = part.graph.with_edges(self.edits.kept(part.graph.edges))
         out: dict = {"edges": len(part.graph.edges), "merged": 0}
         for rule, work in zip(self.rules, self.work_urls, strict=True):
             merged, watched = self._merge(node, part, rule, work)

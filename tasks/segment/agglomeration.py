@@ -114,6 +114,16 @@ class RegionGraph:
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: getattr(self, k) for k in KEYS}
 
+    def with_edges(self, keep: np.ndarray) -> RegionGraph:
+        """The graph with only the edges `keep` selects (a mask or indices), the same sizes."""
+        return RegionGraph(
+            edges=self.edges[keep],
+            sums=self.sums[keep],
+            counts=self.counts[keep],
+            size_ids=self.size_ids,
+            sizes=self.sizes,
+        )
+
     def ids(self) -> np.ndarray:
         return np.unique(self.edges)
 

@@ -151,20 +151,9 @@ def split_node(
     closed = (graph.sizes > 0) & ~np.isin(graph.size_ids, open_ids)
     closed_ids = graph.size_ids[closed]
     complete = np.isin(graph.edges, closed_ids).any(axis=1)
-    part = RegionGraph(
-        edges=graph.edges[complete],
-        sums=graph.sums[complete],
-        counts=graph.counts[complete],
-        size_ids=graph.size_ids,
-        sizes=graph.sizes,
-    )
-    carry = RegionGraph(
-        edges=graph.edges[~complete],
-        sums=graph.sums[~complete],
-        counts=graph.counts[~complete],
-        size_ids=graph.size_ids[~closed],
-        sizes=graph.sizes[~closed],
-    )
+    part = graph.with_edges(complete)
+    carry = graph.with_edges(~complete)
+    carry.size_ids, carry.sizes = graph.size_ids[~closed], graph.sizes[~closed]
     return GraphPart(graph=part, closed=closed, anchors=anchors), carry
 
 

@@ -54,14 +54,7 @@ def sweep_mappings(
     merged region, with the edits, as the octree agglomeration and its relabel give."""
     edits = edits or Edits()
     if edits.splits:
-        keep = edits.kept(graph.edges)
-        graph = RegionGraph(
-            edges=graph.edges[keep],
-            sums=graph.sums[keep],
-            counts=graph.counts[keep],
-            size_ids=graph.size_ids,
-            sizes=graph.sizes,
-        )
+        graph = graph.with_edges(edits.kept(graph.edges))
     nothing_open = np.zeros(0, np.uint64)
     out = []
     for rule in rules:

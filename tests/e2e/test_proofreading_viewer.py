@@ -10,14 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from segment_runs import segmented_run
 from viewer import neuroglancer_browser, plain_xy_view
 
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.storage import StorageContext
-from petavox.tasks.synthetic.generator import SyntheticParams, boundary_from_labels, generate
-from petavox.workflows.config import parse_config
 from petavox.workflows.file_server import FileServer
-from petavox.workflows.pipeline import run
 from petavox.workflows.proofreading import load_mapping, proofreading_state
 from petavox.workflows.view import open_view_layers
 
@@ -35,14 +33,8 @@ SEGMENT |= {"seeds": "distance", "merge_threshold": 0.7}  # many supervoxels, fe
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, ray_session) -> Path:
     """A synthetic boundary map segmented into supervoxels, merged into fewer segments."""
-    volume = generate(SyntheticParams(shape=SHAPE, seed=5))
     folder = tmp_path_factory.mktemp("proofreading_viewer")
-    np.save(folder / "boundary.npy", boundary_from_labels(volume.labels, seed=5).transpose(2, 1, 0))
-    ingest = {"stage": "ingest", "resolution": [8, 8, 8], "storage_chunk": [8, 8, 8]}
-    stages = [{**ingest, "input": str(folder / "boundary.npy"), "output": "boundary"}, SEGMENT]
-    config = parse_config({"output": f"file://{folder}", "stages": stages})
-    run(config, session=ray_session, progress=False)
-    return folder
+    return segmented_run(folder, ray_session, SHAPE, SEGMENT)
 
 
 def pixel_voxels() -> tuple[np.ndarray, np.ndarray]:

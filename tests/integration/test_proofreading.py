@@ -10,6 +10,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+from segment_runs import segmented_run
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.layers import Layer
@@ -17,10 +18,7 @@ from petavox.tasks.core.objects import get, list_keys
 from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.segment.agglomerate_jobs import read_mapping
 from petavox.tasks.synapse.table import columns_from_parquet
-from petavox.tasks.synthetic.generator import SyntheticParams, boundary_from_labels, generate
 from petavox.workflows.cli import build_parser, main
-from petavox.workflows.config import parse_config
-from petavox.workflows.pipeline import run
 
 pytestmark = pytest.mark.integration
 
@@ -34,14 +32,8 @@ SEGMENT |= {"smoothing": 0.0, "merge_threshold": 0.7}
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, ray_session):
     """A 64 × 64 × 16 synthetic boundary map, segmented in four chunks."""
-    volume = generate(SyntheticParams(shape=(64, 64, 16), seed=5))
     folder = tmp_path_factory.mktemp("proofreading")
-    np.save(folder / "boundary.npy", boundary_from_labels(volume.labels, seed=5).transpose(2, 1, 0))
-    ingest = {"stage": "ingest", "resolution": [8, 8, 8], "storage_chunk": [8, 8, 8]}
-    stages = [{**ingest, "input": str(folder / "boundary.npy"), "output": "boundary"}, SEGMENT]
-    config = parse_config({"output": f"file://{folder}", "stages": stages})
-    run(config, session=ray_session, progress=False)
-    return folder
+    return segmented_run(folder, ray_session, (64, 64, 16), SEGMENT)
 
 
 def proofreading(*argv: str) -> int:

@@ -23,7 +23,6 @@ the input, before dispatch; the largest segment's share of the output, after.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import ClassVar, Literal
@@ -31,7 +30,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from petavox.tasks.core.errors import InputError
-from petavox.tasks.core.geometry import ChunkGrid, Vec3
+from petavox.tasks.core.geometry import ChunkGrid, Vec3, octree_level_grid, octree_levels
 from petavox.tasks.core.layers import Layer, LayerSpec
 from petavox.tasks.core.storage import join_url
 from petavox.tasks.segment.equivalence import IdSpace
@@ -176,11 +175,10 @@ class Steps:
 
     @property
     def levels(self) -> int:
-        return math.ceil(math.log2(max(self.grid.grid_shape)))
+        return octree_levels(self.grid)
 
     def level_grid(self, level: int) -> ChunkGrid:
-        grid = self.chunks
-        return ChunkGrid(grid.bounds, grid.chunk_shape * 2**level, 0, origin=grid.origin)
+        return octree_level_grid(self.chunks, level)
 
     def plan(
         self, stage: str, label: str, level: int, job: ChunkJob, writes: Layer | None = None
