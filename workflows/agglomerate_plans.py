@@ -167,18 +167,30 @@ def merge_rule(params: Any, threshold: float) -> MergeRule:
     return MergeRule(threshold=threshold, **sizes)
 
 
-def agglomeration_record(graph: GraphManifest, rule: MergeRule) -> dict[str, Any]:
-    """What a segmentation's info says of its agglomeration (`AGGLOMERATION_KEY`): its
-    supervoxels and graph, the merge rule, and where its supervoxel → segment table is."""
+def agglomeration_record(graph: GraphManifest, rule: MergeRule, output: str) -> dict[str, Any]:
+    """What the info of the segmentation at `output` says of its agglomeration
+    (`AGGLOMERATION_KEY`): its supervoxels (``../name`` beside it, so a run folder can move),
+    the graph's identity and octree levels, the merge rule, and where its supervoxel →
+    segment table is."""
+    parent, supervoxels = output.rstrip("/").rpartition("/")[0], graph.supervoxels.rstrip("/")
+    beside = supervoxels.rpartition("/")[0] == parent
     return {
-        "supervoxels": graph.supervoxels,
-        "graph": graph.identity,
+        "supervoxels": "../" + supervoxels.rpartition("/")[2] if beside else supervoxels,
+        "graph": graph.identity,  # a mapping merged from another graph is stale
         "levels": graph.levels,
         "merge_threshold": rule.threshold,
         "merge_size_penalty": rule.size_penalty,
         "merge_size_floor": rule.size_floor,
         "mapping": MAPPING_FOLDER,
     }
+
+
+def supervoxels_of(record: dict[str, Any], segmentation: str) -> str:
+    """The URL of the supervoxel layer an agglomeration record names."""
+    name = str(record["supervoxels"])
+    if name.startswith("../"):
+        return segmentation.rstrip("/").rpartition("/")[0] + "/" + name[3:]
+    return name
 
 
 def _rules_spec(graph: GraphManifest, rules: tuple[MergeRule, ...], edits: Edits) -> dict[str, Any]:

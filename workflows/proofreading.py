@@ -32,7 +32,7 @@ from petavox.tasks.core.storage import StorageContext, join_url, local_path, nor
 from petavox.tasks.segment.agglomerate_jobs import MAPPING_FOLDER, read_mapping
 from petavox.tasks.segment.region_graph import GRAPH_FOLDER
 from petavox.tasks.segment.webknossos_agglomerate import Agglomeration, write_agglomerate_file
-from petavox.workflows.agglomerate_plans import AGGLOMERATION_KEY
+from petavox.workflows.agglomerate_plans import AGGLOMERATION_KEY, supervoxels_of
 from petavox.workflows.config import StorageConfig
 from petavox.workflows.file_server import HOST
 from petavox.workflows.view import (
@@ -72,7 +72,7 @@ class SegmentationMapping:
 
     @property
     def supervoxel_layer(self) -> str:
-        return str(self.record["supervoxels"])
+        return supervoxels_of(self.record, self.segmentation)
 
 
 def load_mapping(url: str, context: StorageContext) -> SegmentationMapping:

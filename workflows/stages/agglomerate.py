@@ -142,10 +142,11 @@ def plan_agglomerate(params: AgglomerateParams, catalog: Catalog) -> list[StageP
         mappings = partial(swept, graph, merge, edits, ctx)
         return [score_plan(params, catalog, supervoxels, gt, mappings)]
     rule = merge[0]
-    record = agglomeration_record(graph, rule)
+    output = catalog.url(params.output)
+    record = agglomeration_record(graph, rule, output)
     if edits:
         record["edits"] = {"file": params.edits, "digest": edits.digest()}
-    target = output_layer(catalog, catalog.url(params.output), supervoxels, record)
+    target = output_layer(catalog, output, supervoxels, record)
     plans = [
         *agglomerate_plans(graph, merge, root, ctx, edits),
         mapping_plan(graph, merge, root, (target.url,), ctx, edits),

@@ -305,10 +305,8 @@ def plan_supervoxels(
     chunks = ChunkGrid(grid.bounds, grid.chunk_shape, 0, origin=grid.origin)
     graph = GraphManifest(supervoxels=supervoxels, affinities=source, grid=chunks, identity=seg_id)
     catalog.declare(graph.url, graph.info())  # for an `agglomerate` planned after this stage
-    record = (
-        AGGLOMERATION_KEY,
-        agglomeration_record(graph, merge_rule(params, params.merge_threshold)),
-    )
+    rule = merge_rule(params, params.merge_threshold)
+    record = (AGGLOMERATION_KEY, agglomeration_record(graph, rule, url))
     return stitched, graph, catalog.plan_layer(url, replace(target_spec, extra=(record,)))
 
 
