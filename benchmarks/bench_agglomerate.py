@@ -113,7 +113,8 @@ def segment_seconds(reports: list) -> float:
 
 
 def graph_rows(root: Path, supervoxels: str) -> tuple[int, int]:
-    """(rows of the whole graph, rows of the largest agglomeration task's input)."""
+    """(rows of the whole graph, rows of the largest agglomeration task's input: its part and
+    its children's carries, the largest over every threshold the run agglomerated at)."""
     from petavox.tasks.core.objects import get, get_arrays, list_keys
     from petavox.tasks.synapse.table import columns_from_parquet
 
@@ -124,13 +125,13 @@ def graph_rows(root: Path, supervoxels: str) -> tuple[int, int]:
         for key in list_keys(url, f"edges/{level}/"):
             rows = len(columns_from_parquet(get(url, key) or b"")["sv_a"])
             parts[(level, key.rsplit("/", 1)[-1].removesuffix(".parquet"))] = rows
+    # every agglomeration of the run (each threshold): the largest carry of each node
     carries: dict[tuple[int, str], int] = {}
     for work in (root / "intermediate" / "agglomerate").iterdir():
         for level in range(info["levels"] + 1):
             for path in (work / "agglo-carry" / str(level)).glob("*.npz"):
                 edges = get_arrays(f"file://{work}", f"agglo-carry/{level}/{path.name}")["edges"]
                 carries[(level, path.stem)] = max(carries.get((level, path.stem), 0), len(edges))
-        break  # one agglomeration is enough: the carries of one threshold
     largest = 0
     for (level, node), rows in parts.items():
         x, y, z = (int(v) for v in node.split("_"))

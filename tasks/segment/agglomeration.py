@@ -170,11 +170,13 @@ def agglomerate_node(
     threshold: float,
     size_penalty: float = 0.0,
     size_floor: int = 4096,
+    history: list[tuple[int, int, float]] | None = None,
 ) -> tuple[np.ndarray, RegionGraph]:
     """Merge what this node can decide. Returns (map rows (id, root), graph passed up).
 
     Roots are the smallest id of a merged region, so relabelling with the result is idempotent.
-    `size_penalty` and `size_floor`: the size penalty (module docstring); 0 is none.
+    `size_penalty` and `size_floor`: the size penalty (module docstring); 0 is none. `history`,
+    if given, receives each merge as (region merged away, region kept, score), in order.
     """
     if not (size_penalty >= 0 and size_floor > 0):
         raise ValueError(f"size penalty {size_penalty} must be ≥ 0, size floor {size_floor} > 0")
@@ -200,6 +202,8 @@ def agglomerate_node(
         b_free = b not in opened and b not in blocked
         if a_free and b_free:
             _merge(adj, heap, merged, sizes, score, min(a, b), max(a, b), threshold)
+            if history is not None:
+                history.append((max(a, b), min(a, b), now))
         elif a_free or b_free:
             blocked.add(a if a_free else b)  # its best edge waits on a higher node
     rows = [(k, v) for k, v in merged.items()]

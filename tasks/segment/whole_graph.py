@@ -14,7 +14,7 @@ from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.segment.agglomerate_jobs import MergeRule
 from petavox.tasks.segment.agglomeration import RegionGraph, agglomerate_node
 from petavox.tasks.segment.edits import Edits
-from petavox.tasks.segment.equivalence import apply_maps, sorted_map
+from petavox.tasks.segment.equivalence import apply_maps, components, sorted_map
 from petavox.tasks.segment.region_graph import GraphPart
 
 
@@ -51,17 +51,26 @@ def sweep_mappings(
     graph: RegionGraph, rules: tuple[MergeRule, ...], edits: Edits | None = None
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per rule, (supervoxels, their segments): each supervoxel to the smallest id of its
-    merged region, with the edits, as the octree agglomeration and its relabel give."""
+    merged region, with the edits, as the octree agglomeration and its relabel give.
+
+    One pass per size rule, at its highest threshold: the linkage is reducible, so merge
+    scores never fall along the greedy order, and the merges below a lower threshold are the
+    ones that pass makes first (a test checks each threshold against its own pass)."""
     edits = edits or Edits()
     if edits.splits:
         graph = graph.with_edges(edits.kept(graph.edges))
-    nothing_open = np.zeros(0, np.uint64)
-    out = []
-    for rule in rules:
-        mapping, _ = agglomerate_node(
-            graph, nothing_open, rule.threshold, rule.size_penalty, rule.size_floor
-        )
-        segments = apply_maps(graph.size_ids, [sorted_map(mapping)])
-        joins = sorted_map(edits.join_map(graph.size_ids, segments))
-        out.append((graph.size_ids, apply_maps(segments, [joins])))
-    return out
+    ids = graph.size_ids
+    found: dict[MergeRule, tuple[np.ndarray, np.ndarray]] = {}
+    for sizes in {(r.size_penalty, r.size_floor) for r in rules}:
+        same = [r for r in rules if (r.size_penalty, r.size_floor) == sizes]
+        history: list[tuple[int, int, float]] = []
+        top = max(r.threshold for r in same)
+        agglomerate_node(graph, np.zeros(0, np.uint64), top, *sizes, history=history)
+        merges = np.array([(a, b) for a, b, _ in history], dtype=np.uint64).reshape(-1, 2)
+        scores = np.array([s for *_, s in history], dtype=np.float64)
+        for rule in same:
+            members, roots = components(merges[scores < rule.threshold], extra=ids)
+            segments = roots[np.searchsorted(members, ids)]
+            joins = sorted_map(edits.join_map(ids, segments))
+            found[rule] = (ids, apply_maps(segments, [joins]))
+    return [found[rule] for rule in rules]

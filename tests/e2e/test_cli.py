@@ -11,6 +11,7 @@ import cc3d
 import numpy as np
 import pytest
 from ledger_checks import recorded_results, undeclared_writes
+from segment_runs import EditCase, read_volume
 
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.evaluate.metrics import evaluate
@@ -106,8 +107,9 @@ def test_demo_writes_the_synthetic_volume_and_resumes(tmp_path, address):
     status = petavox("status", str(out / "petavox-demo.yaml")).stdout
     assert "segment" in status and "incomplete" not in status
     # ingest ×3, align ×5 (estimate, solve, render, carry ×2), infer, segment, stitch relabel (a
-    # copy: one chunk), agglomerate ×2, synapses, connectome ×4 (volumes, shuffle, shards,
-    # spatial index), downsample ×5, mesh ×2 (fragments, manifests), skeletonize ×2 (pieces, merge)
+    # copy: one chunk), graph, agglomerate ×3 (merge, mapping table, relabel), synapses,
+    # connectome ×4 (volumes, shuffle, shards, spatial index), downsample ×5, mesh ×2
+    # (fragments, manifests), skeletonize ×2 (pieces, merge)
     assert status.count("done") == 29 and "infer" in status and "align" in status
     verified = petavox("verify", str(out)).stdout  # exit 0: every stage that wrote is whole
     assert undeclared_writes(load_config(out / "petavox-demo.yaml")) == []
@@ -143,6 +145,21 @@ def test_the_default_demo_segments_from_raw_within_the_target(tmp_path, address)
     meshes = cv.mesh.get(ids, fuse=False)
     assert len(ids) > 300 and all(len(meshes[i].faces) > 0 for i in ids)
     assert all(len(skel.vertices) > 0 for skel in cv.skeleton.get(ids))
+    # a proofreader's edits on the demo, through the command line: one merged object split in
+    # two, two objects joined into one, nothing else changed
+    rule = seg.info["petavox_agglomeration"]
+    edit = EditCase.of(out, "segmentation", "supervoxels", rule["merge_threshold"])
+    petavox(
+        "agglomerate",
+        str(out / "supervoxels"),
+        str(out / "edited"),
+        *("--merge-threshold", str(rule["merge_threshold"])),
+        *("--merge-size-penalty", str(rule["merge_size_penalty"])),
+        *("--merge-size-floor", str(rule["merge_size_floor"])),
+        *("--edits", str(edit.write(tmp_path / "edits.json"))),
+        *("--address", address, "--quiet"),
+    )
+    edit.check(read_volume(out, "edited"))
 
 
 def test_ingest_downsample_and_evaluate_commands(tmp_path, address):

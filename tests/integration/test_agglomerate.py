@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from segment_runs import EditCase
 
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.objects import get, list_keys
@@ -165,47 +166,11 @@ def test_the_graph_and_mapping_do_not_depend_on_the_chunking(run_dir, ray_sessio
     assert groups_a == groups_b
 
 
-def clean_split(run_dir, threshold: float) -> tuple[int, int]:
-    """Two supervoxels that are a whole segment, joined to each other strongly and to nothing
-    else: cut apart, neither can merge with anything (every other edge of theirs scores at
-    least the threshold), so the split changes that segment only."""
-    svs, segments = read_mapping(f"file://{run_dir}/segmentation", LEVELS, CTX)
-    url = f"file://{run_dir}/supervoxels/region_graph"
-    edges = []
-    for level in range(LEVELS):
-        for key in list_keys(url, f"edges/{level}/"):
-            t = columns_from_parquet(get(url, key))
-            edges += zip(t["sv_a"].tolist(), t["sv_b"].tolist(), t["affinity_mean"].tolist())
-    segment_of = dict(zip(svs.tolist(), segments.tolist()))
-    members: dict[int, list[int]] = {}
-    for sv, seg in segment_of.items():
-        members.setdefault(seg, []).append(sv)
-    for _, group in sorted(members.items()):
-        if len(group) != 2:
-            continue
-        outside = [1 - m for a, b, m in edges if (a in group) != (b in group)]
-        if all(score >= threshold for score in outside):
-            return group[0], group[1]
-    pytest.fail("no two-supervoxel segment to split")
-
-
 def test_edits_split_one_object_and_join_two_changing_only_those(run_dir, ray_session, tmp_path):
-    before, svs = volume(run_dir, "segmentation"), volume(run_dir, "supervoxels")
-    s1, s2 = clean_split(run_dir, 0.6)
-    split_segment = int(before[svs == s1][0])
-    others = [int(s) for s in np.unique(before) if s not in (0, split_segment)]
-    j1, j2 = others[0], others[-1]
-    sv1, sv2 = int(svs[before == j1][0]), int(svs[before == j2][0])
-    edits = tmp_path / "edits.json"
-    edits.write_text(json.dumps({"join": [[sv1, sv2]], "split": [{"a": [s1], "b": [s2]}]}))
+    edit = EditCase.of(run_dir, "segmentation", "supervoxels", 0.6)
+    edits = edit.write(tmp_path / "edits.json")
     stage = {"stage": "agglomerate", "output": "edited", "merge_threshold": 0.6}
     go(run_dir, ray_session, [{**stage, "edits": str(edits)}])
-    after = volume(run_dir, "edited")
-    touched = np.isin(before, [split_segment, j1, j2])
-    np.testing.assert_array_equal(after[~touched], before[~touched])  # nothing else changed
-    assert len(np.unique(after[before == split_segment])) == 2  # cut in two ...
-    assert after[svs == s1][0] != after[svs == s2][0]  # ... between the two supervoxels
-    joined = np.unique(after[np.isin(before, [j1, j2])])
-    assert len(joined) == 1  # the two objects are one
+    edit.check(volume(run_dir, "edited"))
     info = json.loads((run_dir / "edited" / "info").read_text())
     assert info["petavox_agglomeration"]["edits"]["file"] == str(edits)
