@@ -140,7 +140,7 @@ def plan_agglomerate(params: AgglomerateParams, catalog: Catalog) -> list[StageP
     edits = load_edits(params.edits, ctx)
     if len(merge) > 1:  # a sweep: the graph of a ground-truth volume, in the driver
         mappings = partial(swept, graph, merge, edits, ctx)
-        return [score_plan(params, catalog, supervoxels, gt, mappings)]
+        return [score_plan(params, catalog, (supervoxels, gt), graph, mappings)]
     rule = merge[0]
     output = catalog.url(params.output)
     record = agglomeration_record(graph, rule, output)
@@ -155,7 +155,7 @@ def plan_agglomerate(params: AgglomerateParams, catalog: Catalog) -> list[StageP
     if gt is not None:
         table = partial(read_mapping, target.url, graph.levels, ctx)
         plans.append(
-            score_plan(params, catalog, supervoxels, gt, lambda: {rule.threshold: table()})
+            score_plan(params, catalog, (supervoxels, gt), graph, lambda: {rule.threshold: table()})
         )
     return plans
 
@@ -184,12 +184,14 @@ def swept(
 def score_plan(
     params: AgglomerateParams,
     catalog: Catalog,
-    supervoxels: Layer,
-    gt: Layer,
+    layers: tuple[Layer, Layer],
+    graph: GraphManifest,
     mappings: Callable[[], Mappings],
 ) -> StagePlan:
-    """The supervoxel × ground-truth table (measured each run: it lives on the driver), then
-    each threshold's scores from it and the threshold's mapping."""
+    """The supervoxel × ground-truth table (`layers`: supervoxels, ground truth; measured each
+    run, in segment's tasks: it lives on the driver), then each threshold's scores from it and
+    the threshold's mapping."""
+    supervoxels, gt = layers
     tables = TableSum()
     folder, key = report_location(catalog.root, params.report)
 
@@ -211,6 +213,7 @@ def score_plan(
         gt,
         tuple(params.ignore),
         tables,
+        chunk_shape=graph.grid.chunk_shape,
         label=f"agglomerate {params.input}: score {thresholds} threshold(s) against "
         f"{params.ground_truth}",
         resources=params.resources,
