@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -34,10 +37,23 @@ if TYPE_CHECKING:
     from petavox.workflows.pipeline import StageStatus
 
 
+def from_cwd(value: object, positional: bool) -> object:
+    """A path on the command line is relative to the current directory, as a shell user means
+    it: a positional without a scheme, or an option value with a folder in it (``run1/raw``,
+    ``./gt``). URLs and bare names (a layer under the output) stay as they are."""
+    if not isinstance(value, str) or "://" in value:
+        return value
+    if positional or "/" in value or value.startswith((".", "~")):
+        return normalize_url(value)
+    return value
+
+
 def stage_config(stage: Stage, args: argparse.Namespace) -> RunConfig:
     """The run config of an ad-hoc stage command: the stage alone, output root = its output."""
     model = stage.params
     fields = {k: v for k, v in vars(args).items() if k in model.model_fields and v is not None}
+    positionals = {p.field for p in stage.positionals}
+    fields = {k: from_cwd(v, k in positionals) for k, v in fields.items()}
     fields["stage"] = stage.name
     output = fields.get("output") or fields["input"]
     data = {"output": output, "stages": [fields], **runtime_from_args(args)}
@@ -126,8 +142,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     from petavox.workflows.pipeline import status
 
     config = load_config(args.config)
+    if args.s3_endpoint:
+        storage = {**config.storage.model_dump(), "s3_endpoint": args.s3_endpoint}
+        config = config.model_copy(update={"storage": StorageConfig.model_validate(storage)})
+    rows = status(config)
+    if args.json:
+        print(json.dumps({"output": config.output, "stages": [asdict(r) for r in rows]}))
+        return 0
     print(f"run {config.output}")
-    print_status(status(config))
+    print_status(rows)
     return 0
 
 
@@ -231,6 +254,8 @@ def add_run_and_status(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("status", help="per-stage done/total chunks from the ledger")
     p.add_argument("config", help="run config YAML")
+    p.add_argument("--json", action="store_true", help="the rows as one line of JSON")
+    p.add_argument("--s3-endpoint", help="S3-compatible endpoint (MinIO etc.) for s3:// URLs")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(
@@ -258,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Chunked, resumable connectomics reconstruction on Ray and precomputed layers.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("--version", action="version", version=f"petavox {petavox_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_demo_and_view(sub)
     add_run_and_status(sub)
@@ -277,6 +303,15 @@ def exit_status(exc: PetavoxError) -> int:
     return 1 if isinstance(exc, ChunkFailedError) and not exc.bad_input else 2
 
 
+def petavox_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("petavox")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -286,13 +321,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     terminate_as_interrupt()
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+        return code
     except PetavoxError as exc:
         print(f"petavox: error: {exc}", file=sys.stderr)
         return exit_status(exc)
     except KeyboardInterrupt:
         print("petavox: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader closed stdout (`petavox status | head`): stop quietly, as a tool killed by
+        # SIGPIPE does; stdout goes to /dev/null so the interpreter's final flush cannot fail
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -12,11 +12,15 @@ from petavox.workflows.train import run_train
 from petavox.workflows.tune import HOLDOUT, run_tune
 
 
-def triple(text: str) -> tuple[int, int, int]:
-    parts = [int(p) for p in text.split(",")]
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"{text!r} is not three integers Z,Y,X")
-    return parts[0], parts[1], parts[2]
+def zyx_of_xyz(text: str) -> tuple[int, int, int]:
+    """X,Y,Z on the command line (as every option takes it) as the Z,Y,X the trainer uses."""
+    try:
+        parts = [int(p) for p in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) != 3 or min(parts) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not three positive integers X,Y,Z")
+    return parts[2], parts[1], parts[0]
 
 
 def positive_xyz(text: str) -> tuple[float, float, float]:
@@ -79,15 +83,15 @@ def add_train_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--patch",
-        type=triple,
+        type=zyx_of_xyz,
         default=(32, 64, 64),
-        help="training patch Z,Y,X (default 32,64,64)",
+        help="training patch X,Y,Z (default 64,64,32)",
     )
     p.add_argument(
         "--pool",
-        type=triple,
+        type=zyx_of_xyz,
         default=(2, 2, 2),
-        help="pooling Z,Y,X per level; 1,2,2 for anisotropic stacks (default 2,2,2)",
+        help="pooling X,Y,Z per level; 2,2,1 for anisotropic stacks (default 2,2,2)",
     )
     p.add_argument(
         "--voxel-nm",

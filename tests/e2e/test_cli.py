@@ -335,7 +335,7 @@ def test_a_model_from_petavox_train_runs_in_petavox_infer(tmp_path, address):
     np.save(tmp_path / "gt.npy", volume.labels.transpose(2, 1, 0))
     trained = petavox(
         *("train", "--raw", str(tmp_path / "raw.npy"), "--gt", str(tmp_path / "gt.npy")),
-        *("--out", str(tmp_path / "m.onnx"), "--minutes", "0.05", "--patch", "8,16,16"),
+        *("--out", str(tmp_path / "m.onnx"), "--minutes", "0.05", "--patch", "16,16,8"),
         *("--base-channels", "4", "--quiet"),
     )
     assert "sha256:" in trained.stdout

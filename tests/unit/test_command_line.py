@@ -1,0 +1,84 @@
+"""Command-line rough edges: the version, X,Y,Z options of train, status options, and paths
+relative to the current directory."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from petavox.workflows import cli
+from petavox.workflows.cli import build_parser, from_cwd, main
+from petavox.workflows.train_cli import zyx_of_xyz
+
+
+def test_version_is_printed(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("petavox ") and out.split()[1][0].isdigit()
+
+
+def test_train_takes_patch_and_pool_as_x_y_z():
+    files = ["--raw", "r.npy", "--gt", "g.npy", "--out", "m.onnx"]
+    args = build_parser().parse_args(["train", *files, "--patch", "64,48,32", "--pool", "2,2,1"])
+    assert args.patch == (32, 48, 64) and args.pool == (1, 2, 2)  # the trainer's Z,Y,X
+    with pytest.raises(Exception, match="X,Y,Z"):
+        zyx_of_xyz("64,48")
+
+
+def test_paths_on_the_command_line_are_relative_to_the_current_directory(tmp_path):
+    here = f"file://{os.getcwd()}"
+    assert from_cwd("run1/raw", positional=True) == f"{here}/run1/raw"
+    assert from_cwd("raw", positional=True) == f"{here}/raw"  # a positional is a path
+    assert from_cwd("./gt", positional=False) == f"{here}/gt"
+    assert from_cwd("gt", positional=False) == "gt"  # a bare name: a layer under the output
+    assert from_cwd("s3://bucket/raw", positional=True) == "s3://bucket/raw"
+    assert from_cwd(0.5, positional=False) == 0.5
+    args = build_parser().parse_args(["downsample", "run1/raw", "--mips", "1"])
+    config = cli.stage_config(cli.STAGES[[s.name for s in cli.STAGES].index("downsample")], args)
+    assert config.stages[0].input == f"{here}/run1/raw"  # not run1/raw under itself
+    assert config.output == f"{here}/run1/raw"
+
+
+def test_status_takes_an_s3_endpoint_and_prints_json(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        json.dumps(
+            {"output": "s3://bucket/run", "stages": [{"stage": "downsample", "input": "raw"}]}
+        )
+    )
+    seen = {}
+
+    def status(config):  # what the command hands the pipeline
+        seen["endpoint"] = config.storage.s3_endpoint
+        from petavox.workflows.pipeline import StageStatus
+
+        return [StageStatus(label="downsample raw", done=1, total=2)]
+
+    monkeypatch.setattr("petavox.workflows.pipeline.status", status)
+    assert main(["status", str(config), "--s3-endpoint", "http://127.0.0.1:9", "--json"]) == 0
+    assert seen["endpoint"] == "http://127.0.0.1:9"
+    report = json.loads(capsys.readouterr().out)
+    assert report["stages"] == [{"label": "downsample raw", "done": 1, "total": 2, "note": ""}]
+
+
+def test_status_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`petavox status CONFIG | head` when head has gone: no traceback, SIGPIPE's status."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "run.yaml"
+    stages = [{"stage": "downsample", "input": "raw"}]
+    config.write_text(json.dumps({"output": str(tmp_path / "run"), "stages": stages}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "petavox.workflows.cli", "status", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader is gone before the first line
+    _, err = proc.communicate(timeout=120)
+    assert b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
+    assert proc.returncode == 141
