@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -15,7 +16,12 @@ from pydantic import ValidationError
 
 from petavox.tasks.core.errors import PetavoxError
 from petavox.tasks.core.storage import normalize_url
-from petavox.workflows.cli_options import add_model_options, add_runtime_options, runtime_from_args
+from petavox.workflows.cli_options import (
+    add_model_options,
+    add_runtime_options,
+    flag,
+    runtime_from_args,
+)
 from petavox.workflows.config import (
     ConfigError,
     RayConfig,
@@ -61,7 +67,8 @@ def stage_config(stage: Stage, args: argparse.Namespace) -> RunConfig:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
         text = format_validation_error(exc, f"for petavox {stage.name}")
-        text = text.replace("stages[0].", "--").replace("_", "-")
+        # the fields as their options are spelled; values are echoed as given
+        text = re.sub(r"stages\[0\]\.(\w+)", lambda m: flag(m.group(1)), text)
         raise ConfigError(text) from None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import types
 import typing
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -38,6 +39,26 @@ def _help(field: Any) -> str:
     return text
 
 
+def nested_values(sizes: list[int], text: str) -> list[list[str]]:
+    """``0,0,0,64,64,32`` as [[0,0,0],[64,64,32]] for a field of tuples of these `sizes`."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != sum(sizes):
+        raise argparse.ArgumentTypeError(f"{text!r}: give {sum(sizes)} comma-separated values")
+    out, start = [], 0
+    for size in sizes:
+        out.append(parts[start : start + size])
+        start += size
+    return out
+
+
+def mapping(text: str) -> dict[str, str]:
+    """``a=b,c=d`` as {"a": "b", "c": "d"}."""
+    pairs = [p.strip() for p in text.split(",") if p.strip()]
+    if not all("=" in p for p in pairs):
+        raise argparse.ArgumentTypeError(f"{text!r}: give NAME=VALUE pairs, comma-separated")
+    return dict(p.split("=", 1) for p in pairs)
+
+
 def add_model_options(
     parser: argparse.ArgumentParser,
     model: type[BaseModel],
@@ -62,6 +83,12 @@ def add_model_options(
         if origin is typing.Literal:
             choices = typing.get_args(ann)
             parser.add_argument(flag(name), choices=choices, type=type(choices[0]), **common)
+        elif origin is tuple and all(typing.get_origin(a) is tuple for a in typing.get_args(ann)):
+            sizes = [len(typing.get_args(a)) for a in typing.get_args(ann)]  # ((x,y,z),(x,y,z))
+            metavar = ",".join(f"{axis}{k}" for k in range(len(sizes)) for axis in "XYZ")
+            parser.add_argument(
+                flag(name), metavar=metavar, type=partial(nested_values, sizes), **common
+            )
         elif origin is tuple:
             parser.add_argument(
                 flag(name),
@@ -69,6 +96,8 @@ def add_model_options(
                 type=lambda s: [p.strip() for p in s.split(",")],
                 **common,
             )
+        elif origin is dict:
+            parser.add_argument(flag(name), metavar="NAME=VALUE,...", type=mapping, **common)
         else:
             parser.add_argument(flag(name), **common)
 

@@ -82,3 +82,33 @@ def test_status_into_a_closed_pipe_ends_quietly(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
     assert proc.returncode == 141
+
+
+def stage_named(name: str):
+    return next(s for s in cli.STAGES if s.name == name)
+
+
+def test_bounds_and_carry_are_given_on_the_command_line():
+    args = build_parser().parse_args(["downsample", "raw", "--bounds", "0,0,0,64,32,16"])
+    config = cli.stage_config(stage_named("downsample"), args)
+    assert config.stages[0].bounds == ((0, 0, 0), (64, 32, 16))
+    args = build_parser().parse_args(["align", "raw", "out", "--carry", "gt=gt_al,syn=syn_al"])
+    config = cli.stage_config(stage_named("align"), args)
+    assert config.stages[0].carry == {"gt": "gt_al", "syn": "syn_al"}
+    with pytest.raises(SystemExit):  # five values are not two corners
+        build_parser().parse_args(["downsample", "raw", "--bounds", "0,0,0,64,32"])
+
+
+def test_errors_name_the_option_and_echo_the_value_unchanged():
+    args = build_parser().parse_args(["align", "raw", "out", "--carry", "gt=gt_al", "--mips", "99"])
+    with pytest.raises(cli.ConfigError) as err:
+        cli.stage_config(stage_named("align"), args)
+    assert "--mips" in str(err.value) and "99" in str(err.value)
+    args = build_parser().parse_args(["downsample", "raw", "--bounds", "0,0,0,0,32,16"])
+    with pytest.raises(cli.ConfigError) as err:
+        cli.stage_config(stage_named("downsample"), args)
+    assert "--bounds" in str(err.value) and "stop must exceed its start" in str(err.value)
+    args = build_parser().parse_args(["segment", "a", "b", "--storage-chunk", "six_4,1,1"])
+    with pytest.raises(cli.ConfigError) as err:
+        cli.stage_config(stage_named("segment"), args)
+    assert "--storage-chunk" in str(err.value) and "six_4" in str(err.value)  # not six-4
