@@ -235,7 +235,12 @@ def add_demo_and_view(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         help="layer URL or folder: image, segmentation or annotation layer",
     )
-    p.add_argument("--port", type=int, help="port of the file server on 127.0.0.1 (default: any)")
+    p.add_argument(
+        "--port",
+        type=int,
+        help="port of the file server on 127.0.0.1; the local viewer takes the next one "
+        "(default: any free ones)",
+    )
     p.add_argument(
         "--segments",
         type=_ids,

@@ -161,9 +161,10 @@ def run_view(
         return 0
     import neuroglancer  # heavy import (tornado server), only where a viewer runs
 
-    neuroglancer.set_server_bind_address(HOST)
+    # --port P: the file server on P, the local viewer on P + 1 (a tunnel forwards both)
+    neuroglancer.set_server_bind_address(HOST, bind_port=port + 1 if port else 0)
     try:
-        viewer = neuroglancer.Viewer()  # first: the file server lets its origin in
+        viewer = start_viewer(neuroglancer, port)  # first: the file server lets its origin in
         local_viewer = viewer.get_viewer_url()
         origins = (NEUROGLANCER_ORIGIN, origin_of(local_viewer))
         server = serving(roots, port, origins)
@@ -183,6 +184,20 @@ def run_view(
     finally:
         neuroglancer.stop()
     return 0
+
+
+def start_viewer(neuroglancer: Any, port: int | None) -> Any:
+    """The local Neuroglancer viewer, its server started; an InputError when its port (the one
+    after --port) is taken."""
+    try:
+        viewer = neuroglancer.Viewer()  # starts its server, if none runs yet
+        viewer.get_viewer_url()
+    except OSError as exc:
+        raise InputError(
+            f"cannot start the local viewer on {HOST}:{port + 1 if port else 0}: "
+            f"{exc.strerror}; choose another --port (the viewer takes the port after it)"
+        ) from None
+    return viewer
 
 
 def serving(roots: dict[str, str], port: int | None, origins: Sequence[str]) -> FileServer:

@@ -380,6 +380,52 @@ def test_view_serves_local_layers_and_a_local_viewer_until_interrupted(demo):
             proc.wait()
 
 
+def free_port_pair() -> int:
+    """A port P with P + 1 also free (at the time of asking)."""
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no two consecutive free ports")
+
+
+def test_view_port_fixes_the_file_server_and_the_local_viewer(demo):
+    """`--port P`: files on P, the local viewer on P + 1 (what an SSH tunnel needs); the
+    viewer's port taken: refused, naming --port."""
+    port = free_port_pair()
+    command = ["view", str(demo / "boundary"), "--port", str(port)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "petavox.workflows.cli", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        lines = Lines(proc).until(f"  {NEUROGLANCER}")
+        assert lines[0].split(" at ")[1].startswith(f"http://127.0.0.1:{port}/")
+        local_viewer = lines[lines.index("Neuroglancer, local client (works offline):") + 1]
+        assert local_viewer.strip().startswith(f"http://127.0.0.1:{port + 1}/")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    port = free_port_pair()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port + 1))
+        taken.listen()
+        bad = petavox("view", str(demo / "boundary"), "--port", str(port), status=2)
+    assert "local viewer" in bad.stderr and "--port" in bad.stderr
+
+
 def test_view_no_serve_and_bad_urls(demo):
     out = petavox("view", str(demo / "segmentation"), "--no-serve", "--port", "8123").stdout
     assert f"segmentation: {demo / 'segmentation'}" in out
