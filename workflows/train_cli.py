@@ -12,25 +12,22 @@ from petavox.workflows.train import run_train
 from petavox.workflows.tune import HOLDOUT, run_tune
 
 
+def positive_xyz(text: str, kind: type = float) -> tuple:
+    """Three positive numbers X,Y,Z of `kind`."""
+    try:
+        parts = [kind(p) for p in text.split(",")]
+    except ValueError:
+        parts = []
+    what = "integers" if kind is int else "numbers"
+    if len(parts) != 3 or min(parts) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not three positive {what} X,Y,Z")
+    return tuple(parts)
+
+
 def zyx_of_xyz(text: str) -> tuple[int, int, int]:
     """X,Y,Z on the command line (as every option takes it) as the Z,Y,X the trainer uses."""
-    try:
-        parts = [int(p) for p in text.split(",")]
-    except ValueError:
-        parts = []
-    if len(parts) != 3 or min(parts) <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not three positive integers X,Y,Z")
-    return parts[2], parts[1], parts[0]
-
-
-def positive_xyz(text: str) -> tuple[float, float, float]:
-    try:
-        parts = [float(p) for p in text.split(",")]
-    except ValueError:
-        parts = []
-    if len(parts) != 3 or min(parts) <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not three positive numbers X,Y,Z")
-    return parts[0], parts[1], parts[2]
+    x, y, z = positive_xyz(text, int)
+    return z, y, x
 
 
 def train_command(args: argparse.Namespace) -> int:
