@@ -4,7 +4,8 @@ The file follows cloud-volume's layer provenance (``description``, ``sources``, 
 ``processing``). Each petavox write appends to ``processing`` a record with ``method:
 "petavox"``: the product part (``""`` for the layer's data, ``"scale:<key>"``, ``"mesh"``,
 ``"skeletons"``), the stage step and its identity, an *epoch* (a fresh token each time a step
-takes the product over) and the step's inputs. The last record of a part is that part's writer.
+takes the product over), the step's inputs and its config entry as given, the date, petavox's
+version, commit and host. The last record of a part is that part's writer.
 
 Before a step writes, `claim` compares the writer with the step:
 
@@ -18,10 +19,14 @@ Before a step writes, `claim` compares the writer with the step:
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import socket
+import subprocess
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from petavox.tasks.core import objects
@@ -132,6 +137,32 @@ def decide(
     return Claim(epoch=f"{int(time.time())}-{secrets.token_hex(4)}", resumed=False)
 
 
+@lru_cache(maxsize=1)
+def software() -> dict[str, str | None]:
+    """What wrote the record: petavox's version, the commit of its source tree (None when it is
+    installed from a wheel), and the host."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("petavox")
+    except PackageNotFoundError:
+        release = "unknown"
+    commit = None
+    try:
+        found = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if found.returncode == 0:
+            commit = found.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass  # no git here: a wheel install
+    return {"version": release, "commit": commit, "host": socket.gethostname()}
+
+
 def record(
     url: str, parts: Iterable[str], steps: StageSteps, epoch: str, context: StorageContext
 ) -> None:
@@ -146,8 +177,10 @@ def record(
                 "identity": steps.identity,
                 "epoch": epoch,
                 "inputs": list(steps.inputs),
+                "parameters": dict(steps.params),
                 "steps": {p.stage: p.identity for p in steps.plans},
                 "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                **software(),
             }
         )
     provenance["processing"] = provenance["processing"][-HISTORY:]

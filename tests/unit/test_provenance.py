@@ -6,8 +6,10 @@ import json
 from dataclasses import replace
 
 import pytest
+from cloudvolume import CloudVolume
 
-from petavox.tasks.core.geometry import Box, ChunkGrid
+from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
+from petavox.tasks.core.layers import LayerSpec, write_info
 from petavox.tasks.core.storage import StorageContext
 from petavox.workflows.plan import Output, StagePlan, StageSteps
 from petavox.workflows.provenance import (
@@ -73,13 +75,22 @@ def test_a_layer_without_provenance_is_refused_a_new_one_is_not():
 def test_claim_records_the_writer_in_cloud_volume_provenance(tmp_path):
     out = Output(f"file://{tmp_path}/seg")
     plan = replace(steps().plans[0], outputs=(out,))
-    stage = StageSteps(name="segment", plans=(plan,), inputs=("file:///b",))
+    params = {"stage": "segment", "merge_threshold": 0.5}
+    stage = StageSteps(name="segment", plans=(plan,), inputs=("file:///b",), params=params)
     epoch = claim(stage, overwrite=False, context=StorageContext())
     assert epoch is not None and epoch_of(stage, StorageContext()) == epoch
     assert claim(stage, overwrite=False, context=StorageContext()) == epoch  # a resume
     record = json.loads((tmp_path / "seg" / "provenance").read_text())
     assert set(record) == {"description", "sources", "owners", "processing"}
     assert record["sources"] == ["file:///b"] and len(record["processing"]) == 1
+    spec = LayerSpec(
+        layer_type="segmentation", dtype="uint64", size=Vec3(4, 4, 4), resolution=(8, 8, 8)
+    )
+    write_info(out.url, spec.to_info())  # a layer for cloud-volume to open
+    written = CloudVolume(out.url).provenance.processing[0]  # as igneous reads it
+    assert written["parameters"] == params and written["stage"] == "segment"
+    assert written["version"][0].isdigit() and written["host"] and written["date"]
+    assert written["commit"] is None or len(written["commit"]) == 40
     found = current_writer(out.url, "", StorageContext())
     assert found is not None and found.identity == stage.identity
     again = StageSteps(name="segment", plans=(replace(plan, spec={"t": 1}),), inputs=stage.inputs)
