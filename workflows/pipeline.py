@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 
+from petavox.tasks.core import objects
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.geometry import Vec3
 from petavox.tasks.core.layers import Layer, read_info, write_info
@@ -242,12 +244,26 @@ def lost_data(plan: StagePlan, key: str, finished: Finished, ledger: Ledger) -> 
     return bad
 
 
+def report_status(label: str, url: str, context: StorageContext) -> StageStatus:
+    """A step without a ledger, by the report it writes: done when there is one, with the
+    scores it holds."""
+    folder, _, key = url.rpartition("/")
+    data = objects.get(folder, key, context)
+    if data is None:
+        return StageStatus(label=label, done=0, total=1, note="no report yet")
+    found = json.loads(data)
+    scores = [f"{k} {found[k]:.4f}" for k in ("arand", "voi_split", "voi_merge") if k in found]
+    return StageStatus(label=label, done=1, total=1, note=", ".join([*scores, f"report: {url}"]))
+
+
 def stage_status(steps: StageSteps, ledger: Ledger) -> list[StageStatus]:
     epoch = epoch_of(steps, ledger.context)
     rows = []
     for plan in steps.plans:
-        if not plan.use_ledger:
-            continue  # recomputed on every run (evaluation)
+        if not plan.use_ledger:  # recomputed on every run (evaluation): what it last wrote
+            if plan.report:
+                rows.append(report_status(plan.label, plan.report, ledger.context))
+            continue
         total = len(plan.grid)
         if epoch is False:  # its products hold another run's data: nothing of it stands
             rows.append(StageStatus(label=plan.label, done=0, total=total))

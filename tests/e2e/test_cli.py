@@ -110,7 +110,10 @@ def test_demo_writes_the_synthetic_volume_and_resumes(tmp_path, address):
     # copy: one chunk), graph, agglomerate ×3 (merge, mapping table, relabel), synapses,
     # connectome ×4 (volumes, shuffle, shards, spatial index), downsample ×5, mesh ×2
     # (fragments, manifests), skeletonize ×2 (pieces, merge)
-    assert status.count("done") == 29 and "infer" in status and "align" in status
+    # ... and evaluate, by its report, with the scores
+    assert status.count("done") == 30 and "infer" in status and "align" in status
+    evaluate_row = next(line for line in status.splitlines() if "evaluate" in line)
+    assert "1/1 chunks done" in evaluate_row and "arand" in evaluate_row
     verified = petavox("verify", str(out)).stdout  # exit 0: every stage that wrote is whole
     assert undeclared_writes(load_config(out / "petavox-demo.yaml")) == []
     assert "mesh segmentation: manifests" in verified and "incomplete" not in verified

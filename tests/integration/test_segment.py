@@ -124,7 +124,10 @@ def test_watershed_mode_is_chunk_invariant_and_scores(tmp_path, synthetic, ray_s
     # a rerun finds every step done
     again = run(config, session=ray_session, progress=False)
     assert all(r.ran == 0 for r in again if not r.label.startswith(("ingest", "evaluate")))
-    assert all(row.done == row.total for row in status(config))
+    rows = status(config)
+    assert all(row.done == row.total for row in rows)
+    scored = next(row for row in rows if row.label.startswith("evaluate"))  # by its report
+    assert f"arand {report['arand']:.4f}" in scored.note and f"{name}.json" in scored.note
 
 
 def test_distance_seeds_are_chunk_invariant(tmp_path, synthetic, ray_session):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Annotated, Literal
 
@@ -24,7 +25,7 @@ from pydantic import BeforeValidator, Field
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.layers import Layer, LayerSpec
 from petavox.tasks.core.objects import get, put, put_json
-from petavox.tasks.core.storage import StorageContext, normalize_url
+from petavox.tasks.core.storage import StorageContext, join_url, normalize_url
 from petavox.tasks.evaluate.report import report_location
 from petavox.tasks.evaluate.threshold_sweep import format_rows, sweep_png, sweep_row
 from petavox.tasks.segment.agglomerate_jobs import MergeRule, read_mapping
@@ -208,7 +209,7 @@ def score_plan(
         log.info("agglomerate scores written to %s/%s", folder, key)
 
     thresholds = len(params.merge_threshold)
-    return plan_scores(
+    plan = plan_scores(
         supervoxels,
         gt,
         tuple(params.ignore),
@@ -219,6 +220,7 @@ def score_plan(
         resources=params.resources,
         global_step=report,
     )
+    return replace(plan, report=join_url(folder, key))
 
 
 STAGE = Stage(

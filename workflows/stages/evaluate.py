@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Literal
 
 from pydantic import Field
@@ -17,6 +18,7 @@ from pydantic import Field
 from petavox.tasks.core.errors import LayerMismatchError
 from petavox.tasks.core.geometry import Chunk, ChunkGrid, Vec3
 from petavox.tasks.core.layers import Layer
+from petavox.tasks.core.storage import join_url
 from petavox.tasks.evaluate.evaluate_jobs import ContingencyJob
 from petavox.tasks.evaluate.metrics import Contingency, merge_all, scores
 from petavox.tasks.evaluate.report import report_location, write_report
@@ -138,7 +140,7 @@ def plan_evaluate(params: EvaluateParams, catalog: Catalog) -> list[StagePlan]:
         resources=params.resources,
         global_step=report,
     )
-    return [plan]
+    return [replace(plan, report=join_url(folder, key))]
 
 
 class ScoresCommand:
