@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from petavox.tasks.core.layers import Layer
-from petavox.tasks.core.objects import get, list_keys
 from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.segment.agglomerate_jobs import read_mapping
-from petavox.tasks.synapse.table import columns_from_parquet
+from petavox.tasks.segment.region_graph import read_columns
 from petavox.tasks.synthetic.generator import SyntheticParams, boundary_from_labels, generate
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import run
@@ -44,12 +43,8 @@ def read_volume(folder: Path, name: str) -> np.ndarray:
 def graph_edges(folder: Path, supervoxels: str) -> list[tuple[int, int, float]]:
     """(sv_a, sv_b, mean affinity) of every pair in the supervoxels' region graph."""
     url = f"file://{folder}/{supervoxels}/region_graph"
-    edges = []
-    for level in range(LEVELS):
-        for key in list_keys(url, f"edges/{level}/"):
-            t = columns_from_parquet(get(url, key) or b"")
-            edges += zip(t["sv_a"].tolist(), t["sv_b"].tolist(), t["affinity_mean"].tolist())
-    return edges
+    t = read_columns(url, "edges", LEVELS, ("sv_a", "sv_b", "affinity_mean"), StorageContext())
+    return list(zip(t["sv_a"].tolist(), t["sv_b"].tolist(), t["affinity_mean"].tolist()))
 
 
 def clean_split(folder: Path, segmentation: str, supervoxels: str, threshold: float):

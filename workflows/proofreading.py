@@ -27,10 +27,9 @@ import numpy as np
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.layers import Layer, read_info
-from petavox.tasks.core.objects import get_many, list_keys
 from petavox.tasks.core.storage import StorageContext, join_url, local_path, normalize_url
 from petavox.tasks.segment.agglomerate_jobs import MAPPING_FOLDER, read_mapping
-from petavox.tasks.segment.region_graph import GRAPH_FOLDER
+from petavox.tasks.segment.region_graph import GRAPH_FOLDER, read_columns
 from petavox.tasks.segment.webknossos_agglomerate import Agglomeration, write_agglomerate_file
 from petavox.workflows.agglomerate_plans import AGGLOMERATION_KEY, supervoxels_of
 from petavox.workflows.config import StorageConfig
@@ -102,24 +101,6 @@ def load_mapping(url: str, context: StorageContext) -> SegmentationMapping:
     return SegmentationMapping(segmentation=url, record=record, supervoxels=svs, segments=segments)
 
 
-def read_tables(
-    url: str, folder: str, levels: int, columns: tuple[str, ...], context: StorageContext
-) -> dict[str, np.ndarray]:
-    """`columns` of every Parquet part under `url`/`folder`/<level>/ (levels 0 to `levels`)."""
-    from petavox.tasks.synapse.table import columns_from_parquet
-
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in columns}
-    for level in range(levels + 1):
-        keys = sorted(list_keys(url, f"{folder}/{level}/", context))
-        for key, data in get_many(url, keys, context).items():
-            if data is None:
-                raise InputError(f"{url}/{key} vanished while read: is a run rewriting it?")
-            table = columns_from_parquet(data)
-            for name in columns:
-                parts[name].append(table[name])
-    return {name: np.concatenate(found) if found else np.zeros(0) for name, found in parts.items()}
-
-
 def graph_url(mapping: SegmentationMapping, context: StorageContext) -> str:
     """The region graph's URL, checked to be the one the segmentation was merged from."""
     url = join_url(mapping.supervoxel_layer, GRAPH_FOLDER)
@@ -142,7 +123,7 @@ def supervoxel_positions(mapping: SegmentationMapping, url: str, ctx) -> np.ndar
     """(n, 3) x, y, z of each mapped supervoxel (its closed row in the graph at `url`); an
     InputError when the mapping and the graph disagree on the supervoxels."""
     levels = int(mapping.record["levels"])
-    rows = read_tables(url, "supervoxels", levels, ("sv", "closed", "x", "y", "z"), ctx)
+    rows = read_columns(url, "supervoxels", levels, ("sv", "closed", "x", "y", "z"), ctx)
     closed = rows["closed"].astype(bool)
     ids = rows["sv"][closed].astype(np.uint64)
     xyz = np.stack([rows[a][closed] for a in "xyz"], axis=1).astype(np.int64)
@@ -165,7 +146,7 @@ def load_agglomeration(mapping: SegmentationMapping, context: StorageContext) ->
     url = graph_url(mapping, context)
     positions = supervoxel_positions(mapping, url, context)
     levels = int(mapping.record["levels"])
-    edges = read_tables(url, "edges", levels, ("sv_a", "sv_b", "affinity_mean"), context)
+    edges = read_columns(url, "edges", levels, ("sv_a", "sv_b", "affinity_mean"), context)
     return Agglomeration(
         supervoxels=mapping.supervoxels,
         segments=mapping.segments,

@@ -27,10 +27,8 @@ import numpy as np
 
 from petavox.tasks.core.geometry import Chunk, ChunkGrid, Vec3
 from petavox.tasks.core.objects import (
-    get,
     get_array,
     get_arrays,
-    list_keys,
     put,
     put_array,
     put_arrays,
@@ -39,7 +37,13 @@ from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.segment.agglomeration import RegionGraph, agglomerate_node
 from petavox.tasks.segment.edits import Edits
 from petavox.tasks.segment.equivalence import apply_maps, sorted_map
-from petavox.tasks.segment.region_graph import GraphPart, children, part_name, read_part
+from petavox.tasks.segment.region_graph import (
+    GraphPart,
+    children,
+    part_name,
+    read_columns,
+    read_part,
+)
 
 MAPS = "agglo-maps"
 CARRY = "agglo-carry"
@@ -183,12 +187,5 @@ class MappingJob:
 def read_mapping(mapping_url: str, top: int, context: StorageContext) -> tuple[np.ndarray, ...]:
     """(supervoxels, their segments) from every part of the mapping table at `mapping_url`
     (octree levels 0 to `top`)."""
-    from petavox.tasks.synapse.table import columns_from_parquet
-
-    svs, segments = [np.zeros(0, np.uint64)], [np.zeros(0, np.uint64)]
-    for level in range(top + 1):
-        for key in sorted(list_keys(mapping_url, f"{MAPPING_FOLDER}/{level}/", context)):
-            table = columns_from_parquet(get(mapping_url, key, context) or b"")
-            svs.append(table["sv"].astype(np.uint64))
-            segments.append(table["segment"].astype(np.uint64))
-    return np.concatenate(svs), np.concatenate(segments)
+    table = read_columns(mapping_url, MAPPING_FOLDER, top, ("sv", "segment"), context)
+    return table["sv"].astype(np.uint64), table["segment"].astype(np.uint64)

@@ -44,9 +44,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.geometry import Box, Chunk, ChunkGrid
 from petavox.tasks.core.layers import Layer
-from petavox.tasks.core.objects import get, get_arrays, put, put_arrays
+from petavox.tasks.core.objects import get, get_arrays, get_many, list_keys, put, put_arrays
 from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.core.values import check_values
 from petavox.tasks.segment.agglomeration import RegionGraph, contact_graph
@@ -199,6 +200,25 @@ def earliest(ids: np.ndarray, xyz: np.ndarray, wanted: np.ndarray) -> np.ndarray
     ids, xyz = ids[order], xyz[order]
     start = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     return xyz[start][np.searchsorted(ids[start], wanted)].reshape(-1, 3)
+
+
+def read_columns(
+    url: str, folder: str, levels: int, columns: tuple[str, ...], context: StorageContext
+) -> dict[str, np.ndarray]:
+    """`columns` of every Parquet part under `url`/`folder`/<level>/ (levels 0 to `levels`): the
+    graph's `edges` and `supervoxels`, or a mapping table's parts."""
+    from petavox.tasks.synapse.table import columns_from_parquet
+
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in columns}
+    for level in range(levels + 1):
+        keys = sorted(list_keys(url, f"{folder}/{level}/", context))
+        for key, data in get_many(url, keys, context).items():
+            if data is None:
+                raise InputError(f"{url}/{key} vanished while read: is a run rewriting it?")
+            table = columns_from_parquet(data)
+            for name in columns:
+                parts[name].append(table[name])
+    return {name: np.concatenate(found) if found else np.zeros(0) for name, found in parts.items()}
 
 
 def _emit(job, level: int, node: Chunk, graph: RegionGraph, faces, anchors) -> dict:

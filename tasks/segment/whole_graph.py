@@ -9,42 +9,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from petavox.tasks.core.objects import get, list_keys
 from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.segment.agglomerate_jobs import MergeRule
 from petavox.tasks.segment.agglomeration import RegionGraph, agglomerate_node
 from petavox.tasks.segment.edits import Edits
 from petavox.tasks.segment.equivalence import apply_maps, components, sorted_map
-from petavox.tasks.segment.region_graph import GraphPart
+from petavox.tasks.segment.region_graph import read_columns
 
 
 def read_graph(graph_url: str, levels: int, context: StorageContext) -> RegionGraph:
     """Every part's pairs, and every supervoxel with its size (from its closed row)."""
-    from petavox.tasks.synapse.table import columns_from_parquet
-
-    parts = []
-    for level in range(levels + 1):
-        for key in sorted(list_keys(graph_url, f"edges/{level}/", context)):
-            node = key.rsplit("/", 1)[-1]
-            tables = [
-                columns_from_parquet(get(graph_url, f"{folder}/{level}/{node}", context) or b"")
-                for folder in ("edges", "supervoxels")
-            ]
-            part = GraphPart.from_tables(*tables)
-            closed = part.closed
-            g = part.graph
-            parts.append(
-                RegionGraph(
-                    edges=g.edges,
-                    sums=g.sums,
-                    counts=g.counts,
-                    size_ids=g.size_ids[closed],
-                    sizes=g.sizes[closed],
-                )
-            )
-    if not parts:
+    pairs = ("sv_a", "sv_b", "affinity_sum", "faces")
+    edges = read_columns(graph_url, "edges", levels, pairs, context)
+    svs = read_columns(graph_url, "supervoxels", levels, ("sv", "voxels", "closed"), context)
+    if not len(svs["sv"]):
         raise FileNotFoundError(f"{graph_url} holds no region graph parts; rerun segment")
-    return RegionGraph.combine(parts)
+    closed = svs["closed"].astype(bool)
+    graph = RegionGraph(
+        edges=np.stack([edges["sv_a"], edges["sv_b"]], axis=1).astype(np.uint64),
+        sums=edges["affinity_sum"].astype(np.float64),
+        counts=edges["faces"].astype(np.int64),
+        size_ids=svs["sv"][closed].astype(np.uint64),
+        sizes=svs["voxels"][closed].astype(np.int64),
+    )
+    return RegionGraph.combine([graph])  # sorted, as a node's graph is
 
 
 def sweep_mappings(

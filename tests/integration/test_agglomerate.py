@@ -11,12 +11,11 @@ import pytest
 from segment_runs import EditCase
 
 from petavox.tasks.core.layers import Layer
-from petavox.tasks.core.objects import get, list_keys
 from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.evaluate.metrics import evaluate
 from petavox.tasks.segment.agglomerate_jobs import read_mapping
 from petavox.tasks.segment.equivalence import apply_maps
-from petavox.tasks.synapse.table import columns_from_parquet
+from petavox.tasks.segment.region_graph import read_columns
 from petavox.tasks.synthetic.generator import SyntheticParams, boundary_from_labels, generate
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import run
@@ -137,13 +136,11 @@ def test_several_thresholds_without_ground_truth_are_refused(run_dir):
 
 def graph_rows(folder, supervoxels: str, translate: dict[int, int] | None = None):
     url = f"file://{folder}/{supervoxels}/region_graph"
+    t = read_columns(url, "edges", LEVELS, ("sv_a", "sv_b", "faces", "affinity_sum"), CTX)
     rows = []
-    for level in range(6):
-        for key in list_keys(url, f"edges/{level}/"):
-            t = columns_from_parquet(get(url, key))
-            for a, b, f, s in zip(t["sv_a"], t["sv_b"], t["faces"], t["affinity_sum"]):
-                a, b = (translate[int(a)], translate[int(b)]) if translate else (int(a), int(b))
-                rows.append((min(a, b), max(a, b), int(f), float(s)))
+    for a, b, f, s in zip(t["sv_a"], t["sv_b"], t["faces"], t["affinity_sum"]):
+        a, b = (translate[int(a)], translate[int(b)]) if translate else (int(a), int(b))
+        rows.append((min(a, b), max(a, b), int(f), float(s)))
     return sorted(rows)
 
 

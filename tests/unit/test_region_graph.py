@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
 from petavox.tasks.core.layers import Layer, LayerSpec
-from petavox.tasks.core.objects import get, list_keys
+from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.segment.agglomerate_jobs import (
     MAPPING_FOLDER,
     AgglomerateJob,
@@ -24,11 +24,11 @@ from petavox.tasks.segment.region_graph import (
     NodeGraphJob,
     first_voxels,
     part_keys,
+    read_columns,
 )
 from petavox.tasks.segment.stitch_jobs import RelabelJob
 from petavox.tasks.segment.watershed import WatershedParams
 from petavox.tasks.segment.whole_volume import agglomerate, fragments_and_graph
-from petavox.tasks.synapse.table import columns_from_parquet
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +87,16 @@ def build_graph(tmp, boundary, fragments, chunk) -> tuple[Layer, ChunkGrid, str]
     return svs, grid, graph_url
 
 
+COLUMNS = {
+    "edges": ("sv_a", "sv_b", "faces", "affinity_sum", "affinity_mean", "part"),
+    "supervoxels": ("sv", "voxels", "closed", "x", "y", "z", "part"),
+    MAPPING_FOLDER: ("sv", "segment", "part"),
+}
+
+
 def read_all(url: str, folder: str) -> dict[str, np.ndarray]:
-    tables = []
-    for level_dir in range(0, 8):
-        for key in sorted(list_keys(url, f"{folder}/{level_dir}/")):
-            tables.append(columns_from_parquet(get(url, key)))
-    return {k: np.concatenate([t[k] for t in tables]) for k in tables[0]}
+    """Every column of every part under `url`/`folder`."""
+    return read_columns(url, folder, 8, COLUMNS[folder], StorageContext())
 
 
 def agglomerate_octree(tmp, svs: Layer, grid: ChunkGrid, graph_url: str, rules: list[MergeRule]):
