@@ -193,12 +193,8 @@ def supervoxels_of(record: dict[str, Any], segmentation: str) -> str:
     return name
 
 
-def _rules_spec(graph: GraphManifest, rules: tuple[MergeRule, ...], edits: Edits) -> dict[str, Any]:
-    spec: dict[str, Any] = {"graph": graph.identity}
-    if len(rules) == 1:  # as before sweeps existed
-        spec.update(rules[0].__dict__)
-    else:
-        spec["rules"] = [r.__dict__ for r in rules]
+def _rule_spec(graph: GraphManifest, rule: MergeRule, edits: Edits) -> dict[str, Any]:
+    spec: dict[str, Any] = {"graph": graph.identity, **rule.__dict__}
     if edits:
         spec["edits"] = edits.digest()
     return spec
@@ -206,7 +202,7 @@ def _rules_spec(graph: GraphManifest, rules: tuple[MergeRule, ...], edits: Edits
 
 def work_folder(graph: GraphManifest, rule: MergeRule, root: str, edits: Edits) -> str:
     """Where the maps of one rule (with the edits) go, under the run's `root`."""
-    agg_id = identity("agglomerate", VERSION, _rules_spec(graph, (rule,), edits))
+    agg_id = identity("agglomerate", VERSION, _rule_spec(graph, rule, edits))
     return join_url(root, "intermediate", "agglomerate", agg_id)
 
 
@@ -222,34 +218,29 @@ def _warn_edits(_chunk: Chunk, result: dict) -> None:
         log.warning("edits name supervoxels the graph lacks: %s", result["unknown_supervoxels"])
 
 
-def _thresholds(rules: tuple[MergeRule, ...]) -> str:
-    return ",".join(f"{r.threshold:g}" for r in rules)
-
-
 def agglomerate_plans(
     graph: GraphManifest,
-    rules: tuple[MergeRule, ...],
+    rule: MergeRule,
     root: str,
     context: StorageContext,
     edits: Edits = NO_EDITS,
 ) -> list[StagePlan]:
-    """The merge steps, level 0 to the top, for every rule at once (each into its
-    `work_folder`): a sweep reads each graph part once."""
-    spec = _rules_spec(graph, rules, edits)
+    """The merge steps, level 0 to the top, into the rule's `work_folder`."""
+    spec = _rule_spec(graph, rule, edits)
     name = graph.supervoxels.rstrip("/").rsplit("/", 1)[-1]
     plans = []
     for level in range(graph.levels + 1):
         job = AgglomerateJob(
             level=level,
+            top=graph.levels,
             child_grid=graph.level_grid(level - 1) if level else None,
             graph_url=graph.url,
-            top=graph.levels,
-            rules=rules,
-            work_urls=tuple(work_folder(graph, r, root, edits) for r in rules),
+            rule=rule,
+            work_url=work_folder(graph, rule, root, edits),
             context=context,
             edits=edits,
         )
-        label = f"agglomerate {name}@{_thresholds(rules)}: level {level}/{graph.levels}"
+        label = f"agglomerate {name}@{rule.threshold:g}: level {level}/{graph.levels}"
         step = {**spec, "level": level}
         top = DriverHooks(on_result=_warn_edits) if level == graph.levels else DriverHooks()
         plans.append(_plan(label, "agglomerate", step, graph.level_grid(level), job, hooks=top))
@@ -258,28 +249,23 @@ def agglomerate_plans(
 
 def mapping_plan(
     graph: GraphManifest,
-    rules: tuple[MergeRule, ...],
+    rule: MergeRule,
     root: str,
-    mapping_urls: tuple[str, ...],
+    target: str,
     context: StorageContext,
     edits: Edits = NO_EDITS,
-    layer: bool = True,
 ) -> StagePlan:
-    """The supervoxel → segment table of each rule, under its `mapping_urls` entry (a
-    segmentation layer's, unless `layer` is off: a sweep's work folders)."""
+    """The supervoxel → segment table, under the segmentation layer at `target`."""
     job = MappingJob(
         graph_url=graph.url,
-        work_urls=tuple(work_folder(graph, r, root, edits) for r in rules),
-        mapping_urls=mapping_urls,
+        work_url=work_folder(graph, rule, root, edits),
+        mapping_url=target,
         top=graph.levels,
         context=context,
     )
-    spec = {**_rules_spec(graph, rules, edits), "mapping": list(mapping_urls)}
-    if len(mapping_urls) == 1:  # as before sweeps existed
-        spec["mapping"] = mapping_urls[0]
-    name = mapping_urls[0].rstrip("/").rsplit("/", 1)[-1] if layer else f"@{_thresholds(rules)}"
-    outputs = tuple(Output(url, MAPPING_FOLDER) for url in mapping_urls) if layer else ()
-    label = f"agglomerate {name}: mapping table"
+    spec = {**_rule_spec(graph, rule, edits), "mapping": target}
+    label = f"agglomerate {target.rstrip('/').rsplit('/', 1)[-1]}: mapping table"
+    outputs = (Output(target, MAPPING_FOLDER),)
     return _plan(label, "agglomerate-mapping", spec, graph.grid, job, outputs=outputs)
 
 
@@ -301,7 +287,7 @@ def relabel_plan(
         levels=tuple(range(graph.levels + 2)),  # and the edits' joins
         top_k=TOP_K,
     )
-    spec = {**_rules_spec(graph, (rule,), edits), "output": target.url}
+    spec = {**_rule_spec(graph, rule, edits), "output": target.url}
     name = target.url.rstrip("/").rsplit("/", 1)[-1]
     knob = ("merge_threshold", rule.threshold)
     return _plan(
@@ -332,7 +318,7 @@ def segment_merges(
     plans = graph_plans(graph, supervoxels, source, work, fill_missing)
     return [
         *plans,
-        *agglomerate_plans(graph, (rule,), root, target.context),
-        mapping_plan(graph, (rule,), root, (target.url,), target.context),
+        *agglomerate_plans(graph, rule, root, target.context),
+        mapping_plan(graph, rule, root, target.url, target.context),
         relabel_plan(graph, rule, root, (supervoxels, target)),
     ]

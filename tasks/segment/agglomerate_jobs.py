@@ -65,8 +65,8 @@ class MergeRule:
 
 @dataclass(frozen=True, kw_only=True)
 class AgglomerateJob:
-    """One level of the octree: each node merges what it can decide (module docstring), once
-    per rule (a sweep reads each part once), into each rule's own work folder.
+    """One level of the octree: each node merges what it can decide (module docstring), its
+    maps and carry going to `work_url`.
 
     Edits (`petavox.tasks.segment.edits`): a split drops its edges from the parts; the
     supervoxels the edits name are followed up the octree (with their current roots, in the
@@ -77,8 +77,8 @@ class AgglomerateJob:
     top: int
     child_grid: ChunkGrid | None  # the level below (None at level 0)
     graph_url: str
-    rules: tuple[MergeRule, ...]
-    work_urls: tuple[str, ...]  # one per rule
+    rule: MergeRule
+    work_url: str
     context: StorageContext
     edits: Edits = Edits()
 
@@ -86,41 +86,36 @@ class AgglomerateJob:
         part = read_part(self.graph_url, self.level, node.id, self.context)
         if self.edits.splits:
             part.graph = part.graph.with_edges(self.edits.kept(part.graph.edges))
-        out: dict = {"edges": len(part.graph.edges), "merged": 0}
-        for rule, work in zip(self.rules, self.work_urls, strict=True):
-            merged, watched = self._merge(node, part, rule, work)
-            out["merged"] += merged
-            if self.level == self.top:  # every supervoxel is closed: the edits' segments
-                out.update(self._finish(node, watched, work))
-        return out
-
-    def _merge(self, node: Chunk, part: GraphPart, rule: MergeRule, work: str):
         graphs, watch = [part.graph], [self._watched_here(part)]
         if self.child_grid is not None:
             for child in children(node, self.child_grid):
                 key = f"{CARRY}/{self.level - 1}/{child.id}.npz"
-                arrays = get_arrays(work, key, self.context)
+                arrays = get_arrays(self.work_url, key, self.context)
                 carry = RegionGraph.from_arrays(arrays)
                 keep = ~np.isin(carry.size_ids, part.graph.size_ids)  # counted again here
                 carry.size_ids, carry.sizes = carry.size_ids[keep], carry.sizes[keep]
                 graphs.append(carry)
                 watch.append(arrays["watch"])
         graph = RegionGraph.combine(graphs)
+        rule = self.rule
         mapping, up = agglomerate_node(
             graph, part.open_ids, rule.threshold, rule.size_penalty, rule.size_floor
         )
-        put_array(work, map_key(self.level, node.id), mapping, self.context)
+        put_array(self.work_url, map_key(self.level, node.id), mapping, self.context)
         watched = np.concatenate(watch).reshape(-1, 2)
         watched[:, 1] = apply_maps(watched[:, 1], [mapping])
         arrays = {**up.arrays(), "watch": watched}
-        put_arrays(work, f"{CARRY}/{self.level}/{node.id}.npz", arrays, self.context)
-        return len(mapping), watched
+        put_arrays(self.work_url, f"{CARRY}/{self.level}/{node.id}.npz", arrays, self.context)
+        out = {"edges": len(part.graph.edges), "merged": len(mapping)}
+        if self.level == self.top:  # every supervoxel is closed: the edits' segments
+            out.update(self._finish(node, watched))
+        return out
 
-    def _finish(self, node: Chunk, watched: np.ndarray, work: str) -> dict:
+    def _finish(self, node: Chunk, watched: np.ndarray) -> dict:
         """The joins as map level top + 1; what of the edits could not be done."""
         ids, roots = watched[:, 0], watched[:, 1]
         joins = sorted_map(self.edits.join_map(ids, roots))
-        put_array(work, map_key(self.top + 1, node.id), joins, self.context)
+        put_array(self.work_url, map_key(self.top + 1, node.id), joins, self.context)
         report = {
             "unseparated_splits": self.edits.unseparated(ids, apply_maps(roots, [joins])),
             "unknown_supervoxels": self.edits.missing(ids),
@@ -153,11 +148,11 @@ def node_maps(work_url: str, level: int, index: Vec3, top: int, ctx) -> list[np.
 @dataclass(frozen=True, kw_only=True)
 class MappingJob:
     """Per chunk of level 0: the mapping parts of the nodes whose first chunk it is (the node
-    at level L with index i >> L when i is a multiple of 2^L), for each rule's maps."""
+    at level L with index i >> L when i is a multiple of 2^L)."""
 
     graph_url: str
-    work_urls: tuple[str, ...]  # the maps, one folder per rule
-    mapping_urls: tuple[str, ...]  # where each table goes: ``mapping/<level>/<x>_<y>_<z>.parquet``
+    work_url: str  # the maps
+    mapping_url: str  # where the table goes: ``mapping/<level>/<x>_<y>_<z>.parquet``
     top: int  # the top level
     context: StorageContext
 
@@ -170,18 +165,17 @@ class MappingJob:
             node_id = f"{index.x}_{index.y}_{index.z}"
             part = read_part(self.graph_url, level, node_id, self.context)
             svs = part.graph.size_ids[part.closed]
-            for work, mapping_url in zip(self.work_urls, self.mapping_urls, strict=True):
-                maps = node_maps(work, level, index, self.top, self.context)
-                self._write(mapping_url, level, node_id, svs, apply_maps(svs, maps))
+            maps = node_maps(self.work_url, level, index, self.top, self.context)
+            self._write(level, node_id, svs, apply_maps(svs, maps))
             rows += len(svs)
         return {"supervoxels": rows}
 
-    def _write(self, url: str, level: int, node_id: str, svs, segments) -> None:
+    def _write(self, level: int, node_id: str, svs, segments) -> None:
         from petavox.tasks.synapse.table import columns_to_parquet
 
         part = np.full(len(svs), part_name(level, node_id), dtype=object)
         table = columns_to_parquet({"sv": svs, "segment": segments, "part": part})
-        put(url, f"{MAPPING_FOLDER}/{level}/{node_id}.parquet", table, self.context)
+        put(self.mapping_url, f"{MAPPING_FOLDER}/{level}/{node_id}.parquet", table, self.context)
 
 
 def read_mapping(mapping_url: str, top: int, context: StorageContext) -> tuple[np.ndarray, ...]:

@@ -99,10 +99,10 @@ def read_all(url: str, folder: str) -> dict[str, np.ndarray]:
     return read_columns(url, folder, 8, COLUMNS[folder], StorageContext())
 
 
-def agglomerate_octree(tmp, svs: Layer, grid: ChunkGrid, graph_url: str, rules: list[MergeRule]):
-    """The agglomerate steps for all `rules` at once: every level, the mapping tables, the
-    relabelled volumes. [(segmentation, mapping table)] per rule."""
-    works = tuple(f"file://{tmp}/agglo-{r.threshold}-{r.size_penalty}" for r in rules)
+def agglomerate_octree(tmp, svs: Layer, grid: ChunkGrid, graph_url: str, rule: MergeRule):
+    """The agglomerate steps: every level, the mapping table, the relabelled volume.
+    (segmentation, mapping table)."""
+    work = f"file://{tmp}/agglo-{rule.threshold}-{rule.size_penalty}"
     top = levels_of(grid)
     for level in range(top + 1):
         job = AgglomerateJob(
@@ -110,29 +110,23 @@ def agglomerate_octree(tmp, svs: Layer, grid: ChunkGrid, graph_url: str, rules: 
             top=top,
             child_grid=level_grid(grid, level - 1) if level else None,
             graph_url=graph_url,
-            rules=tuple(rules),
-            work_urls=works,
+            rule=rule,
+            work_url=work,
             context=svs.context,
         )
         for node in level_grid(grid, level):
             job.run(node)
     mapping = MappingJob(
-        graph_url=graph_url, work_urls=works, mapping_urls=works, top=top, context=svs.context
+        graph_url=graph_url, work_url=work, mapping_url=work, top=top, context=svs.context
     )
+    shape = tuple(svs.bounds(0).shape)
+    out = layer(f"{work}/seg", np.zeros(shape, np.uint64), "uint64", "segmentation")
+    levels = tuple(range(top + 2))  # and the (here empty) joins
+    relabel = RelabelJob(source=svs, target=out, work_url=work, map_dir="agglo-maps", levels=levels)
     for c in grid:
         mapping.run(c)
-    results = []
-    shape = tuple(svs.bounds(0).shape)
-    for work in works:
-        out = layer(f"{work}/seg", np.zeros(shape, np.uint64), "uint64", "segmentation")
-        levels = tuple(range(top + 2))  # and the (here empty) joins
-        relabel = RelabelJob(
-            source=svs, target=out, work_url=work, map_dir="agglo-maps", levels=levels
-        )
-        for c in grid:
-            relabel.run(c)
-        results.append((out.read(out.bounds(0)), read_all(work, MAPPING_FOLDER)))
-    return results
+        relabel.run(c)
+    return out.read(out.bounds(0)), read_all(work, MAPPING_FOLDER)
 
 
 @pytest.mark.parametrize("chunk", [(14, 18, 15), (8, 8, 6), (40, 36, 30)])
@@ -163,15 +157,13 @@ def test_the_graph_holds_every_pair_once_with_the_whole_volumes_sums(tmp_path, v
 
 
 def test_agglomerating_the_graph_over_the_octree_equals_one_volume(tmp_path, volume):
-    """Two rules in one pass (a sweep's way), each equal to its own whole-volume result."""
+    """Without and with the size penalty, each equal to its own whole-volume result."""
     boundary, fragments, whole = volume
     svs, grid, graph_url = build_graph(tmp_path, boundary, fragments, (14, 18, 15))
-    penalties = (0.0, 0.05)
-    rules = [MergeRule(threshold=0.6, size_penalty=p, size_floor=64) for p in penalties]
     counts = []
-    for penalty, (seg, mapping) in zip(
-        penalties, agglomerate_octree(tmp_path, svs, grid, graph_url, rules)
-    ):
+    for penalty in (0.0, 0.05):
+        rule = MergeRule(threshold=0.6, size_penalty=penalty, size_floor=64)
+        seg, mapping = agglomerate_octree(tmp_path, svs, grid, graph_url, rule)
         want = agglomerate(fragments, whole, 0.6, penalty, 64)
         np.testing.assert_array_equal(seg, want)
         counts.append(len(np.unique(want)))

@@ -149,8 +149,8 @@ def plan_agglomerate(params: AgglomerateParams, catalog: Catalog) -> list[StageP
         record["edits"] = {"file": params.edits, "digest": edits.digest()}
     target = output_layer(catalog, output, supervoxels, record)
     plans = [
-        *agglomerate_plans(graph, merge, root, ctx, edits),
-        mapping_plan(graph, merge, root, (target.url,), ctx, edits),
+        *agglomerate_plans(graph, rule, root, ctx, edits),
+        mapping_plan(graph, rule, root, target.url, ctx, edits),
         relabel_plan(graph, rule, root, (supervoxels, target), edits),
     ]
     if gt is not None:
