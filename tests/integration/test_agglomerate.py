@@ -8,9 +8,8 @@ import json
 
 import numpy as np
 import pytest
-from segment_runs import EditCase
+from segment_runs import EditCase, read_volume
 
-from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.evaluate.metrics import evaluate
 from petavox.tasks.segment.agglomerate_jobs import read_mapping
@@ -50,11 +49,6 @@ def go(folder, session, stages):
     return run(config, session=session, progress=False)
 
 
-def volume(folder, name: str) -> np.ndarray:
-    layer = Layer.open(f"file://{folder}/{name}")
-    return layer.read(layer.bounds(0))
-
-
 def test_agglomerate_at_another_threshold_equals_segment_there(run_dir, ray_session):
     reports = go(
         run_dir,
@@ -69,14 +63,16 @@ def test_agglomerate_at_another_threshold_equals_segment_there(run_dir, ray_sess
     assert all(r.ran > 0 for r in reports)
     segment = {**SEGMENT, "chunk_shape": [32, 24, 16], "merge_threshold": 0.45}
     go(run_dir, ray_session, [{**segment, "output": "seg_0.45"}])
-    np.testing.assert_array_equal(volume(run_dir, "at_0.6"), volume(run_dir, "segmentation"))
-    at, seg = volume(run_dir, "at_0.45"), volume(run_dir, "seg_0.45")
+    np.testing.assert_array_equal(
+        read_volume(run_dir, "at_0.6"), read_volume(run_dir, "segmentation")
+    )
+    at, seg = read_volume(run_dir, "at_0.45"), read_volume(run_dir, "seg_0.45")
     np.testing.assert_array_equal(at, seg)
-    assert len(np.unique(at)) > len(np.unique(volume(run_dir, "segmentation")))  # merged less
+    assert len(np.unique(at)) > len(np.unique(read_volume(run_dir, "segmentation")))  # merged less
     # the mapping table says the same: supervoxels through it are the segmentation
     svs, segments = read_mapping(f"file://{run_dir}/at_0.45", LEVELS, CTX)
     table = np.stack([svs, segments], axis=1)[np.argsort(svs)]
-    supervoxels = volume(run_dir, "supervoxels")
+    supervoxels = read_volume(run_dir, "supervoxels")
     assert len(svs) == len(np.unique(supervoxels[supervoxels > 0]))
     mapped = apply_maps(supervoxels.ravel(), [table]).reshape(supervoxels.shape)
     np.testing.assert_array_equal(mapped, at)
@@ -108,11 +104,11 @@ def test_a_sweep_scores_each_threshold_as_a_full_run_would(run_dir, ray_session)
     assert sorted(rows) == [0.3, 0.45, 0.6]
     assert (run_dir / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (run_dir / "sweep").exists()  # no layer written
-    gt = volume(run_dir, "gt")
+    gt = read_volume(run_dir, "gt")
     for threshold, name in ((0.6, "segmentation"), (0.45, "seg_0.45")):
         if not (run_dir / name).exists():
             continue  # the other test made it
-        full = evaluate(volume(run_dir, name), gt)
+        full = evaluate(read_volume(run_dir, name), gt)
         assert rows[threshold]["arand"] == pytest.approx(full.arand, abs=1e-12)
         assert rows[threshold]["voi_split"] == pytest.approx(full.voi_split, abs=1e-12)
         assert rows[threshold]["voi_merge"] == pytest.approx(full.voi_merge, abs=1e-12)
@@ -146,7 +142,7 @@ def graph_rows(folder, supervoxels: str, translate: dict[int, int] | None = None
 
 def test_the_graph_and_mapping_do_not_depend_on_the_chunking(run_dir, ray_session):
     go(run_dir, ray_session, [{**SEGMENT, "chunk_shape": [40, 16, 24], "output": "other"}])
-    a, b = volume(run_dir, "supervoxels"), volume(run_dir, "other_supervoxels")
+    a, b = read_volume(run_dir, "supervoxels"), read_volume(run_dir, "other_supervoxels")
     pairs = np.unique(np.stack([a.ravel(), b.ravel()], axis=1), axis=0)
     assert len(pairs) == len(np.unique(a)) == len(np.unique(b))  # the same supervoxels
     translate = dict(zip(pairs[:, 0].tolist(), pairs[:, 1].tolist()))
@@ -168,6 +164,6 @@ def test_edits_split_one_object_and_join_two_changing_only_those(run_dir, ray_se
     edits = edit.write(tmp_path / "edits.json")
     stage = {"stage": "agglomerate", "output": "edited", "merge_threshold": 0.6}
     go(run_dir, ray_session, [{**stage, "edits": str(edits)}])
-    edit.check(volume(run_dir, "edited"))
+    edit.check(read_volume(run_dir, "edited"))
     info = json.loads((run_dir / "edited" / "info").read_text())
     assert info["petavox_agglomeration"]["edits"]["file"] == str(edits)

@@ -10,14 +10,11 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-from segment_runs import segmented_run
+from segment_runs import graph_edges, read_volume, segmented_run
 
 from petavox.tasks.core.errors import InputError
-from petavox.tasks.core.layers import Layer
-from petavox.tasks.core.objects import get, list_keys
 from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.segment.agglomerate_jobs import read_mapping
-from petavox.tasks.synapse.table import columns_from_parquet
 from petavox.workflows.cli import build_parser, main
 
 pytestmark = pytest.mark.integration
@@ -42,21 +39,9 @@ def proofreading(*argv: str) -> int:
     return args.func(args)
 
 
-def volume(folder, name: str) -> np.ndarray:
-    layer = Layer.open(f"file://{folder}/{name}")
-    return layer.read(layer.bounds(0))
-
-
 def graph_pairs(folder) -> dict[tuple[int, int], float]:
     """Every region-graph pair with its mean affinity, read from the Parquet parts."""
-    url = f"file://{folder}/supervoxels/region_graph"
-    pairs = {}
-    for level in range(LEVELS):
-        for key in list_keys(url, f"edges/{level}/"):
-            t = columns_from_parquet(get(url, key))
-            for a, b, mean in zip(t["sv_a"], t["sv_b"], t["affinity_mean"]):
-                pairs[(int(a), int(b))] = float(mean)
-    return pairs
+    return {(a, b): mean for a, b, mean in graph_edges(folder, "supervoxels")}
 
 
 def test_the_command_writes_both_files_as_the_run_says(run_dir, capsys):
@@ -98,7 +83,7 @@ def test_the_command_writes_both_files_as_the_run_says(run_dir, capsys):
 def check_webknossos_file(run_dir, path, segment_of: dict, groups: dict) -> None:
     """The file's agglomerates are the segments; its edges the graph's pairs inside one; its
     positions voxels of their supervoxels; through it the supervoxels are the segmentation."""
-    labels, segmentation = volume(run_dir, "supervoxels"), volume(run_dir, "segmentation")
+    labels, segmentation = read_volume(run_dir, "supervoxels"), read_volume(run_dir, "segmentation")
     with h5py.File(path, "r") as f:
         s2a = f["segment_to_agglomerate"][()]
         offsets = f["agglomerate_to_segments_offsets"][()].astype(np.int64)
