@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
+from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3, octree_level_grid, octree_levels
 from petavox.tasks.core.layers import Layer, LayerSpec
 from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.segment.agglomerate_jobs import (
@@ -54,14 +54,6 @@ def layer(url: str, data: np.ndarray, dtype: str, layer_type: str) -> Layer:
     return out
 
 
-def level_grid(grid: ChunkGrid, level: int) -> ChunkGrid:
-    return ChunkGrid(grid.bounds, grid.chunk_shape * 2**level, 0)
-
-
-def levels_of(grid: ChunkGrid) -> int:
-    return int(np.ceil(np.log2(max(grid.grid_shape))))
-
-
 def build_graph(tmp, boundary, fragments, chunk) -> tuple[Layer, ChunkGrid, str]:
     """The graph steps of `segment`, chunk by chunk: (supervoxels, grid, graph URL)."""
     svs = layer(f"file://{tmp}/svs", fragments, "uint64", "segmentation")
@@ -73,16 +65,16 @@ def build_graph(tmp, boundary, fragments, chunk) -> tuple[Layer, ChunkGrid, str]
     )
     for c in grid:
         first.run(c)
-    for level in range(1, levels_of(grid) + 1):
+    for level in range(1, octree_levels(grid) + 1):
         job = NodeGraphJob(
             level=level,
-            child_grid=level_grid(grid, level - 1),
+            child_grid=octree_level_grid(grid, level - 1),
             chunk_grid=grid,
             graph_url=graph_url,
             work_url=work,
             context=svs.context,
         )
-        for node in level_grid(grid, level):
+        for node in octree_level_grid(grid, level):
             job.run(node)
     return svs, grid, graph_url
 
@@ -103,18 +95,18 @@ def agglomerate_octree(tmp, svs: Layer, grid: ChunkGrid, graph_url: str, rule: M
     """The agglomerate steps: every level, the mapping table, the relabelled volume.
     (segmentation, mapping table)."""
     work = f"file://{tmp}/agglo-{rule.threshold}-{rule.size_penalty}"
-    top = levels_of(grid)
+    top = octree_levels(grid)
     for level in range(top + 1):
         job = AgglomerateJob(
             level=level,
             top=top,
-            child_grid=level_grid(grid, level - 1) if level else None,
+            child_grid=octree_level_grid(grid, level - 1) if level else None,
             graph_url=graph_url,
             rule=rule,
             work_url=work,
             context=svs.context,
         )
-        for node in level_grid(grid, level):
+        for node in octree_level_grid(grid, level):
             job.run(node)
     mapping = MappingJob(
         graph_url=graph_url, work_url=work, mapping_url=work, top=top, context=svs.context
