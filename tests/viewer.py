@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import neuroglancer
@@ -39,6 +40,16 @@ CHROMIUM_FLAGS = [
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
 ]
 SCREENSHOT_TIMEOUT_S = 30.0
+DEMO_SIZE = 96  # the e2e tests' demo run (tests/e2e/conftest.py): 96 × 96 × 24 voxels
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """A finished `petavox demo` (tests/e2e/conftest.py): its output folder and what it
+    printed."""
+
+    output: Path
+    stdout: str
 
 
 @dataclass
@@ -125,3 +136,20 @@ def plain_xy_view(
         showDefaultAnnotations=False,
         showScaleBar=False,
     )
+
+
+def segment_rgb(segment: int, seed: int = 0) -> np.ndarray:
+    """Neuroglancer's colour of `segment` under the colour seed `seed` (0: a layer's default)."""
+    from neuroglancer.segment_colors import hex_string_from_segment_id
+
+    text = hex_string_from_segment_id(seed, segment)
+    return np.array([int(text[i : i + 2], 16) for i in (1, 3, 5)], np.float64)
+
+
+def shaded_fraction(panel: np.ndarray, rgb: np.ndarray) -> float:
+    """The fraction of pixels that are `rgb` under some lighting (k × rgb, k in 0.15–1.3): a
+    mesh's surface in the 3D panel."""
+    pixels = panel.astype(np.float64)
+    k = (pixels @ rgb) / (rgb @ rgb)
+    off = np.linalg.norm(pixels - k[..., np.newaxis] * rgb, axis=-1)
+    return float(((off < 12) & (k > 0.15) & (k < 1.3)).mean())

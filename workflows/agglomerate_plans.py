@@ -140,7 +140,8 @@ def graph_plans(
         fill_missing=fill_missing,
     )
     label = f"graph {name}: chunk contacts"
-    plans = [_plan(label, "graph", {**spec, "level": 0}, graph.grid, first, outputs=out)]
+    used = {"outputs": out, "work": (work,)}
+    plans = [_plan(label, "graph", {**spec, "level": 0}, graph.grid, first, **used)]
     for level in range(1, graph.levels + 1):
         job = NodeGraphJob(
             level=level,
@@ -152,7 +153,7 @@ def graph_plans(
         )
         label = f"graph {name}: level {level}/{graph.levels}"
         grid = graph.level_grid(level)
-        plans.append(_plan(label, "graph", {**spec, "level": level}, grid, job, outputs=out))
+        plans.append(_plan(label, "graph", {**spec, "level": level}, grid, job, **used))
     last = plans[-1]
     return [*plans[:-1], _replace_final(last, {graph.url: graph.info()})]
 
@@ -228,6 +229,7 @@ def agglomerate_plans(
     """The merge steps, level 0 to the top, into the rule's `work_folder`."""
     spec = _rule_spec(graph, rule, edits)
     name = graph.supervoxels.rstrip("/").rsplit("/", 1)[-1]
+    work = work_folder(graph, rule, root, edits)
     plans = []
     for level in range(graph.levels + 1):
         job = AgglomerateJob(
@@ -236,14 +238,15 @@ def agglomerate_plans(
             child_grid=graph.level_grid(level - 1) if level else None,
             graph_url=graph.url,
             rule=rule,
-            work_url=work_folder(graph, rule, root, edits),
+            work_url=work,
             context=context,
             edits=edits,
         )
         label = f"agglomerate {name}@{rule.threshold:g}: level {level}/{graph.levels}"
         step = {**spec, "level": level}
         top = DriverHooks(on_result=_warn_edits) if level == graph.levels else DriverHooks()
-        plans.append(_plan(label, "agglomerate", step, graph.level_grid(level), job, hooks=top))
+        grid = graph.level_grid(level)
+        plans.append(_plan(label, "agglomerate", step, grid, job, hooks=top, work=(work,)))
     return plans
 
 
@@ -256,17 +259,14 @@ def mapping_plan(
     edits: Edits = NO_EDITS,
 ) -> StagePlan:
     """The supervoxel → segment table, under the segmentation layer at `target`."""
+    work = work_folder(graph, rule, root, edits)
     job = MappingJob(
-        graph_url=graph.url,
-        work_url=work_folder(graph, rule, root, edits),
-        mapping_url=target,
-        top=graph.levels,
-        context=context,
+        graph_url=graph.url, work_url=work, mapping_url=target, top=graph.levels, context=context
     )
     spec = {**_rule_spec(graph, rule, edits), "mapping": target}
     label = f"agglomerate {target.rstrip('/').rsplit('/', 1)[-1]}: mapping table"
-    outputs = (Output(target, MAPPING_FOLDER),)
-    return _plan(label, "agglomerate-mapping", spec, graph.grid, job, outputs=outputs)
+    used = {"outputs": (Output(target, MAPPING_FOLDER),), "work": (work,)}
+    return _plan(label, "agglomerate-mapping", spec, graph.grid, job, **used)
 
 
 def relabel_plan(
@@ -279,10 +279,11 @@ def relabel_plan(
     """The supervoxels relabelled through the maps into the segmentation (`layers`: supervoxels,
     segmentation); the driver reports how much of it the largest segment holds."""
     supervoxels, target = layers
+    work = work_folder(graph, rule, root, edits)
     job = RelabelJob(
         source=supervoxels,
         target=target,
-        work_url=work_folder(graph, rule, root, edits),
+        work_url=work,
         map_dir=MAPS,
         levels=tuple(range(graph.levels + 2)),  # and the edits' joins
         top_k=TOP_K,
@@ -299,6 +300,7 @@ def relabel_plan(
         layer_infos={target.url: target.info},
         outputs=(Output(target.url),),
         hooks=size_hooks(target.url, knob, len(graph.grid)),
+        work=(work,),
     )
 
 

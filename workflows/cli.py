@@ -6,31 +6,33 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
+import petavox
 from petavox.tasks.core.errors import PetavoxError
 from petavox.tasks.core.storage import normalize_url
+from petavox.workflows.api import from_cwd as from_cwd  # re-exported: cli.from_cwd as before
+from petavox.workflows.api import stage_run_config
+from petavox.workflows.clean import add_clean_parser
 from petavox.workflows.cli_options import (
     add_model_options,
     add_runtime_options,
     flag,
     runtime_from_args,
 )
+from petavox.workflows.config import ConfigError as ConfigError  # `stage_config` raises it
 from petavox.workflows.config import (
-    ConfigError,
     RayConfig,
     RunConfig,
     StorageConfig,
-    format_validation_error,
     load_config,
 )
 from petavox.workflows.costs.command import add_plan_parser
+from petavox.workflows.costs.report import duration
 from petavox.workflows.failures import ChunksFailedError, RunIncompleteError
 from petavox.workflows.interrupts import terminate_as_interrupt
 from petavox.workflows.proofreading import add_proofreading_parser
@@ -43,33 +45,13 @@ if TYPE_CHECKING:
     from petavox.workflows.pipeline import StageStatus
 
 
-def from_cwd(value: object, positional: bool) -> object:
-    """A path on the command line is relative to the current directory, as a shell user means
-    it: a positional without a scheme, or an option value with a folder in it (``run1/raw``,
-    ``./gt``). URLs and bare names (a layer under the output) stay as they are."""
-    if not isinstance(value, str) or "://" in value:
-        return value
-    if positional or "/" in value or value.startswith((".", "~")):
-        return normalize_url(value)
-    return value
-
-
 def stage_config(stage: Stage, args: argparse.Namespace) -> RunConfig:
-    """The run config of an ad-hoc stage command: the stage alone, output root = its output."""
+    """The run config of an ad-hoc stage command: the stage alone, output root = its output (else
+    its input); built as `petavox.<stage>()` builds it, errors naming the options."""
     model = stage.params
     fields = {k: v for k, v in vars(args).items() if k in model.model_fields and v is not None}
-    positionals = {p.field for p in stage.positionals}
-    fields = {k: from_cwd(v, k in positionals) for k, v in fields.items()}
-    fields["stage"] = stage.name
-    output = fields.get("output") or fields["input"]
-    data = {"output": output, "stages": [fields], **runtime_from_args(args)}
-    try:
-        return RunConfig.model_validate(data)
-    except ValidationError as exc:
-        text = format_validation_error(exc, f"for petavox {stage.name}")
-        # the fields as their options are spelled; values are echoed as given
-        text = re.sub(r"stages\[0\]\.(\w+)", lambda m: flag(m.group(1)), text)
-        raise ConfigError(text) from None
+    runtime = runtime_from_args(args)
+    return stage_run_config(stage, fields, runtime, source=f"for petavox {stage.name}", spell=flag)
 
 
 def print_reports(reports: Sequence[StageReport]) -> None:
@@ -120,13 +102,15 @@ def with_runtime(config: RunConfig, args: argparse.Namespace) -> RunConfig:
 
 # ---- commands ------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from petavox.workflows.pipeline import run
+    from petavox.workflows.pipeline import plan_stages, run
+    from petavox.workflows.report_page import write_run_report
 
     config = with_runtime(load_config(args.config), args)
     only = args.stages.split(",") if args.stages else None
     reports = run(config, only, progress=not args.quiet)
     print(f"run finished: {config.output}")
     print_reports(reports)
+    print("\n".join(write_run_report(config, plan_stages(config, only)).lines()))
     return 0
 
 
@@ -139,10 +123,34 @@ def print_status(rows: Sequence[StageStatus]) -> bool:
             complete = False
             continue
         state = "done" if row.done == row.total else "incomplete"
-        note = f" ({row.note})" if row.note else ""
-        print(f"  {row.label}: {row.done}/{row.total} chunks {state}{note}")
+        notes = "; ".join(n for n in (pace_text(row, time.time()), row.note) if n)
+        print(
+            f"  {row.label}: {row.done}/{row.total} chunks {state}"
+            + (f" ({notes})" if notes else "")
+        )
         complete = complete and row.done == row.total
     return complete
+
+
+def rate_text(per_second: float) -> str:
+    for seconds, unit in ((1, "s"), (60, "min")):
+        if per_second * seconds >= 1:
+            return f"{per_second * seconds:.3g} chunks/{unit}"
+    return f"{per_second * 3600:.3g} chunks/h"
+
+
+def pace_text(row: StageStatus, now: float) -> str:
+    """Throughput, ETA, when the last chunk finished and the failures, as far as known."""
+    parts = []
+    if row.rate:
+        parts.append(rate_text(row.rate))
+    if row.eta_seconds is not None:
+        parts.append(f"ETA {duration(row.eta_seconds)} at that pace")
+    if row.last_finished is not None and row.total is not None and row.done < row.total:
+        parts.append(f"last chunk finished {duration(max(now - row.last_finished, 0))} ago")
+    if row.failed:
+        parts.append(f"{row.failed} chunk(s) failed, last error: {row.last_error}")
+    return ", ".join(parts)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -295,10 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Chunked, resumable connectomics reconstruction on Ray and precomputed layers.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
-    parser.add_argument("--version", action="version", version=f"petavox {petavox_version()}")
+    parser.add_argument("--version", action="version", version=f"petavox {petavox.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_demo_and_view(sub)
     add_run_and_status(sub)
+    add_clean_parser(sub)
     add_plan_parser(sub)
     add_train_parser(sub)
     add_tune_parser(sub)
@@ -313,15 +322,6 @@ def exit_status(exc: PetavoxError) -> int:
     if isinstance(exc, ChunksFailedError | RunIncompleteError):
         return 1  # a stage went on through failed chunks: they are listed, the run is not done
     return 1 if isinstance(exc, ChunkFailedError) and not exc.bad_input else 2
-
-
-def petavox_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("petavox")
-    except PackageNotFoundError:  # run from a source tree that is not installed
-        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

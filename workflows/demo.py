@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 import shutil
 import tempfile
@@ -13,6 +14,7 @@ import numpy as np
 
 from petavox.tasks.align.align_jobs import EstimateJob, read_transforms
 from petavox.tasks.align.displacement import grid_points
+from petavox.tasks.core.geometry import Vec3
 from petavox.tasks.core.layers import Layer, read_info
 from petavox.tasks.core.storage import StorageContext, join_url, local_path, normalize_url
 from petavox.tasks.evaluate.report import read_report, report_location
@@ -21,7 +23,8 @@ from petavox.tasks.synapse.outputs import read_chunk_tables, summarize
 from petavox.tasks.synthetic.generator import SyntheticParams, SyntheticVolume, generate
 from petavox.tasks.synthetic.misalignment import Misalignment, apply, random_misalignment, residuals
 from petavox.workflows.config import RunConfig, dump_config
-from petavox.workflows.pipeline import plan_run, run
+from petavox.workflows.pipeline import plan_run, plan_stages, run
+from petavox.workflows.report_page import write_run_report
 from petavox.workflows.view import ViewLayer, neuroglancer_link, open_view_layers, viewer_state
 
 RESOLUTION = (8, 8, 8)  # nm: the synthetic volume is isotropic (FIB-SEM-like)
@@ -142,6 +145,14 @@ def write_stacks(volume: SyntheticVolume, known: Misalignment, folder: Path) -> 
     return stacks
 
 
+# The demo's view: the aligned EM with the segmentation over it, the largest segments' meshes
+# in 3D and the synapses. Raw (unaligned) EM, the boundary map and the ground truth are in the
+# state but hidden, one click away in the layer bar: raw against aligned shows what the
+# alignment did, ground truth against segmentation its errors.
+HIDDEN = ("raw", "boundary", "ground_truth")
+MESHES_SHOWN = 5  # the largest segments, selected so that their meshes are drawn
+
+
 def print_layers(config: RunConfig) -> list[ViewLayer]:
     """The layers to look at, listed; returned for the link."""
     output, context = config.output, config.storage.context()
@@ -156,6 +167,40 @@ def print_layers(config: RunConfig) -> list[ViewLayer]:
     return layers
 
 
+def largest_segments(
+    url: str, context: StorageContext, count: int = MESHES_SHOWN, block_voxels: int = 2**21
+) -> list[int]:
+    """The `count` segments of a segmentation layer with the most voxels at mip 0, largest
+    first (ties: smaller id first). Read in blocks of whole storage chunks of at most
+    `block_voxels` (one storage chunk if that is larger): memory is one block and a count per
+    segment."""
+    layer = Layer.open(url, context)
+    bounds, chunk = layer.bounds(0), layer.chunk_size(0)
+    side = max(1, math.isqrt(block_voxels // chunk.prod()))
+    ids, counts = np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    for block in bounds.cells(Vec3(chunk.x * side, chunk.y * side, chunk.z), bounds):
+        found, n = np.unique(layer.read(block), return_counts=True)
+        ids, inverse = np.unique(np.concatenate([ids, found]), return_inverse=True)
+        counts = np.bincount(inverse, np.concatenate([counts, n])).astype(np.int64)
+    keep = ids != 0
+    ids, counts = ids[keep], counts[keep]
+    order = np.lexsort((ids, -counts))[:count]
+    return [int(i) for i in ids[order]]
+
+
+def demo_view_state(
+    output: str, layers: list[ViewLayer], http_base: str | None, context: StorageContext
+) -> dict[str, Any]:
+    """The demo's Neuroglancer state (see HIDDEN): the largest segments of `segmentation`
+    selected, there only (the ground truth's ids are other objects)."""
+    state = viewer_state(layers, http_base, context, hidden=HIDDEN)
+    largest = largest_segments(join_url(output, "segmentation"), context)
+    for spec in state["layers"]:
+        if spec["name"] == "segmentation":
+            spec["segments"] = [str(i) for i in largest]
+    return state
+
+
 def print_link(config: RunConfig, layers: list[ViewLayer], local: str | None) -> None:
     """The config to rerun (a local output) and a Neuroglancer link to the layers."""
     context = config.storage.context()
@@ -166,10 +211,14 @@ def print_link(config: RunConfig, layers: list[ViewLayer], local: str | None) ->
         paths = " ".join(shlex.quote(str(layer.local_path)) for layer in layers)
         print(f"view: petavox view --port 8000 {paths}")
         print("Neuroglancer (reads the layers from 127.0.0.1:8000 while that runs):")
-        state = viewer_state(layers, "http://127.0.0.1:8000", context)
+        state = demo_view_state(config.output, layers, "http://127.0.0.1:8000", context)
     else:
         print("Neuroglancer:")
-        state = viewer_state(layers, None, context)
+        state = demo_view_state(config.output, layers, None, context)
+    print(
+        f"  (aligned EM, the segmentation over it and the {MESHES_SHOWN} largest segments' "
+        f"meshes in 3D; {', '.join(HIDDEN)} hidden: click their names to show them)"
+    )
     print("  " + neuroglancer_link(state))
 
 
@@ -212,6 +261,7 @@ def run_demo(
             f"VOI split {report['voi_split']:.3f}, merge {report['voi_merge']:.3f} "
             "(boundaries from the built-in U-Net)"
         )
+    print(f"report: {write_run_report(config, plan_stages(config)).page}")
     print_link(config, layers, local)
     print(f"done in {time.perf_counter() - started:.1f} s")
     return 0

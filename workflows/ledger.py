@@ -40,6 +40,7 @@ DONE_FOLDER, FAILED_FOLDER = "done/", "failed/"
 SEGMENT_CHUNKS = 16384  # chunks per segment, and objects per segment at most 16 times that
 SEGMENT_OBJECTS = 16 * SEGMENT_CHUNKS
 FLUSH_SECONDS = 30.0
+RECENT = 1000  # finish times kept for the pace of a step (`Finished.pace`)
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,16 @@ class Finished:
 
     mask: np.ndarray  # bool, one per grid position
     global_done: bool
+    recent: np.ndarray = field(default_factory=lambda: np.zeros(0))  # newest finish times, sorted
+
+    def pace(self) -> tuple[float | None, float | None]:
+        """(chunks per second over the `RECENT` newest finishes, when the last one finished);
+        None where the ledger cannot tell (under two finishes, or all at one instant)."""
+        if not self.recent.size:
+            return None, None
+        span = float(self.recent[-1] - self.recent[0])
+        rate = (self.recent.size - 1) / span if self.recent.size > 1 and span > 0 else None
+        return rate, float(self.recent[-1])
 
     @property
     def count(self) -> int:
@@ -233,10 +244,13 @@ class Ledger:
         """Which positions of a grid of shape `grid` the ledger lists as finished."""
         total = math.prod(grid_shape(grid))
         mask = np.zeros(total, bool)
+        recent = np.zeros(0)
         for segment in self.segments(stage, ident, grid):
-            mask[segment.chunks[(segment.chunks >= 0) & (segment.chunks < total)]] = True
+            valid = (segment.chunks >= 0) & (segment.chunks < total)
+            mask[segment.chunks[valid]] = True
+            recent = np.sort(np.concatenate([recent, segment.finished[valid]]))[-RECENT:]
         marker = objects.get(self.url, self.prefix(stage, ident) + GLOBAL_MARKER, self.context)
-        return Finished(mask=mask, global_done=marker is not None)
+        return Finished(mask=mask, global_done=marker is not None, recent=recent)
 
     def global_record(self, stage: str, ident: str) -> dict | None:
         data = objects.get(self.url, self.prefix(stage, ident) + GLOBAL_MARKER, self.context)

@@ -209,10 +209,19 @@ def run_steps(
 
 @dataclass(kw_only=True)
 class StageStatus:
+    """One step's state; `rate` (chunks per second over the newest finishes), `eta_seconds`
+    (what is left at that rate) and `last_finished` (epoch seconds) come from the ledger."""
+
     label: str
     done: int
     total: int | None  # None: cannot be planned yet (its input is not written)
     note: str = ""
+    rate: float | None = None
+    eta_seconds: float | None = None
+    last_finished: float | None = None
+    failed: int = 0  # chunks that failed for good and have not succeeded since
+    last_error: str | None = None
+    scores: dict[str, float] | None = None  # an evaluation's, from its report
 
 
 def status(config: RunConfig) -> list[StageStatus]:
@@ -252,8 +261,10 @@ def report_status(label: str, url: str, context: StorageContext) -> StageStatus:
     if data is None:
         return StageStatus(label=label, done=0, total=1, note="no report yet")
     found = json.loads(data)
-    scores = [f"{k} {found[k]:.4f}" for k in ("arand", "voi_split", "voi_merge") if k in found]
-    return StageStatus(label=label, done=1, total=1, note=", ".join([*scores, f"report: {url}"]))
+    scored = {k: found[k] for k in ("arand", "voi_split", "voi_merge") if k in found}
+    text = [f"{k} {v:.4f}" for k, v in scored.items()]
+    note = ", ".join([*text, f"report: {url}"])
+    return StageStatus(label=label, done=1, total=1, note=note, scores=scored or None)
 
 
 def stage_status(steps: StageSteps, ledger: Ledger) -> list[StageStatus]:
@@ -277,13 +288,22 @@ def stage_status(steps: StageSteps, ledger: Ledger) -> list[StageStatus]:
                 f"{lost.count} finished chunk(s) lost or changed objects, e.g. {lost.example}"
             )
         failures = [f for f in ledger.failures(plan.stage, key) if not finished.mask[f["position"]]]
-        if failures:
-            notes.append(f"{len(failures)} chunk(s) failed, e.g. {failures[-1]['error']}")
         if plan.report and finished.count == total:
             notes.append(f"report: {plan.report}")
-        note = "; ".join(notes)
+        done = finished.count - lost.count
+        rate, last = finished.pace()
         rows.append(
-            StageStatus(label=plan.label, done=finished.count - lost.count, total=total, note=note)
+            StageStatus(
+                label=plan.label,
+                done=done,
+                total=total,
+                note="; ".join(notes),
+                rate=rate,
+                eta_seconds=(total - done) / rate if rate and done < total else None,
+                last_finished=last,
+                failed=len(failures),
+                last_error=failures[-1]["error"] if failures else None,
+            )
         )
     return rows
 

@@ -82,7 +82,9 @@ class StagePlan:
     (a segmentation's `mesh` key), never before it is. `outputs` are the products it writes
     (see `Output`); `lineage` (filled in by the pipeline
     from the writers of the layers the stage reads) enters the identity, so an upstream
-    recompute recomputes this step too.
+    recompute recomputes this step too. `work` names the work folders
+    (``<output>/intermediate/<stage>/<id>``) the step's tasks or global step write or read:
+    `petavox clean` removes a folder only once every stage that uses it is finished.
     """
 
     label: str
@@ -103,6 +105,7 @@ class StagePlan:
     max_failures: float = 0  # the stage's failure budget (`params.FailureBudget`); not hashed
     task_timeout: float | None = None  # seconds a task may run; not hashed
     report: str | None = None  # URL of a file the step writes for people (`status` shows it)
+    work: tuple[str, ...] = ()  # URLs of the work folders it writes or reads; not hashed
 
     @cached_property
     def identity(self) -> str:
@@ -124,6 +127,11 @@ class StageSteps:
     @property
     def outputs(self) -> tuple[Output, ...]:
         return tuple(dict.fromkeys(o for p in self.plans for o in p.outputs))
+
+    @property
+    def work(self) -> tuple[str, ...]:
+        """The work folders its plans use."""
+        return tuple(dict.fromkeys(w for p in self.plans for w in p.work))
 
     @cached_property
     def identity(self) -> str:

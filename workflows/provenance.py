@@ -141,12 +141,9 @@ def decide(
 def software() -> dict[str, str | None]:
     """What wrote the record: petavox's version, the commit of its source tree (None when it is
     installed from a wheel), and the host."""
-    from importlib.metadata import PackageNotFoundError, version
+    from petavox import petavox_version
 
-    try:
-        release = version("petavox")
-    except PackageNotFoundError:
-        release = "unknown"
+    release = petavox_version()
     commit = None
     try:
         found = subprocess.run(

@@ -23,6 +23,7 @@ from petavox.tasks.core.errors import InputError, LayerMismatchError, PetavoxErr
 from petavox.tasks.core.geometry import Chunk, Vec3
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.sampling import sample_values, unit_values
+from petavox.tasks.evaluate.layer_figures import DOMINANT
 from petavox.tasks.segment.label_counts import LabelCounts
 from petavox.workflows.domain_fit import INFO_KEY
 from petavox.workflows.plan import DriverHooks
@@ -32,7 +33,6 @@ log = logging.getLogger("petavox")
 MEMBRANE = 0.5  # a voxel is membrane at boundary ≥ this (affinities: 1 − their mean)
 TOLERANCE = 2.0  # a sampled fraction within this factor of the model's own is fine
 FAINT, DENSE = 0.03, 0.6  # without the model's figure: plausible membrane fractions
-DOMINANT = 0.5  # a segment holding more of the labelled voxels than this is an error
 CAPACITY = 4096  # segment ids the driver keeps counts of
 RETRAIN = 'README "New data"'
 

@@ -10,14 +10,16 @@ public one (`NEUROGLANCER`) and the local client of the `neuroglancer` package.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
 from petavox.tasks.core.errors import InputError, LayerMismatchError
+from petavox.tasks.core.geometry import Vec3
 from petavox.tasks.core.layers import Layer, read_info
 from petavox.tasks.core.storage import StorageContext, local_path, normalize_url, scheme_of
 from petavox.workflows.file_server import HOST, FileServer, origin_of
@@ -27,6 +29,41 @@ NEUROGLANCER_ORIGIN = origin_of(NEUROGLANCER)  # the public viewer, allowed to r
 LAYER_TYPES = ("image", "segmentation", "annotation")
 ANNOTATIONS = "neuroglancer_annotations_v1"
 DEFAULT_PORT = 8000  # where `--no-serve` links expect the local layers
+# The 2D panel's zoom makes the volume's x/y extent fill a panel this wide and high (pixels):
+# each panel of the xy-3d layout in a full-HD browser window is about that size.
+PANEL_PIXELS = 1000
+PROJECTION_MARGIN = 1.5  # the 3D panel's height: the volume's largest extent, times this
+# A segmentation drawn over an image: its selected segments (those with meshes in 3D) and every
+# other segment, so that all segments show in 2D with the image through them. (Neuroglancer
+# draws every segment at selectedAlpha while none is selected; once some are, the others at
+# notSelectedAlpha, 0 by default.)
+SELECTED_ALPHA = 0.45
+NOT_SELECTED_ALPHA = 0.3
+
+
+@dataclass(frozen=True)
+class Extent:
+    """Where a volume layer's voxels are: mip 0's voxel size (nm) and bounds (voxels)."""
+
+    resolution: tuple[float, float, float]
+    start: Vec3
+    stop: Vec3
+
+    @classmethod
+    def of(cls, info: dict[str, Any]) -> Extent | None:
+        """From a precomputed volume info; None for anything without scales."""
+        if not info.get("scales"):
+            return None
+        scale = info["scales"][0]
+        start = Vec3.of(scale.get("voxel_offset", (0, 0, 0)))
+        r = scale["resolution"]
+        return cls((float(r[0]), float(r[1]), float(r[2])), start, start + Vec3.of(scale["size"]))
+
+    def nm(self) -> tuple[list[float], list[float]]:
+        """The bounds in nanometres: (low, high) corners."""
+        low = [a * r for a, r in zip(self.start, self.resolution, strict=True)]
+        high = [b * r for b, r in zip(self.stop, self.resolution, strict=True)]
+        return low, high
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +74,7 @@ class ViewLayer:
     url: str
     layer_type: str
     relationships: tuple[str, ...] = ()  # an annotation layer's segment relationships
+    extent: Extent | None = None  # a volume layer's, for the viewer's navigation
 
     @property
     def local_path(self) -> str | None:
@@ -59,11 +97,13 @@ def open_view_layers(urls: Sequence[str], context: StorageContext) -> list[ViewL
             raise InputError(str(exc)) from None
         info = read_info(url, context)
         relationships: tuple[str, ...] = ()
+        extent = None
         if info is not None and info.get("@type") == ANNOTATIONS:
             layer_type = "annotation"
             relationships = tuple(r["id"] for r in info.get("relationships", []))
         else:
-            layer_type = Layer.open(url, context).layer_type
+            volume = Layer.open(url, context)
+            layer_type, extent = volume.layer_type, Extent.of(volume.info)
         if layer_type not in LAYER_TYPES:
             raise LayerMismatchError(
                 f"{url} is a {layer_type!r} layer; petavox view shows "
@@ -79,7 +119,13 @@ def open_view_layers(urls: Sequence[str], context: StorageContext) -> list[ViewL
             name = f"{base}-{n}"
         names.add(name)
         layers.append(
-            ViewLayer(name=name, url=url, layer_type=layer_type, relationships=relationships)
+            ViewLayer(
+                name=name,
+                url=url,
+                layer_type=layer_type,
+                relationships=relationships,
+                extent=extent,
+            )
         )
     return layers
 
@@ -106,14 +152,22 @@ def viewer_state(
     http_base: str | None,
     context: StorageContext = StorageContext(),
     segments: Sequence[int] = (),
+    hidden: Collection[str] = (),
 ) -> dict[str, Any]:
     """A Neuroglancer state (JSON) with one layer each, 2D and 3D panels side by side.
 
-    `segments` are selected in every segmentation layer, so their meshes are drawn. An
-    annotation layer's relationships (a synapse's pre and post segment) are linked to the first
-    segmentation layer: selecting a segment there selects its synapses' partners.
+    The view is centred on the layers' volume, the 2D panel filled by its x/y extent (see
+    `navigation`). `segments` are selected in every segmentation layer, so their meshes are
+    drawn. Over a shown image, segmentation layers are drawn semi-transparent, all their
+    segments. The layers named in `hidden` are in the state but not drawn (`visible: false`).
+    An annotation layer's relationships (a synapse's pre and post segment) are linked to the
+    first segmentation layer: selecting a segment there selects its synapses' partners.
     """
+    unknown = set(hidden) - {layer.name for layer in layers}
+    if unknown:
+        raise ValueError(f"no layer named {', '.join(sorted(unknown))} to hide")
     segmentations = [layer.name for layer in layers if layer.layer_type == "segmentation"]
+    over_image = any(layer.layer_type == "image" and layer.name not in hidden for layer in layers)
     specs = []
     for layer in layers:
         spec: dict[str, Any] = {
@@ -121,12 +175,46 @@ def viewer_state(
             "source": layer_source(layer, http_base, context),
             "name": layer.name,
         }
+        if layer.name in hidden:
+            spec["visible"] = False
+        if layer.layer_type == "segmentation" and over_image:
+            spec.update(selectedAlpha=SELECTED_ALPHA, notSelectedAlpha=NOT_SELECTED_ALPHA)
         if layer.layer_type == "segmentation" and segments:
             spec["segments"] = [str(s) for s in segments]
         if layer.relationships and segmentations:
             spec["linkedSegmentationLayer"] = {r: segmentations[0] for r in layer.relationships}
         specs.append(spec)
-    return {"layers": specs, "layout": "xy-3d"}
+    return {**navigation(layers), "layers": specs, "layout": "xy-3d"}
+
+
+def navigation(layers: Sequence[ViewLayer]) -> dict[str, Any]:
+    """Where the viewer looks, from the volume layers' extents ({} without any).
+
+    `dimensions`: the voxel size of the first image layer (else of the first volume layer), in
+    metres as Neuroglancer writes it; `position`: the centre of the voxel at the centre of all
+    layers' bounds, in those voxels; `crossSectionScale` (Neuroglancer's canonical voxels, the
+    smallest voxel side, per screen pixel): the smaller of the x and y extents across
+    `PANEL_PIXELS`, so the volume fills the 2D panel; `projectionScale` (canonical voxels across
+    the 3D panel's height): the largest extent, `PROJECTION_MARGIN` times over.
+    """
+    extents = {layer.name: layer.extent for layer in layers if layer.extent is not None}
+    if not extents:
+        return {}
+    images = [layer.name for layer in layers if layer.layer_type == "image"]
+    voxel = extents[next((n for n in images if n in extents), next(iter(extents)))].resolution
+    corners = [extent.nm() for extent in extents.values()]
+    low = [min(c[0][axis] for c in corners) for axis in range(3)]
+    high = [max(c[1][axis] for c in corners) for axis in range(3)]
+    canonical = min(voxel)
+    extent = [(b - a) / canonical for a, b in zip(low, high, strict=True)]
+    return {
+        "dimensions": {axis: [r / 1e9, "m"] for axis, r in zip("xyz", voxel, strict=True)},
+        "position": [
+            math.floor((a + b) / 2 / r) + 0.5 for a, b, r in zip(low, high, voxel, strict=True)
+        ],
+        "crossSectionScale": min(extent[:2]) / PANEL_PIXELS,
+        "projectionScale": PROJECTION_MARGIN * max(extent),
+    }
 
 
 def neuroglancer_link(state: dict[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""Objects in a store (info files, ledger segments, tables, encoded chunks): get, put, list.
+"""Objects in a store (info files, ledger segments, tables, encoded chunks): get, put, list,
+and delete a folder (`petavox clean`; runs never delete).
 
 On ``file://`` these use the standard library; elsewhere cloud-files. The local path matters
 because importing cloud-files (which imports the GCS and S3 clients) takes longer than the
@@ -17,6 +18,7 @@ import io
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -220,3 +222,41 @@ def list_sizes(url: str, folder: str, context: StorageContext = StorageContext()
         if not entry.name.startswith(".tmp-") and entry.is_file():
             found[folder + entry.name] = entry.stat().st_size
     return found
+
+
+def list_tree(url: str, folder: str, context: StorageContext = StorageContext()) -> dict[str, int]:
+    """Key -> stored size of every object under `folder` (ending in ``/``), its subfolders
+    included: one listing, no object read. On file:// every file counts, ``.tmp-`` leftovers of
+    killed writes too (they take space as well)."""
+    path = local_path(url)
+    if path is None:
+        return dict(files(url, context).list(prefix=folder, size=True))
+    found = {}
+    for parent, _, names in os.walk(os.path.join(path, folder)):
+        for name in names:
+            full = os.path.join(parent, name)
+            key = os.path.relpath(full, path).replace(os.sep, "/")
+            found[key] = os.stat(full).st_size
+    return found
+
+
+def delete_tree(url: str, folder: str, context: StorageContext = StorageContext()) -> None:
+    """Delete every object under `folder` (ending in ``/``), its subfolders included. On file://
+    the folder goes, and so do its parents under `url` that it leaves empty."""
+    if not folder.endswith("/") or not folder.strip("/"):
+        raise ValueError(f"delete_tree takes a folder (ending in /) under {url}, not {folder!r}")
+    path = local_path(url)
+    if path is None:
+        keys = list(files(url, context).list(prefix=folder))
+        if keys:
+            files(url, context).delete(keys)
+        return
+    target = os.path.join(path, folder)
+    shutil.rmtree(target, ignore_errors=True)
+    parent = os.path.dirname(target.rstrip(os.sep))
+    while os.path.abspath(parent) != os.path.abspath(path):
+        try:
+            os.rmdir(parent)  # only when empty
+        except OSError:
+            break
+        parent = os.path.dirname(parent)

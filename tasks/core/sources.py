@@ -343,10 +343,11 @@ def open_source(spec: str, axes: str = "zyx") -> VolumeSource:
             f"source {spec}: bad axes {axes!r}; expected a permutation of 'xyz' such as 'zyx' "
             "(or of 'xy' for a 2-D array)"
         )
+    # absolute here, on the driver: the tasks that read the source run in other directories
     h5 = _H5.match(path_str)
     if h5:
-        return Hdf5Source(spec, Path(h5[1]).expanduser(), h5[2], norm)
-    path = Path(path_str).expanduser()
+        return Hdf5Source(spec, Path(h5[1]).expanduser().absolute(), h5[2], norm)
+    path = Path(path_str).expanduser().absolute()
     if not path.exists():
         raise SourceError(f"source {spec}: no such file or folder: {path}")
     if path.is_dir():

@@ -197,14 +197,27 @@ def test_the_wheel_the_image_installs_holds_every_module_and_the_model(tmp_path)
     (wheel,) = (tmp_path / "wheel").glob("petavox-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         packed = {n for n in archive.namelist() if n.startswith("petavox/")}
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python >= 3.11")
+    folders = tomllib.loads((context / "pyproject.toml").read_text())["tool"]["setuptools"]
     expected = {
-        "petavox/" + str(p.relative_to(context))
+        wheel_name(p.relative_to(context), folders["package-dir"])
         for top in ("tasks", "workflows")
         for p in (context / top).rglob("*")
         if p.suffix in (".py", ".onnx")
     }
     assert "petavox/tasks/infer/models/boundary-synthetic.onnx" in expected
+    assert "petavox/__init__.py" in expected  # workflows/petavox/__init__.py: `petavox` itself
     assert expected - packed == set()
+
+
+def wheel_name(source: Path, package_dir: dict[str, str]) -> str:
+    """Where a source file lands in the wheel: under the package whose folder (pyproject's
+    package-dir, the deepest that holds it) it is in."""
+    name, folder = max(
+        ((n, Path(f)) for n, f in package_dir.items() if source.is_relative_to(f)),
+        key=lambda item: len(item[1].parts),
+    )
+    return "/".join([*name.split("."), *source.relative_to(folder).parts])
 
 
 # ---- one Ray version -----------------------------------------------------------------------

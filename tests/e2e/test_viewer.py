@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+import viewer
 from PIL import Image
-from viewer import neuroglancer_browser, plain_xy_view
+from viewer import DEMO_SIZE, neuroglancer_browser, plain_xy_view, shaded_fraction
 
 from petavox.tasks.core.geometry import Box, Vec3
 from petavox.tasks.core.layers import Layer, LayerSpec
@@ -32,6 +33,8 @@ from petavox.workflows.file_server import FileServer, origin_of
 from petavox.workflows.view import (
     NEUROGLANCER,
     NEUROGLANCER_ORIGIN,
+    NOT_SELECTED_ALPHA,
+    SELECTED_ALPHA,
     open_view_layers,
     viewer_state,
 )
@@ -39,7 +42,7 @@ from petavox.workflows.view import (
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-SIZE = 96  # demo volume: SIZE × SIZE × SIZE/4 voxels
+SIZE = DEMO_SIZE  # the demo's volume (conftest's `demo`): SIZE × SIZE × SIZE/4 voxels
 Z = 12  # the section shown
 PANEL = 400  # screenshot 2 × PANEL by PANEL: the 2D panel left, the 3D panel right
 ZOOM = 4  # screen pixels per voxel in the 2D panel
@@ -65,24 +68,6 @@ def state_of(link: str) -> dict:
     return json.loads(urllib.parse.unquote(link[len(NEUROGLANCER) :]))
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory, ray_session) -> Path:
-    import ray
-
-    out = tmp_path_factory.mktemp("view") / "demo"
-    petavox(
-        "demo",
-        "--size",
-        str(SIZE),
-        "--output",
-        str(out),
-        "--address",
-        ray.get_runtime_context().gcs_address,
-        "--quiet",
-    )
-    return out
-
-
 def gzip_chunks(layer: Path) -> int:
     """Store every chunk as cloud-volume's compressed `<key>.gz`; the number of chunks."""
     chunks = [p for p in layer.glob("*/*") if p.is_file()]
@@ -98,18 +83,7 @@ def voxel_of_pixels(n: int) -> np.ndarray:
 
 
 def segment_rgb(segment: int) -> np.ndarray:
-    from neuroglancer.segment_colors import hex_string_from_segment_id
-
-    text = hex_string_from_segment_id(COLOR_SEED, segment)
-    return np.array([int(text[i : i + 2], 16) for i in (1, 3, 5)], np.float64)
-
-
-def shaded_fraction(panel: np.ndarray, rgb: np.ndarray) -> float:
-    """The fraction of pixels that are `rgb` under some lighting (k × rgb, k in 0.15–1.3)."""
-    pixels = panel.astype(np.float64)
-    k = (pixels @ rgb) / (rgb @ rgb)
-    off = np.linalg.norm(pixels - k[..., np.newaxis] * rgb, axis=-1)
-    return float(((off < 12) & (k > 0.15) & (k < 1.3)).mean())
+    return viewer.segment_rgb(segment, COLOR_SEED)
 
 
 def demo_screenshots(demo, selected: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -145,31 +119,50 @@ def demo_screenshots(demo, selected: list[int]) -> tuple[np.ndarray, np.ndarray]
     return shown_px, hidden_px
 
 
+def blend_fit(
+    shown: np.ndarray, grey: np.ndarray, rgb: np.ndarray, alpha: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """For pixels that should be `rgb` blended `alpha` over `grey`, possibly drawn over by a
+    line in the full colour: how far towards the full colour each is (t, 0-1) and its
+    distance from the blend-to-colour segment."""
+    blend = alpha * rgb + (1 - alpha) * grey
+    towards = rgb - blend
+    t = np.clip(
+        ((shown - blend) * towards).sum(axis=1) / np.maximum((towards**2).sum(axis=1), 1e-9),
+        0,
+        1,
+    )
+    off = np.abs(shown - blend - t[:, np.newaxis] * towards).max(axis=1)
+    return t, off
+
+
 def assert_segments_blended(
     shown: np.ndarray, grey: np.ndarray, segment: np.ndarray, selected: list[int]
 ) -> None:
-    """The selected segments in their colours, blended half over the image; where a segment's
-    skeleton crosses the section, its line in the full colour (antialiased edges between the
-    two); every other pixel the image alone."""
+    """The selected segments in their colours, blended SELECTED_ALPHA over the image; where
+    a segment's skeleton crosses the section, its line in the full colour (antialiased edges
+    between the two); every other segment blended NOT_SELECTED_ALPHA (as `viewer_state` sets
+    them over an image); pixels of no segment the image alone."""
     skeleton_pixels = 0
     for label in selected:
         mask = segment == label
-        blend = 0.5 * segment_rgb(label) + 0.5 * grey[mask]
-        towards = segment_rgb(label) - blend
-        t = np.clip(
-            ((shown[mask] - blend) * towards).sum(axis=1)
-            / np.maximum((towards**2).sum(axis=1), 1e-9),
-            0,
-            1,
-        )
-        off = np.abs(shown[mask] - blend - t[:, np.newaxis] * towards).max(axis=1)
+        t, off = blend_fit(shown[mask], grey[mask], segment_rgb(label), SELECTED_ALPHA)
         close = off <= 3
         assert mask.sum() > 1000 and close.mean() > 0.97, (label, close.mean())
         assert (t > 0.5).mean() < 0.1  # mostly the blend, not the line
         skeleton_pixels += int((close & (t > 0.8)).sum())
     assert skeleton_pixels > 20  # the skeletons are drawn too
-    others = ~np.isin(segment, selected)
-    assert (np.abs(shown[others] - grey[others]).max(axis=1) <= 1).mean() > 0.99
+    others = ~np.isin(segment, selected) & (segment > 0)
+    assert others.mean() > 0.3
+    close = np.zeros(int(others.sum()), bool)
+    for label in np.unique(segment[others]):
+        mask = segment[others] == label
+        pixels = (shown[others][mask], grey[others][mask])
+        t, off = blend_fit(*pixels, segment_rgb(int(label)), NOT_SELECTED_ALPHA)
+        close[mask] = (off <= 3) & (t < 0.2)  # no line: no skeleton unless selected
+    assert close.mean() > 0.97, close.mean()
+    empty = segment == 0
+    assert not empty.any() or (np.abs(shown[empty] - grey[empty]).max(axis=1) <= 1).mean() > 0.99
 
 
 def test_neuroglancer_draws_the_demo_image_segmentation_and_meshes(demo):
@@ -367,6 +360,8 @@ def test_view_serves_local_layers_and_a_local_viewer_until_interrupted(demo):
                 "type": "segmentation",
                 "source": f"precomputed://{served}/ground_truth",
                 "name": "ground_truth",
+                "selectedAlpha": SELECTED_ALPHA,  # over the boundary map
+                "notSelectedAlpha": NOT_SELECTED_ALPHA,
                 "segments": ["5", "6"],
             },
         ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
@@ -61,8 +62,45 @@ def test_status_takes_an_s3_endpoint_and_prints_json(tmp_path, monkeypatch, caps
     monkeypatch.setattr("petavox.workflows.pipeline.status", status)
     assert main(["status", str(config), "--s3-endpoint", "http://127.0.0.1:9", "--json"]) == 0
     assert seen["endpoint"] == "http://127.0.0.1:9"
-    report = json.loads(capsys.readouterr().out)
-    assert report["stages"] == [{"label": "downsample raw", "done": 1, "total": 2, "note": ""}]
+    (row,) = json.loads(capsys.readouterr().out)["stages"]
+    assert {k: row[k] for k in ("label", "done", "total", "eta_seconds", "failed")} == {
+        "label": "downsample raw",
+        "done": 1,
+        "total": 2,
+        "eta_seconds": None,
+        "failed": 0,
+    }
+
+
+def test_status_shows_the_pace_the_eta_and_the_last_error(tmp_path, monkeypatch, capsys):
+    from petavox.workflows.pipeline import StageStatus
+
+    config = tmp_path / "run.yaml"
+    stages = [{"stage": "downsample", "input": "raw"}]
+    config.write_text(json.dumps({"output": str(tmp_path / "run"), "stages": stages}))
+    now = time.time()
+    rows = [
+        StageStatus(
+            label="downsample raw",
+            done=100,
+            total=400,
+            rate=0.5,
+            eta_seconds=600.0,
+            last_finished=now - 30,
+            failed=2,
+            last_error="ChunkDataError: chunk 0_0_0 is truncated",
+        ),
+        StageStatus(label="mesh seg", done=9, total=9, rate=20.0, last_finished=now - 5),
+    ]
+    monkeypatch.setattr("petavox.workflows.pipeline.status", lambda config: rows)
+    assert main(["status", str(config)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == (
+        "  downsample raw: 100/400 chunks incomplete (30 chunks/min, ETA 10 min at that pace, "
+        "last chunk finished 30 s ago, 2 chunk(s) failed, last error: ChunkDataError: chunk "
+        "0_0_0 is truncated)"
+    )
+    assert out[2] == "  mesh seg: 9/9 chunks done (20 chunks/s)"
 
 
 def test_status_into_a_closed_pipe_ends_quietly(tmp_path):

@@ -89,15 +89,26 @@ def test_no_function_is_over_the_limit(folder):
     assert long == {}
 
 
-def test_every_package_folder_is_listed_for_installation():
-    """A folder missing from pyproject's list installs everywhere but from a wheel (the image)."""
+def package_folders() -> dict[str, Path]:
+    """Each package pyproject lists, and its folder as setuptools finds it: under the folder
+    `package-dir` gives its longest listed prefix (`petavox` itself is workflows/petavox/)."""
     setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    listed = set(setuptools["packages"])
-    found = {
-        "petavox." + ".".join(init.parent.relative_to(REPO).parts)
-        for top in ("tasks", "workflows")
-        for init in (REPO / top).rglob("__init__.py")
-    }
+    mapped = setuptools["package-dir"]
+    folders = {}
+    for package in setuptools["packages"]:
+        prefix = max((p for p in mapped if package == p or package.startswith(p + ".")), key=len)
+        rest = package.removeprefix(prefix).split(".")[1:]
+        folders[package] = REPO.joinpath(mapped[prefix], *rest)
+    return folders
+
+
+def test_every_package_folder_is_listed_for_installation():
+    """A folder missing from pyproject's list installs everywhere but from a wheel (the image);
+    and each folder is one package (a folder under two names would be two modules)."""
+    listed = sorted(package_folders().values())
+    found = sorted(
+        init.parent for top in ("tasks", "workflows") for init in (REPO / top).rglob("__init__.py")
+    )
     assert listed == found
 
 

@@ -87,3 +87,19 @@ def test_a_position_outside_the_grid_is_refused_by_the_grid():
     assert [grid.chunk_at(i).id for i in range(len(grid))] == [c.id for c in grid]
     with pytest.raises(IndexError):
         grid.chunk_at(len(grid))
+
+
+def test_the_pace_comes_from_the_newest_finishes(tmp_path, monkeypatch):
+    ledger = Ledger(f"file://{tmp_path}/ledger")
+    clock = iter([1000.0, *np.arange(5000.0, 5000.0 + 2 * 1100, 2.0)])
+    monkeypatch.setattr(ledger_module.time, "time", lambda: next(clock))
+    writer = ledger.writer("s", "k", (2000, 1, 1), flush_seconds=0)
+    writer.add(0, record())  # long ago: outside the newest finishes
+    assert ledger.finished("s", "k", (2000, 1, 1)).pace() == (None, 1000.0)
+    for position in range(1, 1101):  # one chunk every 2 s
+        writer.add(position, record())
+    finished = ledger.finished("s", "k", (2000, 1, 1))
+    rate, last = finished.pace()
+    assert finished.recent.size == ledger_module.RECENT
+    assert rate == pytest.approx(0.5)
+    assert last == 5000.0 + 2 * 1099

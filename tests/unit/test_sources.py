@@ -103,6 +103,20 @@ def test_pickled_source_reads_after_reopening(tmp_path: Path, kind: str) -> None
     np.testing.assert_array_equal(src.read(box), first)  # reopens after close
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_relative_path_is_read_from_where_it_was_given(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A config's `./stack.npy` means the driver's directory; its tasks run elsewhere."""
+    zyx = stack_zyx("uint8", seed=4)
+    spec = make_source(kind, tmp_path, zyx)
+    monkeypatch.chdir(tmp_path)
+    src = open_source("./" + spec[len(str(tmp_path)) + 1 :])
+    clone = pickle.loads(pickle.dumps(src))  # as a task gets it
+    monkeypatch.chdir(tmp_path.parent)
+    np.testing.assert_array_equal(clone.read(Box((0, 0, 0), (NX, NY, NZ))), zyx.transpose(2, 1, 0))
+
+
 def test_open_handles_stay_out_of_pickles_and_reopen_after_a_fork(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

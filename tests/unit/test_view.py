@@ -3,15 +3,21 @@
 import json
 import urllib.parse
 
+import numpy as np
 import pytest
 
 from petavox.tasks.core.errors import InputError, LayerMismatchError, LayerNotFoundError
 from petavox.tasks.core.geometry import Vec3
-from petavox.tasks.core.layers import LayerSpec, write_info
+from petavox.tasks.core.layers import Layer, LayerSpec, write_info
 from petavox.tasks.core.storage import StorageContext
+from petavox.workflows.demo import HIDDEN, MESHES_SHOWN, demo_view_state, largest_segments
 from petavox.workflows.file_server import byte_range
 from petavox.workflows.view import (
     NEUROGLANCER,
+    NOT_SELECTED_ALPHA,
+    PANEL_PIXELS,
+    SELECTED_ALPHA,
+    Extent,
     ViewLayer,
     neuroglancer_link,
     open_view_layers,
@@ -33,18 +39,27 @@ def test_local_image_and_segmentation_layers_read_from_the_file_server(tmp_path)
         f"file://{make_layer(tmp_path / 'seg', 'segmentation', 'uint64')}",
     ]
     layers = open_view_layers(urls, StorageContext())
+    extent = Extent((4.0, 4.0, 4.0), Vec3(0, 0, 0), Vec3(8, 8, 8))
     assert layers == [
-        ViewLayer(name="em", url=f"file://{tmp_path}/em", layer_type="image"),
-        ViewLayer(name="seg", url=f"file://{tmp_path}/seg", layer_type="segmentation"),
+        ViewLayer(name="em", url=f"file://{tmp_path}/em", layer_type="image", extent=extent),
+        ViewLayer(
+            name="seg", url=f"file://{tmp_path}/seg", layer_type="segmentation", extent=extent
+        ),
     ]
     state = viewer_state(layers, HTTP, segments=[7, 2**40])
     assert state == {
+        "dimensions": {axis: [4e-9, "m"] for axis in "xyz"},
+        "position": [4.5, 4.5, 4.5],
+        "crossSectionScale": 8 / PANEL_PIXELS,
+        "projectionScale": 12.0,
         "layers": [
             {"type": "image", "source": f"precomputed://{HTTP}/em", "name": "em"},
             {
                 "type": "segmentation",
                 "source": f"precomputed://{HTTP}/seg",
                 "name": "seg",
+                "selectedAlpha": SELECTED_ALPHA,
+                "notSelectedAlpha": NOT_SELECTED_ALPHA,
                 "segments": ["7", "1099511627776"],
             },
         ],
@@ -142,6 +157,140 @@ def test_an_annotation_layer_is_shown_as_one_linked_to_the_first_segmentation(tm
     write_info(f"file://{plain}", {"@type": "neuroglancer_annotations_v1"})
     layers = open_view_layers([str(plain), urls[1]], StorageContext())
     assert "linkedSegmentationLayer" not in viewer_state(layers, HTTP)["layers"][0]
+
+
+def write_layer(url, layer_type, size, resolution, offset=(0, 0, 0), dtype="uint8"):
+    spec = LayerSpec(
+        layer_type=layer_type,
+        dtype=dtype,
+        size=Vec3.of(size),
+        resolution=resolution,
+        voxel_offset=Vec3.of(offset),
+    )
+    write_info(url, spec.to_info())
+    return url
+
+
+def test_navigation_centres_the_volume_and_fills_the_2d_panel_with_it(tmp_path):
+    """Anisotropic voxels, layers of two resolutions and offsets: dimensions from the image's
+    voxels; position, zoom and 3D scale from the union of the bounds (in nm)."""
+    urls = [
+        write_layer(f"file://{tmp_path}/seg", "segmentation", (100, 60, 10), (16, 16, 40)),
+        write_layer(f"file://{tmp_path}/em", "image", (400, 250, 10), (8, 8, 40), (0, 0, 2)),
+    ]
+    state = viewer_state(open_view_layers(urls, StorageContext()), HTTP)
+    # nm: x 0..3200, y 0..2000, z 0..480; in the image's voxels (8, 8, 40): 400 × 250 × 12
+    assert state["dimensions"] == {"x": [8e-9, "m"], "y": [8e-9, "m"], "z": [4e-8, "m"]}
+    assert state["position"] == [200.5, 125.5, 6.5]
+    # canonical voxels are the smallest side, 8 nm: y's 250 fill the panel, z's 480 nm are 60
+    assert state["crossSectionScale"] == pytest.approx(250 / PANEL_PIXELS)
+    assert state["projectionScale"] == pytest.approx(1.5 * 400)
+    # the keys are what the neuroglancer package reads (and writes back the same)
+    import neuroglancer
+
+    parsed = neuroglancer.ViewerState(state)
+    assert parsed.cross_section_scale == state["crossSectionScale"]
+    assert parsed.projection_scale == state["projectionScale"]
+    assert list(parsed.position) == state["position"]
+    assert parsed.dimensions.scales.tolist() == [8e-9, 8e-9, 4e-8]
+    assert list(parsed.dimensions.units) == ["m", "m", "m"]
+    # no volume layer (an annotation layer, cloud layers named without an info): no navigation
+    cloud = [ViewLayer(name="seg", url="gs://b/seg", layer_type="segmentation")]
+    assert set(viewer_state(cloud, None)) == {"layers", "layout"}
+
+
+def test_hidden_layers_and_segmentation_over_an_image(tmp_path):
+    names = ("raw", "aligned", "seg", "truth")
+    kinds = ("image", "image", "segmentation", "segmentation")
+    urls = [
+        write_layer(f"file://{tmp_path}/{n}", k, (16, 16, 4), (8, 8, 8))
+        for n, k in zip(names, kinds)
+    ]
+    layers = open_view_layers(urls, StorageContext())
+    state = viewer_state(layers, HTTP, segments=[3], hidden=["raw", "truth"])
+    specs = {spec["name"]: spec for spec in state["layers"]}
+    assert [spec["name"] for spec in state["layers"]] == list(names)  # hidden, not dropped
+    assert {n for n, spec in specs.items() if spec.get("visible", True) is False} == {
+        "raw",
+        "truth",
+    }
+    assert "visible" not in specs["aligned"] and "visible" not in specs["seg"]
+    for name in ("seg", "truth"):  # over the shown image: semi-transparent, every segment
+        assert specs[name]["selectedAlpha"] == SELECTED_ALPHA
+        assert specs[name]["notSelectedAlpha"] == NOT_SELECTED_ALPHA
+        assert specs[name]["segments"] == ["3"]
+    assert 0.3 <= NOT_SELECTED_ALPHA <= SELECTED_ALPHA <= 0.5
+    import neuroglancer
+
+    parsed = neuroglancer.ViewerState(state)
+    assert [layer.visible for layer in parsed.layers] == [False, True, True, False]
+    seg = parsed.layers["seg"]
+    assert (seg.selected_alpha, seg.not_selected_alpha, seg.object_alpha) == (
+        SELECTED_ALPHA,
+        NOT_SELECTED_ALPHA,
+        1.0,  # meshes opaque: Neuroglancer's default, left as it is
+    )
+    assert [int(s) for s in seg.segments] == [3]
+    # no image shown (hidden, or none): the segmentation is drawn as Neuroglancer draws it
+    alone = viewer_state(layers, HTTP, hidden=["raw", "aligned"])["layers"][2]
+    assert "selectedAlpha" not in alone and "notSelectedAlpha" not in alone
+    with pytest.raises(ValueError, match="no layer named nope"):
+        viewer_state(layers, HTTP, hidden=["nope"])
+
+
+def write_labels(url: str, labels: np.ndarray, chunk=(4, 4, 2)) -> str:
+    spec = LayerSpec(
+        layer_type="segmentation",
+        dtype="uint64",
+        size=Vec3.of(labels.shape),
+        resolution=(8, 8, 8),
+        chunk_size=Vec3.of(chunk),
+    )
+    layer = Layer.create(url, spec)
+    for _, box in layer.storage_chunks(layer.bounds()):
+        layer.write(box, labels[box.slices()])
+    return url
+
+
+def test_largest_segments_count_every_block(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.choice(np.array([0, 5, 9, 2**40, 7, 11], np.uint64), (12, 10, 6))
+    labels[:, :, :2] = 0  # zero is no segment, however many voxels it has
+    url = write_labels(f"file://{tmp_path}/seg", labels)
+    ids, counts = np.unique(labels[labels > 0], return_counts=True)
+    expected = [int(i) for i in ids[np.lexsort((ids, -counts))]]
+    context = StorageContext()
+    # blocks of one storage chunk (4 × 4 × 2 voxels; bounds not a multiple), and the whole
+    assert largest_segments(url, context, count=3, block_voxels=1) == expected[:3]
+    assert largest_segments(url, context, count=10) == expected
+    labels[:] = 4
+    labels[0, 0, 0] = labels[1, 0, 0] = 6  # ties: the smaller id first
+    labels[2, 0, 0] = labels[3, 0, 0] = 3
+    url = write_labels(f"file://{tmp_path}/tie", labels)
+    assert largest_segments(url, context, count=3, block_voxels=1) == [4, 3, 6]
+
+
+def test_the_demo_state_shows_the_aligned_em_and_selects_the_largest_segments(tmp_path):
+    labels = np.zeros((16, 16, 4), np.uint64)
+    for n, label in enumerate((21, 22, 23, 24, 25, 26, 27)):
+        labels[n * 2 : n * 2 + 2 + n % 3] = label
+    names = ("raw", "aligned", "boundary", "segmentation", "ground_truth")
+    for name in names:
+        if name in ("segmentation", "ground_truth"):
+            write_labels(f"file://{tmp_path}/{name}", labels)
+        else:
+            write_layer(f"file://{tmp_path}/{name}", "image", (16, 16, 4), (8, 8, 8))
+    layers = open_view_layers([str(tmp_path / n) for n in names], StorageContext())
+    state = demo_view_state(f"file://{tmp_path}", layers, HTTP, StorageContext())
+    specs = {spec["name"]: spec for spec in state["layers"]}
+    shown = {n for n, spec in specs.items() if spec.get("visible", True)}
+    assert shown == {"aligned", "segmentation"} and set(HIDDEN) == set(names) - shown
+    ids, counts = np.unique(labels[labels > 0], return_counts=True)
+    largest = ids[np.lexsort((ids, -counts))][:MESHES_SHOWN]
+    assert specs["segmentation"]["segments"] == [str(i) for i in largest]
+    assert "segments" not in specs["ground_truth"]  # its ids are other objects
+    assert specs["segmentation"]["selectedAlpha"] == SELECTED_ALPHA
+    assert state["position"] == [8.5, 8.5, 2.5]
 
 
 @pytest.mark.parametrize(

@@ -144,6 +144,7 @@ def plan_align(params: AlignParams, catalog: Catalog) -> list[StagePlan]:
         resources=params.resources,
         layer_infos={url: target.info},
         outputs=(Output(url),),
+        work=(work,),
     )
     plans = [estimate, solve, render]
     for name, out in params.carry.items():
@@ -173,6 +174,7 @@ def estimate_plan(params: AlignParams, source: Layer, spec: dict, work: str) -> 
         grid=section_grid(source.bounds(0), params.tile),
         job=job,
         resources=params.resources,
+        work=(work,),
     )
 
 
@@ -202,6 +204,7 @@ def solve_plan(
         hooks=DriverHooks(on_result=partial(print_alignment_summary, output)),
         outputs=(Output(output),),  # the report, in the layer's folder
         report=join_url(output, REPORT_JSON),
+        work=(work,),
     )
 
 
@@ -259,6 +262,7 @@ def carry_plan(
         resources=params.resources,
         layer_infos={url: target.info},
         outputs=(Output(url),),
+        work=(work,),
     )
 
 

@@ -85,6 +85,7 @@ def plan_connectome(params: ConnectomeParams, catalog: Catalog) -> list[StagePla
             job=job,
             resources=params.resources,
             outputs=(Output(output, "connectome"),),
+            work=(work,),
             **hooks,
         )
 

@@ -184,6 +184,7 @@ def sharded_plans(
         ),
         resources=params.resources,
         layer_infos={mesh_url: mesh_info(resolution, bits, sharding)},
+        work=(buckets.work_url,),
     )
     merge = ShardMergeJob(
         buckets=buckets,
@@ -203,6 +204,7 @@ def sharded_plans(
         resources=params.resources,
         final_infos={url: info},
         outputs=(Output(url, params.mesh_dir),),
+        work=(buckets.work_url,),
     )
     return [forge, shards]
 

@@ -194,6 +194,7 @@ class Steps:
             job=job,
             layer_infos={writes.url: writes.info} if writes else {},
             outputs=(Output(writes.url),) if writes is self.stitched else (),
+            work=(self.work,),
         )
 
     def relabel(self, levels: tuple[int, ...]) -> StagePlan:
@@ -346,6 +347,7 @@ def segment_plan(steps: Steps, spec: dict) -> StagePlan:
         layer_infos={steps.fragments.url: steps.fragments.info},
         # figures, not identity: a look at the input before dispatch that only warns
         hooks=DriverHooks(before=partial(check_boundary, source, merge_knob(params), fill)),
+        work=(steps.work,),
     )
 
 

@@ -120,6 +120,7 @@ def plan_skeletonize(params: SkeletonizeParams, catalog: Catalog) -> list[StageP
         ),
         resources=params.resources,
         layer_infos={skeleton_url: skeleton_info(sharding if params.sharded else None)},
+        work=(buckets.work_url,),
     )
     cleanup = Cleanup(tick_threshold=params.tick_threshold, min_cable=params.min_cable)
     merge = StagePlan(
@@ -134,6 +135,7 @@ def plan_skeletonize(params: SkeletonizeParams, catalog: Catalog) -> list[StageP
         resources=params.resources,
         final_infos={url: info},
         outputs=(Output(url, params.skeleton_dir),),
+        work=(buckets.work_url,),
     )
     return [chunks, merge]
 
