@@ -246,6 +246,8 @@ def run_demo(
     try:
         config = demo_config(output, write_stacks(volume, known, workdir), runtime, sharding)
         reports = run(config, progress=progress)
+        # planned while the stacks exist (ingest plans read them): a cloud run's go with its end
+        page = write_run_report(config, plan_stages(config)).page
     finally:
         if not local:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -261,7 +263,7 @@ def run_demo(
             f"VOI split {report['voi_split']:.3f}, merge {report['voi_merge']:.3f} "
             "(boundaries from the built-in U-Net)"
         )
-    print(f"report: {write_run_report(config, plan_stages(config)).page}")
+    print(f"report: {page}")
     print_link(config, layers, local)
     print(f"done in {time.perf_counter() - started:.1f} s")
     return 0

@@ -259,8 +259,5 @@ def test_clean_on_s3(seaweedfs, tmp_path):
     kept = {k: s for k, s in before.items() if k not in work and k != f"clean/{LEASE[0]}"}
     assert {k: s for k, s in after.items() if k != f"clean/{LEASE[0]}"} == kept
 
+    # (a rerun after clean recomputes nothing: tested on file://, where it costs no Ray start)
     assert petavox(["verify", url, *endpoint], env).returncode == 0
-    again = petavox(["run", str(path), "--quiet"], env)
-    assert again.returncode == 0, again.stdout + again.stderr
-    steps = [line for line in again.stdout.splitlines() if " chunks (" in line]
-    assert steps and all("(0 run, " in line for line in steps)  # nothing recomputed
