@@ -163,31 +163,58 @@ def thumbnail_png(view: Overview, layer_type: str) -> bytes:
 
 
 def histogram_png(view: Overview, layer_type: str, title: str) -> bytes:
-    """Segment sizes (log-binned) or the value histogram, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, axis = plt.subplots(figsize=(5, 3), constrained_layout=True)
+    """Segment sizes (log-binned) or the value histogram (log counts), as a PNG."""
     if layer_type == "segmentation":
         ids, counts = fastremap.unique(view.data, return_counts=True)
         sizes = counts[ids != 0] * view.voxel_volume
-        if sizes.size:
-            low = max(float(sizes.min()), 1.0)
-            bins = np.geomspace(low, max(float(sizes.max()), 2 * low), 30)
-            axis.hist(sizes, bins=bins, color="tab:blue")
-        axis.set_xscale("log")
-        axis.set_xlabel("segment size (voxels)")
-        axis.set_ylabel("segments")
-    else:
-        values = view.data.reshape(-1)
-        axis.hist(values, bins=64, color="0.4")
-        axis.set_yscale("log")
-        axis.set_xlabel("value")
-        axis.set_ylabel("voxels")
-    axis.set_title(title, fontsize=9)
+        low = max(float(sizes.min()), 1.0) if sizes.size else 1.0
+        high = max(float(sizes.max()), 2 * low) if sizes.size else 10.0
+        heights, edges = np.histogram(sizes, bins=np.geomspace(low, high, 31))
+        return bar_chart_png(heights, edges, title, "segment size (voxels)", log_x=True)
+    heights, edges = np.histogram(view.data.reshape(-1), bins=64)
+    return bar_chart_png(heights, edges, title, "value (voxels: log scale)", log_y=True)
+
+
+def bar_chart_png(
+    heights: np.ndarray,
+    edges: np.ndarray,
+    title: str,
+    label: str,
+    *,
+    log_x: bool = False,
+    log_y: bool = False,
+) -> bytes:
+    """A histogram drawn with PIL: bars, a few x ticks, the tallest bar's count, a title.
+    (matplotlib would take ~0.3 s a figure; a report draws one per layer.)"""
+    from PIL import Image, ImageDraw, ImageFont
+
+    width, height, left, bottom, top = 440, 264, 14, 44, 40
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(12)
+    plot_w, plot_h = width - 2 * left, height - top - bottom
+    scaled = np.log1p(heights) if log_y else heights.astype(np.float64)
+    tallest = max(float(scaled.max()), 1e-9)
+    where = np.log10(edges) if log_x else edges.astype(np.float64)
+    span = max(float(where[-1] - where[0]), 1e-9)
+
+    def x_of(value: float) -> float:
+        return left + (value - where[0]) / span * plot_w
+
+    for k, bar in enumerate(scaled):
+        if bar > 0:
+            y = top + plot_h * (1 - bar / tallest)
+            draw.rectangle([x_of(where[k]), y, x_of(where[k + 1]) - 1, top + plot_h], "#1f77b4")
+    draw.line([left, top + plot_h, left + plot_w, top + plot_h], "black")
+    ticks = range(int(np.ceil(where[0])), int(np.floor(where[-1])) + 1) if log_x else None
+    for tick in ticks if ticks is not None else np.linspace(where[0], where[-1], 5):
+        x = x_of(float(tick))
+        draw.line([x, top + plot_h, x, top + plot_h + 4], "black")
+        text = f"{10.0**tick:g}" if log_x else f"{tick:.3g}"
+        draw.text((x, top + plot_h + 6), text, "black", font, anchor="ma")
+    draw.text((width / 2, height - 4), label, "black", font, anchor="md")
+    draw.text((left, top - 4), f"max {int(heights.max()):,} per bar", "dimgray", font, anchor="ld")
+    draw.text((width / 2, 4), title, "black", font, anchor="ma")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
+    image.save(buffer, format="PNG")
     return buffer.getvalue()

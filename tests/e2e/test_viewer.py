@@ -431,11 +431,11 @@ def test_view_no_serve_and_bad_urls(demo):
     assert bad.stdout == ""  # reported before anything was served
     bad = petavox("view", "http://127.0.0.1:1/raw", status=2)
     assert "unsupported storage URL" in bad.stderr
+    port = free_port_pair()  # the file server's port taken, the viewer's (the next) free
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
+        taken.bind(("127.0.0.1", port))
         taken.listen()
-        port = str(taken.getsockname()[1])
-        bad = petavox("view", str(demo / "raw"), "--port", port, status=2)
+        bad = petavox("view", str(demo / "raw"), "--port", str(port), status=2)
     assert f"cannot serve on 127.0.0.1:{port}" in bad.stderr and "--port" in bad.stderr
 
 

@@ -1,3 +1,6 @@
+import time
+import types
+
 import numpy as np
 import pytest
 
@@ -92,7 +95,10 @@ def test_a_position_outside_the_grid_is_refused_by_the_grid():
 def test_the_pace_comes_from_the_newest_finishes(tmp_path, monkeypatch):
     ledger = Ledger(f"file://{tmp_path}/ledger")
     clock = iter([1000.0, *np.arange(5000.0, 5000.0 + 2 * 1100, 2.0)])
-    monkeypatch.setattr(ledger_module.time, "time", lambda: next(clock))
+    fake = types.SimpleNamespace(
+        time=lambda: next(clock), time_ns=time.time_ns, monotonic=time.monotonic
+    )
+    monkeypatch.setattr(ledger_module, "time", fake)  # the ledger's clock only
     writer = ledger.writer("s", "k", (2000, 1, 1), flush_seconds=0)
     writer.add(0, record())  # long ago: outside the newest finishes
     assert ledger.finished("s", "k", (2000, 1, 1)).pace() == (None, 1000.0)
