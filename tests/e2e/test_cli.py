@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from ledger_checks import recorded_results, undeclared_writes
 from segment_runs import EditCase, read_volume
+from viewer import DEMO_SIZE
 
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.evaluate.metrics import evaluate
@@ -102,12 +103,12 @@ def test_every_command_has_help(capsys):
         assert option in connectome
 
 
-def test_demo_writes_the_synthetic_volume_and_resumes(tmp_path, address):
-    out = tmp_path / "demo"
-    first = petavox("demo", "--size", "96", "--output", str(out), "--address", address, "--quiet")
+def test_demo_writes_the_synthetic_volume_and_resumes(demo_run, address):
+    """The e2e tests' shared demo run (tests/e2e/conftest.py, 96 × 96 × 24), then again."""
+    out, first = demo_run.output, demo_run
     assert "raw" in first.stdout and "neuroglancer" in first.stdout.lower()
-    volume = demo_volume(96, seed=0)
-    known = random_misalignment(24, MAX_SHIFT, WARP, seed=0)
+    volume = demo_volume(DEMO_SIZE, seed=0)
+    known = random_misalignment(DEMO_SIZE // 4, MAX_SHIFT, WARP, seed=0)
     raw = Layer.open(f"file://{out}/raw")
     gt = Layer.open(f"file://{out}/ground_truth")
     np.testing.assert_array_equal(raw.read(raw.bounds()), apply(volume.raw, known))
@@ -127,7 +128,8 @@ def test_demo_writes_the_synthetic_volume_and_resumes(tmp_path, address):
     assert undeclared_writes(load_config(out / "petavox-demo.yaml")) == []
     assert "mesh segmentation: manifests" in verified and "incomplete" not in verified
     assert "adapted Rand error" in first.stdout
-    again = petavox("demo", "--size", "96", "--output", str(out), "--address", address, "--quiet")
+    size = str(DEMO_SIZE)
+    again = petavox("demo", "--size", size, "--output", str(out), "--address", address, "--quiet")
     assert again.stdout.count("(0 run") == 0  # the demo prints totals only
     assert "in 0.0 s" in again.stdout
 

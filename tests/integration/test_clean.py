@@ -225,39 +225,3 @@ def petavox(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
         env={**base, **env},
         timeout=600,
     )
-
-
-def test_clean_on_s3(seaweedfs, tmp_path):
-    env = {k: v for k, v in seaweedfs.env().items() if k not in ENDPOINT_VARS}
-    url = f"s3://{seaweedfs.bucket}/clean"
-    config = config_for(tmp_path, url)
-    data = {**config.model_dump(mode="json", exclude_unset=True)}
-    data["storage"] = {"s3_endpoint": seaweedfs.endpoint}
-    path = tmp_path / "run.yaml"
-    path.write_text(dump_config(parse_config(data)))
-    client = seaweedfs.boto3_client()
-
-    def listing() -> dict[str, int]:
-        pages = client.get_paginator("list_objects_v2").paginate(
-            Bucket=seaweedfs.bucket, Prefix="clean/"
-        )
-        return {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}
-
-    first = petavox(["run", str(path), "--workers", "2", "--quiet"], env)
-    assert first.returncode == 0, first.stdout + first.stderr
-    before = listing()
-    work = {k: s for k, s in before.items() if k.startswith("clean/intermediate/")}
-    assert work
-    endpoint = ["--s3-endpoint", seaweedfs.endpoint]
-
-    dry = petavox(["clean", url, "--dry-run", *endpoint], env)
-    assert dry.returncode == 0 and listing() == before, dry.stdout + dry.stderr
-    done = petavox(["clean", url, *endpoint], env)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert f"({sum(work.values()):,} bytes) in 2 folder(s)" in done.stdout
-    after = listing()
-    kept = {k: s for k, s in before.items() if k not in work and k != f"clean/{LEASE[0]}"}
-    assert {k: s for k, s in after.items() if k != f"clean/{LEASE[0]}"} == kept
-
-    # (a rerun after clean recomputes nothing: tested on file://, where it costs no Ray start)
-    assert petavox(["verify", url, *endpoint], env).returncode == 0
