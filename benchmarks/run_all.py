@@ -31,6 +31,7 @@ BENCHMARKS = {
     "ledger": "bench_ledger.py",
     "retry": "bench_retry.py",
     "plan": "bench_plan.py",
+    "normalize": "bench_normalize.py",
 }
 
 

@@ -11,7 +11,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from petavox.tasks.core.layers import Layer, LayerSpec, planned_info, read_info
+from petavox.tasks.core.foreign_volumes import FOREIGN
+from petavox.tasks.core.layers import Layer, LayerSpec, check_writable, planned_info, read_info
 from petavox.tasks.core.storage import StorageContext, join_url, normalize_url
 from petavox.workflows.provenance import current_writer
 
@@ -56,9 +57,14 @@ class Catalog:
 
     def lineage(self, url: str, info: dict | None = None) -> str:
         """Who made the data at `url`: this run's planned writer, else the one its provenance
-        names, else a hash of its info (a layer petavox did not write)."""
+        names, else a hash of its info (a layer petavox did not write; a Zarr/N5/OME-Zarr
+        volume's info holds a hash of its metadata)."""
         if url in self.writers:
             return self.writers[url]
+        if info is not None and FOREIGN in info:
+            return (
+                "info:" + hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
+            )
         writer = current_writer(url, "", self.context)
         if writer is not None:
             return writer.identity
@@ -87,12 +93,14 @@ class Catalog:
         return layer
 
     def declare(self, url: str, info: dict) -> None:
+        check_writable(url, info)  # outputs are precomputed layers, never over http(s)
         self.planned[url] = info
         self.writing.add(url)
 
     def plan_layer(self, url: str, spec: LayerSpec) -> Layer:
         """The layer a stage will write at `url` (its existing info when compatible), declared
         for the stages planned after it; nothing is written."""
+        check_writable(url)  # before reading anything there (an http URL may not answer)
         info = planned_info(url, spec, self.info(url))
         self.declare(url, info)
         return Layer(url, info, self.context)

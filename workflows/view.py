@@ -19,6 +19,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from petavox.tasks.core.errors import InputError, LayerMismatchError
+from petavox.tasks.core.foreign_volumes import FOREIGN
 from petavox.tasks.core.geometry import Vec3
 from petavox.tasks.core.layers import Layer, read_info
 from petavox.tasks.core.storage import StorageContext, local_path, normalize_url, scheme_of
@@ -103,6 +104,11 @@ def open_view_layers(urls: Sequence[str], context: StorageContext) -> list[ViewL
             relationships = tuple(r["id"] for r in info.get("relationships", []))
         else:
             volume = Layer.open(url, context)
+            if FOREIGN in volume.info:  # the file server and state speak precomputed only
+                raise InputError(
+                    f"petavox view shows precomputed layers; {given} is a "
+                    f"{volume.info[FOREIGN]['format']} volume: ingest it first"
+                )
             layer_type, extent = volume.layer_type, Extent.of(volume.info)
         if layer_type not in LAYER_TYPES:
             raise LayerMismatchError(

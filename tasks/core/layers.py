@@ -15,12 +15,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from petavox.tasks.core import chunk_io, objects, shard_reads
+from petavox.tasks.core import chunk_io, foreign_volumes, objects, shard_reads
 from petavox.tasks.core.errors import (
     LayerMismatchError,
     LayerNotFoundError,
     MisalignedWriteError,
 )
+from petavox.tasks.core.foreign_volumes import FOREIGN, check_writable
 from petavox.tasks.core.geometry import Box, Vec3
 from petavox.tasks.core.storage import StorageContext, local_path, normalize_url, scheme_of
 from petavox.tasks.core.volume_shards import (
@@ -145,8 +146,8 @@ class Layer:
         info = read_info(url, context)
         if info is None:
             raise LayerNotFoundError(
-                f"no precomputed layer at {url} (its info file is missing); "
-                "check the URL, or run the stage that writes this layer first"
+                f"no precomputed layer at {url} (its info file is missing), nor Zarr or N5 "
+                "metadata; check the URL, or run the stage that writes this layer first"
             )
         return cls(url, info, context)
 
@@ -154,6 +155,7 @@ class Layer:
     def create(cls, url: str, spec: LayerSpec, context: StorageContext = StorageContext()) -> Layer:
         """Create the layer, or open it if one with the same geometry and type already exists."""
         url = normalize_url(url)
+        check_writable(url)
         info = planned_info(url, spec, read_info(url, context))
         write_info(url, info, context)
         return cls(url, info, context)
@@ -205,6 +207,7 @@ class Layer:
         """Make sure mips 1..count exist (see `pyramid_info`); writes the info only if it grew."""
         info = pyramid_info(self.url, self.info, factor, count)
         if info != self.info:
+            check_writable(self.url, self.info)
             write_info(self.url, info, self.context)
         return Layer(self.url, info, self.context)
 
@@ -248,7 +251,9 @@ class Layer:
         corrupt chunk always is, found before it is decoded (`chunk_checks`). Errors are
         `ChunkDataError`s naming the layer and the chunk.
         """
-        if "sharding" in self.scale(mip):
+        if FOREIGN in self.info:
+            arr = foreign_volumes.read_box(self, box, mip)
+        elif "sharding" in self.scale(mip):
             arr = shard_reads.read_box(self, box, mip, fill_missing)
         else:
             arr = chunk_io.read_box(self, box, mip, fill_missing)
@@ -257,6 +262,7 @@ class Layer:
     def write(self, box: Box, data: np.ndarray, mip: int = 0) -> None:
         """Write whole storage chunks (whole shards of a sharded scale); anything else is a
         `MisalignedWriteError`."""
+        check_writable(self.url, self.info)
         bounds, sharding = self.bounds(mip), self.sharding(mip)
         if sharding is not None:
             sharding.check_writable(f"{self.url} mip {mip}")
@@ -300,6 +306,7 @@ def planned_info(url: str, spec: LayerSpec, found: dict | None) -> dict:
     wanted = spec.to_info()
     if found is None:
         return wanted
+    check_writable(url, found)
     if spec.sharding == "default" and found.get("scales"):
         wanted["scales"][0].pop("sharding", None)
         if "sharding" in found["scales"][0]:
@@ -372,8 +379,11 @@ def _describe(info: dict) -> str:
 
 
 def read_info(url: str, context: StorageContext = StorageContext()) -> dict | None:
-    """The layer's info, or None when there is no info file."""
-    raw = objects.get(url, "info", context)
+    """The layer's info, or None when there is nothing at `url`; a Zarr, N5 or OME-Zarr volume
+    gets the one `foreign_volumes.foreign_info` makes from its metadata."""
+    raw = foreign_volumes.info_object(url, context)
+    if raw is None:
+        return foreign_volumes.foreign_info(url, context)
     if raw is None:
         return None
     try:

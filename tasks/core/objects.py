@@ -44,7 +44,8 @@ def recording_writes() -> Iterator[dict[tuple[str, str], int]]:
         _written.reset(token)
 
 
-def _wrote(url: str, key: str, size: int) -> None:
+def note_written(url: str, key: str, size: int) -> None:
+    """Record an object written by other means (tensorstore) in the current task's record."""
     written = _written.get()
     if written is not None:
         written[(url, key)] = size
@@ -97,7 +98,7 @@ def put(
         )
     else:
         write_atomically(os.path.join(path, key), data)
-    _wrote(url, key, len(data))
+    note_written(url, key, len(data))
 
 
 def put_encoded(
@@ -126,7 +127,7 @@ def put_encoded(
         cache_control=cache_control,
         raw=True,
     )
-    _wrote(url, key, len(stored))
+    note_written(url, key, len(stored))
 
 
 def write_atomically(target: str, data: bytes | memoryview) -> None:

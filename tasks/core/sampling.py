@@ -12,6 +12,7 @@ import numpy as np
 
 from petavox.tasks.core.geometry import Box, Vec3
 from petavox.tasks.core.layers import Layer
+from petavox.tasks.core.sources import VolumeSource
 
 SAMPLE_BOXES = 3  # per axis: up to 27 boxes
 SAMPLE_SIDE = 48  # voxels per side of a box (x, y, z)
@@ -54,3 +55,10 @@ def unit_values(values: np.ndarray) -> np.ndarray:
     if values.dtype == np.uint8:
         return values.astype(np.float64) / 255.0
     return values.astype(np.float64)
+
+
+def sample_source_values(source: VolumeSource) -> np.ndarray:
+    """The voxels of `sample_boxes` over an ingest source (a few reads), flattened: the
+    planner's look at a stack before anything is written."""
+    boxes = sample_boxes(Box.from_shape(source.shape))
+    return np.concatenate([source.read(box).ravel() for box in boxes])

@@ -1,7 +1,9 @@
 """Image-stack sources for `ingest`: open a stack lazily and read any x,y,z box of it.
 
 Supported: a folder of grayscale 2-D TIFF/PNG slices (one section per file, natural name order),
-a multi-page TIFF, a ``.npy`` file (memory-mapped) and an HDF5 dataset (``file.h5[:/dataset]``).
+a multi-page TIFF, a ``.npy`` file (memory-mapped), an HDF5 dataset (``file.h5[:/dataset]``),
+and any volume `Layer.open` reads (Zarr v2/v3, N5, OME-Zarr, precomputed; local, object storage
+or http(s); see `foreign_volumes`), read through the layer.
 Sources are picklable: they hold paths and parameters only, and (re)open files lazily in the
 process that reads. One source object must not be read from several threads at once.
 """
@@ -18,11 +20,13 @@ import numpy as np
 
 from .errors import InputError
 from .geometry import Box, Vec3
+from .storage import StorageContext
 
 SLICE_SUFFIXES = (".tif", ".tiff", ".png")
 SUPPORTED = (
     "a folder of .tif/.tiff/.png slices, a multi-page .tif/.tiff file, a .npy file, "
-    "or an HDF5 file 'file.h5[:/dataset]' (.h5/.hdf5/.hdf)"
+    "an HDF5 file 'file.h5[:/dataset]' (.h5/.hdf5/.hdf), or a Zarr/N5/OME-Zarr/precomputed "
+    "volume (folder or URL; see README Formats)"
 )
 _H5 = re.compile(r"^(.*\.(?:h5|hdf5|hdf))(?::(.*))?$", re.IGNORECASE)
 _PNG_DTYPES = {"L": "uint8", "I;16": "uint16", "I;16B": "uint16", "I": "int32", "F": "float32"}
@@ -328,15 +332,19 @@ class SliceFolderSource(VolumeSource):
         return out
 
 
-def open_source(spec: str, axes: str = "zyx") -> VolumeSource:
+def open_source(
+    spec: str, axes: str = "zyx", context: StorageContext | None = None
+) -> VolumeSource:
     """Open the stack at `spec` (a local path, optionally ``file://``; HDF5 as ``file.h5:/ds``).
 
     `axes` is the on-disk array order, a permutation of "xyz" (default "zyx"); a 2-D array is a
     single section and drops "z" from it. Raises `SourceError` for every problem a user can fix.
     """
     path_str = spec[len("file://") :] if spec.startswith("file://") else spec
-    if "://" in path_str:
-        raise SourceError(f"source {spec}: only local paths are supported; got a URL")
+    from .layer_sources import LayerSource, is_volume  # imports layers, which imports much
+
+    if is_volume(spec, Path(path_str).expanduser()):
+        return LayerSource(spec, context or StorageContext())
     norm = str(axes).lower()
     if sorted(norm) not in (list("xyz"), list("xy")):
         raise SourceError(

@@ -11,7 +11,16 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-SUPPORTED_SCHEMES = ("file", "s3", "gs")
+from petavox.tasks.core.errors import InputError
+
+SUPPORTED_SCHEMES = ("file", "s3", "gs", "http", "https")
+READ_ONLY_SCHEMES = ("http", "https")
+#: volume format prefixes: ``zarr3://s3://bucket/v.zarr``; precomputed:// is the default format
+FORMAT_PREFIXES = ("precomputed", "zarr", "zarr2", "zarr3", "n5")
+
+
+class StorageURLError(InputError, ValueError):
+    """A URL petavox cannot use: names it and the forms it takes."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,17 +57,41 @@ def scheme_of(url: str) -> str:
     return parsed.scheme or "file"
 
 
+def split_volume_url(url: str) -> tuple[str | None, str, str]:
+    """(format prefix or None, storage URL, options after '#') of a volume URL."""
+    fmt = None
+    head, sep, rest = url.partition("://")
+    if sep and head in FORMAT_PREFIXES:
+        fmt, url = head, rest
+    store, _, fragment = url.partition("#")
+    return fmt, store, fragment
+
+
 def normalize_url(url: str) -> str:
-    """Canonical storage URL: a bare path becomes an absolute ``file://`` URL; no trailing /."""
-    if "://" not in url:
-        url = "file://" + os.path.abspath(os.path.expanduser(url))
-    scheme = scheme_of(url)
+    """Canonical storage URL: a bare path becomes an absolute ``file://`` URL; no trailing /.
+
+    A format prefix and '#' options (see `foreign_volumes`) are kept; ``precomputed://`` is
+    the default format and dropped."""
+    fmt, store, fragment = split_volume_url(url)
+    if "://" not in store:
+        store = "file://" + os.path.abspath(os.path.expanduser(store))
+    scheme = scheme_of(store)
     if scheme not in SUPPORTED_SCHEMES:
-        raise ValueError(
-            f"unsupported storage URL {url!r}: use file://, s3:// or gs:// "
+        raise StorageURLError(
+            f"unsupported storage URL {url!r}: use file://, s3://, gs:// or http(s):// (read "
+            "only), optionally after a format prefix zarr://, zarr3://, n5:// or precomputed:// "
             "(an S3-compatible server such as MinIO is s3:// plus storage.s3_endpoint)"
         )
-    return url.rstrip("/")
+    store = store.rstrip("/")
+    prefix = f"{fmt}://" if fmt and fmt != "precomputed" else ""
+    return prefix + store + (f"#{fragment}" if fragment else "")
+
+
+def is_plain_url(url: str) -> bool:
+    """A writable storage URL: no format prefix or options, not http(s)."""
+    fmt, store, fragment = split_volume_url(url)
+    plain = fmt in (None, "precomputed") and not fragment
+    return plain and scheme_of(store) not in READ_ONLY_SCHEMES
 
 
 def join_url(base: str, *parts: str) -> str:
@@ -80,6 +113,8 @@ def tensorstore_kvstore(url: str, context: StorageContext) -> dict:
         return {"driver": "file", "path": local_path(url) + "/"}
     parsed = urlparse(url)
     path = parsed.path.lstrip("/") + "/"
+    if scheme in READ_ONLY_SCHEMES:
+        return {"driver": "http", "base_url": f"{scheme}://{parsed.netloc}", "path": path}
     if scheme == "gs":
         return {"driver": "gcs", "bucket": parsed.netloc, "path": path}
     spec: dict = {"driver": "s3", "bucket": parsed.netloc, "path": path}

@@ -6,11 +6,16 @@ import numpy as np
 import pytest
 from tree_compare import layer_files
 
-from petavox.tasks.core.errors import InputError, LayerMismatchError, LayerNotFoundError
+from petavox.tasks.core.errors import (
+    InputError,
+    LayerMismatchError,
+    LayerNotFoundError,
+    ValueRangeError,
+)
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.storage import local_path
 from petavox.workflows.cli import exit_status
-from petavox.workflows.config import parse_config
+from petavox.workflows.config import RunConfig, parse_config
 from petavox.workflows.failures import RunIncompleteError
 from petavox.workflows.pipeline import ledger_for, plan_run, run, status
 from petavox.workflows.runner import ChunkFailedError
@@ -127,25 +132,23 @@ def test_wrong_dtype(tmp_path, ray_session):
     # a uint16 stack into the existing uint8 layer: refused before any task runs
     with pytest.raises(LayerMismatchError, match="uint16"):
         run(config_for(tmp_path, tmp_path / "wide.npy"), session=ray_session, progress=False)
-    # values that do not fit the requested dtype: the chunk is named, nothing is written for it
-    narrow = parse_config(
-        {
-            "output": f"file://{tmp_path}/out2",
-            "stages": [
-                {
-                    "stage": "ingest",
-                    "input": str(tmp_path / "wide.npy"),
-                    "dtype": "uint8",
-                    "resolution": [4, 4, 40],
-                    "storage_chunk": [32, 32, 8],
-                    "chunk_shape": [64, 64, 8],
-                }
-            ],
-        }
-    )
-    with pytest.raises(ChunkFailedError, match=r"chunk \d+_\d+_\d+: .*do not fit the layer dtype"):
-        run(narrow, session=ray_session, progress=False)
-    assert not list((tmp_path / "out2" / "raw").glob("4_4_40/*"))
+
+    # values that do not fit the requested dtype: the planner's sample of the source sees them
+    def narrow(source: str) -> RunConfig:
+        ingest = {"stage": "ingest", "input": source, "dtype": "uint8", "resolution": [4, 4, 40]}
+        ingest |= {"storage_chunk": [32, 32, 8], "chunk_shape": [256, 256, 8]}
+        return parse_config({"output": f"file://{tmp_path}/out2", "stages": [ingest]})
+
+    with pytest.raises(ValueRangeError, match=r"do not fit the layer dtype uint8.*normalize"):
+        run(narrow(str(tmp_path / "wide.npy")), session=ray_session, progress=False)
+    assert not (tmp_path / "out2").exists()
+    # one value the sample misses: the task's own check names the chunk, writes nothing of it
+    rare = np.full((16, 512, 512), 7, np.uint16)
+    rare[0, 0, 0] = 300  # a corner: the sample's boxes are spread around the middle
+    np.save(tmp_path / "rare.npy", rare)
+    with pytest.raises(ChunkFailedError, match=r"chunk 0_0_0: .*do not fit the layer dtype"):
+        run(narrow(str(tmp_path / "rare.npy")), session=ray_session, progress=False)
+    assert not list((tmp_path / "out2" / "raw").glob("4_4_40/0-32_0-32_0-8"))
 
 
 def test_missing_and_corrupt_input_chunks_name_layer_and_chunk(tmp_path, ray_session):

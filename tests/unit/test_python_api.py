@@ -160,7 +160,7 @@ def test_the_output_root_and_models_as_runtime(tmp_path, monkeypatch):
         (lambda: petavox.segment("b", "s", mode="voronoi"), "mode: Input should be"),
         (lambda: petavox.downsample("raw", ray={"workerz": 2}), "ray.workerz: unknown key"),
         (lambda: petavox.downsample("raw", mipz=2), "unexpected keyword argument 'mipz'"),
-        (lambda: petavox.ingest("stack.npy", "raw"), "missing a required argument: 'resolution'"),
+        (lambda: petavox.ingest(output="raw"), "missing a required argument: 'input'"),
         (lambda: petavox.evaluate(ground_truth="gt"), "give output_root"),
     ],
 )

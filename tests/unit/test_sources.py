@@ -264,9 +264,10 @@ def test_unknown_format_lists_the_supported_ones(tmp_path: Path) -> None:
         open_source(str(tmp_path / "a.zarr"))
 
 
-def test_remote_urls_are_refused() -> None:
-    with pytest.raises(SourceError, match="only local paths"):
-        open_source("s3://bucket/stack.npy")
+def test_remote_urls_without_a_volume_are_refused(tmp_path: Path) -> None:
+    # remote sources are volumes read through Layer (issue 23); an empty folder is none
+    with pytest.raises(InputError, match=r"no precomputed layer.*nor Zarr or N5"):
+        open_source(f"zarr://{tmp_path}")
 
 
 @pytest.mark.parametrize("axes", ["xxz", "zy", "zyxw", "abc", ""])

@@ -23,6 +23,7 @@ from petavox.workflows.stages.mesh import format_fields
 PIPELINE = (
     "ingest",
     "downsample",
+    "normalize",
     "align",
     "infer",
     "segment",
@@ -32,12 +33,14 @@ PIPELINE = (
     "skeletonize",
     "synapses",
     "connectome",
+    "export",
 )
 REQUIRED = {
     "input": "stack.npy",
     "resolution": [8, 8, 8],
     "ground_truth": "truth",
     "merge_threshold": "0.5",
+    "output": "out.ome.zarr",
 }
 ROOT = "file:///petavox-stages/run"
 

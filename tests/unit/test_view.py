@@ -117,7 +117,7 @@ def test_what_is_not_a_layer_to_show_is_an_input_error(tmp_path):
     with pytest.raises(LayerNotFoundError, match="no precomputed layer"):
         open_view_layers([str(tmp_path / "missing")], StorageContext())
     with pytest.raises(InputError, match="unsupported storage URL"):
-        open_view_layers(["http://127.0.0.1:1/raw"], StorageContext())
+        open_view_layers(["ftp://127.0.0.1:1/raw"], StorageContext())
     bad = tmp_path / "skeletons"
     write_info(f"file://{bad}", {"@type": "neuroglancer_skeletons", "type": "skeletons"})
     with pytest.raises(LayerMismatchError, match="'skeletons' layer"):

@@ -119,7 +119,9 @@ def check_input(layer: Layer) -> None:
     if layer.num_channels != 1 or layer.dtype.name not in ("uint8", "float32"):
         raise LayerMismatchError(
             f"{layer.url} holds {layer.num_channels} channel(s) of {layer.dtype}; infer takes "
-            "one image channel, uint8 (0-255) or float32 (0-1)"
+            "one image channel, uint8 (0-255) or float32 (0-1). For 16-bit, 32-bit or other "
+            f"float EM run petavox normalize {layer.url} OUTPUT_URL first (uint8 by "
+            "percentiles; see 'Contrast normalisation') and infer on its output"
         )
 
 

@@ -7,9 +7,12 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
+from petavox.tasks.core.errors import InputError, ValueRangeError
 from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
+from petavox.tasks.core.layer_sources import LayerSource
 from petavox.tasks.core.layers import LayerSpec
-from petavox.tasks.core.sources import open_source
+from petavox.tasks.core.sampling import sample_source_values
+from petavox.tasks.core.sources import VolumeSource, open_source
 from petavox.tasks.image.ingest_jobs import IngestJob
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.fingerprint import fingerprint
@@ -28,17 +31,25 @@ VERSION = 1
 
 
 class IngestParams(VolumeWriterParams):
-    """Image stack (TIFF/PNG slices, multi-page TIFF, .npy, .h5) to a precomputed layer."""
+    """Image stack (TIFF/PNG slices, multi-page TIFF, .npy, .h5) or a Zarr/N5/OME-Zarr volume
+    to a precomputed layer."""
 
     stage: Literal["ingest"] = "ingest"
     input: str = Field(
-        description="slice folder, .tif stack, .npy or file.h5:dataset (local path or file://)"
+        description="slice folder, .tif stack, .npy, file.h5:dataset (local path or file://), "
+        "or a Zarr/N5/OME-Zarr/precomputed volume (folder or URL; see README Formats)"
     )
     output: str = Field("raw", description="layer name under the run output, or a full URL")
     axes: str = Field("zyx", description="axis order of the stored array (slice folders: zyx)")
     layer_type: Literal["image", "segmentation"] = Field("image", description="layer type")
-    resolution: Resolution = Field(description="voxel size in nm, X,Y,Z")
-    voxel_offset: Triple = Field((0, 0, 0), description="position of voxel 0 in the volume, X,Y,Z")
+    resolution: Resolution | None = Field(
+        None, description="voxel size in nm, X,Y,Z (default for a Zarr/N5/OME-Zarr volume: its own)"
+    )
+    voxel_offset: Triple = Field(
+        (0, 0, 0),
+        description="position of voxel 0 in the volume, X,Y,Z (default for a Zarr/N5/OME-Zarr "
+        "volume: its own)",
+    )
     dtype: str | None = Field(None, description="layer dtype (default: the source's)")
     encoding: Literal["raw", "jpeg", "compressed_segmentation"] | None = Field(
         None,
@@ -65,19 +76,68 @@ def default_encoding(layer_type: str, dtype: np.dtype) -> str:
     return "raw"
 
 
-def plan_ingest(params: IngestParams, catalog: Catalog) -> list[StagePlan]:
-    source = open_source(params.input, params.axes)
-    # the source is an input like a layer: edited files give the stage a new lineage
+def default_dtype(source_dtype: np.dtype) -> np.dtype:
+    """The layer dtype of a source when the config gives none: its own, but float32 for any
+    float (precomputed layers hold no float64 or float16)."""
+    dtype = np.dtype(source_dtype)
+    return np.dtype("float32") if np.issubdtype(dtype, np.floating) else dtype
+
+
+def check_dtype_fits(source: VolumeSource, dtype: np.dtype) -> None:
+    """Refuse, before any work, a layer dtype that a sample of the source already shows cannot
+    hold its values (each task checks its own box again: the sample may miss the extremes)."""
+    if dtype == source.dtype or not np.issubdtype(dtype, np.integer):
+        return
+    values = sample_source_values(source)
+    values = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+    if values.size == 0:
+        return
+    lo, hi, info = values.min(), values.max(), np.iinfo(dtype)
+    fractional = values.dtype.kind == "f" and not np.array_equal(values, np.round(values))
+    if lo >= info.min and hi <= info.max and not fractional:
+        return
+    found = f"values {lo:g}..{hi:g}" + (", fractional," if fractional else "")
+    keep = default_dtype(source.dtype).name
+    raise ValueRangeError(
+        f"source {source.url}: {found} (in a sample of the source) do not fit the layer dtype "
+        f"{dtype.name}; ingest as {keep} (leave dtype unset) and run petavox normalize "
+        f"RAW_URL OUTPUT_URL to map it to uint8 by percentiles (see 'Contrast normalisation')"
+    )
+
+
+def _source_geometry(
+    params: IngestParams, source: VolumeSource, catalog: Catalog
+) -> tuple[tuple[float, float, float], Triple]:
+    """The layer's resolution and voxel offset: as given, else a volume source's own. Notes
+    the source's lineage (an input like a layer: edited files give the stage a new one)."""
+    offset = params.voxel_offset
+    if isinstance(source, LayerSource):
+        catalog.note_read(source.url, catalog.lineage(source.url, source.layer.info))
+        if "voxel_offset" not in params.model_fields_set:
+            offset = tuple(source.voxel_offset)  # type: ignore[assignment]
+        return params.resolution or source.resolution, offset
     location = source.location.resolve()
     catalog.note_read(f"file://{location}", "files:" + fingerprint(location))
-    dtype = np.dtype(params.dtype) if params.dtype else np.dtype(source.dtype)
+    if params.resolution is None:
+        raise InputError(
+            f"ingest {params.input}: an image stack has no voxel size; give resolution X,Y,Z "
+            "in nm (--resolution 8,8,30)"
+        )
+    return params.resolution, offset
+
+
+def plan_ingest(params: IngestParams, catalog: Catalog) -> list[StagePlan]:
+    source = open_source(params.input, params.axes, catalog.context)
+    resolution, voxel_offset = _source_geometry(params, source, catalog)
+    dtype = np.dtype(params.dtype) if params.dtype else default_dtype(source.dtype)
+    check_dtype_fits(source, dtype)
     spec = LayerSpec(
         layer_type=params.layer_type,
         dtype=dtype.name,
         size=source.shape,
-        resolution=params.resolution,
+        resolution=resolution,
         chunk_size=Vec3.of(params.storage_chunk),
-        voxel_offset=Vec3.of(params.voxel_offset),
+        voxel_offset=Vec3.of(voxel_offset),
         encoding=params.encoding or default_encoding(params.layer_type, dtype),  # type: ignore[arg-type]
         sharding=layer_sharding(params.sharding),
     )
@@ -86,7 +146,7 @@ def plan_ingest(params: IngestParams, catalog: Catalog) -> list[StagePlan]:
     chunk_shape = writing_task_shape(
         params.chunk_shape, target, source.shape, dtype.itemsize, name="ingest chunk_shape"
     )
-    bounds = Box.from_shape(source.shape, params.voxel_offset)
+    bounds = Box.from_shape(source.shape, voxel_offset)
     spec_hash = {
         **params.hashed_fields(),
         "output": url,
@@ -99,8 +159,8 @@ def plan_ingest(params: IngestParams, catalog: Catalog) -> list[StagePlan]:
         stage="ingest",
         version=VERSION,
         spec=spec_hash,
-        grid=ChunkGrid(bounds, chunk_shape, 0, origin=params.voxel_offset),
-        job=IngestJob(source=source, target=target, voxel_offset=Vec3.of(params.voxel_offset)),
+        grid=ChunkGrid(bounds, chunk_shape, 0, origin=voxel_offset),
+        job=IngestJob(source=source, target=target, voxel_offset=Vec3.of(voxel_offset)),
         resources=params.resources,
         layer_infos={url: target.info},
         outputs=(Output(url),),
@@ -117,7 +177,8 @@ STAGE = Stage(
         Positional(
             field="input",
             metavar="SRC",
-            help="image stack: slice folder, .tif, .npy or file.h5:dataset",
+            help="image stack: slice folder, .tif, .npy or file.h5:dataset; or a Zarr/N5/"
+            "OME-Zarr volume (folder or URL)",
         ),
         Positional(field="output", metavar="DST_URL", help="layer URL to write"),
     ),
