@@ -28,6 +28,7 @@ from petavox.tasks.core.layer_sources import LayerSource
 from petavox.tasks.core.layers import Layer, LayerSpec
 from petavox.tasks.core.sources import open_source
 from petavox.workflows.cli import main
+from petavox.workflows.config import parse_config
 
 DATA = volume()
 PLAIN = {"zarr2": write_zarr2, "zarr3": write_zarr3_sharded, "n5": write_n5}
@@ -219,3 +220,24 @@ def test_cli_refuses_bad_inputs_before_any_work(tmp_path, capsys, args, message)
     assert re.search(message, err) and err.count("error:") == 1, err
     assert not ray_started()
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == before  # nothing written
+
+
+def test_ingest_takes_the_layer_type_of_an_ome_zarr_unless_given(tmp_path):
+    """An OME-Zarr label image ingests as a segmentation layer (compressed_segmentation)."""
+    from petavox.workflows.pipeline import plan_run
+
+    labels = (DATA // 64).astype(np.uint32)
+    write_ome_zarr(tmp_path / "l.zarr", labels, "0.4", labels=True)
+
+    def planned(**given) -> dict:
+        ingest = {"stage": "ingest", "input": str(tmp_path / "l.zarr"), "output": "gt", **given}
+        config = parse_config({"output": str(tmp_path / "run"), "stages": [ingest]})
+        (plan,) = plan_run(config)
+        (info,) = plan.layer_infos.values()
+        return info
+
+    found = planned()
+    assert found["type"] == "segmentation"
+    assert found["scales"][0]["encoding"] == "compressed_segmentation"
+    assert planned(layer_type="image")["type"] == "image"  # as given
+    assert not (tmp_path / "run").exists()  # planning writes nothing

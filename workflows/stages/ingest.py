@@ -131,14 +131,17 @@ def plan_ingest(params: IngestParams, catalog: Catalog) -> list[StagePlan]:
     resolution, voxel_offset = _source_geometry(params, source, catalog)
     dtype = np.dtype(params.dtype) if params.dtype else default_dtype(source.dtype)
     check_dtype_fits(source, dtype)
+    layer_type = params.layer_type
+    if isinstance(source, LayerSource) and "layer_type" not in params.model_fields_set:
+        layer_type = source.layer.layer_type  # e.g. an OME-Zarr's image-label: segmentation
     spec = LayerSpec(
-        layer_type=params.layer_type,
+        layer_type=layer_type,
         dtype=dtype.name,
         size=source.shape,
         resolution=resolution,
         chunk_size=Vec3.of(params.storage_chunk),
         voxel_offset=Vec3.of(voxel_offset),
-        encoding=params.encoding or default_encoding(params.layer_type, dtype),  # type: ignore[arg-type]
+        encoding=params.encoding or default_encoding(layer_type, dtype),  # type: ignore[arg-type]
         sharding=layer_sharding(params.sharding),
     )
     url = catalog.url(params.output)
@@ -149,6 +152,7 @@ def plan_ingest(params: IngestParams, catalog: Catalog) -> list[StagePlan]:
     bounds = Box.from_shape(source.shape, voxel_offset)
     spec_hash = {
         **params.hashed_fields(),
+        "layer_type": layer_type,
         "output": url,
         "source_shape": list(source.shape),
         "source_dtype": np.dtype(source.dtype).name,
