@@ -429,7 +429,7 @@ def test_view_no_serve_and_bad_urls(demo):
     bad = petavox("view", str(demo / "raw"), str(demo), status=2)  # the run root is no layer
     assert f"no precomputed layer at file://{demo}" in bad.stderr
     assert bad.stdout == ""  # reported before anything was served
-    bad = petavox("view", "http://127.0.0.1:1/raw", status=2)
+    bad = petavox("view", "ftp://127.0.0.1:1/raw", status=2)
     assert "unsupported storage URL" in bad.stderr
     port = free_port_pair()  # the file server's port taken, the viewer's (the next) free
     with socket.socket() as taken:

@@ -31,7 +31,7 @@ def test_write_boxes_tile_the_bounds_exactly_once(grid):
     assert (count == 1).all()
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(grids())
 def test_read_box_contains_write_box_and_stays_in_bounds(grid):
     for chunk in grid:
