@@ -255,16 +255,7 @@ def test_bad_input_is_refused_before_any_work(tmp_path, layers, capsys, monkeypa
 
 def test_round_trip_precomputed_ome_zarr_precomputed(tmp_path, layers, ray_session):
     """The acceptance of issue 23: precomputed → OME-Zarr → precomputed, voxel for voxel at
-    every level. Its second leg reads OME-Zarr through `Layer` (`zarr://` URLs), which the
-    format-reading part of issue 23 adds: until then this test skips, on that alone."""
-    store = tmp_path / "seg.ome.zarr"
-    try:
-        Layer.open(f"zarr://{store}")
-    except ValueError as exc:
-        if "unsupported storage URL" in str(exc):
-            pytest.skip("waiting for OME-Zarr input through Layer (issue 23, format reading)")
-    except Exception:
-        pass  # supported, and there is nothing there yet
+    every level. Its second leg reads OME-Zarr through `Layer` (`zarr://` URLs)."""
     for kind in ("image", "segmentation"):
         layer = layers[kind]
         export(tmp_path, layer.url, f"{kind}.ome.zarr", ray_session, format="ome-zarr")
