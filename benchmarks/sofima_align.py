@@ -120,10 +120,19 @@ def _relax(flow: np.ndarray, stride: int) -> np.ndarray:
     from sofima import map_utils, mesh
 
     config = mesh.IntegrationConfig(
-        dt=0.001, gamma=0.0, k0=0.01, k=0.1, stride=float(stride), num_iters=1000,
-        max_iters=100000, stop_v_max=0.005, dt_max=1000, start_cap=0.01, final_cap=10,
+        dt=0.001,
+        gamma=0.0,
+        k0=0.01,
+        k=0.1,
+        stride=float(stride),
+        num_iters=1000,
+        max_iters=100000,
+        stop_v_max=0.005,
+        dt_max=1000,
+        start_cap=0.01,
+        final_cap=10,
         prefer_orig_order=True,
-    )  # fmt: skip
+    )
     origin = jnp.array([0.0, 0.0])
     solved = [np.zeros_like(flow[:, :1])]
     for z in range(flow.shape[1]):

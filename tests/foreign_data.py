@@ -30,10 +30,12 @@ def pyramid(data: np.ndarray, levels: int = 3) -> list[np.ndarray]:
     return [np.ascontiguousarray(data[:, :: 2**k, :: 2**k]) for k in range(levels)]
 
 
-def ngff_transforms(levels: int, unit_scale: float = 1.0) -> list[list[dict]]:
-    """Per level: scale z, y, x and the same translation (in the axes' unit)."""
+def ngff_transforms(
+    levels: int, unit_scale: float = 1.0, translations: list | None = None
+) -> list[list[dict]]:
+    """Per level: scale z, y, x and a translation (in the axes' unit): `translations[k]`
+    (x, y, z nm) or TRANSLATION_NM at every level."""
     rx, ry, rz = RESOLUTION
-    tx, ty, tz = TRANSLATION_NM
     return [
         [
             {
@@ -42,18 +44,35 @@ def ngff_transforms(levels: int, unit_scale: float = 1.0) -> list[list[dict]]:
             },
             {
                 "type": "translation",
-                "translation": [tz * unit_scale, ty * unit_scale, tx * unit_scale],
+                "translation": [
+                    v * unit_scale for v in (translations or {}).get(k, TRANSLATION_NM)[::-1]
+                ],
             },
         ]
         for k in range(levels)
     ]
 
 
+def centred_translations(corner_nm=TRANSLATION_NM, levels: int = 3) -> dict[int, tuple]:
+    """The centred-downsampling translations (multiscale-spatial-image's): level k's is level
+    0's plus half the growth of its voxel, (scale_k - scale_0) / 2, per axis."""
+    return {
+        k: tuple(t + (r * f - r) / 2 for t, r, f in zip(corner_nm, RESOLUTION, (2**k, 2**k, 1)))
+        for k in range(levels)
+    }
+
+
 def write_ome_zarr(
-    path: Path, data: np.ndarray, version: str = "0.4", channels: int = 0, labels: bool = False
+    path: Path,
+    data: np.ndarray,
+    version: str = "0.4",
+    channels: int = 0,
+    labels: bool = False,
+    translations: dict[int, tuple] | None = None,
 ) -> list[np.ndarray]:
     """An OME-Zarr image by the `ome-zarr` package: NGFF 0.4 on Zarr v2 (units nm) or 0.5 on
-    Zarr v3 (units µm); `channels` > 0 adds a c axis (channel k holds data + k)."""
+    Zarr v3 (units µm); `channels` > 0 adds a c axis (channel k holds data + k);
+    `translations`: {level: (x, y, z) nm} (default TRANSLATION_NM at every level)."""
     import zarr
     from ome_zarr.format import FormatV04, FormatV05
     from ome_zarr.writer import write_multiscale
@@ -62,7 +81,7 @@ def write_ome_zarr(
     unit, unit_scale = ("nanometer", 1.0) if version == "0.4" else ("micrometer", 1e-3)
     levels = pyramid(data)
     axes = [{"name": a, "type": "space", "unit": unit} for a in "zyx"]
-    transforms = ngff_transforms(len(levels), unit_scale)
+    transforms = ngff_transforms(len(levels), unit_scale, translations)
     arrays = levels
     if channels:
         axes = [{"name": "c", "type": "channel"}, *axes]
@@ -146,3 +165,31 @@ def write_n5(path: Path, data: np.ndarray) -> None:
         "delete_existing": True,
     }
     ts.open(spec).result().write(data.transpose()).result()
+
+
+def write_n5_multiscale(
+    path: Path, data: np.ndarray, group_factors: bool = True, unit: str = "nm"
+) -> list[np.ndarray]:
+    """An N5 multiscale group (n5-viewer / BigDataViewer layout): datasets s0, s1, s2 of
+    `pyramid(data)`, each with its ``downsamplingFactors``; the group's ``pixelResolution``
+    (RESOLUTION in `unit`: nm or um) and, with `group_factors`, ``scales`` (else the levels
+    are found by looking for s0, s1, ...). The levels as z, y, x arrays."""
+    import json
+
+    per_nm = {"nm": 1.0, "um": 1e-3}[unit]
+    levels = pyramid(data)
+    path.mkdir(parents=True, exist_ok=True)
+    factors = [[2**k, 2**k, 1] for k in range(len(levels))]
+    group = {
+        "n5": "2.5.1",
+        "pixelResolution": {"dimensions": [r * per_nm for r in RESOLUTION], "unit": unit},
+    }
+    if group_factors:
+        group["scales"] = factors
+    (path / "attributes.json").write_text(json.dumps(group))
+    for k, level in enumerate(levels):
+        write_n5(path / f"s{k}", level)
+        attrs_path = path / f"s{k}" / "attributes.json"
+        attrs = json.loads(attrs_path.read_text())
+        attrs_path.write_text(json.dumps({**attrs, "downsamplingFactors": factors[k]}))
+    return levels

@@ -1,4 +1,4 @@
-"""A static HTTP server for local precomputed layers, for Neuroglancer in a browser.
+"""A static HTTP server for local layers (precomputed, Zarr, N5), for Neuroglancer in a browser.
 
 It serves each layer folder under a name (``/<name>/<key>``) on 127.0.0.1, never lists
 folders and never serves anything outside them. cloud-volume may store a chunk compressed as
@@ -19,9 +19,13 @@ Who may read (any other request gets 403 and no CORS headers):
 What is served (anything else is 404), decided per layer from its ``info`` (re-read when the
 file changes): ``info`` and ``provenance``, and files below the folders the info names: each
 scale's ``key`` (chunks, shards), ``mesh``, ``skeletons``, ``segment_properties``, and an
-annotation layer's ``by_id``, ``relationships`` and ``spatial`` keys. Never a path with a part
-that is hidden (``.name``, e.g. ``.tmp-*`` files being written), a temp file (``*.tmp``,
-``*.part``, ``*~``) or named ``ledger`` or ``intermediate``, even inside those folders.
+annotation layer's ``by_id``, ``relationships`` and ``spatial`` keys. A root without an
+``info`` that holds Zarr or N5 metadata (``zarr.json``, ``.zarray``, ``.zgroup``, ``.zattrs``,
+``attributes.json``) is a volume: every file below it is served unchanged (metadata at any
+depth, chunks under any key, nested or not, Zarr v3 shards by byte range). Never a path with
+a part that is hidden (``.name``, e.g. ``.tmp-*`` files being written; Zarr v2's metadata
+names excepted), a temp file (``*.tmp``, ``*.part``, ``*~``) or named ``ledger`` or
+``intermediate``, even inside those folders.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 LAYER_FILES = frozenset({"info", "provenance"})
 NAMED_FOLDERS = ("mesh", "skeletons", "segment_properties")  # info keys naming a folder
 NEVER_SERVED = frozenset({"ledger", "intermediate"})
+ZARR_HIDDEN = frozenset({".zarray", ".zgroup", ".zattrs", ".zmetadata"})  # served, though hidden
+VOLUME_METADATA = ("zarr.json", ".zarray", ".zgroup", ".zattrs", "attributes.json")
 TEMP_SUFFIXES = (".tmp", ".temp", ".part", "~")
 log = logging.getLogger(__name__)
 
@@ -68,6 +74,11 @@ def origin_of(url: str) -> str:
 def _plain(part: str) -> bool:
     """Whether a path part may be served: not hidden, temporary, a ledger or work folder."""
     return not (part.startswith(".") or part.endswith(TEMP_SUFFIXES) or part in NEVER_SERVED)
+
+
+def _volume_file(part: str) -> bool:
+    """Whether a path part may be served from a Zarr/N5 volume: plain, or Zarr v2 metadata."""
+    return part in ZARR_HIDDEN or _plain(part)
 
 
 def _dicts(value: Any) -> Iterator[dict]:
@@ -103,10 +114,17 @@ def servable(parts: tuple[str, ...], folders: frozenset[tuple[str, ...]]) -> boo
 
 class LayerFiles:
     """The files the server may send: those `servable` in each root ({name: layer folder}),
-    with each root's info read once per change of the file (mtime, size)."""
+    with each root's info read once per change of the file (mtime, size); every plain file
+    (and Zarr v2 metadata) in a root that is a Zarr/N5 volume (`volumes`)."""
 
     def __init__(self, roots: Mapping[str, Path]) -> None:
         self.roots = dict(roots)
+        self.volumes = frozenset(
+            name
+            for name, root in self.roots.items()
+            if not (root / "info").is_file()
+            and any((root / key).is_file() for key in VOLUME_METADATA)
+        )
         self._lock = threading.Lock()
         self._infos: dict[str, tuple[tuple[int, int, int], frozenset[tuple[str, ...]]]] = {}
 
@@ -147,7 +165,12 @@ class LayerFiles:
         if len(parts) < 2 or any(p in (".", "..") or "\\" in p or "\0" in p for p in parts):
             return None
         root = self.roots.get(parts[0])
-        if root is None or not servable(tuple(parts[1:]), self.folders(parts[0])):
+        if root is None:
+            return None
+        if parts[0] in self.volumes:
+            if not all(_volume_file(p) for p in parts[1:]):
+                return None
+        elif not servable(tuple(parts[1:]), self.folders(parts[0])):
             return None
         file = root.joinpath(*parts[1:])
         for candidate, gzipped in ((file, False), (file.with_name(file.name + ".gz"), True)):

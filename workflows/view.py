@@ -1,6 +1,8 @@
-"""`petavox view`: precomputed layers in Neuroglancer, local ones served from 127.0.0.1.
+"""`petavox view`: layers in Neuroglancer, local ones served from 127.0.0.1.
 
-The state names each layer's data source; Neuroglancer's precomputed datasource finds a
+Precomputed layers, and Zarr v2/v3, N5 and OME-Zarr volumes, which Neuroglancer reads itself
+(placed where petavox reads them: see `view_sources`). The state names each layer's data
+source; Neuroglancer's precomputed datasource finds a
 layer's meshes and skeletons from the `mesh` and `skeletons` keys of its info by itself, and
 tells an annotation layer (``neuroglancer_annotations_v1``, e.g. `connectome`'s synapses) by
 its info's ``@type``. The file server answers only the two viewers the command links to: the
@@ -22,8 +24,20 @@ from petavox.tasks.core.errors import InputError, LayerMismatchError
 from petavox.tasks.core.foreign_volumes import FOREIGN
 from petavox.tasks.core.geometry import Vec3
 from petavox.tasks.core.layers import Layer, read_info
-from petavox.tasks.core.storage import StorageContext, local_path, normalize_url, scheme_of
+from petavox.tasks.core.storage import (
+    StorageContext,
+    local_path,
+    normalize_url,
+    scheme_of,
+    split_volume_url,
+)
 from petavox.workflows.file_server import HOST, FileServer, origin_of
+from petavox.workflows.view_sources import (
+    ForeignView,
+    foreign_source,
+    foreign_view,
+    source_url,
+)
 
 NEUROGLANCER = "https://neuroglancer-demo.appspot.com/#!"
 NEUROGLANCER_ORIGIN = origin_of(NEUROGLANCER)  # the public viewer, allowed to read local layers
@@ -76,10 +90,12 @@ class ViewLayer:
     layer_type: str
     relationships: tuple[str, ...] = ()  # an annotation layer's segment relationships
     extent: Extent | None = None  # a volume layer's, for the viewer's navigation
+    foreign: ForeignView | None = None  # a Zarr/N5/OME-Zarr layer's
 
     @property
     def local_path(self) -> str | None:
-        return local_path(self.url)
+        """The folder to serve: the layer's, or a Zarr/N5 volume's (its group or array)."""
+        return local_path(split_volume_url(self.url)[1])
 
 
 def open_view_layers(urls: Sequence[str], context: StorageContext) -> list[ViewLayer]:
@@ -98,24 +114,21 @@ def open_view_layers(urls: Sequence[str], context: StorageContext) -> list[ViewL
             raise InputError(str(exc)) from None
         info = read_info(url, context)
         relationships: tuple[str, ...] = ()
-        extent = None
+        extent, foreign = None, None
         if info is not None and info.get("@type") == ANNOTATIONS:
             layer_type = "annotation"
             relationships = tuple(r["id"] for r in info.get("relationships", []))
         else:
             volume = Layer.open(url, context)
-            if FOREIGN in volume.info:  # the file server and state speak precomputed only
-                raise InputError(
-                    f"petavox view shows precomputed layers; {given} is a "
-                    f"{volume.info[FOREIGN]['format']} volume: ingest it first"
-                )
+            if FOREIGN in volume.info:
+                foreign = foreign_view(given, volume.info, context)
             layer_type, extent = volume.layer_type, Extent.of(volume.info)
         if layer_type not in LAYER_TYPES:
             raise LayerMismatchError(
                 f"{url} is a {layer_type!r} layer; petavox view shows "
                 f"{', '.join(LAYER_TYPES)} layers"
             )
-        path = PurePosixPath(urllib.parse.urlparse(url).path)
+        path = PurePosixPath(urllib.parse.urlparse(split_volume_url(url)[1]).path)
         if layer_type == "annotation" and path.name == "annotations" and path.parent.name:
             path = path.parent
         base = path.name or "layer"
@@ -131,21 +144,31 @@ def open_view_layers(urls: Sequence[str], context: StorageContext) -> list[ViewL
                 layer_type=layer_type,
                 relationships=relationships,
                 extent=extent,
+                foreign=foreign,
             )
         )
     return layers
 
 
-def layer_source(layer: ViewLayer, http_base: str | None, context: StorageContext) -> str:
+def layer_source(
+    layer: ViewLayer, http_base: str | None, context: StorageContext
+) -> str | dict[str, Any]:
     """Neuroglancer's data source for a layer.
 
     Local layers are read from the file server at `http_base`; ``s3://`` with a custom endpoint
-    (MinIO etc.) is read path-style from the endpoint; other cloud URLs as they are.
+    (MinIO etc.) is read path-style from the endpoint; other cloud URLs as they are. A
+    Zarr/N5/OME-Zarr layer's source is its URL with a transform (see `view_sources`).
     """
-    scheme = scheme_of(layer.url)
+    scheme = scheme_of(split_volume_url(layer.url)[1])
+    if scheme == "file" and http_base is None:
+        raise ValueError(f"{layer.url} is local: the viewer needs an HTTP server for it")
+    if layer.foreign is not None:
+        served = f"{http_base}/{layer.name}" if scheme == "file" else None
+        url = source_url(layer.foreign, served, context)
+        if layer.extent is None:
+            raise ValueError(f"{layer.url}: a Zarr/N5 layer without its extent")
+        return foreign_source(layer.foreign, layer.extent.resolution, url)
     if scheme == "file":
-        if http_base is None:
-            raise ValueError(f"{layer.url} is local: the viewer needs an HTTP server for it")
         return f"precomputed://{http_base}/{layer.name}"
     if scheme == "s3" and context.s3_endpoint:
         parsed = urllib.parse.urlparse(layer.url)
@@ -181,6 +204,8 @@ def viewer_state(
             "source": layer_source(layer, http_base, context),
             "name": layer.name,
         }
+        if layer.foreign is not None and layer.foreign.local_position:
+            spec["localPosition"] = list(layer.foreign.local_position)
         if layer.name in hidden:
             spec["visible"] = False
         if layer.layer_type == "segmentation" and over_image:

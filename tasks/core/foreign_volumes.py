@@ -6,7 +6,8 @@ where the voxels really are; `Layer.read` hands such layers to `read_box`, which
 tensorstore's zarr / zarr3 / n5 drivers and transposes to x, y, z, channel. Kernels never see
 the format. URL forms (see README "Formats"): ``zarr://``, ``zarr2://``, ``zarr3://``, ``n5://``
 before a storage URL or path, the format detected from the metadata without one, and options
-after ``#``: ``level``, ``channel``, ``t``, ``type``, ``axes``, ``resolution``.
+after ``#``: ``level``, ``channel``, ``t``, ``type``, ``axes``, ``resolution``, ``offset``.
+Where the levels sit on the voxel grid (translations, N5 multiscale groups): `foreign_levels`.
 
 The NGFF multiscales metadata is a few JSON keys, read here by hand: the `ome-zarr` package's
 reader needs dask and fsspec stores, which know neither petavox's S3 endpoint nor its context.
@@ -16,12 +17,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 import numpy as np
 
 from petavox.tasks.core import objects
-from petavox.tasks.core.errors import InputError, LayerMismatchError, LayerNotFoundError
+from petavox.tasks.core.errors import LayerMismatchError, LayerNotFoundError
+from petavox.tasks.core.foreign_levels import (
+    VolumeFormatError,
+    n5_levels,
+    n5_resolution,
+    scales,
+    transforms,
+)
 from petavox.tasks.core.geometry import Box
 from petavox.tasks.core.storage import (
     StorageContext,
@@ -34,23 +43,10 @@ from petavox.tasks.core.storage import (
 
 FOREIGN = "petavox_foreign"  # info key: where a non-precomputed layer's voxels live
 DRIVERS = {"zarr": "zarr", "zarr2": "zarr", "zarr3": "zarr3", "n5": "n5"}
-OPTIONS = ("level", "channel", "t", "type", "axes", "resolution")
+OPTIONS = ("level", "channel", "t", "type", "axes", "resolution", "offset")
 METADATA = ("zarr.json", ".zarray", ".zgroup", ".zattrs", "attributes.json")
 LAYER_DTYPES = ("uint8", "uint16", "uint32", "uint64", "float32")  # as precomputed layers hold
-# nanometres per unit (NGFF units are UDUNITS-2 names); an axis without a unit counts as nm
-UNITS = {
-    "angstrom": 0.1,
-    "picometer": 1e-3,
-    "nanometer": 1.0,
-    "micrometer": 1e3,
-    "millimeter": 1e6,
-    "centimeter": 1e7,
-    "meter": 1e9,
-}
-
-
-class VolumeFormatError(InputError, ValueError):
-    """A volume that cannot be read as asked: names the URL, the problem and the fix."""
+__all__ = ["VolumeFormatError", "foreign_info", "read_box"]
 
 
 def check_writable(url: str, info: dict | None = None) -> None:
@@ -104,7 +100,23 @@ def _int_option(url: str, options: dict[str, str], key: str) -> int | None:
         ) from None
 
 
-def _fetch(store: str, context: StorageContext) -> dict[str, Any]:
+def _vector_option(url: str, options: dict[str, str], key: str) -> list | None:
+    """#resolution= (three positive nm) or #offset= (three whole voxels), x,y,z; None: not
+    given."""
+    if key not in options:
+        return None
+    text, whole = options[key], key == "offset"
+    try:
+        values = [int(v) if whole else float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3 or (not whole and not all(math.isfinite(v) and v > 0 for v in values)):
+        what = "three whole numbers (voxels of the level read)" if whole else "three sizes > 0 (nm)"
+        raise VolumeFormatError(f"{url}: #{key}= needs {what}, x,y,z; not {text!r}")
+    return values
+
+
+def fetch_metadata(store: str, context: StorageContext) -> dict[str, Any]:
     """The metadata files found at `store`, parsed."""
     try:
         found = objects.get_many(store, METADATA, context)
@@ -132,7 +144,7 @@ def detect(meta: dict[str, Any]) -> str | None:
     return None
 
 
-def _attributes(fmt: str, meta: dict[str, Any]) -> dict[str, Any]:
+def group_attributes(fmt: str, meta: dict[str, Any]) -> dict[str, Any]:
     if fmt == "zarr3":
         attrs = meta["zarr.json"].get("attributes") or {}
         return attrs.get("ome", attrs)  # NGFF 0.5 keeps its keys under "ome"
@@ -173,9 +185,11 @@ def _axis_names(url: str, axes: list, ndim: int) -> str:
     return names
 
 
-def _levels(url: str, fmt: str, meta: dict, options: dict) -> tuple[list[dict], list, str]:
+def _levels(
+    url: str, fmt: str, meta: dict, store: str, context: StorageContext
+) -> tuple[list[dict], list, str]:
     """Each level's array path and NGFF transforms, the axes metadata, and the layer type."""
-    attrs = _attributes(fmt, meta)
+    attrs = group_attributes(fmt, meta)
     if attrs.get("multiscales"):
         ms = attrs["multiscales"][0]
         top = ms.get("coordinateTransformations", [])
@@ -185,6 +199,9 @@ def _levels(url: str, fmt: str, meta: dict, options: dict) -> tuple[list[dict], 
         ]
         kind = "segmentation" if "image-label" in attrs else "image"
         return levels, ms.get("axes") or [], kind
+    if fmt == "n5" and not _is_array(fmt, meta):  # an N5 multiscale group: s0, s1, ...
+        levels, axes = n5_levels(url, attrs, store, context)
+        return levels, axes or list("xyz"), "image"
     if not _is_array(fmt, meta):
         raise VolumeFormatError(
             f"{url} is a {fmt} group without OME-Zarr multiscales metadata; give the URL of an "
@@ -193,33 +210,9 @@ def _levels(url: str, fmt: str, meta: dict, options: dict) -> tuple[list[dict], 
     axes = attrs.get("axes") if fmt == "n5" else meta.get("zarr.json", {}).get("dimension_names")
     if fmt == "n5" and not axes:
         axes = list("xyz")  # N5 lists dimensions fastest first (x, y, z)
-    scale = attrs.get("resolution") or attrs.get("pixelResolution", {}).get("dimensions")
-    transforms = [{"type": "scale", "scale": scale}] if fmt == "n5" and scale else []
-    return [{"path": "", "transforms": transforms}], list(axes or []), "image"
-
-
-def _transform(levels: list[dict], names: str, axes: list) -> list[tuple[list, list]]:
-    """Each level's x, y, z resolution (nm) and translation (nm) from its NGFF transforms."""
-    units = {n: (a.get("unit") if isinstance(a, dict) else None) for n, a in zip(names, axes)}
-    out = []
-    for level in levels:
-        scale, shift = [1.0] * len(names), [0.0] * len(names)
-        for t in level["transforms"]:
-            if t.get("type") == "scale":
-                scale = [s * float(k) for s, k in zip(scale, t["scale"])]
-                shift = [s * float(k) for s, k in zip(shift, t["scale"])]
-            elif t.get("type") == "translation":
-                shift = [s + float(k) for s, k in zip(shift, t["translation"])]
-        nm = [UNITS.get(units.get(a) or "nanometer", 1.0) for a in "xyz"]
-        pick = [names.index(a) if a in names else None for a in "xyz"]
-        res = [scale[i] * u if i is not None else 1.0 for i, u in zip(pick, nm)]
-        off = [shift[i] * u if i is not None else 0.0 for i, u in zip(pick, nm)]
-        out.append((res, off))
-    return out
-
-
-def _xyz(values: Any, names: str, default: int) -> list[int]:
-    return [int(values[names.index(a)]) if a in names else default for a in "xyz"]
+    scale = n5_resolution(attrs) if fmt == "n5" else None
+    given = [{"type": "scale", "scale": scale}] if scale else []
+    return [{"path": "", "transforms": given}], list(axes or []), "image"
 
 
 def _choice(url: str, options: dict, key: str, size: int, what: str) -> int | None:
@@ -227,27 +220,6 @@ def _choice(url: str, options: dict, key: str, size: int, what: str) -> int | No
     if index is not None and not 0 <= index < size:
         raise VolumeFormatError(f"{url}: has {what} 0..{size - 1}, not #{key}={index}")
     return index
-
-
-def _scales(url, stores, names, transforms, options) -> list[dict]:
-    fixed = options.get("resolution")
-    if fixed:
-        res0 = [float(v) for v in fixed.split(",")]
-        transforms = [([r * k for r, k in zip(res0, t[0])], t[1]) for t in transforms]
-    scales = []
-    for store, (res, off) in zip(stores, transforms):
-        offset = [round(o / r) for o, r in zip(off, res)]  # to the nearest voxel
-        scales.append(
-            {
-                "key": store["path"] or "0",
-                "size": _xyz(store["shape"], names, 1),
-                "voxel_offset": offset,
-                "resolution": res,
-                "chunk_sizes": [_xyz(store["chunks"], names, 1)],
-                "encoding": "raw",
-            }
-        )
-    return scales
 
 
 def _check_dtype(url: str, dtype: np.dtype, kind: str, strict: bool) -> None:
@@ -261,12 +233,35 @@ def _check_dtype(url: str, dtype: np.dtype, kind: str, strict: bool) -> None:
         )
 
 
+def _open_levels(
+    url: str, fmt: str, store: str, meta: dict, options: dict, context: StorageContext
+) -> tuple[list[dict], list, dict, Any, str, str]:
+    """The levels read (#level= and coarser): their scales, refusals (see `scales`), where they
+    are (their array paths, the level read, level 0's x, y, z translation in nm); the first
+    array; the axis names; the layer type."""
+    levels, axes, kind = _levels(url, fmt, meta, store, context)
+    level = _choice(url, options, "level", len(levels), "levels") or 0
+    arrays = [open_array(fmt, store, lv["path"], context) for lv in levels[level:]]
+    stores = [
+        {"path": lv["path"], "shape": a.shape, "chunks": a.chunk_layout.read_chunk.shape}
+        for lv, a in zip(levels[level:], arrays)
+    ]
+    ndim = len(stores[0]["shape"])
+    given = options.get("axes") or axes or "tczyx"[-ndim:]  # default: the last of t,c,z,y,x
+    names = _axis_names(url, list(given), ndim)
+    grid = transforms(levels, names, axes)
+    fixed, offset = (_vector_option(url, options, k) for k in ("resolution", "offset"))
+    found, refusals = scales(url, stores, names, grid, fixed, offset)
+    where = {"arrays": [s["path"] for s in stores], "level": level, "translation": grid[0][1]}
+    return found, refusals, where, arrays[0], names, kind
+
+
 def foreign_info(url: str, context: StorageContext, strict: bool = True) -> dict | None:
     """The precomputed-style info of the Zarr/N5/OME-Zarr volume at `url` (None: no metadata
     there). `strict`: only the dtypes precomputed layers hold (an ingest source reads others)."""
     fmt, store, fragment = split_volume_url(url)
     options = _options(url, fragment)
-    meta = _fetch(store, context)
+    meta = fetch_metadata(store, context)
     found = detect(meta)
     if fmt is None or fmt == "precomputed":
         fmt = found
@@ -275,18 +270,9 @@ def foreign_info(url: str, context: StorageContext, strict: bool = True) -> dict
     fmt = "zarr" if fmt == "zarr2" else fmt
     if DRIVERS[fmt] != DRIVERS[found]:
         raise VolumeFormatError(f"{url} holds {found} metadata, not {fmt}; use {found}://")
-    levels, axes, kind = _levels(url, fmt, meta, options)
-    level = _choice(url, options, "level", len(levels), "levels")
-    levels = levels[level or 0 :]
-    arrays = [open_array(fmt, store, lv["path"], context) for lv in levels]
-    stores = [
-        {"path": lv["path"], "shape": a.shape, "chunks": a.chunk_layout.read_chunk.shape}
-        for lv, a in zip(levels, arrays)
-    ]
-    ndim = len(stores[0]["shape"])
-    given = options.get("axes") or axes or "tczyx"[-ndim:]  # default: the last of t,c,z,y,x
-    names = _axis_names(url, list(given), ndim)
-    shape0 = stores[0]["shape"]
+    opened = _open_levels(url, fmt, store, meta, options, context)
+    levels, refusals, where, array, names, kind = opened
+    shape0 = array.shape
     nt, nc = (shape0[names.index(a)] if a in names else 1 for a in "tc")
     t = _choice(url, options, "t", nt, "time points")
     if nt > 1 and t is None:
@@ -297,30 +283,28 @@ def foreign_info(url: str, context: StorageContext, strict: bool = True) -> dict
     kind = options.get("type", kind)
     if kind not in ("image", "segmentation"):
         raise VolumeFormatError(f"{url}: #type= is image or segmentation, not {kind!r}")
-    dtype = np.dtype(arrays[0].dtype.numpy_dtype)
+    dtype = np.dtype(array.dtype.numpy_dtype)
     _check_dtype(url, dtype, kind, strict)
     digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+    source = {"format": fmt, "store": store, **where, "axes": names}
+    if any(refusals):
+        source["misplaced"] = refusals
     return {
         "@type": "neuroglancer_multiscale_volume",
         "type": kind,
         "data_type": dtype.name,
         "num_channels": 1 if channel is not None else nc,
-        "scales": _scales(url, stores, names, _transform(levels, names, axes), options),
-        FOREIGN: {
-            "format": fmt,
-            "store": store,
-            "arrays": [s["path"] for s in stores],
-            "axes": names,
-            "channel": channel,
-            "t": t,
-            "metadata": digest,
-        },
+        "scales": levels,
+        FOREIGN: {**source, "channel": channel, "t": t, "metadata": digest},
     }
 
 
 def read_box(layer: Any, box: Box, mip: int) -> np.ndarray:
     """Voxels of `box` of a foreign `layer` as x, y, z, channel; zeros outside its bounds."""
     src = layer.info[FOREIGN]
+    refusal = (src.get("misplaced") or [None] * (mip + 1))[mip]
+    if refusal:  # this level's translation is off the voxel grid (see `foreign_levels`)
+        raise VolumeFormatError(refusal)
     key = ("foreign", mip)
     if key not in layer._clients:
         layer._clients[key] = open_array(

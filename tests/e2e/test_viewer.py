@@ -459,3 +459,56 @@ def test_view_of_a_cloud_layer_prints_the_link_and_exits(moto):
             "name": "raw",
         }
     ]
+
+
+def drawn_voxels(shot: np.ndarray, layer: Layer, z: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of a PANEL-square 2D panel centred on `layer`'s x/y middle at ZOOM, inside its
+    bounds by a voxel, and the voxels of section `z` (petavox's read) under them."""
+    bounds = layer.bounds()
+    image = layer.read(Box((*bounds.start[:2], z), (*bounds.stop[:2], z + 1)))[..., 0]
+    centre = [(a + b) / 2 for a, b in zip(bounds.start, bounds.stop)]
+    pixel = np.arange(PANEL) + 0.5 - PANEL / 2
+    xs = np.floor(centre[0] + pixel / ZOOM).astype(int) - bounds.start[0]
+    ys = np.floor(centre[1] + pixel / ZOOM).astype(int) - bounds.start[1]
+    cols = np.flatnonzero((xs >= 1) & (xs < image.shape[0] - 1))
+    rows = np.flatnonzero((ys >= 1) & (ys < image.shape[1] - 1))
+    pixels = shot[np.ix_(rows, cols)][..., :3].astype(np.float64)
+    return pixels, image[np.ix_(xs[cols], ys[rows])].T.astype(np.float64)
+
+
+def test_neuroglancer_draws_an_ome_zarr_where_petavox_reads_it(tmp_path):
+    """Two OME-Zarr images in the real viewer, each a grey 2D section whose pixels are the
+    voxels petavox reads there: one translated (Neuroglancer reads its level-0 array, placed by
+    the transform in the state), one not (the whole group, voxel centres shifted back)."""
+    from foreign_data import volume, write_ome_zarr
+
+    data = volume((6, 40, 56), seed=3)
+    write_ome_zarr(tmp_path / "moved.zarr", data, "0.4")
+    write_ome_zarr(
+        tmp_path / "at0.zarr", data, "0.5", translations=dict.fromkeys(range(3), (0, 0, 0))
+    )
+    urls = [str(tmp_path / "moved.zarr"), str(tmp_path / "at0.zarr")]
+    layers = open_view_layers(urls, StorageContext())
+    assert layers[0].foreign.path == "0" and layers[1].foreign.path == ""  # array; group
+    roots = {layer.name: layer.local_path for layer in layers}
+    (REPO / "artifacts").mkdir(exist_ok=True)
+    shots = []
+    with (
+        neuroglancer_browser() as browser,
+        FileServer(roots, allowed_origins=[browser.origin]) as server,
+    ):
+        for n, layer in enumerate(layers):
+            state = viewer_state([layer], server.url)
+            bounds = layer.extent
+            z = bounds.start.z + 3
+            centre = [(a + b) / 2 for a, b in zip(bounds.start[:2], bounds.stop[:2])]
+            plain_xy_view(state, 8e-9, [*centre, z + 0.5], 1 / ZOOM)
+            state["dimensions"]["z"] = [3e-8, "m"]
+            shots.append((browser.screenshot(state, size=(PANEL, PANEL)), z))
+            Image.fromarray(shots[-1][0]).save(REPO / "artifacts" / f"viewer_ome_zarr_{n}.png")
+    for layer, (shot, z) in zip(layers, shots):
+        pixels, voxels = drawn_voxels(shot, Layer.open(layer.url), z)
+        assert np.abs(pixels - pixels[..., :1]).max() <= 1  # grey
+        assert pixels[..., 0].std() > 10  # drawn, not blank
+        matches = np.abs(pixels[..., 0] - voxels) <= 2
+        assert matches.mean() > 0.98, f"{layer.name}: {matches.mean():.0%} show their voxel"

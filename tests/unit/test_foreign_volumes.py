@@ -14,15 +14,18 @@ import pytest
 from foreign_data import (
     OFFSET,
     RESOLUTION,
+    TRANSLATION_NM,
+    centred_translations,
     volume,
     write_n5,
+    write_n5_multiscale,
     write_ome_zarr,
     write_zarr2,
     write_zarr3_sharded,
 )
 
 from petavox.tasks.core.errors import InputError, LayerMismatchError, LayerNotFoundError
-from petavox.tasks.core.foreign_volumes import FOREIGN
+from petavox.tasks.core.foreign_volumes import FOREIGN, VolumeFormatError
 from petavox.tasks.core.geometry import Box, Vec3
 from petavox.tasks.core.layer_sources import LayerSource
 from petavox.tasks.core.layers import Layer, LayerSpec
@@ -240,3 +243,110 @@ def test_ingest_takes_the_layer_type_of_an_ome_zarr_unless_given(tmp_path):
     assert found["scales"][0]["encoding"] == "compressed_segmentation"
     assert planned(layer_type="image")["type"] == "image"  # as given
     assert not (tmp_path / "run").exists()  # planning writes nothing
+
+
+@pytest.mark.parametrize(("group_factors", "unit"), [(True, "nm"), (False, "um")])
+def test_n5_multiscale_group_reads_level_0_and_level_k(tmp_path, group_factors, unit):
+    """s0, s1, s2 with downsamplingFactors (the group's `scales` list, or found by looking),
+    pixelResolution in nm or µm: mip k is level k, at base resolution × its factors."""
+    levels = write_n5_multiscale(tmp_path / "em.n5", DATA, group_factors, unit)
+    layer = Layer.open(f"n5://{tmp_path}/em.n5")
+    assert layer.info[FOREIGN]["arrays"] == ["s0", "s1", "s2"]
+    assert (layer.num_mips, layer.layer_type) == (3, "image")
+    for mip, level in enumerate(levels):
+        assert layer.bounds(mip) == Box.from_shape(level.shape[::-1])
+        assert layer.resolution(mip) == pytest.approx((8.0 * 2**mip, 8.0 * 2**mip, 30.0))
+        np.testing.assert_array_equal(layer.read(layer.bounds(mip), mip), level.transpose())
+    second = Layer.open(f"{tmp_path}/em.n5#level=1")  # detected from attributes.json
+    assert second.num_mips == 2 and second.resolution() == pytest.approx((16.0, 16.0, 30.0))
+    np.testing.assert_array_equal(second.read(second.bounds()), levels[1].transpose())
+    with pytest.raises(InputError, match=r"has levels 0..2, not #level=3"):
+        Layer.open(f"n5://{tmp_path}/em.n5#level=3")
+    (tmp_path / "empty.n5").mkdir()
+    (tmp_path / "empty.n5" / "attributes.json").write_text('{"n5": "2.5.1"}')
+    with pytest.raises(InputError, match=r"N5 group without datasets s0, s1"):
+        Layer.open(f"n5://{tmp_path}/empty.n5")
+
+
+def offsets(layer: Layer) -> list[tuple[int, ...]]:
+    return [tuple(layer.bounds(mip).start) for mip in range(layer.num_mips)]
+
+
+def test_translations_within_a_thousandth_of_a_voxel_are_whole_voxels(tmp_path):
+    near = {k: (256.0 + 0.004 * 2**k, 128.0 - 0.004, 300.0) for k in range(3)}
+    levels = write_ome_zarr(tmp_path / "near.zarr", DATA, translations=near)
+    layer = Layer.open(str(tmp_path / "near.zarr"))
+    assert offsets(layer) == [(32, 16, 10), (16, 8, 10), (8, 4, 10)]
+    expect_level(layer, 1, levels[1])
+
+
+def test_centred_downsampling_translations_map_to_the_precomputed_mips(tmp_path):
+    """translation_k = translation_0 + (scale_k - scale_0) / 2: level k starts where the
+    precomputed mip k of level 0 would (its offset scaled down, floored)."""
+    levels = write_ome_zarr(tmp_path / "c.zarr", DATA, translations=centred_translations())
+    layer = Layer.open(str(tmp_path / "c.zarr"))
+    assert offsets(layer) == [(32, 16, 10), (16, 8, 10), (8, 4, 10)]
+    for mip, level in enumerate(levels):
+        expect_level(layer, mip, level)
+    odd = centred_translations((264.0, 136.0, 300.0))  # level 0 at voxel 33, 17, 10
+    write_ome_zarr(tmp_path / "odd.zarr", DATA, translations=odd)
+    assert offsets(Layer.open(str(tmp_path / "odd.zarr"))) == [
+        (33, 17, 10),
+        (16, 8, 10),
+        (8, 4, 10),
+    ]
+    # reading from level 1 on: the same rule, against the volume's level 0
+    assert offsets(Layer.open(f"{tmp_path}/odd.zarr#level=1")) == [(16, 8, 10), (8, 4, 10)]
+
+
+def test_an_off_grid_translation_is_refused_naming_the_fix(tmp_path):
+    off = dict.fromkeys(range(3), (260.0, 128.0, 300.0))  # x: 32.5 voxels of level 0
+    write_ome_zarr(tmp_path / "off.zarr", DATA, translations=off)
+    url = f"file://{tmp_path}/off.zarr"
+    with pytest.raises(VolumeFormatError) as refused:
+        Layer.open(url)
+    text = str(refused.value)
+    for part in (url, "level 0", "on x", "260 nm", "32.5 voxels of 8 nm", "0.5 of a voxel"):
+        assert part in text, (part, text)
+    assert "#offset=X,Y,Z" in text and "#offset=33,16,10" in text
+    # level 1 has the same translation, 16.25 voxels: not the centred one either
+    with pytest.raises(VolumeFormatError, match=r"level 1 is off .* on x is 260 nm, 16.25 vox"):
+        Layer.open(f"{url}#level=1")
+    fixed = Layer.open(f"{url}#offset=32,16,10")  # voxels of the level read; coarser follow
+    assert offsets(fixed) == [(32, 16, 10), (16, 8, 10), (8, 4, 10)]
+    assert offsets(Layer.open(f"{url}#level=1&offset=5,6,7")) == [(5, 6, 7), (2, 3, 7)]
+    np.testing.assert_array_equal(fixed.read(fixed.bounds()), DATA.transpose())
+
+
+def test_only_the_level_read_may_fail(tmp_path):
+    """A coarse level off the grid: the volume still reads at level 0 (and 1); reading that
+    level is refused, naming it."""
+    odd = {2: (TRANSLATION_NM[0] + 5.0, TRANSLATION_NM[1], TRANSLATION_NM[2])}
+    levels = write_ome_zarr(tmp_path / "odd.zarr", DATA, translations=odd)
+    layer = Layer.open(str(tmp_path / "odd.zarr"))
+    assert layer.num_mips == 3
+    expect_level(layer, 0, levels[0])
+    expect_level(layer, 1, levels[1])
+    with pytest.raises(VolumeFormatError, match=r"level 2 is off .* on x is 261 nm"):
+        layer.read(layer.bounds(2), 2)
+    with pytest.raises(VolumeFormatError, match="level 2 is off"):
+        Layer.open(f"{tmp_path}/odd.zarr#level=2")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ("#offset=1,2", r"#offset= needs three whole numbers .* not '1,2'"),
+        ("#offset=1.5,2,3", r"#offset= needs three whole numbers"),
+        ("#resolution=8,0,30", r"#resolution= needs three sizes > 0 \(nm\)"),
+        ("#resolution=a,b,c", r"#resolution= needs three sizes"),
+    ],
+)
+def test_bad_offset_and_resolution_options(tmp_path, options, message):
+    write_zarr2(tmp_path / "z", DATA)
+    with pytest.raises(InputError, match=message):
+        Layer.open(f"{tmp_path}/z{options}")
+    layer = Layer.open(f"{tmp_path}/z#offset=3,-2,1&resolution=4,4,40")
+    assert layer.bounds() == Box.from_shape(DATA.shape[::-1], Vec3(3, -2, 1))
+    assert layer.resolution() == (4.0, 4.0, 40.0)
+    np.testing.assert_array_equal(layer.read(layer.bounds()), DATA.transpose())

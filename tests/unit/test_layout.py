@@ -4,6 +4,7 @@ never imports the executor, modules and functions stay small, and every package 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -116,3 +117,23 @@ def test_every_tasks_package_says_what_it_holds():
     for init in (REPO / "tasks").rglob("__init__.py"):
         doc = ast.get_docstring(ast.parse(init.read_text()))
         assert doc and len(doc.splitlines()) == 1, f"{init.relative_to(REPO)}: a one-line docstring"
+
+
+def layout_section() -> str:
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("\n## Layout\n")
+    return readme[start : readme.index("\n## ", start + 1)]
+
+
+def test_the_readme_layout_names_every_module_and_folder():
+    """The Layout section is the tree's map: a module or folder it does not name is missing."""
+    named = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", layout_section()))
+    unnamed = [
+        str(path.relative_to(REPO))
+        for top in ("tasks", "workflows")
+        for path in sorted((REPO / top).rglob("*"))
+        if "__pycache__" not in path.parts
+        and (path.is_dir() or (path.suffix == ".py" and path.name != "__init__.py"))
+        and path.stem not in named
+    ]
+    assert unnamed == []

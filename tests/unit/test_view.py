@@ -1,17 +1,28 @@
 """Neuroglancer states and links for `petavox view` (and the demo), and byte ranges."""
 
 import json
+import urllib.error
 import urllib.parse
+import urllib.request
+from dataclasses import replace
 
 import numpy as np
 import pytest
+from foreign_data import (
+    OFFSET,
+    volume,
+    write_n5,
+    write_n5_multiscale,
+    write_ome_zarr,
+    write_zarr3_sharded,
+)
 
 from petavox.tasks.core.errors import InputError, LayerMismatchError, LayerNotFoundError
 from petavox.tasks.core.geometry import Vec3
 from petavox.tasks.core.layers import Layer, LayerSpec, write_info
 from petavox.tasks.core.storage import StorageContext
 from petavox.workflows.demo import HIDDEN, MESHES_SHOWN, demo_view_state, largest_segments
-from petavox.workflows.file_server import byte_range
+from petavox.workflows.file_server import FileServer, byte_range
 from petavox.workflows.view import (
     NEUROGLANCER,
     NOT_SELECTED_ALPHA,
@@ -25,6 +36,7 @@ from petavox.workflows.view import (
 )
 
 HTTP = "http://127.0.0.1:8123"
+DATA = volume()
 
 
 def make_layer(path, layer_type="image", dtype="uint8"):
@@ -315,3 +327,142 @@ def test_byte_ranges(header, expected):
 def test_unsatisfiable_byte_ranges(header):
     with pytest.raises(ValueError):
         byte_range(header, 100)
+
+
+def foreign_state(layers, http=HTTP, context=StorageContext()):
+    import neuroglancer
+
+    state = viewer_state(layers, http, context)
+    neuroglancer.ViewerState(state)  # the package's client parses it
+    return state
+
+
+def test_an_ome_zarr_is_shown_where_petavox_reads_it(tmp_path):
+    """Translated: Neuroglancer opens level 0's array with a transform to petavox's offset
+    (z, y, x axes to x, y, z); untranslated: the whole group, half a voxel up (Neuroglancer
+    puts OME-Zarr voxel centres on the grid); #level=1: that level's array."""
+    write_ome_zarr(tmp_path / "img.zarr", DATA, "0.4")
+    write_ome_zarr(
+        tmp_path / "at0.zarr", DATA, "0.5", translations={k: (0, 0, 0) for k in range(3)}
+    )
+    urls = [str(tmp_path / "img.zarr"), f"{tmp_path}/img.zarr#level=1", str(tmp_path / "at0.zarr")]
+    layers = open_view_layers(urls, StorageContext())
+    assert [v.name for v in layers] == ["img.zarr", "img.zarr-2", "at0.zarr"]
+    assert [v.local_path for v in layers] == [
+        str(tmp_path / n) for n in ("img.zarr",) * 2 + ("at0.zarr",)
+    ]
+    assert layers[0].extent == Extent((8.0, 8.0, 30.0), Vec3(*OFFSET), Vec3(32 + 56, 16 + 40, 16))
+    sources = [spec["source"] for spec in foreign_state(layers)["layers"]]
+    metres = {"x": [8e-9, "m"], "y": [8e-9, "m"], "z": [3e-8, "m"]}
+    # Neuroglancer's names of the array's axes (a Zarr v2 array without names: d0, d1, d2),
+    # given petavox's voxel sizes: the matrix is in voxels
+    assert sources[0] == {
+        "url": f"zarr2://{HTTP}/img.zarr/0",
+        "transform": {
+            "outputDimensions": metres,
+            "inputDimensions": {"d0": metres["z"], "d1": metres["y"], "d2": metres["x"]},
+            "matrix": [[0, 0, 1, 32], [0, 1, 0, 16], [1, 0, 0, 10]],
+        },
+    }
+    assert sources[1]["url"] == f"zarr2://{HTTP}/img.zarr-2/1"
+    assert sources[1]["transform"]["matrix"] == [[0, 0, 1, 16], [0, 1, 0, 8], [1, 0, 0, 10]]
+    assert sources[1]["transform"]["outputDimensions"]["x"] == [16e-9, "m"]
+    assert sources[2]["url"] == f"zarr3://{HTTP}/at0.zarr"
+    assert sources[2]["transform"]["matrix"] == [[0, 0, 1, 0.5], [0, 1, 0, 0.5], [1, 0, 0, 0.5]]
+    assert list(sources[2]["transform"]["inputDimensions"]) == ["z", "y", "x"]  # its axes
+
+
+def test_channels_types_plain_arrays_and_object_stores(tmp_path):
+    write_ome_zarr(tmp_path / "c.zarr", DATA, "0.5", channels=2)
+    write_zarr3_sharded(tmp_path / "z3", DATA)
+    write_n5(tmp_path / "v.n5", DATA)
+    urls = [
+        f"{tmp_path}/c.zarr#channel=1",
+        f"zarr3://{tmp_path}/z3#resolution=4,4,40&offset=1,2,3&type=segmentation",
+        f"n5://{tmp_path}/v.n5",
+    ]
+    layers = open_view_layers(urls, StorageContext())
+    specs = foreign_state(layers)["layers"]
+    # the channel axis: a local dimension, at the channel chosen
+    assert specs[0]["source"]["transform"]["outputDimensions"]["c'"] == [1, ""]
+    assert specs[0]["source"]["transform"]["inputDimensions"]["c"] == [1, ""]  # dimension_names
+    assert specs[0]["source"]["transform"]["matrix"][3] == [1, 0, 0, 0, 0]
+    assert specs[0]["localPosition"] == [1.5]
+    assert specs[1]["type"] == "segmentation"  # #type= is the layer's type
+    nm4 = {"x": [4e-9, "m"], "y": [4e-9, "m"], "z": [4e-8, "m"]}
+    assert specs[1]["source"] == {
+        "url": f"zarr3://{HTTP}/z3",
+        "transform": {
+            "outputDimensions": nm4,
+            "inputDimensions": {"z": nm4["z"], "y": nm4["y"], "x": nm4["x"]},  # dimension_names
+            "matrix": [[0, 0, 1, 1], [0, 1, 0, 2], [1, 0, 0, 3]],
+        },
+    }
+    # N5 lists x, y, z: the identity, at offset 0
+    assert specs[2]["source"]["url"] == f"n5://{HTTP}/v.n5"
+    assert specs[2]["source"]["transform"]["matrix"] == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]
+    # in object storage: read by Neuroglancer itself, s3 path-style from a custom endpoint
+    s3 = replace(
+        layers[1],
+        url="zarr3://s3://bucket/z3",
+        foreign=replace(layers[1].foreign, store="s3://bucket/z3"),
+    )
+    gs = replace(
+        layers[2], url="n5://gs://b/v.n5", foreign=replace(layers[2].foreign, store="gs://b/v.n5")
+    )
+    context = StorageContext(s3_endpoint="http://127.0.0.1:9000/")
+    urls = [spec["source"]["url"] for spec in viewer_state([s3, gs], None, context)["layers"]]
+    assert urls == ["zarr3://http://127.0.0.1:9000/bucket/z3", "n5://gs://b/v.n5"]
+
+
+def test_an_n5_multiscale_group_is_shown_from_the_level_read(tmp_path):
+    write_n5_multiscale(tmp_path / "em.n5", DATA)
+    layers = open_view_layers([f"{tmp_path}/em.n5", f"{tmp_path}/em.n5#level=2"], StorageContext())
+    sources = [spec["source"] for spec in foreign_state(layers)["layers"]]
+    assert [s["url"] for s in sources] == [f"n5://{HTTP}/em.n5/s0", f"n5://{HTTP}/em.n5-2/s2"]
+    assert sources[1]["transform"]["outputDimensions"]["x"] == [32e-9, "m"]
+
+
+def test_a_volume_without_x_y_and_z_axes_is_refused(tmp_path):
+    import zarr
+
+    zarr.open_array(str(tmp_path / "yx.zarr"), mode="w", shape=(8, 8), dtype="u1")
+    with pytest.raises(InputError, match=r"x, y and z axes; .*yx.zarr has the axes 'yx'"):
+        open_view_layers([str(tmp_path / "yx.zarr")], StorageContext())
+
+
+def test_the_file_server_serves_zarr_and_n5_files_unchanged(tmp_path):
+    """Metadata (hidden .zarray, .zattrs, .zgroup too), nested chunk keys, v3 shards by byte
+    range; a precomputed layer's folder still serves only what its info names."""
+    write_ome_zarr(tmp_path / "img.zarr", DATA, "0.4")
+    write_zarr3_sharded(tmp_path / "z3", DATA)
+    write_n5_multiscale(tmp_path / "em.n5", DATA)
+    (tmp_path / "img.zarr" / ".DS_Store").write_bytes(b"x")
+    (tmp_path / "z3" / "c" / "0" / "x.tmp").write_bytes(b"x")
+    roots = {"img": tmp_path / "img.zarr", "z3": tmp_path / "z3", "n5": tmp_path / "em.n5"}
+    roots["raw"] = make_layer(tmp_path / "raw")
+    (tmp_path / "raw" / "notes.txt").write_text("x")
+    files = [
+        p.relative_to(tmp_path).as_posix()
+        for p in sorted(tmp_path.rglob("*"))
+        if p.is_file() and p.suffix != ".tmp" and p.name != ".DS_Store" and p.parts[-2:][0] != "raw"
+    ]
+    names = {"img.zarr": "img", "z3": "z3", "em.n5": "n5"}
+    assert {".zattrs", ".zgroup", ".zarray", "zarr.json", "attributes.json"} <= {
+        f.split("/")[-1] for f in files
+    }
+    with FileServer(roots) as server:
+        for file in files:
+            top, rest = file.split("/", 1)
+            with urllib.request.urlopen(f"{server.url}/{names[top]}/{rest}", timeout=10) as got:
+                assert got.read() == (tmp_path / file).read_bytes(), file
+        shard = next(f for f in files if f.startswith("z3/c/"))
+        ranged = urllib.request.Request(
+            f"{server.url}/z3/{shard[3:]}", headers={"Range": "bytes=2-9"}
+        )
+        with urllib.request.urlopen(ranged, timeout=10) as got:
+            assert got.status == 206 and got.read() == (tmp_path / shard).read_bytes()[2:10]
+        for missing in ("img/.DS_Store", "z3/c/0/x.tmp", "raw/notes.txt", "img/../raw/info"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"{server.url}/{missing}", timeout=10)
+            assert refused.value.code == 404, missing
