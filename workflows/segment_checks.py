@@ -41,6 +41,13 @@ Knob = tuple[str, float]
 
 
 def check_input(layer: Layer) -> None:
+    record = layer.info.get(INFO_KEY)
+    if isinstance(record, dict) and record.get("target") == "clefts":
+        raise LayerMismatchError(
+            f"{layer.url} is a cleft probability map (made by infer with the cleft model "
+            f"{record.get('model')}); segment takes a boundary map or affinities: infer with a "
+            "boundary model (the default) and segment that; the cleft map is for synapse detection"
+        )
     if layer.num_channels not in (1, 3):
         raise LayerMismatchError(
             f"{layer.url} has {layer.num_channels} channels; segment takes a boundary map "

@@ -4,11 +4,12 @@ runs)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from petavox.workflows.cli_options import runtime_from_args
 from petavox.workflows.config import ConfigError, StorageConfig
-from petavox.workflows.train import run_train
+from petavox.workflows.train import TARGETS, run_train
 from petavox.workflows.tune import HOLDOUT, run_tune
 
 
@@ -68,15 +69,17 @@ def add_train_parser(sub: Any) -> None:
         "--gt",
         required=True,
         action="append",
-        help="labels (0 = boundary/unknown), same shape; one per --raw",
+        help="labels (0 = boundary/unknown; --target clefts: nonzero = cleft), same shape; "
+        "one per --raw",
     )
     p.add_argument("--out", required=True, help="model file to write (.onnx)")
     p.add_argument("--minutes", type=float, default=15.0, help="training time (default 15)")
     p.add_argument(
         "--target",
-        choices=("boundary", "affinities"),
+        choices=TARGETS,
         default="boundary",
-        help="what the model predicts (default boundary)",
+        help="what the model predicts (default boundary); clefts: the probability of a "
+        "synaptic cleft, --gt then gives cleft labels (nonzero = cleft)",
     )
     p.add_argument(
         "--patch",
@@ -114,7 +117,28 @@ def add_train_parser(sub: Any) -> None:
     p.set_defaults(func=train_command, workers=None, address=None, max_in_flight=None)
 
 
+def refuse_cleft_model(model: str) -> None:
+    """`tune` chooses segment's parameters: a cleft model (whose map segment refuses) is an
+    InputError; a missing or unreadable file is left to `run_tune`'s own checks."""
+    from petavox.tasks.core.errors import InputError
+    from petavox.tasks.infer.onnx_model import ModelError, inspect, open_session
+
+    path = Path(model.removeprefix("file://"))
+    if not path.is_file():
+        return
+    try:
+        target = inspect(open_session(path.read_bytes(), model), model).target
+    except ModelError:
+        return
+    if target == "clefts":
+        raise InputError(
+            f"model {model} predicts clefts; tune chooses segment's parameters for a boundary "
+            "or affinity model"
+        )
+
+
 def tune_command(args: argparse.Namespace) -> int:
+    refuse_cleft_model(args.model)
     storage = StorageConfig(**runtime_from_args(args)["storage"])
     return run_tune(
         args.model,

@@ -42,10 +42,11 @@ def layers_resolution(
 
 
 def training_domain(
-    raws: Sequence[np.ndarray], voxel_nm: Sequence[float] | None, membrane_fraction: float
+    raws: Sequence[np.ndarray], voxel_nm: Sequence[float] | None, membrane_fraction: float | None
 ) -> ModelDomain:
     """What the model records about its training data: voxel size, intensity mean and standard
-    deviation (raw / 255, over every training voxel), and the share it predicts as boundary."""
+    deviation (raw / 255, over every training voxel), and the share it predicts as boundary
+    (None for a model that predicts no boundary: clefts)."""
     count = sum(r.size for r in raws)
     mean = sum(float(r.mean(dtype=np.float64)) * r.size for r in raws) / count / 255
     square = sum(float(np.square(r, dtype=np.float64).mean()) * r.size for r in raws) / count
@@ -53,20 +54,20 @@ def training_domain(
     return ModelDomain(
         voxel_nm=tuple(float(v) for v in voxel_nm) if voxel_nm else None,  # type: ignore[arg-type]
         intensity=(round(mean, 6), round(std, 6)),
-        membrane_fraction=round(membrane_fraction, 6),
+        membrane_fraction=None if membrane_fraction is None else round(membrane_fraction, 6),
     )
 
 
 def describe_domain(domain: ModelDomain) -> str:
     """One line on what the model records, and what is missing."""
-    assert domain.intensity is not None and domain.membrane_fraction is not None
+    assert domain.intensity is not None
     voxel = (
         "x".join(f"{v:g}" for v in domain.voxel_nm) + " nm voxels"
         if domain.voxel_nm
         else "no voxel size (give --voxel-nm, or train from layers: infer cannot resample)"
     )
     mean, std = domain.intensity
-    return (
-        f"domain recorded: {voxel}; intensity mean {mean:.3f} std {std:.3f} (raw / 255); "
-        f"{domain.membrane_fraction:.1%} of training voxels predicted boundary"
+    share = domain.membrane_fraction
+    return f"domain recorded: {voxel}; intensity mean {mean:.3f} std {std:.3f} (raw / 255)" + (
+        "" if share is None else f"; {share:.1%} of training voxels predicted boundary"
     )

@@ -1,10 +1,11 @@
-"""Boundary/affinity models: fetched by URL, checked by SHA-256, run with ONNX Runtime.
+"""Boundary/affinity/cleft models: fetched by URL, checked by SHA-256, run with ONNX Runtime.
 
 A model is an ONNX file (a protobuf: no pickle is ever loaded) with one input, (N, 1, Z, Y, X)
 float32 = raw / 255, and one output, (N, C, Z, Y, X) float32 in [0, 1], C = 1 (boundary, high =
-membrane) or 3 (affinities x, y, z, high = connected). Optional metadata from `petavox train`:
-``petavox.target`` and ``petavox.divisor`` (z,y,x: patch sides must be multiples of it), and
-the training domain (`petavox.tasks.infer.domain`).
+membrane; or clefts, high = synaptic cleft) or 3 (affinities x, y, z, high = connected).
+Optional metadata from `petavox train`: ``petavox.target`` (boundary, affinities or clefts;
+without it 1 channel is boundary, 3 affinities) and ``petavox.divisor`` (z,y,x: patch sides
+must be multiples of it), and the training domain (`petavox.tasks.infer.domain`).
 
 The planner fetches the model once, checks its checksum and shapes, and hands workers a
 `ModelRef` (URL + checksum); each worker process fetches, verifies and loads it once.
@@ -32,6 +33,7 @@ log = logging.getLogger("petavox")
 BUILTIN = "petavox:"  # URL scheme of the models shipped in the package
 BUILTIN_PACKAGE = "petavox.tasks.infer"
 BUILTIN_DIR = "models"
+TARGET_CHANNELS = {"boundary": 1, "affinities": 3, "clefts": 1}  # what a model may predict
 
 
 class ModelError(InputError):
@@ -79,7 +81,7 @@ def sha256(data: bytes) -> str:
 class ModelInfo:
     """What the planner learned from a model file."""
 
-    target: str  # boundary | affinities
+    target: str  # boundary | affinities | clefts
     channels: int
     divisor: Vec3  # x, y, z: patch sides must be multiples of this
     domain: ModelDomain = ModelDomain()  # what it was trained on, as far as it records
@@ -167,6 +169,12 @@ def inspect(session, source: str) -> ModelInfo:
     meta = session.get_modelmeta().custom_metadata_map
     channels = int(shape_out[1])
     target = meta.get("petavox.target", "boundary" if channels == 1 else "affinities")
+    if TARGET_CHANNELS.get(target) != channels:
+        known = ", ".join(f"{t} ({c})" for t, c in TARGET_CHANNELS.items())
+        raise ModelError(
+            f"model {source} says it predicts {target!r} (petavox.target) with {channels} "
+            f"channel(s); petavox knows these targets (channels): {known}"
+        )
     divisor = _zyx_metadata(meta, "petavox.divisor") or Vec3(1, 1, 1)
     return ModelInfo(target, channels, divisor, ModelDomain.from_metadata(meta))
 

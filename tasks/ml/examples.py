@@ -16,7 +16,9 @@ import numpy as np
 from petavox.tasks.core.errors import InputError
 
 Triple = tuple[int, int, int]
-TARGETS = {"boundary": 1, "affinities": 3}  # target name -> output channels
+TARGETS = {"boundary": 1, "affinities": 3, "clefts": 1}  # target name -> output channels
+# clefts are rare (well under 1 % of voxels): this share of patches is placed around a cleft voxel
+CLEFT_CHANCE = 0.5
 # zoom augmentation: structures drawn 0.6-2× their size (a 3.3× range of voxel sizes, wider
 # than the 2× a new dataset may differ by), on three patches in four
 ZOOM_RANGE = (0.6, 2.0)
@@ -44,11 +46,14 @@ def affinity_target(gt: np.ndarray) -> np.ndarray:
 
 
 def make_target(gt: np.ndarray, target: str) -> np.ndarray:
-    """(C,z,y,x) float32 target for `target` ("boundary" or "affinities")."""
+    """(C,z,y,x) float32 target for `target`: "boundary", "affinities" or "clefts" (then `gt` is
+    a cleft label volume and the target is 1 on its nonzero voxels)."""
     if target == "boundary":
         return boundary_target(gt)[None]
     if target == "affinities":
         return affinity_target(gt)
+    if target == "clefts":
+        return (np.asarray(gt) != 0).astype(np.float32)[None]
     raise InputError(f"target {target!r} is not one of {sorted(TARGETS)}")
 
 
@@ -63,12 +68,29 @@ def loss_mask(shape: Sequence[int], target: str) -> np.ndarray:
     return mask
 
 
+def cleft_voxels(gt: np.ndarray) -> np.ndarray:
+    """Flat indices of the nonzero voxels of a cleft label volume (what `random_example` places
+    crops around)."""
+    return np.flatnonzero(np.asarray(gt).ravel())
+
+
 # ---- patches and augmentation -----------------------------------------------------------------
 def sample_patch(
-    rng: np.random.Generator, raw: np.ndarray, gt: np.ndarray, shape: Sequence[int]
+    rng: np.random.Generator,
+    raw: np.ndarray,
+    gt: np.ndarray,
+    shape: Sequence[int],
+    around: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A random (raw, gt) crop of `shape` (z,y,x) at the same place in both volumes."""
-    start = [int(rng.integers(0, s - p + 1)) for s, p in zip(raw.shape, shape)]
+    """A random (raw, gt) crop of `shape` (z,y,x) at the same place in both volumes; with
+    `around` (a voxel z,y,x) one that holds that voxel, at a random place in the crop."""
+    if around is None:
+        start = [int(rng.integers(0, s - p + 1)) for s, p in zip(raw.shape, shape)]
+    else:
+        start = [
+            min(max(int(v) - int(rng.integers(0, p)), 0), s - p)
+            for v, s, p in zip(around, raw.shape, shape)
+        ]
     box = tuple(slice(a, a + p) for a, p in zip(start, shape))
     return raw[box], gt[box]
 
@@ -138,13 +160,15 @@ def random_example(
     gt: np.ndarray,
     patch: Sequence[int],
     zoom: tuple[float, float] = ZOOM_RANGE,
+    focus: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One augmented (raw float32 (z,y,x), gt (z,y,x)) pair of shape `patch`.
 
     A zoom is drawn first (`draw_zoom`: structures drawn larger or smaller, as on data at
     another voxel size), then an xy transpose: the crop has the size the zoom needs, with y and x
     swapped when transposed. Targets are computed afterwards from the augmented gt, so
-    affinities stay consistent.
+    affinities stay consistent. `focus` (flat indices of rare voxels, e.g. `cleft_voxels`): in
+    `CLEFT_CHANCE` of the examples the crop is placed around one of them, drawn at random.
     """
     factors = draw_zoom(rng, raw.shape, patch, zoom)
     need = tuple(min(s, math.ceil(p / f)) for p, f, s in zip(patch, factors, raw.shape))
@@ -152,7 +176,10 @@ def random_example(
     crop = (need[0], need[2], need[1]) if transpose else need
     if any(c > s for c, s in zip(crop, raw.shape)):  # the swapped crop does not fit
         transpose, crop = False, need
-    r, g = sample_patch(rng, raw, gt, crop)
+    around = None
+    if focus is not None and len(focus) and rng.random() < CLEFT_CHANCE:
+        around = np.unravel_index(int(focus[rng.integers(len(focus))]), raw.shape)
+    r, g = sample_patch(rng, raw, gt, crop, around)
     if transpose:
         r, g = r.transpose(0, 2, 1), g.transpose(0, 2, 1)
     r, g = augment_geometry(rng, r, g)

@@ -3,10 +3,13 @@ and their ground-truth segmentation: precision, recall and direction against the
 synapses, the same synapse set under two chunk shapes, then `connectome` on the tables; the
 kernel alone on more seeds (4-15: no Ray, the whole volume as one block, the same table as any
 chunking). Seeds 1-15 were not used to choose the detector's parameters or its direction rule
-(seeds 100-119 were). Bad input is refused before anything is written."""
+(seeds 100-119 were). Bad input is refused before anything is written. The same volumes with
+the generator's true clefts as a perfect cleft probability layer (`clefts`): the channel
+detector, through the stage, under both chunk shapes."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,7 @@ from synapse_data import reference_edges
 from petavox.tasks.core.errors import InputError, LayerMismatchError
 from petavox.tasks.core.geometry import Box
 from petavox.tasks.core.storage import StorageContext
-from petavox.tasks.evaluate.synapse_scores import match_centres
+from petavox.tasks.evaluate.synapse_scores import match_centres, score_synapses
 from petavox.tasks.synapse import table as synapse_table
 from petavox.tasks.synapse.detection import DetectorParams, detect
 from petavox.tasks.synapse.outputs import read_chunk_tables
@@ -33,6 +36,7 @@ SHAPE = (128, 128, 64)
 RESOLUTION = (8, 8, 8)
 CHUNKS = {"a": [64, 64, 32], "b": [96, 32, 48]}  # partial chunks on every axis for b
 RADIUS = 6.0  # voxels: a detection within this of a true centre can match it
+VOLUMES: dict = {}  # seed -> the generated volume (with its cleft labels), filled by `runs`
 
 
 def ingest(out: Path, name: str, array: np.ndarray, **extra) -> dict:
@@ -57,11 +61,14 @@ def runs(tmp_path_factory, ray_session):
     out = tmp_path_factory.mktemp("synapses")
     truth, stages = {}, []
     for seed in SEEDS:
-        volume = generate(SyntheticParams(shape=SHAPE, seed=seed, bold_synapses=True))
+        params = SyntheticParams(shape=SHAPE, seed=seed, bold_synapses=True, cleft_labels=True)
+        volume = generate(params)  # cleft_labels changes nothing else
         truth[seed] = volume.synapse_table
+        VOLUMES[seed] = volume
         stages += [
             ingest(out, f"raw{seed}", volume.raw),
             ingest(out, f"seg{seed}", volume.labels, layer_type="segmentation"),
+            ingest(out, f"clefts{seed}", np.where(volume.clefts > 0, 255, 0).astype(np.uint8)),
         ]
         stages += [
             {
@@ -69,6 +76,17 @@ def runs(tmp_path_factory, ray_session):
                 "input": f"raw{seed}",
                 "segmentation": f"seg{seed}",
                 "output": f"syn{seed}{k}",
+                "chunk_shape": shape,
+            }
+            for k, shape in CHUNKS.items()
+        ]
+        stages += [
+            {
+                "stage": "synapses",
+                "input": f"raw{seed}",
+                "segmentation": f"seg{seed}",
+                "clefts": f"clefts{seed}",
+                "output": f"channel{seed}{k}",
                 "chunk_shape": shape,
             }
             for k, shape in CHUNKS.items()
@@ -179,6 +197,36 @@ def test_the_connectome_of_the_tables(runs):
     assert all(np.all(s["volume"] > 0) for s in stats)
 
 
+def test_the_cleft_channel_through_the_stage(runs):
+    """Perfect clefts and the ground-truth segmentation: precision and recall >= 0.95, partners
+    and direction right for >= 0.9 (summed over the seeds), the same synapse set under both
+    chunk shapes, and the output says which detector made the tables."""
+    out, _ = runs
+    totals = np.zeros(4, int)
+    for seed in SEEDS:
+        volume = VOLUMES[seed]
+        a, b = read_tables(out / f"channel{seed}a"), read_tables(out / f"channel{seed}b")
+        assert len(a["synapse_id"]) > 5
+        for name in synapse_table.COLUMNS:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+        truth = volume.synapse_table
+        s = score_synapses(
+            a, volume.clefts, volume.labels, volume.labels, truth["pre"], truth["post"], RESOLUTION
+        )
+        totals += (s.detected, s.true, s.matched, s.right_direction)
+        record = json.loads((out / f"channel{seed}a" / "detector.json").read_text())
+        assert record == {
+            "detector": "cleft channel",
+            "clefts": f"file://{out}/clefts{seed}",
+            "threshold": 0.5,
+        }
+    classical = json.loads((out / f"syn{SEEDS[0]}a" / "detector.json").read_text())
+    assert classical == {"detector": "classical", "fallback": True}
+    detected, true, matched, right = totals
+    assert true >= 36 and matched / detected >= 0.95 and matched / true >= 0.95, totals
+    assert right / matched >= 0.9, totals
+
+
 def bad_config(out: Path, **synapses) -> dict:
     raw = np.zeros((64, 64, 32), np.uint8)
     labels = np.ones((64, 64, 32), np.uint32)
@@ -187,6 +235,7 @@ def bad_config(out: Path, **synapses) -> dict:
         ingest(out, "wide", raw.astype(np.uint16)),
         ingest(out, "seg", labels, layer_type="segmentation"),
         ingest(out, "small", labels[:32], layer_type="segmentation"),
+        ingest(out, "short", raw[:, :, :16]),
         {"stage": "synapses", "input": "raw", "segmentation": "seg", **synapses},
     ]
     return parse_config({"output": f"file://{out}", "stages": stages})
@@ -200,6 +249,9 @@ def bad_config(out: Path, **synapses) -> dict:
         ({"segmentation": "raw"}, LayerMismatchError, "not a one-channel segmentation layer"),
         ({"segmentation": "small"}, LayerMismatchError, "same bounds and resolution"),
         ({"halo": [32, 32, 8]}, InputError, r"smaller than \(32, 32, 32\).*leave halo out"),
+        ({"clefts": "short"}, LayerMismatchError, "cleft probability of this image"),
+        ({"clefts": "raw", "halo": [36, 36, 36]}, InputError, r"smaller than \(37, 37, 37\)"),
+        ({"threshold": 0.7}, InputError, "threshold is the cleft probability's"),
     ],
 )
 def test_bad_input_is_refused_before_any_write(tmp_path, synapses, error, message):

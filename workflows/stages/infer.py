@@ -1,4 +1,5 @@
-"""Stage `infer`: check the model (file, checksum, shapes) and the input, then predict per chunk."""
+"""Stage `infer`: check the model (file, checksum, shapes) and the input, then predict per chunk:
+a boundary map, affinities or a cleft probability map (whatever the model predicts)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ log = logging.getLogger("petavox")
 
 VERSION = 2  # 2: the input fitted to the model's training domain (intensity, voxel size)
 DEFAULT_MODEL = BUILTIN + "boundary-synthetic.onnx"
+CLEFT_MODEL = BUILTIN + "clefts-synthetic.onnx"  # the built-in cleft probability model
 CLASSICAL = "classical"
 # sizing weight: input, prediction sums and weights take 12-20 bytes per output voxel; big tasks
 # matter because the patches that straddle a task's faces are predicted by both tasks
@@ -52,7 +54,8 @@ BYTES_PER_VOXEL = 8
 
 
 class InferParams(VolumeWriterParams):
-    """Image → boundary map or affinities with a CNN (ONNX), patch-wise with seamless blending."""
+    """Image → boundary map, affinities or cleft probability with a CNN (ONNX), patch-wise with
+    seamless blending."""
 
     stage: Literal["infer"] = "infer"
     input: str = Field("raw", description="image layer (uint8, or float 0-1): name or URL")
@@ -60,7 +63,8 @@ class InferParams(VolumeWriterParams):
     model: str | None = Field(
         None,
         description="ONNX model: path or file/s3/gs URL; 'classical' for the no-model filter "
-        "(default: the built-in model trained on synthetic data)",
+        "(default: the built-in boundary model trained on synthetic data; "
+        f"{CLEFT_MODEL} predicts synaptic clefts)",
     )
     model_sha256: str | None = Field(
         None, description="expected SHA-256 of the model file (checked before any work)"
@@ -232,10 +236,12 @@ def task_bytes(scale: ScalePlan) -> int:
 
 
 def model_record(ref: ModelRef, info: ModelInfo, scale: ScalePlan) -> dict:
-    """What the output layer's info says about the model that made it (read by `segment`)."""
+    """What the output layer's info says about the model that made it and what it predicts
+    (read by `segment`, which refuses a cleft map)."""
     return {
         "model": ref.url,
         "sha256": ref.sha256,
+        "target": info.target,
         **info.domain.as_dict(),
         "model_scale": list(scale.resampling.scale) if scale.resampling else None,
     }
@@ -285,7 +291,9 @@ STAGE = Stage(
     positionals=(
         Positional(field="input", metavar="RAW_URL", help="image layer (uint8 or float 0-1)"),
         Positional(
-            field="output", metavar="OUTPUT_URL", help="boundary (or affinity) layer URL to write"
+            field="output",
+            metavar="OUTPUT_URL",
+            help="layer URL to write: boundary, affinities or clefts, as the model predicts",
         ),
     ),
 )

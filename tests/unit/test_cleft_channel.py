@@ -1,0 +1,241 @@
+"""The cleft-channel detector's kernel: the generator's true clefts as a perfect probability
+channel, on the ground-truth segmentation and on one whose segments fill the membranes; the
+same synapse set for any blocks; the volume's faces and no-data padding; a bad clefts layer
+refused by the command line before Ray. Seeds 100-114 chose which cleft voxels cast the rays
+(the darker half); these tests use other seeds."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
+from petavox.tasks.core.layers import Layer, LayerSpec
+from petavox.tasks.evaluate.synapse_scores import score_synapses
+from petavox.tasks.synapse import table as synapse_table
+from petavox.tasks.synapse.cleft_channel import CleftParams, detect_clefts, required_halo
+from petavox.tasks.synapse.partners import kept_at_faces, touches_faces
+from petavox.tasks.synthetic.generator import SyntheticParams, generate
+from petavox.workflows.cli import main
+
+SHAPE = (128, 128, 64)
+RES = (8.0, 8.0, 8.0)
+SEEDS = (4, 5, 6, 7)
+
+
+def filled(labels: np.ndarray) -> np.ndarray:
+    """The labels grown into every 0 voxel by the nearest label: a segmentation that fills the
+    membranes, as the pipeline's does."""
+    index = ndimage.distance_transform_edt(labels == 0, return_distances=False, return_indices=True)
+    return labels[tuple(index)]
+
+
+@pytest.fixture(scope="module")
+def volumes():
+    return [
+        generate(SyntheticParams(shape=SHAPE, seed=s, bold_synapses=True, cleft_labels=True))
+        for s in SEEDS
+    ]
+
+
+def perfect(volume) -> np.ndarray:
+    return np.where(volume.clefts > 0, 255, 0).astype(np.uint8)
+
+
+def whole(prob, raw, seg, params: CleftParams | None = None) -> synapse_table.Table:
+    box = Box((0, 0, 0), seg.shape)
+    return detect_clefts(prob, raw, seg, box, box, box, RES, params or CleftParams())
+
+
+@pytest.mark.parametrize("segmentation", ["ground truth", "membranes filled"])
+def test_perfect_clefts_give_the_true_synapses(volumes, segmentation):
+    totals = np.zeros(4, int)
+    for volume in volumes:
+        seg = volume.labels if segmentation == "ground truth" else filled(volume.labels)
+        found = whole(perfect(volume), volume.raw, seg)
+        truth = volume.synapse_table
+        s = score_synapses(
+            found, volume.clefts, volume.labels, seg, truth["pre"], truth["post"], RES
+        )
+        totals += (s.detected, s.true, s.matched, s.right_direction)
+        assert np.all((found["confidence"] == 1) & (found["size"] >= 15))
+    detected, true, matched, right = totals
+    assert true >= 50 and matched / detected >= 0.95 and matched / true >= 0.95, totals
+    assert right / matched >= 0.9, totals
+
+
+def test_float_probability_is_the_same_and_the_threshold_applies(volumes):
+    volume = volumes[0]
+    prob = perfect(volume)
+    as_uint8 = whole(prob, volume.raw, volume.labels)
+    as_float = whole(prob.astype(np.float32) / 255, volume.raw, volume.labels)
+    for name in synapse_table.COLUMNS:
+        np.testing.assert_array_equal(as_uint8[name], as_float[name], err_msg=name)
+    faint = (prob // 255 * 100).astype(np.uint8)  # 0.39 everywhere in the clefts
+    assert len(whole(faint, volume.raw, volume.labels)["x"]) == 0
+    low = whole(faint, volume.raw, volume.labels, CleftParams(threshold=0.3))
+    assert len(low["x"]) == len(as_uint8["x"])
+    np.testing.assert_allclose(low["confidence"], 100 / 255, rtol=1e-6)
+
+
+def test_same_synapses_whatever_the_blocks(volumes):
+    volume, params = volumes[1], CleftParams()
+    prob, seg = perfect(volume), filled(volume.labels)
+    reference = whole(prob, volume.raw, seg)
+    halo = required_halo(params, RES)
+    for chunk_shape in ((64, 48, 32), (40, 128, 24)):
+        grid = ChunkGrid(Box((0, 0, 0), SHAPE), chunk_shape, halo)
+        parts = []
+        for chunk in grid:
+            sl = chunk.read_box.slices()
+            parts.append(
+                detect_clefts(
+                    prob[sl],
+                    volume.raw[sl],
+                    seg[sl],
+                    chunk.read_box,
+                    chunk.write_box,
+                    grid.bounds,
+                    RES,
+                    params,
+                )
+            )
+        blocks = synapse_table.concat(parts)
+        mine, theirs = np.argsort(blocks["synapse_id"]), np.argsort(reference["synapse_id"])
+        assert len(mine) == len(theirs) > 5
+        for name in synapse_table.COLUMNS:
+            np.testing.assert_array_equal(blocks[name][mine], reference[name][theirs], err_msg=name)
+
+
+def two_cells(gap_at: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image, labels and a cleft disk on the membrane (x = gap_at..gap_at+2) between two cells
+    of a 40³ volume, the disk at z 0-7: it touches the bottom face."""
+    labels = np.zeros((40, 40, 40), np.uint32)
+    labels[:gap_at], labels[gap_at + 3 :] = 1, 2
+    raw = np.full(labels.shape, 200, np.uint8)
+    raw[gap_at : gap_at + 3] = 40
+    prob = np.zeros(labels.shape, np.uint8)
+    prob[gap_at : gap_at + 3, 14:24, 0:8] = 255
+    return raw, labels, prob
+
+
+def test_a_cleft_on_the_volume_face_needs_both_partners():
+    raw, labels, prob = two_cells(gap_at=18)
+    found = whole(prob, raw, labels)
+    assert len(found["x"]) == 1 and {found["pre_id"][0], found["post_id"][0]} == {1, 2}
+    # the same cleft with the cell on one side cut off by the volume's face at x = 0
+    raw, labels, prob = two_cells(gap_at=0)
+    assert set(np.unique(labels)) == {0, 2}
+    assert len(whole(prob, raw, labels)["x"]) == 0
+    # inside, the same: one partner missing (cell 1 not segmented), dropped at the face...
+    raw, labels, prob = two_cells(gap_at=18)
+    labels[labels == 1] = 0
+    assert len(whole(prob, raw, labels)["x"]) == 0
+    # ...and kept away from the faces (as the table had it before: pre or post 0)
+    prob[:, :, :8], prob[18:21, 14:24, 10:18] = 0, 255
+    kept = whole(prob, raw, labels)
+    assert len(kept["x"]) == 1 and sorted([kept["pre_id"][0], kept["post_id"][0]]) == [0, 2]
+
+
+def test_faces_rule_and_no_synapse_from_padding():
+    volume = Box((0, 0, 0), (10, 10, 10))
+    inside, on_face = np.array([[3, 4, 5], [4, 4, 5]]), np.array([[3, 4, 5], [3, 9, 5]])
+    assert not touches_faces(inside, volume) and touches_faces(on_face, volume)
+    for pre, post, kept in ((1, 2, True), (1, 0, False), (0, 0, False), (3, 3, False)):
+        assert kept_at_faces({"pre_id": pre, "post_id": post}, on_face, volume) == kept
+        assert kept_at_faces({"pre_id": pre, "post_id": post}, inside, volume)
+    # padding (no data: image 0 over whole squares) has no segment and no cleft there
+    raw, labels, prob = two_cells(gap_at=18)
+    prob[18:21, 14:24, 10:18] = 255  # a second cleft, away from the faces
+    assert len(whole(prob, raw, labels)["x"]) == 2
+    raw[:, :, 9:20] = 0  # sections 9-19 missing
+    found = whole(prob, raw, labels)
+    assert len(found["x"]) == 1 and found["z"][0] < 8 * RES[2]
+
+
+def write_layer(url: str, layer_type: str, dtype: str, size=(64, 64, 32), channels=1, extra=()):
+    spec = LayerSpec(
+        extra=extra,
+        layer_type=layer_type,
+        dtype=dtype,
+        size=Vec3.of(size),
+        resolution=RES,
+        chunk_size=Vec3(32, 32, 16),
+        num_channels=channels,
+    )
+    Layer.create(url, spec)
+
+
+MODEL_OUTPUT = (("petavox_model", {"model": "petavox:unet.onnx", "target": "boundary"}),)
+
+
+class NoRay:
+    """Stands in for the pipeline's `RaySession`: a refusal must come before any Ray session."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise AssertionError("a Ray session was started for a bad input")
+
+
+@pytest.mark.parametrize(
+    ("clefts", "message"),
+    [
+        ("two", r"two is a 2-channel image layer; synapses --clefts takes the cleft probability"),
+        ("small", r"small covers .* but .*raw covers .*same bounds and resolution"),
+        ("seg", r"seg is a 1-channel segmentation layer"),
+        ("wide", r"holds uint16; synapses reads the cleft probability as uint8"),
+        ("boundary", r"boundary is the boundary output of a model .*not a cleft probability"),
+    ],
+)
+def test_a_bad_clefts_layer_is_exit_2_before_ray(tmp_path, capsys, monkeypatch, clefts, message):
+    monkeypatch.setattr("petavox.workflows.pipeline.RaySession", NoRay)
+    root = f"file://{tmp_path}"
+    write_layer(f"{root}/raw", "image", "uint8")
+    write_layer(f"{root}/seg", "segmentation", "uint32")
+    write_layer(f"{root}/two", "image", "uint8", channels=2)
+    write_layer(f"{root}/small", "image", "uint8", size=(64, 32, 32))
+    write_layer(f"{root}/wide", "image", "uint16")
+    write_layer(f"{root}/boundary", "image", "uint8", extra=MODEL_OUTPUT)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    args = [f"{root}/raw", f"{root}/seg", f"{root}/out", "--clefts", f"{root}/{clefts}"]
+    assert main(["synapses", *args, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def split_behind_clefts(seg: np.ndarray, volume, depth: float) -> np.ndarray:
+    """`seg` with every synapse's postsynaptic object cut in two by a plane parallel to its
+    cleft, `depth` voxels behind the cleft centre: the part beyond the plane gets a new id (a
+    split error of the segmentation right next to the synapse)."""
+    seg = seg.copy()
+    grid = np.stack(np.meshgrid(*(np.arange(s) for s in seg.shape), indexing="ij"), axis=-1)
+    fresh = int(seg.max()) + 1
+    for row in volume.synapse_table:
+        centre = np.array([row["x"], row["y"], row["z"]])
+        normal = np.array([row["nx"], row["ny"], row["nz"]])  # towards the presynaptic side
+        beyond = (grid - centre) @ -normal > depth
+        cut = (seg == row["post"]) & beyond
+        seg[cut] = fresh
+        fresh += 1
+    return seg
+
+
+def test_a_partner_split_next_to_the_cleft_keeps_the_synapse(volumes):
+    """Cutting each postsynaptic object 3 voxels behind its cleft neither loses synapses nor
+    breaks their partners: the piece at the cleft stands for the object it is part of."""
+    totals = np.zeros(4, int)
+    for volume in volumes[:2]:
+        seg = split_behind_clefts(filled(volume.labels), volume, depth=3.0)
+        assert len(np.unique(seg)) > len(np.unique(volume.labels))
+        truth = volume.synapse_table
+        found = whole(perfect(volume), volume.raw, seg)
+        s = score_synapses(
+            found, volume.clefts, volume.labels, seg, truth["pre"], truth["post"], RES
+        )
+        totals += (s.detected, s.true, s.matched, s.right_direction)
+    detected, true, matched, right = totals
+    assert matched / true >= 0.95 and matched / detected >= 0.95, totals
+    assert right / matched >= 0.9, totals
