@@ -297,48 +297,59 @@ def test_array_objects_on_object_storage(store):
         get_array(url, "maps/9/0_0_0.npy", store.context)
 
 
-def test_segment_command_on_seaweedfs(seaweedfs, tmp_path, restore_environ):
-    """Faces, edges, region graphs and maps of a multi-chunk watershed run live in S3."""
+def test_infer_with_a_model_in_s3_and_segment_on_seaweedfs(seaweedfs, tmp_path, restore_environ):
+    """One `petavox run` (one Ray start for both, to keep the suite short): raw, model and
+    boundary map all in S3, the workers fetching the model and checking its checksum; and a
+    multi-chunk watershed whose faces, edges, region graphs and maps live in S3."""
+    import yaml
+
+    from petavox.tasks.core.objects import put
+    from petavox.tasks.infer.onnx_model import builtin_path, sha256
+
     volume = generate(SyntheticParams(shape=(64, 48, 24), seed=6))
+    np.save(tmp_path / "raw.npy", volume.raw.transpose(2, 1, 0))
     boundary = boundary_from_labels(volume.labels, seed=6)
     np.save(tmp_path / "boundary.npy", boundary.transpose(2, 1, 0))
     env = {k: v for k, v in seaweedfs.env().items() if k not in ENDPOINT_VARS}
-    url = f"s3://{seaweedfs.bucket}/segment"
+    url = f"s3://{seaweedfs.bucket}/chain"
+    context = StorageContext(s3_endpoint=seaweedfs.endpoint)
+    data = builtin_path("boundary-synthetic.onnx").read_bytes()
+    with client_env(env):
+        put(f"{url}/models", "unet.onnx", data, context)
+    ingest = {"stage": "ingest", "resolution": [8, 8, 8], "storage_chunk": [16, 16, 8]}
+    stages = [
+        {**ingest, "input": str(tmp_path / "raw.npy"), "output": "raw"},
+        {**ingest, "input": str(tmp_path / "boundary.npy"), "output": "boundary"},
+        {
+            "stage": "infer",
+            "input": "raw",
+            "output": "predicted",
+            "model": f"{url}/models/unet.onnx",
+            "model_sha256": sha256(data),
+            "chunk_shape": [32, 32, 16],
+        },
+        {
+            "stage": "segment",
+            "input": "boundary",
+            "output": "seg",
+            "chunk_shape": [32, 16, 8],
+            "halo": [16, 16, 16],
+            "merge_threshold": 0.6,
+        },
+    ]
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"output": url, "stages": stages}))
     common = ["--s3-endpoint", seaweedfs.endpoint, "--workers", "2", "--quiet"]
-    run_cli(
-        [
-            "ingest",
-            str(tmp_path / "boundary.npy"),
-            f"{url}/boundary",
-            "--resolution",
-            "8,8,8",
-            "--storage-chunk",
-            "16,16,8",
-            *common,
-        ],
-        env,
-    )
-    proc = run_cli(
-        [
-            "segment",
-            f"{url}/boundary",
-            f"{url}/seg",
-            "--chunk-shape",
-            "32,16,8",
-            "--halo",
-            "16,16,16",
-            "--merge-threshold",
-            "0.6",
-            *common,
-        ],
-        env,
-    )
+    proc = run_cli(["run", str(config), *common], env)
     assert "agglomerate" in proc.stdout and seaweedfs.secret_key not in proc.stdout + proc.stderr
     with client_env(env):
-        seg = Layer.open(f"{url}/seg", StorageContext(s3_endpoint=seaweedfs.endpoint))
+        seg = Layer.open(f"{url}/seg", context)
         labels = seg.read(seg.bounds())
+        predicted = Layer.open(f"{url}/predicted", context)
+        pred = predicted.read(predicted.bounds())
     assert evaluate(labels, volume.labels).arand <= 0.05
     assert len(np.unique(labels)) > 5
+    assert pred[volume.labels == 0].mean() > pred[volume.labels > 0].mean() + 100
 
 
 def test_models_load_from_object_storage_with_their_checksum(store):
@@ -355,54 +366,6 @@ def test_models_load_from_object_storage_with_their_checksum(store):
         ModelRef(
             url=f"{store.base}/models/none.onnx", sha256=sha256(data), context=store.context
         ).load()
-
-
-def test_infer_command_with_a_model_in_s3(seaweedfs, tmp_path, restore_environ):
-    """Raw, model and boundary map all in S3; workers fetch the model and check its checksum."""
-    from petavox.tasks.core.objects import put
-    from petavox.tasks.infer.onnx_model import builtin_path, sha256
-
-    volume = generate(SyntheticParams(shape=(64, 48, 24), seed=9))
-    np.save(tmp_path / "raw.npy", volume.raw.transpose(2, 1, 0))
-    env = {k: v for k, v in seaweedfs.env().items() if k not in ENDPOINT_VARS}
-    url = f"s3://{seaweedfs.bucket}/infer"
-    context = StorageContext(s3_endpoint=seaweedfs.endpoint)
-    data = builtin_path("boundary-synthetic.onnx").read_bytes()
-    with client_env(env):
-        put(f"{url}/models", "unet.onnx", data, context)
-    common = ["--s3-endpoint", seaweedfs.endpoint, "--workers", "2", "--quiet"]
-    run_cli(
-        [
-            "ingest",
-            str(tmp_path / "raw.npy"),
-            f"{url}/raw",
-            "--resolution",
-            "8,8,8",
-            "--storage-chunk",
-            "16,16,8",
-            *common,
-        ],
-        env,
-    )
-    run_cli(
-        [
-            "infer",
-            f"{url}/raw",
-            f"{url}/boundary",
-            "--model",
-            f"{url}/models/unet.onnx",
-            "--model-sha256",
-            sha256(data),
-            "--chunk-shape",
-            "32,32,16",
-            *common,
-        ],
-        env,
-    )
-    with client_env(env):
-        boundary = Layer.open(f"{url}/boundary", context)
-        pred = boundary.read(boundary.bounds())
-    assert pred[volume.labels == 0].mean() > pred[volume.labels > 0].mean() + 100
 
 
 def test_the_sizes_a_write_records_are_those_a_listing_gives(store):
