@@ -34,6 +34,7 @@ from petavox.tasks.core.storage import (
 from petavox.workflows.file_server import HOST, FileServer, origin_of
 from petavox.workflows.view_sources import (
     ForeignView,
+    browser_url,
     foreign_source,
     foreign_view,
     source_url,
@@ -170,10 +171,7 @@ def layer_source(
         return foreign_source(layer.foreign, layer.extent.resolution, url)
     if scheme == "file":
         return f"precomputed://{http_base}/{layer.name}"
-    if scheme == "s3" and context.s3_endpoint:
-        parsed = urllib.parse.urlparse(layer.url)
-        return f"precomputed://{context.s3_endpoint.rstrip('/')}/{parsed.netloc}{parsed.path}"
-    return f"precomputed://{layer.url}"
+    return f"precomputed://{browser_url(layer.url, context)}"
 
 
 def viewer_state(

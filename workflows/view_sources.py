@@ -95,16 +95,19 @@ def foreign_view(url: str, info: dict[str, Any], context: StorageContext) -> For
     )
 
 
+def browser_url(url: str, context: StorageContext) -> str:
+    """How the browser reaches a cloud URL: ``s3://`` with a custom endpoint (MinIO etc.)
+    path-style from the endpoint, anything else as it is."""
+    if scheme_of(url) == "s3" and context.s3_endpoint:
+        parsed = urllib.parse.urlparse(url)
+        return f"{context.s3_endpoint.rstrip('/')}/{parsed.netloc}{parsed.path}"
+    return url
+
+
 def source_url(view: ForeignView, served: str | None, context: StorageContext) -> str:
     """Neuroglancer's URL of the opened array or group: `served` (the file server's URL of a
-    local volume's folder), an S3 endpoint path-style, or the storage URL itself."""
-    if served is not None:
-        base = served
-    elif scheme_of(view.store) == "s3" and context.s3_endpoint:
-        parsed = urllib.parse.urlparse(view.store)
-        base = f"{context.s3_endpoint.rstrip('/')}/{parsed.netloc}{parsed.path}"
-    else:
-        base = view.store
+    local volume's folder), else the storage URL as the browser reaches it (`browser_url`)."""
+    base = served if served is not None else browser_url(view.store, context)
     return f"{view.scheme}://{join_url(base, view.path) if view.path else base}"
 
 
