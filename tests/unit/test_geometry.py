@@ -48,7 +48,7 @@ def test_write_boxes_are_aligned_to_the_storage_grid(grid):
         assert chunk.write_box.is_aligned(grid.chunk_shape, grid.origin, grid.bounds)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(grids())
 def test_chunk_ids_are_stable_and_unique(grid):
     ids = grid.ids()
