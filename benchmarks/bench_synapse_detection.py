@@ -1,18 +1,23 @@
-"""Synapse detection throughput per core: the classical cleft detector and partner assignment.
+"""Synapse detection throughput per core: the classical cleft detector beside the cleft channel
+(the built-in cleft model's `infer`, then `synapses --clefts`), on the same volume.
 
 A bold synthetic volume (`SyntheticParams(bold_synapses=True)`, seed 20, 256×256×128 at 8 nm;
 `--quick` 128×128×64, tasks 64³) is written as a raw uint8 image layer and its ground-truth
-segmentation (uint64) on file://, storage chunks 64³. Measured, on one core:
+segmentation (uint64) on file://, storage chunks 64³. Measured, on one core (ONNX Runtime runs
+one thread per task):
 
-- job loop: the planned `synapses` stage (tasks 128×128×64, the default halo), `job.run(chunk)`
+- classical: the planned `synapses` stage (tasks 128×128×64, the default halo), `job.run(chunk)`
   over its grid in this process: read with halo, detect, assign partners, write the chunk's
   Parquet table. MVx/s of the volume's voxels;
+- cleft channel: the planned `infer` stage with `petavox:clefts-synthetic.onnx` (the cleft
+  probability layer), then the planned `synapses --clefts` stage, each as a job loop; their sum
+  is the detector's cost, MVx/s of the volume's voxels;
 - kernel: `detect` alone on one chunk's read box (the write box grown by the halo; the chunk
   with the largest read box) as an in-memory array: MVx/s of its write box (comparable with
   the job loop) and of its read box (what it computes on).
 
-Rounds alternate the two; medians. Also reported: precision, recall and direction of the job
-loop's tables against the generator's synapses (`eval_synapses.score`: one-to-one matching
+Rounds alternate the cases; medians. Also reported: precision, recall and direction of each
+detector's tables against the generator's synapses (`eval_synapses.score`: one-to-one matching
 within 6 voxels; direction = pre and post both right, of the matched).
 
     .venv/bin/python benchmarks/bench_synapse_detection.py [--quick] [--repeats N]
@@ -62,21 +67,29 @@ def make_layers(root: Path, shape: tuple[int, int, int]):
     return volume
 
 
-def plan(root: Path, task: tuple[int, int, int]):
+def plan(root: Path, task: tuple[int, int, int]) -> dict[str, Any]:
+    """The planned stages by name: `infer` (the cleft channel), `classical` and `clefts`
+    (`synapses` without and with it)."""
     from petavox.workflows.config import RunConfig
     from petavox.workflows.pipeline import plan_run, prepare
 
-    stage = {
-        "stage": "synapses",
-        "input": "raw",
-        "segmentation": "seg",
-        "output": "syn",
-        "chunk_shape": list(task),
-    }
-    config = RunConfig.model_validate({"output": common.file_url(root), "stages": [stage]})
-    (synapses,) = plan_run(config)
-    prepare(synapses, config)
-    return synapses
+    synapses = {"stage": "synapses", "input": "raw", "segmentation": "seg", "chunk_shape": task}
+    stages = [
+        {
+            "stage": "infer",
+            "input": "raw",
+            "output": "clefts",
+            "model": "petavox:clefts-synthetic.onnx",
+            "chunk_shape": list(task),
+        },
+        {**synapses, "output": "syn"},
+        {**synapses, "output": "syn_clefts", "clefts": "clefts"},
+    ]
+    config = RunConfig.model_validate({"output": common.file_url(root), "stages": stages})
+    planned = dict(zip(("infer", "classical", "clefts"), plan_run(config)))
+    for stage in planned.values():
+        prepare(stage, config)
+    return planned
 
 
 def run_loop(synapses) -> float:
@@ -96,6 +109,74 @@ def read_tables(folder: Path) -> dict[str, np.ndarray]:
     return read_tables(common.file_url(folder), "chunks/", StorageContext())
 
 
+def quality_rows(label: str, counts: dict) -> list[dict]:
+    """Precision, recall and direction rows of one detector's counts."""
+    quality = rates(counts)
+    figures = (
+        ("precision", f"{counts['matched']} of {counts['detected']} detections matched"),
+        ("recall", f"{counts['matched']} of {counts['true']} true synapses"),
+        ("direction", f"{counts['right']} right, {counts['swapped']} swapped (of matched)"),
+    )
+    return [
+        common.row(
+            "synapse-detection",
+            f"{label}: {name}",
+            quality[name],
+            "",
+            target="≥ 0.9",
+            met=quality[name] >= 0.9,
+            note=note,
+        )
+        for name, note in figures
+    ]
+
+
+def measure(scratch: Path, shape, task, rounds: int) -> dict[str, Any]:
+    """Timings, the kernel's chunk and each detector's counts on a fresh volume in `scratch`."""
+    import time
+
+    from petavox.tasks.synapse.detection import detect
+
+    volume = make_layers(scratch, shape)
+    stages = plan(scratch, task)
+    classical = stages["classical"]
+    chunks = list(classical.grid)
+    chunk = max(chunks, key=lambda c: int(np.prod(tuple(c.read_box.shape))))
+    read, write = chunk.read_box, chunk.write_box
+    raw = classical.job.raw.read(read)
+    seg = classical.job.segmentation.read(read)
+    bounds = classical.job.raw.bounds(0)
+
+    def kernel() -> dict[str, float]:
+        started = time.perf_counter()
+        detect(raw, seg, read, write, bounds, RESOLUTION, classical.job.params)
+        return {"kernel": time.perf_counter() - started}
+
+    def channel() -> dict[str, float]:
+        infer = run_loop(stages["infer"])
+        found = run_loop(stages["clefts"])
+        return {"cleft infer": infer, "cleft synapses": found, "cleft channel": infer + found}
+
+    cases = {
+        "classical": (None, lambda: {"classical": run_loop(classical)}),
+        "channel": (None, channel),
+        "kernel": (None, kernel),
+    }
+    timings = common.interleave(cases, rounds)
+    counts = {
+        name: score(read_tables(scratch / folder), volume.synapse_table, RESOLUTION)
+        for name, folder in (("classical", "syn"), ("cleft channel", "syn_clefts"))
+    }
+    halo = tuple(classical.spec["halo"])
+    return {
+        "timings": timings,
+        "chunks": len(chunks),
+        "chunk": chunk,
+        "counts": counts,
+        "halo": halo,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller volume, fewer rounds")
@@ -105,97 +186,60 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rounds = args.repeats or (2 if args.quick else 3)
     scratch = common.scratch_dir("synapse-detection")
     try:
-        volume = make_layers(scratch, shape)
-        synapses = plan(scratch, task)
-        chunks = list(synapses.grid)
-        chunk = max(chunks, key=lambda c: int(np.prod(tuple(c.read_box.shape))))
-        read, write = chunk.read_box, chunk.write_box
-        raw = synapses.job.raw.read(read)
-        seg = synapses.job.segmentation.read(read)
-        bounds = synapses.job.raw.bounds(0)
-
-        def kernel() -> dict[str, float]:
-            import time
-
-            from petavox.tasks.synapse.detection import detect
-
-            started = time.perf_counter()
-            detect(raw, seg, read, write, bounds, RESOLUTION, synapses.job.params)
-            return {"kernel": time.perf_counter() - started}
-
-        cases = {"loop": (None, lambda: {"loop": run_loop(synapses)}), "kernel": (None, kernel)}
-        timings = common.interleave(cases, rounds)
-        counts = score(read_tables(scratch / "syn"), volume.synapse_table, RESOLUTION)
+        got = measure(scratch, shape, task, rounds)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
+    timings, counts = got["timings"], got["counts"]
+    read, write = got["chunk"].read_box, got["chunk"].write_box
     voxels = int(np.prod(shape))
-    loop_s, kernel_s = timings["loop"].median, timings["kernel"].median
-    loop = common.mvx_per_s(voxels, loop_s)
-    kernel_write = common.mvx_per_s(int(np.prod(tuple(write.shape))), kernel_s)
-    kernel_read = common.mvx_per_s(int(np.prod(tuple(read.shape))), kernel_s)
-    quality = rates(counts)
+    kernel_s = timings["kernel"].median
     note = (
-        f"{'×'.join(map(str, shape))} bold synthetic (seed {SEED}), {len(chunks)} tasks "
-        f"{'×'.join(map(str, task))}, halo {tuple(synapses.spec['halo'])}, one process"
+        f"{'×'.join(map(str, shape))} bold synthetic (seed {SEED}), {got['chunks']} tasks "
+        f"{'×'.join(map(str, task))}, halo {got['halo']}, one process"
     )
     chunk_note = (
         f"chunk {tuple(write.start)}: write box {tuple(write.shape)}, read box {tuple(read.shape)}"
     )
-    print(
-        f"{note}\n  job loop: {timings['loop']}\n  kernel, one chunk: {timings['kernel']} "
-        f"({chunk_note})\n  {counts}"
-    )
+    print(f"{note}\n" + "".join(f"  {name}: {t}\n" for name, t in timings.items()))
+    print(f"  kernel: {chunk_note}\n  {counts}")
+    per_core = [
+        ("classical", "classical detection + assignment (job loop)", note),
+        ("cleft channel", "cleft channel: infer + detection + assignment (job loops)", note),
+        ("cleft infer", "cleft channel: infer alone", "petavox:clefts-synthetic.onnx"),
+        ("cleft synapses", "cleft channel: detection + assignment alone", "synapses --clefts"),
+    ]
     rows = [
         common.row(
             "synapse-detection",
-            "detection + assignment throughput per core (job loop)",
-            loop,
+            what,
+            common.mvx_per_s(voxels, timings[key].median),
             "MVx/s",
-            note=note,
-        ),
-        common.row(
-            "synapse-detection",
-            "kernel alone, one chunk (per write-box voxel)",
-            kernel_write,
-            "MVx/s",
-            note=chunk_note,
-        ),
-        common.row(
-            "synapse-detection",
-            "kernel alone, one chunk (per read-box voxel)",
-            kernel_read,
-            "MVx/s",
-            note="the voxels it computes on, halo included",
-        ),
-        common.row(
-            "synapse-detection",
-            "precision",
-            quality["precision"],
-            "",
-            target="≥ 0.9",
-            met=quality["precision"] >= 0.9,
-            note=f"{counts['matched']} of {counts['detected']} detections matched",
-        ),
-        common.row(
-            "synapse-detection",
-            "recall",
-            quality["recall"],
-            "",
-            target="≥ 0.9",
-            met=quality["recall"] >= 0.9,
-            note=f"{counts['matched']} of {counts['true']} true synapses",
-        ),
-        common.row(
-            "synapse-detection",
-            "direction (pre and post right, of matched)",
-            quality["direction"],
-            "",
-            target="≥ 0.9",
-            met=quality["direction"] >= 0.9,
-            note=f"{counts['right']} right, {counts['swapped']} swapped",
-        ),
+            note=why,
+        )
+        for key, what, why in per_core
     ]
+    rows.append(
+        common.row(
+            "synapse-detection",
+            "cleft channel vs classical (time ratio, per round)",
+            common.paired_ratio(timings["cleft channel"], timings["classical"]),
+            "×",
+            note="seconds of the cleft channel / seconds of the classical detector",
+        )
+    )
+    for voxels_of, what in ((write, "write-box"), (read, "read-box")):
+        rows.append(
+            common.row(
+                "synapse-detection",
+                f"classical kernel alone, one chunk (per {what} voxel)",
+                common.mvx_per_s(int(np.prod(tuple(voxels_of.shape))), kernel_s),
+                "MVx/s",
+                note=chunk_note,
+            )
+        )
+    for name, found in counts.items():
+        rows += quality_rows(name, found)
     out = {
         "quick": args.quick,
         "shape": list(shape),
@@ -204,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "chunk": chunk_note,
         "timings": {k: t.to_dict() for k, t in timings.items()},
         "counts": counts,
-        **quality,
+        **{f"{name} {k}": v for name, c in counts.items() for k, v in rates(c).items()},
         "rows": rows,
     }
     common.write_results("synapse-detection", out)

@@ -90,6 +90,31 @@ def apply(aligned: np.ndarray, misalignment: Misalignment, labels: bool = False)
     return raw
 
 
+def realigned(
+    stack: np.ndarray, misalignment: Misalignment, error: Misalignment, labels: bool = False
+) -> np.ndarray:
+    """What an aligner that undid `misalignment` up to `error` makes of `apply(stack,
+    misalignment)`: the content back in place, resampled twice and off by `error`'s field, with
+    zeros where the misaligned sections had none (an aligned stack's black margins). Labels
+    take the nearest pixel both ways, so they stay on the content that shows."""
+    from scipy import ndimage
+
+    raw = apply(stack, misalignment, labels)
+    nx, ny, nz = stack.shape
+    points = grid_points((0, 0), (nx, ny))
+    out = np.zeros_like(stack)
+    for z in range(nz):
+        source = (points + misalignment.alignment(z, points) + error.forward(z, points)).T
+        section = raw[:, :, z] if labels else raw[:, :, z].astype(np.float32)
+        values = ndimage.map_coordinates(
+            section, source, order=0 if labels else 3, mode="constant", cval=0
+        )
+        if not labels:
+            values = np.clip(np.rint(values), 0, 255)
+        out[:, :, z] = values.reshape(nx, ny).astype(stack.dtype)
+    return out
+
+
 def residuals(found, misalignment: Misalignment, points: np.ndarray) -> np.ndarray:
     """Per-section RMS distance (pixels) between found and true alignment fields at `points`,
     less only their median difference over the whole stack (where the block sits is not

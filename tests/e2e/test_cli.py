@@ -116,12 +116,13 @@ def test_demo_writes_the_synthetic_volume_and_resumes(demo_run, address):
     assert Layer.open(f"file://{out}/aligned").num_mips == 3
     status = petavox("status", str(out / "petavox-demo.yaml")).stdout
     assert "segment" in status and "incomplete" not in status
-    # ingest ×3, align ×5 (estimate, solve, render, carry ×2), infer, segment, stitch relabel (a
-    # copy: one chunk), graph, agglomerate ×3 (merge, mapping table, relabel), synapses,
+    # ingest ×3, align ×5 (estimate, solve, render, carry ×2), infer ×2 (boundary, clefts),
+    # segment, stitch relabel (a copy: one chunk), graph, agglomerate ×3 (merge, mapping table,
+    # relabel), synapses,
     # connectome ×4 (volumes, shuffle, shards, spatial index), downsample ×5, mesh ×2
     # (fragments, manifests), skeletonize ×2 (pieces, merge)
     # ... and evaluate, by its report, with the scores
-    assert status.count("done") == 30 and "infer" in status and "align" in status
+    assert status.count("done") == 31 and "infer" in status and "align" in status
     evaluate_row = next(line for line in status.splitlines() if "evaluate" in line)
     assert "1/1 chunks done" in evaluate_row and "arand" in evaluate_row
     verified = petavox("verify", str(out)).stdout  # exit 0: every stage that wrote is whole
@@ -159,6 +160,7 @@ def test_the_default_demo_segments_from_raw_within_the_target(tmp_path, address)
     meshes = cv.mesh.get(ids, fuse=False)
     assert len(ids) > 300 and all(len(meshes[i].faces) > 0 for i in ids)
     assert all(len(skel.vertices) > 0 for skel in cv.skeleton.get(ids))
+    check_the_cleft_channel_beats_the_classical_detector(out, proc.stdout)
     # a proofreader's edits on the demo, through the command line: one merged object split in
     # two, two objects joined into one, nothing else changed
     rule = seg.info["petavox_agglomeration"]
@@ -174,6 +176,37 @@ def test_the_default_demo_segments_from_raw_within_the_target(tmp_path, address)
         *("--address", address, "--quiet"),
     )
     edit.check(read_volume(out, "edited"))
+
+
+def check_the_cleft_channel_beats_the_classical_detector(out, stdout: str) -> None:
+    """The demo's synapses (the built-in cleft model's channel on the U-Net's segmentation), as
+    it prints them, against the classical detector on the same aligned image and segmentation:
+    more synapses found with the right partners and direction, and no lower precision. (Issue
+    24's bar, 0.9 for precision, recall and direction, is not met yet: README, Synapses.)"""
+    from petavox.tasks.core.geometry import Box
+    from petavox.tasks.core.storage import StorageContext
+    from petavox.tasks.evaluate.synapse_scores import score_synapses
+    from petavox.tasks.synapse.detection import DetectorParams, detect
+    from petavox.tasks.synapse.outputs import read_chunk_tables
+    from petavox.workflows.demo import RESOLUTION
+
+    image, seg, truth, clefts = (
+        read_volume(out, name)
+        for name in ("aligned", "segmentation", "ground_truth", "ground_truth_clefts")
+    )
+    pairs = demo_volume(256, seed=0).synapse_table
+    box = Box((0, 0, 0), image.shape)
+
+    def scores(table):
+        return score_synapses(table, clefts, truth, seg, pairs["pre"], pairs["post"], RESOLUTION)
+
+    channel = scores(read_chunk_tables(f"file://{out}/synapses", StorageContext()))
+    classical = scores(detect(image, seg, box, box, box, RESOLUTION, DetectorParams()))
+    printed = stdout.split("synapses vs ground truth: ")[1].split("\n")[0]
+    assert f"{channel.detected} found" in printed and "cleft model's channel" in printed
+    assert f"precision {channel.precision:.2f}, recall {channel.recall:.2f}" in printed
+    assert channel.right_direction > classical.right_direction, (channel, classical)
+    assert channel.precision >= classical.precision, (channel, classical)
 
 
 def test_ingest_downsample_and_evaluate_commands(tmp_path, address):

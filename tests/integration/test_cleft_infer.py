@@ -2,14 +2,18 @@
 Ray: the layer it writes (one channel, its model record says "clefts", chunking invisible),
 `segment` refusing that layer, and its quality on a held-out synthetic volume.
 
-The model was trained on seeds 201-204 (128×128×64, bold synapses); seed 302 here was never
+The model was trained on seeds 201-204 (128×128×64, bold synapses, each as drawn and
+realigned); seed 302 here was never
 used to train or choose it. Object-level scores of prob ≥ 0.5: the share of true clefts
 (label ids) that overlap a predicted component (26-connected), and the share of predicted
 components that overlap a true cleft. Trivial predictions fail the bars: nothing scores recall
 0; everything scores object precision and recall 1 (one component covering all) but a voxel
 precision equal to the cleft share (under 0.1 %); the darkest voxels (Gaussian σ 1) scored
-voxel precision 0.033 and object precision 0.044 here. The model scores voxel precision 0.30,
-voxel recall 0.48 (its clefts are thinner than the labels), object recall and precision 0.91.
+voxel precision 0.033 and object precision 0.044 here. The model scores voxel precision 0.27,
+voxel recall 0.23 (its clefts are thinner than the labels), object recall 0.64 and object
+precision 0.54 (components of any size; `synapses` keeps those of 15 voxels or more). The first
+built-in model, trained on drawn volumes only, scored 0.91 and 0.91 here but took an aligned
+stack's margins for clefts (README, "The built-in cleft model").
 """
 
 from __future__ import annotations
@@ -120,7 +124,7 @@ def test_infer_writes_the_cleft_probability_that_segment_refuses(tmp_path, held_
     assert np.abs(chunked - whole).max() <= 1 / 255 + 1e-6
     scores = cleft_scores(chunked >= 0.5, clefts)
     assert scores["clefts"] >= 8
-    assert scores["object_recall"] >= 0.8 and scores["voxel_recall"] >= 0.3, scores
-    assert scores["object_precision"] >= 0.5 and scores["voxel_precision"] >= 0.15, scores
+    assert scores["object_recall"] >= 0.5 and scores["voxel_recall"] >= 0.15, scores
+    assert scores["object_precision"] >= 0.4 and scores["voxel_precision"] >= 0.15, scores
     with pytest.raises(LayerMismatchError, match="cleft probability map"):
         plan_run(config(tmp_path, raw, [64, 64, 48], segment=True))

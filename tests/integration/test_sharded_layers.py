@@ -147,7 +147,7 @@ def test_tasks_that_would_write_part_of_a_shard_are_refused_before_any_write(tmp
     assert not (tmp_path / "out").exists()
 
 
-VOLUMES = ("raw", "raw_labels", "raw_clefts", "aligned", "ground_truth", "boundary")
+VOLUMES = ("raw", "raw_labels", "raw_clefts", "aligned", "ground_truth", "boundary", "clefts")
 
 
 def test_the_demo_with_every_volume_sharded_gives_the_same_voxels(tmp_path, ray_session):

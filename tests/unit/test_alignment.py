@@ -14,7 +14,7 @@ from petavox.tasks.align.render import SectionTransforms, box_fields, source_box
 from petavox.tasks.align.solve import Pair, SolveParams, solve_sections
 from petavox.tasks.core.geometry import Box
 from petavox.tasks.synthetic.generator import SyntheticParams, generate
-from petavox.tasks.synthetic.misalignment import random_misalignment
+from petavox.tasks.synthetic.misalignment import Misalignment, random_misalignment, realigned
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +159,31 @@ def test_known_misalignment_inverts_its_warp():
         u = mis.alignment(z, points)
         np.testing.assert_allclose(mis.forward(z, points + u), u, atol=1e-6)
         assert np.abs(u - mis.shifts[z]).max() <= 5.0 + 1e-9
+
+
+def test_a_realigned_stack_has_its_content_back_off_by_the_error_with_black_margins():
+    def shifts(*per_section: tuple[float, float]) -> Misalignment:
+        table = np.asarray(per_section, np.float64)
+        return Misalignment(
+            shifts=table,
+            waves=np.zeros((len(table), 1, 2, 4)),
+            rotations=np.zeros(len(table)),
+            centre=(0.0, 0.0),
+        )
+
+    rng = np.random.default_rng(2)
+    stack = rng.integers(1, 255, (40, 30, 2), dtype=np.uint8)
+    labels = rng.integers(1, 9, (40, 30, 2)).astype(np.uint32)
+    known, error = shifts((3, -2), (-5, 4)), shifts((0, 0), (1, 0))
+    for data, as_labels in ((stack, False), (labels, True)):
+        out = realigned(data, known, error, as_labels)
+        # section 0: content back in place; its content shifted 3 px out at x's end and 2 px
+        # at y's start is gone
+        np.testing.assert_array_equal(out[:37, 2:, 0], data[:37, 2:, 0])
+        assert not out[37:, :, 0].any() and not out[:, :2, 0].any()
+        # section 1: one pixel off in x (the error), margins where the shift took content out
+        np.testing.assert_array_equal(out[5:39, :26, 1], data[6:40, :26, 1])
+        assert not out[:4, :, 1].any() and not out[:, 26:, 1].any()
 
 
 def test_known_rotation_turns_the_content_about_the_centre():

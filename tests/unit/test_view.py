@@ -286,7 +286,7 @@ def test_the_demo_state_shows_the_aligned_em_and_selects_the_largest_segments(tm
     labels = np.zeros((16, 16, 4), np.uint64)
     for n, label in enumerate((21, 22, 23, 24, 25, 26, 27)):
         labels[n * 2 : n * 2 + 2 + n % 3] = label
-    names = ("raw", "aligned", "boundary", "segmentation", "ground_truth")
+    names = ("raw", "aligned", "boundary", "clefts", "segmentation", "ground_truth")
     for name in names:
         if name in ("segmentation", "ground_truth"):
             write_labels(f"file://{tmp_path}/{name}", labels)
