@@ -10,8 +10,9 @@ one thread per task):
   over its grid in this process: read with halo, detect, assign partners, write the chunk's
   Parquet table. MVx/s of the volume's voxels;
 - cleft channel: the planned `infer` stage with `petavox:clefts-synthetic.onnx` (the cleft
-  probability layer), then the planned `synapses --clefts` stage, each as a job loop; their sum
-  is the detector's cost, MVx/s of the volume's voxels;
+  probability layer; infer's default task shape, ~32 M voxels, as a run would use), then the
+  planned `synapses --clefts` stage (the same tasks as the classical one), each as a job loop;
+  their sum is the detector's cost, MVx/s of the volume's voxels;
 - kernel: `detect` alone on one chunk's read box (the write box grown by the halo; the chunk
   with the largest read box) as an in-memory array: MVx/s of its write box (comparable with
   the job loop) and of its read box (what it computes on).
@@ -79,8 +80,7 @@ def plan(root: Path, task: tuple[int, int, int]) -> dict[str, Any]:
             "stage": "infer",
             "input": "raw",
             "output": "clefts",
-            "model": "petavox:clefts-synthetic.onnx",
-            "chunk_shape": list(task),
+            "model": "petavox:clefts-synthetic.onnx",  # infer's own default task shape
         },
         {**synapses, "output": "syn"},
         {**synapses, "output": "syn_clefts", "clefts": "clefts"},

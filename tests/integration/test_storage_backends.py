@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -25,8 +24,6 @@ from petavox.tasks.core.objects import get_array, get_arrays, put_array, put_arr
 from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.evaluate.metrics import evaluate
 from petavox.tasks.synthetic.generator import SyntheticParams, boundary_from_labels, generate
-from petavox.tasks.synthetic.misalignment import apply, random_misalignment
-from petavox.workflows.demo import MAX_SHIFT, WARP, demo_volume
 from petavox.workflows.ledger import Ledger, Segment
 
 pytestmark = pytest.mark.integration
@@ -196,68 +193,6 @@ def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
     return proc
 
 
-def test_demo_on_seaweedfs_with_credentials(seaweedfs, restore_environ):
-    """The laptop path with MinIO: `petavox demo --output s3://... --s3-endpoint ...`."""
-    env = {k: v for k, v in seaweedfs.env().items() if k not in ENDPOINT_VARS}
-    url = f"s3://{seaweedfs.bucket}/demo"
-    proc = run_cli(
-        [
-            "demo",
-            "--size",
-            "64",
-            "--output",
-            url,
-            "--s3-endpoint",
-            seaweedfs.endpoint,
-            "--workers",
-            "2",
-            "--quiet",
-        ],
-        env,
-    )
-    assert seaweedfs.secret_key not in proc.stdout + proc.stderr
-    # the viewer reads the layers path-style from the endpoint
-    source = f"precomputed://{seaweedfs.endpoint}/{seaweedfs.bucket}/demo/raw"
-    assert urllib.parse.quote(source, safe="") in proc.stdout
-    context = StorageContext(s3_endpoint=seaweedfs.endpoint)
-    with client_env(env):
-        raw = Layer.open(f"{url}/raw", context)
-        volume = demo_volume(64, seed=0)
-        known = random_misalignment(16, MAX_SHIFT, WARP, seed=0)  # the demo misaligns its stack
-        np.testing.assert_array_equal(raw.read(raw.bounds()), apply(volume.raw, known))
-        assert raw.num_mips == 3
-        from cloudfiles import CloudFiles
-
-        ledger = CloudFiles(f"{url}/ledger")
-        markers = list(ledger.list())
-        found = ledger.get(markers)
-        blobs = b"".join(r["content"] for r in found)
-        for r in found:  # segments are compressed: what they hold, decoded
-            if r["path"].endswith(".npz"):
-                segment = Segment.from_bytes(r["content"])
-                blobs += repr((segment.urls, segment.object_key.tolist())).encode()
-    assert markers and seaweedfs.secret_key.encode() not in blobs
-
-    # then `petavox clean` on the bucket: the work files go, nothing else
-    client = seaweedfs.boto3_client()
-
-    def listing() -> dict[str, int]:
-        pages = client.get_paginator("list_objects_v2").paginate(
-            Bucket=seaweedfs.bucket, Prefix="demo/"
-        )
-        found = {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}
-        return {k: v for k, v in found.items() if not k.startswith("demo/ledger/driver.lease")}
-
-    before = listing()
-    work = {k: v for k, v in before.items() if k.startswith("demo/intermediate/")}
-    assert work
-    endpoint = ["--s3-endpoint", seaweedfs.endpoint]
-    done = run_cli(["clean", url, *endpoint], env)
-    assert f"({sum(work.values()):,} bytes) in " in done.stdout
-    assert listing() == {k: v for k, v in before.items() if k not in work}
-    # (a rerun after clean recomputes nothing: tests/integration/test_clean.py, on file://)
-
-
 def test_run_on_gcs(gcs_module, tmp_path, restore_environ):
     stack = tmp_path / "stack.npy"
     data = np.random.default_rng(3).integers(0, 255, (16, 64, 96), dtype=np.uint8)
@@ -298,9 +233,12 @@ def test_array_objects_on_object_storage(store):
 
 
 def test_infer_with_a_model_in_s3_and_segment_on_seaweedfs(seaweedfs, tmp_path, restore_environ):
-    """One `petavox run` (one Ray start for both, to keep the suite short): raw, model and
-    boundary map all in S3, the workers fetching the model and checking its checksum; and a
-    multi-chunk watershed whose faces, edges, region graphs and maps live in S3."""
+    """One `petavox run` with `--s3-endpoint` and the credentials in the environment (one Ray
+    start for all, to keep the suite short): raw, model and boundary map all in S3, the workers
+    fetching the model and checking its checksum; and a multi-chunk watershed whose faces,
+    edges, region graphs and maps live in S3. No credential in the output or the ledger; then
+    `petavox clean` removes the work files and nothing else. (The demo on S3 with credentials:
+    tests/deploy/test_compose_demo_on_seaweedfs.py.)"""
     import yaml
 
     from petavox.tasks.core.objects import put
@@ -350,6 +288,44 @@ def test_infer_with_a_model_in_s3_and_segment_on_seaweedfs(seaweedfs, tmp_path, 
     assert evaluate(labels, volume.labels).arand <= 0.05
     assert len(np.unique(labels)) > 5
     assert pred[volume.labels == 0].mean() > pred[volume.labels > 0].mean() + 100
+    check_no_credential_in_the_ledger(seaweedfs, url, env)
+    check_clean_removes_the_work_files(seaweedfs, url, env)
+
+
+def check_no_credential_in_the_ledger(seaweedfs, url: str, env: dict[str, str]) -> None:
+    from cloudfiles import CloudFiles
+
+    with client_env(env):
+        ledger = CloudFiles(f"{url}/ledger")
+        markers = list(ledger.list())
+        found = ledger.get(markers)
+        blobs = b"".join(r["content"] for r in found)
+        for r in found:  # segments are compressed: what they hold, decoded
+            if r["path"].endswith(".npz"):
+                segment = Segment.from_bytes(r["content"])
+                blobs += repr((segment.urls, segment.object_key.tolist())).encode()
+    assert markers and seaweedfs.secret_key.encode() not in blobs
+
+
+def check_clean_removes_the_work_files(seaweedfs, url: str, env: dict[str, str]) -> None:
+    """`petavox clean` on the bucket: the work files go, nothing else."""
+    client = seaweedfs.boto3_client()
+    prefix = url.removeprefix(f"s3://{seaweedfs.bucket}/") + "/"
+
+    def listing() -> dict[str, int]:
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=seaweedfs.bucket, Prefix=prefix
+        )
+        found = {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}
+        return {k: v for k, v in found.items() if not k.startswith(f"{prefix}ledger/driver.lease")}
+
+    before = listing()
+    work = {k: v for k, v in before.items() if k.startswith(f"{prefix}intermediate/")}
+    assert work
+    done = run_cli(["clean", url, "--s3-endpoint", seaweedfs.endpoint], env)
+    assert f"({sum(work.values()):,} bytes) in " in done.stdout
+    assert listing() == {k: v for k, v in before.items() if k not in work}
+    # (a rerun after clean recomputes nothing: tests/integration/test_clean.py, on file://)
 
 
 def test_models_load_from_object_storage_with_their_checksum(store):
