@@ -384,8 +384,6 @@ def read_info(url: str, context: StorageContext = StorageContext()) -> dict | No
     raw = foreign_volumes.info_object(url, context)
     if raw is None:
         return foreign_volumes.foreign_info(url, context)
-    if raw is None:
-        return None
     try:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
