@@ -226,16 +226,24 @@ def many_synapses(demo: Path, ray_session, tmp_path_factory) -> Path:
     """`synapses` (the classical detector) and `connectome` on the demo's aligned image and
     segmentation: the demo's own cleft channel finds one or two synapses at this size, too few
     for two segments' lines to cross a section apart; what the viewer draws is the same for
-    any synapse table."""
-    import ray
+    any synapse table. (In this process: the shared Ray, no CLI start.)"""
+    from petavox.workflows.config import RunConfig
+    from petavox.workflows.pipeline import run
 
-    address = ray.get_runtime_context().gcs_address
-    out = tmp_path_factory.mktemp("synapses") / "classical"
-    on = ("--address", address, "--quiet")
+    out = tmp_path_factory.mktemp("synapses")
     segmentation = f"file://{demo}/segmentation"
-    petavox("synapses", f"file://{demo}/aligned", segmentation, f"file://{out}", *on)
-    petavox("connectome", f"file://{out}", "--segmentation", segmentation, *on)
-    return out
+    stages = [
+        {
+            "stage": "synapses",
+            "input": f"file://{demo}/aligned",
+            "segmentation": segmentation,
+            "output": "classical",
+        },
+        {"stage": "connectome", "input": "classical", "segmentation": segmentation},
+    ]
+    config = RunConfig.model_validate({"output": f"file://{out}", "stages": stages})
+    run(config, session=ray_session, progress=False)
+    return out / "classical"
 
 
 def test_neuroglancer_draws_the_demo_synapses_and_filters_them_by_segment(demo, many_synapses):
