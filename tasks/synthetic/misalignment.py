@@ -71,23 +71,28 @@ def random_misalignment(
 def apply(aligned: np.ndarray, misalignment: Misalignment, labels: bool = False) -> np.ndarray:
     """The raw stack (x, y, z) that `misalignment` makes of an aligned one (cubic resampling,
     or nearest pixel for `labels`; zeros where content came from outside the section)."""
-    from scipy import ndimage
-
     nx, ny, nz = aligned.shape
     points = grid_points((0, 0), (nx, ny))
     raw = np.zeros_like(aligned)
     for z in range(nz):
-        source = (points - misalignment.forward(z, points)).T
-        if labels:
-            raw[:, :, z] = ndimage.map_coordinates(
-                aligned[:, :, z], source, order=0, mode="constant", cval=0
-            ).reshape(nx, ny)
-            continue
-        values = ndimage.map_coordinates(
-            aligned[:, :, z].astype(np.float32), source, order=3, mode="constant", cval=0.0
-        )
-        raw[:, :, z] = np.clip(np.rint(values), 0, 255).reshape(nx, ny).astype(aligned.dtype)
+        source = points - misalignment.forward(z, points)
+        raw[:, :, z] = _sample(aligned[:, :, z], source, labels)
     return raw
+
+
+def _sample(section: np.ndarray, source: np.ndarray, labels: bool) -> np.ndarray:
+    """`section` (x, y) read at the (n, 2) points `source`, as an (x, y) section of its dtype:
+    cubic, rounded and clipped to 0-255, or the nearest pixel for `labels`; 0 outside."""
+    from scipy import ndimage
+
+    if labels:
+        values = ndimage.map_coordinates(section, source.T, order=0, mode="constant", cval=0)
+    else:
+        values = ndimage.map_coordinates(
+            section.astype(np.float32), source.T, order=3, mode="constant", cval=0.0
+        )
+        values = np.clip(np.rint(values), 0, 255)
+    return values.reshape(section.shape).astype(section.dtype)
 
 
 def realigned(
@@ -97,21 +102,13 @@ def realigned(
     misalignment)`: the content back in place, resampled twice and off by `error`'s field, with
     zeros where the misaligned sections had none (an aligned stack's black margins). Labels
     take the nearest pixel both ways, so they stay on the content that shows."""
-    from scipy import ndimage
-
     raw = apply(stack, misalignment, labels)
     nx, ny, nz = stack.shape
     points = grid_points((0, 0), (nx, ny))
     out = np.zeros_like(stack)
     for z in range(nz):
-        source = (points + misalignment.alignment(z, points) + error.forward(z, points)).T
-        section = raw[:, :, z] if labels else raw[:, :, z].astype(np.float32)
-        values = ndimage.map_coordinates(
-            section, source, order=0 if labels else 3, mode="constant", cval=0
-        )
-        if not labels:
-            values = np.clip(np.rint(values), 0, 255)
-        out[:, :, z] = values.reshape(nx, ny).astype(stack.dtype)
+        source = points + misalignment.alignment(z, points) + error.forward(z, points)
+        out[:, :, z] = _sample(raw[:, :, z], source, labels)
     return out
 
 
