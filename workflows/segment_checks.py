@@ -42,7 +42,7 @@ Knob = tuple[str, float]
 
 def check_input(layer: Layer) -> None:
     record = layer.info.get(INFO_KEY)
-    if isinstance(record, dict) and record.get("target") == "clefts":
+    if isinstance(record, dict) and record.get("target") in ("clefts", "synapses"):
         raise LayerMismatchError(
             f"{layer.url} is a cleft probability map (made by infer with the cleft model "
             f"{record.get('model')}); segment takes a boundary map or affinities: infer with a "

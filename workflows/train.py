@@ -7,9 +7,7 @@ raw uint8 / 255 (see `petavox.tasks.ml.training`). Needs the optional training d
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import numpy as np
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.storage import StorageContext
+from petavox.tasks.ml.examples import cleft_voxels
 from petavox.workflows.train_domain import (
     describe_domain,
     is_layer,
@@ -26,7 +25,8 @@ from petavox.workflows.train_domain import (
 from petavox.workflows.tune import HOLDOUT, hold_out, tune_and_record
 
 INSTALL_HINT = "pip install 'petavox[train]' (or: pip install torch==2.13.0 onnx onnxruntime)"
-TARGETS = ("boundary", "affinities", "clefts")
+TARGETS = ("boundary", "affinities", "clefts", "synapses")
+SYNAPSE_TARGETS = ("clefts", "synapses")  # models segment does not read: nothing to tune
 
 
 # ---- reading volumes --------------------------------------------------------------------------
@@ -98,7 +98,8 @@ def check_pair(
 ) -> None:
     """Raise InputError unless raw and gt have the same shape, gt is integer with labelled voxels
     (and label-0 boundary voxels for a boundary target; cleft voxels for a clefts target, whose
-    gt is a cleft label volume), and the volume holds a patch."""
+    gt is a cleft label volume, or a synapses target, whose gt holds `SYNAPSE_BITS` flags), and
+    the volume holds a patch."""
     if raw.shape != gt.shape:
         raise InputError(
             f"raw {names[0]} is {raw.shape} (z,y,x) but ground truth {names[1]} is {gt.shape}; "
@@ -111,10 +112,11 @@ def check_pair(
             f"volume {names[0]} is {raw.shape} (z,y,x) voxels, smaller than the patch "
             f"{tuple(patch)}; use a smaller --patch or a bigger volume"
         )
-    if target == "clefts" and not gt.any():
+    if target in SYNAPSE_TARGETS and not cleft_voxels(gt, target).size:
         raise InputError(
-            f"cleft labels {names[1]} have no nonzero (cleft) voxel, so a clefts target would be "
-            "empty; label the synaptic clefts (nonzero) in it, or leave this volume out"
+            f"cleft labels {names[1]} have no cleft voxel (nonzero; with --target synapses, "
+            f"bit 1), so a {target} target would be empty; label the synaptic clefts in it, or "
+            "leave this volume out"
         )
     if not gt.any():
         raise InputError(f"ground truth {names[1]} is all 0 (boundary); it needs labelled voxels")
@@ -220,7 +222,7 @@ def run_train(
         voxel_nm=voxel_nm,
         progress=progress,
     )
-    if held and target != "clefts":  # segment's parameters: a boundary or affinity model's
+    if held and target not in SYNAPSE_TARGETS:  # segment's parameters: boundary/affinity model
         tune_and_record(path, held, voxel_nm, where)
     return print_sha(path)
 
@@ -276,7 +278,7 @@ def fit_and_export(
 
     model = train_model(raws, gts, target=target, patch=patch, depth=depth, pool=pool, **training)
     fraction = None
-    if target != "clefts":  # what segment compares a boundary map with
+    if target not in SYNAPSE_TARGETS:  # what segment compares a boundary map with
         fraction = predicted_membrane_fraction(model, raws, patch, target)
     domain = training_domain(raws if domain_raws is None else domain_raws, voxel_nm, fraction)
     export_onnx(
@@ -296,92 +298,3 @@ def fit_and_export(
     if log.validation:
         print(f"validation loss: {log.validation[-1][1]:.4f}")
     print(describe_domain(domain))
-
-
-# ---- the built-in model --------------------------------------------------------------------
-BUILTIN_SEEDS = (101, 102, 103, 104)  # the demo uses seed 0, tests 1-9: none trains the model
-BUILTIN_SHAPE = (128, 128, 64)  # x, y, z
-BUILTIN_TUNING_SEED = 105  # segment's parameters are chosen on this one
-BUILTIN_VOXEL_NM = (8.0, 8.0, 8.0)  # what the demo ingests the synthetic volumes at
-# the cleft model: bold synapses as the demo draws them; the demo uses seed 0, tests and
-# benchmarks seeds 1-20 and 100-119, its measurement seeds 301-302: none trains it
-BUILTIN_CLEFT_SEEDS = (201, 202, 203, 204)
-REALIGNED_ERROR = 1.0  # pixels: shifts and warps an aligned stack is left with (the demo's ~1)
-
-
-def realigned_volume(volume, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """`volume`'s raw and clefts (x, y, z) as the demo's aligned stack shows them: misaligned
-    as the demo misaligns its sections, then aligned back up to about a pixel
-    (`misalignment.realigned`): black margins, twice-resampled content, small residual shifts
-    and warps. A model trained on drawn volumes alone took the margins' edges for clefts."""
-    from petavox.tasks.synthetic.misalignment import random_misalignment, realigned
-    from petavox.workflows.demo import MAX_SHIFT, WARP
-
-    sections = volume.raw.shape[2]
-    known = random_misalignment(sections, MAX_SHIFT, WARP, seed=seed)
-    error = random_misalignment(sections, REALIGNED_ERROR, REALIGNED_ERROR, seed=seed + 1000)
-    return realigned(volume.raw, known, error), realigned(volume.clefts, known, error, True)
-
-
-def train_builtin(out: str, minutes: float = 10.0) -> int:
-    """Recreate the model shipped as `petavox:boundary-synthetic.onnx` (how it was made): trained
-    on seeds 101-104, segment's parameters tuned on seed 105."""
-    from petavox.tasks.synthetic.generator import SyntheticParams, generate
-
-    volumes = [
-        generate(SyntheticParams(shape=BUILTIN_SHAPE, seed=s))
-        for s in (*BUILTIN_SEEDS, BUILTIN_TUNING_SEED)
-    ]
-    raws = [np.ascontiguousarray(v.raw.transpose(2, 1, 0)) for v in volumes]
-    gts = [np.ascontiguousarray(v.labels.transpose(2, 1, 0)) for v in volumes]
-    path = check_output(out)
-    require_training_packages()
-    fit = slice(0, len(BUILTIN_SEEDS))
-    fit_and_export(raws[fit], gts[fit], path, minutes=minutes, seed=0, voxel_nm=BUILTIN_VOXEL_NM)
-    where = f"synthetic volume seed {BUILTIN_TUNING_SEED}"
-    tune_and_record(path, [(raws[-1], gts[-1])], BUILTIN_VOXEL_NM, where)
-    return print_sha(path)
-
-
-def train_builtin_clefts(out: str, minutes: float = 20.0) -> int:
-    """Recreate the model shipped as `petavox:clefts-synthetic.onnx`: a cleft probability
-    model trained on the cleft labels of bold-synapse volumes of seeds 201-204, each as drawn
-    and as an aligned stack makes it (`realigned_volume`); no tuning: segment does not read
-    clefts."""
-    from petavox.tasks.synthetic.generator import SyntheticParams, generate
-
-    raws, gts = [], []
-    for seed in BUILTIN_CLEFT_SEEDS:
-        params = SyntheticParams(
-            shape=BUILTIN_SHAPE, seed=seed, bold_synapses=True, cleft_labels=True
-        )
-        volume = generate(params)
-        for raw, clefts in ((volume.raw, volume.clefts), realigned_volume(volume, seed)):
-            raws.append(np.ascontiguousarray(raw.transpose(2, 1, 0)))
-            gts.append(np.ascontiguousarray(clefts.transpose(2, 1, 0)))
-    path = check_output(out)
-    require_training_packages()
-    # the intensity domain of the volumes as drawn: the realigned copies add black margins,
-    # which would make infer rescale the contrast of every input with margins of its own
-    fit_and_export(
-        raws,
-        gts,
-        path,
-        target="clefts",
-        minutes=minutes,
-        seed=0,
-        voxel_nm=BUILTIN_VOXEL_NM,
-        domain_raws=raws[::2],
-    )
-    return print_sha(path)
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="retrain a built-in synthetic-data model")
-    parser.add_argument("out", help="model file to write (.onnx)")
-    parser.add_argument("--minutes", type=float, default=None, help="default 10 (clefts: 20)")
-    parser.add_argument("--target", choices=("boundary", "clefts"), default="boundary")
-    args = parser.parse_args()
-    train = train_builtin_clefts if args.target == "clefts" else train_builtin
-    minutes = args.minutes or (20.0 if args.target == "clefts" else 10.0)
-    sys.exit(train(args.out, minutes))

@@ -69,8 +69,8 @@ def add_train_parser(sub: Any) -> None:
         "--gt",
         required=True,
         action="append",
-        help="labels (0 = boundary/unknown; --target clefts: nonzero = cleft), same shape; "
-        "one per --raw",
+        help="labels, same shape, one per --raw (0 = boundary/unknown; clefts: nonzero = "
+        "cleft; synapses: flags 1 cleft, 2 presynaptic side, 4 postsynaptic side)",
     )
     p.add_argument("--out", required=True, help="model file to write (.onnx)")
     p.add_argument("--minutes", type=float, default=15.0, help="training time (default 15)")
@@ -79,7 +79,7 @@ def add_train_parser(sub: Any) -> None:
         choices=TARGETS,
         default="boundary",
         help="what the model predicts (default boundary); clefts: the probability of a "
-        "synaptic cleft, --gt then gives cleft labels (nonzero = cleft)",
+        "synaptic cleft; synapses: the cleft and its presynaptic and postsynaptic sides",
     )
     p.add_argument(
         "--patch",
@@ -130,9 +130,9 @@ def refuse_cleft_model(model: str) -> None:
         target = inspect(open_session(path.read_bytes(), model), model).target
     except ModelError:
         return
-    if target == "clefts":
+    if target in ("clefts", "synapses"):
         raise InputError(
-            f"model {model} predicts clefts; tune chooses segment's parameters for a boundary "
+            f"model {model} predicts {target}; tune chooses segment's parameters for a boundary "
             "or affinity model"
         )
 

@@ -2,9 +2,10 @@
 
 A model is an ONNX file (a protobuf: no pickle is ever loaded) with one input, (N, 1, Z, Y, X)
 float32 = raw / 255, and one output, (N, C, Z, Y, X) float32 in [0, 1], C = 1 (boundary, high =
-membrane; or clefts, high = synaptic cleft) or 3 (affinities x, y, z, high = connected).
-Optional metadata from `petavox train`: ``petavox.target`` (boundary, affinities or clefts;
-without it 1 channel is boundary, 3 affinities) and ``petavox.divisor`` (z,y,x: patch sides
+membrane; or clefts, high = synaptic cleft) or 3 (affinities x, y, z, high = connected; or
+synapses: cleft, presynaptic side, postsynaptic side). Optional metadata from `petavox train`:
+``petavox.target`` (boundary, affinities, clefts or synapses; without it 1 channel is
+boundary, 3 affinities) and ``petavox.divisor`` (z,y,x: patch sides
 must be multiples of it), and the training domain (`petavox.tasks.infer.domain`).
 
 The planner fetches the model once, checks its checksum and shapes, and hands workers a
@@ -33,7 +34,8 @@ log = logging.getLogger("petavox")
 BUILTIN = "petavox:"  # URL scheme of the models shipped in the package
 BUILTIN_PACKAGE = "petavox.tasks.infer"
 BUILTIN_DIR = "models"
-TARGET_CHANNELS = {"boundary": 1, "affinities": 3, "clefts": 1}  # what a model may predict
+# what a model may predict, with its channels
+TARGET_CHANNELS = {"boundary": 1, "affinities": 3, "clefts": 1, "synapses": 3}
 
 
 class ModelError(InputError):

@@ -16,7 +16,10 @@ import numpy as np
 from petavox.tasks.core.errors import InputError
 
 Triple = tuple[int, int, int]
-TARGETS = {"boundary": 1, "affinities": 3, "clefts": 1}  # target name -> output channels
+TARGETS = {"boundary": 1, "affinities": 3, "clefts": 1, "synapses": 3}  # name -> output channels
+# "synapses" ground truth: bit flags per voxel (`synapse_targets`): cleft, presynaptic side,
+# postsynaptic side, each a channel of the target
+SYNAPSE_BITS = (1, 2, 4)
 # clefts are rare (well under 1 % of voxels): this share of patches is placed around a cleft voxel
 CLEFT_CHANCE = 0.5
 # zoom augmentation: structures drawn 0.6-2× their size (a 3.3× range of voxel sizes, wider
@@ -46,14 +49,17 @@ def affinity_target(gt: np.ndarray) -> np.ndarray:
 
 
 def make_target(gt: np.ndarray, target: str) -> np.ndarray:
-    """(C,z,y,x) float32 target for `target`: "boundary", "affinities" or "clefts" (then `gt` is
-    a cleft label volume and the target is 1 on its nonzero voxels)."""
+    """(C,z,y,x) float32 target for `target`: "boundary", "affinities", "clefts" (then `gt` is
+    a cleft label volume and the target is 1 on its nonzero voxels) or "synapses" (`gt` holds
+    `SYNAPSE_BITS` flags, one channel each)."""
     if target == "boundary":
         return boundary_target(gt)[None]
     if target == "affinities":
         return affinity_target(gt)
     if target == "clefts":
         return (np.asarray(gt) != 0).astype(np.float32)[None]
+    if target == "synapses":
+        return np.stack([(np.asarray(gt) & bit) > 0 for bit in SYNAPSE_BITS]).astype(np.float32)
     raise InputError(f"target {target!r} is not one of {sorted(TARGETS)}")
 
 
@@ -68,10 +74,19 @@ def loss_mask(shape: Sequence[int], target: str) -> np.ndarray:
     return mask
 
 
-def cleft_voxels(gt: np.ndarray) -> np.ndarray:
-    """Flat indices of the nonzero voxels of a cleft label volume (what `random_example` places
-    crops around)."""
-    return np.flatnonzero(np.asarray(gt).ravel())
+def cleft_voxels(gt: np.ndarray, target: str = "clefts") -> np.ndarray:
+    """Flat indices of the cleft voxels of a "clefts" (nonzero) or "synapses" (cleft bit) ground
+    truth: what `random_example` places crops around."""
+    flat = np.asarray(gt).ravel()
+    return np.flatnonzero(flat & SYNAPSE_BITS[0] if target == "synapses" else flat)
+
+
+def focus_voxels(gts: Sequence[np.ndarray], target: str) -> list[np.ndarray] | None:
+    """Per volume, the voxels some patches are placed around: clefts for a "clefts" or
+    "synapses" target, none (None) for the others."""
+    if target not in ("clefts", "synapses"):
+        return None
+    return [cleft_voxels(gt, target) for gt in gts]
 
 
 # ---- patches and augmentation -----------------------------------------------------------------

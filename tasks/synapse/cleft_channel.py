@@ -18,15 +18,21 @@ is still assigned by the part flanked by the postsynaptic density and the vesicl
 (synthetic clefts, perfect channel: partners and direction right for 0.88 of clefts with
 all voxels casting rays, 0.93 with the darker half; seeds 100-114 chose the half).
 
+With a synapse model's two more channels (presynaptic side, postsynaptic side: `prob` is
+(x, y, z, 3), as `infer` writes a "synapses" model's output), partners and direction come from
+them instead (`side_partners.side_row`): the segments around the cleft with the most predicted
+presynaptic and postsynaptic probability. The clefts found are the same either way.
+
 No data (in-plane squares of image 0, `detection.no_data`: the black margins of aligned
 sections, padding) holds no segment and no cleft. A cleft touching the volume's outer faces is
 kept only when both partners are found (`partners.kept_at_faces`).
 
-The probability is uint8 (0-255) or float in 0-1.
+The probabilities are uint8 (0-255) or float in 0-1.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cc3d
@@ -48,6 +54,7 @@ from petavox.tasks.synapse.partners import (
     owned_clefts,
     synapse_row,
 )
+from petavox.tasks.synapse.side_partners import side_row
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +71,7 @@ class CleftParams:
     reach: int = 10  # how far rays look for the partners
     normal_radius: float = 6.0  # the partners' voxels this close to the cleft give its normal
     whole_sides: bool = True  # direction from each side's voxels, not its partner's alone
+    side_reach: float = 5.0  # with side channels: the cleft's neighbourhood partners come from
 
 
 def required_halo(params: CleftParams, resolution: tuple[float, float, float]) -> Vec3:
@@ -92,23 +100,36 @@ def detect_clefts(
     `raw` and `seg` cover `read` (the write box grown by at least `required_halo`, clipped to
     the `volume`)."""
     unit, missing = as_unit(prob), no_data(raw)
+    sides = None
+    if unit.ndim == 4:  # (x, y, z, 1) or a "synapses" model's cleft + two sides
+        unit, sides = unit[..., 0], (unit[..., 1:] if unit.shape[-1] == 3 else None)
     cleft = (unit >= np.float32(params.threshold)) & ~missing
     seg = np.where(cleft | missing, 0, seg)
-    edge = boundaries(seg)
+    assign = _assigner(raw, seg, sides, np.asarray(resolution, np.float64), params)
     inner = write.grow(params.max_extent).intersection(read)
     keep = np.zeros_like(cleft)
     keep[inner.slices(read.start)] = True
     cc = cc3d.connected_components(cleft & keep, connectivity=26, out_dtype=np.uint32)
-    img, res = as_unit(raw), np.asarray(resolution, np.float64)
-    darkness = cytoplasm_darkness(img, edge, params.sigma * axis_scale(resolution))
     rows = []
     for voxels, where, synapse_id in owned_clefts(
         cc, read, write, volume, params.min_size, params.max_extent
     ):
-        row = synapse_row(where, voxels, img, seg, edge, res, params, darkness)
+        row = assign(where, voxels)
         if not kept_at_faces(row, where, volume):
             continue
         confidence = float(np.mean(unit[tuple(voxels.T)]))
         row.update(synapse_id=synapse_id, size=len(voxels), confidence=confidence)
         rows.append(row)
     return as_table(rows)
+
+
+def _assigner(
+    raw: np.ndarray, seg: np.ndarray, sides: np.ndarray | None, res: np.ndarray, params: CleftParams
+) -> Callable[[np.ndarray, np.ndarray], dict]:
+    """The block's partner finder, (global voxels, block voxels) of a cleft → its row: from the
+    side channels, else rays and dark-voxel counts (`partners.synapse_row`)."""
+    if sides is not None:
+        return lambda where, voxels: side_row(where, voxels, seg, sides, res, params.side_reach)
+    img, edge = as_unit(raw), boundaries(seg)
+    darkness = cytoplasm_darkness(img, edge, params.sigma * axis_scale(tuple(res)))
+    return lambda where, voxels: synapse_row(where, voxels, img, seg, edge, res, params, darkness)

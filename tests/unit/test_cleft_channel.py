@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 import pytest
-from scipy import ndimage
+from cleft_volumes import filled, perfect, split_behind_clefts
 
 from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
 from petavox.tasks.core.layers import Layer, LayerSpec
@@ -26,23 +26,12 @@ RES = (8.0, 8.0, 8.0)
 SEEDS = (4, 5, 6, 7)
 
 
-def filled(labels: np.ndarray) -> np.ndarray:
-    """The labels grown into every 0 voxel by the nearest label: a segmentation that fills the
-    membranes, as the pipeline's does."""
-    index = ndimage.distance_transform_edt(labels == 0, return_distances=False, return_indices=True)
-    return labels[tuple(index)]
-
-
 @pytest.fixture(scope="module")
 def volumes():
     return [
         generate(SyntheticParams(shape=SHAPE, seed=s, bold_synapses=True, cleft_labels=True))
         for s in SEEDS
     ]
-
-
-def perfect(volume) -> np.ndarray:
-    return np.where(volume.clefts > 0, 255, 0).astype(np.uint8)
 
 
 def whole(prob, raw, seg, params: CleftParams | None = None) -> synapse_table.Table:
@@ -204,23 +193,6 @@ def test_a_bad_clefts_layer_is_exit_2_before_ray(tmp_path, capsys, monkeypatch, 
     err = capsys.readouterr().err
     assert re.search(message, err), err
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
-
-
-def split_behind_clefts(seg: np.ndarray, volume, depth: float) -> np.ndarray:
-    """`seg` with every synapse's postsynaptic object cut in two by a plane parallel to its
-    cleft, `depth` voxels behind the cleft centre: the part beyond the plane gets a new id (a
-    split error of the segmentation right next to the synapse)."""
-    seg = seg.copy()
-    grid = np.stack(np.meshgrid(*(np.arange(s) for s in seg.shape), indexing="ij"), axis=-1)
-    fresh = int(seg.max()) + 1
-    for row in volume.synapse_table:
-        centre = np.array([row["x"], row["y"], row["z"]])
-        normal = np.array([row["nx"], row["ny"], row["nz"]])  # towards the presynaptic side
-        beyond = (grid - centre) @ -normal > depth
-        cut = (seg == row["post"]) & beyond
-        seg[cut] = fresh
-        fresh += 1
-    return seg
 
 
 def test_a_partner_split_next_to_the_cleft_keeps_the_synapse(volumes):

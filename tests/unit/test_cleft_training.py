@@ -1,5 +1,6 @@
-"""The "clefts" training target: its target and sampling, `petavox train --target clefts`, and
-what infer, segment and tune make of a cleft model (its metadata, the layer's model record)."""
+"""The "clefts" and "synapses" training targets: their targets, sampling and losses, `petavox
+train --target clefts|synapses`, and what infer, segment and tune make of such a model (its
+metadata, the layer's model record)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from petavox.tasks.ml.examples import (  # noqa: E402
     make_target,
     random_example,
 )
+from petavox.tasks.ml.synapse_targets import synapse_flags  # noqa: E402
 from petavox.tasks.ml.training import CLEFT_POS_WEIGHT, loss_of, make_batch, weighted_bce  # noqa: E402
 from petavox.tasks.synthetic.generator import SyntheticParams, generate  # noqa: E402
 from petavox.workflows import segment_checks  # noqa: E402
@@ -119,16 +121,18 @@ def test_train_clefts_writes_a_cleft_model_that_infer_reads(tiny_clefts, tmp_pat
         tune.func(tune)
 
 
-def test_cleft_labels_without_a_cleft_are_refused_before_training(tmp_path):
+@pytest.mark.parametrize(("target", "value"), [("clefts", 0), ("synapses", 2 | 4)])
+def test_cleft_labels_without_a_cleft_are_refused_before_training(tmp_path, target, value):
+    """No nonzero voxel for clefts; sides but no cleft bit for synapses."""
     np.save(tmp_path / "raw.npy", np.zeros((8, 16, 16), np.uint8))
-    np.save(tmp_path / "none.npy", np.zeros((8, 16, 16), np.uint32))
-    with pytest.raises(InputError, match=r"none\.npy.*no nonzero \(cleft\) voxel"):
+    np.save(tmp_path / "none.npy", np.full((8, 16, 16), value, np.uint32))
+    with pytest.raises(InputError, match=rf"none\.npy.*no cleft voxel.*a {target} target"):
         run_train(
             str(tmp_path / "raw.npy"),
             str(tmp_path / "none.npy"),
             str(tmp_path / "m.onnx"),
             minutes=10,
-            target="clefts",
+            target=target,
             patch=TINY_PATCH,
         )
     assert not (tmp_path / "m.onnx").exists()
@@ -190,3 +194,57 @@ def test_the_cleft_loss_weights_clefts_a_fixed_amount_not_by_their_rarity():
     cost_neg = float(torch.nn.functional.softplus(torch.tensor(-5.0)))
     expected = (CLEFT_POS_WEIGHT * cost_pos + 99 * cost_neg) / (CLEFT_POS_WEIGHT + 99)
     assert miss == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_synapse_loss_charges_the_wrong_side_as_much_as_a_missed_side():
+    """Sides P (presynaptic) and Q (postsynaptic) of equal size in a big background: marking Q
+    in the presynaptic channel costs as much as missing P there (both weigh
+    `CLEFT_POS_WEIGHT`); weighted as clefts are, marking the wrong side was nearly free."""
+    target = torch.zeros(1, 3, 1000)
+    target[0, 1, :10], target[0, 2, 10:20] = 1.0, 1.0
+    mask = torch.ones_like(target)
+    right = torch.where(target > 0, 8.0, -8.0)
+    both = right.clone()
+    both[0, 1, 10:20] = 8.0  # the presynaptic channel marks the other side too
+    missed = right.clone()
+    missed[0, 1, :10] = -8.0  # the presynaptic channel misses its side
+    wrong_side = float(
+        loss_of("synapses", both, target, mask) - loss_of("synapses", right, target, mask)
+    )
+    missed_side = float(
+        loss_of("synapses", missed, target, mask) - loss_of("synapses", right, target, mask)
+    )
+    assert wrong_side == pytest.approx(missed_side, rel=1e-4) and wrong_side > 0
+    as_clefts = [
+        float(weighted_bce(x, target, mask, CLEFT_POS_WEIGHT)) for x in (both, missed, right)
+    ]
+    assert as_clefts[0] - as_clefts[2] < (as_clefts[1] - as_clefts[2]) / 3
+
+
+def test_train_synapses_writes_a_three_channel_model(tiny_clefts, tmp_path):
+    """`--target synapses` on flags (`synapse_flags`): a model of three channels that infer's
+    model check reads as a synapse model; tune refuses it."""
+    params = SyntheticParams(shape=(64, 64, 16), seed=7, bold_synapses=True, cleft_labels=True)
+    v = generate(params)
+    table = v.synapse_table
+    flags = synapse_flags(v.labels, v.clefts, table["pre"], table["post"]).transpose(2, 1, 0)
+    assert all(np.any(flags & bit) for bit in (1, 2, 4))
+    np.save(tmp_path / "raw.npy", tiny_clefts[0])
+    np.save(tmp_path / "flags.npy", np.ascontiguousarray(flags))
+    out = tmp_path / "synapses.onnx"
+    inputs = ["--raw", str(tmp_path / "raw.npy"), "--gt", str(tmp_path / "flags.npy")]
+    options = ["--target", "synapses", "--patch", "16,16,8", "--minutes", "0.05"]
+    options += ["--base-channels", "4", "--voxel-nm", "8,8,8", "--quiet"]
+    args = build_parser().parse_args(["train", *inputs, "--out", str(out), *options])
+    assert args.func(args) == 0
+    info = inspect(open_session(out.read_bytes(), str(out)), str(out))
+    assert (info.target, info.channels) == ("synapses", 3)
+    assert (
+        ModelDomain.from_metadata(
+            {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+        ).segment
+        is None
+    )
+    tune = build_parser().parse_args(["tune", "--model", str(out), *inputs])
+    with pytest.raises(InputError, match="predicts synapses; tune chooses segment's parameters"):
+        tune.func(tune)

@@ -137,20 +137,23 @@ def check_same_grid(layer: Layer, raw: Layer, what: str) -> None:
 
 
 def check_clefts(clefts: Layer, raw: Layer) -> None:
-    """The cleft probability: one channel, uint8 or float, on the image's voxels."""
-    if clefts.num_channels != 1 or clefts.layer_type != "image":
+    """The cleft probability (one channel), or a synapse model's cleft, presynaptic-side and
+    postsynaptic-side probabilities (three), uint8 or float, on the image's voxels."""
+    target = (clefts.info.get("petavox_model") or {}).get("target")
+    channels = 3 if target == "synapses" else 1
+    if clefts.num_channels != channels or clefts.layer_type != "image":
         raise LayerMismatchError(
             f"{clefts.url} is a {clefts.num_channels}-channel {clefts.layer_type} layer; "
-            "synapses --clefts takes the cleft probability (a one-channel image layer, as "
-            "infer writes it): give the cleft channel alone"
+            "synapses --clefts takes the cleft probability (a one-channel image layer) or a "
+            "synapse model's three channels (cleft, presynaptic side, postsynaptic side), as "
+            "infer writes them"
         )
     if clefts.dtype.name not in ("uint8", "float32", "float64"):
         raise LayerMismatchError(
             f"{clefts.url} holds {clefts.dtype}; synapses reads the cleft probability as uint8 "
             "(0-255) or float in 0-1"
         )
-    target = (clefts.info.get("petavox_model") or {}).get("target")
-    if target not in (None, "clefts"):
+    if target not in (None, "clefts", "synapses"):
         raise LayerMismatchError(
             f"{clefts.url} is the {target} output of a model (its info says so), not a cleft "
             "probability; give synapses --clefts the layer infer writes with a cleft model"
