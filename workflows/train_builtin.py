@@ -1,6 +1,7 @@
 """The built-in models, recreated: `python -m petavox.workflows.train_builtin OUT [--target
 boundary|clefts|synapses] [--minutes M]` trains the model shipped as
-`petavox:<target>-synthetic.onnx` the way it was made (synthetic volumes of fixed seeds)."""
+`petavox:<target>-synthetic.onnx` the way it was made (synthetic volumes of fixed seeds; no
+synapse model is shipped yet)."""
 
 from __future__ import annotations
 
@@ -121,10 +122,11 @@ def synapse_volumes(seed: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
 
 
 def train_builtin_synapses(out: str, minutes: float = 20.0) -> int:
-    """Recreate the model shipped as `petavox:synapses-synthetic.onnx`: cleft, presynaptic-side
-    and postsynaptic-side probabilities, trained on the bold-synapse volumes of
+    """A synapse model the way the built-in ones are made: cleft, presynaptic-side and
+    postsynaptic-side probabilities, trained on the bold-synapse volumes of
     `BUILTIN_SYNAPSE_SEEDS` as drawn and realigned (`synapse_volumes`); no tuning: segment does
-    not read them."""
+    not read them. None is shipped: 30 and 35 minutes on 2 cores did not learn the sides
+    (README, "The built-in cleft model")."""
     drawn, shifted = zip(*(synapse_volumes(seed) for seed in BUILTIN_SYNAPSE_SEEDS))
     pairs = [*drawn, *shifted]
     path = check_output(out)
