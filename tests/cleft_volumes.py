@@ -6,7 +6,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from petavox.tasks.core.geometry import Box, ChunkGrid
+from petavox.tasks.evaluate.synapse_scores import score_synapses
 from petavox.tasks.ml.synapse_targets import synapse_flags
+from petavox.tasks.synapse import table as synapse_table
+from petavox.tasks.synapse.cleft_channel import CleftParams, detect_clefts, required_halo
+from petavox.tasks.synthetic.generator import SyntheticParams, generate
 
 
 def filled(labels: np.ndarray) -> np.ndarray:
@@ -43,3 +48,45 @@ def split_behind_clefts(seg: np.ndarray, volume, depth: float) -> np.ndarray:
         seg[cut] = fresh
         fresh += 1
     return seg
+
+
+def blockwise(prob, raw, seg, chunk_shape, params: CleftParams, res) -> synapse_table.Table:
+    """The cleft-channel detector over the chunks of `chunk_shape` (halo: `required_halo`),
+    each seeing its read box only; the chunks' tables concatenated."""
+    grid = ChunkGrid(Box((0, 0, 0), seg.shape), chunk_shape, required_halo(params, res))
+    parts = []
+    for chunk in grid:
+        sl = chunk.read_box.slices()
+        block = (prob[sl], raw[sl], seg[sl], chunk.read_box, chunk.write_box)
+        parts.append(detect_clefts(*block, grid.bounds, res, params))
+    return synapse_table.concat(parts)
+
+
+def assert_same_whatever_the_blocks(prob, raw, seg, res) -> None:
+    """The synapse table over the whole volume equals the chunks' (two chunk shapes, partial
+    chunks on every axis), row for row by synapse id."""
+    params = CleftParams()
+    box = Box((0, 0, 0), seg.shape)
+    reference = detect_clefts(prob, raw, seg, box, box, box, res, params)
+    for chunk_shape in ((64, 48, 32), (40, 128, 24)):
+        blocks = blockwise(prob, raw, seg, chunk_shape, params, res)
+        mine, theirs = np.argsort(blocks["synapse_id"]), np.argsort(reference["synapse_id"])
+        assert len(mine) == len(theirs) > 5
+        for name in synapse_table.COLUMNS:
+            np.testing.assert_array_equal(blocks[name][mine], reference[name][theirs], err_msg=name)
+
+
+def counts(found: synapse_table.Table, volume, seg: np.ndarray, res) -> np.ndarray:
+    """(detected, true, matched, right direction) of `found` on `seg` against the volume's
+    synapses: sums over volumes give pooled precision, recall and direction."""
+    truth = volume.synapse_table
+    s = score_synapses(found, volume.clefts, volume.labels, seg, truth["pre"], truth["post"], res)
+    return np.array([s.detected, s.true, s.matched, s.right_direction])
+
+
+def bold(seeds, shape=(128, 128, 64)) -> list:
+    """The generator's volumes of `seeds` with EM-like synapses and their cleft labels."""
+    return [
+        generate(SyntheticParams(shape=shape, seed=s, bold_synapses=True, cleft_labels=True))
+        for s in seeds
+    ]

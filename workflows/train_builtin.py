@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -29,11 +30,8 @@ BUILTIN_SYNAPSE_SEEDS = tuple(range(201, 209))  # the synapse model: the same ki
 REALIGNED_ERROR = 1.0  # pixels: shifts and warps an aligned stack is left with (the demo's ~1)
 
 
-def realigned_volume(
-    volume, seed: int, labels: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """`volume`'s raw and `labels` (x, y, z; default its clefts) as the demo's aligned stack
-    shows them: misaligned
+def realigned_volume(volume, seed: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`volume`'s raw and `labels` (x, y, z) as the demo's aligned stack shows them: misaligned
     as the demo misaligns its sections, then aligned back up to about a pixel
     (`misalignment.realigned`): black margins, twice-resampled content, small residual shifts
     and warps. A model trained on drawn volumes alone took the margins' edges for clefts."""
@@ -43,7 +41,6 @@ def realigned_volume(
     sections = volume.raw.shape[2]
     known = random_misalignment(sections, MAX_SHIFT, WARP, seed=seed)
     error = random_misalignment(sections, REALIGNED_ERROR, REALIGNED_ERROR, seed=seed + 1000)
-    labels = volume.clefts if labels is None else labels
     return realigned(volume.raw, known, error), realigned(labels, known, error, True)
 
 
@@ -67,83 +64,69 @@ def train_builtin(out: str, minutes: float = 10.0) -> int:
     return print_sha(path)
 
 
+def bold_volumes(seed: int, labels_of: Callable) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[(raw, labels) as drawn, (raw, labels) as an aligned stack makes it (`realigned_volume`)],
+    z, y, x, of the bold-synapse volume of `seed`; `labels_of(volume)` gives its labels."""
+    from petavox.tasks.synthetic.generator import SyntheticParams, generate
+
+    params = SyntheticParams(shape=BUILTIN_SHAPE, seed=seed, bold_synapses=True, cleft_labels=True)
+    volume = generate(params)
+    labels = labels_of(volume)
+    pairs = ((volume.raw, labels), realigned_volume(volume, seed, labels))
+    return [tuple(np.ascontiguousarray(a.transpose(2, 1, 0)) for a in pair) for pair in pairs]
+
+
+def synapse_flags_of(volume) -> np.ndarray:
+    """The volume's clefts and, within `SIDE_REACH` of each, its presynaptic and postsynaptic
+    side, as flags (`synapse_targets`)."""
+    from petavox.tasks.ml.synapse_targets import synapse_flags
+
+    table = volume.synapse_table
+    return synapse_flags(volume.labels, volume.clefts, table["pre"], table["post"])
+
+
+def fit_drawn_and_realigned(
+    out: str, seeds: Sequence[int], labels_of: Callable, target: str, minutes: float
+) -> int:
+    """Train a `target` model on `bold_volumes` of `seeds`, each as drawn and realigned; export
+    it to `out` with the intensity domain of the volumes as drawn (the realigned copies add
+    black margins, which would make infer rescale the contrast of every input with margins of
+    its own); print its SHA-256."""
+    pairs = [pair for seed in seeds for pair in bold_volumes(seed, labels_of)]
+    path = check_output(out)
+    require_training_packages()
+    fit_and_export(
+        [raw for raw, _ in pairs],
+        [labels for _, labels in pairs],
+        path,
+        target=target,
+        minutes=minutes,
+        seed=0,
+        voxel_nm=BUILTIN_VOXEL_NM,
+        domain_raws=[raw for raw, _ in pairs[::2]],  # bold_volumes: drawn first
+    )
+    return print_sha(path)
+
+
 def train_builtin_clefts(out: str, minutes: float = 20.0) -> int:
     """Recreate the model shipped as `petavox:clefts-synthetic.onnx`: a cleft probability
     model trained on the cleft labels of bold-synapse volumes of seeds 201-204, each as drawn
     and as an aligned stack makes it (`realigned_volume`); no tuning: segment does not read
     clefts."""
-    from petavox.tasks.synthetic.generator import SyntheticParams, generate
-
-    drawn, shifted = [], []
-    for seed in BUILTIN_CLEFT_SEEDS:
-        params = SyntheticParams(
-            shape=BUILTIN_SHAPE, seed=seed, bold_synapses=True, cleft_labels=True
-        )
-        volume = generate(params)
-        for kind, (raw, clefts) in zip(
-            (drawn, shifted), ((volume.raw, volume.clefts), realigned_volume(volume, seed))
-        ):
-            kind.append(tuple(np.ascontiguousarray(a.transpose(2, 1, 0)) for a in (raw, clefts)))
-    pairs = [pair for both in zip(drawn, shifted) for pair in both]  # the order it was made in
-    path = check_output(out)
-    require_training_packages()
-    # the intensity domain of the volumes as drawn: the realigned copies add black margins,
-    # which would make infer rescale the contrast of every input with margins of its own
-    fit_and_export(
-        [raw for raw, _ in pairs],
-        [clefts for _, clefts in pairs],
-        path,
-        target="clefts",
-        minutes=minutes,
-        seed=0,
-        voxel_nm=BUILTIN_VOXEL_NM,
-        domain_raws=[raw for raw, _ in drawn],
-    )
-    return print_sha(path)
-
-
-def synapse_volumes(seed: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    """((raw, flags) as drawn, (raw, flags) as an aligned stack makes it (`realigned_volume`)),
-    z, y, x, of the bold-synapse volume of `seed`: the flags (`synapse_targets`) mark the
-    clefts and, within `SIDE_REACH` of each, its presynaptic and postsynaptic side."""
-    from petavox.tasks.ml.synapse_targets import synapse_flags
-    from petavox.tasks.synthetic.generator import SyntheticParams, generate
-
-    params = SyntheticParams(shape=BUILTIN_SHAPE, seed=seed, bold_synapses=True, cleft_labels=True)
-    volume = generate(params)
-    table = volume.synapse_table
-    flags = synapse_flags(volume.labels, volume.clefts, table["pre"], table["post"])
-    drawn = (volume.raw, flags)
-    shifted = realigned_volume(volume, seed, flags)
-    return tuple(
-        (np.ascontiguousarray(raw.transpose(2, 1, 0)), np.ascontiguousarray(f.transpose(2, 1, 0)))
-        for raw, f in (drawn, shifted)
+    return fit_drawn_and_realigned(
+        out, BUILTIN_CLEFT_SEEDS, lambda volume: volume.clefts, "clefts", minutes
     )
 
 
 def train_builtin_synapses(out: str, minutes: float = 20.0) -> int:
     """A synapse model the way the built-in ones are made: cleft, presynaptic-side and
-    postsynaptic-side probabilities, trained on the bold-synapse volumes of
-    `BUILTIN_SYNAPSE_SEEDS` as drawn and realigned (`synapse_volumes`); no tuning: segment does
-    not read them. None is shipped: 30 and 35 minutes on 2 cores did not learn the sides
-    (README, "The built-in cleft model")."""
-    drawn, shifted = zip(*(synapse_volumes(seed) for seed in BUILTIN_SYNAPSE_SEEDS))
-    pairs = [*drawn, *shifted]
-    path = check_output(out)
-    require_training_packages()
-    # the intensity domain of the volumes as drawn: the realigned copies add black margins,
-    # which would make infer rescale the contrast of every input with margins of its own
-    fit_and_export(
-        [raw for raw, _ in pairs],
-        [flags for _, flags in pairs],
-        path,
-        target="synapses",
-        minutes=minutes,
-        seed=0,
-        voxel_nm=BUILTIN_VOXEL_NM,
-        domain_raws=[raw for raw, _ in drawn],
+    postsynaptic-side probabilities (`synapse_flags_of`), trained on the bold-synapse volumes
+    of `BUILTIN_SYNAPSE_SEEDS` as drawn and realigned; no tuning: segment does not read them.
+    None is shipped: 30 and 35 minutes on 2 cores did not learn the sides (README, "The
+    built-in cleft model")."""
+    return fit_drawn_and_realigned(
+        out, BUILTIN_SYNAPSE_SEEDS, synapse_flags_of, "synapses", minutes
     )
-    return print_sha(path)
 
 
 BUILT_IN = {

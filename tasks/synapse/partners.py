@@ -151,21 +151,19 @@ def synapse_row(
     (pre, pre_depth, _), (post, post_depth, _) = sorted(sides, key=lambda s: -s[2])
     if pre != sides[0][0]:
         normal = -normal
-    pre_point = centre + normal * pre_depth
-    post_point = centre - normal * post_depth
-    return {
-        "x": centre[0],
-        "y": centre[1],
-        "z": centre[2],
-        "pre_x": pre_point[0],
-        "pre_y": pre_point[1],
-        "pre_z": pre_point[2],
-        "post_x": post_point[0],
-        "post_y": post_point[1],
-        "post_z": post_point[2],
-        "pre_id": pre,
-        "post_id": post,
-    }
+    return geometry_row(
+        centre, centre + normal * pre_depth, centre - normal * post_depth, pre, post
+    )
+
+
+def geometry_row(
+    centre: np.ndarray, pre_point: np.ndarray, post_point: np.ndarray, pre: int, post: int
+) -> dict:
+    """A synapse's centroid, partner points (nm, x y z) and partners as table-row entries."""
+    row = {"pre_id": pre, "post_id": post}
+    for prefix, point in (("", centre), ("pre_", pre_point), ("post_", post_point)):
+        row.update({f"{prefix}{axis}": point[i] for i, axis in enumerate("xyz")})
+    return row
 
 
 def _hits(

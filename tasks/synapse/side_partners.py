@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from petavox.tasks.synapse.partners import geometry_row
+
 
 def side_row(
     where: np.ndarray,
@@ -47,19 +49,7 @@ def side_row(
     found = seg[crop][near]
     pre_point = _centroid(points, weights[:, 0], found == pre, centre)
     post_point = _centroid(points, weights[:, 1], found == post, centre)
-    return {
-        "x": centre[0],
-        "y": centre[1],
-        "z": centre[2],
-        "pre_x": pre_point[0],
-        "pre_y": pre_point[1],
-        "pre_z": pre_point[2],
-        "post_x": post_point[0],
-        "post_y": post_point[1],
-        "post_z": post_point[2],
-        "pre_id": pre,
-        "post_id": post,
-    }
+    return geometry_row(centre, pre_point, post_point, pre, post)
 
 
 def _pair(labels: np.ndarray, pre: np.ndarray, post: np.ndarray) -> tuple[int, int]:

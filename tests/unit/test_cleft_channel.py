@@ -10,15 +10,21 @@ import re
 
 import numpy as np
 import pytest
-from cleft_volumes import filled, perfect, split_behind_clefts
+from cleft_volumes import (
+    assert_same_whatever_the_blocks,
+    bold,
+    counts,
+    filled,
+    perfect,
+    split_behind_clefts,
+)
 
-from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
+from petavox.tasks.core.geometry import Box, Vec3
 from petavox.tasks.core.layers import Layer, LayerSpec
 from petavox.tasks.evaluate.synapse_scores import score_synapses
 from petavox.tasks.synapse import table as synapse_table
-from petavox.tasks.synapse.cleft_channel import CleftParams, detect_clefts, required_halo
+from petavox.tasks.synapse.cleft_channel import CleftParams, detect_clefts
 from petavox.tasks.synapse.partners import kept_at_faces, touches_faces
-from petavox.tasks.synthetic.generator import SyntheticParams, generate
 from petavox.workflows.cli import main
 
 SHAPE = (128, 128, 64)
@@ -28,10 +34,7 @@ SEEDS = (4, 5, 6, 7)
 
 @pytest.fixture(scope="module")
 def volumes():
-    return [
-        generate(SyntheticParams(shape=SHAPE, seed=s, bold_synapses=True, cleft_labels=True))
-        for s in SEEDS
-    ]
+    return bold(SEEDS, SHAPE)
 
 
 def whole(prob, raw, seg, params: CleftParams | None = None) -> synapse_table.Table:
@@ -71,32 +74,9 @@ def test_float_probability_is_the_same_and_the_threshold_applies(volumes):
 
 
 def test_same_synapses_whatever_the_blocks(volumes):
-    volume, params = volumes[1], CleftParams()
+    volume = volumes[1]
     prob, seg = perfect(volume), filled(volume.labels)
-    reference = whole(prob, volume.raw, seg)
-    halo = required_halo(params, RES)
-    for chunk_shape in ((64, 48, 32), (40, 128, 24)):
-        grid = ChunkGrid(Box((0, 0, 0), SHAPE), chunk_shape, halo)
-        parts = []
-        for chunk in grid:
-            sl = chunk.read_box.slices()
-            parts.append(
-                detect_clefts(
-                    prob[sl],
-                    volume.raw[sl],
-                    seg[sl],
-                    chunk.read_box,
-                    chunk.write_box,
-                    grid.bounds,
-                    RES,
-                    params,
-                )
-            )
-        blocks = synapse_table.concat(parts)
-        mine, theirs = np.argsort(blocks["synapse_id"]), np.argsort(reference["synapse_id"])
-        assert len(mine) == len(theirs) > 5
-        for name in synapse_table.COLUMNS:
-            np.testing.assert_array_equal(blocks[name][mine], reference[name][theirs], err_msg=name)
+    assert_same_whatever_the_blocks(prob, volume.raw, seg, RES)
 
 
 def two_cells(gap_at: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -202,12 +182,7 @@ def test_a_partner_split_next_to_the_cleft_keeps_the_synapse(volumes):
     for volume in volumes[:2]:
         seg = split_behind_clefts(filled(volume.labels), volume, depth=3.0)
         assert len(np.unique(seg)) > len(np.unique(volume.labels))
-        truth = volume.synapse_table
-        found = whole(perfect(volume), volume.raw, seg)
-        s = score_synapses(
-            found, volume.clefts, volume.labels, seg, truth["pre"], truth["post"], RES
-        )
-        totals += (s.detected, s.true, s.matched, s.right_direction)
+        totals += counts(whole(perfect(volume), volume.raw, seg), volume, seg, RES)
     detected, true, matched, right = totals
     assert matched / true >= 0.95 and matched / detected >= 0.95, totals
     assert right / matched >= 0.9, totals

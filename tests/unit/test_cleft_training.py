@@ -248,3 +248,19 @@ def test_train_synapses_writes_a_three_channel_model(tiny_clefts, tmp_path):
     tune = build_parser().parse_args(["tune", "--model", str(out), *inputs])
     with pytest.raises(InputError, match="predicts synapses; tune chooses segment's parameters"):
         tune.func(tune)
+
+
+def test_the_builtin_recipes_train_on_each_volume_as_drawn_and_realigned():
+    """`bold_volumes`: the drawn pair is the generator's image with its flags (z, y, x); the
+    realigned pair has black margins where content left and its flags moved with it."""
+    from petavox.workflows.train_builtin import bold_volumes, synapse_flags_of
+
+    (raw, flags), (moved, moved_flags) = bold_volumes(201, synapse_flags_of)
+    params = SyntheticParams(shape=(128, 128, 64), seed=201, bold_synapses=True, cleft_labels=True)
+    volume = generate(params)
+    np.testing.assert_array_equal(raw, volume.raw.transpose(2, 1, 0))
+    np.testing.assert_array_equal(flags, synapse_flags_of(volume).transpose(2, 1, 0))
+    assert moved.shape == moved_flags.shape == raw.shape
+    assert (moved == 0).mean() > 10 * (raw == 0).mean() + 0.001  # the margins
+    assert all(np.any(moved_flags & bit) for bit in (1, 2, 4))
+    assert not np.array_equal(moved_flags, flags)

@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cleft_volumes import filled, perfect, perfect_sides, split_behind_clefts
+from cleft_volumes import (
+    assert_same_whatever_the_blocks,
+    bold,
+    counts,
+    filled,
+    perfect,
+    perfect_sides,
+    split_behind_clefts,
+)
 
-from petavox.tasks.core.geometry import Box, ChunkGrid
-from petavox.tasks.evaluate.synapse_scores import score_synapses
+from petavox.tasks.core.geometry import Box
 from petavox.tasks.ml.examples import make_target
 from petavox.tasks.ml.synapse_targets import synapse_flags
 from petavox.tasks.synapse import table as synapse_table
-from petavox.tasks.synapse.cleft_channel import CleftParams, detect_clefts, required_halo
+from petavox.tasks.synapse.cleft_channel import CleftParams, detect_clefts
 from petavox.tasks.synapse.side_partners import side_row
-from petavox.tasks.synthetic.generator import SyntheticParams, generate
 
 SHAPE = (128, 128, 64)
 RES = (8.0, 8.0, 8.0)
@@ -26,10 +32,7 @@ SEEDS = (21, 22, 23)
 
 @pytest.fixture(scope="module")
 def volumes():
-    return [
-        generate(SyntheticParams(shape=SHAPE, seed=s, bold_synapses=True, cleft_labels=True))
-        for s in SEEDS
-    ]
+    return bold(SEEDS, SHAPE)
 
 
 def whole(prob, raw, seg) -> synapse_table.Table:
@@ -60,12 +63,7 @@ def test_perfect_sides_give_the_true_partners(volumes, segmentation):
         seg = filled(volume.labels)
         if segmentation != "membranes filled":
             seg = split_behind_clefts(seg, volume, depth=3.0)
-        truth = volume.synapse_table
-        found = whole(perfect_sides(volume), volume.raw, seg)
-        s = score_synapses(
-            found, volume.clefts, volume.labels, seg, truth["pre"], truth["post"], RES
-        )
-        totals += (s.detected, s.true, s.matched, s.right_direction)
+        totals += counts(whole(perfect_sides(volume), volume.raw, seg), volume, seg, RES)
     detected, true, matched, right = totals
     assert true >= 40 and matched / detected >= 0.95 and matched / true >= 0.95, totals
     assert right / matched >= 0.97, totals
@@ -99,19 +97,6 @@ def test_a_merge_across_the_cleft_still_gives_two_partners():
 
 
 def test_same_synapses_whatever_the_blocks(volumes):
-    volume, params = volumes[1], CleftParams()
+    volume = volumes[1]
     prob, seg = perfect_sides(volume), filled(volume.labels)
-    reference = whole(prob, volume.raw, seg)
-    halo = required_halo(params, RES)
-    for chunk_shape in ((64, 48, 32), (40, 128, 24)):
-        grid = ChunkGrid(Box((0, 0, 0), SHAPE), chunk_shape, halo)
-        parts = []
-        for chunk in grid:
-            sl = chunk.read_box.slices()
-            block = (prob[sl], volume.raw[sl], seg[sl], chunk.read_box, chunk.write_box)
-            parts.append(detect_clefts(*block, grid.bounds, RES, params))
-        blocks = synapse_table.concat(parts)
-        mine, theirs = np.argsort(blocks["synapse_id"]), np.argsort(reference["synapse_id"])
-        assert len(mine) == len(theirs) > 5
-        for name in synapse_table.COLUMNS:
-            np.testing.assert_array_equal(blocks[name][mine], reference[name][theirs], err_msg=name)
+    assert_same_whatever_the_blocks(prob, volume.raw, seg, RES)
