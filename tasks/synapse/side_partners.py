@@ -54,11 +54,13 @@ def side_row(
 
 def _pair(labels: np.ndarray, pre: np.ndarray, post: np.ndarray) -> tuple[int, int]:
     """(pre, post) segment ids: two different labels with the most presynaptic + postsynaptic
-    mass (0: none on that side)."""
+    mass (0 for a side no label has any mass of)."""
     if not len(labels):
         return 0, 0
     i, j = int(np.argmax(pre)), int(np.argmax(post))
     if len(labels) == 1:
+        if pre[0] <= 0 and post[0] <= 0:
+            return 0, 0
         return (int(labels[0]), 0) if pre[0] >= post[0] else (0, int(labels[0]))
     if i == j:
         post_next = int(np.argmax(np.where(np.arange(len(labels)) == i, -1.0, post)))
@@ -67,7 +69,7 @@ def _pair(labels: np.ndarray, pre: np.ndarray, post: np.ndarray) -> tuple[int, i
             j = post_next
         else:
             i = pre_next
-    return int(labels[i]), int(labels[j])
+    return (int(labels[i]) if pre[i] > 0 else 0), (int(labels[j]) if post[j] > 0 else 0)
 
 
 def _centroid(points: np.ndarray, weights: np.ndarray, mine: np.ndarray, centre: np.ndarray):

@@ -94,6 +94,8 @@ def test_a_merge_across_the_cleft_still_gives_two_partners():
     row = side_row(voxels, voxels, seg, sides, np.array(RES), reach=5.0)
     assert (row["pre_id"], row["post_id"]) == (1, 2)
     assert row["pre_x"] < row["x"] < row["post_x"]
+    nothing = side_row(voxels, voxels, seg, np.zeros_like(sides), np.array(RES), reach=5.0)
+    assert (nothing["pre_id"], nothing["post_id"]) == (0, 0)  # no side seen: no partner
 
 
 def test_same_synapses_whatever_the_blocks(volumes):
