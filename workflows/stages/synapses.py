@@ -47,8 +47,9 @@ class SynapsesParams(StageParams):
         None,
         description="cleft probability layer (one channel, uint8 0-255 or float 0-1, the "
         "image's bounds and resolution; made by infer): name or URL. Clefts are then its "
-        "components of probability >= threshold. Without it the classical detector (the "
-        "fallback) finds clefts as dark membrane between two segments",
+        "components of probability >= threshold; a synapse model's three channels (cleft, "
+        "presynaptic side, postsynaptic side) give the partners too. Without it the "
+        "classical detector (the fallback) finds clefts as dark membrane between two segments",
     )
     threshold: float = Field(
         0.5, gt=0, le=1, description="with clefts: cleft voxels have probability >= this (0-1)"
