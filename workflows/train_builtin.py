@@ -122,8 +122,8 @@ def train_builtin_synapses(out: str, minutes: float = 20.0) -> int:
     """A synapse model the way the built-in ones are made: cleft, presynaptic-side and
     postsynaptic-side probabilities (`synapse_flags_of`), trained on the bold-synapse volumes
     of `BUILTIN_SYNAPSE_SEEDS` as drawn and realigned; no tuning: segment does not read them.
-    None is shipped: 30 and 35 minutes on 2 cores did not learn the sides (README, "The
-    built-in cleft model")."""
+    None is shipped: 30-35 minutes on 2 cores did not learn the sides well enough (README,
+    "The built-in cleft model")."""
     return fit_drawn_and_realigned(
         out, BUILTIN_SYNAPSE_SEEDS, synapse_flags_of, "synapses", minutes
     )
