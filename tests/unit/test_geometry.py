@@ -21,7 +21,7 @@ def grids(draw):
     return ChunkGrid(Box(start, start + shape), chunk, halo, origin=origin)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(grids())
 def test_write_boxes_tile_the_bounds_exactly_once(grid):
     b = grid.bounds
