@@ -8,7 +8,8 @@ from scipy import ndimage
 
 from petavox.tasks.core.geometry import Box, ChunkGrid
 from petavox.tasks.evaluate.synapse_scores import score_synapses
-from petavox.tasks.ml.synapse_targets import synapse_flags
+from petavox.tasks.ml.examples import SYNAPSE_BITS
+from petavox.tasks.ml.synapse_targets import volume_flags
 from petavox.tasks.synapse import table as synapse_table
 from petavox.tasks.synapse.cleft_channel import CleftParams, detect_clefts, required_halo
 from petavox.tasks.synthetic.generator import SyntheticParams, generate
@@ -27,10 +28,9 @@ def perfect(volume) -> np.ndarray:
 
 def perfect_sides(volume) -> np.ndarray:
     """A perfect "synapses" model's output (x, y, z, 3) uint8: cleft, presynaptic side and
-    postsynaptic side (`synapse_flags`) as 255."""
-    table = volume.synapse_table
-    flags = synapse_flags(volume.labels, volume.clefts, table["pre"], table["post"])
-    return np.stack([np.where(flags & bit, 255, 0) for bit in (1, 2, 4)], -1).astype(np.uint8)
+    postsynaptic side (`volume_flags`) as 255."""
+    flags = volume_flags(volume)
+    return np.stack([np.where(flags & bit, 255, 0) for bit in SYNAPSE_BITS], -1).astype(np.uint8)
 
 
 def split_behind_clefts(seg: np.ndarray, volume, depth: float) -> np.ndarray:

@@ -24,6 +24,7 @@ from petavox.tasks.core.geometry import Chunk, Vec3
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.sampling import sample_values, unit_values
 from petavox.tasks.evaluate.layer_figures import DOMINANT
+from petavox.tasks.ml.examples import SYNAPSE_TARGETS
 from petavox.tasks.segment.label_counts import LabelCounts
 from petavox.workflows.domain_fit import INFO_KEY
 from petavox.workflows.plan import DriverHooks
@@ -42,7 +43,7 @@ Knob = tuple[str, float]
 
 def check_input(layer: Layer) -> None:
     record = layer.info.get(INFO_KEY)
-    if isinstance(record, dict) and record.get("target") in ("clefts", "synapses"):
+    if isinstance(record, dict) and record.get("target") in SYNAPSE_TARGETS:
         raise LayerMismatchError(
             f"{layer.url} is a cleft probability map (made by infer with the cleft model "
             f"{record.get('model')}); segment takes a boundary map or affinities: infer with a "

@@ -15,7 +15,8 @@ import numpy as np
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.storage import StorageContext
-from petavox.tasks.ml.examples import cleft_voxels
+from petavox.tasks.ml.examples import SYNAPSE_TARGETS, cleft_voxels
+from petavox.tasks.ml.examples import TARGETS as TARGET_CHANNELS
 from petavox.workflows.train_domain import (
     describe_domain,
     is_layer,
@@ -25,8 +26,7 @@ from petavox.workflows.train_domain import (
 from petavox.workflows.tune import HOLDOUT, hold_out, tune_and_record
 
 INSTALL_HINT = "pip install 'petavox[train]' (or: pip install torch==2.13.0 onnx onnxruntime)"
-TARGETS = ("boundary", "affinities", "clefts", "synapses")
-SYNAPSE_TARGETS = ("clefts", "synapses")  # models segment does not read: nothing to tune
+TARGETS = tuple(TARGET_CHANNELS)
 
 
 # ---- reading volumes --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from petavox.tasks.ml.synapse_targets import volume_flags
 from petavox.workflows.train import (
     check_output,
     fit_and_export,
@@ -76,15 +77,6 @@ def bold_volumes(seed: int, labels_of: Callable) -> list[tuple[np.ndarray, np.nd
     return [tuple(np.ascontiguousarray(a.transpose(2, 1, 0)) for a in pair) for pair in pairs]
 
 
-def synapse_flags_of(volume) -> np.ndarray:
-    """The volume's clefts and, within `SIDE_REACH` of each, its presynaptic and postsynaptic
-    side, as flags (`synapse_targets`)."""
-    from petavox.tasks.ml.synapse_targets import synapse_flags
-
-    table = volume.synapse_table
-    return synapse_flags(volume.labels, volume.clefts, table["pre"], table["post"])
-
-
 def fit_drawn_and_realigned(
     out: str, seeds: Sequence[int], labels_of: Callable, target: str, minutes: float
 ) -> int:
@@ -120,13 +112,11 @@ def train_builtin_clefts(out: str, minutes: float = 20.0) -> int:
 
 def train_builtin_synapses(out: str, minutes: float = 20.0) -> int:
     """A synapse model the way the built-in ones are made: cleft, presynaptic-side and
-    postsynaptic-side probabilities (`synapse_flags_of`), trained on the bold-synapse volumes
+    postsynaptic-side probabilities (`volume_flags`), trained on the bold-synapse volumes
     of `BUILTIN_SYNAPSE_SEEDS` as drawn and realigned; no tuning: segment does not read them.
     None is shipped: 30-35 minutes on 2 cores did not learn the sides well enough (README,
     "The built-in cleft model")."""
-    return fit_drawn_and_realigned(
-        out, BUILTIN_SYNAPSE_SEEDS, synapse_flags_of, "synapses", minutes
-    )
+    return fit_drawn_and_realigned(out, BUILTIN_SYNAPSE_SEEDS, volume_flags, "synapses", minutes)
 
 
 BUILT_IN = {

@@ -9,7 +9,7 @@ from typing import Any
 
 from petavox.workflows.cli_options import runtime_from_args
 from petavox.workflows.config import ConfigError, StorageConfig
-from petavox.workflows.train import TARGETS, run_train
+from petavox.workflows.train import SYNAPSE_TARGETS, TARGETS, run_train
 from petavox.workflows.tune import HOLDOUT, run_tune
 
 
@@ -130,7 +130,7 @@ def refuse_cleft_model(model: str) -> None:
         target = inspect(open_session(path.read_bytes(), model), model).target
     except ModelError:
         return
-    if target in ("clefts", "synapses"):
+    if target in SYNAPSE_TARGETS:
         raise InputError(
             f"model {model} predicts {target}; tune chooses segment's parameters for a boundary "
             "or affinity model"

@@ -28,14 +28,15 @@ from petavox.tasks.core.geometry import Vec3
 from petavox.tasks.core.objects import get
 from petavox.tasks.core.storage import StorageContext, local_path
 from petavox.tasks.infer.domain import ModelDomain
+from petavox.tasks.ml.examples import TARGETS
 
 log = logging.getLogger("petavox")
 
 BUILTIN = "petavox:"  # URL scheme of the models shipped in the package
 BUILTIN_PACKAGE = "petavox.tasks.infer"
 BUILTIN_DIR = "models"
-# what a model may predict, with its channels
-TARGET_CHANNELS = {"boundary": 1, "affinities": 3, "clefts": 1, "synapses": 3}
+# what a model may predict, with its channels: what `petavox train` trains
+TARGET_CHANNELS = TARGETS
 
 
 class ModelError(InputError):

@@ -20,6 +20,8 @@ TARGETS = {"boundary": 1, "affinities": 3, "clefts": 1, "synapses": 3}  # name -
 # "synapses" ground truth: bit flags per voxel (`synapse_targets`): cleft, presynaptic side,
 # postsynaptic side, each a channel of the target
 SYNAPSE_BITS = (1, 2, 4)
+# the targets of synapse detection: segment does not read them, they have nothing to tune
+SYNAPSE_TARGETS = ("clefts", "synapses")
 # clefts are rare (well under 1 % of voxels): this share of patches is placed around a cleft voxel
 CLEFT_CHANCE = 0.5
 # zoom augmentation: structures drawn 0.6-2× their size (a 3.3× range of voxel sizes, wider
@@ -84,7 +86,7 @@ def cleft_voxels(gt: np.ndarray, target: str = "clefts") -> np.ndarray:
 def focus_voxels(gts: Sequence[np.ndarray], target: str) -> list[np.ndarray] | None:
     """Per volume, the voxels some patches are placed around: clefts for a "clefts" or
     "synapses" target, none (None) for the others."""
-    if target not in ("clefts", "synapses"):
+    if target not in SYNAPSE_TARGETS:
         return None
     return [cleft_voxels(gt, target) for gt in gts]
 

@@ -46,3 +46,10 @@ def synapse_flags(
             if partner:
                 flags[box][near & (labels[box] == partner)] |= np.uint8(bit)
     return flags
+
+
+def volume_flags(volume) -> np.ndarray:
+    """`synapse_flags` of a synthetic volume (the generator's, with `cleft_labels`): its labels,
+    clefts and synapse table's partners, x, y, z."""
+    table = volume.synapse_table
+    return synapse_flags(volume.labels, volume.clefts, table["pre"], table["post"])

@@ -39,6 +39,7 @@ import cc3d
 import numpy as np
 
 from petavox.tasks.core.geometry import Box, Vec3
+from petavox.tasks.ml.synapse_targets import SIDE_REACH
 from petavox.tasks.synapse.detection import (
     NO_DATA_WIDTH,
     axis_scale,
@@ -71,7 +72,7 @@ class CleftParams:
     reach: int = 10  # how far rays look for the partners
     normal_radius: float = 6.0  # the partners' voxels this close to the cleft give its normal
     whole_sides: bool = True  # direction from each side's voxels, not its partner's alone
-    side_reach: float = 5.0  # with side channels: the cleft's neighbourhood partners come from
+    side_reach: float = SIDE_REACH  # with side channels: where partners are looked for (as trained)
 
 
 def required_halo(params: CleftParams, resolution: tuple[float, float, float]) -> Vec3:

@@ -39,14 +39,14 @@ def side_row(
     cleft = np.zeros(hi - lo, bool)
     cleft[tuple((voxels - lo).T)] = True
     near = (ndimage.distance_transform_edt(~cleft, sampling=scale) <= reach) & (seg[crop] != 0)
-    labels, index = np.unique(seg[crop][near], return_inverse=True)
+    found = seg[crop][near]
+    labels, index = np.unique(found, return_inverse=True)
     weights = sides[crop][near]  # (m, 2)
     mass = [np.bincount(index, weights=weights[:, c], minlength=len(labels)) for c in (0, 1)]
     pre, post = _pair(labels, *mass)
     centre = where.mean(axis=0) * res
     origin = (where[0] - voxels[0] + lo) * res  # the crop's first voxel, nm in the volume
     points = np.argwhere(near) * res + origin
-    found = seg[crop][near]
     pre_point = _centroid(points, weights[:, 0], found == pre, centre)
     post_point = _centroid(points, weights[:, 1], found == post, centre)
     return geometry_row(centre, pre_point, post_point, pre, post)

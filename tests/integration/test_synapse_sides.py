@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from cleft_volumes import filled, perfect_sides
+from cleft_volumes import bold, filled, perfect_sides
 
 from petavox.tasks.core.geometry import Vec3
 from petavox.tasks.core.layers import Layer, LayerSpec
@@ -18,7 +18,6 @@ from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.evaluate.synapse_scores import score_synapses
 from petavox.tasks.synapse import table as synapse_table
 from petavox.tasks.synapse.outputs import read_chunk_tables
-from petavox.tasks.synthetic.generator import SyntheticParams, generate
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import run
 
@@ -58,9 +57,7 @@ def synapses(name: str, chunk_shape: list[int], clefts: str = "sides") -> dict:
 
 
 def test_perfect_sides_through_the_stage_under_two_chunk_shapes(tmp_path, ray_session):
-    volume = generate(
-        SyntheticParams(shape=SHAPE, seed=SEED, bold_synapses=True, cleft_labels=True)
-    )
+    (volume,) = bold([SEED], SHAPE)
     seg = filled(volume.labels)
     root = f"file://{tmp_path}"
     write(f"{root}/raw", volume.raw)
@@ -83,14 +80,11 @@ def test_a_synapse_model_through_infer_then_synapses(tmp_path, ray_session):
     """Seconds of training make a poor model; what is checked is the path: three channels
     written with the model's record, taken by `synapses --clefts`."""
     pytest.importorskip("torch")
-    from petavox.tasks.ml.synapse_targets import synapse_flags
+    from petavox.tasks.ml.synapse_targets import volume_flags
     from petavox.workflows.train import run_train
 
-    volume = generate(
-        SyntheticParams(shape=(96, 96, 32), seed=SEED, bold_synapses=True, cleft_labels=True)
-    )
-    table = volume.synapse_table
-    flags = synapse_flags(volume.labels, volume.clefts, table["pre"], table["post"])
+    (volume,) = bold([SEED], (96, 96, 32))
+    flags = volume_flags(volume)
     np.save(tmp_path / "raw.npy", volume.raw.transpose(2, 1, 0))
     np.save(tmp_path / "flags.npy", flags.transpose(2, 1, 0))
     model = tmp_path / "synapses.onnx"

@@ -23,7 +23,7 @@ from petavox.tasks.ml.examples import (  # noqa: E402
     make_target,
     random_example,
 )
-from petavox.tasks.ml.synapse_targets import synapse_flags  # noqa: E402
+from petavox.tasks.ml.synapse_targets import volume_flags  # noqa: E402
 from petavox.tasks.ml.training import CLEFT_POS_WEIGHT, loss_of, make_batch, weighted_bce  # noqa: E402
 from petavox.tasks.synthetic.generator import SyntheticParams, generate  # noqa: E402
 from petavox.workflows import segment_checks  # noqa: E402
@@ -225,9 +225,7 @@ def test_train_synapses_writes_a_three_channel_model(tiny_clefts, tmp_path):
     """`--target synapses` on flags (`synapse_flags`): a model of three channels that infer's
     model check reads as a synapse model; tune refuses it."""
     params = SyntheticParams(shape=(64, 64, 16), seed=7, bold_synapses=True, cleft_labels=True)
-    v = generate(params)
-    table = v.synapse_table
-    flags = synapse_flags(v.labels, v.clefts, table["pre"], table["post"]).transpose(2, 1, 0)
+    flags = volume_flags(generate(params)).transpose(2, 1, 0)
     assert all(np.any(flags & bit) for bit in (1, 2, 4))
     np.save(tmp_path / "raw.npy", tiny_clefts[0])
     np.save(tmp_path / "flags.npy", np.ascontiguousarray(flags))
@@ -253,13 +251,13 @@ def test_train_synapses_writes_a_three_channel_model(tiny_clefts, tmp_path):
 def test_the_builtin_recipes_train_on_each_volume_as_drawn_and_realigned():
     """`bold_volumes`: the drawn pair is the generator's image with its flags (z, y, x); the
     realigned pair has black margins where content left and its flags moved with it."""
-    from petavox.workflows.train_builtin import bold_volumes, synapse_flags_of
+    from petavox.workflows.train_builtin import bold_volumes
 
-    (raw, flags), (moved, moved_flags) = bold_volumes(201, synapse_flags_of)
+    (raw, flags), (moved, moved_flags) = bold_volumes(201, volume_flags)
     params = SyntheticParams(shape=(128, 128, 64), seed=201, bold_synapses=True, cleft_labels=True)
     volume = generate(params)
     np.testing.assert_array_equal(raw, volume.raw.transpose(2, 1, 0))
-    np.testing.assert_array_equal(flags, synapse_flags_of(volume).transpose(2, 1, 0))
+    np.testing.assert_array_equal(flags, volume_flags(volume).transpose(2, 1, 0))
     assert moved.shape == moved_flags.shape == raw.shape
     assert (moved == 0).mean() > 10 * (raw == 0).mean() + 0.001  # the margins
     assert all(np.any(moved_flags & bit) for bit in (1, 2, 4))

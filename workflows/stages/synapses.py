@@ -13,6 +13,7 @@ from petavox.tasks.core.geometry import Vec3
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.objects import get, list_keys, put_json
 from petavox.tasks.core.storage import StorageContext
+from petavox.tasks.ml.examples import SYNAPSE_TARGETS
 from petavox.tasks.synapse import cleft_channel
 from petavox.tasks.synapse.cleft_channel import CleftParams
 from petavox.tasks.synapse.detection import DetectorParams, required_halo
@@ -154,7 +155,7 @@ def check_clefts(clefts: Layer, raw: Layer) -> None:
             f"{clefts.url} holds {clefts.dtype}; synapses reads the cleft probability as uint8 "
             "(0-255) or float in 0-1"
         )
-    if target not in (None, "clefts", "synapses"):
+    if target not in (None, *SYNAPSE_TARGETS):
         raise LayerMismatchError(
             f"{clefts.url} is the {target} output of a model (its info says so), not a cleft "
             "probability; give synapses --clefts the layer infer writes with a cleft model"
