@@ -1,5 +1,6 @@
 """Synapse detection throughput per core: the classical cleft detector beside the cleft channel
-(the built-in cleft model's `infer`, then `synapses --clefts`), on the same volume.
+(the built-in cleft model's `infer`, then `synapses --clefts`) and the synapse model's channels
+(the built-in synapse model's, as the demo runs them), on the same volume.
 
 A bold synthetic volume (`SyntheticParams(bold_synapses=True)`, seed 20, 256×256×128 at 8 nm;
 `--quick` 128×128×64, tasks 64³) is written as a raw uint8 image layer and its ground-truth
@@ -13,6 +14,8 @@ one thread per task):
   probability layer; infer's default task shape, ~32 M voxels, as a run would use), then the
   planned `synapses --clefts` stage (the same tasks as the classical one), each as a job loop;
   their sum is the detector's cost, MVx/s of the volume's voxels;
+- synapse model: the same with `petavox:synapses-synthetic.onnx` (cleft and side channels;
+  partners from the sides) and the demo's threshold (`demo.CLEFT_THRESHOLD`);
 - kernel: `detect` alone on one chunk's read box (the write box grown by the halo; the chunk
   with the largest read box) as an in-memory array: MVx/s of its write box (comparable with
   the job loop) and of its read box (what it computes on).
@@ -69,10 +72,12 @@ def make_layers(root: Path, shape: tuple[int, int, int]):
 
 
 def plan(root: Path, task: tuple[int, int, int]) -> dict[str, Any]:
-    """The planned stages by name: `infer` (the cleft channel), `classical` and `clefts`
-    (`synapses` without and with it)."""
+    """The planned stages by name: `infer` (the cleft channel), `infer_sides` (the synapse
+    model's channels), `classical`, `clefts` and `sides` (`synapses` without and with them)."""
     from petavox.workflows.config import RunConfig
+    from petavox.workflows.demo import CLEFT_THRESHOLD
     from petavox.workflows.pipeline import plan_run, prepare
+    from petavox.workflows.stages.infer import SYNAPSE_MODEL
 
     synapses = {"stage": "synapses", "input": "raw", "segmentation": "seg", "chunk_shape": task}
     stages = [
@@ -82,11 +87,14 @@ def plan(root: Path, task: tuple[int, int, int]) -> dict[str, Any]:
             "output": "clefts",
             "model": "petavox:clefts-synthetic.onnx",  # infer's own default task shape
         },
+        {"stage": "infer", "input": "raw", "output": "sides", "model": SYNAPSE_MODEL},
         {**synapses, "output": "syn"},
         {**synapses, "output": "syn_clefts", "clefts": "clefts"},
+        {**synapses, "output": "syn_sides", "clefts": "sides", "threshold": CLEFT_THRESHOLD},
     ]
     config = RunConfig.model_validate({"output": common.file_url(root), "stages": stages})
-    planned = dict(zip(("infer", "classical", "clefts"), plan_run(config)))
+    names = ("infer", "infer_sides", "classical", "clefts", "sides")
+    planned = dict(zip(names, plan_run(config)))
     for stage in planned.values():
         prepare(stage, config)
     return planned
@@ -152,20 +160,28 @@ def measure(scratch: Path, shape, task, rounds: int) -> dict[str, Any]:
         detect(raw, seg, read, write, bounds, RESOLUTION, classical.job.params)
         return {"kernel": time.perf_counter() - started}
 
-    def channel() -> dict[str, float]:
-        infer = run_loop(stages["infer"])
-        found = run_loop(stages["clefts"])
-        return {"cleft infer": infer, "cleft synapses": found, "cleft channel": infer + found}
+    def channel(infer_name: str, name: str, label: str):
+        def run() -> dict[str, float]:
+            infer = run_loop(stages[infer_name])
+            found = run_loop(stages[name])
+            return {f"{label} infer": infer, f"{label} synapses": found, label: infer + found}
+
+        return run
 
     cases = {
         "classical": (None, lambda: {"classical": run_loop(classical)}),
-        "channel": (None, channel),
+        "channel": (None, channel("infer", "clefts", "cleft channel")),
+        "sides": (None, channel("infer_sides", "sides", "synapse model")),
         "kernel": (None, kernel),
     }
     timings = common.interleave(cases, rounds)
     counts = {
         name: score(read_tables(scratch / folder), volume.synapse_table, RESOLUTION)
-        for name, folder in (("classical", "syn"), ("cleft channel", "syn_clefts"))
+        for name, folder in (
+            ("classical", "syn"),
+            ("cleft channel", "syn_clefts"),
+            ("synapse model", "syn_sides"),
+        )
     }
     halo = tuple(classical.spec["halo"])
     return {
@@ -208,6 +224,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ("cleft channel", "cleft channel: infer + detection + assignment (job loops)", note),
         ("cleft infer", "cleft channel: infer alone", "petavox:clefts-synthetic.onnx"),
         ("cleft synapses", "cleft channel: detection + assignment alone", "synapses --clefts"),
+        ("synapse model", "synapse model: infer + detection + assignment (job loops)", note),
+        ("synapse model infer", "synapse model: infer alone", "petavox:synapses-synthetic.onnx"),
+        ("synapse model synapses", "synapse model: detection + assignment alone", "from sides"),
     ]
     rows = [
         common.row(
@@ -226,6 +245,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             common.paired_ratio(timings["cleft channel"], timings["classical"]),
             "×",
             note="seconds of the cleft channel / seconds of the classical detector",
+        )
+    )
+    rows.append(
+        common.row(
+            "synapse-detection",
+            "synapse model vs classical (time ratio, per round)",
+            common.paired_ratio(timings["synapse model"], timings["classical"]),
+            "×",
+            note="seconds of the synapse model's channels / seconds of the classical detector",
         )
     )
     for voxels_of, what in ((write, "write-box"), (read, "read-box")):

@@ -161,7 +161,7 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_no_secrets():
     for source in sources:
         assert (REPO / source).exists(), f"COPY {source}: no such file"
         assert not dockerignore_excludes(source, patterns), f"COPY {source} is ignored"
-    for model in ("boundary-synthetic.onnx", "clefts-synthetic.onnx"):
+    for model in ("boundary-synthetic.onnx", "clefts-synthetic.onnx", "synapses-synthetic.onnx"):
         assert not dockerignore_excludes(f"tasks/infer/models/{model}", patterns)
     for path in (
         ".git/config",
@@ -208,6 +208,7 @@ def test_the_wheel_the_image_installs_holds_every_module_and_the_model(tmp_path)
     }
     assert "petavox/tasks/infer/models/boundary-synthetic.onnx" in expected
     assert "petavox/tasks/infer/models/clefts-synthetic.onnx" in expected
+    assert "petavox/tasks/infer/models/synapses-synthetic.onnx" in expected
     assert "petavox/__init__.py" in expected  # workflows/petavox/__init__.py: `petavox` itself
     assert expected - packed == set()
 

@@ -160,7 +160,7 @@ def test_the_default_demo_segments_from_raw_within_the_target(tmp_path, address)
     meshes = cv.mesh.get(ids, fuse=False)
     assert len(ids) > 300 and all(len(meshes[i].faces) > 0 for i in ids)
     assert all(len(skel.vertices) > 0 for skel in cv.skeleton.get(ids))
-    check_the_cleft_channel_beats_the_classical_detector(out, proc.stdout)
+    check_the_synapse_model_beats_the_classical_detector(out, proc.stdout)
     # a proofreader's edits on the demo, through the command line: one merged object split in
     # two, two objects joined into one, nothing else changed
     rule = seg.info["petavox_agglomeration"]
@@ -178,11 +178,13 @@ def test_the_default_demo_segments_from_raw_within_the_target(tmp_path, address)
     edit.check(read_volume(out, "edited"))
 
 
-def check_the_cleft_channel_beats_the_classical_detector(out, stdout: str) -> None:
-    """The demo's synapses (the built-in cleft model's channel on the U-Net's segmentation), as
-    it prints them, against the classical detector on the same aligned image and segmentation:
-    more synapses found with the right partners and direction, and no lower precision. (Issue
-    24's bar, 0.9 for precision, recall and direction, is not met yet: README, Synapses.)"""
+def check_the_synapse_model_beats_the_classical_detector(out, stdout: str) -> None:
+    """The demo's synapses (the built-in synapse model's cleft and side channels on the U-Net's
+    segmentation), as it prints them, against the classical detector on the same aligned image
+    and segmentation: more synapses found with the right partners and direction, no lower
+    precision, and issue 24's bar of 0.9 for precision and direction (the model trained on
+    seeds 201-208, its threshold chosen on seeds 1-2; the demo shows seed 0). Recall's 0.9 is
+    not met yet (0.89 on this seed: README, Synapses), so it is held at 0.85."""
     from petavox.tasks.core.geometry import Box
     from petavox.tasks.core.storage import StorageContext
     from petavox.tasks.evaluate.synapse_scores import score_synapses
@@ -203,10 +205,12 @@ def check_the_cleft_channel_beats_the_classical_detector(out, stdout: str) -> No
     channel = scores(read_chunk_tables(f"file://{out}/synapses", StorageContext()))
     classical = scores(detect(image, seg, box, box, box, RESOLUTION, DetectorParams()))
     printed = stdout.split("synapses vs ground truth: ")[1].split("\n")[0]
-    assert f"{channel.detected} found" in printed and "cleft model's channel" in printed
+    assert f"{channel.detected} found" in printed and "synapse model's cleft and side" in printed
     assert f"precision {channel.precision:.2f}, recall {channel.recall:.2f}" in printed
     assert channel.right_direction > classical.right_direction, (channel, classical)
     assert channel.precision >= classical.precision, (channel, classical)
+    assert channel.precision >= 0.9 and channel.direction >= 0.9, channel
+    assert channel.recall >= 0.85, channel
 
 
 def test_ingest_downsample_and_evaluate_commands(tmp_path, address):

@@ -47,6 +47,8 @@ log = logging.getLogger("petavox")
 VERSION = 2  # 2: the input fitted to the model's training domain (intensity, voxel size)
 DEFAULT_MODEL = BUILTIN + "boundary-synthetic.onnx"
 CLEFT_MODEL = BUILTIN + "clefts-synthetic.onnx"  # the built-in cleft probability model
+# the built-in synapse model: cleft, presynaptic-side and postsynaptic-side probabilities
+SYNAPSE_MODEL = BUILTIN + "synapses-synthetic.onnx"
 CLASSICAL = "classical"
 # sizing weight: input, prediction sums and weights take 12-20 bytes per output voxel; big tasks
 # matter because the patches that straddle a task's faces are predicted by both tasks
@@ -64,7 +66,7 @@ class InferParams(VolumeWriterParams):
         None,
         description="ONNX model: path or file/s3/gs URL; 'classical' for the no-model filter "
         "(default: the built-in boundary model trained on synthetic data; "
-        f"{CLEFT_MODEL} predicts synaptic clefts)",
+        f"{CLEFT_MODEL} predicts synaptic clefts, {SYNAPSE_MODEL} clefts and their sides)",
     )
     model_sha256: str | None = Field(
         None, description="expected SHA-256 of the model file (checked before any work)"
