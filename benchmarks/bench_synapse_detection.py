@@ -222,8 +222,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     per_core = [
         ("classical", "classical detection + assignment (job loop)", note),
         ("cleft channel", "cleft channel: infer + detection + assignment (job loops)", note),
-        ("cleft infer", "cleft channel: infer alone", "petavox:clefts-synthetic.onnx"),
-        ("cleft synapses", "cleft channel: detection + assignment alone", "synapses --clefts"),
+        ("cleft channel infer", "cleft channel: infer alone", "petavox:clefts-synthetic.onnx"),
+        (
+            "cleft channel synapses",
+            "cleft channel: detection + assignment alone",
+            "synapses --clefts",
+        ),
         ("synapse model", "synapse model: infer + detection + assignment (job loops)", note),
         ("synapse model infer", "synapse model: infer alone", "petavox:synapses-synthetic.onnx"),
         ("synapse model synapses", "synapse model: detection + assignment alone", "from sides"),
