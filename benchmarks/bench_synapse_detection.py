@@ -242,24 +242,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         for key, what, why in per_core
     ]
-    rows.append(
+    rows += [
         common.row(
             "synapse-detection",
-            "cleft channel vs classical (time ratio, per round)",
-            common.paired_ratio(timings["cleft channel"], timings["classical"]),
+            f"{key} vs classical (time ratio, per round)",
+            common.paired_ratio(timings[key], timings["classical"]),
             "×",
-            note="seconds of the cleft channel / seconds of the classical detector",
+            note=f"seconds of the {key} / seconds of the classical detector",
         )
-    )
-    rows.append(
-        common.row(
-            "synapse-detection",
-            "synapse model vs classical (time ratio, per round)",
-            common.paired_ratio(timings["synapse model"], timings["classical"]),
-            "×",
-            note="seconds of the synapse model's channels / seconds of the classical detector",
-        )
-    )
+        for key in ("cleft channel", "synapse model")
+    ]
     for voxels_of, what in ((write, "write-box"), (read, "read-box")):
         rows.append(
             common.row(
