@@ -77,7 +77,7 @@ def plan(root: Path, task: tuple[int, int, int]) -> dict[str, Any]:
     from petavox.workflows.config import RunConfig
     from petavox.workflows.demo import CLEFT_THRESHOLD
     from petavox.workflows.pipeline import plan_run, prepare
-    from petavox.workflows.stages.infer import SYNAPSE_MODEL
+    from petavox.workflows.stages.infer import CLEFT_MODEL, SYNAPSE_MODEL
 
     synapses = {"stage": "synapses", "input": "raw", "segmentation": "seg", "chunk_shape": task}
     stages = [
@@ -85,7 +85,7 @@ def plan(root: Path, task: tuple[int, int, int]) -> dict[str, Any]:
             "stage": "infer",
             "input": "raw",
             "output": "clefts",
-            "model": "petavox:clefts-synthetic.onnx",  # infer's own default task shape
+            "model": CLEFT_MODEL,  # infer's own default task shape
         },
         {"stage": "infer", "input": "raw", "output": "sides", "model": SYNAPSE_MODEL},
         {**synapses, "output": "syn"},

@@ -135,5 +135,5 @@ if __name__ == "__main__":
     )
     parser.add_argument("--target", choices=tuple(BUILT_IN), default="boundary")
     args = parser.parse_args()
-    minutes = args.minutes or {"boundary": 10.0, "clefts": 20.0, "synapses": 100.0}[args.target]
-    sys.exit(BUILT_IN[args.target](args.out, minutes))
+    given = {} if args.minutes is None else {"minutes": args.minutes}  # else the recipe's own
+    sys.exit(BUILT_IN[args.target](args.out, **given))
