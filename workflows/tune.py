@@ -21,6 +21,7 @@ import numpy as np
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.geometry import Vec3
 from petavox.tasks.infer.domain import SEGMENT_KEY, IntensityMap, intensity_stats
+from petavox.tasks.infer.no_data_fill import no_data_value
 from petavox.tasks.infer.onnx_model import ModelRef, OnnxPredictor, inspect, open_session, sha256
 from petavox.tasks.infer.whole_volume import predict_volume
 from petavox.tasks.segment.tuning import Trial, best, size_floor, sweep
@@ -79,6 +80,7 @@ def predict_held_out(path: Path, raw: np.ndarray) -> np.ndarray:
         divisor=info.divisor,
         channels=info.channels,
         intensity=mapping,
+        no_data_value=no_data_value(info.target, info.domain),
     )
 
 

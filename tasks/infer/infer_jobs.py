@@ -10,6 +10,7 @@ from petavox.tasks.core.geometry import Box, Chunk
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.values import check_values
 from petavox.tasks.infer.domain import IntensityMap
+from petavox.tasks.infer.no_data_fill import filled, mask_box
 from petavox.tasks.infer.patches import PatchGrid, PredictFn, predict_blended
 from petavox.tasks.infer.resample import Resampling
 
@@ -45,12 +46,25 @@ class InferJob:
     fill_missing: bool = False
     intensity: IntensityMap = IntensityMap()  # applied to the 0-1 input, before resampling
     resampling: Resampling | None = None
+    no_data_value: float | None = None  # model input where the image has no data (no_data_fill)
 
     def model_input(self, box: Box) -> np.ndarray:
-        """The source over `box`, checked, as float32 0-1 model input with the intensity map."""
+        """The source over `box`, checked, as float32 0-1 model input with the intensity map
+        (and no data set to `no_data_value`, when given)."""
+        if self.no_data_value is None:
+            return self.intensity.apply(as_model_input(self._read(box)))
+        bounds = self.source.bounds(0)
+        read = mask_box(box, bounds)
+        raw = self._read(read)
+        image = filled(
+            raw, self.intensity.apply(as_model_input(raw)), self.no_data_value, read, bounds
+        )
+        return image[box.slices(read.start)]
+
+    def _read(self, box: Box) -> np.ndarray:
         raw = self.source.read(box, fill_missing=self.fill_missing)
         check_values(raw, self.source.url, box, "infer", unit_range=True)
-        return self.intensity.apply(as_model_input(raw))
+        return raw
 
     def run(self, chunk: Chunk) -> dict:
         box, channels = chunk.write_box, self.target.num_channels

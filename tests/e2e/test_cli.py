@@ -182,9 +182,9 @@ def check_the_synapse_model_beats_the_classical_detector(out, stdout: str) -> No
     """The demo's synapses (the built-in synapse model's cleft and side channels on the U-Net's
     segmentation), as it prints them, against the classical detector on the same aligned image
     and segmentation: more synapses found with the right partners and direction, no lower
-    precision, and issue 24's bar of 0.9 for precision and direction (the model trained on
-    seeds 201-208, its threshold chosen on seeds 1-2; the demo shows seed 0). Recall's 0.9 is
-    not met yet (0.89 on this seed: README, Synapses), so it is held at 0.85."""
+    precision, and issue 24's bar of 0.9 for precision, recall and direction (the model trained
+    on seeds 201-208, its threshold chosen on seeds 1-2 and its presynaptic-evidence cut on
+    seeds 1-3; the demo shows seed 0)."""
     from petavox.tasks.core.geometry import Box
     from petavox.tasks.core.storage import StorageContext
     from petavox.tasks.evaluate.synapse_scores import score_synapses
@@ -209,8 +209,7 @@ def check_the_synapse_model_beats_the_classical_detector(out, stdout: str) -> No
     assert f"precision {channel.precision:.2f}, recall {channel.recall:.2f}" in printed
     assert channel.right_direction > classical.right_direction, (channel, classical)
     assert channel.precision >= classical.precision, (channel, classical)
-    assert channel.precision >= 0.9 and channel.direction >= 0.9, channel
-    assert channel.recall >= 0.85, channel
+    assert min(channel.precision, channel.recall, channel.direction) >= 0.9, channel
 
 
 def test_ingest_downsample_and_evaluate_commands(tmp_path, address):

@@ -26,6 +26,8 @@ import pytest
 from petavox.tasks.core.errors import LayerMismatchError
 from petavox.tasks.core.geometry import Vec3
 from petavox.tasks.core.layers import Layer
+from petavox.tasks.infer.domain import ModelDomain
+from petavox.tasks.infer.no_data_fill import no_data_value
 from petavox.tasks.infer.onnx_model import ModelRef, OnnxPredictor, builtin_path, sha256
 from petavox.tasks.infer.whole_volume import predict_volume
 from petavox.tasks.synthetic.generator import SyntheticParams, generate
@@ -119,6 +121,7 @@ def test_infer_writes_the_cleft_probability_that_segment_refuses(tmp_path, held_
         overlap=Vec3(8, 8, 8),
         divisor=Vec3(4, 4, 4),
         channels=1,
+        no_data_value=no_data_value("clefts", ModelDomain(intensity=tuple(record["intensity"]))),
     )
     assert chunked.shape == whole.shape == SHAPE
     assert np.abs(chunked - whole).max() <= 1 / 255 + 1e-6

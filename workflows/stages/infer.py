@@ -16,6 +16,7 @@ from petavox.tasks.core.geometry import ChunkGrid, Vec3
 from petavox.tasks.core.layers import Layer, LayerSpec
 from petavox.tasks.core.storage import normalize_url
 from petavox.tasks.infer.infer_jobs import InferJob
+from petavox.tasks.infer.no_data_fill import no_data_value
 from petavox.tasks.infer.onnx_model import (
     BUILTIN,
     ClassicalPredictor,
@@ -44,7 +45,9 @@ from petavox.workflows.stage import Positional, Stage
 
 log = logging.getLogger("petavox")
 
-VERSION = 2  # 2: the input fitted to the model's training domain (intensity, voxel size)
+# 2: the input fitted to the model's training domain (intensity, voxel size); 3: no data shown
+# to cleft and synapse models as their domain's mean intensity
+VERSION = 3
 DEFAULT_MODEL = BUILTIN + "boundary-synthetic.onnx"
 CLEFT_MODEL = BUILTIN + "clefts-synthetic.onnx"  # the built-in cleft probability model
 # the built-in synapse model: cleft, presynaptic-side and postsynaptic-side probabilities
@@ -196,6 +199,7 @@ def plan_infer(params: InferParams, catalog: Catalog) -> list[StagePlan]:
         params.chunk_shape, target_layer, bounds.shape, task_bytes(scale), name="infer chunk_shape"
     )
     predict: PredictFn = ClassicalPredictor() if ref is None else OnnxPredictor(ref)
+    fill = None if info is None else no_data_value(info.target, info.domain)
     stage_spec = {
         **params.hashed_fields(),
         "input": source.url,
@@ -205,6 +209,7 @@ def plan_infer(params: InferParams, catalog: Catalog) -> list[StagePlan]:
         "patch_used": list(patches.patch),
         "overlap_used": list(patches.overlap),
         "task_shape": list(chunk_shape),
+        "no_data_value": fill,
         **scale.spec(),
     }
     plan = StagePlan(
@@ -221,6 +226,7 @@ def plan_infer(params: InferParams, catalog: Catalog) -> list[StagePlan]:
             batch=params.batch,
             fill_missing=params.fill_missing,
             resampling=scale.resampling,
+            no_data_value=fill,
         ),
         resources=params.resources,
         layer_infos={url: target_layer.info},
