@@ -6,7 +6,8 @@ or cleft, and past it there is no context: the built-in synapse model found 13 %
 within 6 voxels of the demo's side faces and 44 % of those 6-12 voxels in, against 95 % deeper
 in. With the no-data voxels (`detection.no_data`) set to the model's training-domain mean, it
 finds 33 % and 94 % (demo seeds 0-3, threshold 0.3), and its recall on seeds 1-3 rose from
-0.84 to 0.89 at a precision of 0.89 (was 0.86). The detector ignores those voxels anyway.
+0.84 to 0.90 (the precision fell from 0.86 to 0.80, which `CleftParams.min_presynaptic` brings
+back to 0.89). The detector ignores those voxels anyway.
 
 The mask is computed on the chunk's input grown by `NO_DATA_HALO` in-plane (within the
 volume), so it is the whole volume's mask and the prediction does not depend on the chunking.

@@ -21,7 +21,8 @@ all voxels casting rays, 0.93 with the darker half; seeds 100-114 chose the half
 With a synapse model's two more channels (presynaptic side, postsynaptic side: `prob` is
 (x, y, z, 3), as `infer` writes a "synapses" model's output), partners and direction come from
 them instead (`side_partners.side_row`): the segments around the cleft with the most predicted
-presynaptic and postsynaptic probability. The clefts found are the same either way.
+presynaptic and postsynaptic probability; a cleft with too little presynaptic probability around
+it (`min_presynaptic`) is not a synapse.
 
 No data (in-plane squares of image 0, `detection.no_data`: the black margins of aligned
 sections, padding) holds no segment and no cleft. A cleft touching the volume's outer faces is
@@ -73,6 +74,9 @@ class CleftParams:
     normal_radius: float = 6.0  # the partners' voxels this close to the cleft give its normal
     whole_sides: bool = True  # direction from each side's voxels, not its partner's alone
     side_reach: float = SIDE_REACH  # with side channels: where partners are looked for (as trained)
+    # with side channels: a cleft needs this much presynaptic probability around it
+    # (`side_partners`; chosen on demo seeds 1-3, see README "The built-in synapse model")
+    min_presynaptic: float = 0.35
 
 
 def required_halo(params: CleftParams, resolution: tuple[float, float, float]) -> Vec3:
@@ -116,6 +120,8 @@ def detect_clefts(
         cc, read, write, volume, params.min_size, params.max_extent
     ):
         row = assign(where, voxels)
+        if row.pop("presynaptic", 1.0) < params.min_presynaptic:
+            continue
         if not kept_at_faces(row, where, volume):
             continue
         confidence = float(np.mean(unit[tuple(voxels.T)]))

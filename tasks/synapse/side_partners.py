@@ -10,6 +10,13 @@ two ways to give one of them its next. Partners and direction come from one lear
 cleft that runs onto a third segment's membrane, or a partner split near the cleft (its pieces
 share the mass; the largest wins), does not send a ray to the wrong segment. The partner points
 are each side's probability-weighted centroid on its segment; positions are in nm.
+
+The row also says how sure the model is that there is a presynaptic side at all (`presynaptic`:
+the 95th percentile of the presynaptic probability around the cleft). A dark membrane the cleft
+channel took for a cleft often has none: on demo seeds 1-3 (threshold 0.3) the false detections'
+median was 0.35 against the true ones' 0.55, and keeping clefts at 0.35 or more
+(`CleftParams.min_presynaptic`) raised the precision from 0.80 to 0.89 for a recall of 0.89
+instead of 0.90.
 """
 
 from __future__ import annotations
@@ -28,9 +35,10 @@ def side_row(
     res: np.ndarray,
     reach: float,
 ) -> dict:
-    """Centroid, partners and their points (nm) of one cleft (`where`: global voxels (n, 3),
-    `voxels`: the same in the block); `seg` is the block's segmentation without the cleft
-    voxels, `sides` its (x, y, z, 2) presynaptic and postsynaptic probabilities (0-1)."""
+    """Centroid, partners, their points (nm) and `presynaptic` evidence of one cleft (`where`:
+    global voxels (n, 3), `voxels`: the same in the block); `seg` is the block's segmentation
+    without the cleft voxels, `sides` its (x, y, z, 2) presynaptic and postsynaptic
+    probabilities (0-1)."""
     scale = res / res[0]
     grow = np.ceil(reach / scale).astype(np.int64) + 1
     lo = np.maximum(voxels.min(axis=0) - grow, 0)
@@ -49,7 +57,8 @@ def side_row(
     points = np.argwhere(near) * res + origin
     pre_point = _centroid(points, weights[:, 0], found == pre, centre)
     post_point = _centroid(points, weights[:, 1], found == post, centre)
-    return geometry_row(centre, pre_point, post_point, pre, post)
+    presynaptic = float(np.percentile(weights[:, 0], 95)) if len(weights) else 0.0
+    return {**geometry_row(centre, pre_point, post_point, pre, post), "presynaptic": presynaptic}
 
 
 def _pair(labels: np.ndarray, pre: np.ndarray, post: np.ndarray) -> tuple[int, int]:

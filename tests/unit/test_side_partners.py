@@ -94,8 +94,26 @@ def test_a_merge_across_the_cleft_still_gives_two_partners():
     row = side_row(voxels, voxels, seg, sides, np.array(RES), reach=5.0)
     assert (row["pre_id"], row["post_id"]) == (1, 2)
     assert row["pre_x"] < row["x"] < row["post_x"]
+    assert row["presynaptic"] == 1.0
     nothing = side_row(voxels, voxels, seg, np.zeros_like(sides), np.array(RES), reach=5.0)
     assert (nothing["pre_id"], nothing["post_id"]) == (0, 0)  # no side seen: no partner
+    assert nothing["presynaptic"] == 0.0
+
+
+def test_a_cleft_without_a_presynaptic_side_is_not_a_synapse(volumes):
+    """The same clefts with the presynaptic channel faded below `min_presynaptic`: none is a
+    synapse; with the rule off (0) they are all found again, partners and all."""
+    volume = volumes[0]
+    seg, prob = filled(volume.labels), perfect_sides(volume)
+    box = Box((0, 0, 0), seg.shape)
+    found = whole(prob, volume.raw, seg)
+    assert len(found["x"]) >= 10
+    faded = prob.copy()
+    faded[..., 1] = np.minimum(faded[..., 1], round(0.3 * 255))
+    assert len(whole(faded, volume.raw, seg)["x"]) == 0
+    off = detect_clefts(faded, volume.raw, seg, box, box, box, RES, CleftParams(min_presynaptic=0))
+    np.testing.assert_array_equal(off["synapse_id"], found["synapse_id"])
+    np.testing.assert_array_equal(off["pre_id"], found["pre_id"])
 
 
 def test_same_synapses_whatever_the_blocks(volumes):

@@ -25,7 +25,7 @@ from petavox.workflows.plan import Output, StagePlan
 from petavox.workflows.sizing import layer_grid
 from petavox.workflows.stage import Positional, Stage
 
-VERSION = 2
+VERSION = 3  # 3: with a synapse model, clefts need presynaptic evidence (min_presynaptic)
 DETECTOR_KEY = "detector.json"  # in the output folder: which detector made the tables
 SUMMARY_TABLES = 4096  # the summary counts the synapses of at most this many chunk tables
 BYTES_PER_VOXEL = 64  # uint64 labels, float32 image, the filters' float and label copies
@@ -71,6 +71,13 @@ class SynapsesParams(StageParams):
         0.4, gt=0, le=1, description="direction: image below this counts as dark (0-1)"
     )
     reach: int = Field(10, ge=1, description="how far partners are looked for (voxels)")
+    min_presynaptic: float = Field(
+        0.35,
+        ge=0,
+        le=1,
+        description="with a synapse model's side channels: a cleft is a synapse only with this "
+        "much presynaptic probability around it (95th percentile, 0-1)",
+    )
     halo: NonNegativeTriple | None = Field(
         None,
         description="context read around each chunk, X,Y,Z (default and minimum: what the "
@@ -82,7 +89,9 @@ class SynapsesParams(StageParams):
     fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
 
     #: added after runs existed; their defaults (no clefts layer) run the classical detector
-    HASHED_UNLESS_DEFAULT: ClassVar[frozenset[str]] = frozenset({"clefts", "threshold"})
+    HASHED_UNLESS_DEFAULT: ClassVar[frozenset[str]] = frozenset(
+        {"clefts", "threshold", "min_presynaptic"}
+    )
 
 
 def detector_params(params: SynapsesParams) -> DetectorParams | CleftParams:
@@ -95,6 +104,7 @@ def detector_params(params: SynapsesParams) -> DetectorParams | CleftParams:
             max_extent=params.max_extent,
             vesicle_threshold=params.vesicle_threshold,
             reach=params.reach,
+            min_presynaptic=params.min_presynaptic,
         )
     return DetectorParams(
         sigma=params.sigma,
