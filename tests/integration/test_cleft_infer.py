@@ -28,11 +28,19 @@ from petavox.tasks.core.geometry import Vec3
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.infer.domain import ModelDomain
 from petavox.tasks.infer.no_data_fill import no_data_value
-from petavox.tasks.infer.onnx_model import ModelRef, OnnxPredictor, builtin_path, sha256
+from petavox.tasks.infer.onnx_model import (
+    ModelRef,
+    OnnxPredictor,
+    builtin_path,
+    inspect,
+    open_session,
+    sha256,
+)
 from petavox.tasks.infer.whole_volume import predict_volume
 from petavox.tasks.synthetic.generator import SyntheticParams, generate
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import plan_run, run
+from petavox.workflows.stages.infer import DEFAULT_MODEL
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +89,7 @@ def held_out(tmp_path_factory) -> tuple[Path, np.ndarray]:
     return folder / "raw.npy", volume.clefts
 
 
-def config(out: Path, raw: Path, chunk_shape: list[int], segment: bool = False):
+def config(out: Path, raw: Path, chunk_shape: list[int], segment: bool = False, model=MODEL):
     stages = [
         {
             "stage": "ingest",
@@ -94,7 +102,7 @@ def config(out: Path, raw: Path, chunk_shape: list[int], segment: bool = False):
             "stage": "infer",
             "input": "raw",
             "output": "clefts",
-            "model": MODEL,
+            "model": model,
             "chunk_shape": chunk_shape,
         },
     ]
@@ -131,3 +139,16 @@ def test_infer_writes_the_cleft_probability_that_segment_refuses(tmp_path, held_
     assert scores["object_precision"] >= 0.4 and scores["voxel_precision"] >= 0.15, scores
     with pytest.raises(LayerMismatchError, match="cleft probability map"):
         plan_run(config(tmp_path, raw, [64, 64, 48], segment=True))
+
+
+def test_only_cleft_models_fill_no_data_and_their_identity_says_so(tmp_path, held_out):
+    raw, _ = held_out
+
+    def infer_spec(model: str) -> dict:
+        plans = plan_run(config(tmp_path, raw, [64, 64, 48], model=model))
+        return next(p for p in plans if p.stage == "infer").spec
+
+    data = builtin_path(MODEL.removeprefix("petavox:")).read_bytes()
+    domain = inspect(open_session(data, MODEL), MODEL).domain
+    assert infer_spec(MODEL)["no_data_value"] == pytest.approx(domain.intensity[0])
+    assert "no_data_value" not in infer_spec(DEFAULT_MODEL)  # boundary runs keep their identity

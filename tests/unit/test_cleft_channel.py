@@ -26,6 +26,8 @@ from petavox.tasks.synapse import table as synapse_table
 from petavox.tasks.synapse.cleft_channel import CleftParams, detect_clefts
 from petavox.tasks.synapse.partners import kept_at_faces, touches_faces
 from petavox.workflows.cli import main
+from petavox.workflows.config import parse_config
+from petavox.workflows.pipeline import plan_run
 
 SHAPE = (128, 128, 64)
 RES = (8.0, 8.0, 8.0)
@@ -186,3 +188,25 @@ def test_a_partner_split_next_to_the_cleft_keeps_the_synapse(volumes):
     detected, true, matched, right = totals
     assert matched / true >= 0.95 and matched / detected >= 0.95, totals
     assert right / matched >= 0.9, totals
+
+
+def test_the_presynaptic_rule_is_in_the_identity_of_side_channel_runs_only(tmp_path):
+    """Runs on a synapse model's three channels hash `min_presynaptic` (their output changed
+    when the rule came); runs on one cleft channel, which it does not touch, keep their
+    identity, and so do classical runs."""
+    root = f"file://{tmp_path}"
+    write_layer(f"{root}/raw", "image", "uint8")
+    write_layer(f"{root}/seg", "segmentation", "uint32")
+    write_layer(f"{root}/cleft", "image", "uint8")
+    sides = (("petavox_model", {"model": "petavox:s.onnx", "target": "synapses"}),)
+    write_layer(f"{root}/sides", "image", "uint8", channels=3, extra=sides)
+
+    def spec(**stage) -> dict:
+        config = {"stage": "synapses", "input": "raw", "segmentation": "seg", **stage}
+        (plan,) = plan_run(parse_config({"output": root, "stages": [config]}))
+        return plan.spec
+
+    assert spec(clefts="sides")["min_presynaptic"] == 0.35
+    assert spec(clefts="sides", min_presynaptic=0.5)["min_presynaptic"] == 0.5
+    assert "min_presynaptic" not in spec(clefts="cleft")
+    assert "min_presynaptic" not in spec()

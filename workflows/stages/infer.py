@@ -45,9 +45,7 @@ from petavox.workflows.stage import Positional, Stage
 
 log = logging.getLogger("petavox")
 
-# 2: the input fitted to the model's training domain (intensity, voxel size); 3: no data shown
-# to cleft and synapse models as their domain's mean intensity
-VERSION = 3
+VERSION = 2  # 2: the input fitted to the model's training domain (intensity, voxel size)
 DEFAULT_MODEL = BUILTIN + "boundary-synthetic.onnx"
 CLEFT_MODEL = BUILTIN + "clefts-synthetic.onnx"  # the built-in cleft probability model
 # the built-in synapse model: cleft, presynaptic-side and postsynaptic-side probabilities
@@ -209,8 +207,9 @@ def plan_infer(params: InferParams, catalog: Catalog) -> list[StagePlan]:
         "patch_used": list(patches.patch),
         "overlap_used": list(patches.overlap),
         "task_shape": list(chunk_shape),
-        "no_data_value": fill,
         **scale.spec(),
+        # a cleft or synapse model's no-data fill (added later: absent for the others)
+        **({} if fill is None else {"no_data_value": fill}),
     }
     plan = StagePlan(
         label=f"infer {params.input} → {params.output} ({target})",

@@ -25,7 +25,7 @@ from petavox.workflows.plan import Output, StagePlan
 from petavox.workflows.sizing import layer_grid
 from petavox.workflows.stage import Positional, Stage
 
-VERSION = 3  # 3: with a synapse model, clefts need presynaptic evidence (min_presynaptic)
+VERSION = 2
 DETECTOR_KEY = "detector.json"  # in the output folder: which detector made the tables
 SUMMARY_TABLES = 4096  # the summary counts the synapses of at most this many chunk tables
 BYTES_PER_VOXEL = 64  # uint64 labels, float32 image, the filters' float and label copies
@@ -227,6 +227,8 @@ def plan_synapses(params: SynapsesParams, catalog: Catalog) -> list[StagePlan]:
     label = f"synapses {params.input} + {params.segmentation} → {params.output}"
     if clefts is not None:
         spec["clefts"] = clefts.url
+        if clefts.num_channels == 3:  # side channels: the presynaptic rule applies
+            spec["min_presynaptic"] = params.min_presynaptic
         label = (
             f"synapses {params.input} + {params.segmentation} + {params.clefts} → {params.output}"
         )
