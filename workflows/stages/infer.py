@@ -177,22 +177,8 @@ def plan_infer(params: InferParams, catalog: Catalog) -> list[StagePlan]:
     check_input(source)
     bounds = source.bounds(0)
     ref, info, target, patches, scale = model_patches(params, source, catalog)
-    channels = 1 if info is None else info.channels
-    storage_chunk = Vec3.of(params.storage_chunk or source.chunk_size(0))
     url = catalog.url(params.output)
-    spec = LayerSpec(
-        layer_type="image",
-        dtype=params.output_dtype,
-        size=bounds.shape,
-        resolution=source.resolution(0),
-        chunk_size=storage_chunk,
-        voxel_offset=bounds.start,
-        encoding="raw",
-        num_channels=channels,
-        sharding=layer_sharding(params.sharding),
-        extra=() if ref is None or info is None else ((INFO_KEY, model_record(ref, info, scale)),),
-    )
-    target_layer = catalog.plan_layer(url, spec)
+    target_layer = catalog.plan_layer(url, output_spec(params, source, ref, info, scale))
     chunk_shape = writing_task_shape(
         params.chunk_shape, target_layer, bounds.shape, task_bytes(scale), name="infer chunk_shape"
     )
@@ -233,6 +219,29 @@ def plan_infer(params: InferParams, catalog: Catalog) -> list[StagePlan]:
         hooks=DriverHooks(bind=job_binding(params, ref, info, source, scale)),
     )
     return [plan]
+
+
+def output_spec(
+    params: InferParams,
+    source: Layer,
+    ref: ModelRef | None,
+    info: ModelInfo | None,
+    scale: ScalePlan,
+) -> LayerSpec:
+    """The output layer: the model's channels on the input's grid, with the model's record."""
+    bounds = source.bounds(0)
+    return LayerSpec(
+        layer_type="image",
+        dtype=params.output_dtype,
+        size=bounds.shape,
+        resolution=source.resolution(0),
+        chunk_size=Vec3.of(params.storage_chunk or source.chunk_size(0)),
+        voxel_offset=bounds.start,
+        encoding="raw",
+        num_channels=1 if info is None else info.channels,
+        sharding=layer_sharding(params.sharding),
+        extra=() if ref is None or info is None else ((INFO_KEY, model_record(ref, info, scale)),),
+    )
 
 
 def task_bytes(scale: ScalePlan) -> int:
