@@ -4,10 +4,9 @@ the chunked job equals the whole-volume prediction for any chunking, margins inc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
+from array_layers import ArrayLayer
 from scipy.ndimage import uniform_filter
 
 from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
@@ -58,29 +57,6 @@ def mean_model(batch: np.ndarray) -> np.ndarray:
     """(N, 1, Z, Y, X) → (N, 1, Z, Y, X): a 5³ mean with zero padding; it sees a black margin
     and its fill differently, and reaches 2 voxels past any voxel."""
     return np.stack([uniform_filter(p, size=(1, 5, 5, 5), mode="constant") for p in batch])
-
-
-@dataclass
-class ArrayLayer:
-    """The part of `Layer` that `InferJob` uses, over a numpy array at the origin."""
-
-    data: np.ndarray
-    url: str = "memory://layer"
-    num_channels: int = 1
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.data.dtype
-
-    def bounds(self, level: int) -> Box:
-        return Box.from_shape(self.data.shape)
-
-    def read(self, box: Box, fill_missing: bool = False) -> np.ndarray:
-        assert self.bounds(0).contains(box)
-        return self.data[box.slices()].copy()
-
-    def write(self, box: Box, data: np.ndarray) -> None:
-        self.data[box.slices()] = data
 
 
 def test_the_chunked_job_equals_the_whole_volume_for_any_chunking():

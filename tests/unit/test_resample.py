@@ -4,10 +4,10 @@ output exactly, a round trip through the model's grid keeps a smooth image, and 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from array_layers import ArrayLayer
 from scipy.ndimage import uniform_filter
 
 from petavox.tasks.core.geometry import Box, ChunkGrid, Vec3
@@ -162,30 +162,6 @@ def test_intensity_map_moves_mean_and_std_and_leaves_close_inputs_alone():
     assert IntensityMap.between((0.5, 0.2), (0.52, 0.21)).identity
     assert IntensityMap.between((0.5, 0.0), (0.5, 0.2)).identity  # nothing to stretch
     assert IntensityMap().apply(data) is data
-
-
-@dataclass
-class ArrayLayer:
-    """The part of `Layer` that `InferJob` uses, over a numpy array."""
-
-    data: np.ndarray
-    bounds: Box
-    url: str = "memory://layer"
-    num_channels: int = 1
-    reads: list[Box] = field(default_factory=list)
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.data.dtype
-
-    def read(self, box: Box, fill_missing: bool = False) -> np.ndarray:
-        assert self.bounds.contains(box)
-        self.reads.append(box)
-        return self.data[box.slices(self.bounds.start)].copy()
-
-    def write(self, box: Box, data: np.ndarray) -> None:
-        assert data.shape == tuple(box.shape) and data.dtype == self.dtype
-        self.data[box.slices(self.bounds.start)] = data
 
 
 def test_infer_job_resamples_maps_intensities_once_and_is_chunk_invariant(image):
