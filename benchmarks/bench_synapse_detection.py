@@ -194,6 +194,8 @@ def measure(scratch: Path, shape, task, rounds: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from petavox.workflows.stages.infer import CLEFT_MODEL, SYNAPSE_MODEL
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller volume, fewer rounds")
     parser.add_argument("--repeats", type=int, help="timed rounds (default 3, quick 2)")
@@ -222,14 +224,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     per_core = [
         ("classical", "classical detection + assignment (job loop)", note),
         ("cleft channel", "cleft channel: infer + detection + assignment (job loops)", note),
-        ("cleft channel infer", "cleft channel: infer alone", "petavox:clefts-synthetic.onnx"),
+        ("cleft channel infer", "cleft channel: infer alone", CLEFT_MODEL),
         (
             "cleft channel synapses",
             "cleft channel: detection + assignment alone",
             "synapses --clefts",
         ),
         ("synapse model", "synapse model: infer + detection + assignment (job loops)", note),
-        ("synapse model infer", "synapse model: infer alone", "petavox:synapses-synthetic.onnx"),
+        ("synapse model infer", "synapse model: infer alone", SYNAPSE_MODEL),
         ("synapse model synapses", "synapse model: detection + assignment alone", "from sides"),
     ]
     rows = [
