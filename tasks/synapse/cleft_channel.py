@@ -20,9 +20,9 @@ all voxels casting rays, 0.93 with the darker half; seeds 100-114 chose the half
 
 With a synapse model's two more channels (presynaptic side, postsynaptic side: `prob` is
 (x, y, z, 3), as `infer` writes a "synapses" model's output), partners and direction come from
-them instead (`side_partners.side_row`): the segments around the cleft with the most predicted
-presynaptic and postsynaptic probability; a cleft with too little presynaptic probability around
-it (`min_presynaptic`) is not a synapse.
+them instead (`side_partners.side_row`): the pair of segments around the cleft a learned ranker
+scores highest (`partner_ranker`); a cleft with too little presynaptic probability around it
+(`min_presynaptic`) is not a synapse.
 
 No data (in-plane squares of image 0, `detection.no_data`: the black margins of aligned
 sections, padding) holds no segment and no cleft. A cleft touching the volume's outer faces is
@@ -34,7 +34,7 @@ The probabilities are uint8 (0-255) or float in 0-1.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cc3d
 import numpy as np
@@ -48,6 +48,7 @@ from petavox.tasks.synapse.detection import (
     cytoplasm_darkness,
     no_data,
 )
+from petavox.tasks.synapse.partner_ranker import PartnerRanker, load_ranker
 from petavox.tasks.synapse.partners import (
     as_table,
     as_unit,
@@ -77,6 +78,8 @@ class CleftParams:
     # with side channels: a cleft needs this much presynaptic probability around it
     # (`side_partners`; chosen on demo seeds 1-3, see README "The built-in synapse model")
     min_presynaptic: float = 0.35
+    # with side channels: picks the partners among the segments near the cleft
+    partner_ranker: PartnerRanker = field(default_factory=load_ranker)
 
 
 def required_halo(params: CleftParams, resolution: tuple[float, float, float]) -> Vec3:
@@ -104,12 +107,7 @@ def detect_clefts(
     """The synapses this block owns as a synapse table (`table`): `prob` (cleft probability),
     `raw` and `seg` cover `read` (the write box grown by at least `required_halo`, clipped to
     the `volume`)."""
-    unit, missing = as_unit(prob), no_data(raw)
-    sides = None
-    if unit.ndim == 4:  # (x, y, z, 1) or a "synapses" model's cleft + two sides
-        unit, sides = unit[..., 0], (unit[..., 1:] if unit.shape[-1] == 3 else None)
-    cleft = (unit >= np.float32(params.threshold)) & ~missing
-    seg = np.where(cleft | missing, 0, seg)
+    unit, sides, cleft, seg = cleft_voxels(prob, raw, seg, params.threshold)
     assign = _assigner(raw, seg, sides, np.asarray(resolution, np.float64), params)
     inner = write.grow(params.max_extent).intersection(read)
     keep = np.zeros_like(cleft)
@@ -130,13 +128,27 @@ def detect_clefts(
     return as_table(rows)
 
 
+def cleft_voxels(
+    prob: np.ndarray, raw: np.ndarray, seg: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """A block's cleft probability (0-1), side channels (…, 2, or None), cleft voxels
+    (probability >= `threshold`, not no data) and segmentation without them or no data."""
+    unit, missing = as_unit(prob), no_data(raw)
+    sides = None
+    if unit.ndim == 4:  # (x, y, z, 1) or a "synapses" model's cleft + two sides
+        unit, sides = unit[..., 0], (unit[..., 1:] if unit.shape[-1] == 3 else None)
+    cleft = (unit >= np.float32(threshold)) & ~missing
+    return unit, sides, cleft, np.where(cleft | missing, 0, seg)
+
+
 def _assigner(
     raw: np.ndarray, seg: np.ndarray, sides: np.ndarray | None, res: np.ndarray, params: CleftParams
 ) -> Callable[[np.ndarray, np.ndarray], dict]:
     """The block's partner finder, (global voxels, block voxels) of a cleft → its row: from the
     side channels, else rays and dark-voxel counts (`partners.synapse_row`)."""
     if sides is not None:
-        return lambda where, voxels: side_row(where, voxels, seg, sides, res, params.side_reach)
+        reach, ranker = params.side_reach, params.partner_ranker
+        return lambda where, voxels: side_row(where, voxels, seg, sides, res, reach, ranker)
     img, edge = as_unit(raw), boundaries(seg)
     darkness = cytoplasm_darkness(img, edge, params.sigma * axis_scale(tuple(res)))
     return lambda where, voxels: synapse_row(where, voxels, img, seg, edge, res, params, darkness)

@@ -163,6 +163,7 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_no_secrets():
         assert not dockerignore_excludes(source, patterns), f"COPY {source} is ignored"
     for model in ("boundary-synthetic.onnx", "clefts-synthetic.onnx", "synapses-synthetic.onnx"):
         assert not dockerignore_excludes(f"tasks/infer/models/{model}", patterns)
+    assert not dockerignore_excludes("tasks/synapse/models/partner-ranker-synthetic.json", patterns)
     for path in (
         ".git/config",
         ".venv/bin/python",
@@ -181,7 +182,8 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_no_secrets():
 def test_the_wheel_the_image_installs_holds_every_module_and_the_model(tmp_path):
     """The Dockerfile copies pyproject, README, tasks/ and workflows/ and pip-installs them (not
     editable): the wheel built from exactly that must hold every module of every package (a
-    package missing from pyproject's list was left out before) and the built-in model."""
+    package missing from pyproject's list was left out before), the built-in models and the
+    partner ranker."""
     context = tmp_path / "context"
     context.mkdir()
     for name in ("pyproject.toml", "README.md", "tasks", "workflows"):
@@ -204,11 +206,12 @@ def test_the_wheel_the_image_installs_holds_every_module_and_the_model(tmp_path)
         wheel_name(p.relative_to(context), folders["package-dir"])
         for top in ("tasks", "workflows")
         for p in (context / top).rglob("*")
-        if p.suffix in (".py", ".onnx")
+        if p.suffix in (".py", ".onnx") or p.parent.name == "models"
     }
     assert "petavox/tasks/infer/models/boundary-synthetic.onnx" in expected
     assert "petavox/tasks/infer/models/clefts-synthetic.onnx" in expected
     assert "petavox/tasks/infer/models/synapses-synthetic.onnx" in expected
+    assert "petavox/tasks/synapse/models/partner-ranker-synthetic.json" in expected
     assert "petavox/__init__.py" in expected  # workflows/petavox/__init__.py: `petavox` itself
     assert expected - packed == set()
 

@@ -6,7 +6,9 @@ refused by the command line before Ray. Seeds 100-114 chose which cleft voxels c
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -24,6 +26,7 @@ from petavox.tasks.core.layers import Layer, LayerSpec
 from petavox.tasks.evaluate.synapse_scores import score_synapses
 from petavox.tasks.synapse import table as synapse_table
 from petavox.tasks.synapse.cleft_channel import CleftParams, detect_clefts
+from petavox.tasks.synapse.partner_ranker import BUILTIN_PATH, load_ranker, save_ranker
 from petavox.tasks.synapse.partners import kept_at_faces, touches_faces
 from petavox.workflows.cli import main
 from petavox.workflows.config import parse_config
@@ -210,3 +213,67 @@ def test_the_presynaptic_rule_is_in_the_identity_of_side_channel_runs_only(tmp_p
     assert spec(clefts="sides", min_presynaptic=0.5)["min_presynaptic"] == 0.5
     assert "min_presynaptic" not in spec(clefts="cleft")
     assert "min_presynaptic" not in spec()
+
+
+def test_the_partner_ranker_is_in_the_identity_of_side_channel_runs_by_its_weights(tmp_path):
+    """Side-channel runs hash the ranker's checksum (its weights), not its path: a copy of the
+    shipped file elsewhere is the same run, other weights another; cleft-channel and classical
+    runs have no ranker in their identity."""
+    root = f"file://{tmp_path}"
+    write_layer(f"{root}/raw", "image", "uint8")
+    write_layer(f"{root}/seg", "segmentation", "uint32")
+    write_layer(f"{root}/cleft", "image", "uint8")
+    sides = (("petavox_model", {"model": "petavox:s.onnx", "target": "synapses"}),)
+    write_layer(f"{root}/sides", "image", "uint8", channels=3, extra=sides)
+    copy = tmp_path / "copy.json"
+    shutil.copy(BUILTIN_PATH, copy)
+    other = tmp_path / "other.json"
+    record = json.loads(BUILTIN_PATH.read_text())
+    save_ranker(other, np.asarray(record["weights"]) * -1, {"demos": []})
+
+    def spec(**stage) -> dict:
+        config = {"stage": "synapses", "input": "raw", "segmentation": "seg", **stage}
+        (plan,) = plan_run(parse_config({"output": root, "stages": [config]}))
+        return plan.spec
+
+    shipped = spec(clefts="sides")
+    assert shipped["partner_ranker"] == load_ranker().checksum
+    assert spec(clefts="sides", partner_ranker=str(copy)) == shipped
+    assert (
+        spec(clefts="sides", partner_ranker=str(other))["partner_ranker"]
+        != shipped["partner_ranker"]
+    )
+    assert "partner_ranker" not in spec(clefts="cleft")
+    assert "partner_ranker" not in spec()
+
+
+@pytest.mark.parametrize(
+    ("clefts", "ranker", "message"),
+    [
+        ("sides", "missing.json", r"cannot read the partner ranker .*missing\.json"),
+        ("sides", "raw/info", r"is not a partner ranker .*train_partner_ranker"),
+        ("sides", "s3://bucket/ranker.json", r"not a local file; .*copy it there"),
+        ("cleft", "builtin.json", r"partner_ranker picks partners .*one channel"),
+        (None, "builtin.json", r"partner_ranker .*needs a clefts layer"),
+    ],
+)
+def test_a_bad_partner_ranker_is_exit_2_before_ray(
+    tmp_path, capsys, monkeypatch, clefts, ranker, message
+):
+    monkeypatch.setattr("petavox.workflows.pipeline.RaySession", NoRay)
+    root = f"file://{tmp_path}"
+    write_layer(f"{root}/raw", "image", "uint8")
+    write_layer(f"{root}/seg", "segmentation", "uint32")
+    write_layer(f"{root}/cleft", "image", "uint8")
+    sides = (("petavox_model", {"model": "petavox:s.onnx", "target": "synapses"}),)
+    write_layer(f"{root}/sides", "image", "uint8", channels=3, extra=sides)
+    shutil.copy(BUILTIN_PATH, tmp_path / "builtin.json")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    where = ranker if "://" in ranker else str(tmp_path / ranker)
+    args = [f"{root}/raw", f"{root}/seg", f"{root}/out", "--partner-ranker", where]
+    if clefts:
+        args += ["--clefts", f"{root}/{clefts}"]
+    assert main(["synapses", *args, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written

@@ -23,6 +23,7 @@ from petavox.tasks.ml.examples import make_target
 from petavox.tasks.ml.synapse_targets import synapse_flags
 from petavox.tasks.synapse import table as synapse_table
 from petavox.tasks.synapse.cleft_channel import CleftParams, detect_clefts
+from petavox.tasks.synapse.partner_ranker import load_ranker
 from petavox.tasks.synapse.side_partners import side_row
 
 SHAPE = (128, 128, 64)
@@ -91,11 +92,11 @@ def test_a_merge_across_the_cleft_still_gives_two_partners():
     cleft = np.zeros(seg.shape, bool)
     cleft[9:11] = True
     voxels = np.argwhere(cleft)
-    row = side_row(voxels, voxels, seg, sides, np.array(RES), reach=5.0)
+    row = side_row(voxels, voxels, seg, sides, np.array(RES), 5.0, load_ranker())
     assert (row["pre_id"], row["post_id"]) == (1, 2)
     assert row["pre_x"] < row["x"] < row["post_x"]
     assert row["presynaptic"] == 1.0
-    nothing = side_row(voxels, voxels, seg, np.zeros_like(sides), np.array(RES), reach=5.0)
+    nothing = side_row(voxels, voxels, seg, np.zeros_like(sides), np.array(RES), 5.0, load_ranker())
     assert (nothing["pre_id"], nothing["post_id"]) == (0, 0)  # no side seen: no partner
     assert nothing["presynaptic"] == 0.0
 

@@ -17,6 +17,7 @@ from petavox.tasks.ml.examples import SYNAPSE_TARGETS
 from petavox.tasks.synapse import cleft_channel
 from petavox.tasks.synapse.cleft_channel import CleftParams
 from petavox.tasks.synapse.detection import DetectorParams, required_halo
+from petavox.tasks.synapse.partner_ranker import BUILTIN, load_ranker
 from petavox.tasks.synapse.synapse_jobs import CLASSICAL, CLEFT_CHANNEL, SynapseJob
 from petavox.tasks.synapse.table import from_parquet
 from petavox.workflows.catalog import Catalog
@@ -78,6 +79,13 @@ class SynapsesParams(StageParams):
         description="with a synapse model's side channels: a cleft is a synapse only with this "
         "much presynaptic probability around it (95th percentile, 0-1)",
     )
+    partner_ranker: str = Field(
+        BUILTIN,
+        description="with a synapse model's side channels: the ranker that picks each cleft's "
+        "partners among the segments near it (a file written by python -m "
+        "petavox.workflows.train_partner_ranker; builtin: the one fit on the built-in synapse "
+        "model's output)",
+    )
     halo: NonNegativeTriple | None = Field(
         None,
         description="context read around each chunk, X,Y,Z (default and minimum: what the "
@@ -88,6 +96,8 @@ class SynapsesParams(StageParams):
     )
     fill_missing: bool = Field(False, description="treat missing input chunks as zeros")
 
+    #: the ranker's identity is its weights' checksum, in the spec of side-channel runs
+    UNHASHED: ClassVar[frozenset[str]] = StageParams.UNHASHED | frozenset({"partner_ranker"})
     #: added after runs existed; their defaults (no clefts layer) run the classical detector
     HASHED_UNLESS_DEFAULT: ClassVar[frozenset[str]] = frozenset(
         {"clefts", "threshold", "min_presynaptic"}
@@ -105,6 +115,7 @@ def detector_params(params: SynapsesParams) -> DetectorParams | CleftParams:
             vesicle_threshold=params.vesicle_threshold,
             reach=params.reach,
             min_presynaptic=params.min_presynaptic,
+            partner_ranker=load_ranker(params.partner_ranker),
         )
     return DetectorParams(
         sigma=params.sigma,
@@ -181,6 +192,11 @@ def open_clefts(params: SynapsesParams, catalog: Catalog, raw: Layer) -> Layer |
                 "synapses threshold is the cleft probability's; it needs a clefts layer "
                 "(without one the classical detector runs): give --clefts or leave threshold out"
             )
+        if params.partner_ranker != BUILTIN:
+            raise InputError(
+                "synapses partner_ranker picks partners from a synapse model's side channels; "
+                "it needs a clefts layer made by one: give --clefts or leave partner_ranker out"
+            )
         return None
     clefts = catalog.layer(catalog.url(params.clefts))
     check_clefts(clefts, raw)
@@ -227,8 +243,14 @@ def plan_synapses(params: SynapsesParams, catalog: Catalog) -> list[StagePlan]:
     label = f"synapses {params.input} + {params.segmentation} → {params.output}"
     if clefts is not None:
         spec["clefts"] = clefts.url
-        if clefts.num_channels == 3:  # side channels: the presynaptic rule applies
+        if clefts.num_channels == 3:  # side channels: the presynaptic rule and the ranker apply
             spec["min_presynaptic"] = params.min_presynaptic
+            spec["partner_ranker"] = detector.partner_ranker.checksum
+        elif params.partner_ranker != BUILTIN:
+            raise InputError(
+                f"synapses partner_ranker picks partners from a synapse model's side channels; "
+                f"{clefts.url} has one channel (a cleft model's): leave partner_ranker out"
+            )
         label = (
             f"synapses {params.input} + {params.segmentation} + {params.clefts} → {params.output}"
         )

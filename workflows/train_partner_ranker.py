@@ -1,0 +1,93 @@
+"""The partner ranker, fit: `python -m petavox.workflows.train_partner_ranker OUT.json --demo
+URL SEED [--demo URL SEED ...] [--check URL SEED ...]`.
+
+Each `--demo` is the output of `petavox demo --seed SEED` (any `--size`): its aligned image,
+the U-Net's segmentation, the synapse model's three channels (`clefts`) and the ground truth
+carried through the alignment; the true synapses are the generator's for that seed and size.
+The ranker is fit on the clefts the detector finds there (`ranker_examples`) and written with
+what it was fit on; `--check` volumes are scored with it and with the shipped one. The shipped
+`partner-ranker-synthetic.json` was made from seeds 401-407 at size 256 (no test, benchmark or
+model uses them). A lab fits its own from its annotated crops with `ranker_examples` and
+`partner_ranker.fit_weights` the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from petavox.tasks.core.layers import Layer
+from petavox.tasks.core.storage import join_url
+from petavox.tasks.synapse.cleft_channel import CleftParams
+from petavox.tasks.synapse.partner_ranker import (
+    BUILTIN_PATH,
+    PartnerRanker,
+    fit_weights,
+    load_ranker,
+    save_ranker,
+)
+from petavox.tasks.synapse.ranker_examples import RankerExample, accuracy, ranker_examples
+from petavox.workflows.demo import CLEFT_THRESHOLD, RESOLUTION, demo_volume
+
+
+def demo_examples(url: str, seed: int, params: CleftParams) -> tuple[list[RankerExample], int]:
+    """Examples from one demo output folder made with `seed`, and the demo's size."""
+
+    def volume(name: str, channels: bool = False) -> np.ndarray:
+        layer = Layer.open(join_url(url, name))
+        data = layer.read(layer.bounds(0))
+        return data if channels or data.ndim == 3 else data[..., 0]
+
+    raw = volume("aligned")
+    truth = demo_volume(raw.shape[0], seed).synapse_table
+    examples = ranker_examples(
+        volume("clefts", channels=True),
+        raw,
+        volume("segmentation"),
+        volume("ground_truth_clefts"),
+        volume("ground_truth"),
+        truth["pre"],
+        truth["post"],
+        RESOLUTION,
+        params,
+    )
+    return examples, raw.shape[0]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m petavox.workflows.train_partner_ranker")
+    parser.add_argument("out", type=Path, help="where to write the ranker (.json)")
+    parser.add_argument("--demo", nargs=2, action="append", required=True, metavar=("URL", "SEED"))
+    parser.add_argument("--check", nargs=2, action="append", default=[], metavar=("URL", "SEED"))
+    args = parser.parse_args(argv)
+    # the ranker is not used to make examples; a placeholder spares loading the shipped one
+    params = CleftParams(threshold=CLEFT_THRESHOLD, partner_ranker=PartnerRanker((), "none"))
+    examples, volumes = [], []
+    for url, seed in args.demo:
+        found, size = demo_examples(url, int(seed), params)
+        print(f"{url}: {len(found)} clefts with their partners among the candidates")
+        examples += found
+        volumes.append(f"petavox demo --size {size} --seed {seed}")
+    weights = fit_weights([(e.rows, e.right) for e in examples])
+    trained_on = {"volumes": volumes, "clefts": len(examples)}
+    save_ranker(args.out, weights, trained_on)
+    fitted = load_ranker(str(args.out))
+    print(f"wrote {args.out}: top pair right for {accuracy(examples, fitted):.3f} of them")
+    for url, seed in args.check:
+        found, _ = demo_examples(url, int(seed), params)
+        shipped = (
+            f"{accuracy(found, load_ranker()):.3f}" if BUILTIN_PATH.exists() else "none shipped"
+        )
+        print(
+            f"check {url}: {len(found)} clefts, top pair right for {accuracy(found, fitted):.3f} "
+            f"(shipped ranker: {shipped})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
