@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -176,7 +175,6 @@ def save_ranker(path: Path, weights: np.ndarray, trained_on: dict) -> None:
     path.write_text(json.dumps(record, indent=1) + "\n")
 
 
-@lru_cache(maxsize=8)
 def load_ranker(source: str = BUILTIN) -> PartnerRanker:
     """The ranker in a file written by `save_ranker` (`builtin`: the shipped one), a local path
     or file:// URL: it is read where the run is planned, and its weights travel in the tasks."""

@@ -6,12 +6,15 @@ from a synthetic volume with perfect side channels teach the right pairs."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from cleft_volumes import bold, filled, perfect_sides
 
 from petavox.tasks.core.errors import InputError
+from petavox.tasks.core.geometry import Vec3
+from petavox.tasks.core.layers import Layer, LayerSpec
 from petavox.tasks.synapse.cleft_channel import CleftParams
 from petavox.tasks.synapse.partner_ranker import (
     FEATURES,
@@ -174,3 +177,53 @@ def test_the_fitting_script_writes_a_ranker_that_loads(tmp_path, monkeypatch, ca
     assert accuracy(found, load_ranker(str(out))) >= 0.95
     printed = capsys.readouterr().out
     assert f"{len(found)} clefts with their partners" in printed and "check file:///else" in printed
+
+
+def write_crop(folder: Path, volume, partners: str) -> Path:
+    """A lab's crop of `volume` as precomputed layers, a partners CSV and its manifest."""
+    arrays = {
+        "image": volume.raw,
+        "segmentation": filled(volume.labels).astype(np.uint32),
+        "clefts": perfect_sides(volume),
+        "cleft_labels": volume.clefts.astype(np.uint32),
+        "ground_truth": volume.labels.astype(np.uint32),
+    }
+    for name, data in arrays.items():
+        image = name in ("image", "clefts")
+        spec = LayerSpec(
+            layer_type="image" if image else "segmentation",
+            dtype=data.dtype.name,
+            size=Vec3.of(data.shape[:3]),
+            resolution=RES,
+            chunk_size=Vec3(64, 64, 32),
+            num_channels=data.shape[3] if data.ndim == 4 else 1,
+        )
+        layer = Layer.create(f"file://{folder}/{name}", spec)
+        layer.write(layer.bounds(0), data)
+    (folder / "partners.csv").write_text(partners)
+    manifest = folder / "crop.json"
+    manifest.write_text(json.dumps({**{k: k for k in arrays}, "partners": "partners.csv"}))
+    return manifest
+
+
+def test_a_labs_annotated_crop_fits_a_ranker(tmp_path, capsys):
+    """`--crop` reads a manifest of layers (paths relative to it) and a cleft,pre,post table;
+    a bad table or a manifest without a layer is exit 2 with what to fix."""
+    volume = bold((34,), (128, 128, 64))[0]
+    table = volume.synapse_table
+    pairs = enumerate(zip(table["pre"], table["post"]), 1)
+    rows = "".join(f"{k},{p},{q}\n" for k, (p, q) in pairs)
+    manifest = write_crop(tmp_path, volume, "cleft,pre,post\n" + rows)
+    out = tmp_path / "ranker.json"
+    argv = [str(out), "--crop", str(manifest), "--threshold", "0.5"]
+    assert train_partner_ranker.main(argv) == 0
+    record = json.loads(out.read_text())
+    assert record["trained_on"]["volumes"] == ["crop crop.json"]
+    assert record["trained_on"]["clefts"] >= 10
+    (tmp_path / "partners.csv").write_text("cleft;pre;post\n1;2;3\n")
+    assert train_partner_ranker.main(argv) == 2
+    assert "header cleft,pre,post" in capsys.readouterr().err
+    spec = json.loads(manifest.read_text())
+    (tmp_path / "crop.json").write_text(json.dumps({**spec, "ground_truth": None}))
+    assert train_partner_ranker.main(argv) == 2
+    assert "names no ground_truth" in capsys.readouterr().err
