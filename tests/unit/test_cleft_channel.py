@@ -193,58 +193,57 @@ def test_a_partner_split_next_to_the_cleft_keeps_the_synapse(volumes):
     assert right / matched >= 0.9, totals
 
 
-def test_the_presynaptic_rule_is_in_the_identity_of_side_channel_runs_only(tmp_path):
-    """Runs on a synapse model's three channels hash `min_presynaptic` (their output changed
-    when the rule came); runs on one cleft channel, which it does not touch, keep their
-    identity, and so do classical runs."""
-    root = f"file://{tmp_path}"
+def write_run_layers(folder) -> str:
+    """Empty layers for planning synapses runs: raw, seg, a cleft channel (cleft) and a synapse
+    model's three channels (sides); the folder's URL."""
+    root = f"file://{folder}"
     write_layer(f"{root}/raw", "image", "uint8")
     write_layer(f"{root}/seg", "segmentation", "uint32")
     write_layer(f"{root}/cleft", "image", "uint8")
     sides = (("petavox_model", {"model": "petavox:s.onnx", "target": "synapses"}),)
     write_layer(f"{root}/sides", "image", "uint8", channels=3, extra=sides)
+    return root
 
-    def spec(**stage) -> dict:
-        config = {"stage": "synapses", "input": "raw", "segmentation": "seg", **stage}
-        (plan,) = plan_run(parse_config({"output": root, "stages": [config]}))
-        return plan.spec
 
-    assert spec(clefts="sides")["min_presynaptic"] == 0.35
-    assert spec(clefts="sides", min_presynaptic=0.5)["min_presynaptic"] == 0.5
-    assert "min_presynaptic" not in spec(clefts="cleft")
-    assert "min_presynaptic" not in spec()
+def synapses_spec(root: str, **stage) -> dict:
+    """The spec of a synapses run on `write_run_layers`' layers."""
+    config = {"stage": "synapses", "input": "raw", "segmentation": "seg", **stage}
+    (plan,) = plan_run(parse_config({"output": root, "stages": [config]}))
+    return plan.spec
+
+
+def test_the_presynaptic_rule_is_in_the_identity_of_side_channel_runs_only(tmp_path):
+    """Runs on a synapse model's three channels hash `min_presynaptic` (their output changed
+    when the rule came); runs on one cleft channel, which it does not touch, keep their
+    identity, and so do classical runs."""
+    root = write_run_layers(tmp_path)
+
+    assert synapses_spec(root, clefts="sides")["min_presynaptic"] == 0.35
+    assert synapses_spec(root, clefts="sides", min_presynaptic=0.5)["min_presynaptic"] == 0.5
+    assert "min_presynaptic" not in synapses_spec(root, clefts="cleft")
+    assert "min_presynaptic" not in synapses_spec(root)
 
 
 def test_the_partner_ranker_is_in_the_identity_of_side_channel_runs_by_its_weights(tmp_path):
     """Side-channel runs hash the ranker's checksum (its weights), not its path: a copy of the
     shipped file elsewhere is the same run, other weights another; cleft-channel and classical
     runs have no ranker in their identity."""
-    root = f"file://{tmp_path}"
-    write_layer(f"{root}/raw", "image", "uint8")
-    write_layer(f"{root}/seg", "segmentation", "uint32")
-    write_layer(f"{root}/cleft", "image", "uint8")
-    sides = (("petavox_model", {"model": "petavox:s.onnx", "target": "synapses"}),)
-    write_layer(f"{root}/sides", "image", "uint8", channels=3, extra=sides)
+    root = write_run_layers(tmp_path)
     copy = tmp_path / "copy.json"
     shutil.copy(BUILTIN_PATH, copy)
     other = tmp_path / "other.json"
     record = json.loads(BUILTIN_PATH.read_text())
     save_ranker(other, np.asarray(record["weights"]) * -1, {"demos": []})
 
-    def spec(**stage) -> dict:
-        config = {"stage": "synapses", "input": "raw", "segmentation": "seg", **stage}
-        (plan,) = plan_run(parse_config({"output": root, "stages": [config]}))
-        return plan.spec
-
-    shipped = spec(clefts="sides")
+    shipped = synapses_spec(root, clefts="sides")
     assert shipped["partner_ranker"] == load_ranker().checksum
-    assert spec(clefts="sides", partner_ranker=str(copy)) == shipped
+    assert synapses_spec(root, clefts="sides", partner_ranker=str(copy)) == shipped
     assert (
-        spec(clefts="sides", partner_ranker=str(other))["partner_ranker"]
+        synapses_spec(root, clefts="sides", partner_ranker=str(other))["partner_ranker"]
         != shipped["partner_ranker"]
     )
-    assert "partner_ranker" not in spec(clefts="cleft")
-    assert "partner_ranker" not in spec()
+    assert "partner_ranker" not in synapses_spec(root, clefts="cleft")
+    assert "partner_ranker" not in synapses_spec(root)
 
 
 @pytest.mark.parametrize(
@@ -261,12 +260,7 @@ def test_a_bad_partner_ranker_is_exit_2_before_ray(
     tmp_path, capsys, monkeypatch, clefts, ranker, message
 ):
     monkeypatch.setattr("petavox.workflows.pipeline.RaySession", NoRay)
-    root = f"file://{tmp_path}"
-    write_layer(f"{root}/raw", "image", "uint8")
-    write_layer(f"{root}/seg", "segmentation", "uint32")
-    write_layer(f"{root}/cleft", "image", "uint8")
-    sides = (("petavox_model", {"model": "petavox:s.onnx", "target": "synapses"}),)
-    write_layer(f"{root}/sides", "image", "uint8", channels=3, extra=sides)
+    root = write_run_layers(tmp_path)
     shutil.copy(BUILTIN_PATH, tmp_path / "builtin.json")
     before = sorted(p.name for p in tmp_path.iterdir())
     where = ranker if "://" in ranker else str(tmp_path / ranker)

@@ -123,37 +123,12 @@ def test_saved_rankers_load_and_bad_ones_are_refused(tmp_path):
         load_ranker(str(tmp_path / "missing.json"))
 
 
-def test_examples_from_perfect_sides_teach_the_true_pairs():
-    """On synthetic volumes with perfect side channels and a segmentation that fills the
-    membranes, every found cleft yields an example, the shipped ranker picks the right pair,
-    and so does one fit on those examples alone."""
-    found = []
-    for volume in bold((31, 32), (128, 128, 64)):
-        truth = volume.synapse_table
-        found += ranker_examples(
-            perfect_sides(volume),
-            volume.raw,
-            filled(volume.labels),
-            volume.clefts,
-            volume.labels,
-            truth["pre"],
-            truth["post"],
-            RES,
-            CleftParams(threshold=0.5),
-        )
-    assert len(found) >= 20
-    assert accuracy(found, load_ranker()) >= 0.95
-    fitted = PartnerRanker(tuple(fit_weights([(e.rows, e.right) for e in found])), "fit")
-    assert accuracy(found, fitted) >= 0.95
-
-
-def test_the_fitting_script_writes_a_ranker_that_loads(tmp_path, monkeypatch, capsys):
-    """`train_partner_ranker` fits on its demos' examples (here from perfect sides, in place of
-    reading demo folders), writes a ranker `load_ranker` reads, records the demo commands (not
-    the folders' URLs) and scores its `--check` volumes."""
-    volume = bold((33,), (128, 128, 64))[0]
+def perfect_examples(seed: int) -> list:
+    """The ranker examples of a synthetic volume with perfect side channels and a segmentation
+    that fills the membranes."""
+    volume = bold((seed,), (128, 128, 64))[0]
     truth = volume.synapse_table
-    found = ranker_examples(
+    return ranker_examples(
         perfect_sides(volume),
         volume.raw,
         filled(volume.labels),
@@ -164,6 +139,24 @@ def test_the_fitting_script_writes_a_ranker_that_loads(tmp_path, monkeypatch, ca
         RES,
         CleftParams(threshold=0.5),
     )
+
+
+def test_examples_from_perfect_sides_teach_the_true_pairs():
+    """On synthetic volumes with perfect side channels and a segmentation that fills the
+    membranes, every found cleft yields an example, the shipped ranker picks the right pair,
+    and so does one fit on those examples alone."""
+    found = perfect_examples(31) + perfect_examples(32)
+    assert len(found) >= 20
+    assert accuracy(found, load_ranker()) >= 0.95
+    fitted = PartnerRanker(tuple(fit_weights([(e.rows, e.right) for e in found])), "fit")
+    assert accuracy(found, fitted) >= 0.95
+
+
+def test_the_fitting_script_writes_a_ranker_that_loads(tmp_path, monkeypatch, capsys):
+    """`train_partner_ranker` fits on its demos' examples (here from perfect sides, in place of
+    reading demo folders), writes a ranker `load_ranker` reads, records the demo commands (not
+    the folders' URLs) and scores its `--check` volumes."""
+    found = perfect_examples(33)
     monkeypatch.setattr(train_partner_ranker, "demo_examples", lambda url, seed, p: (found, 128))
     out = tmp_path / "ranker.json"
     args = [str(out), "--demo", "file:///somewhere/d1", "7", "--check", "file:///else/d2", "8"]
