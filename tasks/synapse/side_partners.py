@@ -7,7 +7,7 @@ postsynaptic) from their side-channel mass and where they lie: over the cleft's 
 either side of its plane, or past its rim. The model's sides are blurry rings around the cleft,
 so the segment with the most presynaptic probability is often a neighbour at the rim; taking
 it, as the first rule did, gave partners and direction right for 0.844 of the clefts matched on
-demo seeds 0-5, the ranker 0.874 (fit on seeds 401-407). Partners and direction still come
+demo seeds 0-5, the ranker (fit on seeds 401-413) 0.893. Partners and direction still come
 from one learned cue, so a cleft that runs onto a third segment's membrane, or a partner split
 near the cleft, does not send a ray to the wrong segment. The partner points are each side's
 probability-weighted centroid on its segment; positions are in nm.
