@@ -1,8 +1,8 @@
 """A synapse model's three channels (cleft, presynaptic side, postsynaptic side) through the
 real stages on a local Ray and file:// layers: `synapses --clefts` on perfect side channels
 (from the generator's partners) over a segmentation that fills the membranes, under two chunk
-shapes; and a `--target synapses` model through `infer`, whose three-channel layer `synapses`
-takes."""
+shapes and with another partner ranker; and a `--target synapses` model through `infer`, whose
+three-channel layer `synapses` takes."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.evaluate.synapse_scores import score_synapses
 from petavox.tasks.synapse import table as synapse_table
 from petavox.tasks.synapse.outputs import read_chunk_tables
+from petavox.tasks.synapse.partner_ranker import load_ranker, save_ranker
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import run
+from petavox.workflows.stages.synapses import print_summary
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +58,7 @@ def synapses(name: str, chunk_shape: list[int], clefts: str = "sides") -> dict:
     }
 
 
-def test_perfect_sides_through_the_stage_under_two_chunk_shapes(tmp_path, ray_session):
+def test_perfect_sides_through_the_stage_under_two_chunk_shapes(tmp_path, ray_session, capsys):
     (volume,) = bold([SEED], SHAPE)
     seg = filled(volume.labels)
     root = f"file://{tmp_path}"
@@ -64,6 +66,10 @@ def test_perfect_sides_through_the_stage_under_two_chunk_shapes(tmp_path, ray_se
     write(f"{root}/seg", seg.astype(np.uint32), "segmentation")
     write(f"{root}/sides", perfect_sides(volume), extra=(("petavox_model", SIDES_RECORD),))
     stages = [synapses(f"syn{k}", shape) for k, shape in enumerate(CHUNKS)]
+    reversed_ranker = tmp_path / "reversed.json"  # every pair scored as the shipped one's reverse
+    weights = np.asarray(load_ranker().weights)
+    save_ranker(reversed_ranker, -weights, {"volumes": []})
+    stages.append({**synapses("reversed", CHUNKS[0]), "partner_ranker": str(reversed_ranker)})
     run(parse_config({"output": root, "stages": stages}), session=ray_session, progress=False)
     a, b = (read_chunk_tables(f"{root}/syn{k}", StorageContext()) for k in range(2))
     assert len(a["synapse_id"]) > 5
@@ -74,6 +80,20 @@ def test_perfect_sides_through_the_stage_under_two_chunk_shapes(tmp_path, ray_se
     assert s.precision >= 0.95 and s.recall >= 0.95 and s.direction >= 0.97, s
     record = json.loads((tmp_path / "syn0" / "detector.json").read_text())
     assert record["detector"] == "cleft channel" and record["clefts"] == f"{root}/sides"
+    assert record["partner_ranker"] == load_ranker().checksum
+    print_summary(f"{root}/syn0", StorageContext())
+    assert f"partners by the ranker {record['partner_ranker']}" in capsys.readouterr().out
+    # another ranker's weights reach the workers: other partners for the same clefts (a cleft
+    # at the volume's faces whose reversed pick has a side without probability is dropped)
+    other = read_chunk_tables(f"{root}/reversed", StorageContext())
+    both = np.isin(a["synapse_id"], other["synapse_id"])
+    assert both.mean() >= 0.8 and np.isin(other["synapse_id"], a["synapse_id"]).all()
+    mine = np.isin(other["synapse_id"], a["synapse_id"][both])
+    pairs = [(t["pre_id"][k], t["post_id"][k]) for t, k in ((other, mine), (a, both))]
+    same = (pairs[0][0] == pairs[1][0]) & (pairs[0][1] == pairs[1][1])
+    assert same.mean() < 0.5, same.mean()
+    record = json.loads((tmp_path / "reversed" / "detector.json").read_text())
+    assert record["partner_ranker"] == load_ranker(str(reversed_ranker)).checksum
 
 
 def test_a_synapse_model_through_infer_then_synapses(tmp_path, ray_session):

@@ -271,17 +271,26 @@ def plan_synapses(params: SynapsesParams, catalog: Catalog) -> list[StagePlan]:
         resources=params.resources,
         outputs=(Output(output),),
         global_step=partial(
-            put_json, output, DETECTOR_KEY, detector_record(params, clefts), catalog.context
+            put_json,
+            output,
+            DETECTOR_KEY,
+            detector_record(params, clefts, detector),
+            catalog.context,
         ),
     )
     return [plan]
 
 
-def detector_record(params: SynapsesParams, clefts: Layer | None) -> dict:
+def detector_record(
+    params: SynapsesParams, clefts: Layer | None, detector: DetectorParams | CleftParams
+) -> dict:
     """What `detector.json` in the output folder says made the tables."""
     if clefts is None:
         return {"detector": CLASSICAL, "fallback": True}
-    return {"detector": CLEFT_CHANNEL, "clefts": clefts.url, "threshold": params.threshold}
+    record = {"detector": CLEFT_CHANNEL, "clefts": clefts.url, "threshold": params.threshold}
+    if clefts.num_channels == 3 and isinstance(detector, CleftParams):
+        record["partner_ranker"] = detector.partner_ranker.checksum
+    return record
 
 
 def print_summary(root: str, context: StorageContext) -> None:
@@ -292,6 +301,8 @@ def print_summary(root: str, context: StorageContext) -> None:
     record = json.loads(get(root, DETECTOR_KEY, context) or b"{}")
     if record.get("detector") == CLEFT_CHANNEL:
         how = f"from the cleft channel {record['clefts']} (threshold {record['threshold']})"
+        if "partner_ranker" in record:
+            how += f", partners by the ranker {record['partner_ranker']}"
     else:
         how = "by the classical detector (the fallback: no --clefts layer)"
     count = ""
