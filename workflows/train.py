@@ -187,12 +187,14 @@ def run_train(
     holdout: float = HOLDOUT,
     context: StorageContext = StorageContext(),
     progress: bool = True,
+    checkpoint: str | None = None,
 ) -> int:
     """Check the inputs, train for `minutes`, export to `out` (.onnx), choose segment parameters
     on the validation volume or else on the held-out `holdout` share of each volume (0: none)
     and record them; print the model path, its sha256, the losses and the choice.
     `raw`/`gt` are sources for `load_volume` (or parallel lists); `patch` and `pool` are z,y,x;
-    `voxel_nm` is x,y,z (default: the raw layers' resolution). Returns the exit code."""
+    `voxel_nm` is x,y,z (default: the raw layers' resolution); `checkpoint` a local file the
+    run is saved to and goes on from (`ml.checkpoint`). Returns the exit code."""
     if target not in TARGETS:
         raise InputError(f"target {target!r} is not one of {', '.join(TARGETS)}")
     if minutes <= 0 or batch < 1:
@@ -221,6 +223,7 @@ def run_train(
         validation=val,
         voxel_nm=voxel_nm,
         progress=progress,
+        checkpoint=None if checkpoint is None else check_output(checkpoint),
     )
     if held and target not in SYNAPSE_TARGETS:  # segment's parameters: boundary/affinity model
         tune_and_record(path, held, voxel_nm, where)

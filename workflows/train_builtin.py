@@ -1,6 +1,7 @@
 """The built-in models, recreated: `python -m petavox.workflows.train_builtin OUT [--target
-boundary|clefts|synapses] [--minutes M]` trains the model shipped as
-`petavox:<target>-synthetic.onnx` the way it was made (synthetic volumes of fixed seeds)."""
+boundary|clefts|synapses] [--minutes M] [--checkpoint PT]` trains the model shipped as
+`petavox:<target>-synthetic.onnx` the way it was made (synthetic volumes of fixed seeds); with a
+checkpoint, a longer run can be spread over several sittings."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def realigned_volume(volume, seed: int, labels: np.ndarray) -> tuple[np.ndarray,
     return realigned(volume.raw, known, error), realigned(labels, known, error, True)
 
 
-def train_builtin(out: str, minutes: float = 10.0) -> int:
+def train_builtin(out: str, minutes: float = 10.0, checkpoint: str | None = None) -> int:
     """Recreate the model shipped as `petavox:boundary-synthetic.onnx` (how it was made): trained
     on seeds 101-104, segment's parameters tuned on seed 105."""
     from petavox.tasks.synthetic.generator import SyntheticParams, generate
@@ -58,7 +59,15 @@ def train_builtin(out: str, minutes: float = 10.0) -> int:
     path = check_output(out)
     require_training_packages()
     fit = slice(0, len(BUILTIN_SEEDS))
-    fit_and_export(raws[fit], gts[fit], path, minutes=minutes, seed=0, voxel_nm=BUILTIN_VOXEL_NM)
+    fit_and_export(
+        raws[fit],
+        gts[fit],
+        path,
+        minutes=minutes,
+        seed=0,
+        voxel_nm=BUILTIN_VOXEL_NM,
+        checkpoint=checkpoint,
+    )
     where = f"synthetic volume seed {BUILTIN_TUNING_SEED}"
     tune_and_record(path, [(raws[-1], gts[-1])], BUILTIN_VOXEL_NM, where)
     return print_sha(path)
@@ -100,24 +109,35 @@ def fit_drawn_and_realigned(
     return print_sha(path)
 
 
-def train_builtin_clefts(out: str, minutes: float = 20.0) -> int:
+def train_builtin_clefts(out: str, minutes: float = 20.0, checkpoint: str | None = None) -> int:
     """Recreate the model shipped as `petavox:clefts-synthetic.onnx`: a cleft probability
     model trained on the cleft labels of bold-synapse volumes of seeds 201-204, each as drawn
     and as an aligned stack makes it (`realigned_volume`); no tuning: segment does not read
     clefts."""
     return fit_drawn_and_realigned(
-        out, BUILTIN_CLEFT_SEEDS, lambda volume: volume.clefts, "clefts", minutes
+        out,
+        BUILTIN_CLEFT_SEEDS,
+        lambda volume: volume.clefts,
+        "clefts",
+        minutes,
+        checkpoint=checkpoint,
     )
 
 
-def train_builtin_synapses(out: str, minutes: float = 100.0) -> int:
+def train_builtin_synapses(out: str, minutes: float = 100.0, checkpoint: str | None = None) -> int:
     """Recreate the model shipped as `petavox:synapses-synthetic.onnx`: cleft, presynaptic-side
     and postsynaptic-side probabilities (`volume_flags`) from a U-Net twice as wide as the
     others (base width 16: at 8, 30-35 minutes learned where the sides are, not which is
     which), trained for 100 minutes on the bold-synapse volumes of `BUILTIN_SYNAPSE_SEEDS` as
     drawn and realigned; no tuning: segment does not read them."""
     return fit_drawn_and_realigned(
-        out, BUILTIN_SYNAPSE_SEEDS, volume_flags, "synapses", minutes, base_channels=16
+        out,
+        BUILTIN_SYNAPSE_SEEDS,
+        volume_flags,
+        "synapses",
+        minutes,
+        base_channels=16,
+        checkpoint=checkpoint,
     )
 
 
@@ -134,6 +154,11 @@ if __name__ == "__main__":
         "--minutes", type=float, default=None, help="default 10 (clefts: 20, synapses: 100)"
     )
     parser.add_argument("--target", choices=tuple(BUILT_IN), default="boundary")
+    parser.add_argument(
+        "--checkpoint",
+        help="save the run's state here (.pt) and, if it exists, train on from it until "
+        "--minutes in all (the ONNX cannot be trained further)",
+    )
     args = parser.parse_args()
     given = {} if args.minutes is None else {"minutes": args.minutes}  # else the recipe's own
-    sys.exit(BUILT_IN[args.target](args.out, **given))
+    sys.exit(BUILT_IN[args.target](args.out, checkpoint=args.checkpoint, **given))

@@ -53,6 +53,7 @@ def train_command(args: argparse.Namespace) -> int:
         holdout=args.holdout,
         context=storage.context(),
         progress=not args.quiet,
+        checkpoint=args.checkpoint,
     )
 
 
@@ -106,15 +107,25 @@ def add_train_parser(sub: Any) -> None:
         help="share of each volume (its end along the longest axis) kept out of training to "
         f"choose segment's parameters on (default {HOLDOUT}; 0: none; ignored with --val-raw)",
     )
+    add_run_options(p)
+    p.set_defaults(func=train_command, workers=None, address=None, max_in_flight=None)
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """`petavox train`'s options past its inputs, target and geometry."""
     p.add_argument("--batch", type=int, default=2, help="patches per step (default 2)")
     p.add_argument("--base-channels", type=int, default=8, help="width of the U-Net (default 8)")
     p.add_argument("--depth", type=int, default=3, help="U-Net levels (default 3)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--checkpoint",
+        help="save the run's state here every 5 minutes and at the end (local .pt file); if it "
+        "exists, train on from it, with the same settings, until --minutes in all",
+    )
     p.add_argument("--val-raw", help="held-out image for a validation loss")
     p.add_argument("--val-gt", help="held-out labels for a validation loss")
     p.add_argument("--s3-endpoint", help="S3-compatible endpoint for s3:// inputs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=train_command, workers=None, address=None, max_in_flight=None)
 
 
 def refuse_cleft_model(model: str) -> None:

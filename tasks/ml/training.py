@@ -20,12 +20,14 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from petavox.tasks.core.errors import InputError
+from petavox.tasks.ml.checkpoint import CHECKPOINT_EVERY, Checkpoint, resume, run_settings
 from petavox.tasks.ml.examples import (
     TARGETS,
     ZOOM_RANGE,
@@ -188,9 +190,12 @@ def _lr(base: float, fraction: float) -> float:
 
 
 def _validation_batches(
-    volumes: Sequence[tuple[np.ndarray, np.ndarray]], patch: Sequence[int], target: str, n: int = 8
+    validation: tuple, patch: Sequence[int], target: str, model: UNet3d, n: int = 8
 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Up to `n` fixed, unaugmented patches (a corner and the centre of each volume)."""
+    """Up to `n` fixed, unaugmented patches (a corner and the centre of each validation
+    volume), checked against the patch and the model's divisor."""
+    volumes = _as_volumes(*validation)
+    check_patch(volumes, patch, model.divisor)
     out = []
     for raw, gt in volumes:
         for start in ((0, 0, 0), tuple((s - p) // 2 for s, p in zip(raw.shape, patch))):
@@ -228,9 +233,13 @@ def train_model(
     lr: float = 1e-3,
     max_steps: int | None = None,
     zoom: tuple[float, float] = ZOOM_RANGE,
+    checkpoint: str | Path | None = None,
 ) -> UNet3d:
     """Train a U-Net with Adam on random augmented patches until `minutes` of wall clock (or
     `max_steps`) are used; return it in eval mode with `model.train_log` (a `TrainLog`).
+
+    With `checkpoint` (a path) the run is saved there as it goes (`ml.checkpoint`); if the file
+    exists, the run goes on from it, with the same settings, until `minutes` in all.
 
     `raw` (uint8) and `gt` (integer, 0 = boundary) are (z,y,x) volumes or parallel lists of
     them; `validation` is an optional (raw, gt) pair scored every minute and at the end.
@@ -247,11 +256,7 @@ def train_model(
     torch.set_num_threads(min(MAX_THREADS, torch.get_num_threads()))
     model = UNet3d(TARGETS[target], base_channels, depth, pool)
     check_patch(volumes, patch, model.divisor)
-    val = []
-    if validation is not None:
-        held_out = _as_volumes(*validation)
-        check_patch(held_out, patch, model.divisor)
-        val = _validation_batches(held_out, patch, target)
+    val = [] if validation is None else _validation_batches(validation, patch, target, model)
     log = TrainLog(target, patch, zoom=tuple(zoom))  # type: ignore[arg-type]
     _fit(
         model,
@@ -264,6 +269,7 @@ def train_model(
         max_steps,
         val,
         progress,
+        checkpoint,
     )
     model.eval()
     model.train_log = log
@@ -281,24 +287,18 @@ def _fit(
     max_steps: int | None,
     val: Sequence[tuple],
     progress: bool,
+    path: str | Path | None = None,
 ) -> None:
-    """The training loop (updates `log` in place)."""
-    from tqdm import tqdm
-
+    """The training loop (updates `log` in place); from and to a checkpoint at `path`."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    settings = run_settings(model, log, batch, lr)
+    checkpoint = None if path is None else Checkpoint(Path(path), settings)
+    prior = resume(checkpoint, model, optimizer, log, rng, budget)
     focus = focus_voxels([gt for _, gt in volumes], log.target)
     model.train()
-    start = last_val = time.monotonic()
-    bar = tqdm(
-        total=round(budget),
-        desc=f"train {log.target}",
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
-        file=sys.stderr,
-        disable=not progress,
-        dynamic_ncols=True,
-        mininterval=1.0,
-    )
-    shown = 0
+    start = last_val = last_save = time.monotonic() - prior
+    bar = _progress_bar(log.target, budget, prior, progress)
+    shown = round(prior)
     while True:
         elapsed = time.monotonic() - start
         fraction = max(elapsed / budget, log.steps / max_steps if max_steps else 0.0)
@@ -317,6 +317,9 @@ def _fit(
         if val and now - last_val >= VALIDATE_EVERY:
             log.validation.append((log.steps, validation_loss(model, val, log.target)))
             last_val = now
+        if checkpoint is not None and now - last_save >= CHECKPOINT_EVERY:
+            checkpoint.save(model, optimizer, log, rng, now - start)
+            last_save = now
         bar.update(min(round(now - start), bar.total) - shown)
         shown = min(round(now - start), bar.total)
         bar.set_postfix(step=log.steps, loss=f"{log.final_loss:.4f}", refresh=False)
@@ -327,6 +330,24 @@ def _fit(
             step=log.steps, loss=f"{log.final_loss:.4f}", val=f"{log.validation[-1][1]:.4f}"
         )
     bar.close()
+    if checkpoint is not None:
+        checkpoint.save(model, optimizer, log, rng, log.seconds)
+
+
+def _progress_bar(target: str, budget: float, prior: float, progress: bool):
+    """The training progress bar over the wall-clock budget (seconds), from `prior`."""
+    from tqdm import tqdm
+
+    return tqdm(
+        initial=round(prior),
+        total=round(budget),
+        desc=f"train {target}",
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+        mininterval=1.0,
+    )
 
 
 def predicted_membrane_fraction(
