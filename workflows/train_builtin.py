@@ -11,13 +11,16 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from petavox.tasks.core.geometry import Box
 from petavox.tasks.ml.synapse_targets import volume_flags
+from petavox.workflows.interrupts import terminate_as_interrupt
 from petavox.workflows.train import (
     check_output,
     fit_and_export,
     print_sha,
     require_training_packages,
 )
+from petavox.workflows.train_domain import training_domain
 from petavox.workflows.tune import tune_and_record
 
 BUILTIN_SEEDS = (101, 102, 103, 104)  # the demo uses seed 0, tests 1-9: none trains the model
@@ -85,14 +88,36 @@ def bold_volumes(seed: int, labels_of: Callable) -> list[tuple[np.ndarray, np.nd
     return [tuple(np.ascontiguousarray(a.transpose(2, 1, 0)) for a in pair) for pair in pairs]
 
 
+def margins_filled(raw: np.ndarray, value: int) -> np.ndarray:
+    """`raw` (z, y, x, uint8) with its no-data voxels (black margins, however thin at the side
+    faces: `no_data_fill.no_data_mask`) set to `value`, as infer shows them to a cleft model."""
+    from petavox.tasks.infer.no_data_fill import no_data_mask
+
+    xyz = raw.transpose(2, 1, 0)
+    whole = Box((0, 0, 0), xyz.shape)
+    missing = no_data_mask(xyz, whole, whole).transpose(2, 1, 0)
+    return np.where(missing, np.uint8(value), raw)
+
+
 def fit_drawn_and_realigned(
-    out: str, seeds: Sequence[int], labels_of: Callable, target: str, minutes: float, **training
+    out: str,
+    seeds: Sequence[int],
+    labels_of: Callable,
+    target: str,
+    minutes: float,
+    fill_no_data: bool = False,
+    **training,
 ) -> int:
     """Train a `target` model on `bold_volumes` of `seeds`, each as drawn and realigned; export
     it to `out` with the intensity domain of the volumes as drawn (the realigned copies add
     black margins, which would make infer rescale the contrast of every input with margins of
-    its own); print its SHA-256. `training`: more of `train_model`'s settings."""
+    its own); print its SHA-256. With `fill_no_data` the realigned copies' margins are that
+    domain's mean, as infer shows them to a cleft or synapse model (`margins_filled`; the
+    shipped models were trained without). `training`: more of `train_model`'s settings."""
     pairs = [pair for seed in seeds for pair in bold_volumes(seed, labels_of)]
+    if fill_no_data:
+        mean = training_domain([raw for raw, _ in pairs[::2]], None, None).intensity[0]
+        pairs = [(margins_filled(raw, round(mean * 255)), labels) for raw, labels in pairs]
     path = check_output(out)
     require_training_packages()
     fit_and_export(
@@ -124,18 +149,22 @@ def train_builtin_clefts(out: str, minutes: float = 20.0, checkpoint: str | None
     )
 
 
-def train_builtin_synapses(out: str, minutes: float = 100.0, checkpoint: str | None = None) -> int:
+def train_builtin_synapses(
+    out: str, minutes: float = 100.0, checkpoint: str | None = None, fill_no_data: bool = False
+) -> int:
     """Recreate the model shipped as `petavox:synapses-synthetic.onnx`: cleft, presynaptic-side
     and postsynaptic-side probabilities (`volume_flags`) from a U-Net twice as wide as the
     others (base width 16: at 8, 30-35 minutes learned where the sides are, not which is
     which), trained for 100 minutes on the bold-synapse volumes of `BUILTIN_SYNAPSE_SEEDS` as
-    drawn and realigned; no tuning: segment does not read them."""
+    drawn and realigned; no tuning: segment does not read them. `fill_no_data`: a new recipe,
+    not the shipped model's (`fit_drawn_and_realigned`)."""
     return fit_drawn_and_realigned(
         out,
         BUILTIN_SYNAPSE_SEEDS,
         volume_flags,
         "synapses",
         minutes,
+        fill_no_data,
         base_channels=16,
         checkpoint=checkpoint,
     )
@@ -159,6 +188,17 @@ if __name__ == "__main__":
         help="save the run's state here (.pt) and, if it exists, train on from it until "
         "--minutes in all (the ONNX cannot be trained further)",
     )
+    parser.add_argument(
+        "--fill-no-data",
+        action="store_true",
+        help="synapses: train on the realigned copies with their margins filled as infer shows "
+        "them (a new recipe; the shipped model was trained without)",
+    )
     args = parser.parse_args()
+    terminate_as_interrupt()  # SIGTERM saves the checkpoint as Ctrl-C does
     given = {} if args.minutes is None else {"minutes": args.minutes}  # else the recipe's own
+    if args.fill_no_data:
+        if args.target != "synapses":
+            parser.error("--fill-no-data is a synapses recipe")
+        given["fill_no_data"] = True
     sys.exit(BUILT_IN[args.target](args.out, checkpoint=args.checkpoint, **given))

@@ -299,30 +299,34 @@ def _fit(
     start = last_val = last_save = time.monotonic() - prior
     bar = _progress_bar(log.target, budget, prior, progress)
     shown = round(prior)
-    while True:
-        elapsed = time.monotonic() - start
-        fraction = max(elapsed / budget, log.steps / max_steps if max_steps else 0.0)
-        if fraction >= 1:
-            break
-        for group in optimizer.param_groups:
-            group["lr"] = _lr(lr, fraction)
-        x, y, m = make_batch(rng, volumes, log.patch, batch, log.target, log.zoom, focus)
-        loss = loss_of(log.target, model(x), y, m)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        log.steps += 1
-        log.losses.append(loss.item())
-        now = time.monotonic()
-        if val and now - last_val >= VALIDATE_EVERY:
-            log.validation.append((log.steps, validation_loss(model, val, log.target)))
-            last_val = now
-        if checkpoint is not None and now - last_save >= CHECKPOINT_EVERY:
-            checkpoint.save(model, optimizer, log, rng, now - start)
-            last_save = now
-        bar.update(min(round(now - start), bar.total) - shown)
-        shown = min(round(now - start), bar.total)
-        bar.set_postfix(step=log.steps, loss=f"{log.final_loss:.4f}", refresh=False)
+    try:
+        while True:
+            elapsed = time.monotonic() - start
+            fraction = max(elapsed / budget, log.steps / max_steps if max_steps else 0.0)
+            if fraction >= 1:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = _lr(lr, fraction)
+            x, y, m = make_batch(rng, volumes, log.patch, batch, log.target, log.zoom, focus)
+            loss = loss_of(log.target, model(x), y, m)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            log.steps += 1
+            log.losses.append(loss.item())
+            now = time.monotonic()
+            if val and now - last_val >= VALIDATE_EVERY:
+                log.validation.append((log.steps, validation_loss(model, val, log.target)))
+                last_val = now
+            if checkpoint is not None and now - last_save >= CHECKPOINT_EVERY:
+                checkpoint.save(model, optimizer, log, rng, now - start)
+                last_save = now
+            shown = _advance(bar, shown, now - start)
+            bar.set_postfix(step=log.steps, loss=f"{log.final_loss:.4f}", refresh=False)
+    except KeyboardInterrupt:  # stopped: keep what was trained
+        if checkpoint is not None:
+            checkpoint.save(model, optimizer, log, rng, time.monotonic() - start)
+        raise
     log.seconds = time.monotonic() - start
     if val:
         log.validation.append((log.steps, validation_loss(model, val, log.target)))
@@ -332,6 +336,13 @@ def _fit(
     bar.close()
     if checkpoint is not None:
         checkpoint.save(model, optimizer, log, rng, log.seconds)
+
+
+def _advance(bar, shown: int, seconds: float) -> int:
+    """Move the progress bar from `shown` to `seconds` (within its total); the new position."""
+    position = min(round(seconds), bar.total)
+    bar.update(position - shown)
+    return position
 
 
 def _progress_bar(target: str, budget: float, prior: float, progress: bool):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
@@ -262,3 +263,20 @@ def test_the_builtin_recipes_train_on_each_volume_as_drawn_and_realigned():
     assert (moved == 0).mean() > 10 * (raw == 0).mean() + 0.001  # the margins
     assert all(np.any(moved_flags & bit) for bit in (1, 2, 4))
     assert not np.array_equal(moved_flags, flags)
+
+
+def test_the_fill_recipe_sets_only_the_margins_to_the_drawn_mean():
+    """`margins_filled`: the realigned copy's no-data voxels (its black margins) become the
+    given value (with the one-voxel rim `detection.no_data` takes), as infer shows them to a
+    synapse model; tissue, dark clefts included, stays."""
+    from petavox.workflows.train_builtin import bold_volumes, margins_filled
+
+    (raw, _), (moved, _) = bold_volumes(202, volume_flags)
+    value = round(float(raw.mean()))
+    out = margins_filled(moved, value)
+    changed = out != moved
+    black_or_rim = ndimage.binary_dilation(moved == 0, np.ones((1, 3, 3), bool))  # z, y, x
+    assert changed.mean() > 0.01 and np.all(black_or_rim[changed]) and np.all(out[changed] == value)
+    assert (out == 0).mean() < 0.2 * (moved == 0).mean()  # the margins are gone, clefts are not
+    # as drawn: no margins (a black voxel at a corner of the faces counts, as in infer)
+    assert (margins_filled(raw, value) != raw).mean() < 1e-4

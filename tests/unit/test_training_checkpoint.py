@@ -84,3 +84,22 @@ def test_petavox_train_writes_a_checkpoint_to_go_on_from(tiny, tmp_path):
     command += ["--patch", "16,16,8", "--base-channels", "2", "--holdout", "0", "--quiet"]
     assert main([*command, "--checkpoint", str(path)]) == 0  # the command line goes on from it
     assert torch.load(path, weights_only=True)["log"]["steps"] > steps
+
+
+def test_an_interrupted_run_saves_what_it_trained(tiny, tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM turned into it) mid-run: the steps done are saved, then it stops."""
+    from petavox.tasks.ml import training
+
+    real, calls = training.make_batch, []
+
+    def stop_at_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "make_batch", stop_at_the_third)
+    path = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny, path, steps=10)
+    assert torch.load(path, weights_only=True)["log"]["steps"] == 2
