@@ -90,13 +90,12 @@ def bold_volumes(seed: int, labels_of: Callable) -> list[tuple[np.ndarray, np.nd
 
 def margins_filled(raw: np.ndarray, value: int) -> np.ndarray:
     """`raw` (z, y, x, uint8) with its no-data voxels (black margins, however thin at the side
-    faces: `no_data_fill.no_data_mask`) set to `value`, as infer shows them to a cleft model."""
-    from petavox.tasks.infer.no_data_fill import no_data_mask
+    faces) set to `value`: infer's own fill (`no_data_fill.filled`) on the whole volume."""
+    from petavox.tasks.infer.no_data_fill import filled
 
     xyz = raw.transpose(2, 1, 0)
     whole = Box((0, 0, 0), xyz.shape)
-    missing = no_data_mask(xyz, whole, whole).transpose(2, 1, 0)
-    return np.where(missing, np.uint8(value), raw)
+    return np.asarray(filled(xyz, xyz, value, whole, whole), np.uint8).transpose(2, 1, 0)
 
 
 def fit_drawn_and_realigned(
