@@ -10,9 +10,9 @@ direction = both partners right, of the matched), as the demo prints them:
 - `stage`: the `synapses` layer the demo wrote;
 - `classical`: the classical detector on the same aligned image and segmentation;
 - with `--synapse-model PATH` (and/or `--partner-ranker PATH`): that model's prediction of the
-  aligned image as `infer` makes it (`tune.predict_held_out`: intensity map, no data filled,
-  the stage's patches and blending; the stage's output does not depend on its chunking), then
-  the cleft-channel detector on the whole volume with the same parameters.
+  aligned image as `infer` makes it (`predict_as_infer`), then the cleft-channel detector on
+  the whole volume with the same parameters. With the built-in model's file, its scores are
+  the stage's (a check of this script).
 
 Seeds 0-5 are held out from every model and parameter choice except where the README says so
 (the threshold was chosen on seeds 1-2, the presynaptic cut on 1-3); the ranker was fit on
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,35 @@ def read(folder: Path, name: str) -> np.ndarray:
     return data[..., 0] if data.ndim == 4 and data.shape[3] == 1 else data
 
 
+def predict_as_infer(model: Path, folder: Path) -> np.ndarray:
+    """`model`'s prediction of the demo's aligned layer as `infer` makes it: the intensity map
+    from the same sampled statistics, no data filled, the stage's patches and blending (the
+    stage's output does not depend on its chunking); uint8 as the layer stores it."""
+    from petavox.tasks.core.layers import Layer
+    from petavox.tasks.infer.no_data_fill import no_data_value
+    from petavox.tasks.infer.onnx_model import ModelRef, OnnxPredictor, inspect, open_session
+    from petavox.tasks.infer.onnx_model import sha256 as digest
+    from petavox.tasks.infer.whole_volume import predict_volume
+    from petavox.workflows.domain_fit import fit_intensity
+    from petavox.workflows.tune import INFER_OVERLAP, INFER_PATCH
+
+    data = model.read_bytes()
+    info = inspect(open_session(data, str(model)), str(model))
+    layer = Layer.open(common.file_url(folder / "aligned"))
+    mapping = fit_intensity(layer, info.domain, enabled=True)[0]
+    predicted = predict_volume(
+        OnnxPredictor(ModelRef(url=str(model.resolve()), sha256=digest(data))),
+        read(folder, "aligned").astype(np.float32) / 255,
+        patch=INFER_PATCH,
+        overlap=INFER_OVERLAP,
+        divisor=info.divisor,
+        channels=info.channels,
+        intensity=mapping,
+        no_data_value=no_data_value(info.target, info.domain),
+    )
+    return np.round(predicted * 255).astype(np.uint8)
+
+
 def model_table(folder: Path, model: Path | None, ranker: Path | None, seg: np.ndarray):
     """The cleft-channel detector on the whole volume with `model`'s prediction (the demo's
     `clefts` layer without one) and `ranker` (the built-in one without)."""
@@ -71,17 +101,12 @@ def model_table(folder: Path, model: Path | None, ranker: Path | None, seg: np.n
     from petavox.tasks.synapse.cleft_channel import CleftParams, detect_clefts
     from petavox.tasks.synapse.partner_ranker import load_ranker
     from petavox.workflows.demo import CLEFT_THRESHOLD, RESOLUTION
-    from petavox.workflows.tune import predict_held_out
 
     image = read(folder, "aligned")
-    if model is None:
-        prob = read(folder, "clefts")
-    else:  # infer's uint8 rounding, so thresholds mean what they mean on the layer
-        predicted = predict_held_out(model, image.transpose(2, 1, 0))
-        prob = np.round(predicted * 255).astype(np.uint8)
+    prob = read(folder, "clefts") if model is None else predict_as_infer(model, folder)
     params = CleftParams(threshold=CLEFT_THRESHOLD)
     if ranker is not None:
-        params.partner_ranker = load_ranker(str(ranker))
+        params = replace(params, partner_ranker=load_ranker(str(ranker)))
     box = Box((0, 0, 0), image.shape)
     return detect_clefts(prob, image, seg, box, box, box, RESOLUTION, params)
 
