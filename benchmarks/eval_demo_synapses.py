@@ -66,30 +66,18 @@ def read(folder: Path, name: str) -> np.ndarray:
 
 
 def predict_as_infer(model: Path, folder: Path) -> np.ndarray:
-    """`model`'s prediction of the demo's aligned layer as `infer` makes it: the intensity map
-    from the same sampled statistics, no data filled, the stage's patches and blending (the
-    stage's output does not depend on its chunking); uint8 as the layer stores it."""
+    """`model`'s prediction of the demo's aligned layer as `infer` makes it, with the intensity
+    map from the same sampled statistics (the stage's output does not depend on its chunking);
+    uint8 as the layer stores it."""
     from petavox.tasks.core.layers import Layer
-    from petavox.tasks.infer.no_data_fill import no_data_value
-    from petavox.tasks.infer.onnx_model import ModelRef, OnnxPredictor, inspect, open_session
-    from petavox.tasks.infer.onnx_model import sha256 as digest
-    from petavox.tasks.infer.whole_volume import predict_volume
     from petavox.workflows.domain_fit import fit_intensity
-    from petavox.workflows.tune import INFER_OVERLAP, INFER_PATCH
+    from petavox.workflows.tune import predict_held_out
 
-    data = model.read_bytes()
-    info = inspect(open_session(data, str(model)), str(model))
     layer = Layer.open(common.file_url(folder / "aligned"))
-    mapping = fit_intensity(layer, info.domain, enabled=True)[0]
-    predicted = predict_volume(
-        OnnxPredictor(ModelRef(url=str(model.resolve()), sha256=digest(data))),
-        read(folder, "aligned").astype(np.float32) / 255,
-        patch=INFER_PATCH,
-        overlap=INFER_OVERLAP,
-        divisor=info.divisor,
-        channels=info.channels,
-        intensity=mapping,
-        no_data_value=no_data_value(info.target, info.domain),
+    predicted = predict_held_out(
+        model,
+        read(folder, "aligned").transpose(2, 1, 0),
+        intensity=lambda domain: fit_intensity(layer, domain, enabled=True)[0],
     )
     return np.round(predicted * 255).astype(np.uint8)
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.geometry import Vec3
-from petavox.tasks.infer.domain import SEGMENT_KEY, IntensityMap, intensity_stats
+from petavox.tasks.infer.domain import SEGMENT_KEY, IntensityMap, ModelDomain, intensity_stats
 from petavox.tasks.infer.no_data_fill import no_data_value
 from petavox.tasks.infer.onnx_model import ModelRef, OnnxPredictor, inspect, open_session, sha256
 from petavox.tasks.infer.whole_volume import predict_volume
@@ -63,13 +63,19 @@ def hold_out(
     return fit_raws, fit_gts, held, where
 
 
-def predict_held_out(path: Path, raw: np.ndarray) -> np.ndarray:
-    """The model's map of `raw` (z,y,x uint8) as `infer` makes it: x,y,z (,c) float32 0-1."""
+def predict_held_out(
+    path: Path, raw: np.ndarray, intensity: Callable[[ModelDomain], IntensityMap] | None = None
+) -> np.ndarray:
+    """The model's map of `raw` (z,y,x uint8) as `infer` makes it: x,y,z (,c) float32 0-1.
+    The intensity map is `intensity(the model's domain)`, or from `raw`'s own statistics
+    (`infer` samples a few boxes of its input instead)."""
     data = path.read_bytes()
     info = inspect(open_session(data, str(path)), str(path))
     image = raw.transpose(2, 1, 0).astype(np.float32) / 255
     mapping = None
-    if info.domain.intensity is not None:
+    if intensity is not None:
+        mapping = intensity(info.domain)
+    elif info.domain.intensity is not None:
         mapping = IntensityMap.between(intensity_stats(image), info.domain.intensity)
     predictor = OnnxPredictor(ModelRef(url=str(path.resolve()), sha256=sha256(data)))
     return predict_volume(

@@ -95,3 +95,27 @@ def test_segment_takes_the_models_choice_for_what_the_config_leaves_unset():
         assert with_model_defaults(SegmentParams(), layer) == (SegmentParams(), "")
     cc = SegmentParams(mode="cc")
     assert with_model_defaults(cc, boundary_layer(chosen)) == (cc, "")
+
+
+def test_predict_held_out_uses_the_intensity_map_it_is_given():
+    """`predict_held_out(..., intensity=)` maps the input as asked (the model's domain is
+    passed in) instead of from the volume's own statistics."""
+    from petavox.tasks.infer.domain import IntensityMap, intensity_stats
+    from petavox.tasks.infer.onnx_model import builtin_path
+    from petavox.workflows.tune import predict_held_out
+
+    model = builtin_path("synapses-synthetic.onnx")
+    raw = generate(SyntheticParams(shape=(48, 48, 24), seed=5, bold_synapses=True)).raw
+    raw = raw.transpose(2, 1, 0)  # z, y, x
+    seen = []
+
+    def own_statistics(domain):
+        seen.append(domain.intensity)
+        image = raw.transpose(2, 1, 0).astype(np.float32) / 255
+        return IntensityMap.between(intensity_stats(image), domain.intensity)
+
+    default = predict_held_out(model, raw)
+    assert np.array_equal(predict_held_out(model, raw, intensity=own_statistics), default)
+    assert seen and seen[0] is not None  # the built-in model records its training intensity
+    darker = predict_held_out(model, raw, intensity=lambda d: IntensityMap(0.5, 0.0))
+    assert darker.shape == default.shape and not np.allclose(darker, default, atol=0.05)
