@@ -9,17 +9,19 @@ direction = both partners right, of the matched), as the demo prints them:
 
 - `stage`: the `synapses` layer the demo wrote;
 - `classical`: the classical detector on the same aligned image and segmentation;
-- with `--synapse-model PATH` (and/or `--partner-ranker PATH`): that model's prediction of the
-  aligned image as `infer` makes it (`predict_as_infer`), then the cleft-channel detector on
-  the whole volume with the same parameters. With the built-in model's file, its scores are
-  the stage's (a check of this script).
+- `given`, with any of `--synapse-model PATH`, `--partner-ranker PATH`, `--threshold T`,
+  `--min-presynaptic P`: that model's prediction of the aligned image as `infer` makes it
+  (`predict_as_infer`), then the cleft-channel detector on the whole volume with the demo's
+  parameters but those given. With the built-in model's file alone, its scores are the
+  stage's (a check of this script).
 
 Seeds 0-5 are held out from every model and parameter choice except where the README says so
 (the threshold was chosen on seeds 1-2, the presynaptic cut on 1-3); the ranker was fit on
 401-413, the synapse model on 201-208.
 
     .venv/bin/python benchmarks/eval_demo_synapses.py [--runs 256:0,256:1,192:4,320:5]
-        [--workdir DIR] [--synapse-model PATH] [--partner-ranker PATH]
+        [--workdir DIR] [--synapse-model PATH] [--partner-ranker PATH] [--threshold T]
+        [--min-presynaptic P]
 """
 
 from __future__ import annotations
@@ -82,19 +84,23 @@ def predict_as_infer(model: Path, folder: Path) -> np.ndarray:
     return np.round(predicted * 255).astype(np.uint8)
 
 
-def model_table(folder: Path, model: Path | None, ranker: Path | None, seg: np.ndarray):
-    """The cleft-channel detector on the whole volume with `model`'s prediction (the demo's
-    `clefts` layer without one) and `ranker` (the built-in one without)."""
+def model_table(folder: Path, args: argparse.Namespace, seg: np.ndarray):
+    """The cleft-channel detector on the whole volume with `args.synapse_model`'s prediction
+    (the demo's `clefts` layer without one), `args.partner_ranker` (the built-in one without)
+    and the thresholds given (the demo's without)."""
     from petavox.tasks.core.geometry import Box
     from petavox.tasks.synapse.cleft_channel import CleftParams, detect_clefts
     from petavox.tasks.synapse.partner_ranker import load_ranker
     from petavox.workflows.demo import CLEFT_THRESHOLD, RESOLUTION
 
     image = read(folder, "aligned")
+    model = args.synapse_model
     prob = read(folder, "clefts") if model is None else predict_as_infer(model, folder)
-    params = CleftParams(threshold=CLEFT_THRESHOLD)
-    if ranker is not None:
-        params = replace(params, partner_ranker=load_ranker(str(ranker)))
+    params = CleftParams(threshold=CLEFT_THRESHOLD if args.threshold is None else args.threshold)
+    if args.min_presynaptic is not None:
+        params = replace(params, min_presynaptic=args.min_presynaptic)
+    if args.partner_ranker is not None:
+        params = replace(params, partner_ranker=load_ranker(str(args.partner_ranker)))
     box = Box((0, 0, 0), image.shape)
     return detect_clefts(prob, image, seg, box, box, box, RESOLUTION, params)
 
@@ -118,14 +124,20 @@ def score_volume(folder: Path, size: int, seed: int, args) -> dict[str, dict[str
         "stage": read_chunk_tables(common.file_url(folder / "synapses"), StorageContext()),
         "classical": detect(image, seg, box, box, box, RESOLUTION, DetectorParams()),
     }
-    if args.synapse_model or args.partner_ranker:
-        tables["given"] = model_table(folder, args.synapse_model, args.partner_ranker, seg)
+    if any(v is not None for v in given_options(args).values()):
+        tables["given"] = model_table(folder, args, seg)
     return {
         name: score_synapses(
             t, clefts, truth, seg, pairs["pre"], pairs["post"], RESOLUTION
         ).as_dict()
         for name, t in tables.items()
     }
+
+
+def given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What the `given` row changes from the demo's synapses stage."""
+    keys = ("synapse_model", "partner_ranker", "threshold", "min_presynaptic")
+    return {k: getattr(args, k) for k in keys}
 
 
 def totals(scores: list[dict[str, Any]]) -> dict[str, float]:
@@ -155,6 +167,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--workdir", type=Path, help="keep the demo outputs here (resumed)")
     parser.add_argument("--synapse-model", type=Path, help="score this ONNX model as well")
     parser.add_argument("--partner-ranker", type=Path, help="score this ranker as well")
+    parser.add_argument("--threshold", type=float, help="cleft threshold of the scored model")
+    parser.add_argument("--min-presynaptic", type=float, help="its presynaptic evidence cut")
     args = parser.parse_args(argv)
     runs = parse_runs(args.runs)
     workdir = args.workdir or common.scratch_dir("demo-synapses")
@@ -190,14 +204,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name, s in pooled.items()
         for k in ("precision", "recall", "direction")
     ]
-    given = {
-        "synapse_model": str(args.synapse_model or ""),
-        "partner_ranker": str(args.partner_ranker or ""),
-    }
+    given = {k: None if v is None else str(v) for k, v in given_options(args).items()}
     out = {
         "runs": args.runs,
         "workload": f"petavox demo at {args.runs}",
-        **given,
+        "given": given,
         "volumes": per_volume,
         "pooled": pooled,
         "rows": rows,
