@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from petavox.tasks.core.errors import InputError
+from petavox.tasks.infer.domain import INTENSITY_KEY, ModelDomain
 
-INTENSITY_KEY = "petavox.intensity"
 #: the members' training mean and std (raw / 255) may differ by this much
 INTENSITY_TOLERANCE = 0.01
 ENSEMBLE_KEY = "petavox.ensemble_of"
@@ -50,14 +50,16 @@ def check_members(models: Sequence, names: Sequence[str]) -> None:
                     f"{name}: {key} is {meta.get(key)!r}, {names[0]} has "
                     f"{first_meta.get(key)!r}; the members must be models of the same thing"
                 )
-        ours, theirs = meta.get(INTENSITY_KEY), first_meta.get(INTENSITY_KEY)
+        ours = ModelDomain.from_metadata(meta).intensity
+        theirs = ModelDomain.from_metadata(first_meta).intensity
         if (ours is None) != (theirs is None) or (
             ours is not None
-            and max(abs(float(a) - float(b)) for a, b in zip(ours.split(","), theirs.split(",")))
-            > INTENSITY_TOLERANCE
+            and theirs is not None
+            and max(abs(a - b) for a, b in zip(ours, theirs)) > INTENSITY_TOLERANCE
         ):
             raise InputError(
-                f"{name}: training intensity {ours} differs from {names[0]}'s {theirs}: "
+                f"{name}: training intensity {meta.get(INTENSITY_KEY)} differs from "
+                f"{names[0]}'s {first_meta.get(INTENSITY_KEY)}: "
                 "the input is mapped once, so the members must share their training images"
             )
 
