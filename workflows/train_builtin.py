@@ -1,7 +1,14 @@
 """The built-in models, recreated: `python -m petavox.workflows.train_builtin OUT [--target
 boundary|clefts|synapses] [--minutes M] [--checkpoint PT]` trains the model shipped as
 `petavox:<target>-synthetic.onnx` the way it was made (synthetic volumes of fixed seeds); with a
-checkpoint, a longer run can be spread over several sittings."""
+checkpoint, a longer run can be spread over several sittings. The synapse model is two runs
+averaged, made in three steps:
+
+    python -m petavox.workflows.train_builtin plain.onnx --target synapses
+    python -m petavox.workflows.train_builtin fill.onnx --target synapses --fill-no-data \
+        --minutes 110
+    python -m petavox.workflows.ensemble_model synapses-synthetic.onnx plain.onnx fill.onnx
+"""
 
 from __future__ import annotations
 
@@ -151,12 +158,14 @@ def train_builtin_clefts(out: str, minutes: float = 20.0, checkpoint: str | None
 def train_builtin_synapses(
     out: str, minutes: float = 100.0, checkpoint: str | None = None, fill_no_data: bool = False
 ) -> int:
-    """Recreate the model shipped as `petavox:synapses-synthetic.onnx`: cleft, presynaptic-side
-    and postsynaptic-side probabilities (`volume_flags`) from a U-Net twice as wide as the
-    others (base width 16: at 8, 30-35 minutes learned where the sides are, not which is
-    which), trained for 100 minutes on the bold-synapse volumes of `BUILTIN_SYNAPSE_SEEDS` as
-    drawn and realigned; no tuning: segment does not read them. `fill_no_data`: a new recipe,
-    not the shipped model's (`fit_drawn_and_realigned`)."""
+    """One member of the model shipped as `petavox:synapses-synthetic.onnx`: cleft,
+    presynaptic-side and postsynaptic-side probabilities (`volume_flags`) from a U-Net twice as
+    wide as the others (base width 16: at 8, 30-35 minutes learned where the sides are, not
+    which is which), trained on the bold-synapse volumes of `BUILTIN_SYNAPSE_SEEDS` as drawn
+    and realigned; no tuning: segment does not read them. The shipped model averages two such
+    runs (`ensemble_model`): one of 100 minutes as drawn and realigned, one of 110 minutes with
+    `fill_no_data` (the realigned copies' margins filled as infer shows them,
+    `fit_drawn_and_realigned`)."""
     return fit_drawn_and_realigned(
         out,
         BUILTIN_SYNAPSE_SEEDS,
@@ -191,7 +200,7 @@ if __name__ == "__main__":
         "--fill-no-data",
         action="store_true",
         help="synapses: train on the realigned copies with their margins filled as infer shows "
-        "them (a new recipe; the shipped model was trained without)",
+        "them (the shipped model's second member; see the module's docstring)",
     )
     args = parser.parse_args()
     terminate_as_interrupt()  # SIGTERM saves the checkpoint as Ctrl-C does
