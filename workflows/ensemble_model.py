@@ -14,13 +14,13 @@ each member. Written by hand on `onnx.helper` because `onnx.compose` merges mode
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.infer.domain import INTENSITY_KEY, ModelDomain
+from petavox.tasks.infer.onnx_model import sha256
 
 #: the members' training mean and std (raw / 255) may differ by this much
 INTENSITY_TOLERANCE = 0.01
@@ -104,11 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InputError, OSError) as err:
         print(f"ensemble_model: error: {err}", file=sys.stderr)
         return 2
-    merged = ensemble(models, [hashlib.sha256(d).hexdigest() for d in data])
+    merged = ensemble(models, [sha256(d) for d in data])
     onnx.checker.check_model(merged)
-    args.out.write_bytes(merged.SerializeToString())
-    digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
-    print(f"wrote {args.out}: the mean of {len(models)} models; sha256 {digest}")
+    written = merged.SerializeToString()
+    args.out.write_bytes(written)
+    print(f"wrote {args.out}: the mean of {len(models)} models; sha256 {sha256(written)}")
     return 0
 
 
