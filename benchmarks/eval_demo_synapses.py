@@ -107,23 +107,23 @@ def given_name(setting: tuple[float | None, float | None], settings: list) -> st
     return "given " + "/".join("-" if v is None else f"{v:g}" for v in setting)
 
 
-def model_tables(folder: Path, args: argparse.Namespace, seg: np.ndarray) -> dict[str, Any]:
-    """The cleft-channel detector on the whole volume with `args.synapse_model`'s prediction
-    (the demo's `clefts` layer without one; predicted once), `args.partner_ranker` (the
-    built-in one without), at each of `given_settings` (the demo's thresholds where not
-    given)."""
+def model_tables(
+    folder: Path, args: argparse.Namespace, settings: list, image: np.ndarray, seg: np.ndarray
+) -> dict[str, Any]:
+    """The cleft-channel detector on the whole volume (its aligned `image` and `seg`) with
+    `args.synapse_model`'s prediction (the demo's `clefts` layer without one; predicted once),
+    `args.partner_ranker` (the built-in one without), at each of `settings` (`given_settings`:
+    the demo's thresholds where not given)."""
     from petavox.tasks.core.geometry import Box
     from petavox.tasks.synapse.cleft_channel import CleftParams, detect_clefts
     from petavox.tasks.synapse.partner_ranker import load_ranker
     from petavox.workflows.demo import CLEFT_THRESHOLD, RESOLUTION
 
-    image = read(folder, "aligned")
     model = args.synapse_model
     prob = read(folder, "clefts") if model is None else predict_as_infer(model, folder)
     ranker = None if args.partner_ranker is None else load_ranker(str(args.partner_ranker))
     box = Box((0, 0, 0), image.shape)
     tables = {}
-    settings = given_settings(args)
     for threshold, presynaptic in settings:
         params = CleftParams(threshold=CLEFT_THRESHOLD if threshold is None else threshold)
         if presynaptic is not None:
@@ -135,8 +135,10 @@ def model_tables(folder: Path, args: argparse.Namespace, seg: np.ndarray) -> dic
     return tables
 
 
-def score_volume(folder: Path, size: int, seed: int, args) -> dict[str, dict[str, Any]]:
-    """Each detector's scores on one demo output."""
+def score_volume(
+    folder: Path, size: int, seed: int, args, settings: list
+) -> dict[str, dict[str, Any]]:
+    """Each detector's scores on one demo output (`settings`: `given_settings(args)`)."""
     from petavox.tasks.core.geometry import Box
     from petavox.tasks.core.storage import StorageContext
     from petavox.tasks.evaluate.synapse_scores import score_synapses
@@ -155,7 +157,7 @@ def score_volume(folder: Path, size: int, seed: int, args) -> dict[str, dict[str
         "classical": detect(image, seg, box, box, box, RESOLUTION, DetectorParams()),
     }
     if any(v is not None for v in given_options(args).values()):
-        tables.update(model_tables(folder, args, seg))
+        tables.update(model_tables(folder, args, settings, image, seg))
     return {
         name: score_synapses(
             t, clefts, truth, seg, pairs["pre"], pairs["post"], RESOLUTION
@@ -205,14 +207,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     args = parser.parse_args(argv)
     runs = parse_runs(args.runs)
-    given_settings(args)  # bad lists are refused before any demo runs
+    settings = given_settings(args)  # parsed once: bad lists are refused before any demo runs
     workdir = args.workdir or common.scratch_dir("demo-synapses")
     per_volume: dict[str, dict[str, dict[str, Any]]] = {}
     try:
         for size, seed in runs:
             folder = workdir / f"demo-{size}-seed{seed}"
             run_demo(folder, size, seed)
-            per_volume[f"{size}:{seed}"] = scores = score_volume(folder, size, seed, args)
+            per_volume[f"{size}:{seed}"] = scores = score_volume(folder, size, seed, args, settings)
             print(f"demo --size {size} --seed {seed}")
             for name, s in scores.items():
                 print(line(name, s), flush=True)
