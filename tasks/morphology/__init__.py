@@ -1,0 +1,1 @@
+"""Per-segment morphology: statistics computed chunk by chunk and merged per segment."""
