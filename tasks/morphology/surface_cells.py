@@ -66,6 +66,11 @@ def cell_counts(
         for dy in (0, 1)
         for dz in (0, 1)
     ]
+    # only cells with two labels or more hold surface: most cells are inside one segment
+    mixed = np.zeros(corners[0].shape, bool)
+    for other in corners[1:]:
+        mixed |= other != corners[0]
+    corners = [c[mixed] for c in corners]
     labels, cases = [], []
     for j, lab in enumerate(corners):
         first = lab != 0
@@ -74,9 +79,8 @@ def cell_counts(
         case = np.zeros(lab.shape, np.int64)
         for i, other in enumerate(corners):
             case |= (other == lab).astype(np.int64) << i
-        keep = first & (case != CASES - 1)
-        labels.append(lab[keep])
-        cases.append(case[keep])
+        labels.append(lab[first])
+        cases.append(case[first])
     label, case = np.concatenate(labels), np.concatenate(cases)
     ids, index = np.unique(label, return_inverse=True)
     keys, counts = np.unique(index.astype(np.int64) * CASES + case, return_counts=True)
