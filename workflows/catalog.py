@@ -24,6 +24,12 @@ def resolve_layer_url(root: str, name_or_url: str) -> str:
     return join_url(root, name_or_url)
 
 
+def part_key(url: str, part: str) -> str:
+    """The key of a product in `Catalog.writers` and `Catalog.reads`: a layer's data by its
+    URL, one of its parts (``"skeletons"``) as ``URL#part``."""
+    return url if part == "" else f"{url}#{part}"
+
+
 @dataclass
 class Catalog:
     """Also keeps the lineage of what a stage reads: for each layer it opens, the identity of
@@ -70,6 +76,16 @@ class Catalog:
             return writer.identity
         blob = json.dumps(info, sort_keys=True).encode()
         return "info:" + hashlib.sha256(blob).hexdigest()[:16]
+
+    def note_part(self, url: str, part: str) -> None:
+        """A part of a layer the stage reads (its skeletons; the connectome beside a synapses
+        output): the part's writer enters the lineage, so a recomputed part recomputes it."""
+        key = part_key(url, part)
+        if key not in self.writers:
+            writer = current_writer(url, part, self.context)
+            self.reads[key] = writer.identity if writer is not None else "unknown"
+        else:
+            self.reads[key] = self.writers[key]
 
     def url(self, name_or_url: str) -> str:
         return resolve_layer_url(self.root, name_or_url)

@@ -23,6 +23,21 @@ def check_folder_name(option: str, folder: str, example: str) -> None:
         raise InputError(f"{option} {folder!r} must be a plain folder name, like {example!r}")
 
 
+def check_free_folder(url: str, source: Layer, option: str, folder: str, own: str) -> None:
+    """An InputError unless `folder` (option `option`) is a plain name that no other product in
+    the layer at `url` uses: a scale, the meshes, the skeletons, the info or a run's ledger.
+    `own` is the info key of the product the folder is for (its current folder is free)."""
+    check_folder_name(option, folder, own)
+    taken = {"info", "ledger", "intermediate", *(s.get("key") for s in source.info["scales"])}
+    taken |= {source.info.get(key) for key in ("mesh", "skeletons", "segment_properties")}
+    taken.discard(source.info.get(own))
+    if folder in taken:
+        raise InputError(
+            f"{option} {folder!r} is taken in {url} (by a scale, the meshes, the skeletons, "
+            "the info or a run's ledger); choose another name"
+        )
+
+
 def declare_folder(
     catalog: Catalog, url: str, source: Layer, key: str, folder: str
 ) -> tuple[dict, Layer, str]:

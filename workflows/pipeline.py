@@ -14,7 +14,7 @@ from petavox.tasks.core.geometry import Vec3
 from petavox.tasks.core.layers import Layer, read_info, write_info
 from petavox.tasks.core.storage import StorageContext, join_url
 from petavox.tasks.evaluate.metrics import Scores, scores
-from petavox.workflows.catalog import Catalog
+from petavox.workflows.catalog import Catalog, part_key
 from petavox.workflows.config import RayConfig, RunConfig, StorageConfig
 from petavox.workflows.failures import ChunksFailedError, RunIncompleteError
 from petavox.workflows.lease import DriverLease
@@ -87,8 +87,7 @@ def plan_stages(config: RunConfig, only: Iterable[str] | None = None) -> list[St
         )
         check_outputs(steps, stages)
         for output in steps.outputs:
-            if output.part == "":
-                catalog.writers[output.url] = steps.identity
+            catalog.writers[part_key(output.url, output.part)] = steps.identity
         stages.append(steps)
     return stages
 

@@ -89,21 +89,28 @@ def cell_counts(
 
 def merge_counts(
     parts: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
-) -> dict[int, np.ndarray]:
-    """Each segment's cell-case histogram (256 int64) summed over `parts`."""
-    out: dict[int, np.ndarray] = {}
-    for ids, cases, counts in parts:
-        for sid, case, count in zip(ids.tolist(), cases.tolist(), counts.tolist()):
-            hist = out.get(sid)
-            if hist is None:
-                hist = out[sid] = np.zeros(CASES, np.int64)
-            hist[case] += count
-    return out
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, cases, counts) summed over `parts`, sorted by id then case: exact integers, the
+    same whatever the order or the chunking of the parts."""
+    parts = list(parts)
+    ids = np.concatenate([np.zeros(0, np.uint64)] + [np.asarray(p[0], np.uint64) for p in parts])
+    cases = np.concatenate([np.zeros(0, np.int64)] + [np.asarray(p[1], np.int64) for p in parts])
+    counts = np.concatenate([np.zeros(0, np.int64)] + [np.asarray(p[2], np.int64) for p in parts])
+    if not len(ids):
+        return ids, cases, counts
+    order = np.lexsort((cases, ids))
+    ids, cases, counts = ids[order], cases[order], counts[order]
+    starts = np.flatnonzero(np.r_[True, (ids[1:] != ids[:-1]) | (cases[1:] != cases[:-1])])
+    return ids[starts], cases[starts], np.add.reduceat(counts, starts)
 
 
 def surface_areas(
-    histograms: dict[int, np.ndarray], resolution: Sequence[float]
+    merged: tuple[np.ndarray, np.ndarray, np.ndarray], resolution: Sequence[float]
 ) -> dict[int, float]:
-    """Each segment's surface area (resolution units²) from its cell-case histogram."""
-    areas = case_areas(tuple(float(r) for r in resolution))
-    return {sid: float(hist.astype(np.float64) @ areas) for sid, hist in histograms.items()}
+    """Each segment's surface area (resolution units²) from `merge_counts`'s sorted counts."""
+    ids, cases, counts = merged
+    if not len(ids):
+        return {}
+    pieces = counts.astype(np.float64) * case_areas(tuple(float(r) for r in resolution))[cases]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    return dict(zip(ids[starts].tolist(), np.add.reduceat(pieces, starts).tolist()))

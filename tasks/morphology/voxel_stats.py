@@ -112,6 +112,29 @@ def _shifted(local: dict[str, int], n: int, origin: tuple[int, int, int]) -> dic
     return out
 
 
+#: the columns of `finish`'s table after segment_id; integers for the counts and the box
+COLUMNS = (
+    "voxels",
+    "volume_um3",
+    "low_x",
+    "low_y",
+    "low_z",
+    "high_x",
+    "high_y",
+    "high_z",
+    "centroid_x",
+    "centroid_y",
+    "centroid_z",
+    "axis_x",
+    "axis_y",
+    "axis_z",
+    "elongation",
+    "intensity_mean",
+    "intensity_std",
+)
+_INTEGER = {"voxels", "low_x", "low_y", "low_z", "high_x", "high_y", "high_z"}
+
+
 def finish(totals: dict[int, SegmentTotals], resolution: Iterable[float]) -> dict[str, np.ndarray]:
     """A table (columns of arrays, rows by segment id ascending): id, voxels, volume_um3,
     bounding box (voxels), centroid (nm), principal axis (unit vector, nm frame), elongation
@@ -120,8 +143,9 @@ def finish(totals: dict[int, SegmentTotals], resolution: Iterable[float]) -> dic
     ids = sorted(totals)
     rows = [_row(totals[i], res) for i in ids]
     table: dict[str, np.ndarray] = {"segment_id": np.array(ids, np.uint64)}
-    for key in rows[0] if rows else ():
-        table[key] = np.array([r[key] for r in rows])
+    for key in COLUMNS:
+        dtype = np.int64 if key in _INTEGER else np.float64
+        table[key] = np.array([r[key] for r in rows], dtype)
     return table
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.objects import get, list_keys
+from petavox.tasks.core.shards import shards_of
 from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.synapse import table as synapse_table
 from petavox.tasks.synapse.connectome import take
@@ -50,3 +51,34 @@ def summarize(output_url: str, top: int = 10, context: StorageContext = StorageC
         )
     ]
     return {**totals, "strongest": strongest}
+
+
+def segment_synapses(
+    output_url: str, ids: np.ndarray, context: StorageContext
+) -> tuple[np.ndarray, np.ndarray]:
+    """Synapses in and out of each of `ids` (sorted, distinct) from the connectome's statistics,
+    reading only the shards that hold them (0 for a segment without synapses)."""
+    from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
+
+    info = get(output_url, "annotations/info", context)
+    if info is None:
+        raise InputError(
+            f"{output_url} has no connectome (annotations/info is missing); run petavox "
+            "connectome on the synapses output first, or leave the connectome out"
+        )
+    spec = ShardingSpecification.from_dict(json.loads(info)["by_id"]["sharding"])
+    ids = np.asarray(ids, np.uint64)
+    synapses_in, synapses_out = np.zeros(len(ids), np.int64), np.zeros(len(ids), np.int64)
+    for shard in np.unique(shards_of(ids, spec)).tolist():
+        data = get(output_url, f"stats/{shard}.parquet", context)
+        if data is None:
+            raise FileNotFoundError(
+                f"{output_url}/stats/{shard}.parquet is missing; rerun connectome"
+            )
+        stats = columns_from_parquet(data)
+        where = np.searchsorted(ids, stats["segment_id"])
+        mine = where < len(ids)
+        mine[mine] = ids[where[mine]] == stats["segment_id"][mine]
+        synapses_in[where[mine]] = stats["synapses_in"][mine]
+        synapses_out[where[mine]] = stats["synapses_out"][mine]
+    return synapses_in, synapses_out

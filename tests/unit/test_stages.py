@@ -33,6 +33,7 @@ PIPELINE = (
     "skeletonize",
     "synapses",
     "connectome",
+    "morphology",
     "export",
 )
 REQUIRED = {

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from petavox.tasks.morphology.voxel_stats import chunk_part, finish, merge
+from petavox.tasks.morphology.voxel_stats import COLUMNS, chunk_part, finish, merge
 
 RES = (8.0, 8.0, 40.0)
 
@@ -84,4 +84,6 @@ def test_an_empty_chunk_adds_nothing():
     seg = np.zeros((4, 4, 4), np.uint64)
     part = chunk_part(seg, np.zeros_like(seg, np.uint8), (8, 8, 8))
     assert len(part.ids) == 0 and merge([part]) == {}
-    assert list(finish({}, RES)) == ["segment_id"]
+    empty = finish({}, RES)
+    assert list(empty) == ["segment_id", *COLUMNS]  # the same columns as a table with rows
+    assert all(len(column) == 0 for column in empty.values())

@@ -214,8 +214,9 @@ def _segment(plan: StagePlan, _: Context) -> StepShape:
 
 
 def _reading(*names: str, high: int = 0, halo: bool = False) -> Model:
-    """A step that reads the layers `names` of its job over its write boxes (grown by `high`
-    voxels on the high faces, or by the grid's halo) and writes no volume."""
+    """A step that reads the layers `names` of its job (those it has: an optional one may be
+    None) over its write boxes (grown by `high` voxels on the high faces, or by the grid's
+    halo) and writes no volume."""
 
     def model(plan: StagePlan, _: Context) -> StepShape:
         boxes = BoxSet.writes(plan.grid)
@@ -223,7 +224,8 @@ def _reading(*names: str, high: int = 0, halo: bool = False) -> Model:
             boxes = BoxSet.reads(plan.grid)
         elif high:
             boxes = boxes.grow(Vec3(0, 0, 0), Vec3(high, high, high), plan.grid.bounds)
-        layers = [getattr(plan.job, name) for name in names]
+        found = (getattr(plan.job, name) for name in names)
+        layers = [layer for layer in found if layer is not None]
         return _shape(plan, "write", reads=[(layer, boxes) for layer in layers])
 
     return model
@@ -254,6 +256,8 @@ MODELS: dict[str, Model] = {
     "ShardJob": _no_volume,
     "SpatialJob": _no_volume,
     "ContingencyJob": _reading("seg", "gt"),
+    "MorphologyChunkJob": _reading("source", "image", high=1),
+    "MorphologyShardJob": _no_volume,
 }
 
 

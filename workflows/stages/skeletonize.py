@@ -6,7 +6,6 @@ from typing import Literal
 
 from pydantic import Field
 
-from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.shard_buckets import ShardBuckets
 from petavox.tasks.core.shards import sharding_spec
@@ -14,7 +13,7 @@ from petavox.tasks.core.storage import join_url
 from petavox.tasks.skeleton.skeleton_jobs import SkeletonizeChunkJob, SkeletonMergeJob
 from petavox.tasks.skeleton.skeletons import Cleanup, Teasar, skeleton_info
 from petavox.workflows.catalog import Catalog
-from petavox.workflows.layer_checks import check_folder_name, check_segmentation, declare_folder
+from petavox.workflows.layer_checks import check_free_folder, check_segmentation, declare_folder
 from petavox.workflows.params import PositiveTriple, StageParams
 from petavox.workflows.plan import Output, StagePlan, identity
 from petavox.workflows.sizing import default_shard_bits, layer_grid
@@ -63,20 +62,7 @@ class SkeletonizeParams(StageParams):
 
 def check_input(url: str, source: Layer, params: SkeletonizeParams) -> None:
     check_segmentation(url, source, "skeletonize takes the output of segment (or any labels layer)")
-    folder = params.skeleton_dir
-    check_folder_name("skeleton_dir", folder, "skeletons")
-    taken = {
-        "info",
-        "ledger",
-        "intermediate",
-        source.info.get("mesh"),
-        *(s.get("key") for s in source.info["scales"]),
-    }
-    if folder in taken:
-        raise InputError(
-            f"skeleton_dir {folder!r} is taken in {url} (by a scale, the meshes, "
-            "the info or a run's ledger); choose another name"
-        )
+    check_free_folder(url, source, "skeleton_dir", params.skeleton_dir, "skeletons")
 
 
 def plan_skeletonize(params: SkeletonizeParams, catalog: Catalog) -> list[StagePlan]:
