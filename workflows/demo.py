@@ -69,6 +69,8 @@ def demo_config(
     cleft_channel = {"clefts": "clefts", "threshold": CLEFT_THRESHOLD, **task}
     pyramid = {"stage": "downsample", "mips": 2, "factor": [2, 2, 2]}
     shown = ("raw", "aligned", "ground_truth", "boundary", "segmentation")
+    morphology = {"stage": "morphology", "input": "segmentation", "image": "aligned"}
+    morphology["connectome"] = "synapses"
     stages = [
         {**ingest, "input": stacks["raw"], "output": "raw"},
         *({**labels, "input": stacks[name], "output": name} for name in carry),
@@ -89,6 +91,7 @@ def demo_config(
         {"stage": "mesh", "input": "segmentation", **task},
         # every segment gets a skeleton, however small (the demo's are all real objects)
         {"stage": "skeletonize", "input": "segmentation", "dust_threshold": 0, **task},
+        {**morphology, **task},
     ]
     return RunConfig.model_validate({"output": output, "stages": stages, **runtime})
 

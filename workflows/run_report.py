@@ -249,6 +249,7 @@ STAGE_FIGURES: dict[str, Callable[[Section, StageSteps, StorageContext], None]] 
     "downsample": pyramid,
     "mesh": products,
     "skeletonize": products,
+    "morphology": products,
 }
 
 

@@ -137,7 +137,8 @@ _INTEGER = {"voxels", "low_x", "low_y", "low_z", "high_x", "high_y", "high_z"}
 
 def finish(totals: dict[int, SegmentTotals], resolution: Iterable[float]) -> dict[str, np.ndarray]:
     """A table (columns of arrays, rows by segment id ascending): id, voxels, volume_um3,
-    bounding box (voxels), centroid (nm), principal axis (unit vector, nm frame), elongation
+    bounding box (voxels), centroid (nm, voxel i's centre at (i + 0.5) × resolution, as the
+    skeletons' vertices), principal axis (unit vector, nm frame), elongation
     (√ of the largest over the middle covariance eigenvalue), intensity mean and std."""
     res = np.asarray(list(resolution), np.float64)
     ids = sorted(totals)
@@ -170,9 +171,9 @@ def _row(t: SegmentTotals, res: np.ndarray) -> dict:
         "high_x": t.high[0],
         "high_y": t.high[1],
         "high_z": t.high[2],
-        "centroid_x": mean[0] * res[0],
-        "centroid_y": mean[1] * res[1],
-        "centroid_z": mean[2] * res[2],
+        "centroid_x": (mean[0] + 0.5) * res[0],
+        "centroid_y": (mean[1] + 0.5) * res[1],
+        "centroid_z": (mean[2] + 0.5) * res[2],
         "axis_x": axis[0],
         "axis_y": axis[1],
         "axis_z": axis[2],

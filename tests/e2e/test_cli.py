@@ -79,6 +79,7 @@ def test_every_command_has_help(capsys):
         "skeletonize",
         "synapses",
         "connectome",
+        "morphology",
         "view",
     ):
         assert command in out
@@ -101,6 +102,9 @@ def test_every_command_has_help(capsys):
     connectome = help_of(capsys, "connectome")
     for option in ("OUTPUT_URL", "--segmentation", "--shard-bits", "--readers"):
         assert option in connectome
+    morphology = help_of(capsys, "morphology")
+    for option in ("SEG_URL", "--image", "--connectome", "--table-dir", "--no-skeletons"):
+        assert option in morphology
 
 
 def test_demo_writes_the_synthetic_volume_and_resumes(demo_run, address):
@@ -120,9 +124,9 @@ def test_demo_writes_the_synthetic_volume_and_resumes(demo_run, address):
     # segment, stitch relabel (a copy: one chunk), graph, agglomerate ×3 (merge, mapping table,
     # relabel), synapses,
     # connectome ×4 (volumes, shuffle, shards, spatial index), downsample ×5, mesh ×2
-    # (fragments, manifests), skeletonize ×2 (pieces, merge)
+    # (fragments, manifests), skeletonize ×2 (pieces, merge), morphology ×2 (parts, table)
     # ... and evaluate, by its report, with the scores
-    assert status.count("done") == 31 and "infer" in status and "align" in status
+    assert status.count("done") == 33 and "infer" in status and "align" in status
     evaluate_row = next(line for line in status.splitlines() if "evaluate" in line)
     assert "1/1 chunks done" in evaluate_row and "arand" in evaluate_row
     verified = petavox("verify", str(out)).stdout  # exit 0: every stage that wrote is whole

@@ -110,7 +110,7 @@ def test_voxels_centroids_and_boxes_are_exact(measured):
         where = np.argwhere(seg == sid)
         assert table["voxels"][row] == len(where)
         assert table["volume_um3"][row] == pytest.approx(len(where) * res.prod() * 1e-9)
-        centroid = where.mean(axis=0) * res
+        centroid = (where.mean(axis=0) + 0.5) * res  # voxel centres
         got = [table[f"centroid_{a}"][row] for a in "xyz"]
         assert np.allclose(got, centroid, rtol=1e-12, atol=1e-9)
         assert [table[f"low_{a}"][row] for a in "xyz"] == where.min(axis=0).tolist()

@@ -50,7 +50,7 @@ def test_values_match_direct_computations():
         lo, hi = voxels.min(axis=0), voxels.max(axis=0) + 1
         assert [table[f"low_{a}"][row] for a in "xyz"] == lo.tolist()
         assert [table[f"high_{a}"][row] for a in "xyz"] == hi.tolist()
-        points = voxels * res
+        points = (voxels + 0.5) * res  # voxel centres, as the skeletons' vertices
         centroid = [table[f"centroid_{a}"][row] for a in "xyz"]
         np.testing.assert_allclose(centroid, points.mean(axis=0), rtol=1e-12)
         values = image[seg == sid].astype(np.float64)
@@ -76,7 +76,7 @@ def test_second_moments_past_int64_stay_exact():
     assert totals.sums["xx"] == 100 * sum(int(x) * int(x) for x in xs)
     assert totals.sums["xx"] > 2**63
     row = finish({1: totals}, RES)
-    assert row["centroid_x"][0] == (far + 4.5) * RES[0]
+    assert row["centroid_x"][0] == (far + 4.5 + 0.5) * RES[0]
     assert row["intensity_std"][0] == 0.0
 
 
