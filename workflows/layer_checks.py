@@ -29,12 +29,14 @@ def check_free_folder(url: str, source: Layer, option: str, folder: str, own: st
     `own` is the info key of the product the folder is for (its current folder is free)."""
     check_folder_name(option, folder, own)
     taken = {"info", "ledger", "intermediate", *(s.get("key") for s in source.info["scales"])}
-    taken |= {source.info.get(key) for key in ("mesh", "skeletons", "segment_properties")}
-    taken.discard(source.info.get(own))
+    named = ("mesh", "skeletons", "segment_properties", "classes")
+    taken |= {source.info.get(key) for key in named if key != own}
+    if own != "morphology":  # the tables: {folder: ...} (a table may be measured again)
+        taken |= set(source.info.get("morphology", {}))
     if folder in taken:
         raise InputError(
             f"{option} {folder!r} is taken in {url} (by a scale, the meshes, the skeletons, "
-            "the info or a run's ledger); choose another name"
+            "a table, the info or a run's ledger); choose another name"
         )
 
 

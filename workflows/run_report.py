@@ -235,6 +235,26 @@ def pyramid(section: Section, steps: StageSteps, context: StorageContext) -> Non
         section.lines.append(f"{layer_name(url)}: {len(scales)} mips ({', '.join(scales)} nm)")
 
 
+def classes(section: Section, steps: StageSteps, context: StorageContext) -> None:
+    """Segments per class and the cross-validated accuracy, from the classes' summary."""
+    from petavox.tasks.classify.classify_jobs import SUMMARY_KEY
+
+    output = steps.outputs[0]  # the classes table (the second: the segment properties)
+    data = objects.get(join_url(output.url, output.part), SUMMARY_KEY, context)
+    if data is None:
+        return
+    summary = json.loads(data)
+    counts = ", ".join(f"{c} {n}" for c, n in sorted(summary["classes"].items()))
+    section.lines.append(f"{summary['segments']} segments: {counts or 'none'}")
+    scores = summary.get("cross_validation")
+    if scores:
+        section.lines.append(
+            f"cross-validated accuracy {scores['accuracy']:.3f} ({scores['folds']} folds, "
+            f"{scores['rows']} labelled segments)"
+        )
+    section.data["classes"] = summary
+
+
 def products(section: Section, steps: StageSteps, context: StorageContext) -> None:
     for output in steps.outputs:
         section.lines.append(f"{output.part} of {output.url}")
@@ -250,6 +270,7 @@ STAGE_FIGURES: dict[str, Callable[[Section, StageSteps, StorageContext], None]] 
     "mesh": products,
     "skeletonize": products,
     "morphology": products,
+    "classify": classes,
 }
 
 

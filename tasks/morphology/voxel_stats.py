@@ -129,6 +129,7 @@ COLUMNS = (
     "axis_y",
     "axis_z",
     "elongation",
+    "flatness",
     "intensity_mean",
     "intensity_std",
 )
@@ -138,8 +139,9 @@ _INTEGER = {"voxels", "low_x", "low_y", "low_z", "high_x", "high_y", "high_z"}
 def finish(totals: dict[int, SegmentTotals], resolution: Iterable[float]) -> dict[str, np.ndarray]:
     """A table (columns of arrays, rows by segment id ascending): id, voxels, volume_um3,
     bounding box (voxels), centroid (nm, voxel i's centre at (i + 0.5) × resolution, as the
-    skeletons' vertices), principal axis (unit vector, nm frame), elongation
-    (√ of the largest over the middle covariance eigenvalue), intensity mean and std."""
+    skeletons' vertices), principal axis (unit vector, nm frame), elongation (√ of the largest
+    over the middle covariance eigenvalue: high for a rod), flatness (√ of the middle over the
+    smallest: high for a sheet), intensity mean and std."""
     res = np.asarray(list(resolution), np.float64)
     ids = sorted(totals)
     rows = [_row(totals[i], res) for i in ids]
@@ -178,6 +180,7 @@ def _row(t: SegmentTotals, res: np.ndarray) -> dict:
         "axis_y": axis[1],
         "axis_z": axis[2],
         "elongation": float(np.sqrt(values[2] / values[1])) if values[1] > 0 else float("inf"),
+        "flatness": float(np.sqrt(values[1] / values[0])) if values[0] > 0 else float("inf"),
         "intensity_mean": t.sums["i"] / n,
         "intensity_std": float(np.sqrt(max(spread, 0.0))),
     }

@@ -12,12 +12,16 @@ with vesicle clouds, a slight in-plane blur, per-section brightness jitter and G
 Each synapse has a direction: a dark cleft disk on the membrane between two objects, a denser
 band (PSD) on the postsynaptic side and a vesicle cloud on the presynaptic side; the generator
 returns them as a table (`SYNAPSE_DTYPE`) and optionally the cleft voxels as a label volume.
+With `cell_classes`, the volume also holds neurons with somata and nuclei, blood vessels, glia
+and myelin (see `cells`), and each label's class is returned.
 All arrays are indexed [x, y, z]. Everything is deterministic from `SyntheticParams.seed`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from math import erf
 
 import cc3d
@@ -26,12 +30,23 @@ import numpy as np
 from scipy import ndimage
 
 from petavox.tasks.core.errors import InputError
-from petavox.tasks.synthetic.raster import bbox, membrane_growth, stamp
+from petavox.tasks.synthetic.cells import CellClasses
+from petavox.tasks.synthetic.raster import (
+    STEP,
+    bbox,
+    membrane_growth,
+    random_unit,
+    smooth_noise,
+    stamp,
+    trace,
+)
 from petavox.tasks.synthetic.synapses import SYNAPSE_DTYPE, add_synapses
 
-_STEP = 1.0  # centreline sampling step, xy voxels
 _MEM_GAIN = 2.0  # membrane profile gain: the dark band saturates over ~membrane_width
 _MEM_VAL = 0.1  # membrane intensity before blur and noise
+
+#: Draws the cell classes over (image, texture) before membranes; returns where mitochondria may go.
+_Paint = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +71,9 @@ class SyntheticParams:
     min_object_voxels: int = 20  # smaller fragments are merged into a neighbour or made membrane
     cleft_labels: bool = False  # also return the cleft voxels labelled by synapse (1..n)
     bold_synapses: bool = False  # thick PSD, dense vesicle cloud (as in EM); False: faint ones
+    cell_classes: bool = False  # also somata, vessels, glia and myelin; return label classes
+    oriented_fraction: float = 0.0  # of the somata neurons, with processes along `orientation`
+    orientation: tuple[float, float, float] = (1.0, 0.0, 0.0)  # physical x, y, z; any length
 
     def __post_init__(self) -> None:
         if len(self.shape) != 3 or min(self.shape) < 1:
@@ -64,6 +82,13 @@ class SyntheticParams:
             raise InputError("synthetic anisotropy, neurite_spacing and membrane_width too small")
         if self.max_shift < 0 or self.noise < 0:
             raise InputError("synthetic max_shift and noise must not be negative")
+        if not 0.0 <= self.oriented_fraction <= 1.0:
+            raise InputError(f"synthetic oriented_fraction {self.oriented_fraction} not in 0..1")
+        if self.oriented_fraction > 0 and not self.cell_classes:
+            raise InputError("synthetic oriented_fraction needs cell_classes=True")
+        o = np.asarray(self.orientation, dtype=np.float64)
+        if o.shape != (3,) or not np.all(np.isfinite(o)) or not np.any(o):
+            raise InputError(f"synthetic orientation {self.orientation} is not a direction")
 
 
 @dataclass(kw_only=True)
@@ -77,6 +102,8 @@ class SyntheticVolume:
     aligned_raw: np.ndarray  # uint8 image before the shifts (== raw when max_shift == 0)
     synapse_table: np.ndarray  # SYNAPSE_DTYPE (n,): the same centres with partners and normal
     clefts: np.ndarray | None = None  # uint32: synapse i's cleft voxels are i + 1 (cleft_labels)
+    classes: dict[int, str] | None = None  # label -> neuron|glia|vessel|myelin (cell_classes)
+    oriented: frozenset[int] | None = None  # labels of neurons along `orientation` (cell_classes)
 
 
 def generate(params: SyntheticParams = SyntheticParams()) -> SyntheticVolume:
@@ -86,11 +113,16 @@ def generate(params: SyntheticParams = SyntheticParams()) -> SyntheticVolume:
     rng_geo, rng_img, rng_syn, rng_fin, rng_mis = (
         np.random.default_rng(s) for s in np.random.SeedSequence(p.seed).spawn(5)
     )
-    core, tubes = _draw_cores(p, shape, rng_geo)
-    obj = _voronoi(core, p.anisotropy)
-    obj = _merge_small(obj, p.min_object_voxels)
+    cells = CellClasses(p, shape) if p.cell_classes else None
+    core, tubes = _draw_cores(p, shape, rng_geo, cells)
+    cores = _voronoi(core, p.anisotropy)
+    if cells is not None:
+        cells.trim(cores, core)
+    obj = _merge_small(cores, p.min_object_voxels)
     labels, mem_xy, mem_z = _membranes(obj, p)
-    img = _render(obj, labels, mem_xy, mem_z, tubes, p, rng_img)
+    paint = None if cells is None else partial(cells.paint, cores=cores)
+    img = _render(obj, labels, mem_xy, mem_z, tubes, p, rng_img, paint)
+    classes, oriented = (None, None) if cells is None else cells.final(labels, cores)
     clefts = np.zeros(shape, np.uint32) if p.cleft_labels else None
     table = add_synapses(img, labels, clefts, p, rng_syn) if p.synapses else None
     table = np.zeros(0, SYNAPSE_DTYPE) if table is None else table
@@ -105,66 +137,50 @@ def generate(params: SyntheticParams = SyntheticParams()) -> SyntheticVolume:
         aligned_raw=aligned,
         synapse_table=table,
         clefts=clefts,
+        classes=classes,
+        oriented=oriented,
     )
 
 
-def _smooth_noise(rng: np.random.Generator, n: int, dims: int, corr: float) -> np.ndarray:
-    """Unit-variance noise of length n, correlated over `corr` samples."""
-    white = rng.standard_normal((n, dims))
-    return ndimage.gaussian_filter1d(white, corr, axis=0, mode="nearest") * np.sqrt(
-        2 * np.sqrt(np.pi) * corr
-    )
-
-
-def _trace(rng, start, direction, n_steps, lo, hi) -> np.ndarray:
-    """A smooth random curve from `start`, kept while inside the box [lo, hi]."""
-    d = direction + 0.45 * _smooth_noise(rng, n_steps, 3, 12.0)
-    d /= np.linalg.norm(d, axis=1, keepdims=True)
-    pts = start + _STEP * np.cumsum(d, axis=0)
-    out = np.flatnonzero(np.any((pts < lo) | (pts > hi), axis=1))
-    return pts[: out[0]] if out.size else pts
-
-
-def _unit(rng: np.random.Generator) -> np.ndarray:
-    v = rng.standard_normal(3)
-    return v / np.linalg.norm(v)
-
-
-def _draw_cores(p: SyntheticParams, shape, rng) -> tuple[np.ndarray, list]:
-    """Rasterise object cores; returns the core label volume and the tubes' centrelines."""
+def _draw_cores(
+    p: SyntheticParams, shape, rng, cells: CellClasses | None
+) -> tuple[np.ndarray, list]:
+    """Rasterise object cores; returns the core label volume and the tubes' centrelines.
+    With `cells`, its objects come first (free blobs then stay small) and myelin last."""
     a, sp = p.anisotropy, p.neurite_spacing
     ext = np.array([shape[0], shape[1], shape[2] * a], dtype=np.float64)
     lo, hi = -0.5 * np.array([1, 1, a]) - 2, ext - 0.5 * np.array([1, 1, a]) + 2
     vol_phys = float(np.prod(ext))
-    n_steps = int(np.linalg.norm(ext) * 1.3 / _STEP) + 2
-    core, label = np.zeros(shape, dtype=np.uint32), 0
+    n_steps = int(np.linalg.norm(ext) * 1.3 / STEP) + 2
+    core = np.zeros(shape, dtype=np.uint32)
+    tubes, label = ([], 0) if cells is None else cells.draw(core)
     n_blobs = p.n_blobs if p.n_blobs is not None else round(vol_phys / (40 * sp**3))
     free = rng.random(n_blobs) < 0.5  # the rest are boutons swelling on a neurite
     for _ in range(int(free.sum())):  # somata / glia-like blobs, own label, drawn first
         label += 1
         r = sp * (rng.uniform(0.9, 1.8) if rng.random() < 0.25 else rng.uniform(0.35, 0.6))
+        r = r if cells is None else min(r, 0.6 * sp)  # cells draws the somata and glia
         semi = r * rng.uniform(0.7, 1.3, 3)
         _draw_ellipsoid(core, rng.uniform(0, 1, 3) * ext, semi, rng, label, a)
 
-    tubes: list[tuple[np.ndarray, np.ndarray, int]] = []
     target_len = vol_phys / sp**2
     total, count, n_min = 0.0, 0, (3 if p.n_neurites is None else p.n_neurites)
     while count < n_min or (p.n_neurites is None and total < target_len):
         count, label = count + 1, label + 1
-        start, d = rng.uniform(0, 1, 3) * ext, _unit(rng)
-        fwd, bwd = _trace(rng, start, d, n_steps, lo, hi), _trace(rng, start, -d, n_steps, lo, hi)
+        start, d = rng.uniform(0, 1, 3) * ext, random_unit(rng)
+        fwd, bwd = trace(rng, start, d, n_steps, lo, hi), trace(rng, start, -d, n_steps, lo, hi)
         pieces = [np.concatenate([bwd[::-1], start[None], fwd])]
         if rng.random() < p.branch_prob and len(pieces[0]) > 8:
             at = pieces[0][rng.integers(2, len(pieces[0]) - 2)]
-            b = d + 1.2 * _unit(rng)
-            pieces.append(_trace(rng, at, b / np.linalg.norm(b), n_steps, lo, hi))
+            b = d + 1.2 * random_unit(rng)
+            pieces.append(trace(rng, at, b / np.linalg.norm(b), n_steps, lo, hi))
         r0 = sp * 0.15 * np.exp(0.3 * rng.standard_normal()) * (1.8 if rng.random() < 0.2 else 1)
         for k, pts in enumerate(pieces):
-            rad = r0 * (0.7 if k else 1.0) * np.exp(0.25 * _smooth_noise(rng, len(pts), 1, 10))
+            rad = r0 * (0.7 if k else 1.0) * np.exp(0.25 * smooth_noise(rng, len(pts), 1, 10))
             rad = np.clip(rad[:, 0], 1.0, 0.45 * sp)
             stamp(core, pts, rad, label, a)
             tubes.append((pts, rad, label))
-            total += len(pts) * _STEP
+            total += len(pts) * STEP
 
     for _ in range(int((~free).sum())):  # boutons / varicosities on random neurites
         if not tubes:
@@ -172,6 +188,8 @@ def _draw_cores(p: SyntheticParams, shape, rng) -> tuple[np.ndarray, list]:
         pts, rad, lab = tubes[rng.integers(len(tubes))]
         i = rng.integers(len(pts))
         _draw_ellipsoid(core, pts[i], rad[i] * rng.uniform(1.8, 3.0, 3), rng, lab, a)
+    if cells is not None:
+        cells.myelinate(core, tubes, label)
     return core, tubes
 
 
@@ -255,12 +273,16 @@ def _lowfreq(rng, shape, cell: float = 4.0) -> np.ndarray:
     return out[: shape[0], : shape[1], : shape[2]]
 
 
-def _render(obj, labels, mem_xy, mem_z, tubes, p: SyntheticParams, rng) -> np.ndarray:
+def _render(
+    obj, labels, mem_xy, mem_z, tubes, p: SyntheticParams, rng, paint: _Paint | None = None
+) -> np.ndarray:
     """Noise-free intensities in [0, 1] (float32)."""
     tone = rng.uniform(0.62, 0.82, int(obj.max()) + 1).astype(np.float32)
     texture = 0.05 * _lowfreq(rng, obj.shape)
     img = tone[obj] + texture
     inside = labels > 0
+    if paint is not None:
+        inside &= paint(img, texture)
     if tubes:
         pts = np.concatenate([t[0] for t in tubes])
         tangent = np.concatenate(

@@ -1,11 +1,15 @@
 """Rasterising into voxel volumes indexed [x, y, z] whose z voxels are `aniso` times longer
-than x and y: balls, stamps of many balls, the box around a ball, membrane growth."""
+than x and y: balls, stamps of many balls, the box around a ball, membrane growth; and the
+smooth random curves (in physical units) that tubes are stamped along."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
 import numpy as np
+from scipy import ndimage
+
+STEP = 1.0  # centreline sampling step, xy voxels
 
 
 @lru_cache(maxsize=256)
@@ -46,3 +50,26 @@ def bbox(shape, centre, radius: float, aniso: float):
 def membrane_growth(width: float) -> int:
     """In-plane dilation steps of the one-voxel membrane for a membrane width."""
     return max(0, round((width - 1) / 2))
+
+
+def smooth_noise(rng: np.random.Generator, n: int, dims: int, corr: float) -> np.ndarray:
+    """Unit-variance noise of length n, correlated over `corr` samples."""
+    white = rng.standard_normal((n, dims))
+    return ndimage.gaussian_filter1d(white, corr, axis=0, mode="nearest") * np.sqrt(
+        2 * np.sqrt(np.pi) * corr
+    )
+
+
+def trace(rng, start, direction, n_steps, lo, hi, wobble: float = 0.45) -> np.ndarray:
+    """A smooth random curve from `start`, kept while inside the box [lo, hi]; `wobble` is how
+    far (relative) its local direction strays from `direction`."""
+    d = direction + wobble * smooth_noise(rng, n_steps, 3, 12.0)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    pts = start + STEP * np.cumsum(d, axis=0)
+    out = np.flatnonzero(np.any((pts < lo) | (pts > hi), axis=1))
+    return pts[: out[0]] if out.size else pts
+
+
+def random_unit(rng: np.random.Generator) -> np.ndarray:
+    v = rng.standard_normal(3)
+    return v / np.linalg.norm(v)

@@ -34,6 +34,7 @@ PIPELINE = (
     "synapses",
     "connectome",
     "morphology",
+    "classify",
     "export",
 )
 REQUIRED = {

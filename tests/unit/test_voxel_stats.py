@@ -64,6 +64,9 @@ def test_values_match_direct_computations():
             if evals[1] > 0:
                 expected = np.sqrt(evals[2] / evals[1])
                 assert table["elongation"][row] == pytest.approx(expected)
+            if evals[0] > 1e-9 * evals[2]:
+                flat = np.sqrt(evals[1] / evals[0])
+                assert table["flatness"][row] == pytest.approx(flat, rel=1e-6)
 
 
 def test_second_moments_past_int64_stay_exact():

@@ -12,9 +12,9 @@ from petavox.tasks.core.errors import InputError, LayerMismatchError
 from petavox.tasks.core.layers import Layer
 from petavox.tasks.core.objects import get
 from petavox.tasks.core.shard_buckets import ShardBuckets
-from petavox.tasks.core.shards import sharding_spec
 from petavox.tasks.core.storage import join_url
 from petavox.tasks.morphology.morphology_jobs import MorphologyChunkJob, MorphologyShardJob
+from petavox.tasks.morphology.table_reads import table_sharding
 from petavox.workflows.catalog import Catalog, part_key
 from petavox.workflows.layer_checks import check_free_folder, check_segmentation
 from petavox.workflows.params import PositiveTriple, StageParams
@@ -23,6 +23,10 @@ from petavox.workflows.sizing import default_shard_bits, layer_grid
 from petavox.workflows.stage import Positional, Stage
 
 VERSION = 1
+#: the layer's info key naming its tables: {table_dir: {"shard_bits": k, "image": bool, ...}}
+TABLES_KEY = "morphology"
+#: what a table was measured with, as declared there (what `classify` checks a model against)
+TABLE_INPUTS = ("image", "connectome", "skeletons")
 BYTES_PER_VOXEL = 64  # uint64 labels, the image, the cell corners' copies and the coordinates
 
 
@@ -98,6 +102,23 @@ def connectome_url(params: MorphologyParams, catalog: Catalog) -> str | None:
     return url
 
 
+def joins_skeletons(params: MorphologyParams, seg: Layer, catalog: Catalog) -> bool:
+    """Whether the table gets the skeletons' features (their writer enters the lineage)."""
+    if params.skeletons and "skeletons" in seg.info:
+        catalog.note_part(seg.url, "skeletons")
+        return True
+    return False
+
+
+def declare_table(folder: str, spec: dict, seg: Layer, catalog: Catalog) -> dict:
+    """The layer's info naming the table in `folder` (shard bits, what it was measured with),
+    declared for the stages planned after this one (`classify` reads it)."""
+    declared = {"shard_bits": spec["shard_bits"], **{k: bool(spec[k]) for k in TABLE_INPUTS}}
+    info = {**seg.info, TABLES_KEY: {**seg.info.get(TABLES_KEY, {}), folder: declared}}
+    catalog.declare(seg.url, info)
+    return info
+
+
 def plan_morphology(params: MorphologyParams, catalog: Catalog) -> list[StagePlan]:
     url = catalog.url(params.input)
     seg = catalog.layer(url)
@@ -105,9 +126,7 @@ def plan_morphology(params: MorphologyParams, catalog: Catalog) -> list[StagePla
     check_free_folder(url, seg, "table_dir", params.table_dir, "morphology")
     image = image_layer(params, seg, catalog)
     connectome = connectome_url(params, catalog)
-    skeletons = params.skeletons and "skeletons" in seg.info
-    if skeletons:
-        catalog.note_part(url, "skeletons")
+    skeletons = joins_skeletons(params, seg, catalog)
     grid = layer_grid(seg, params.chunk_shape, BYTES_PER_VOXEL, name="morphology chunk_shape")
     shard_bits = default_shard_bits(params.shard_bits, grid)
     spec = {
@@ -121,9 +140,10 @@ def plan_morphology(params: MorphologyParams, catalog: Catalog) -> list[StagePla
         "lineage": catalog.reads_token(),  # keys the work folder: new inputs, new parts
     }
     chunks_id = identity("morphology-chunks", VERSION, spec)
+    info = declare_table(params.table_dir, spec, seg, catalog)
     buckets = ShardBuckets(
         work_url=join_url(catalog.root, "intermediate", "morphology", chunks_id),
-        sharding=sharding_spec(shard_bits, 0, "gzip"),
+        sharding=table_sharding(shard_bits),
         context=catalog.context,
         suffix=".npz",
     )
@@ -154,6 +174,7 @@ def plan_morphology(params: MorphologyParams, catalog: Catalog) -> list[StagePla
             connectome_url=connectome,
         ),
         resources=params.resources,
+        final_infos={url: info},
         outputs=(Output(url, params.table_dir),),
         work=(buckets.work_url,),
     )

@@ -1,0 +1,44 @@
+"""Where a classifier comes from: the one shipped in the package (``petavox:NAME``), a local
+file or a file/s3/gs URL."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from petavox.tasks.classify.forest import Forest
+from petavox.tasks.core.errors import InputError
+from petavox.tasks.core.objects import get
+from petavox.tasks.core.storage import StorageContext, local_path
+
+BUILTIN = "petavox:"
+BUILTIN_CELLS = "petavox:cells-synthetic.json"  # trained on the generator's cell classes
+
+
+def fetch_classifier(url: str, context: StorageContext = StorageContext()) -> bytes:
+    """The bytes of the classifier at `url`; an InputError naming it when there is none."""
+    if url.startswith(BUILTIN):
+        folder = Path(str(resources.files("petavox.tasks.classify"))) / "models"
+        path = folder / url[len(BUILTIN) :]
+        if not path.is_file():
+            shipped = ", ".join(sorted(p.name for p in folder.glob("*.json"))) or "none"
+            raise InputError(f"no built-in classifier {url!r}; petavox ships {shipped}")
+        return path.read_bytes()
+    path = local_path(url) if "://" in url else url
+    if path is not None:
+        if not Path(path).is_file():
+            raise InputError(f"classifier file {path} does not exist; give --model a path or URL")
+        return Path(path).read_bytes()
+    folder, _, key = url.rpartition("/")
+    data = get(folder, key, context)
+    if data is None:
+        raise InputError(f"classifier {url} does not exist; check the URL and credentials")
+    return data
+
+
+def load_classifier(url: str, context: StorageContext = StorageContext()) -> Forest:
+    """The classifier at `url`, parsed; an InputError when it is not one."""
+    try:
+        return Forest.from_json(fetch_classifier(url, context))
+    except (ValueError, KeyError) as exc:
+        raise InputError(f"{url} is not a petavox classifier: {exc}") from None

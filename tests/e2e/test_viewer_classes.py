@@ -1,0 +1,84 @@
+"""A classified segmentation in the real Neuroglancer (headless Chromium): the viewer reads the
+segment properties `classify` wrote, and its segment list filtered by a class tag (``#large``)
+lists only the segments of that class, each with its class and probability as its label."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import neuroglancer
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+from viewer import neuroglancer_browser
+
+from petavox.tasks.core.storage import StorageContext
+from petavox.workflows.config import parse_config
+from petavox.workflows.file_server import FileServer
+from petavox.workflows.pipeline import run
+from petavox.workflows.view import open_view_layers, viewer_state
+
+pytestmark = pytest.mark.e2e
+
+LIST_TIMEOUT_S = 60.0
+
+
+def read(folder: Path) -> dict[str, np.ndarray]:
+    table = ds.dataset(folder, format="parquet", partitioning="hive").to_table()
+    return {n: np.asarray(table.column(n).to_numpy()) for n in table.column_names}
+
+
+def classified_copy(demo: Path, root: Path, ray_session) -> Path:
+    """The demo's segmentation, copied, classified by a size rule learnt from its labels."""
+    seg = root / "segmentation"
+    shutil.copytree(demo / "segmentation", seg)
+    table = read(seg / "morphology")
+    median = np.median(table["voxels"])
+    rows = [
+        f"{i},{'large' if v > median else 'small'}"
+        for i, v in zip(*map(table.get, ("segment_id", "voxels")))
+    ]
+    (root / "labels.csv").write_text("segment_id,class\n" + "\n".join(rows) + "\n")
+    stage = {"stage": "classify", "input": "segmentation", "labels": str(root / "labels.csv")}
+    config = parse_config({"output": f"file://{root}", "stages": [{**stage, "folds": 3}]})
+    run(config, session=ray_session, progress=False)
+    return seg
+
+
+def listed(page, query_seconds: float) -> tuple[list[int], list[str]]:
+    """The ids and labels of the segment list's entries, once it shows some."""
+    deadline = time.monotonic() + query_seconds
+    while time.monotonic() < deadline:
+        ids = page.locator(".neuroglancer-segment-list-entry-id").all_inner_texts()
+        names = page.locator(".neuroglancer-segment-list-entry-name").all_inner_texts()
+        found = [int(t) for t in ids if t.strip().isdigit()]
+        if found and len(names) >= len(found):
+            return found, names
+        time.sleep(0.5)
+    raise TimeoutError("Neuroglancer's segment list stayed empty")
+
+
+def test_neuroglancer_filters_the_segment_list_by_class_tag(demo, tmp_path, ray_session):
+    seg = classified_copy(demo, tmp_path, ray_session)
+    classes = read(seg / "classes")
+    of = dict(zip(classes["segment_id"].tolist(), classes["class"].tolist()))
+    assert {"large", "small"} <= set(of.values())
+    layers = open_view_layers([str(seg)], StorageContext())
+    roots = {layer.name: layer.local_path for layer in layers}
+    with (
+        neuroglancer_browser(viewport=(1200, 900)) as browser,
+        FileServer(roots, allowed_origins=[browser.origin]) as server,
+    ):
+        for tag in ("large", "small"):
+            state = viewer_state(layers, server.url)
+            layer = state["layers"][0]
+            layer.update(tab="segments", segmentQuery=f"#{tag}")
+            state["selectedLayer"] = {"layer": layer["name"], "visible": True, "size": 600}
+            browser.viewer.set_state(neuroglancer.ViewerState(state))
+            ids, names = listed(browser.page, LIST_TIMEOUT_S)
+            assert {of[i] for i in ids} == {tag}, f"#{tag} lists other classes"
+            assert len(ids) >= min(5, sum(c == tag for c in of.values()))
+            entries = names[len(names) - len(ids) :]  # after the list's header ("label")
+            assert all(n.startswith(f"{tag} ") and f"#{tag}" in n for n in entries), entries
