@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import petavox
 from petavox.tasks.core.errors import PetavoxError
 from petavox.tasks.core.storage import normalize_url
+from petavox.workflows.analyze import add_analyze_parser
 from petavox.workflows.api import from_cwd as from_cwd  # re-exported: cli.from_cwd as before
 from petavox.workflows.api import stage_run_config
 from petavox.workflows.clean import add_clean_parser
@@ -312,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_tune_parser(sub)
     add_proofreading_parser(sub)
+    add_analyze_parser(sub)
     add_stage_commands(sub)
     return parser
 

@@ -22,6 +22,7 @@ from petavox.tasks.evaluate.synapse_scores import score_synapses
 from petavox.tasks.synapse.outputs import read_chunk_tables, summarize
 from petavox.tasks.synthetic.generator import SyntheticParams, SyntheticVolume, generate
 from petavox.tasks.synthetic.misalignment import Misalignment, apply, random_misalignment, residuals
+from petavox.workflows.analyze import analyze, print_analysis
 from petavox.workflows.config import RunConfig, dump_config
 from petavox.workflows.pipeline import plan_run, plan_stages, run
 from petavox.workflows.report_page import write_run_report
@@ -92,6 +93,7 @@ def demo_config(
         # every segment gets a skeleton, however small (the demo's are all real objects)
         {"stage": "skeletonize", "input": "segmentation", "dust_threshold": 0, **task},
         {**morphology, **task},
+        {"stage": "classify", "input": "segmentation"},  # the built-in cell classifier
     ]
     return RunConfig.model_validate({"output": output, "stages": stages, **runtime})
 
@@ -281,6 +283,7 @@ def run_demo(
             f"VOI split {report['voi_split']:.3f}, merge {report['voi_merge']:.3f} "
             "(boundaries from the built-in U-Net)"
         )
+    print_analysis(analyze(output, context=config.storage.context()))
     print(f"report: {page}")
     print_link(config, layers, local)
     print(f"done in {time.perf_counter() - started:.1f} s")

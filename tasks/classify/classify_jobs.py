@@ -4,7 +4,8 @@ properties and the totals.
 
 Output folder (``classes/`` in the segmentation layer): ``segment_shard={k}/part.parquet``
 (segment_id, class, probability and one probability column per class, ``p_<class>``, for the
-segments of morphology partition k), ``_model.json`` (a trained forest), ``_summary.json``
+segments of morphology partition k; a segment smaller than those the model learnt from is a
+`FRAGMENT`, its probabilities NaN), ``_model.json`` (a trained forest), ``_summary.json``
 (segments per class). Names starting with ``_`` are skipped by Parquet dataset readers.
 """
 
@@ -28,6 +29,8 @@ from petavox.tasks.morphology.table_reads import read_partition, rows_of
 from petavox.tasks.synapse.table import columns_from_parquet, columns_to_parquet
 
 MODEL_KEY = "_model.json"
+#: the class of segments smaller than the model's training segments (its meta's min_voxels)
+FRAGMENT = "fragment"
 SUMMARY_KEY = "_summary.json"
 
 
@@ -98,15 +101,18 @@ class PredictJob:
         table = read_partition(self.table_url, shard, self.context)
         p = forest.predict_proba(features_of(table, forest.features))
         best = p.argmax(axis=1) if len(p) else np.zeros(0, np.int64)
+        small = table["voxels"] < forest.meta.get("min_voxels", 0)  # smaller than it learnt
+        p[small] = np.nan
         names = np.array(forest.classes, dtype=object)
         out = {
             "segment_id": table["segment_id"],
-            "class": names[best].astype(str),
+            "class": np.where(small, FRAGMENT, names[best]).astype(str),
             "probability": p[np.arange(len(p)), best],
         }
         out.update({f"p_{c}": p[:, i] for i, c in enumerate(forest.classes)})
         put(self.classes_url, table_key(shard), columns_to_parquet(out), self.context)
-        return {c: int((best == i).sum()) for i, c in enumerate(forest.classes)}
+        values, counts = np.unique(out["class"], return_counts=True)
+        return dict(zip(values.tolist(), counts.tolist()))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -27,7 +27,7 @@ NEURON, GLIA, LUMEN, WALL, MYELIN = range(5)  # class codes of the core labels
 CLASS_NAMES = ("neuron", "glia", "vessel", "vessel", "myelin")
 _NUCLEUS, _ENVELOPE, _LAMELLA = 1, 2, 3  # marks; myelin lamellae alternate 3 and 4
 _SOMA_CELL = 6.5  # one soma neuron per (_SOMA_CELL * neurite_spacing)^3 of volume
-_GLIA_CELL = 6.0  # likewise for glia
+_GLIA_CELL = 3.5  # likewise for glia (as common as they are in cortex)
 _VESSEL_CELL = 150.0  # one vessel per (_VESSEL_CELL xy voxels)^3
 
 
@@ -284,7 +284,11 @@ class CellClasses:
             return
         radii: dict[int, list[float]] = {}
         for _, rad, lab in tubes:
-            radii.setdefault(lab, []).append(float(rad.mean()))
+            if len(rad):  # a branch traced from outside the volume has no points
+                radii.setdefault(lab, []).append(float(rad.mean()))
+        ordinary = [o for o in ordinary if o in radii]
+        if not ordinary:
+            return
         mean_r = np.array([np.mean(radii[o]) for o in ordinary])
         n = max(1, round(rng.uniform(0.15, 0.25) * len(ordinary)))
         chosen = rng.choice(ordinary, n, replace=False, p=mean_r**2 / np.sum(mean_r**2))
@@ -293,7 +297,7 @@ class CellClasses:
             label += 1
             self.kind[label] = MYELIN
             f = rng.uniform(0.5, 1.0)
-            for pts, rad, _ in (t for t in tubes if t[2] == axon):
+            for pts, rad, _ in (t for t in tubes if t[2] == axon and len(t[1])):
                 thick = np.maximum(f * rad, 2.0)
                 stamp(core, pts, rad + thick, label, a)
                 for k in range(1, int(np.ceil(thick.max())) + 1):  # ring by ring: lamellae
@@ -338,8 +342,8 @@ class CellClasses:
         kind = self._codes(int(cores.max()))[cores]
         grain = ndimage.gaussian_filter(rng.standard_normal(img.shape, dtype=np.float32), 0.7)
         grain /= max(float(grain.std()), 1e-6)
-        tone = rng.uniform(0.77, 0.83, int(cores.max()) + 1).astype(np.float32)
-        m = kind == GLIA  # light, little texture
+        tone = rng.uniform(0.86, 0.92, int(cores.max()) + 1).astype(np.float32)
+        m = kind == GLIA  # pale (electron-lucent, lighter than any neuron), little texture
         img[m] = tone[cores[m]] + 0.25 * texture[m] + 0.01 * grain[m]
         m = kind == LUMEN  # bright and flat
         img[m] = 0.9 + 0.05 * texture[m]

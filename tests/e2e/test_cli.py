@@ -80,6 +80,8 @@ def test_every_command_has_help(capsys):
         "synapses",
         "connectome",
         "morphology",
+        "classify",
+        "analyze",
         "view",
     ):
         assert command in out
@@ -124,15 +126,17 @@ def test_demo_writes_the_synthetic_volume_and_resumes(demo_run, address):
     # segment, stitch relabel (a copy: one chunk), graph, agglomerate ×3 (merge, mapping table,
     # relabel), synapses,
     # connectome ×4 (volumes, shuffle, shards, spatial index), downsample ×5, mesh ×2
-    # (fragments, manifests), skeletonize ×2 (pieces, merge), morphology ×2 (parts, table)
-    # ... and evaluate, by its report, with the scores
-    assert status.count("done") == 33 and "infer" in status and "align" in status
+    # (fragments, manifests), skeletonize ×2 (pieces, merge), morphology ×2 (parts, table),
+    # classify ×2 (predict, properties) ... and evaluate, by its report, with the scores
+    assert status.count("done") == 35 and "infer" in status and "align" in status
     evaluate_row = next(line for line in status.splitlines() if "evaluate" in line)
     assert "1/1 chunks done" in evaluate_row and "arand" in evaluate_row
     verified = petavox("verify", str(out)).stdout  # exit 0: every stage that wrote is whole
     assert undeclared_writes(load_config(out / "petavox-demo.yaml")) == []
     assert "mesh segmentation: manifests" in verified and "incomplete" not in verified
     assert "adapted Rand error" in first.stdout
+    assert "analysis of" in first.stdout and "connected pairs" in first.stdout
+    assert (out / "analysis" / "analysis.json").is_file()
     size = str(DEMO_SIZE)
     again = petavox("demo", "--size", size, "--output", str(out), "--address", address, "--quiet")
     assert again.stdout.count("(0 run") == 0  # the demo prints totals only

@@ -31,7 +31,7 @@ def read(folder: Path) -> dict[str, np.ndarray]:
 
 
 def classified_copy(demo: Path, root: Path, ray_session) -> Path:
-    """The demo's segmentation, copied, classified by a size rule learnt from its labels."""
+    """The demo's segmentation, copied, classified again by a size rule learnt from labels."""
     seg = root / "segmentation"
     shutil.copytree(demo / "segmentation", seg)
     table = read(seg / "morphology")
@@ -42,22 +42,31 @@ def classified_copy(demo: Path, root: Path, ray_session) -> Path:
     ]
     (root / "labels.csv").write_text("segment_id,class\n" + "\n".join(rows) + "\n")
     stage = {"stage": "classify", "input": "segmentation", "labels": str(root / "labels.csv")}
-    config = parse_config({"output": f"file://{root}", "stages": [{**stage, "folds": 3}]})
+    # the demo classified it with the built-in model: these labels replace its classes
+    stages = [{**stage, "folds": 3}]
+    config = parse_config({"output": f"file://{root}", "stages": stages, "overwrite": True})
     run(config, session=ray_session, progress=False)
     return seg
 
 
-def listed(page, query_seconds: float) -> tuple[list[int], list[str]]:
-    """The ids and labels of the segment list's entries, once it shows some."""
-    deadline = time.monotonic() + query_seconds
+def listed(page, tag: str, seconds: float) -> tuple[list[int], list[str]]:
+    """The ids and labels of the segment list's entries, once it shows entries and they are
+    its answer to the query for `tag` (the list before it may still be on the page: the
+    last entries seen are returned when time runs out, for the test to show them)."""
+    deadline = time.monotonic() + seconds
+    found: list[int] = []
+    entries: list[str] = []
     while time.monotonic() < deadline:
         ids = page.locator(".neuroglancer-segment-list-entry-id").all_inner_texts()
         names = page.locator(".neuroglancer-segment-list-entry-name").all_inner_texts()
         found = [int(t) for t in ids if t.strip().isdigit()]
-        if found and len(names) >= len(found):
-            return found, names
+        entries = names[len(names) - len(found) :] if found else []  # after the header
+        if found and all(n.startswith(f"{tag} ") for n in entries):
+            break
         time.sleep(0.5)
-    raise TimeoutError("Neuroglancer's segment list stayed empty")
+    if not found:
+        raise TimeoutError("Neuroglancer's segment list stayed empty")
+    return found, entries
 
 
 def test_neuroglancer_filters_the_segment_list_by_class_tag(demo, tmp_path, ray_session):
@@ -77,8 +86,7 @@ def test_neuroglancer_filters_the_segment_list_by_class_tag(demo, tmp_path, ray_
             layer.update(tab="segments", segmentQuery=f"#{tag}")
             state["selectedLayer"] = {"layer": layer["name"], "visible": True, "size": 600}
             browser.viewer.set_state(neuroglancer.ViewerState(state))
-            ids, names = listed(browser.page, LIST_TIMEOUT_S)
+            ids, entries = listed(browser.page, tag, LIST_TIMEOUT_S)
             assert {of[i] for i in ids} == {tag}, f"#{tag} lists other classes"
             assert len(ids) >= min(5, sum(c == tag for c in of.values()))
-            entries = names[len(names) - len(ids) :]  # after the list's header ("label")
             assert all(n.startswith(f"{tag} ") and f"#{tag}" in n for n in entries), entries

@@ -1,0 +1,1 @@
+"""What the reconstruction says: statistics over the morphology, classes and connectome tables."""
