@@ -25,7 +25,7 @@ from petavox.tasks.morphology.table_reads import Table
 from petavox.tasks.synthetic.generator import SyntheticParams, SyntheticVolume, generate
 from petavox.workflows.config import parse_config
 
-CELL_SEEDS = (501, 502, 503, 504, 505, 506)  # train the built-in classifier; benchmark: 511-516
+CELL_SEEDS = tuple(range(501, 511))  # train the built-in classifier; benchmark: 511-516
 CELL_SHAPE = (192, 192, 96)  # x, y, z voxels at RESOLUTION
 RESOLUTION = (8.0, 8.0, 8.0)
 CLASSES = ("glia", "myelin", "neuron", "vessel")

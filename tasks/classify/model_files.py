@@ -8,8 +8,8 @@ from pathlib import Path
 
 from petavox.tasks.classify.forest import Forest
 from petavox.tasks.core.errors import InputError
-from petavox.tasks.core.objects import get
-from petavox.tasks.core.storage import StorageContext, local_path
+from petavox.tasks.core.objects import fetch_file
+from petavox.tasks.core.storage import StorageContext
 
 BUILTIN = "petavox:"
 BUILTIN_CELLS = "petavox:cells-synthetic.json"  # trained on the generator's cell classes
@@ -24,15 +24,12 @@ def fetch_classifier(url: str, context: StorageContext = StorageContext()) -> by
             shipped = ", ".join(sorted(p.name for p in folder.glob("*.json"))) or "none"
             raise InputError(f"no built-in classifier {url!r}; petavox ships {shipped}")
         return path.read_bytes()
-    path = local_path(url) if "://" in url else url
-    if path is not None:
-        if not Path(path).is_file():
-            raise InputError(f"classifier file {path} does not exist; give --model a path or URL")
-        return Path(path).read_bytes()
-    folder, _, key = url.rpartition("/")
-    data = get(folder, key, context)
+    data = fetch_file(url, context)
     if data is None:
-        raise InputError(f"classifier {url} does not exist; check the URL and credentials")
+        raise InputError(
+            f"classifier {url} does not exist; give --model a path or URL, and check the "
+            "URL and credentials"
+        )
     return data
 
 

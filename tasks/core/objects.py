@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,16 @@ def get(url: str, key: str, context: StorageContext = StorageContext()) -> bytes
         with open(target, "rb") as f:
             return f.read()
     return files(url, context).get(key)
+
+
+def fetch_file(url: str, context: StorageContext = StorageContext()) -> bytes | None:
+    """The bytes of one file: a local path or a file/s3/gs URL (a model, a labels table);
+    None when there is none."""
+    path = local_path(url) if "://" in url else url
+    if path is not None:
+        return Path(path).read_bytes() if Path(path).is_file() else None
+    folder, _, key = url.rpartition("/")
+    return get(folder, key, context)
 
 
 def get_many(

@@ -25,8 +25,8 @@ import numpy as np
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.geometry import Vec3
-from petavox.tasks.core.objects import get
-from petavox.tasks.core.storage import StorageContext, local_path
+from petavox.tasks.core.objects import fetch_file
+from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.infer.domain import ModelDomain
 from petavox.tasks.ml.examples import TARGETS
 
@@ -61,18 +61,12 @@ def fetch(url: str, context: StorageContext = StorageContext()) -> bytes:
     """The bytes of a model: a built-in name, a local path, or a file/s3/gs URL."""
     if url.startswith(BUILTIN):
         return builtin_path(url[len(BUILTIN) :]).read_bytes()
-    path = local_path(url) if "://" in url else url
-    if path is not None:
-        if not Path(path).is_file():
-            raise ModelError(
-                f"model file {path} does not exist; give --model a path or URL of "
-                "an ONNX file (e.g. one written by petavox train)"
-            )
-        return Path(path).read_bytes()
-    folder, _, key = url.rpartition("/")
-    data = get(folder, key, context)
+    data = fetch_file(url, context)
     if data is None:
-        raise ModelError(f"model {url} does not exist; check the URL and credentials")
+        raise ModelError(
+            f"model {url} does not exist; give --model the path or URL of an ONNX file (e.g. "
+            "one written by petavox train), and check the URL and credentials"
+        )
     return data
 
 

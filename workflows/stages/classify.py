@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -21,8 +20,8 @@ from petavox.tasks.classify.labels import Labels, parse_labels
 from petavox.tasks.classify.model_files import BUILTIN_CELLS, fetch_classifier, load_classifier
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.geometry import index_grid
-from petavox.tasks.core.objects import get
-from petavox.tasks.core.storage import StorageContext, join_url, local_path
+from petavox.tasks.core.objects import fetch_file, get
+from petavox.tasks.core.storage import StorageContext, join_url
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.layer_checks import check_free_folder, check_segmentation
 from petavox.workflows.params import StageParams
@@ -66,18 +65,10 @@ class ClassifyParams(StageParams):
 def read_labels(params: ClassifyParams, catalog: Catalog) -> Labels:
     """The labels file (a path or URL), parsed and checked."""
     source = str(params.labels)
-    path = local_path(source) if "://" in source else source
-    if path is not None:
-        if not Path(path).is_file():
-            raise InputError(f"labels file {path} does not exist")
-        text = Path(path).read_text()
-    else:
-        folder, _, key = source.rpartition("/")
-        data = get(folder, key, catalog.context)
-        if data is None:
-            raise InputError(f"labels {source} do not exist; check the URL and credentials")
-        text = data.decode()
-    return parse_labels(text, source, params.folds)
+    data = fetch_file(source, catalog.context)
+    if data is None:
+        raise InputError(f"labels file {source} does not exist; check the path or URL")
+    return parse_labels(data.decode(), source, params.folds)
 
 
 def table_of(params: ClassifyParams, url: str, info: dict) -> dict:
