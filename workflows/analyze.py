@@ -1,5 +1,5 @@
 """`petavox analyze OUTPUT_URL`: what the reconstruction says. Segments per class and their sizes,
-whether the neurons with a soma share a preferred direction (and which of them follow it),
+whether the large neurons share a preferred direction (and which of them follow it),
 and how strong the connections are (synapses per connected pair, the strongest pairs). Written
 as ``analysis.json`` and three PNGs into ``OUTPUT_URL/analysis/``, and summarised on the
 terminal. Reads the tables partition by partition and the edges file by file."""
@@ -26,8 +26,7 @@ from petavox.tasks.synapse.table import columns_from_parquet
 from petavox.workflows.catalog import resolve_layer_url
 from petavox.workflows.config import StorageConfig
 
-MIN_VOXELS = 2000  # neurons smaller than this are fragments whose axis says little
-SOMA_FACTOR = 3.0  # a soma's inscribed radius: this many times the neurons' median or more
+SIZE_FACTOR = 10.0  # large neurons: this many times the neurons' median voxels or more
 CONE = 20.0  # degrees: the aligned subset lies within this of the preferred direction
 P_LEVEL = 0.01  # a preferred direction is reported below this p-value
 
@@ -53,13 +52,13 @@ def segment_rows(seg_url: str, context: StorageContext) -> list:
     return parts
 
 
-def soma_axes(parts: list, min_voxels: int, soma_factor: float) -> tuple[np.ndarray, np.ndarray]:
-    """Ids and axes of the neurons with a soma: class neuron (every segment when the table is
-    not classified), `min_voxels` or more, and a widest inscribed radius `soma_factor` times
-    the neurons' median or more (a soma's is several times a neurite's). The axis is the
+def large_neuron_axes(parts: list, size_factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ids and axes of the large neurons: class neuron (every segment when the table is not
+    classified) with `size_factor` times the neurons' median voxels or more (whole cells and
+    long processes, not the many short fragments whose axis says little). The axis is the
     skeleton's (the way the processes run; a soma's bulk would blur the voxels' axis), else
     the voxels'."""
-    rows = {k: [] for k in ("segment_id", "voxels", "max_radius_nm", "axis")}
+    ids, voxels, axes = [], [], []
     for table, names in parts:
         keep = np.ones(len(table["segment_id"]), bool)
         if names is not None:
@@ -67,23 +66,23 @@ def soma_axes(parts: list, min_voxels: int, soma_factor: float) -> tuple[np.ndar
         skeleton = np.column_stack([table[f"skeleton_axis_{a}"] for a in "xyz"])
         voxel = np.column_stack([table[f"axis_{a}"] for a in "xyz"])
         axis = np.where(np.isfinite(skeleton).all(axis=1, keepdims=True), skeleton, voxel)
-        for key, column in (*((k, table[k]) for k in list(rows)[:3]), ("axis", axis)):
-            rows[key].append(np.asarray(column)[keep])
-    found = {k: np.concatenate(v) if v else np.zeros(0) for k, v in rows.items()}
-    radius = found["max_radius_nm"].astype(np.float64)
-    median = np.nanmedian(radius) if np.isfinite(radius).any() else np.nan
-    soma = (found["voxels"] >= min_voxels) & (radius >= soma_factor * median)
-    return found["segment_id"][soma], np.asarray(found["axis"]).reshape(-1, 3)[soma]
+        ids.append(table["segment_id"][keep])
+        voxels.append(table["voxels"][keep])
+        axes.append(axis[keep])
+    if not ids:
+        return np.zeros(0, np.uint64), np.zeros((0, 3))
+    size = np.concatenate(voxels)
+    large = size >= size_factor * np.median(size) if len(size) else size > 0
+    return np.concatenate(ids)[large], np.concatenate(axes).reshape(-1, 3)[large]
 
 
 def analyze(
     output: str,
     segmentation: str = "segmentation",
     connectome: str = "synapses",
-    min_voxels: int = MIN_VOXELS,
+    size_factor: float = SIZE_FACTOR,
     cone: float = CONE,
     context: StorageContext = StorageContext(),
-    soma_factor: float = SOMA_FACTOR,
 ) -> dict[str, Any]:
     """The analysis of the run at `output`, written under ``output/analysis/``."""
     seg_url = resolve_layer_url(output, segmentation)
@@ -91,7 +90,7 @@ def analyze(
     unclassified = [np.full(len(r["segment_id"]), "unclassified") for r, _ in parts]
     names = [n if n is not None else u for (_, n), u in zip(parts, unclassified)]
     sizes = class_sizes(zip(names, (r["volume_um3"] for r, _ in parts)))
-    ids, axes = soma_axes(parts, min_voxels, soma_factor)
+    ids, axes = large_neuron_axes(parts, size_factor)
     found = orientation_test(axes, cone)
     aligned = np.abs(axes @ np.asarray(found.direction)) >= np.cos(np.radians(cone))
     result: dict[str, Any] = {
@@ -100,8 +99,7 @@ def analyze(
         "orientation": {
             **found.as_dict(),
             "preferred": found.aligned_p_value < P_LEVEL,
-            "min_voxels": min_voxels,
-            "soma_factor": soma_factor,
+            "size_factor": size_factor,
             "aligned_ids": [int(i) for i in ids[aligned]],
         },
     }
@@ -133,13 +131,13 @@ def print_analysis(result: dict[str, Any]) -> None:
     if o["preferred"]:
         d = ", ".join(f"{v:.2f}" for v in o["direction"])
         print(
-            f"  neurons with a soma: {o['aligned']} of {o['count']} run along ({d}), within "
+            f"  large neurons: {o['aligned']} of {o['count']} run along ({d}), within "
             f"{o['cone_degrees']:g}° (uniform axes: {o['expected_aligned']:.1f}; p = "
             f"{o['aligned_p_value']:.2g}); Bingham p = {o['p_value']:.2g} over them all"
         )
     else:
         print(
-            f"  neurons with a soma: no preferred direction ({o['count']} of them; the largest "
+            f"  large neurons: no preferred direction ({o['count']} of them; the largest "
             f"subset within {o['cone_degrees']:g}°, {o['aligned']}, has p = "
             f"{o['aligned_p_value']:.2g}; Bingham p = {o['p_value']:.2g})"
         )
@@ -159,10 +157,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         args.output,
         args.segmentation,
         args.connectome,
-        args.min_voxels,
+        args.size_factor,
         args.cone,
         context,
-        args.soma_factor,
     )
     print_analysis(result)
     if args.json:
@@ -179,14 +176,13 @@ def add_analyze_parser(sub: Any) -> None:
     p.add_argument("output", metavar="OUTPUT_URL", help="the run's output root")
     p.add_argument("--segmentation", default="segmentation", help="its segmentation layer")
     p.add_argument("--connectome", default="synapses", help="its connectome (synapses output)")
-    p.add_argument("--min-voxels", type=int, default=MIN_VOXELS, help="smallest neuron counted")
-    p.add_argument("--cone", type=float, default=CONE, help="aligned subset: degrees")
     p.add_argument(
-        "--soma-factor",
+        "--size-factor",
         type=float,
-        default=SOMA_FACTOR,
-        help="neurons with a soma: widest radius this many times the median or more",
+        default=SIZE_FACTOR,
+        help="large neurons (whose orientation is tested): this many times the median or more",
     )
+    p.add_argument("--cone", type=float, default=CONE, help="aligned subset: degrees")
     p.add_argument("--json", action="store_true", help="also print the result as JSON")
     p.add_argument("--s3-endpoint", help="S3-compatible endpoint (MinIO etc.) for s3:// URLs")
     p.set_defaults(func=cmd_analyze)

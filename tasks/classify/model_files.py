@@ -33,9 +33,14 @@ def fetch_classifier(url: str, context: StorageContext = StorageContext()) -> by
     return data
 
 
-def load_classifier(url: str, context: StorageContext = StorageContext()) -> Forest:
-    """The classifier at `url`, parsed; an InputError when it is not one."""
+def parse_classifier(data: bytes, url: str) -> Forest:
+    """The classifier in `data` (read from `url`); an InputError when it is not one."""
     try:
-        return Forest.from_json(fetch_classifier(url, context))
+        return Forest.from_json(data)
     except (ValueError, KeyError) as exc:
         raise InputError(f"{url} is not a petavox classifier: {exc}") from None
+
+
+def load_classifier(url: str, context: StorageContext = StorageContext()) -> Forest:
+    """The classifier at `url`, parsed."""
+    return parse_classifier(fetch_classifier(url, context), url)

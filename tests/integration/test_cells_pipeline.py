@@ -69,4 +69,4 @@ def test_analyze_writes_the_classes_orientation_and_figures(classified, capsys):
         assert (root / "analysis" / name).read_bytes()[:4] == b"\x89PNG"
     assert "connections" not in result  # no connectome in this run
     out = capsys.readouterr().out
-    assert "neurons with a soma" in out and "neuron:" in out
+    assert "large neurons" in out and "neuron:" in out

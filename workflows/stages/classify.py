@@ -17,7 +17,7 @@ from petavox.tasks.classify.classify_jobs import (
     TrainJob,
 )
 from petavox.tasks.classify.labels import Labels, parse_labels
-from petavox.tasks.classify.model_files import BUILTIN_CELLS, fetch_classifier, load_classifier
+from petavox.tasks.classify.model_files import BUILTIN_CELLS, fetch_classifier, parse_classifier
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.geometry import index_grid
 from petavox.tasks.core.objects import fetch_file, get
@@ -116,9 +116,10 @@ def train_job(
 
 def given_model(params: ClassifyParams, table: dict, url: str, catalog: Catalog) -> str:
     """The digest of the classifier `--model` names, checked against the table's inputs."""
-    forest = load_classifier(params.model, catalog.context)
+    data = fetch_classifier(params.model, catalog.context)
+    forest = parse_classifier(data, params.model)
     check_model_inputs(params.model, forest.meta.get("inputs", []), table, url)
-    return hashlib.sha256(fetch_classifier(params.model, catalog.context)).hexdigest()
+    return hashlib.sha256(data).hexdigest()
 
 
 def plan_classify(params: ClassifyParams, catalog: Catalog) -> list[StagePlan]:
