@@ -34,13 +34,13 @@ SEGMENTS_PER_SHARD = 64
 
 
 def voronoi(shape: tuple[int, int, int], segments: int, seed: int) -> np.ndarray:
-    """Labels 1..segments: each voxel the label of its nearest random seed."""
+    """Labels 1..segments (uint32): each voxel the label of its nearest random seed."""
     rng = np.random.default_rng(seed)
     seeds = np.zeros(shape, np.uint32)
     points = rng.integers(0, shape, (segments, 3))
     seeds[tuple(points.T)] = np.arange(1, segments + 1, dtype=np.uint32)
     index = ndimage.distance_transform_edt(seeds == 0, return_distances=False, return_indices=True)
-    return seeds[tuple(index)].astype(np.uint64) * np.uint64(2**33 + 7)
+    return seeds[tuple(index)]
 
 
 def config(folder: Path, segments: int, workers: int) -> dict:
@@ -61,7 +61,8 @@ def measure(shape, segments: int, workers: int, folder: Path) -> dict:
     labels = voronoi(shape, segments, seed=segments)
     image = common.em_like(shape, seed=1)
     folder.mkdir(parents=True)
-    np.save(folder / "seg.npy", labels.transpose(2, 1, 0))
+    spread = labels.astype(np.uint64) * np.uint64(2**33 + 7)  # large ids, as segment writes
+    np.save(folder / "seg.npy", spread.transpose(2, 1, 0))
     np.save(folder / "image.npy", image.transpose(2, 1, 0))
     spec = config(folder, segments, workers)
     measured = run(parse_config({**spec, "stages": spec["stages"][:3]}), progress=False)

@@ -37,7 +37,7 @@ def pair_sums(
     seg, image = np.asarray(seg), np.asarray(image).astype(np.int64)
     wx, wy, wz = (int(v) for v in write_shape)
     found_ids, found_pairs, found_steps = [], [], []
-    for axis in (0, 1):
+    for axis in (0, 1):  # summed per axis, then together: half the pairs in memory at once
         size = (wx, wy)[axis]
         n = min(size, seg.shape[axis] - 1)  # the last voxel has no neighbour at the volume's end
         low = [slice(0, wx), slice(0, wy), slice(0, wz)]
@@ -46,9 +46,10 @@ def pair_sums(
         a, b = seg[tuple(low)], seg[tuple(high)]
         same = (a == b) & (a != 0)
         steps = np.abs(image[tuple(low)][same] - image[tuple(high)][same])
-        found_ids.append(a[same])
-        found_pairs.append(np.ones(len(steps), np.int64))
-        found_steps.append(steps)
+        ids, pairs, total = sum_by_id(a[same], np.ones(len(steps), np.int64), steps)
+        found_ids.append(ids)
+        found_pairs.append(pairs)
+        found_steps.append(total)
     ids, pairs, steps = sum_by_id(
         np.concatenate(found_ids), np.concatenate(found_pairs), np.concatenate(found_steps)
     )

@@ -53,14 +53,15 @@ def chunk_part(seg: np.ndarray, image: np.ndarray, origin: Iterable[int]) -> Vox
     starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]]) if len(labels) else keep[:0]
     coords = np.stack(np.unravel_index(keep, seg.shape, order="F"), axis=1).astype(np.int64)
     value = np.asarray(image).ravel(order="F")[keep].astype(np.int64)
-    columns = [coords[:, a] for a in range(3)]
-    columns += [coords[:, a] * coords[:, b] for a, b in (_PAIRS[k] for k in SECOND)]
-    columns += [value, value * value]
-    sums = (
-        np.stack([np.add.reduceat(c, starts) for c in columns], axis=1)
-        if len(starts)
-        else (np.zeros((0, len(SUMS)), np.int64))
-    )
+    sums = np.zeros((len(starts), len(SUMS)), np.int64)
+    for j, key in enumerate(SUMS if len(starts) else ()):  # a column at a time: bounded memory
+        if key in FIRST:
+            column = coords[:, FIRST.index(key)]
+        elif key in _PAIRS:
+            column = coords[:, _PAIRS[key][0]] * coords[:, _PAIRS[key][1]]
+        else:
+            column = value if key == "i" else value * value
+        sums[:, j] = np.add.reduceat(column, starts)
     shift = np.asarray(origin, np.int64)
     low = np.minimum.reduceat(coords, starts, axis=0) + shift if len(starts) else coords[:0]
     high = np.maximum.reduceat(coords, starts, axis=0) + shift + 1 if len(starts) else coords[:0]
