@@ -156,8 +156,8 @@ def test_stale_work_of_earlier_parameters_is_removed(finished, ray_session, caps
 
 
 def test_every_stage_resumes_without_its_work_files(tmp_path, ray_session):
-    """The demo's stages, its meshes sharded: align, segment, connectome, mesh and skeletonize
-    keep work files; clean removes them all, and the rerun recomputes nothing."""
+    """The demo's stages, its meshes sharded: align, segment, connectome, mesh, skeletonize and
+    morphology keep work files; clean removes them all, and the rerun recomputes nothing."""
     known = random_misalignment(16, MAX_SHIFT, WARP, seed=0)
     stacks = write_stacks(demo_volume(64, seed=0), known, tmp_path)
     data = demo_config(f"file://{tmp_path}/out", stacks, {}).model_dump(exclude_unset=True)
@@ -168,10 +168,11 @@ def test_every_stage_resumes_without_its_work_files(tmp_path, ray_session):
     run(config, session=ray_session, progress=False)
     out = tmp_path / "out"
     kinds = {folder.split("/")[1] for folder in work_folders(out)}
-    assert kinds == {"align", "segment", "agglomerate", "connectome", "mesh", "skeletonize"}
+    stages = {"align", "segment", "agglomerate", "connectome", "mesh", "skeletonize", "morphology"}
+    assert kinds == stages
 
     result = clean_output(config.output, config.storage, dry_run=False)
-    assert len(result.folders) == 6 and all(f.users for f in result.folders)
+    assert len(result.folders) == 7 and all(f.users for f in result.folders)
     assert not (out / "intermediate").exists()
     reports = run(config, session=ray_session, progress=False)
     ledgered = [r for r, p in zip(reports, plan_run(config), strict=True) if p.use_ledger]
