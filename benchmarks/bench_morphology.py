@@ -26,9 +26,9 @@ import numpy as np
 from plan_runs import traced_peak
 from scipy import ndimage
 
+from petavox.tasks.morphology.table_reads import read_dataset
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import plan_run, run
-from petavox.workflows.train_cells import read_table
 
 SEGMENTS_PER_SHARD = 64
 
@@ -66,7 +66,7 @@ def measure(shape, segments: int, workers: int, folder: Path) -> dict:
     np.save(folder / "image.npy", image.transpose(2, 1, 0))
     spec = config(folder, segments, workers)
     measured = run(parse_config({**spec, "stages": spec["stages"][:3]}), progress=False)
-    table = read_table(folder / "seg" / "morphology")
+    table = read_dataset(folder / "seg" / "morphology")
     median = np.median(table["voxels"])
     sample = zip(table["segment_id"][::10].tolist(), table["voxels"][::10].tolist())
     rows = [f"{i},{'big' if v > median else 'small'}" for i, v in sample]

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from petavox.tasks.morphology.table_reads import read_dataset
 from petavox.workflows.train_cells import (
     CLASSES,
     MIN_VOXELS,
@@ -34,7 +35,6 @@ from petavox.workflows.train_cells import (
     measure_volume,
     own_stages,
     own_truth,
-    read_table,
 )
 
 HELD_OUT = "511,512,513,514,515,516"
@@ -62,8 +62,8 @@ def evaluate(seed: int, folder: Path) -> dict[str, tuple[list[str], list[str]]]:
         ("truth", "seg", volume.classes),
         ("own", "own", own_truth(folder, volume)),
     ):
-        table = read_table(folder / layer / "morphology")
-        classes = read_table(folder / layer / "classes")
+        table = read_dataset(folder / layer / "morphology")
+        classes = read_dataset(folder / layer / "classes")
         big = table["voxels"] >= MIN_VOXELS
         ids = [int(i) for i in table["segment_id"][big] if int(i) in truth_of]
         predicted = dict(zip(classes["segment_id"].tolist(), classes["class"].tolist()))

@@ -21,7 +21,7 @@ import numpy as np
 
 from petavox.tasks.classify.classify_jobs import features_of, usable_features
 from petavox.tasks.classify.training import train
-from petavox.tasks.morphology.table_reads import Table
+from petavox.tasks.morphology.table_reads import Table, read_dataset
 from petavox.tasks.synthetic.generator import SyntheticParams, SyntheticVolume, generate
 from petavox.workflows.config import parse_config
 
@@ -47,15 +47,6 @@ def morphology_stages(folder: Path, seg: str = "seg", **morphology) -> list[dict
         {"stage": "skeletonize", "input": seg, "dust_threshold": 0},
         {"stage": "morphology", "input": seg, "image": "image", **morphology},
     ]
-
-
-def read_table(folder: Path) -> Table:
-    import pyarrow.dataset as ds
-
-    table = ds.dataset(folder, format="parquet", partitioning="hive").to_table()
-    columns = {n: np.asarray(table.column(n).to_numpy()) for n in table.column_names}
-    order = np.argsort(columns["segment_id"], kind="stable")
-    return {n: c[order] for n, c in columns.items()}
 
 
 def own_stages() -> list[dict]:
@@ -122,7 +113,7 @@ def training_rows(seeds: Sequence[int], work: Path, session=None) -> tuple[np.nd
         volume, folder = cell_volume(seed), work / f"seed{seed}"
         measure_volume(volume, folder, session, own_stages())
         for layer, truth in (("seg", volume.classes), ("own", own_truth(folder, volume))):
-            x, y = labelled_rows(read_table(folder / layer / "morphology"), truth)
+            x, y = labelled_rows(read_dataset(folder / layer / "morphology"), truth)
             xs.append(x)
             ys.append(y)
         print(f"seed {seed}: {len(ys[-2])} + {len(ys[-1])} segments", flush=True)

@@ -3,6 +3,8 @@ partitions that hold them (ids go to partitions as the stage's sharding spec put
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
 
@@ -41,3 +43,15 @@ def rows_of(table_url: str, shard_bits: int, ids: np.ndarray, context: StorageCo
     rows = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     order = np.argsort(rows["segment_id"], kind="stable")
     return {name: column[order] for name, column in rows.items()}
+
+
+def read_dataset(folder: Path) -> Table:
+    """A whole partitioned table in a local folder (morphology's, classify's), one row per
+    segment by id ascending, the partition column included: for volumes that fit in memory
+    (tests, benchmarks, training)."""
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(folder, format="parquet", partitioning="hive").to_table()
+    columns = {n: np.asarray(table.column(n).to_numpy()) for n in table.column_names}
+    order = np.argsort(columns["segment_id"], kind="stable")
+    return {n: c[order] for n, c in columns.items()}

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import neuroglancer
 import numpy as np
-import pyarrow.dataset as ds
 import pytest
 from viewer import neuroglancer_browser
 
 from petavox.tasks.core.storage import StorageContext
+from petavox.tasks.morphology.table_reads import read_dataset
 from petavox.workflows.config import parse_config
 from petavox.workflows.file_server import FileServer
 from petavox.workflows.pipeline import run
@@ -25,16 +25,11 @@ pytestmark = pytest.mark.e2e
 LIST_TIMEOUT_S = 60.0
 
 
-def read(folder: Path) -> dict[str, np.ndarray]:
-    table = ds.dataset(folder, format="parquet", partitioning="hive").to_table()
-    return {n: np.asarray(table.column(n).to_numpy()) for n in table.column_names}
-
-
 def classified_copy(demo: Path, root: Path, ray_session) -> Path:
     """The demo's segmentation, copied, classified again by a size rule learnt from labels."""
     seg = root / "segmentation"
     shutil.copytree(demo / "segmentation", seg)
-    table = read(seg / "morphology")
+    table = read_dataset(seg / "morphology")
     median = np.median(table["voxels"])
     rows = [
         f"{i},{'large' if v > median else 'small'}"
@@ -71,7 +66,7 @@ def listed(page, tag: str, seconds: float) -> tuple[list[int], list[str]]:
 
 def test_neuroglancer_filters_the_segment_list_by_class_tag(demo, tmp_path, ray_session):
     seg = classified_copy(demo, tmp_path, ray_session)
-    classes = read(seg / "classes")
+    classes = read_dataset(seg / "classes")
     of = dict(zip(classes["segment_id"].tolist(), classes["class"].tolist()))
     assert {"large", "small"} <= set(of.values())
     layers = open_view_layers([str(seg)], StorageContext())

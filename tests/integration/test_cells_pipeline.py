@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from petavox.tasks.core.storage import StorageContext
+from petavox.tasks.morphology.table_reads import read_dataset
 from petavox.workflows.analyze import analyze, print_analysis
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import run
@@ -20,7 +21,6 @@ from petavox.workflows.train_cells import (
     MIN_VOXELS,
     cell_volume,
     morphology_stages,
-    read_table,
 )
 
 pytestmark = pytest.mark.integration
@@ -44,8 +44,8 @@ def classified(tmp_path_factory, ray_session):
 
 def test_the_built_in_classifier_finds_the_generators_classes(classified):
     root, volume = classified
-    table = read_table(root / "segmentation" / "morphology")
-    classes = read_table(root / "segmentation" / "classes")
+    table = read_dataset(root / "segmentation" / "morphology")
+    classes = read_dataset(root / "segmentation" / "classes")
     assert classes["segment_id"].tolist() == table["segment_id"].tolist()
     big = table["voxels"] >= MIN_VOXELS
     truth = np.array([volume.classes[int(i)] for i in table["segment_id"][big]])

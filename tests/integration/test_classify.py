@@ -9,12 +9,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow.dataset as ds
 import pytest
 
 from petavox.tasks.classify.forest import fit
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.storage import StorageContext
+from petavox.tasks.morphology.table_reads import read_dataset
 from petavox.tasks.synthetic.generator import SyntheticParams, generate
 from petavox.workflows.cli import exit_status
 from petavox.workflows.config import parse_config
@@ -51,13 +51,6 @@ def write_labels(root: Path, table: dict, name: str, rule) -> Path:
     return path
 
 
-def read(folder: Path) -> dict[str, np.ndarray]:
-    table = ds.dataset(folder, format="parquet", partitioning="hive").to_table()
-    columns = {n: table.column(n).to_numpy() for n in table.column_names}
-    order = np.argsort(columns["segment_id"])
-    return {n: np.asarray(c)[order] for n, c in columns.items()}
-
-
 @pytest.fixture(scope="module")
 def classified(tmp_path_factory, ray_session):
     root = tmp_path_factory.mktemp("classify")
@@ -66,7 +59,7 @@ def classified(tmp_path_factory, ray_session):
     np.save(root / "image.npy", volume.aligned_raw.transpose(2, 1, 0))
     config = parse_config({"output": f"file://{root}", "stages": stages(root)[:4]})
     run(config, session=ray_session, progress=False)
-    table = read(root / "seg" / "morphology")
+    table = read_dataset(root / "seg" / "morphology")
     median = float(np.median(table["voxels"]))
 
     def by_size(t, row):
@@ -80,7 +73,7 @@ def classified(tmp_path_factory, ray_session):
 
 def test_every_segment_gets_a_class_and_the_viewer_its_properties(classified, capsys):
     root, table, median, _, _ = classified
-    classes = read(root / "seg" / "classes")
+    classes = read_dataset(root / "seg" / "classes")
     assert classes["segment_id"].tolist() == table["segment_id"].tolist()
     truth = np.where(table["voxels"] > median, "large", "small")
     assert (classes["class"] == truth).mean() > 0.9
@@ -118,7 +111,7 @@ def test_a_rerun_runs_nothing_and_new_labels_retrain(classified, ray_session):
     config = parse_config({"output": f"file://{root}", "stages": stages(root, labels=str(flipped))})
     retrained = run(config, session=ray_session, progress=False)
     assert [r.ran for r in retrained if "classify" in r.label] == [1, 4, 1]
-    classes = read(root / "seg" / "classes")
+    classes = read_dataset(root / "seg" / "classes")
     assert (classes["class"] == np.where(table["voxels"] > median, "small", "large")).mean() > 0.9
 
 

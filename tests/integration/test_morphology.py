@@ -8,12 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow.dataset as ds
 import pytest
 from skimage.measure import marching_cubes, mesh_surface_area
 from synapse_data import random_synapses
 
 from petavox.tasks.core.errors import InputError, LayerMismatchError
+from petavox.tasks.morphology.table_reads import read_dataset
 from petavox.tasks.skeleton.skeletons import Cleanup, Teasar, chunk_skeletons, merge_pieces
 from petavox.tasks.synapse import table as synapse_table
 from petavox.tasks.synthetic.generator import SyntheticParams, generate
@@ -63,13 +63,6 @@ def config(root: Path, *stages: dict):
     return parse_config({"output": f"file://{root}", "stages": stages})
 
 
-def read_table(folder: Path) -> dict[str, np.ndarray]:
-    table = ds.dataset(folder, format="parquet", partitioning="hive").to_table()
-    columns = {n: table.column(n).to_numpy() for n in table.column_names}
-    order = np.argsort(columns["segment_id"])
-    return {n: c[order] for n, c in columns.items()}
-
-
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory, ray_session):
     """The inputs, and the tables of two runs of the stage with other chunks and shards."""
@@ -87,7 +80,7 @@ def measured(tmp_path_factory, ray_session):
         {**common, "table_dir": "morphology_b", "chunk_shape": [32, 16, 16], "shard_bits": 3},
     )
     run(cfg, session=ray_session, progress=False)
-    tables = [read_table(root / "seg" / d) for d in ("morphology", "morphology_b")]
+    tables = [read_dataset(root / "seg" / d) for d in ("morphology", "morphology_b")]
     return seg, image, synapses, tables, root
 
 
