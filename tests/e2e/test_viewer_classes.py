@@ -44,24 +44,26 @@ def classified_copy(demo: Path, root: Path, ray_session) -> Path:
     return seg
 
 
+# each entry's id and label, read in one go: two reads could straddle the list's update
+ENTRIES_JS = """() => Array.from(document.querySelectorAll('.neuroglancer-segment-list-entry'))
+  .map(e => [e.querySelector('.neuroglancer-segment-list-entry-id')?.innerText ?? '',
+             e.querySelector('.neuroglancer-segment-list-entry-name')?.innerText ?? ''])"""
+
+
 def listed(page, tag: str, seconds: float) -> tuple[list[int], list[str]]:
     """The ids and labels of the segment list's entries, once it shows entries and they are
     its answer to the query for `tag` (the list before it may still be on the page: the
     last entries seen are returned when time runs out, for the test to show them)."""
     deadline = time.monotonic() + seconds
-    found: list[int] = []
-    entries: list[str] = []
+    rows: list[tuple[int, str]] = []
     while time.monotonic() < deadline:
-        ids = page.locator(".neuroglancer-segment-list-entry-id").all_inner_texts()
-        names = page.locator(".neuroglancer-segment-list-entry-name").all_inner_texts()
-        found = [int(t) for t in ids if t.strip().isdigit()]
-        entries = names[len(names) - len(found) :] if found else []  # after the header
-        if found and all(n.startswith(f"{tag} ") for n in entries):
+        rows = [(int(i), n) for i, n in page.evaluate(ENTRIES_JS) if i.strip().isdigit()]
+        if rows and all(n.startswith(f"{tag} ") for _, n in rows):
             break
         time.sleep(0.5)
-    if not found:
+    if not rows:
         raise TimeoutError("Neuroglancer's segment list stayed empty")
-    return found, entries
+    return [i for i, _ in rows], [n for _, n in rows]
 
 
 def test_neuroglancer_filters_the_segment_list_by_class_tag(demo, tmp_path, ray_session):
