@@ -386,6 +386,17 @@ def seaweedfs_server(
     components = ("master", "volume", "filer", "s3", "admin")
     ports = dict(zip(components, free_port_pairs(len(components))))
     cmd = weed_mini_command(workdir, bucket, ports)
+    # The keys as a static identity file: taken from the environment alone, the S3 gateway
+    # later reloads its identities from the filer, and a request in between was refused
+    # (InvalidAccessKeyId) once in CI.
+    identities = workdir / "s3-identities.json"
+    identity = {
+        "name": "petavox-test",
+        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }
+    identities.write_text(json.dumps({"identities": [identity]}))
+    cmd.append(f"-s3.config={identities}")
     env = dict(os.environ)
     env.update({"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key})
     server = S3Server(
