@@ -86,6 +86,12 @@ _SYNAPSES = Source(
     date="2026-11-30",
 )
 
+_MORPHOLOGY = Source(
+    benchmark="benchmarks/bench_morphology.py (benchmarks/README.md: the parts step, 256×256×128 "
+    "Voronoi, 500 and 2,000 segments, 128×128×64 tasks, 2 workers; the lower of 1.46, 1.41)",
+    date="2026-12-04",
+)
+
 
 def _calibrated(job: str, mvx: float, runs: str, **counts) -> Figure:
     """A figure of the calibration run (`runs`: its three measurements, MVx/s per core)."""
@@ -176,6 +182,14 @@ FIGURES: tuple[Figure, ...] = (
         work_per_task=4.0,
         work_bytes_per_voxel=0.164,
         note="calibration 0.28-0.38 (its volume has more, thinner segments)",
+    ),
+    Figure(
+        job="MorphologyChunkJob",
+        mvx_per_core_s=1.41,
+        source=_MORPHOLOGY,
+        # 89 MiB traced for a 129×129×65 read of uint64 labels and a uint8 image (9.7 MB)
+        memory_factor=9.6,
+        note="its parts (one per segment shard a task touches) are not counted",
     ),
     Figure(
         job="SynapseJob",

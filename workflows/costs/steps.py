@@ -258,6 +258,9 @@ MODELS: dict[str, Model] = {
     "ContingencyJob": _reading("seg", "gt"),
     "MorphologyChunkJob": _reading("source", "image", high=1),
     "MorphologyShardJob": _no_volume,
+    "TrainJob": _no_volume,  # classify: tables and a model, no volume
+    "PredictJob": _no_volume,
+    "PropertiesJob": _no_volume,
 }
 
 
