@@ -3,6 +3,7 @@ file or a file/s3/gs URL."""
 
 from __future__ import annotations
 
+import hashlib
 from importlib import resources
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from petavox.tasks.core.storage import StorageContext
 
 BUILTIN = "petavox:"
 BUILTIN_CELLS = "petavox:cells-synthetic.json"  # trained on the generator's cell classes
+_PARSED: dict[str, Forest] = {}  # by the file's digest: a worker parses each model once
+_PARSED_MAX = 4
 
 
 def fetch_classifier(url: str, context: StorageContext = StorageContext()) -> bytes:
@@ -42,5 +45,12 @@ def parse_classifier(data: bytes, url: str) -> Forest:
 
 
 def load_classifier(url: str, context: StorageContext = StorageContext()) -> Forest:
-    """The classifier at `url`, parsed."""
-    return parse_classifier(fetch_classifier(url, context), url)
+    """The classifier at `url`, parsed (once per process for the same bytes: the tasks of a
+    step all load it; read-only)."""
+    data = fetch_classifier(url, context)
+    key = hashlib.sha256(data).hexdigest()
+    if key not in _PARSED:
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[key] = parse_classifier(data, url)
+    return _PARSED[key]

@@ -11,6 +11,7 @@ import pytest
 
 from petavox.tasks.classify.forest import Forest, filled, fit
 from petavox.tasks.classify.labels import parse_labels
+from petavox.tasks.classify.model_files import load_classifier
 from petavox.tasks.classify.properties import segment_properties
 from petavox.tasks.classify.training import cross_validated
 from petavox.tasks.core.errors import InputError
@@ -93,3 +94,14 @@ def test_segment_properties_hold_a_tag_per_segment_and_finite_numbers():
     assert props["class"]["tags"] == list(CLASSES) and props["class"]["values"] == [[2], [0]]
     assert props["label"]["values"] == ["neuron 0.90", "glia 0.60"]
     assert props["cable_nm"]["values"] == [1.0, 0.0]
+
+
+def test_a_model_file_is_parsed_once_until_it_changes(tmp_path):
+    x, y = blobs(100, 6)
+    path = tmp_path / "model.json"
+    path.write_bytes(fit(x, y, CLASSES, ("a", "b", "c", "d"), trees=3, seed=1).to_json())
+    first = load_classifier(str(path))
+    assert load_classifier(f"file://{path}") is first  # the same bytes: parsed once
+    path.write_bytes(fit(x, y, CLASSES, ("a", "b", "c", "d"), trees=4, seed=2).to_json())
+    changed = load_classifier(str(path))
+    assert changed is not first and len(changed.trees) == 4
