@@ -1,14 +1,17 @@
 """Cell-class accuracy of the built-in classifier on held-out synthetic volumes (issue 25's bar).
 
 Each seed is a synthetic volume with cell classes (`train_cells.cell_volume`, 192×192×96 at
-8 nm; the classifier was trained on seeds 501-506, these are 511-516 unless `--seeds`). Two
+8 nm; the classifier was trained on seeds 501-510 and 531-540, these are 511-516 unless
+`--seeds`). Two
 paths, both through the stages on local Ray:
 
 - `truth`: the ground-truth segmentation, skeletonized, measured (`morphology` with the image),
   classified (`classify`, the built-in model); a segment's true class is the generator's;
 - `own`: the pipeline's own segmentation (`infer` with the built-in boundary U-Net, `segment`
   with the demo's parameters: `train_cells.own_stages`), then the same; a segment's true class
-  is the class of the ground-truth segments covering most of its voxels (membrane left out).
+  is `train_cells.own_truth`'s: neuron if it holds half or more of a neuron's soma core, else
+  the class of the ground truth covering most of its voxels (membrane left out; neurite for a
+  neuron's piece).
 
 Scored over the segments of `MIN_VOXELS` voxels or more: per class, the share of its segments
 given that class (recall, "accuracy per class"), and the share of segments given it that have

@@ -5,10 +5,10 @@ Each volume is a synthetic volume with cell classes (`train_cells.cell_volume`, 
 8 nm, so that it holds about fifteen neurons with a soma), half of whose somata neurons run
 along a tilted direction (`--planted` seeds) or none (`--plain` seeds). The ground-truth
 segmentation goes through the stages (ingest, skeletonize, morphology with the image, classify
-with the built-in model), then `analyze`. Printed per volume: the large neurons it tested, how
-many the generator planted (of 2000 voxels or more), the subset and how many of it were
-planted, the direction's angle to the planted one, the subset's and Bingham's p-values, and
-whether a preferred direction was reported.
+with the built-in model), then `analyze`. Printed per volume: the neurons it tested (the
+segments classified neuron), how many the generator planted (of 2000 voxels or more), the
+subset and how many of it were planted, the direction's angle to the planted one, the subset's
+and Bingham's p-values, and whether a preferred direction was reported.
 
     .venv/bin/python benchmarks/eval_orientation.py [--planted 611,612,613] [--plain 621,622,623]
 """
@@ -61,7 +61,7 @@ def main() -> int:
             for seed in (int(s) for s in seeds.split(",") if s):
                 r = evaluate(seed, fraction, work / f"seed{seed}")
                 print(
-                    f"seed {seed} ({'planted' if fraction else 'plain'}): {r['large']} large "
+                    f"seed {seed} ({'planted' if fraction else 'plain'}): {r['large']} "
                     f"neurons, {r['planted']} planted; subset {r['aligned']} "
                     f"({r['aligned_planted']} of them planted), {r['angle']:.1f}° from the "
                     f"planted direction, p {r['p_subset']:.2g} (Bingham {r['p_bingham']:.2g}): "

@@ -1,5 +1,5 @@
 """`petavox analyze OUTPUT_URL`: what the reconstruction says. Segments per class and their sizes,
-whether the large neurons share a preferred direction (and which of them follow it),
+whether the neurons share a preferred direction (and which of them follow it),
 and how strong the connections are (synapses per connected pair, the strongest pairs). Written
 as ``analysis.json`` and three PNGs into ``OUTPUT_URL/analysis/``, and summarised on the
 terminal. Reads the tables partition by partition and the edges file by file."""
@@ -26,7 +26,7 @@ from petavox.tasks.synapse.table import columns_from_parquet
 from petavox.workflows.catalog import resolve_layer_url
 from petavox.workflows.config import StorageConfig
 
-SIZE_FACTOR = 10.0  # large neurons: this many times the neurons' median voxels or more
+SIZE_FACTOR = 10.0  # unclassified tables: test segments of this many times the median voxels
 CONE = 20.0  # degrees: the aligned subset lies within this of the preferred direction
 P_LEVEL = 0.01  # a preferred direction is reported below this p-value
 
@@ -52,28 +52,30 @@ def segment_rows(seg_url: str, context: StorageContext) -> list:
     return parts
 
 
-def large_neuron_axes(parts: list, size_factor: float) -> tuple[np.ndarray, np.ndarray]:
-    """Ids and axes of the large neurons: class neuron (every segment when the table is not
-    classified) with `size_factor` times the neurons' median voxels or more (whole cells and
-    long processes, not the many short fragments whose axis says little). The axis is the
+def neuron_axes(parts: list, size_factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ids and axes of the neurons whose orientation is tested: the segments of class neuron
+    (whole cells: a soma and its neurites) when the table is classified, else the large
+    segments, of `size_factor` times the median voxels or more (whole cells and long
+    processes, not the many short fragments whose axis says little). The axis is the
     skeleton's (the way the processes run; a soma's bulk would blur the voxels' axis), else
     the voxels'."""
-    ids, voxels, axes = [], [], []
+    ids, voxels, axes, chosen = [], [], [], []
     for table, names in parts:
-        keep = np.ones(len(table["segment_id"]), bool)
-        if names is not None:
-            keep = np.asarray(names).astype(str) == "neuron"
         skeleton = np.column_stack([table[f"skeleton_axis_{a}"] for a in "xyz"])
         voxel = np.column_stack([table[f"axis_{a}"] for a in "xyz"])
-        axis = np.where(np.isfinite(skeleton).all(axis=1, keepdims=True), skeleton, voxel)
-        ids.append(table["segment_id"][keep])
-        voxels.append(table["voxels"][keep])
-        axes.append(axis[keep])
+        axes.append(np.where(np.isfinite(skeleton).all(axis=1, keepdims=True), skeleton, voxel))
+        ids.append(table["segment_id"])
+        voxels.append(table["voxels"])
+        if names is not None:
+            chosen.append(np.asarray(names).astype(str) == "neuron")
     if not ids:
         return np.zeros(0, np.uint64), np.zeros((0, 3))
     size = np.concatenate(voxels)
-    large = size >= size_factor * np.median(size) if len(size) else size > 0
-    return np.concatenate(ids)[large], np.concatenate(axes).reshape(-1, 3)[large]
+    if len(chosen) == len(parts):
+        keep = np.concatenate(chosen)
+    else:
+        keep = size >= size_factor * np.median(size) if len(size) else size > 0
+    return np.concatenate(ids)[keep], np.concatenate(axes).reshape(-1, 3)[keep]
 
 
 def analyze(
@@ -90,7 +92,7 @@ def analyze(
     unclassified = [np.full(len(r["segment_id"]), "unclassified") for r, _ in parts]
     names = [n if n is not None else u for (_, n), u in zip(parts, unclassified)]
     sizes = class_sizes(zip(names, (r["volume_um3"] for r, _ in parts)))
-    ids, axes = large_neuron_axes(parts, size_factor)
+    ids, axes = neuron_axes(parts, size_factor)
     found = orientation_test(axes, cone)
     aligned = np.abs(axes @ np.asarray(found.direction)) >= np.cos(np.radians(cone))
     result: dict[str, Any] = {
@@ -99,6 +101,7 @@ def analyze(
         "orientation": {
             **found.as_dict(),
             "preferred": found.aligned_p_value < P_LEVEL,
+            "tested": "neurons" if all(n is not None for _, n in parts) else "large segments",
             "size_factor": size_factor,
             "aligned_ids": [int(i) for i in ids[aligned]],
         },
@@ -131,13 +134,13 @@ def print_analysis(result: dict[str, Any]) -> None:
     if o["preferred"]:
         d = ", ".join(f"{v:.2f}" for v in o["direction"])
         print(
-            f"  large neurons: {o['aligned']} of {o['count']} run along ({d}), within "
+            f"  {o['tested']}: {o['aligned']} of {o['count']} run along ({d}), within "
             f"{o['cone_degrees']:g}° (uniform axes: {o['expected_aligned']:.1f}; p = "
             f"{o['aligned_p_value']:.2g}); Bingham p = {o['p_value']:.2g} over them all"
         )
     else:
         print(
-            f"  large neurons: no preferred direction ({o['count']} of them; the largest "
+            f"  {o['tested']}: no preferred direction ({o['count']} of them; the largest "
             f"subset within {o['cone_degrees']:g}°, {o['aligned']}, has p = "
             f"{o['aligned_p_value']:.2g}; Bingham p = {o['p_value']:.2g})"
         )
@@ -180,7 +183,8 @@ def add_analyze_parser(sub: Any) -> None:
         "--size-factor",
         type=float,
         default=SIZE_FACTOR,
-        help="large neurons (whose orientation is tested): this many times the median or more",
+        help="an unclassified table's segments whose orientation is tested: this many times "
+        "the median voxels or more (a classified one's: the class neuron)",
     )
     p.add_argument("--cone", type=float, default=CONE, help="aligned subset: degrees")
     p.add_argument("--json", action="store_true", help="also print the result as JSON")

@@ -3,7 +3,8 @@
 fixed seeds are measured by the pipeline's own stages (ingest, skeletonize, morphology with the
 image) on their ground-truth segmentation and on the pipeline's own segmentation of the image
 (the built-in U-Net, `segment`), and a forest learns each segment's class: the generator's, or
-for an own segment the class of the ground truth covering most of it.
+for an own segment "neuron" if it holds a soma, else the class of the ground truth covering
+most of it (`own_truth`).
 
 `measure_volume`, `own_stages` and `own_truth` are also what the cell-class benchmark measures
 held-out seeds with.
@@ -25,12 +26,16 @@ from petavox.tasks.morphology.table_reads import Table, read_dataset
 from petavox.tasks.synthetic.generator import SyntheticParams, SyntheticVolume, generate
 from petavox.workflows.config import parse_config
 
-CELL_SEEDS = tuple(range(501, 511))  # train the built-in classifier; benchmark: 511-516
+# train the built-in classifier (benchmark: 511-516, tests: 521, orientation: 611-623)
+CELL_SEEDS = (*range(501, 511), *range(531, 541))
 CELL_SHAPE = (192, 192, 96)  # x, y, z voxels at RESOLUTION
 RESOLUTION = (8.0, 8.0, 8.0)
-CLASSES = ("glia", "myelin", "neuron", "vessel")
+CLASSES = ("glia", "myelin", "neurite", "neuron", "vessel")
 MIN_VOXELS = 500  # smaller segments are slivers whose shape says little; not trained on
 INPUTS = {"image": True, "skeletons": True, "connectome": False}
+#: skeletonize's parameters here: side branches of 400 nm (50 voxels) or more kept (the
+#: default 3 µm is more than these volumes are wide, and would leave every cell one path)
+SKELETONIZE = {"dust_threshold": 0, "tick_threshold": 200.0, "teasar_const": 50.0}
 
 
 def cell_volume(seed: int, shape: tuple[int, int, int] = CELL_SHAPE, **more) -> SyntheticVolume:
@@ -44,7 +49,7 @@ def morphology_stages(folder: Path, seg: str = "seg", **morphology) -> list[dict
         {"stage": "ingest", "input": str(folder / "seg.npy"), "output": seg, **ingest}
         | {"layer_type": "segmentation"},
         {"stage": "ingest", "input": str(folder / "image.npy"), "output": "image", **ingest},
-        {"stage": "skeletonize", "input": seg, "dust_threshold": 0},
+        {"stage": "skeletonize", "input": seg, **SKELETONIZE},
         {"stage": "morphology", "input": seg, "image": "image", **morphology},
     ]
 
@@ -58,7 +63,7 @@ def own_stages() -> list[dict]:
     return [
         {"stage": "infer", "input": "image", "output": "boundary"},
         {"stage": "segment", "input": "boundary", "output": "own", **segment},
-        {"stage": "skeletonize", "input": "own", "dust_threshold": 0},
+        {"stage": "skeletonize", "input": "own", **SKELETONIZE},
         {"stage": "morphology", "input": "own", "image": "image"},
     ]
 
@@ -90,11 +95,47 @@ def majority_class(own: np.ndarray, truth: np.ndarray, classes: dict[int, str]) 
     return {int(s): CLASSES[int(k)] for s, k in zip(seg[order][first], c[order][first])}
 
 
+SOMA_CORE = 0.5  # a soma's core: its neuron's voxels at least this × its widest radius deep
+
+
+def soma_cores(truth: np.ndarray, classes: dict[int, str]) -> np.ndarray:
+    """Each voxel's neuron label if it lies in that neuron's soma core (0 elsewhere): the
+    voxels of a class-neuron segment whose distance to its boundary is at least `SOMA_CORE`
+    times the segment's largest (the soma is far thicker than the neurites drawn from it)."""
+    from scipy import ndimage
+
+    neurons = np.array([i for i, c in classes.items() if c == "neuron"], np.int64)
+    cores = np.zeros(truth.shape, np.uint32)
+    if not len(neurons):
+        return cores
+    depth = ndimage.distance_transform_edt(np.pad(truth > 0, 1, constant_values=True))
+    depth = depth[1:-1, 1:-1, 1:-1]
+    widest = np.zeros(int(truth.max()) + 1)
+    widest[neurons] = ndimage.maximum(depth, truth, neurons)
+    core = np.isin(truth, neurons) & (depth >= SOMA_CORE * widest[truth])
+    cores[core] = truth[core]
+    return cores
+
+
 def own_truth(folder: Path, volume: SyntheticVolume) -> dict[int, str]:
+    """Each own segment's class: "neuron" if it holds half or more of a neuron's soma core
+    (a whole cell, whatever else was merged into it), else the ground truth's class covering
+    most of it, with "neurite" for "neuron" (a process cut off from its soma)."""
     from petavox.tasks.core.layers import Layer
 
-    own = Layer.open(f"file://{folder}/own")
-    return majority_class(own.read(own.bounds(0)), volume.labels, volume.classes)
+    layer = Layer.open(f"file://{folder}/own")
+    own = layer.read(layer.bounds(0))
+    classes = majority_class(own, volume.labels, volume.classes)
+    classes = {i: "neurite" if c == "neuron" else c for i, c in classes.items()}
+    cores = soma_cores(volume.labels, volume.classes)
+    inside = (cores > 0) & (own > 0)
+    n = int(cores.max()) + 1
+    pairs, counts = np.unique(own[inside].astype(np.int64) * n + cores[inside], return_counts=True)
+    whole = np.bincount(cores[cores > 0], minlength=n)
+    for segment, count, label in zip(pairs // n, counts, pairs % n):
+        if 2 * count >= whole[label]:
+            classes[int(segment)] = "neuron"
+    return classes
 
 
 def labelled_rows(table: Table, truth: dict[int, str]) -> tuple[np.ndarray, np.ndarray]:
@@ -123,15 +164,22 @@ def training_rows(seeds: Sequence[int], work: Path, session=None) -> tuple[np.nd
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", help="where to write the classifier (JSON)")
+    parser.add_argument(
+        "--workdir", help="keep the measured volumes here (a rerun resumes); default: temporary"
+    )
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="petavox-cells-") as work:
-        x, y = training_rows(CELL_SEEDS, Path(work))
+    if args.workdir:
+        x, y = training_rows(CELL_SEEDS, Path(args.workdir))
+    else:
+        with tempfile.TemporaryDirectory(prefix="petavox-cells-") as work:
+            x, y = training_rows(CELL_SEEDS, Path(work))
     meta = {
         "inputs": sorted(k for k, v in INPUTS.items() if v),
         "min_voxels": MIN_VOXELS,
         "trained_on": f"synthetic cell-class volumes, seeds {list(CELL_SEEDS)}, {CELL_SHAPE} "
         f"voxels at {RESOLUTION} nm, segments of {MIN_VOXELS} voxels or more of the ground "
         "truth and of the pipeline's own segmentation",
+        "skeletonize": SKELETONIZE,
     }
     forest = train(x, y, CLASSES, usable_features(INPUTS), folds=5, meta=meta)
     Path(args.out).write_bytes(forest.to_json())

@@ -22,6 +22,7 @@ FEATURES = (
     "end_points",
     "log_max_radius",  # log10 of the widest inscribed radius (nm)
     "radius_ratio",  # widest radius / the mean radius of a tube of that volume and cable
+    "thick_fraction",  # of the cable, at least half the widest radius: small for a soma's cell
     "skeleton_alignment",
     "log_synapses",  # log10 (1 + synapses in + out)
     "synapse_density",  # synapses per µm of cable
@@ -37,6 +38,7 @@ NEEDS = {
     "end_points": "skeletons",
     "log_max_radius": "skeletons",
     "radius_ratio": "skeletons",
+    "thick_fraction": "skeletons",
     "skeleton_alignment": "skeletons",
     "log_synapses": "connectome",
     "synapse_density": "connectome",
@@ -66,6 +68,7 @@ def feature_matrix(table: Table) -> np.ndarray:
             "end_points": table["end_points"],
             "log_max_radius": np.log10(radius),
             "radius_ratio": radius / tube_radius_nm,
+            "thick_fraction": table["thick_fraction"],
             "skeleton_alignment": table["skeleton_alignment"],
             "log_synapses": np.log10(1 + synapses),
             "synapse_density": synapses / cable_um,

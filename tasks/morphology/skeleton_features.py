@@ -3,7 +3,9 @@ a radius per vertex: kimimaro's distance to the boundary, as `skeletonize` write
 
 Cable length is the sum of the edge lengths; end points have one edge, branch points three or
 more. The largest radius is the largest inscribed ball the skeleton passes through: a soma's is
-several times a neurite's, and where it lies is the soma's position. The principal axis is the
+several times a neurite's, and where it lies is the soma's position. The thick fraction is the
+share of the cable whose edges (their ends' mean radius) are at least half that wide: small for
+a soma and its thin neurites, large for a tube as thick all along. The principal axis is the
 cable-length-weighted principal direction of the edges (each edge's direction counted by its
 length, its sign ignored): for an elongated neuron, the way its processes run.
 """
@@ -20,6 +22,7 @@ FEATURES = (
     "max_radius_x",
     "max_radius_y",
     "max_radius_z",
+    "thick_fraction",
     "skeleton_axis_x",
     "skeleton_axis_y",
     "skeleton_axis_z",
@@ -49,6 +52,8 @@ def skeleton_features(skeleton) -> dict[str, float]:
         max_radius_z=float(vertices[widest, 2]),
     )
     if lengths.sum() > 0:
+        thick = radius[edges].mean(axis=1) >= 0.5 * radius[widest]
+        out["thick_fraction"] = float(lengths[thick].sum() / lengths.sum())
         # Σ l·u uᵀ = Σ v vᵀ / l over edges (u = v / l): the orientation tensor of the cable
         keep = lengths > 0
         tensor = (vectors[keep].T / lengths[keep]) @ vectors[keep] / lengths.sum()

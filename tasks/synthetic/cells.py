@@ -1,5 +1,6 @@
 """Cell classes in synthetic volumes (`SyntheticParams.cell_classes`): neurons with somata and
-nuclei (some with processes along a preferred direction), blood vessels (a lumen and a thick
+nuclei (some with processes along a preferred direction; class "neuron"), the neurites of
+neurons whose somata lie elsewhere (class "neurite"), blood vessels (a lumen and a thick
 wall, two objects), glia (thin sheets wrapping their neighbours, joined by a small body) and
 myelin (dark lamellar rings around some neurites).
 
@@ -361,7 +362,8 @@ class CellClasses:
 
     def final(self, labels: np.ndarray, cores: np.ndarray) -> tuple[dict[int, str], frozenset[int]]:
         """Each final label's class and the oriented neurons' final labels, from the core label
-        covering most of its voxels."""
+        covering most of its voxels: "neuron" if that is a soma's (the soma and the neurites
+        drawn from it), "neurite" if it is any other neuronal one."""
         inside = labels > 0
         n = int(cores.max()) + 1
         pairs, counts = np.unique(
@@ -372,6 +374,10 @@ class CellClasses:
         ids, first = np.unique(lab[order], return_index=True)
         best = core[order][first]
         codes = self._codes(n - 1)[best]
-        classes = {int(i): CLASS_NAMES[c] for i, c in zip(ids, codes)}
+        somata = {s.label for s in self.somata}
+        classes = {
+            int(i): "neurite" if c == NEURON and int(b) not in somata else CLASS_NAMES[c]
+            for i, c, b in zip(ids, codes, best)
+        }
         oriented = frozenset(int(i) for i, c in zip(ids, best) if int(c) in self.oriented)
         return classes, oriented

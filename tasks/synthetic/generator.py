@@ -102,7 +102,7 @@ class SyntheticVolume:
     aligned_raw: np.ndarray  # uint8 image before the shifts (== raw when max_shift == 0)
     synapse_table: np.ndarray  # SYNAPSE_DTYPE (n,): the same centres with partners and normal
     clefts: np.ndarray | None = None  # uint32: synapse i's cleft voxels are i + 1 (cleft_labels)
-    classes: dict[int, str] | None = None  # label -> neuron|glia|vessel|myelin (cell_classes)
+    classes: dict[int, str] | None = None  # label -> neuron|neurite|glia|vessel|myelin
     oriented: frozenset[int] | None = None  # labels of neurons along `orientation` (cell_classes)
 
 

@@ -69,4 +69,7 @@ def test_analyze_writes_the_classes_orientation_and_figures(classified, capsys):
         assert (root / "analysis" / name).read_bytes()[:4] == b"\x89PNG"
     assert "connections" not in result  # no connectome in this run
     out = capsys.readouterr().out
-    assert "large neurons" in out and "neuron:" in out
+    assert "  neurons: " in out and "neuron:" in out
+    # the orientation is tested over the segments classified neuron, each with an axis
+    classes = read_dataset(root / "segmentation" / "classes")
+    assert result["orientation"]["count"] == (classes["class"].astype(str) == "neuron").sum() > 0

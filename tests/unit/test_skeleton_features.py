@@ -27,6 +27,15 @@ def test_cable_points_and_radius_of_a_fork():
     assert f["end_points"] == 3 and f["branch_points"] == 1
     assert f["max_radius_nm"] == 900.0
     assert (f["max_radius_x"], f["max_radius_y"], f["max_radius_z"]) == (0.0, 0.0, 0.0)
+    # only the first trunk edge (radii 900 and 200: mean 550) is half the widest or more
+    assert f["thick_fraction"] == pytest.approx(100 / 500)
+
+
+def test_a_tube_as_thick_all_along_is_all_thick():
+    vertices = np.array([[0.0, 0, 100.0 * k] for k in range(5)])
+    edges = np.array([[k, k + 1] for k in range(4)])
+    radius = np.array([300.0, 310, 290, 305, 300], np.float32)
+    assert skeleton_features(Skeleton(vertices, edges, radii=radius))["thick_fraction"] == 1.0
 
 
 def test_the_axis_follows_most_of_the_cable():

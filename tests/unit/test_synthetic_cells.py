@@ -12,7 +12,7 @@ from scipy import ndimage
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.synthetic.generator import SyntheticParams, SyntheticVolume, generate
 
-CLASSES = {"neuron", "glia", "vessel", "myelin"}
+CLASSES = {"neuron", "neurite", "glia", "vessel", "myelin"}
 CELLS = (128, 128, 64)
 
 #: sha256 of raw, labels and synapse_table of the default output, recorded before cell classes
@@ -124,10 +124,10 @@ def test_myelin_is_the_darkest_class(cells):
 def test_glia_are_light_and_smooth(cells):
     raw, kind = cells.aligned_raw.astype(np.float64), _class_map(cells)
     inner = _interior(cells.labels)
-    glia, neuron = raw[inner & (kind == "glia")], raw[inner & (kind == "neuron")]
+    glia, neurite = raw[inner & (kind == "glia")], raw[inner & (kind == "neurite")]
     assert len(glia) > 100
-    assert glia.std() < 0.8 * neuron.std()
-    assert glia.mean() > neuron.mean()
+    assert glia.std() < 0.8 * neurite.std()
+    assert glia.mean() > neurite.mean()
 
 
 def test_no_mitochondria_outside_neurons(clean_cells):
@@ -135,20 +135,21 @@ def test_no_mitochondria_outside_neurons(clean_cells):
     raw, kind = clean_cells.aligned_raw, _class_map(clean_cells)
     inner = _interior(clean_cells.labels)
     dark = raw < 0.5 * 255
-    assert dark[inner & (kind == "neuron")].mean() > 1e-3
+    assert dark[inner & np.isin(kind, ["neuron", "neurite"])].mean() > 1e-3
     assert not dark[inner & (kind == "glia")].any()
     lumens, _ = _vessel_parts(clean_cells)
     assert not dark[inner & np.isin(clean_cells.labels, lumens)].any()
 
 
 def test_somata_are_large(cells):
-    """The soma neurons are far bigger and thicker than typical neurite pieces."""
-    ids = [i for i, c in cells.classes.items() if c == "neuron"]
-    sizes = np.bincount(cells.labels.ravel())[ids]
-    assert sizes.max() > 6 * np.median(sizes)
+    """A neuron's soma is far thicker than a typical neurite (a few thick neurites come
+    close: the classifier must also see the nucleus)."""
     depth = ndimage.distance_transform_edt(np.pad(cells.labels > 0, 1, constant_values=True))
-    radius = np.array(ndimage.maximum(depth[1:-1, 1:-1, 1:-1], cells.labels, ids))
-    assert radius.max() >= max(15.0, 2 * np.median(radius))
+    depth = depth[1:-1, 1:-1, 1:-1]
+    of = {c: [i for i, k in cells.classes.items() if k == c] for c in ("neuron", "neurite")}
+    assert of["neuron"] and of["neurite"]
+    radius = {c: np.array(ndimage.maximum(depth, cells.labels, ids)) for c, ids in of.items()}
+    assert radius["neuron"].min() >= max(10.0, 2 * np.median(radius["neurite"]))
 
 
 def test_oriented_neurons_run_along_the_orientation():
