@@ -9,6 +9,7 @@ import numpy as np
 from petavox.tasks.analysis.classes import class_sizes, class_summary
 from petavox.tasks.analysis.connections import strengths
 from petavox.tasks.analysis.orientation import angle_degrees, orientation_test
+from petavox.workflows.analyze import neuron_axes
 
 
 def uniform_axes(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -73,3 +74,21 @@ def test_class_sizes_gather_partitions():
     summary = class_summary(sizes)
     assert summary["neuron"]["segments"] == 2 and summary["neuron"]["volume_um3"] == 6.0
     assert summary["glia"]["volume_p50_um3"] == 1.0
+
+
+def test_the_tested_axes_are_the_neurons_else_the_large_segments():
+    """Classified: the class neuron, whatever its size; the skeleton's axis, else the voxels'.
+    Unclassified: segments of `size_factor` times the median voxels or more."""
+    nan = float("nan")
+    table = {
+        "segment_id": np.array([1, 2, 3, 4], np.uint64),
+        "voxels": np.array([10, 10, 500, 10]),
+        **{f"skeleton_axis_{a}": np.array([v, nan, 0.0, 0.0]) for a, v in zip("xyz", (1, 0, 0))},
+        **{f"axis_{a}": np.array([0.0, v, 0.0, 0.0]) for a, v in zip("xyz", (0, 1, 0))},
+    }
+    names = np.array(["neuron", "neuron", "neurite", "glia"])
+    ids, axes = neuron_axes([(table, names)], size_factor=10)
+    assert ids.tolist() == [1, 2]
+    np.testing.assert_array_equal(axes, [[1, 0, 0], [0, 1, 0]])
+    ids, _ = neuron_axes([(table, None)], size_factor=10)
+    assert ids.tolist() == [3]
