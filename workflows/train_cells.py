@@ -100,11 +100,15 @@ SOMA_CORE = 0.5  # a soma's core: its neuron's voxels at least this × its wides
 
 def soma_cores(truth: np.ndarray, classes: dict[int, str]) -> np.ndarray:
     """Each voxel's neuron label if it lies in that neuron's soma core (0 elsewhere): the
-    voxels of a class-neuron segment whose distance to its boundary is at least `SOMA_CORE`
-    times the segment's largest (the soma is far thicker than the neurites drawn from it)."""
+    voxels of a class-neuron segment of `MIN_VOXELS` or more (a smaller one is a sliver, its
+    deepest voxels no soma) whose distance to its boundary is at least `SOMA_CORE` times the
+    segment's largest (the soma is far thicker than the neurites drawn from it)."""
     from scipy import ndimage
 
-    neurons = np.array([i for i, c in classes.items() if c == "neuron"], np.int64)
+    sizes = np.bincount(truth.ravel())
+    neurons = np.array(
+        [i for i, c in classes.items() if c == "neuron" and sizes[i] >= MIN_VOXELS], np.int64
+    )
     cores = np.zeros(truth.shape, np.uint32)
     if not len(neurons):
         return cores
@@ -118,9 +122,9 @@ def soma_cores(truth: np.ndarray, classes: dict[int, str]) -> np.ndarray:
 
 
 def own_truth(folder: Path, volume: SyntheticVolume) -> dict[int, str]:
-    """Each own segment's class: "neuron" if it holds half or more of a neuron's soma core
-    (a whole cell, whatever else was merged into it), else the ground truth's class covering
-    most of it, with "neurite" for "neuron" (a process cut off from its soma)."""
+    """Each own segment's class: the ground truth's class covering most of it, with "neurite"
+    for "neuron" (a process cut off from its soma), but "neuron" for a neuronal one that holds
+    half or more of a neuron's soma core (the cell, whatever neurites were merged into it)."""
     from petavox.tasks.core.layers import Layer
 
     layer = Layer.open(f"file://{folder}/own")
@@ -133,7 +137,7 @@ def own_truth(folder: Path, volume: SyntheticVolume) -> dict[int, str]:
     pairs, counts = np.unique(own[inside].astype(np.int64) * n + cores[inside], return_counts=True)
     whole = np.bincount(cores[cores > 0], minlength=n)
     for segment, count, label in zip(pairs // n, counts, pairs % n):
-        if 2 * count >= whole[label]:
+        if 2 * count >= whole[label] and classes[int(segment)] == "neurite":
             classes[int(segment)] = "neuron"
     return classes
 
