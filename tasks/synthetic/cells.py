@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
+from petavox.tasks.evaluate.synapse_scores import majority_objects
 from petavox.tasks.synthetic.raster import STEP, bbox, random_unit, stamp, trace
 
 if TYPE_CHECKING:
@@ -364,16 +365,11 @@ class CellClasses:
         """Each final label's class and the oriented neurons' final labels, from the core label
         covering most of its voxels: "neuron" if that is a soma's (the soma and the neurites
         drawn from it), "neurite" if it is any other neuronal one."""
-        inside = labels > 0
-        n = int(cores.max()) + 1
-        pairs, counts = np.unique(
-            labels[inside].astype(np.int64) * n + cores[inside], return_counts=True
-        )
-        lab, core = pairs // n, pairs % n
-        order = np.lexsort((-counts, lab))
-        ids, first = np.unique(lab[order], return_index=True)
-        best = core[order][first]
-        codes = self._codes(n - 1)[best]
+        covering = majority_objects(labels, cores)  # ties: the smaller core label
+        covering.pop(0, None)  # membrane
+        ids = np.array(sorted(covering), np.int64)
+        best = np.array([covering[i] for i in ids.tolist()], np.int64)
+        codes = self._codes(int(cores.max()))[best]
         somata = {s.label for s in self.somata}
         classes = {
             int(i): "neurite" if c == NEURON and int(b) not in somata else CLASS_NAMES[c]
