@@ -97,6 +97,31 @@ def test_every_segment_gets_a_class_and_the_viewer_its_properties(classified, ca
     assert "cross-validated accuracy (3 folds" in out and "segments per class: large" in out
 
 
+def test_a_trained_model_classifies_a_copy_into_another_folder(
+    classified, tmp_path, ray_session, capsys
+):
+    """--model with the _model.json of a --labels run, into --classes-dir: the same classes,
+    and the summary reads the folder the layer's info names."""
+    import shutil
+
+    root = classified[0]
+    shutil.copytree(root / "seg", tmp_path / "seg")
+    shutil.rmtree(tmp_path / "seg" / "classes")  # only the new folder holds a summary
+    model = root / "seg" / "classes" / "_model.json"
+    stage = {"stage": "classify", "input": "seg", "model": str(model), "classes_dir": "again"}
+    run(
+        parse_config({"output": f"file://{tmp_path}", "stages": [stage], "overwrite": True}),
+        session=ray_session,
+        progress=False,
+    )
+    first = read_dataset(root / "seg" / "classes")
+    again = read_dataset(tmp_path / "seg" / "again")
+    assert again["class"].tolist() == first["class"].tolist()
+    print_summary(f"file://{tmp_path}/seg", StorageContext())
+    large = int((again["class"] == "large").sum())
+    assert f"segments per class: large {large}," in capsys.readouterr().out
+
+
 def test_a_rerun_runs_nothing_and_new_labels_retrain(classified, ray_session):
     root, table, median, labels, _ = classified
     again = run(

@@ -20,6 +20,7 @@ from petavox.tasks.classify.labels import Labels, parse_labels
 from petavox.tasks.classify.model_files import BUILTIN_CELLS, fetch_classifier, parse_classifier
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.geometry import index_grid
+from petavox.tasks.core.layers import read_info
 from petavox.tasks.core.objects import fetch_file, get
 from petavox.tasks.core.storage import StorageContext, join_url
 from petavox.workflows.catalog import Catalog
@@ -178,8 +179,11 @@ def plan_classify(params: ClassifyParams, catalog: Catalog) -> list[StagePlan]:
 
 
 def print_summary(root: str, context: StorageContext) -> None:
-    """What `petavox classify` prints: the cross-validated accuracy and segments per class."""
-    data = get(join_url(root, "classes"), SUMMARY_KEY, context)
+    """What `petavox classify` prints: the cross-validated accuracy and segments per class
+    (from the classes folder the layer's info names, wherever --classes-dir put it)."""
+    info = read_info(root, context)
+    folder = (info or {}).get("classes", "classes")
+    data = get(join_url(root, folder), SUMMARY_KEY, context)
     if data is None:
         return
     summary = json.loads(data)
