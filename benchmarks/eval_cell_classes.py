@@ -35,6 +35,7 @@ from petavox.workflows.train_cells import (
     CLASSES,
     MIN_VOXELS,
     cell_volume,
+    local_ray,
     measure_volume,
     own_stages,
     own_truth,
@@ -55,11 +56,11 @@ def scored(truth: list[str], predicted: list[str]) -> dict:
     return out
 
 
-def evaluate(seed: int, folder: Path) -> dict[str, tuple[list[str], list[str]]]:
+def evaluate(seed: int, folder: Path, session) -> dict[str, tuple[list[str], list[str]]]:
     """(true classes, predicted classes) of the segments of each path."""
     volume = cell_volume(seed)
     classify = [{"stage": "classify", "input": name} for name in ("seg", "own")]
-    measure_volume(volume, folder, None, [*own_stages(), *classify])
+    measure_volume(volume, folder, session, [*own_stages(), *classify])
     out = {}
     for path, layer, truth_of in (
         ("truth", "seg", volume.classes),
@@ -84,13 +85,14 @@ def main() -> int:
     pooled: dict[str, tuple[list[str], list[str]]] = {"truth": ([], []), "own": ([], [])}
     rows = {}
     try:
-        for seed in seeds:
-            result = evaluate(seed, work / f"seed{seed}")
-            for path, (t, p) in result.items():
-                pooled[path][0].extend(t)
-                pooled[path][1].extend(p)
-                rows[f"{path} seed {seed}"] = scored(t, p)
-                print_row(f"{path} seed {seed}", rows[f"{path} seed {seed}"])
+        with local_ray() as session:
+            for seed in seeds:
+                result = evaluate(seed, work / f"seed{seed}", session)
+                for path, (t, p) in result.items():
+                    pooled[path][0].extend(t)
+                    pooled[path][1].extend(p)
+                    rows[f"{path} seed {seed}"] = scored(t, p)
+                    print_row(f"{path} seed {seed}", rows[f"{path} seed {seed}"])
         for path, (t, p) in pooled.items():
             rows[f"{path} pooled"] = scored(t, p)
             print_row(f"{path} pooled", rows[f"{path} pooled"])

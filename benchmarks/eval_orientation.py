@@ -23,15 +23,15 @@ from pathlib import Path
 from petavox.tasks.analysis.orientation import angle_degrees
 from petavox.tasks.core.storage import StorageContext
 from petavox.workflows.analyze import analyze
-from petavox.workflows.train_cells import cell_volume, measure_volume
+from petavox.workflows.train_cells import cell_volume, local_ray, measure_volume
 
 SHAPE = (256, 256, 160)
 DIRECTION = (0.8, 0.45, 0.4)  # physical x, y, z; normalised by the generator
 
 
-def evaluate(seed: int, fraction: float, folder: Path) -> dict:
+def evaluate(seed: int, fraction: float, folder: Path, session) -> dict:
     volume = cell_volume(seed, SHAPE, oriented_fraction=fraction, orientation=DIRECTION)
-    measure_volume(volume, folder, None, [{"stage": "classify", "input": "seg"}])
+    measure_volume(volume, folder, session, [{"stage": "classify", "input": "seg"}])
     result = analyze(f"file://{folder}", segmentation="seg", context=StorageContext())
     o = result["orientation"]
     planted = volume.oriented or frozenset()
@@ -56,10 +56,13 @@ def main() -> int:
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="petavox-orientation-"))
+    plan = [
+        (s, f) for seeds, f in ((args.planted, 0.5), (args.plain, 0.0)) for s in seeds.split(",")
+    ]
     try:
-        for seeds, fraction in ((args.planted, 0.5), (args.plain, 0.0)):
-            for seed in (int(s) for s in seeds.split(",") if s):
-                r = evaluate(seed, fraction, work / f"seed{seed}")
+        with local_ray() as session:
+            for seed, fraction in ((int(s), f) for s, f in plan if s):
+                r = evaluate(seed, fraction, work / f"seed{seed}", session)
                 print(
                     f"seed {seed} ({'planted' if fraction else 'plain'}): {r['large']} "
                     f"neurons, {r['planted']} planted; subset {r['aligned']} "

@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,20 @@ def own_stages() -> list[dict]:
         {"stage": "skeletonize", "input": "own", **SKELETONIZE},
         {"stage": "morphology", "input": "own", "image": "image"},
     ]
+
+
+@contextmanager
+def local_ray() -> Iterator:
+    """One local Ray for every volume of a loop (a run without one starts and stops its own:
+    seconds each time), shut down on exit."""
+    from petavox.workflows.config import RayConfig
+    from petavox.workflows.runner import RaySession
+
+    session = RaySession(RayConfig())
+    try:
+        yield session
+    finally:
+        session.shutdown()
 
 
 def measure_volume(volume: SyntheticVolume, folder: Path, session=None, more=()) -> None:
@@ -172,11 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--workdir", help="keep the measured volumes here (a rerun resumes); default: temporary"
     )
     args = parser.parse_args(argv)
-    if args.workdir:
-        x, y = training_rows(CELL_SEEDS, Path(args.workdir))
-    else:
-        with tempfile.TemporaryDirectory(prefix="petavox-cells-") as work:
-            x, y = training_rows(CELL_SEEDS, Path(work))
+    with local_ray() as session:
+        if args.workdir:
+            x, y = training_rows(CELL_SEEDS, Path(args.workdir), session)
+        else:
+            with tempfile.TemporaryDirectory(prefix="petavox-cells-") as work:
+                x, y = training_rows(CELL_SEEDS, Path(work), session)
     meta = {
         "inputs": sorted(k for k, v in INPUTS.items() if v),
         "min_voxels": MIN_VOXELS,
