@@ -52,6 +52,11 @@ def segment_rows(seg_url: str, context: StorageContext) -> list:
     return parts
 
 
+def is_classified(parts: list) -> bool:
+    """Whether every partition of the table has its classes."""
+    return all(names is not None for _, names in parts)
+
+
 def neuron_axes(parts: list, size_factor: float) -> tuple[np.ndarray, np.ndarray]:
     """Ids and axes of the neurons whose orientation is tested: the segments of class neuron
     (whole cells: a soma and its neurites) when the table is classified, else the large
@@ -59,20 +64,18 @@ def neuron_axes(parts: list, size_factor: float) -> tuple[np.ndarray, np.ndarray
     processes, not the many short fragments whose axis says little). The axis is the
     skeleton's (the way the processes run; a soma's bulk would blur the voxels' axis), else
     the voxels'."""
-    ids, voxels, axes, chosen = [], [], [], []
-    for table, names in parts:
+    ids, voxels, axes = [], [], []
+    for table, _ in parts:
         skeleton = np.column_stack([table[f"skeleton_axis_{a}"] for a in "xyz"])
         voxel = np.column_stack([table[f"axis_{a}"] for a in "xyz"])
         axes.append(np.where(np.isfinite(skeleton).all(axis=1, keepdims=True), skeleton, voxel))
         ids.append(table["segment_id"])
         voxels.append(table["voxels"])
-        if names is not None:
-            chosen.append(np.asarray(names).astype(str) == "neuron")
     if not ids:
         return np.zeros(0, np.uint64), np.zeros((0, 3))
     size = np.concatenate(voxels)
-    if len(chosen) == len(parts):
-        keep = np.concatenate(chosen)
+    if is_classified(parts):
+        keep = np.concatenate([np.asarray(names).astype(str) == "neuron" for _, names in parts])
     else:
         keep = size >= size_factor * np.median(size) if len(size) else size > 0
     return np.concatenate(ids)[keep], np.concatenate(axes).reshape(-1, 3)[keep]
@@ -101,7 +104,7 @@ def analyze(
         "orientation": {
             **found.as_dict(),
             "preferred": found.aligned_p_value < P_LEVEL,
-            "tested": "neurons" if all(n is not None for _, n in parts) else "large segments",
+            "tested": "neurons" if is_classified(parts) else "large segments",
             "size_factor": size_factor,
             "aligned_ids": [int(i) for i in ids[aligned]],
         },
