@@ -99,7 +99,7 @@ def estimate_pair(ref: np.ndarray, moving: np.ndarray, params: FlowParams) -> Pa
     guess, window = coarse, _hann(params.patch)
     for k, p in enumerate(points):
         a = ref[p[0] - half : p[0] + half, p[1] - half : p[1] + half]
-        found = _match_patch(a, moving, p, p + guess, window, params.upsample)
+        found = match_patch(a, moving, p, p + guess, window, params.upsample)
         if found is not None:
             shift[k], conf[k] = found
             # the next patch (a neighbour) is first cut where this one's content went: one
@@ -114,7 +114,7 @@ def _hann(side: int) -> np.ndarray:
     return np.outer(w, w)
 
 
-def _match_patch(
+def match_patch(
     a: np.ndarray,
     moving: np.ndarray,
     centre: np.ndarray,
@@ -124,6 +124,7 @@ def _match_patch(
 ) -> tuple[np.ndarray, float] | None:
     """(displacement, confidence) of patch `a` (of the reference, at `centre`) in `moving`,
     first looked for at `at`; None when it left the section or either patch is blank or padding.
+    Patches may be rectangles (`window` of the same shape): a narrow tile overlap.
 
     Cross-correlation of patches that do not line up is biased towards no shift (their edges
     match best unshifted): 0.4-0.5 px per px of offset on real EM. So both patches are
@@ -132,13 +133,13 @@ def _match_patch(
     0.45 → 0.04 px, std)."""
     if _blank_or_padded(a):
         return None  # blank or padded (damage, edge of the data): nothing to match
-    half = a.shape[0] // 2
+    half = np.array(a.shape) // 2
     a_centred = (a - a.mean()) * window
     q, s, b = np.asarray(at), np.zeros(2), a
     for _ in range(MATCH_ROUNDS):
-        if q.min() < half or q[0] + half > moving.shape[0] or q[1] + half > moving.shape[1]:
+        if (q < half).any() or (q + half > moving.shape).any():
             return None  # the content went out of the section
-        b = moving[q[0] - half : q[0] + half, q[1] - half : q[1] + half]
+        b = moving[q[0] - half[0] : q[0] + half[0], q[1] - half[1] : q[1] + half[1]]
         if _blank_or_padded(b):
             return None
         s = _phase_shift(a_centred, (b - b.mean()) * window, up)  # b(x) ≈ a(x − s)
@@ -155,10 +156,10 @@ def _blank_or_padded(patch: np.ndarray) -> bool:
 
 def _aligned_ncc(a: np.ndarray, b: np.ndarray, s: np.ndarray) -> float:
     """NCC of b(x) against a(x − s) over their overlap."""
-    n = a.shape[0]
+    n, m = a.shape
     sx, sy = -int(s[0]), -int(s[1])
-    if abs(sx) >= n // 2 or abs(sy) >= n // 2:
+    if abs(sx) >= n // 2 or abs(sy) >= m // 2:
         return 0.0
-    a_cut = a[max(sx, 0) : n + min(sx, 0), max(sy, 0) : n + min(sy, 0)]
-    b_cut = b[max(-sx, 0) : n + min(-sx, 0), max(-sy, 0) : n + min(-sy, 0)]
+    a_cut = a[max(sx, 0) : n + min(sx, 0), max(sy, 0) : m + min(sy, 0)]
+    b_cut = b[max(-sx, 0) : n + min(-sx, 0), max(-sy, 0) : m + min(-sy, 0)]
     return ncc(a_cut, b_cut)

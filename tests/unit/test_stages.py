@@ -22,6 +22,7 @@ from petavox.workflows.stages.mesh import format_fields
 
 PIPELINE = (
     "ingest",
+    "montage",
     "downsample",
     "normalize",
     "align",
@@ -131,7 +132,7 @@ def test_an_unknown_stage_in_a_config_is_exit_2_with_the_key(tmp_path, capsys):
     path.write_text(yaml.safe_dump({"output": str(tmp_path), "stages": [{"stage": "segmentz"}]}))
     assert main(["run", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "stages[0]: unknown stage; stages are ingest, downsample" in err
+    assert "stages[0]: unknown stage; stages are ingest, montage, downsample" in err
     assert "Traceback" not in err
 
 

@@ -1,0 +1,1 @@
+"""Montage: stitch each section's overlapping tiles into one section image."""

@@ -1,0 +1,252 @@
+"""Tile positions of one section from its matches: translation, then affine and lens, then mesh.
+
+Each step is a weighted least-squares solve over every matched point pair (a point of tile i and
+the same content in tile j must land on the same section position), re-weighted against
+outliers (Huber weights on the residual, times the match's confidence). Every tile also has a
+weak spring to its stage position (and its affine to the identity), which fixes what matches
+cannot: where the whole section sits, its overall rotation and scale, and where a tile that
+matched nothing goes (its stage position).
+
+The lens's one coefficient κ (see `tile_transforms`) is shared by all tiles and found by a
+bounded scalar search on the affine solve's residual: for a given κ the problem is linear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse.linalg import spsolve
+
+from petavox.tasks.montage.tile_matches import TileMatches
+from petavox.tasks.montage.tile_transforms import Lens, TileTransform, tile_mesh
+
+HUBER_PX = 0.5  # residuals beyond this count linearly, not quadratically
+ROBUST_ROUNDS = 3
+STAGE_PRIOR = 1e-4  # per tile: a spring to the stage position (whole-section offset)
+AFFINE_PRIOR = 1e-2  # per tile: a spring of A to the identity, in pixels at the tile's edge
+
+
+@dataclass(frozen=True, kw_only=True)
+class TileSolveParams:
+    affine: bool = True  # after translations, an affine per tile
+    lens: bool = True  # and one radial lens coefficient for the section
+    max_lens_px: float = 8.0  # the lens search's bound (displacement at a tile corner)
+    mesh_spacing: float = 32.0  # pixels between a tile's elastic mesh nodes (0: no mesh)
+    stiffness: float = 1.0  # springs between neighbouring mesh nodes
+
+
+@dataclass(frozen=True)
+class _Points:
+    """Every matched point pair of the section, flattened."""
+
+    first: np.ndarray  # (n,) tile index
+    second: np.ndarray
+    p: np.ndarray  # (n, 2) in the first tile
+    q: np.ndarray  # (n, 2) in the second tile
+    confidence: np.ndarray
+
+    @classmethod
+    def of(cls, matches: list[TileMatches]) -> _Points:
+        used = [m for m in matches if len(m.confidence)]
+        if not used:
+            empty = np.zeros(0, np.int64)
+            return cls(empty, empty, np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0))
+        return cls(
+            np.concatenate([np.full(len(m.confidence), m.first) for m in used]),
+            np.concatenate([np.full(len(m.confidence), m.second) for m in used]),
+            np.concatenate([m.first_points for m in used]),
+            np.concatenate([m.second_points for m in used]),
+            np.concatenate([m.confidence for m in used]),
+        )
+
+
+def _huber(residual: np.ndarray) -> np.ndarray:
+    return np.minimum(1.0, HUBER_PX / np.maximum(residual, 1e-12))
+
+
+def _solve(rows: sparse.csr_matrix, rhs: np.ndarray, weight: np.ndarray, prior) -> np.ndarray:
+    """argmin Σ weight (rows·v − rhs)² + Σ prior_w (v − prior_v)²."""
+    prior_w, prior_v = prior
+    wr = rows.multiply(weight[:, None]).tocsr()
+    normal = (rows.T @ wr + sparse.diags(prior_w)).tocsc()
+    return np.atleast_1d(spsolve(normal, wr.T @ rhs + prior_w * prior_v))
+
+
+def _pair_rows(points: _Points, features_p, features_q, tiles: int, width: int):
+    """Rows of Σ features·v_first − Σ features·v_second for each pair, per tile `width`
+    unknowns (the features' columns)."""
+    n = len(points.confidence)
+    cols = np.arange(width)
+    data = np.concatenate([features_p, -features_q], axis=1)
+    index = np.concatenate(
+        [points.first[:, None] * width + cols, points.second[:, None] * width + cols], axis=1
+    )
+    return sparse.csr_matrix(
+        (data.ravel(), index.ravel(), np.arange(0, n * 2 * width + 1, 2 * width)),
+        shape=(n, tiles * width),
+    )
+
+
+def solve_translations(points: _Points, stage: np.ndarray) -> np.ndarray:
+    """Offsets b (tiles, 2): p + b_first = q + b_second at every matched pair."""
+    tiles = len(stage)
+    ones = np.ones((len(points.confidence), 1))
+    rows = _pair_rows(points, ones, ones, tiles, 1)
+    weight = points.confidence.copy()
+    prior = (np.full(tiles, STAGE_PRIOR), None)
+    for _ in range(ROBUST_ROUNDS):
+        out = np.column_stack(
+            [
+                _solve(rows, points.q[:, a] - points.p[:, a], weight, (prior[0], stage[:, a]))
+                for a in range(2)
+            ]
+        )
+        residual = np.linalg.norm(
+            points.p + out[points.first] - points.q - out[points.second], axis=1
+        )
+        weight = points.confidence * _huber(residual)
+    return out
+
+
+def _affine_solve(points: _Points, lens: Lens, tiles: int, start: np.ndarray, weight):
+    """(matrices (tiles, 2, 2), offsets (tiles, 2), weighted squared residual) for `lens`."""
+    scale = lens.radius
+    lp, lq = lens.apply(points.p), lens.apply(points.q)
+    fp = np.column_stack([lp / scale, np.ones(len(lp))])  # linear entries in px at the edge
+    fq = np.column_stack([lq / scale, np.ones(len(lq))])
+    rows = _pair_rows(points, fp, fq, tiles, 3)
+    prior_w = np.tile([AFFINE_PRIOR, AFFINE_PRIOR, STAGE_PRIOR], tiles)
+    solved = []
+    for a in range(2):
+        identity = np.zeros((tiles, 3))
+        identity[:, a] = scale
+        identity[:, 2] = start[:, a]
+        solved.append(_solve(rows, np.zeros(len(lp)), weight, (prior_w, identity.ravel())))
+    coef = np.stack([s.reshape(tiles, 3) for s in solved], axis=1)  # (tiles, 2, 3)
+    matrices, offsets = coef[:, :, :2] / scale, coef[:, :, 2]
+    moved_p = np.einsum("nij,nj->ni", matrices[points.first], lp) + offsets[points.first]
+    moved_q = np.einsum("nij,nj->ni", matrices[points.second], lq) + offsets[points.second]
+    residual = np.linalg.norm(moved_p - moved_q, axis=1)
+    return matrices, offsets, residual
+
+
+def _best_lens(points: _Points, shape, start: np.ndarray, weight, bound: float) -> Lens:
+    """The lens coefficient whose affine solve leaves the least weighted residual."""
+    from scipy.optimize import minimize_scalar
+
+    def cost(kappa: float) -> float:
+        found = _affine_solve(points, Lens(shape, kappa), len(start), start, weight)
+        return float((weight * found[2] ** 2).sum())
+
+    best = minimize_scalar(cost, bounds=(-bound, bound), method="bounded", options={"xatol": 1e-3})
+    return Lens(shape, float(best.x))
+
+
+def solve_affines(
+    points: _Points, shape: tuple[int, int], start: np.ndarray, params: TileSolveParams
+) -> tuple[Lens, np.ndarray, np.ndarray, np.ndarray]:
+    """(lens, matrices, offsets, weights) from translations `start`, re-weighted each round."""
+    weight = points.confidence.copy()
+    lens = Lens(shape)
+    for _ in range(ROBUST_ROUNDS):
+        if params.lens and len(weight):
+            lens = _best_lens(points, shape, start, weight, params.max_lens_px)
+        matrices, offsets, residual = _affine_solve(points, lens, len(start), start, weight)
+        weight = points.confidence * _huber(residual)
+    return lens, matrices, offsets, weight
+
+
+def _mesh_rows(points: _Points, mesh, tiles: int) -> sparse.csr_matrix:
+    """Rows of m_first(p) − m_second(q), the meshes' bilinear weights."""
+    n, size = len(points.confidence), mesh.size
+    ip, wp = mesh.weights(points.p)
+    iq, wq = mesh.weights(points.q)
+    index = np.concatenate(
+        [points.first[:, None] * size + ip, points.second[:, None] * size + iq], 1
+    )
+    data = np.concatenate([wp, -wq], axis=1)
+    return sparse.csr_matrix(
+        (data.ravel(), index.ravel(), np.arange(0, n * 8 + 1, 8)), shape=(n, tiles * size)
+    )
+
+
+def solve_meshes(
+    points: _Points, affine: list[TileTransform], weight: np.ndarray, params: TileSolveParams
+) -> list[TileTransform]:
+    """Each tile's elastic mesh on top of its affine: what the affine left of the matches,
+    smoothed by springs between neighbouring nodes."""
+    tiles, lens = len(affine), affine[0].lens
+    mesh = tile_mesh(lens.shape, params.mesh_spacing)
+    data = _mesh_rows(points, mesh, tiles)
+    links = mesh.neighbour_pairs()
+    offsets = (np.arange(tiles) * mesh.size)[:, None, None]
+    pairs = (links[None] + offsets).reshape(-1, 2)
+    spring = sparse.csr_matrix(
+        (
+            np.tile([params.stiffness, -params.stiffness], len(pairs)),
+            pairs.ravel(),
+            np.arange(0, 2 * len(pairs) + 1, 2),
+        ),
+        shape=(len(pairs), tiles * mesh.size),
+    )
+    rows = sparse.vstack([data, spring]).tocsr()
+    at_p = _placed(affine, points.first, points.p)
+    at_q = _placed(affine, points.second, points.q)
+    prior = (np.full(tiles * mesh.size, STAGE_PRIOR), np.zeros(tiles * mesh.size))
+    nodes = np.zeros((tiles * mesh.size, 2))
+    for _ in range(ROBUST_ROUNDS):
+        full = np.concatenate([weight, np.ones(len(pairs))])
+        for a in range(2):
+            rhs = np.concatenate([at_q[:, a] - at_p[:, a], np.zeros(len(pairs))])
+            nodes[:, a] = _solve(rows, rhs, full, prior)
+        residual = np.linalg.norm(at_p + data @ nodes - at_q, axis=1)
+        weight = points.confidence * _huber(residual)
+    per_tile = nodes.reshape(tiles, mesh.size, 2)
+    return [
+        TileTransform(lens, t.matrix, t.offset, mesh, per_tile[k]) for k, t in enumerate(affine)
+    ]
+
+
+def _placed(transforms: list[TileTransform], tile: np.ndarray, points: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(points)
+    for k, t in enumerate(transforms):
+        sel = tile == k
+        if sel.any():
+            out[sel] = t.forward(points[sel])
+    return out
+
+
+def solve_tiles(
+    matches: list[TileMatches],
+    stage: np.ndarray,
+    shape: tuple[int, int],
+    params: TileSolveParams = TileSolveParams(),
+) -> list[TileTransform]:
+    """One transform per tile (tile pixel → section position) from the section's matches."""
+    points = _Points.of(matches)
+    stage = np.asarray(stage, np.float64)
+    offsets = solve_translations(points, stage) if len(points.confidence) else stage.copy()
+    lens = Lens(shape)
+    out = [TileTransform(lens, np.eye(2), b) for b in offsets]
+    if not params.affine or not len(points.confidence):
+        return out
+    lens, matrices, offsets, weight = solve_affines(points, shape, offsets, params)
+    out = [TileTransform(lens, m, b) for m, b in zip(matrices, offsets)]
+    if params.mesh_spacing > 0:
+        out = solve_meshes(points, out, weight, params)
+    return out
+
+
+def match_residuals(matches: list[TileMatches], transforms: list[TileTransform]) -> list:
+    """Per pair, the distances (px) between where its matched points land from either tile."""
+    out = []
+    for m in matches:
+        if not len(m.confidence):
+            out.append(np.zeros(0))
+            continue
+        a = transforms[m.first].forward(m.first_points)
+        b = transforms[m.second].forward(m.second_points)
+        out.append(np.linalg.norm(a - b, axis=1))
+    return out
