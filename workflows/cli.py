@@ -200,6 +200,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         runtime=runtime,
         progress=not args.quiet,
         sharding=args.sharding,
+        tiles=args.tiles,
     )
 
 
@@ -233,6 +234,11 @@ def add_demo_and_view(sub: argparse._SubParsersAction) -> None:
         default="none",
         help="storage of every volume layer: none, auto or N (storage chunks per shard, a "
         "power of two; the demo's tasks hold 16); the voxels are the same either way",
+    )
+    p.add_argument(
+        "--tiles",
+        action="store_true",
+        help="start from tiles: each raw section cut into 3×3 damaged tiles, montaged first",
     )
     add_runtime_options(p)
     p.set_defaults(func=cmd_demo)

@@ -24,6 +24,7 @@ from petavox.tasks.synthetic.generator import SyntheticParams, SyntheticVolume, 
 from petavox.tasks.synthetic.misalignment import Misalignment, apply, random_misalignment, residuals
 from petavox.workflows.analyze import analyze, print_analysis
 from petavox.workflows.config import RunConfig, dump_config
+from petavox.workflows.demo_tiles import montage_stage, print_montage_residual, write_demo_tiles
 from petavox.workflows.pipeline import plan_run, plan_stages, run
 from petavox.workflows.report_page import write_run_report
 from petavox.workflows.stages.infer import SYNAPSE_MODEL
@@ -56,10 +57,15 @@ def demo_volume(size: int, seed: int) -> SyntheticVolume:
 
 
 def demo_config(
-    output: str, stacks: dict[str, str], runtime: dict[str, Any], sharding: str | int = "none"
+    output: str,
+    stacks: dict[str, str],
+    runtime: dict[str, Any],
+    sharding: str | int = "none",
+    tiles: str | None = None,
 ) -> RunConfig:
     """Every stage on the demo's stacks (`stacks`: raw, raw_labels and raw_clefts .npy files);
-    `sharding` for every volume layer a stage writes (pyramids follow their mip 0)."""
+    `sharding` for every volume layer a stage writes (pyramids follow their mip 0). With
+    `tiles` (a tile manifest of the raw sections) the raw layer is montaged from them."""
     task = {"chunk_shape": [128, 128, 32]}
     writes = {**task, "sharding": sharding} if sharding != "none" else task
     ingest = {"stage": "ingest", "resolution": RESOLUTION, "storage_chunk": [32, 32, 16], **writes}
@@ -72,8 +78,12 @@ def demo_config(
     shown = ("raw", "aligned", "ground_truth", "boundary", "segmentation")
     morphology = {"stage": "morphology", "input": "segmentation", "image": "aligned"}
     morphology["connectome"] = "synapses"
+    raw = {**ingest, "input": stacks["raw"], "output": "raw"}
+    if tiles:
+        shape = np.load(stacks["raw"], mmap_mode="r").shape[::-1]
+        raw = montage_stage(tiles, shape, RESOLUTION, ingest)
     stages = [
-        {**ingest, "input": stacks["raw"], "output": "raw"},
+        raw,
         *({**labels, "input": stacks[name], "output": name} for name in carry),
         {"stage": "align", "input": "raw", "output": "aligned", "mips": 0, "carry": carry} | writes,
         {"stage": "infer", "input": "aligned", "output": "boundary", **writes},
@@ -250,6 +260,7 @@ def run_demo(
     runtime: dict[str, Any],
     progress: bool = True,
     sharding: str | int = "none",
+    tiles: bool = False,
 ) -> int:
     output = normalize_url(output)
     shape = demo_shape(size)
@@ -264,7 +275,12 @@ def run_demo(
     workdir.mkdir(parents=True, exist_ok=True)
     known = random_misalignment(shape[2], MAX_SHIFT, WARP, seed=seed)
     try:
-        config = demo_config(output, write_stacks(volume, known, workdir), runtime, sharding)
+        stacks = write_stacks(volume, known, workdir)
+        manifest, cuts = None, {}
+        if tiles:
+            manifest, cuts = write_demo_tiles(stacks["raw"], workdir / "tiles", seed)
+            print(f"  raw sections cut into {sum(len(c.tiles) for c in cuts.values())} tiles")
+        config = demo_config(output, stacks, runtime, sharding, manifest)
         reports = run(config, progress=progress)
         # planned while the stacks exist (ingest plans read them): a cloud run's go with its end
         page = write_run_report(config, plan_stages(config)).page
@@ -274,6 +290,8 @@ def run_demo(
     for r in reports:
         print(f"  {r.label}: {r.total} chunks in {r.seconds:.1f} s")
     layers = print_layers(config)
+    if cuts:
+        print_montage_residual(config, cuts)
     print_alignment_residual(config, known)
     print_synapses(output, volume, config.storage.context())
     report = read_report(*report_location(output, EVALUATION), config.storage.context())

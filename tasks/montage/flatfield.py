@@ -4,7 +4,8 @@ Where two tiles overlap they see the same content at different tile pixels, so t
 their brightness there is the ratio of the shading at those two pixels (times the tiles' gains).
 In logs that is linear: log S(p) − log S(p') + g_i − g_j = log I_i(p) − log I_j(p'), with
 log S a polynomial of the tile coordinates (no constant term) and g a gain per tile (summing to
-0). Every overlap pixel pair is an equation; Huber weights keep misregistered or damaged
+0, before one common gain keeps the tiles' mean brightness). Every overlap pixel pair is an
+equation; Huber weights keep misregistered or damaged
 pixels from pulling. A mean over many tiles (the usual flat-field) needs hundreds of tiles
 before content averages out; the overlaps give it from one section's nine.
 """
@@ -176,4 +177,9 @@ def estimate_shading(
         )[0]
         residual = np.abs(design @ solution - rhs)
         weight = np.minimum(1.0, HUBER_LOG / np.maximum(residual, 1e-12))
-    return Shading(shape, degree, solution[:terms], solution[terms:])
+    found = Shading(shape, degree, solution[:terms], solution[terms:])
+    # one more gain for all: the corrected tiles keep the raw tiles' mean brightness (the
+    # overlaps say nothing about it; dividing by a shading of mean log 0 darkens them)
+    corrected = np.mean([found.correct(t, k).mean() for k, t in enumerate(tiles)])
+    level = np.log(max(corrected, 1e-6) / max(np.mean([t.mean() for t in tiles]), 1e-6))
+    return Shading(shape, degree, found.coefficients, found.gains + level)

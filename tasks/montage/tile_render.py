@@ -1,11 +1,11 @@
 """A box of a montaged section: each tile sampled where it lands, seams blended by feathering.
 
-A section pixel q takes every tile that covers it: the tile pixel p = F⁻¹(q) (bilinear
-sample of the flat-field corrected tile), weighted by p's distance to the tile's nearest edge,
-so a tile fades out towards its border and two tiles cross-fade over their whole overlap
-(no visible step where one tile ends). A pixel no tile covers is 0. Each pixel depends only on
-its own position and the tiles, never on the box it is rendered in: the rendering does not
-depend on the task shape.
+A section pixel q takes every tile that covers it: the tile pixel p = F⁻¹(q) (cubic spline
+sample of the flat-field corrected tile: bilinear blurs membranes a CNN then misses), weighted
+by p's distance to the tile's nearest edge, so a tile fades out towards its border and two
+tiles cross-fade over their whole overlap (no visible step where one tile ends). A pixel no
+tile covers is 0. Each pixel depends only on its own position and the tiles, never on the box
+it is rendered in: the rendering does not depend on the task shape.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def render_box(
         where = transform.inverse(pixels[near])
         weight = feather(where, image.shape)
         inside = weight >= 0
-        values = ndimage.map_coordinates(image, where[inside].T, order=1, mode="nearest")
+        values = ndimage.map_coordinates(image, where[inside].T, order=3, mode="nearest")
         target = np.flatnonzero(near)[inside]
         w = weight[inside] + 1e-3  # a pixel on the very edge of its only tile still counts
         total[target] += w * values

@@ -231,11 +231,35 @@ def solve_tiles(
     lens = Lens(shape)
     out = [TileTransform(lens, np.eye(2), b) for b in offsets]
     if not params.affine or not len(points.confidence):
-        return out
+        return on_the_stage(out, points, stage)
     lens, matrices, offsets, weight = solve_affines(points, shape, offsets, params)
     out = [TileTransform(lens, m, b) for m, b in zip(matrices, offsets)]
     if params.mesh_spacing > 0:
         out = solve_meshes(points, out, weight, params)
+    return on_the_stage(out, points, stage)
+
+
+def on_the_stage(
+    transforms: list[TileTransform], points: _Points, stage: np.ndarray
+) -> list[TileTransform]:
+    """The transforms moved, each group of tiles linked by matches as one, so that the
+    group's first pixels land on their stage positions on average (a tile that matched nothing
+    exactly): the stage positions say where a tile's first pixel is, while the springs hold
+    the offsets, which the lens and mesh move away from it."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(transforms)
+    links = coo_matrix((np.ones(len(points.first)), (points.first, points.second)), shape=(n, n))
+    _, group = connected_components(links, directed=False)
+    first = np.array([t.forward(np.zeros((1, 2)))[0] for t in transforms])
+    out = list(transforms)
+    for g in np.unique(group):
+        members = np.flatnonzero(group == g)
+        shift = (first[members] - stage[members]).mean(axis=0)
+        for k in members:
+            t = transforms[k]
+            out[k] = TileTransform(t.lens, t.matrix, t.offset - shift, t.mesh, t.nodes)
     return out
 
 

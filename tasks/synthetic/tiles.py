@@ -32,6 +32,7 @@ class TileDamage:
     scan_gradient: float = 0.1  # brightness change across a tile along x (fraction)
     noise: float = 2.0  # grey-level standard deviation of each tile's own noise
     margin: int = 4  # pixels of the section kept clear of tiles (rotation, lens)
+    centred_stage: bool = False  # stage errors sum to 0 over a section: its frame is the truth's
     seed: int = 0
 
 
@@ -96,15 +97,17 @@ def cut_tiles(section: np.ndarray, damage: TileDamage = TileDamage()) -> TileCut
     xs, ys = (np.arange(s, dtype=np.float64) for s in shape)
     gx, gy = np.meshgrid(xs, ys, indexing="ij")
     pixels = np.column_stack([gx.ravel(), gy.ravel()])
-    tiles, stage = [], []
+    tiles = []
     for transform in truth:
         where = transform.forward(pixels)
         values = ndimage.map_coordinates(image, [where[:, 0], where[:, 1]], order=3, mode="nearest")
         values = values.reshape(shape) * shade + rng.normal(0, damage.noise, shape)
         tiles.append(np.clip(np.rint(values), 0, 255).astype(np.uint8))
-        error = rng.uniform(-damage.stage_error, damage.stage_error, 2)
-        stage.append(transform.forward(np.zeros((1, 2)))[0] + error)
-    return TileCut(tiles, truth, np.array(stage), shade, damage.grid)
+    errors = rng.uniform(-damage.stage_error, damage.stage_error, (len(truth), 2))
+    if damage.centred_stage:
+        errors -= errors.mean(axis=0)
+    stage = np.array([t.forward(np.zeros((1, 2)))[0] for t in truth]) + errors
+    return TileCut(tiles, truth, stage, shade, damage.grid)
 
 
 def placement_residuals(

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.geometry import Box, Chunk, ChunkGrid, Vec3
@@ -63,7 +63,20 @@ class MontageParams(VolumeWriterParams):
     margin: int = Field(
         64, ge=0, description="px added around the tiles' stage positions to form the layer"
     )
+    frame: tuple[tuple[int, int], tuple[int, int]] | None = Field(
+        None,
+        description="the layer's box in stage pixels, [[x0,y0],[x1,y1]] (default: the stage "
+        "footprints grown by margin)",
+    )
     storage_chunk: PositiveTriple = Field((64, 64, 64), description="chunk size of the layer")
+
+    @field_validator("frame")
+    @classmethod
+    def _frame(cls, value):
+        if value is not None and any(b <= a for a, b in zip(*value)):
+            raise ValueError(f"frame {value} is empty: each stop must exceed its start")
+        return value
+
     chunk_shape: PositiveTriple | None = Field(
         None, description="render: voxels per task, a multiple of storage_chunk"
     )
@@ -130,6 +143,9 @@ def plan_montage(params: MontageParams, catalog: Catalog) -> list[StagePlan]:
     shape = check_tiles(entries, catalog)
     inputs = _note_inputs(path, entries, catalog)
     bounds = layer_bounds(entries, shape, params.margin, params.storage_chunk)
+    if params.frame is not None:
+        (x0, y0), (x1, y1) = params.frame
+        bounds = Box((x0, y0, bounds.start[2]), (x1, y1, bounds.stop[2]))
     url = catalog.url(params.output)
     spec = LayerSpec(
         layer_type="image",
