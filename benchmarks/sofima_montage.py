@@ -1,28 +1,32 @@
 """SOFIMA (Google's optical-flow + elastic-mesh montager) as a side-by-side reference for tile
-montaging, run in its own virtualenv as a subprocess:
+montaging, run in its own virtualenv ($VENV below) as a subprocess:
 
-    /tmp/sofima-venv/bin/python benchmarks/sofima_montage.py in.npz out.npz [--warmup]
+    $VENV/bin/python benchmarks/sofima_montage.py in.npz out.npz [--warmup]
 
 `in.npz` holds `tiles` ([rows, cols, h, w] uint8, tile (c, r) at [r, c]) and `overlap_px` (the
 nominal overlap of neighbouring tiles). `out.npz` gets `image` (float32 [y, x], NaN where no tile
 was rendered), `positions` ([rows, cols, 2]: the (x, y) of each tile's top-left pixel in
-`image`), `phase_seconds` (coarse, mesh, render) and `params` (mesh stride, flow patch, margin).
+`image`), `coarse_positions` (the same after the rigid phase alone, up to a common offset),
+`phase_seconds` (coarse, mesh, render; JAX compiles inside them unless --warmup ran the montage
+once before) and `params` (mesh stride, flow patch, render margin).
 
 Follows SOFIMA's EM stitching notebook (notebooks/em_stitching.ipynb): rigid offsets of
 neighbouring tiles by masked cross-correlation of their overlap strips, a spring mesh of tiles
 relaxed to coarse positions, then per-tile elastic meshes pulled together by whole-pixel flow
-fields across each seam, and each tile warped into the section by its inverted mesh. The
-notebook's second flow pass (`reconcile_flows`, needs `np.in1d`, gone in NumPy 2.4) is left out.
+fields across each seam, and each tile warped into the section by its inverted mesh. Left out:
+the notebook's `reconcile_flows` filter of small groups of flow vectors (it calls `np.in1d`,
+gone in NumPy 2.4). Added: the global rotation of the meshes is taken out (`remove_rotation`).
 
 Only numpy, jax and sofima are imported (never petavox). Install into a separate virtualenv; the
 PyPI wheel of sofima 0.1 is empty, so its sdist's top-level modules are installed as a package,
 and jax must be <= 0.9.2 (sofima 0.1 calls `jnp.clip(a_min=, a_max=)`, removed in jax 0.10):
 
-    python3.11 -m venv /tmp/sofima-venv
-    /tmp/sofima-venv/bin/pip install sofima==0.1 "jax[cpu]==0.9.2" numpy scipy
-    /tmp/sofima-venv/bin/pip download --no-deps --no-binary :all: sofima==0.1 -d SRC
-    (unpack SRC/sofima-0.1.tar.gz, move its *.py into sofima-0.1/sofima/, then)
-    /tmp/sofima-venv/bin/pip install --no-deps SRC/sofima-0.1
+    python3.11 -m venv $VENV
+    $VENV/bin/pip install sofima==0.1 jax==0.9.2 jaxlib==0.9.2 numpy scipy
+    $VENV/bin/pip download --no-deps --no-binary :all: sofima==0.1 -d $SRC
+    tar xzf $SRC/sofima-0.1.tar.gz -C $SRC && mkdir $SRC/sofima-0.1/sofima
+    mv $SRC/sofima-0.1/*.py $SRC/sofima-0.1/sofima/
+    $VENV/bin/pip install --no-deps $SRC/sofima-0.1
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -116,7 +121,7 @@ def choose_params(tile_shape: tuple[int, int], cx: np.ndarray, cy: np.ndarray) -
     ortho offset is rounded to the stride), which the flow must then recover. SOFIMA's flow is
     whole-pixel and, with no mask, its cross-correlation is not normalised for the shrinking
     overlap of shifted patches, so it leans towards zero shift: with 96 px tiles, a 1 px residual
-    gave tile errors of up to 0.9 px, a 5 px one tore the mesh (errors of 8-76 px). The stride is
+    left tile errors of up to 0.9 px, a 5 px one 2-3 px (after `remove_rotation`). The stride is
     therefore the one with the smallest residual (0 when it divides every tile pitch w - overlap,
     h - overlap, and ortho offset; the tile side need not be a multiple), then the closest to a
     quarter of the overlap (about four mesh nodes across a seam), at most half of it. Stride 1
@@ -128,10 +133,12 @@ def choose_params(tile_shape: tuple[int, int], cx: np.ndarray, cy: np.ndarray) -
     and fails for patch < 2 * stride), at least MIN_PATCH and at most the overlap (the strip).
     """
     h, w = tile_shape
-    pitches = np.concatenate([(w + cx[0])[np.isfinite(cx[0])], (h + cy[1])[np.isfinite(cy[1])]])
+    # Offsets are whole pixels; x pairs overlap by -cx[0], y pairs by -cy[1].
+    overlaps = np.concatenate([-cx[0][np.isfinite(cx[0])], -cy[1][np.isfinite(cy[1])]])
+    pitches = np.concatenate([w + cx[0][np.isfinite(cx[0])], h + cy[1][np.isfinite(cy[1])]])
     orthos = np.concatenate([cx[1][np.isfinite(cx[1])], cy[0][np.isfinite(cy[0])]])
     pitches, orthos = pitches.round().astype(int), orthos.round().astype(int)
-    overlap = int(min(w, h) - pitches.max())  # the smallest measured overlap
+    overlap = int(overlaps.min())
     lowest = 1 if h * w <= STRIDE1_MAX_PX else 2
     strides = [s for s in range(lowest, min(MAX_STRIDE, overlap // 2) + 1) if _patch(s, overlap)]
     if not strides:
@@ -205,7 +212,48 @@ def elastic_meshes(
     )
     x, _, _ = mesh.relax_mesh(x, None, config, prev_fn=prev_fn)
     x = np.asarray(x)
-    return {key: x[:, i : i + 1] for key, i in key_to_idx.items()}
+    meshes = {key: x[:, i : i + 1] for key, i in key_to_idx.items()}
+    return remove_rotation(meshes, coarse, tiles[next(iter(tiles))].shape, params.stride)
+
+
+def _grid_nodes(
+    key: TileKey, mesh_shape: tuple[int, ...], tile_shape: tuple[int, int], stride: int
+) -> np.ndarray:
+    """[2, ny, nx] xy of a tile's mesh nodes on the tile grid with no overlap (no mesh shift)."""
+    ny, nx = mesh_shape[-2:]
+    gy, gx = np.mgrid[:ny, :nx] * stride
+    return np.stack([key[0] * tile_shape[1] + gx, key[1] * tile_shape[0] + gy]).astype(np.float64)
+
+
+def remove_rotation(
+    meshes: dict[TileKey, np.ndarray], coarse: np.ndarray, tile_shape: tuple[int, int], stride: int
+) -> dict[TileKey, np.ndarray]:
+    """Undo the global rotation of the relaxed meshes relative to the coarse (rigid) layout.
+
+    Rotating every mesh together changes no spring length and no flow target, so it is a free
+    mode of SOFIMA's solver, and torque from inconsistent whole-pixel flows can drive it: with a
+    1 px flow residual, 96 px tiles came out rotated by 26 degrees (tile errors of 40 px). The
+    best-fitting rotation about the centroid (2-D Procrustes) is taken out; nothing else."""
+    keys = list(meshes)
+    grid = [_grid_nodes(k, meshes[k].shape, tile_shape, stride).reshape(2, -1) for k in keys]
+    after = np.concatenate([g + meshes[k][:, 0].reshape(2, -1) for k, g in zip(keys, grid)], 1)
+    before = np.concatenate([g + coarse[:, k[1], k[0], None] for k, g in zip(keys, grid)], 1)
+    valid = np.isfinite(after).all(0)
+    centre = after[:, valid].mean(1, keepdims=True)
+    a = after[:, valid] - centre
+    b = before[:, valid] - before[:, valid].mean(1, keepdims=True)
+    angle = math.atan2(float(np.sum(a[0] * b[1] - a[1] * b[0])), float(np.sum(a * b)))
+    if abs(angle) < 1e-6:  # under 1e-3 px at 1000 px from the centre
+        return meshes
+    if abs(angle) > 1e-4:
+        print(f"sofima: took out a global mesh rotation of {math.degrees(angle):.2f} degrees")
+    cos, sin = math.cos(angle), math.sin(angle)
+    rotated = np.array([[cos, -sin], [sin, cos]]) @ (after - centre) + centre
+    out, start = {}, 0
+    for key, g in zip(keys, grid):
+        part = rotated[:, start : start + g.shape[1]] - g
+        out[key], start = part.reshape(meshes[key].shape), start + g.shape[1]
+    return out
 
 
 def render(
@@ -215,20 +263,17 @@ def render(
     pixel (x, y) in it. Meshes are shifted together so that the section starts at (0, 0)."""
     h, w = next(iter(tiles.values())).shape
     s = params.stride
-    node_x, node_y = [], []
-    for (tx, ty), m in meshes.items():
-        node_x.append(tx * w + np.arange(m.shape[-1]) * s + m[0, 0])
-        node_y.append(ty * h + np.arange(m.shape[-2])[:, np.newaxis] * s + m[1, 0])
-    x0 = math.floor(min(float(np.nanmin(v)) for v in node_x))
-    y0 = math.floor(min(float(np.nanmin(v)) for v in node_y))
-    shift = np.array([x0, y0], dtype=np.float64).reshape(2, 1, 1, 1)
-    shifted = {key: m - shift for key, m in meshes.items()}
-    any_mesh = next(iter(meshes.values()))
-    # Past the last node a tile goes on for (side - 1) - (nodes - 1) * stride more pixels.
-    width = math.ceil(max(float(np.nanmax(v)) for v in node_x)) - x0
-    width += w - (any_mesh.shape[-1] - 1) * s + 1
-    height = math.ceil(max(float(np.nanmax(v)) for v in node_y)) - y0
-    height += h - (any_mesh.shape[-2] - 1) * s + 1
+    nodes = np.concatenate(
+        [(_grid_nodes(k, m.shape, (h, w), s) + m[:, 0]).reshape(2, -1) for k, m in meshes.items()],
+        axis=1,
+    )
+    # 1e-3 px of slack keeps float noise from adding a row or column.
+    x0, y0 = (math.floor(v + 1e-3) for v in np.nanmin(nodes, axis=1))
+    x1, y1 = (math.ceil(v - 1e-3) for v in np.nanmax(nodes, axis=1))
+    shifted = {key: m - np.array([x0, y0]).reshape(2, 1, 1, 1) for key, m in meshes.items()}
+    ny, nx = next(iter(meshes.values())).shape[-2:]
+    # A tile goes on for (side - 1) - (nodes - 1) * stride pixels past its last node.
+    width, height = x1 - x0 + w - (nx - 1) * s, y1 - y0 + h - (ny - 1) * s
     image, mask = warp.render_tiles(
         tiles, shifted, stride=(s, s), margin=params.margin, width=width, height=height
     )
@@ -246,35 +291,45 @@ def render(
 def montage_with_sofima(
     tiles: dict[tuple[int, int], np.ndarray],
     overlap_px: int,
-    timings: dict[str, float] | None = None,
-    params_out: list[Params] | None = None,
+    info: dict[str, object] | None = None,
 ) -> tuple[np.ndarray, dict[tuple[int, int], np.ndarray]]:
     """tiles keyed by (column x, row y) of a regular grid, each a 2-D uint8 array indexed [y, x]
     (all same shape). Returns the stitched section (2-D float32 [y, x], NaN where no tile) and,
     per tile, the position of its top-left pixel in the stitched image's frame (x, y).
 
-    `timings`, if given, receives the wall seconds of each phase (see PHASES; JAX compiles on
-    first use, within the phase); `params_out` receives the chosen Params."""
+    `info`, if given, receives "seconds" (wall time per phase of PHASES; JAX compiles on first
+    use, within the phase), "params" (the chosen Params) and "coarse_positions" (each tile's
+    top-left (x, y) after the rigid phase alone, up to a common offset from `positions`)."""
     tiles = {key: np.asarray(tile) for key, tile in tiles.items()}
+    h, w = next(iter(tiles.values())).shape
     t0 = time.perf_counter()
     cx, cy, coarse = coarse_offsets(tiles, int(overlap_px))
     t1 = time.perf_counter()
-    params = choose_params(next(iter(tiles.values())).shape, cx, cy)
+    params = choose_params((h, w), cx, cy)
     meshes = elastic_meshes(tiles, cx, cy, coarse, params)
     t2 = time.perf_counter()
     image, positions = render(tiles, meshes, params)
     t3 = time.perf_counter()
-    if timings is not None:
-        timings.update(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2)))
-    if params_out is not None:
-        params_out.append(params)
+    if info is not None:
+        info["seconds"] = dict(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2)))
+        info["params"] = params
+        info["coarse_positions"] = {
+            (x, y): np.array([x * w + coarse[0, y, x], y * h + coarse[1, y, x]]) for x, y in tiles
+        }
     return image, positions
+
+
+def _grid_array(values: dict[TileKey, np.ndarray], rows: int, cols: int) -> np.ndarray:
+    """[rows, cols, 2] array of per-tile (x, y) values."""
+    out = np.full((rows, cols, 2), np.nan)
+    for (c, r), value in values.items():
+        out[r, c] = value
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: montage the tiles of an .npz, print the phase times, write the result .npz."""
     args = list(sys.argv[1:] if argv is None else argv)
-    warmup = "--warmup" in args
     paths = [a for a in args if a != "--warmup"]
     if len(paths) != 2:
         print(__doc__.split("\n\n")[1], file=sys.stderr)
@@ -283,23 +338,20 @@ def main(argv: list[str] | None = None) -> int:
         grid, overlap_px = data["tiles"], int(data["overlap_px"])
     rows, cols = grid.shape[:2]
     tiles = {(c, r): grid[r, c] for r in range(rows) for c in range(cols)}
-    if warmup:  # compiles the cross-correlations (the mesh's jit is new each call)
+    if "--warmup" in args:  # compiles the cross-correlations (the mesh's jit is new each call)
         montage_with_sofima(tiles, overlap_px)
-    timings: dict[str, float] = {}
-    chosen: list[Params] = []
-    image, positions = montage_with_sofima(tiles, overlap_px, timings, chosen)
-    params = chosen[0]
+    info: dict[str, Any] = {}
+    image, positions = montage_with_sofima(tiles, overlap_px, info)
+    params, seconds = info["params"], info["seconds"]
     print(f"sofima: stride {params.stride} px, patch {params.patch} px, margin {params.margin} px")
     for phase in PHASES:
-        print(f"{phase}: {timings[phase]:.3f} s")
-    out = np.zeros((rows, cols, 2))
-    for (c, r), position in positions.items():
-        out[r, c] = position
+        print(f"{phase}: {seconds[phase]:.3f} s")
     np.savez(
         paths[1],
         image=image,
-        positions=out,
-        phase_seconds=np.array([timings[p] for p in PHASES]),
+        positions=_grid_array(positions, rows, cols),
+        coarse_positions=_grid_array(info["coarse_positions"], rows, cols),
+        phase_seconds=np.array([seconds[p] for p in PHASES]),
         params=np.array([params.stride, params.patch, params.margin]),
     )
     return 0

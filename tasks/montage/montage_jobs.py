@@ -23,9 +23,9 @@ from petavox.tasks.core.storage import StorageContext
 from petavox.tasks.montage.flatfield import Shading, estimate_shading, seam_steps
 from petavox.tasks.montage.manifest import TileEntry
 from petavox.tasks.montage.montage_quality import layout_png, section_report
-from petavox.tasks.montage.tile_matches import MatchParams, match_tiles
+from petavox.tasks.montage.tile_matches import MatchParams
 from petavox.tasks.montage.tile_render import render_box, tiles_touching
-from petavox.tasks.montage.tile_solve import TileSolveParams, solve_tiles
+from petavox.tasks.montage.tile_solve import TileSolveParams, montage_tiles
 from petavox.tasks.montage.tile_transforms import Lens, TileTransform
 
 REPORT_FOLDER = "montage"
@@ -104,9 +104,7 @@ class SolveSectionJob:
                 "one size (one camera): crop or pad them to one"
             )
         stage = np.array([(e.x, e.y) for e in entries], np.float64).reshape(-1, 2)
-        matches = match_tiles(tiles, stage, self.match) if tiles else []
-        shape = tiles[0].shape if tiles else (0, 0)
-        transforms = solve_tiles(matches, stage, shape, self.solve) if tiles else []
+        matches, transforms = montage_tiles(tiles, stage, self.match, self.solve)
         pairs = [(m.first, m.second) for m in matches if len(m.confidence)]
         shading = (
             estimate_shading(tiles, transforms, pairs, self.shading_degree)
