@@ -24,6 +24,7 @@ BENCHMARKS = {
     "stitch": "bench_stitch.py",
     "infer": "bench_infer.py",
     "align": "bench_align.py",
+    "montage": "bench_montage.py",
     "skeleton": "bench_skeleton.py",
     "mesh": "bench_mesh.py",
     "synapses": "bench_synapses.py",
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, str(common.BENCH_DIR / BENCHMARKS[name])]
         if args.quick:
             cmd.append("--quick")
-        if args.repeats and name not in ("stitch", "align", "ledger"):  # one pass each
+        if args.repeats and name not in ("stitch", "align", "montage", "ledger"):  # one pass
             cmd += ["--repeats", str(args.repeats)]
         print(f"\n######## {name}: {' '.join(cmd[1:])}", flush=True)
         started = time.perf_counter()
