@@ -35,7 +35,7 @@ import numpy as np
 from petavox.tasks.align.flow import FlowParams, estimate_pair
 from petavox.tasks.montage.flatfield import estimate_shading, seam_steps
 from petavox.tasks.montage.tile_matches import MatchParams
-from petavox.tasks.montage.tile_render import render_box
+from petavox.tasks.montage.tile_render import CubicSampler, render_box
 from petavox.tasks.montage.tile_solve import TileSolveParams, montage_tiles
 from petavox.tasks.synthetic.tiles import TileDamage, cut_tiles, placement_residuals
 
@@ -83,7 +83,7 @@ def montage_case(section: np.ndarray, overlap: float, seed: int) -> dict[str, An
     images = [shading.correct(t, k) for k, t in enumerate(cut.tiles)]
     times["shading"] = time.perf_counter() - started
     started = time.perf_counter()
-    rendered = render_box(images, transforms, (0, 0), section.shape)
+    rendered = render_box([CubicSampler(i) for i in images], transforms, (0, 0), section.shape)
     times["render"] = time.perf_counter() - started
     seams = seam_steps(images, transforms, pairs)
     pixels = sum(t.size for t in cut.tiles)

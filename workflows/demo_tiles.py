@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from petavox.tasks.core.objects import get
-from petavox.tasks.montage.montage_jobs import SolvedSection, SolveSectionJob, section_key
+from petavox.tasks.montage.montage_jobs import SolveSectionJob, read_section
 from petavox.tasks.synthetic.tiles import (
     TileCut,
     TileDamage,
@@ -56,16 +55,13 @@ def montage_stage(manifest: str, shape: tuple[int, int, int], resolution, ingest
 
 def print_montage_residual(config: RunConfig, cuts: dict[int, TileCut]) -> None:
     """How far the montage put the tiles from where they truly are (pixels)."""
-    import json
-
     solve = plan_run(config, ["montage"])[0]
     if not isinstance(solve.job, SolveSectionJob):
         raise TypeError(f"the montage stage's first step is {solve.label}, not the solve")
     context = config.storage.context()
     found = []
     for z, cut in cuts.items():
-        data = get(solve.job.work_url, section_key(z), context)
-        solved = SolvedSection.from_json(json.loads(data or b"{}"))
+        solved = read_section(solve.job.work_url, z, context)
         # the manifest lists tiles by position: pair them with the cut's by file name
         order = [int(u.rsplit("_t", 1)[1].split(".")[0]) for u in solved.urls]
         found.append(placement_residuals(solved.transforms, [cut.truth[k] for k in order]))

@@ -49,7 +49,7 @@ def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
     return cut.reshape(nx // factor, factor, ny // factor, factor).mean(axis=(1, 3))
 
 
-def _phase_shift(ref: np.ndarray, moving: np.ndarray, upsample: int) -> np.ndarray:
+def phase_shift(ref: np.ndarray, moving: np.ndarray, upsample: int) -> np.ndarray:
     """Displacement s of moving's content: moving(x) ≈ ref(x − s)."""
     from skimage.registration import phase_cross_correlation
 
@@ -74,7 +74,7 @@ def _centred(image: np.ndarray, factor: int) -> np.ndarray:
 
 def coarse_shift(ref: np.ndarray, moving: np.ndarray, factor: int) -> np.ndarray:
     """Whole-region displacement of moving's content, in full-resolution pixels."""
-    return _phase_shift(_centred(ref, factor), _centred(moving, factor), 1) * factor
+    return phase_shift(_centred(ref, factor), _centred(moving, factor), 1) * factor
 
 
 def patch_centres(shape: tuple[int, int], params: FlowParams) -> np.ndarray:
@@ -96,7 +96,7 @@ def estimate_pair(ref: np.ndarray, moving: np.ndarray, params: FlowParams) -> Pa
     if min(ref.std(), moving.std()) < 1e-3:  # a blank section: nothing matches
         return PairFlow(points=points.astype(np.float64), displacement=shift, confidence=conf)
     coarse = np.rint(coarse_shift(ref, moving, params.coarse)).astype(np.int64)
-    guess, window = coarse, _hann(params.patch)
+    guess, window = coarse, hann((params.patch, params.patch))
     for k, p in enumerate(points):
         a = ref[p[0] - half : p[0] + half, p[1] - half : p[1] + half]
         found = match_patch(a, moving, p, p + guess, window, params.upsample)
@@ -109,9 +109,9 @@ def estimate_pair(ref: np.ndarray, moving: np.ndarray, params: FlowParams) -> Pa
     return PairFlow(points=points.astype(np.float64), displacement=shift, confidence=conf)
 
 
-def _hann(side: int) -> np.ndarray:
-    w = np.hanning(side)
-    return np.outer(w, w)
+def hann(shape: tuple[int, int] | np.ndarray) -> np.ndarray:
+    """A 2-D Hann window of `shape` (a patch's, square or not)."""
+    return np.outer(np.hanning(shape[0]), np.hanning(shape[1]))
 
 
 def match_patch(
@@ -142,7 +142,7 @@ def match_patch(
         b = moving[q[0] - half[0] : q[0] + half[0], q[1] - half[1] : q[1] + half[1]]
         if _blank_or_padded(b):
             return None
-        s = _phase_shift(a_centred, (b - b.mean()) * window, up)  # b(x) ≈ a(x − s)
+        s = phase_shift(a_centred, (b - b.mean()) * window, up)  # b(x) ≈ a(x − s)
         if np.abs(s).max() <= RECUT_PX:
             break
         q = q + np.rint(s).astype(np.int64)

@@ -13,6 +13,7 @@ before content averages out; the overlaps give it from one section's nine.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -34,8 +35,10 @@ class Shading:
     coefficients: np.ndarray
     gains: np.ndarray  # (tiles,) log gains
 
+    @cached_property
     def log_image(self) -> np.ndarray:
-        """log S at every tile pixel (w, h), with its mean over the tile removed."""
+        """log S at every tile pixel (w, h), with its mean over the tile removed (computed
+        once: every tile's correction divides by it)."""
         xs, ys = (np.arange(s, dtype=np.float64) for s in self.shape)
         gx, gy = np.meshgrid(xs, ys, indexing="ij")
         points = np.column_stack([gx.ravel(), gy.ravel()])
@@ -44,7 +47,7 @@ class Shading:
 
     def correct(self, tile: np.ndarray, index: int) -> np.ndarray:
         """The tile (float32) with its shading and gain divided out."""
-        factor = np.exp(self.log_image() + self.gains[index])
+        factor = np.exp(self.log_image + self.gains[index])
         return (tile.astype(np.float32) / factor).astype(np.float32)
 
     def to_json(self) -> dict:

@@ -24,7 +24,7 @@ from petavox.tasks.montage.flatfield import Shading, estimate_shading, seam_step
 from petavox.tasks.montage.manifest import TileEntry
 from petavox.tasks.montage.montage_quality import layout_png, section_report
 from petavox.tasks.montage.tile_matches import MatchParams
-from petavox.tasks.montage.tile_render import render_box, tiles_touching
+from petavox.tasks.montage.tile_render import CubicSampler, render_box, tiles_touching
 from petavox.tasks.montage.tile_solve import TileSolveParams, montage_tiles
 from petavox.tasks.montage.tile_transforms import Lens, TileTransform
 
@@ -123,8 +123,8 @@ class SolveSectionJob:
         return report["summary"]
 
 
-@lru_cache(maxsize=64)
-def _solved(work_url: str, z: int, context: StorageContext) -> SolvedSection:
+def read_section(work_url: str, z: int, context: StorageContext) -> SolvedSection:
+    """Section z's solved tiles, as the solve step wrote them under `work_url`."""
     import json
 
     data = get(work_url, section_key(z), context)
@@ -133,10 +133,14 @@ def _solved(work_url: str, z: int, context: StorageContext) -> SolvedSection:
     return SolvedSection.from_json(json.loads(data))
 
 
+_solved = lru_cache(maxsize=64)(read_section)  # once per worker process
+
+
 @lru_cache(maxsize=32)
 def _corrected(url: str, index: int, work_url: str, z: int, context: StorageContext):
+    """Tile `index` of section z, shading corrected, as a spline (prefiltered once)."""
     section = _solved(work_url, z, context)
-    return section.shading.correct(read_tile(url, context), index)
+    return CubicSampler(section.shading.correct(read_tile(url, context), index))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from petavox.tasks.align.flow import match_patch
+from petavox.tasks.align.flow import hann, match_patch, phase_shift
+from petavox.tasks.montage.tile_render import CubicSampler
 
 CONSISTENT_PX = 4  # a coarse offset this far from the spanning tree's is searched again
 
@@ -41,17 +42,6 @@ class TileMatches:
     confidence: np.ndarray
     offset: np.ndarray
     score: float
-
-    def to_json(self) -> dict:
-        return {
-            "first": self.first,
-            "second": self.second,
-            "first_points": self.first_points.round(4).tolist(),
-            "second_points": self.second_points.round(4).tolist(),
-            "confidence": self.confidence.round(4).tolist(),
-            "offset": self.offset.tolist(),
-            "score": round(self.score, 4),
-        }
 
 
 def _overlap(offset: np.ndarray, first: tuple, second: tuple) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +125,7 @@ def seam_matches(
     size = np.minimum(params.patch, hi - lo) // 2 * 2
     if (size < params.min_overlap).any():
         return np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0)
-    window = np.outer(np.hanning(size[0]), np.hanning(size[1]))
+    window = hann(size)
     a_img, b_img = first.astype(np.float32), second.astype(np.float32)
     found_a, found_b, conf = [], [], []
     for centre in _seam_centres(lo, hi, size):
@@ -226,10 +216,8 @@ def refine_matches(
     A patch match assumes the two views differ by a shift within the patch; near a corner the
     two tiles' rotations and lens distortion bend them apart (0.5-1 px errors on real EM). Once
     warped by a close solution, what is left is a small shift, measured without that bias."""
-    from scipy import ndimage
-    from skimage.registration import phase_cross_correlation
-
     images = [t.astype(np.float32) for t in tiles]
+    splines: dict[int, CubicSampler] = {}  # the second tiles', prefiltered once each
     out = []
     for m in matches:
         if not len(m.confidence):
@@ -239,7 +227,9 @@ def refine_matches(
         lo, hi = _overlap(np.rint(m.offset), tiles[m.first].shape, tiles[m.second].shape)
         size = (np.minimum(params.patch, hi - lo - 2) // 2 * 2).astype(np.int64)
         half = size // 2
-        window = np.outer(np.hanning(size[0]), np.hanning(size[1]))
+        window = hann(size)
+        if m.second not in splines:
+            splines[m.second] = CubicSampler(images[m.second])
         grid = np.stack(
             np.meshgrid(np.arange(-half[0], half[0]), np.arange(-half[1], half[1]), indexing="ij"),
             axis=-1,
@@ -251,15 +241,8 @@ def refine_matches(
                 int(centre[1]) - half[1] : int(centre[1]) + half[1],
             ]
             where = second.inverse(first.forward(centre + grid))
-            b = ndimage.map_coordinates(images[m.second], where.T, order=3, mode="nearest")
-            b = b.reshape(a.shape)
-            shift, _, _ = phase_cross_correlation(
-                (a - a.mean()) * window,
-                (b - b.mean()) * window,
-                upsample_factor=params.upsample,
-                normalization=None,
-            )
-            s = -np.asarray(shift, np.float64)  # b(x) ≈ a(x − s)
+            b = splines[m.second].sample(where).reshape(a.shape)
+            s = phase_shift((a - a.mean()) * window, (b - b.mean()) * window, params.upsample)
             moved.append(second.inverse(first.forward((centre + s)[None]))[0])
         out.append(replace(m, second_points=np.array(moved)))
     return out

@@ -104,11 +104,11 @@ def solve_translations(points: _Points, stage: np.ndarray) -> np.ndarray:
     ones = np.ones((len(points.confidence), 1))
     rows = _pair_rows(points, ones, ones, tiles, 1)
     weight = points.confidence.copy()
-    prior = (np.full(tiles, STAGE_PRIOR), None)
+    springs = np.full(tiles, STAGE_PRIOR)
     for _ in range(ROBUST_ROUNDS):
         out = np.column_stack(
             [
-                _solve(rows, points.q[:, a] - points.p[:, a], weight, (prior[0], stage[:, a]))
+                _solve(rows, points.q[:, a] - points.p[:, a], weight, (springs, stage[:, a]))
                 for a in range(2)
             ]
         )

@@ -38,12 +38,9 @@ class Lens:
         return max(float(np.hypot(*self.centre)), 1.0)
 
     def apply(self, points: np.ndarray) -> np.ndarray:
-        return self.apply_with(points, self.kappa)
-
-    def apply_with(self, points: np.ndarray, kappa: float) -> np.ndarray:
         d = np.asarray(points, np.float64) - self.centre
         r2 = (d * d).sum(axis=1, keepdims=True) / self.radius**2
-        return np.asarray(points, np.float64) + kappa * r2 * d / self.radius
+        return np.asarray(points, np.float64) + self.kappa * r2 * d / self.radius
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import pytest
 
 from petavox.tasks.montage.flatfield import Shading, estimate_shading, seam_steps
 from petavox.tasks.montage.tile_matches import MatchParams, match_tiles
-from petavox.tasks.montage.tile_render import render_box
+from petavox.tasks.montage.tile_render import CubicSampler, render_box
 from petavox.tasks.montage.tile_solve import solve_tiles
 from petavox.tasks.montage.tile_transforms import Lens, TileTransform, tile_mesh
 from petavox.tasks.synthetic.tiles import TileDamage, cut_tiles
@@ -33,7 +33,7 @@ def test_shading_and_tile_gains_are_recovered(solved):
     shading = estimate_shading(tiles, transforms, pairs)
     truth = np.log(cut.shading)
     truth -= truth.mean()
-    error = shading.log_image() - truth
+    error = shading.log_image - truth
     assert np.sqrt((error**2).mean()) < 0.1 * (truth.max() - truth.min())
     # a ramp of gains across the grid looks exactly like a linear shading term (both change
     # every overlap's brightness ratio by the same amount): only the rest is observable
@@ -60,7 +60,7 @@ def test_seams_are_below_the_noise_only_once_the_shading_is_divided_out(solved):
 
 def test_rendering_does_not_depend_on_the_box(solved):
     _cut, tiles, _, transforms, _pairs = solved
-    images = [t.astype(np.float32) for t in tiles]
+    images = [CubicSampler(t.astype(np.float32)) for t in tiles]
     whole = render_box(images, transforms, (-8, -8), (260, 250))
     for step in ((64, 64), (100, 37)):
         pieces = np.zeros_like(whole)
@@ -79,7 +79,7 @@ def test_the_rendered_section_is_the_original(solved, neuroproof_stack):
     original (up to the tiles' noise and one brightness scale): the renderer's own error."""
     cut, tiles, _, transforms, pairs = solved
     shading = estimate_shading(tiles, transforms, pairs)
-    images = [shading.correct(t, k) for k, t in enumerate(tiles)]
+    images = [CubicSampler(shading.correct(t, k)) for k, t in enumerate(tiles)]
     original = neuroproof_stack[:, :, 100].astype(np.float64)
     rendered = render_box(images, cut.truth, (0, 0), original.shape).astype(np.float64)
     inner = rendered > 0
