@@ -1,13 +1,9 @@
 """Matches between overlapping tiles of one section: a coarse offset, then patches on the seam.
 
-For each pair of tiles whose stage positions say they overlap, the coarse step finds the whole
-pixel offset of the second tile in the first's frame: the normalised cross-correlation over the
-overlap at every offset within `max_offset` of the stage's (computed with FFTs, each offset
-normalised over its own overlap, so a narrow overlap is scored fairly: a plain phase
-correlation of two tiles that share a fifth of their area locks onto their shared edges). Then
-patches along the overlap, cut where the coarse offset puts them, give sub-pixel point matches
-(`align`'s patch matcher, with rectangular patches for a narrow overlap).
-"""
+For each pair of tiles whose stage positions say they overlap, `tile_offsets` finds the whole
+pixel offset of the second tile in the first's frame. Then patches along the overlap, cut
+where the offset puts them, give sub-pixel point matches (`align`'s patch matcher, with
+rectangular patches for a narrow overlap)."""
 
 from __future__ import annotations
 
@@ -16,9 +12,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from petavox.tasks.align.flow import hann, match_patch, phase_shift
+from petavox.tasks.montage.tile_offsets import coarse_offset, overlap_box, tree_positions
 from petavox.tasks.montage.tile_render import CubicSampler
 
 CONSISTENT_PX = 4  # a coarse offset this far from the spanning tree's is searched again
+GUIDE_SCALE = 8  # a seam at least 2× this many patches long is matched coarsely first
+GUIDE_MIN_CONFIDENCE = 0.3  # coarse patch matches trusted to guide the fine ones
+GUIDE_OUTLIER_PX = 3.0  # a coarse match this far off the guide's affine is left out of it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +28,7 @@ class MatchParams:
     min_overlap: int = 8  # narrowest overlap worth matching (px)
     upsample: int = 20  # sub-pixel precision 1/upsample
     min_score: float = 0.2  # a coarse offset whose correlation is lower matches nothing
+    max_rotation_deg: float = 1.0  # largest rotation of a tile against the stage's axes
 
 
 @dataclass(frozen=True)
@@ -44,63 +45,16 @@ class TileMatches:
     score: float
 
 
-def _overlap(offset: np.ndarray, first: tuple, second: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """[lo, hi) in the first tile's frame of its overlap with a second tile at `offset`."""
-    lo = np.maximum(0, offset)
-    hi = np.minimum(np.asarray(first[:2]), offset + np.asarray(second[:2]))
-    return lo, hi
-
-
 def overlapping_pairs(stage: np.ndarray, shapes: list[tuple], params: MatchParams) -> list:
     """(i, j), i < j, of the tiles whose rectangles could share `min_overlap` px in both
     directions when each stage position may be off by up to `max_offset` / 2."""
     pairs = []
     for i in range(len(stage)):
         for j in range(i + 1, len(stage)):
-            lo, hi = _overlap(stage[j] - stage[i], shapes[i], shapes[j])
+            lo, hi = overlap_box(stage[j] - stage[i], shapes[i], shapes[j])
             if ((hi - lo) + params.max_offset >= params.min_overlap).all():
                 pairs.append((i, j))
     return pairs
-
-
-def _correlate(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Σ a(p) b(p − s) for every whole offset s of b in a's frame ('full': s from −(b−1))."""
-    from scipy.signal import fftconvolve
-
-    return fftconvolve(a, b[::-1, ::-1], mode="full")
-
-
-def coarse_offset(
-    first: np.ndarray, second: np.ndarray, guess: np.ndarray, params: MatchParams
-) -> tuple[np.ndarray, float]:
-    """(offset of `second`'s first pixel in `first`'s frame, its NCC) searched within
-    `params.max_offset` of `guess`, over overlaps of at least `min_overlap` px each way."""
-    a, b = first.astype(np.float64), second.astype(np.float64)
-    ones_a, ones_b = np.ones_like(a), np.ones_like(b)
-    count = _correlate(ones_a, ones_b)
-    sum_a, sum_b = _correlate(a, ones_b), _correlate(ones_a, b)
-    sq_a, sq_b = _correlate(a * a, ones_b), _correlate(ones_a, b * b)
-    cross = _correlate(a, b)
-    n = np.maximum(count, 1)
-    var = (sq_a - sum_a**2 / n) * (sq_b - sum_b**2 / n)
-    ncc = (cross - sum_a * sum_b / n) / np.sqrt(np.maximum(var, 1e-9))
-    sx = np.arange(ncc.shape[0]) - (b.shape[0] - 1)
-    sy = np.arange(ncc.shape[1]) - (b.shape[1] - 1)
-    gx, gy = np.meshgrid(sx, sy, indexing="ij")
-    lo_x, hi_x = np.maximum(0, gx), np.minimum(a.shape[0], gx + b.shape[0])
-    lo_y, hi_y = np.maximum(0, gy), np.minimum(a.shape[1], gy + b.shape[1])
-    allowed = (
-        (np.abs(gx - guess[0]) <= params.max_offset)
-        & (np.abs(gy - guess[1]) <= params.max_offset)
-        & (hi_x - lo_x >= params.min_overlap)
-        & (hi_y - lo_y >= params.min_overlap)
-        & (var > 1e-6)
-    )
-    if not allowed.any():
-        return np.asarray(np.rint(guess), np.int64), 0.0
-    scored = np.where(allowed, ncc, -np.inf)
-    k = np.unravel_index(int(np.argmax(scored)), scored.shape)
-    return np.array([sx[k[0]], sy[k[1]]], np.int64), float(scored[k])
 
 
 def _seam_centres(lo: np.ndarray, hi: np.ndarray, size: np.ndarray) -> np.ndarray:
@@ -111,27 +65,24 @@ def _seam_centres(lo: np.ndarray, hi: np.ndarray, size: np.ndarray) -> np.ndarra
         first, last = lo[a] + half, hi[a] - (size[a] - half)
         step = max(size[a] // 2, 1)
         count = max(int((last - first) // step) + 1, 1)
+        if count == 1:  # one patch: in the middle, room to move either way
+            first = last = (first + max(first, last)) // 2
         axes.append(np.linspace(first, max(first, last), count).round().astype(np.int64))
     gx, gy = np.meshgrid(*axes, indexing="ij")
     return np.column_stack([gx.ravel(), gy.ravel()])
 
 
-def seam_matches(
-    first: np.ndarray, second: np.ndarray, offset: np.ndarray, params: MatchParams
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(first points, second points, confidence) of patches along the overlap at `offset`."""
-    lo, hi = _overlap(offset, first.shape, second.shape)
-    lo, hi = lo + 1, hi - 1  # a pixel of slack for the sub-pixel recut
-    size = np.minimum(params.patch, hi - lo) // 2 * 2
-    if (size < params.min_overlap).any():
-        return np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0)
+def _patch_matches(a_img, b_img, lo, hi, size, predict, params: MatchParams):
+    """(first points, second points, confidence) of `size` patches over [lo, hi), each looked
+    for in the second tile where `predict` (centres (n, 2) → positions) puts it."""
     window = hann(size)
-    a_img, b_img = first.astype(np.float32), second.astype(np.float32)
+    h = size // 2
+    centres = _seam_centres(lo, hi, size)
+    expected = np.rint(predict(centres.astype(np.float64))).astype(np.int64)
     found_a, found_b, conf = [], [], []
-    for centre in _seam_centres(lo, hi, size):
-        h = size // 2
+    for centre, at in zip(centres, expected):
         a = a_img[centre[0] - h[0] : centre[0] + h[0], centre[1] - h[1] : centre[1] + h[1]]
-        hit = match_patch(a, b_img, centre, centre - offset, window, params.upsample)
+        hit = match_patch(a, b_img, centre, at, window, params.upsample)
         if hit is None:
             continue
         displacement, confidence = hit
@@ -143,36 +94,52 @@ def seam_matches(
     return np.array(found_a), np.array(found_b), np.array(conf)
 
 
-def tree_positions(
-    count: int, offsets: dict[tuple[int, int], tuple[np.ndarray, float]], stage: np.ndarray
-) -> np.ndarray:
-    """Tile positions (count, 2) from the best-scoring offsets alone: a maximum spanning tree of
-    the pairs by score, each part of it placed from its first tile's stage position. One
-    spurious offset (a corner overlap that correlated by chance) cannot bend the tree when a
-    better pair reaches the same tile, and it then shows as inconsistent with the tree."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import breadth_first_order, minimum_spanning_tree
+def _affine_guide(first_points: np.ndarray, second_points: np.ndarray, confidence: np.ndarray):
+    """Where first-tile points are in the second tile by an affine fitted to confident
+    matches, refitted without those more than `GUIDE_OUTLIER_PX` off; None without 3."""
+    keep = confidence >= GUIDE_MIN_CONFIDENCE
+    for _ in range(2):
+        if keep.sum() < 3:
+            return None
+        centre = first_points[keep].mean(axis=0)
+        design = np.column_stack([np.ones(int(keep.sum())), first_points[keep] - centre])
+        moved = second_points[keep] - first_points[keep]
+        # the displacement, not the position: along a line of matches the gradient across it
+        # is not determined, and the least-norm solution then moves the patches alike
+        coef = np.linalg.lstsq(design, moved, rcond=1e-6)[0]
 
-    positions = np.asarray(stage, np.float64).copy()
-    if not offsets:
-        return positions
-    rows, cols = zip(*offsets)
-    cost = [2.0 - score for _, score in offsets.values()]  # all positive: an edge is an edge
-    tree = minimum_spanning_tree(coo_matrix((cost, (rows, cols)), shape=(count, count)))
-    tree = tree + tree.T
-    placed = np.zeros(count, bool)
-    for root in range(count):
-        if placed[root]:
-            continue
-        order, parent = breadth_first_order(tree, root, directed=False)
-        for k in order[1:]:
-            p = parent[k]
-            if (p, k) in offsets:
-                positions[k] = positions[p] + offsets[(p, k)][0]
-            else:
-                positions[k] = positions[p] - offsets[(k, p)][0]
-        placed[order] = True
-    return positions
+        def predict(p: np.ndarray, coef=coef, centre=centre) -> np.ndarray:
+            return p + np.column_stack([np.ones(len(p)), p - centre]) @ coef
+
+        error = np.linalg.norm(predict(first_points) - second_points, axis=1)
+        keep = keep & (error <= GUIDE_OUTLIER_PX)
+    return predict
+
+
+def seam_matches(
+    first: np.ndarray, second: np.ndarray, offset: np.ndarray, params: MatchParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first points, second points, confidence) of patches along the overlap at `offset`.
+
+    On a long seam the tiles' rotations move the content further apart along it than a patch
+    can see (±1° over a 2048 px seam: ±35 px), so patches `GUIDE_SCALE` times longer are
+    matched first, and an affine fitted to them says where to look for each patch."""
+    lo, hi = overlap_box(offset, first.shape, second.shape)
+    lo, hi = lo + 1, hi - 1  # a pixel of slack for the sub-pixel recut
+    size = np.minimum(params.patch, hi - lo) // 2 * 2
+    if (size < params.min_overlap).any():
+        return np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0)
+    a_img, b_img = first.astype(np.float32), second.astype(np.float32)
+
+    def predict(centres: np.ndarray) -> np.ndarray:
+        return centres - offset
+
+    # room to move: a guide patch as wide as the overlap would leave the tile on any shift
+    guide = np.minimum(GUIDE_SCALE * params.patch, hi - lo - params.patch) // 2 * 2
+    if ((hi - lo) >= 2 * GUIDE_SCALE * params.patch).any():
+        coarse = _patch_matches(a_img, b_img, lo, hi, guide, predict, params)
+        predict = _affine_guide(*coarse) or predict
+    return _patch_matches(a_img, b_img, lo, hi, size, predict, params)
 
 
 def match_tiles(
@@ -182,22 +149,25 @@ def match_tiles(
 
     Coarse offsets that disagree with the tree of the best ones (`tree_positions`) by more than
     `CONSISTENT_PX` are searched again near the tree's offset; pairs the tree says do not
-    overlap are dropped."""
+    overlap are dropped. On large tiles the bound grows with the tiles' rotations: a part of a
+    seam at the far end of a tile rotated by θ is offset by θ × the tile's side."""
     shapes = [t.shape for t in tiles]
+    side = max((max(s) for s in shapes), default=0)
+    consistent = max(CONSISTENT_PX, 2 * side * np.tan(np.deg2rad(params.max_rotation_deg)))
     coarse = {
         (i, j): coarse_offset(tiles[i], tiles[j], stage[j] - stage[i], params)
         for i, j in overlapping_pairs(stage, shapes, params)
     }
     good = {pair: found for pair, found in coarse.items() if found[1] >= params.min_score}
     positions = tree_positions(len(tiles), good, stage)
-    near = replace(params, max_offset=CONSISTENT_PX)
+    near = replace(params, max_offset=consistent)
     out = []
     for (i, j), (offset, score) in coarse.items():
         implied = np.rint(positions[j] - positions[i])
-        lo, hi = _overlap(implied, shapes[i], shapes[j])
+        lo, hi = overlap_box(implied, shapes[i], shapes[j])
         if ((hi - lo) < params.min_overlap).any():
             continue  # not neighbours after all
-        if score < params.min_score or np.abs(offset - implied).max() > CONSISTENT_PX:
+        if score < params.min_score or np.abs(offset - implied).max() > consistent:
             offset, score = coarse_offset(tiles[i], tiles[j], implied, near)
         if score < params.min_score:
             points = (np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0))
@@ -224,7 +194,7 @@ def refine_matches(
             out.append(m)
             continue
         first, second = transforms[m.first], transforms[m.second]
-        lo, hi = _overlap(np.rint(m.offset), tiles[m.first].shape, tiles[m.second].shape)
+        lo, hi = overlap_box(np.rint(m.offset), tiles[m.first].shape, tiles[m.second].shape)
         size = (np.minimum(params.patch, hi - lo - 2) // 2 * 2).astype(np.int64)
         half = size // 2
         window = hann(size)
@@ -234,15 +204,15 @@ def refine_matches(
             np.meshgrid(np.arange(-half[0], half[0]), np.arange(-half[1], half[1]), indexing="ij"),
             axis=-1,
         ).reshape(-1, 2)
-        moved = []
-        for centre in m.first_points:
-            a = images[m.first][
-                int(centre[0]) - half[0] : int(centre[0]) + half[0],
-                int(centre[1]) - half[1] : int(centre[1]) + half[1],
-            ]
-            where = second.inverse(first.forward(centre + grid))
-            b = splines[m.second].sample(where).reshape(a.shape)
-            s = phase_shift((a - a.mean()) * window, (b - b.mean()) * window, params.upsample)
-            moved.append(second.inverse(first.forward((centre + s)[None]))[0])
-        out.append(replace(m, second_points=np.array(moved)))
+        corners = m.first_points.astype(np.int64) - half
+        where = second.inverse(first.forward((m.first_points[:, None] + grid).reshape(-1, 2)))
+        warped = splines[m.second].sample(where).reshape(len(corners), *size)
+        shifts = []
+        for corner, b in zip(corners, warped):
+            a = images[m.first][corner[0] : corner[0] + size[0], corner[1] : corner[1] + size[1]]
+            shifts.append(
+                phase_shift((a - a.mean()) * window, (b - b.mean()) * window, params.upsample)
+            )
+        moved = second.inverse(first.forward(m.first_points + np.array(shifts)))
+        out.append(replace(m, second_points=moved))
     return out
