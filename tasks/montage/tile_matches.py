@@ -7,6 +7,7 @@ rectangular patches for a narrow overlap)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -18,6 +19,7 @@ from petavox.tasks.montage.tile_render import CubicSampler
 CONSISTENT_PX = 4  # a coarse offset this far from the spanning tree's is searched again
 GUIDE_SCALE = 8  # a seam at least 2× this many patches long is matched coarsely first
 GUIDE_MIN_CONFIDENCE = 0.3  # coarse patch matches trusted to guide the fine ones
+WARP_STEP = 8  # px between the exactly mapped points of a re-measured patch
 GUIDE_OUTLIER_PX = 3.0  # a coarse match this far off the guide's affine is left out of it
 
 
@@ -177,6 +179,31 @@ def match_tiles(
     return out
 
 
+def _linear_weights(half: int, nodes: np.ndarray) -> np.ndarray:
+    """(2·half, len(nodes)) weights interpolating pixel offsets −half … half−1 from `nodes`."""
+    pixels = np.arange(-half, half, dtype=np.float64)
+    k = np.clip(np.searchsorted(nodes, pixels, side="right") - 1, 0, len(nodes) - 2)
+    frac = (pixels - nodes[k]) / (nodes[k + 1] - nodes[k])
+    out = np.zeros((len(pixels), len(nodes)))
+    out[np.arange(len(pixels)), k] = 1 - frac
+    out[np.arange(len(pixels)), k + 1] = frac
+    return out
+
+
+def _patch_warp(first, second, centres: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """(n, 2·half₀, 2·half₁, 2): where the pixels of each patch of `first` around `centres` are
+    in `second`. Mapped exactly every `WARP_STEP` px and linearly between (the map is smooth:
+    a lens polynomial and a mesh of 32 px cells; exact at every pixel, the inverse's Newton
+    steps were four fifths of the re-measurement's time on 2048 px tiles)."""
+    nodes = [np.linspace(-h, h, math.ceil(2 * h / WARP_STEP) + 1) for h in half]
+    gx, gy = np.meshgrid(*nodes, indexing="ij")
+    coarse = np.column_stack([gx.ravel(), gy.ravel()])
+    exact = second.inverse(first.forward((centres[:, None] + coarse).reshape(-1, 2)))
+    exact = exact.reshape(len(centres), len(nodes[0]), len(nodes[1]), 2)
+    wx, wy = (_linear_weights(int(h), n) for h, n in zip(half, nodes))
+    return np.einsum("ia,nabc,jb->nijc", wx, exact, wy)
+
+
 def refine_matches(
     tiles: list[np.ndarray], transforms: list, matches: list[TileMatches], params: MatchParams
 ) -> list[TileMatches]:
@@ -200,13 +227,9 @@ def refine_matches(
         window = hann(size)
         if m.second not in splines:
             splines[m.second] = CubicSampler(images[m.second])
-        grid = np.stack(
-            np.meshgrid(np.arange(-half[0], half[0]), np.arange(-half[1], half[1]), indexing="ij"),
-            axis=-1,
-        ).reshape(-1, 2)
         corners = m.first_points.astype(np.int64) - half
-        where = second.inverse(first.forward((m.first_points[:, None] + grid).reshape(-1, 2)))
-        warped = splines[m.second].sample(where).reshape(len(corners), *size)
+        where = _patch_warp(first, second, m.first_points, half)
+        warped = splines[m.second].sample(where.reshape(-1, 2)).reshape(len(corners), *size)
         shifts = []
         for corner, b in zip(corners, warped):
             a = images[m.first][corner[0] : corner[0] + size[0], corner[1] : corner[1] + size[1]]

@@ -72,6 +72,30 @@ class TileTransform:
             points = points - (self.forward(points) - targets) @ inv.T
         return points
 
+    def landing(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`forward` of the tile pixels at coordinate arrays x, y (any one shape): the same up
+        to rounding, but elementwise (no (n, 2) reductions, no (n, 4) node gathers), for the
+        render's million pixels a box. Beyond one mesh cell outside the tile the mesh term is
+        held at its value there instead of extrapolated."""
+        from scipy import ndimage
+
+        (cx, cy), radius = self.lens.centre, self.lens.radius
+        dx, dy = x - cx, y - cy
+        bend = self.lens.kappa * ((dx * dx + dy * dy) / radius**2) / radius
+        lx, ly = x + bend * dx, y + bend * dy
+        (a, b), (c, d) = np.asarray(self.matrix)
+        ox, oy = a * lx + b * ly + self.offset[0], c * lx + d * ly + self.offset[1]
+        if self.mesh is None or self.nodes is None:
+            return ox, oy
+        # one node more on every side, extrapolated linearly as `MeshGrid.interpolate` does
+        # beyond its outer nodes (map_coordinates' own modes clamp or reflect instead)
+        nodes = np.asarray(self.nodes).reshape(*self.mesh.shape, 2)
+        grid = np.pad(nodes, ((1, 1), (1, 1), (0, 0)), mode="reflect", reflect_type="odd")
+        at = [(v - o) / self.mesh.spacing + 1 for v, o in zip((x, y), self.mesh.origin)]
+        for out, k in ((ox, 0), (oy, 1)):
+            out += ndimage.map_coordinates(grid[:, :, k], at, order=1, mode="nearest")
+        return ox, oy
+
     def footprint(self) -> tuple[np.ndarray, np.ndarray]:
         """(low, high) corners of the section box the tile covers."""
         w, h = self.lens.shape
