@@ -14,10 +14,15 @@ noise), then montages them in this process, one core, timing each phase: match, 
 - seams: each pair's brightness step over its overlap against the pixel noise there;
 - throughput: tile pixels per second per core over the four phases.
 
+`--large 2048` adds 3×3 tiles of a microscope's size (2048 px, 10 % overlap, the same damage)
+cut from a section built of distinct real sections (`mosaic_section`): placement and
+throughput, the section rendered in 1024 px boxes as the render step's chunks are.
+
 SOFIMA (`sofima_montage.py`, run in its own Python with jax: `--sofima PYTHON`) montages the
 same tiles; its wall time includes starting jax and compiling.
 
     .venv/bin/python benchmarks/bench_montage.py [--sections 20,60,...] [--sofima PYTHON] [--quick]
+        [--large 2048]
 """
 
 from __future__ import annotations
@@ -37,7 +42,12 @@ from petavox.tasks.montage.flatfield import estimate_shading, seam_steps
 from petavox.tasks.montage.tile_matches import MatchParams
 from petavox.tasks.montage.tile_render import CubicSampler, render_box
 from petavox.tasks.montage.tile_solve import TileSolveParams, montage_tiles
-from petavox.tasks.synthetic.tiles import TileDamage, cut_tiles, placement_residuals
+from petavox.tasks.synthetic.tiles import (
+    TileDamage,
+    cut_tiles,
+    mosaic_section,
+    placement_residuals,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "neuroproof_sample1" / "raw.npz"
 OVERLAPS = (0.15, 0.2, 0.25)
@@ -71,8 +81,9 @@ def in_section_frame(image: np.ndarray, start: np.ndarray, size: tuple[int, int]
     return out
 
 
-def montage_case(section: np.ndarray, overlap: float, seed: int) -> dict[str, Any]:
-    cut = cut_tiles(section, TileDamage(overlap=overlap, seed=seed))
+def montage_timed(cut, size: tuple[int, int], box: int) -> dict[str, Any]:
+    """Montage `cut` in this process, timing each phase; the section rendered in `box` px
+    squares, as the render step's chunks do."""
     times = {}
     started = time.perf_counter()
     matches, transforms = montage_tiles(cut.tiles, cut.stage, MatchParams(), TileSolveParams())
@@ -83,21 +94,44 @@ def montage_case(section: np.ndarray, overlap: float, seed: int) -> dict[str, An
     images = [shading.correct(t, k) for k, t in enumerate(cut.tiles)]
     times["shading"] = time.perf_counter() - started
     started = time.perf_counter()
-    rendered = render_box([CubicSampler(i) for i in images], transforms, (0, 0), section.shape)
+    samplers = [CubicSampler(i) for i in images]
+    rendered = np.zeros(size, np.float32)
+    for x in range(0, size[0], box):
+        for y in range(0, size[1], box):
+            shape = (min(box, size[0] - x), min(box, size[1] - y))
+            rendered[x : x + shape[0], y : y + shape[1]] = render_box(
+                samplers, transforms, (x, y), shape
+            )
     times["render"] = time.perf_counter() - started
     seams = seam_steps(images, transforms, pairs)
     pixels = sum(t.size for t in cut.tiles)
     return {
         "tile": list(cut.tiles[0].shape),
-        "placement_rms_px": rms(placement_residuals(transforms, cut.truth)),
+        "placement_rms_px": rms(placement_residuals(transforms, cut.truth, step=4)),
         "lens_px": transforms[0].lens.kappa,
-        "image": image_residual(rendered, section),
         "seam_step_max": max(s["step"] for s in seams),
         "seam_step_over_noise_max": max(s["step"] / s["noise"] for s in seams),
         "seconds": times,
         "mpx_per_s": pixels / sum(times.values()) / 1e6,
-        "cut": cut,
+        "rendered": rendered,
     }
+
+
+def montage_case(section: np.ndarray, overlap: float, seed: int) -> dict[str, Any]:
+    cut = cut_tiles(section, TileDamage(overlap=overlap, seed=seed))
+    out = montage_timed(cut, section.shape, max(section.shape))
+    out["image"] = image_residual(out.pop("rendered"), section)
+    return {**out, "cut": cut}
+
+
+def large_case(stack: np.ndarray, side: int) -> dict[str, Any]:
+    """3×3 tiles of `side` px (10 % overlap, the same damage) cut from a section built of
+    distinct real sections (`mosaic_section`): a microscope's tile size."""
+    size = int(side * 2.8) + 18
+    cut = cut_tiles(mosaic_section(stack, size), TileDamage(overlap=0.1, seed=1, margin=8))
+    out = montage_timed(cut, (size, size), 1024)
+    out.pop("rendered")
+    return out
 
 
 def sofima_case(python: str, cut, overlap: float, section: np.ndarray) -> dict[str, Any]:
@@ -166,6 +200,7 @@ def main() -> None:
     parser.add_argument("--sections", default="20,60,100,140,180,220")
     parser.add_argument("--sofima", default=None, help="a Python with jax and sofima")
     parser.add_argument("--quick", action="store_true", help="two sections")
+    parser.add_argument("--large", type=int, default=0, help="also 3×3 tiles of this side (px)")
     args = parser.parse_args()
     stack = np.load(DATA)["raw"].transpose(2, 1, 0)
     sections = [int(z) for z in args.sections.split(",")][: 2 if args.quick else None]
@@ -190,10 +225,18 @@ def main() -> None:
             + (f"; SOFIMA image {theirs:.3f} px" if theirs is not None else "")
             + (f" ({case['sofima']})" if "sofima" in case and theirs is None else "")
         )
+    large = large_case(stack, args.large) if args.large else None
+    if large:
+        print(
+            f"large: 3×3 tiles of {large['tile']} px, placement {large['placement_rms_px']:.3f} px"
+            f" RMS, lens {large['lens_px']:.2f} px, seam step/noise max "
+            f"{large['seam_step_over_noise_max']:.2f}, {large['mpx_per_s']:.3f} MPx/s per core: "
+            + ", ".join(f"{p} {t:.1f} s" for p, t in large["seconds"].items())
+        )
     rows = summary_rows(cases)
     for r in rows:
         print(f"  {r['metric']}: {r['value']} {r['unit']} {r['target']} {r['note']}")
-    common.write_results("montage", {"cases": cases, "summary": rows})
+    common.write_results("montage", {"cases": cases, "large": large, "summary": rows})
 
 
 if __name__ == "__main__":

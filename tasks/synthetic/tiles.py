@@ -125,6 +125,19 @@ def placement_residuals(
     return np.linalg.norm(d - d.mean(axis=0), axis=1)
 
 
+def mosaic_section(stack: np.ndarray, side: int) -> np.ndarray:
+    """A section `side` px square built of distinct sections of `stack` ([x, y, z], square
+    sections), each turned by a further quarter: real content for tiles larger than the
+    stack's own sections."""
+    block, sections = stack.shape[0], stack.shape[2]
+    n = -(-side // block)
+    rows = [
+        np.concatenate([np.rot90(stack[:, :, (i * n + j) % sections], i + j) for j in range(n)], 1)
+        for i in range(n)
+    ]
+    return np.ascontiguousarray(np.concatenate(rows, 0)[:side, :side])
+
+
 def write_tiles(folder: str, cuts: dict[int, TileCut]) -> str:
     """PNG tiles of each section's cut under `folder` and their manifest (petavox CSV, stage
     positions in px); returns the manifest's path."""

@@ -54,6 +54,9 @@ class MontageParams(VolumeWriterParams):
     )
     patch: int = Field(32, ge=8, description="side of a seam patch along the seam (px)")
     min_overlap: int = Field(8, ge=4, description="narrowest overlap worth matching (px)")
+    max_rotation_deg: float = Field(
+        1.0, ge=0, le=10, description="largest rotation of a tile against the stage's axes (°)"
+    )
     lens: bool = Field(True, description="solve one radial lens coefficient per section")
     mesh_spacing: float = Field(
         32.0, ge=0, description="px between a tile's elastic mesh nodes (0: affine only)"
@@ -206,7 +209,10 @@ def solve_plan(
         job=SolveSectionJob(
             sections=by_section(entries),
             match=MatchParams(
-                max_offset=params.max_offset, patch=params.patch, min_overlap=params.min_overlap
+                max_offset=params.max_offset,
+                patch=params.patch,
+                min_overlap=params.min_overlap,
+                max_rotation_deg=params.max_rotation_deg,
             ),
             solve=TileSolveParams(
                 lens=params.lens, mesh_spacing=params.mesh_spacing, stiffness=params.stiffness
