@@ -35,6 +35,18 @@ def solved(neuroproof_stack):
     return cut, tiles, gains, transforms, pairs
 
 
+def rendered_in_pieces(images, transforms, start, size, step) -> np.ndarray:
+    """The box at `start` of `size` rendered `step`-sized piece by piece."""
+    out = np.zeros(size, np.float32)
+    for x in range(0, size[0], step[0]):
+        for y in range(0, size[1], step[1]):
+            shape = (min(step[0], size[0] - x), min(step[1], size[1] - y))
+            out[x : x + shape[0], y : y + shape[1]] = render_box(
+                images, transforms, (start[0] + x, start[1] + y), shape
+            )
+    return out
+
+
 def test_shading_and_tile_gains_are_recovered(solved):
     cut, tiles, gains, transforms, pairs = solved
     shading = estimate_shading(tiles, transforms, pairs)
@@ -70,13 +82,7 @@ def test_rendering_does_not_depend_on_the_box(solved):
     images = [CubicSampler(t.astype(np.float32)) for t in tiles]
     whole = render_box(images, transforms, (-8, -8), (260, 250))
     for step in ((64, 64), (100, 37)):
-        pieces = np.zeros_like(whole)
-        for x in range(0, 260, step[0]):
-            for y in range(0, 250, step[1]):
-                shape = (min(step[0], 260 - x), min(step[1], 250 - y))
-                pieces[x : x + shape[0], y : y + shape[1]] = render_box(
-                    images, transforms, (x - 8, y - 8), shape
-                )
+        pieces = rendered_in_pieces(images, transforms, (-8, -8), (260, 250), step)
         np.testing.assert_array_equal(pieces, whole)
     assert (whole > 0).mean() > 0.8
 
@@ -148,12 +154,6 @@ def test_render_of_warped_tiles_does_not_depend_on_the_box():
     images = [CubicSampler(rng.uniform(0, 255, (150, 130)).astype(np.float32)) for _ in range(2)]
     whole = render_box(images, transforms, (-30, -21), (281, 160))
     for step in ((37, 23), (64, 71), (16, 16)):
-        pieces = np.zeros_like(whole)
-        for x in range(0, 281, step[0]):
-            for y in range(0, 160, step[1]):
-                shape = (min(step[0], 281 - x), min(step[1], 160 - y))
-                pieces[x : x + shape[0], y : y + shape[1]] = render_box(
-                    images, transforms, (x - 30, y - 21), shape
-                )
+        pieces = rendered_in_pieces(images, transforms, (-30, -21), (281, 160), step)
         np.testing.assert_array_equal(pieces, whole)
     assert (whole > 0).mean() > 0.7
