@@ -325,3 +325,31 @@ def test_infer_runs_on_the_clusters_gpus(tmp_path):
     assert on_cpus.gpu_hours == 0 and on_gpus.gpu_hours > 0
     assert on_gpus.core_hours < on_cpus.core_hours
     assert on_gpus.objects == on_cpus.objects == 5 * 5 * 3
+
+
+def test_a_montage_is_costed_per_section_and_per_rendered_pixel(tmp_path):
+    """`montage`'s steps have models and figures: the solve per section pixel with memory
+    growing with the section, the render's chunks written exactly."""
+    from petavox.tasks.synthetic.tiles import TileDamage, cut_tiles, write_tiles
+
+    section = np.random.default_rng(0).integers(0, 255, (120, 110)).astype(np.uint8)
+    cuts = {z: cut_tiles(section, TileDamage(seed=z)) for z in range(3)}
+    manifest = write_tiles(str(tmp_path / "tiles"), cuts)
+    montage = {"stage": "montage", "input": manifest, "resolution": [8, 8, 30], "mips": 0}
+    config = parse_config({"output": f"file://{tmp_path}/out", "stages": [montage]})
+    planned = plan_stages(config)
+    (stage,) = estimate_stages(planned, workers(2))
+    solve, render = stage.steps
+    assert solve.shape.modelled and render.shape.modelled
+    assert solve.totals.tasks == 3
+    area = solve.shape.basis_voxels
+    assert area == solve.shape.voxels and area >= 3 * 120 * 110
+    figure = figures.FIGURES_BY_JOB["SolveSectionJob"]
+    core = 3 * figures.TASK_OVERHEAD_S + area / 1e6 / figure.mvx_per_core_s
+    assert solve.totals.core_hours == pytest.approx(core / 3600)
+    assert solve.totals.peak_memory == pytest.approx(area / 3 * figure.memory_factor, rel=0.01)
+    target = planned[0].plans[1].job.target
+    chunks = -(-np.asarray(target.bounds(0).shape) // np.asarray(target.chunk_size(0)))
+    assert render.totals.objects == int(np.prod(chunks))
+    assert render.totals.bytes_written == render.shape.voxels  # uint8, raw
+    assert not (tmp_path / "out").exists()  # planning wrote nothing

@@ -93,6 +93,13 @@ _MORPHOLOGY = Source(
 )
 
 
+_MONTAGE = Source(
+    benchmark="benchmarks/bench_montage.py --large 2048 (README.md 'Tiles and montage': 3×3 "
+    "tiles of 2048 px, a 5752 px section, one core in one process; memory by tracemalloc)",
+    date="2026-12-07",
+)
+
+
 def _calibrated(job: str, mvx: float, runs: str, **counts) -> Figure:
     """A figure of the calibration run (`runs`: its three measurements, MVx/s per core)."""
     return Figure(job=job, mvx_per_core_s=mvx, source=CALIBRATION, note=f"runs {runs}", **counts)
@@ -199,6 +206,24 @@ FIGURES: tuple[Figure, ...] = (
         product_per_task=1.0,
         product_bytes_per_voxel=0.0088,
         note="a table per task (exact); calibration 0.89-1.22",
+    ),
+    Figure(
+        job="SolveSectionJob",
+        mvx_per_core_s=0.89,
+        source=_MONTAGE,
+        memory_factor=16.6,
+        work_per_task=1.0,
+        product_per_task=2.0,
+        note="per section pixel: match and solve 35.7 s, shading 1.3 s for 33.1 MPx (37.7 MPx "
+        "of tiles); peak 548 MB with the tiles; 89-96 px tiles: 0.23 MPx/s of tiles",
+    ),
+    Figure(
+        job="RenderSectionsJob",
+        mvx_per_core_s=2.38,
+        source=_MONTAGE,
+        task_memory=306_000_000,
+        note="13.9 s for the 5752 px section in 1024 px boxes; a box's peak 306 MB (four "
+        "tiles' splines, 34 MB each), and a worker keeps up to 32 tiles' splines",
     ),
     # ---- the calibration run (benchmarks/bench_plan.py --calibrate, three runs) --------------
     _calibrated(

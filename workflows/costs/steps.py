@@ -213,6 +213,21 @@ def _segment(plan: StagePlan, _: Context) -> StepShape:
     return _shape(plan, "read", reads=[(job.source, BoxSet.reads(plan.grid))], writes=[write])  # type: ignore[attr-defined]
 
 
+def _montage_solve(plan: StagePlan, _: Context) -> StepShape:
+    """A section per task: its tiles (8-bit, about the section's area: not a layer, their
+    reads are not counted) held whole; reports and the solved section written."""
+    shape = _shape(plan, "write")
+    return replace(shape, input_bytes_per_voxel=1, notes=("tile reads not counted",))
+
+
+def _montage_render(plan: StagePlan, _: Context) -> StepShape:
+    """Writes the montaged layer's mip 0 over its write boxes from the tiles reaching them."""
+    boxes = BoxSet.writes(plan.grid)
+    write = volume_write(plan.job.target, 0, boxes)  # type: ignore[attr-defined]
+    shape = _shape(plan, "write", writes=[write])
+    return replace(shape, notes=("tile reads not counted",))
+
+
 def _reading(*names: str, high: int = 0, halo: bool = False) -> Model:
     """A step that reads the layers `names` of its job (those it has: an optional one may be
     None) over its write boxes (grown by `high` voxels on the high faces, or by the grid's
@@ -261,6 +276,8 @@ MODELS: dict[str, Model] = {
     "TrainJob": _no_volume,  # classify: tables and a model, no volume
     "PredictJob": _no_volume,
     "PropertiesJob": _no_volume,
+    "SolveSectionJob": _montage_solve,
+    "RenderSectionsJob": _montage_render,
 }
 
 
