@@ -74,3 +74,30 @@ def test_job_writes_every_mip_and_chunking_does_not_matter(tmp_path, in_place):
             np.testing.assert_array_equal(levels[m], whole[m - 1])
     assert results[0][2].shape == (38, 23, 12)
     assert Box.from_shape(results[0][1].shape) == Box((0, 0, 0), (75, 45, 12))
+
+
+@pytest.mark.parametrize("offset, mips, refused", [((-7, -9, 0), 2, True), ((-8, 4, 0), 2, False)])
+def test_a_layer_off_the_coarsest_grid_is_refused_before_any_task(tmp_path, offset, mips, refused):
+    """Tasks start at the layer's first voxel: off the coarsest mip's grid (odd, here), two
+    tasks would each write half of their border's coarse voxels. Refused, nothing written."""
+    from petavox.tasks.core.errors import InputError
+    from petavox.workflows.config import parse_config
+    from petavox.workflows.pipeline import plan_stages
+
+    spec = LayerSpec(
+        layer_type="image",
+        dtype="uint8",
+        size=Vec3(100, 101, 3),
+        resolution=(8, 8, 30),
+        chunk_size=Vec3(32, 32, 1),
+        voxel_offset=Vec3(*offset),
+    )
+    Layer.create(f"file://{tmp_path}/raw", spec)
+    stage = {"stage": "downsample", "input": "raw", "mips": mips}
+    config = parse_config({"output": f"file://{tmp_path}", "stages": [stage]})
+    if not refused:
+        assert plan_stages(config)
+        return
+    with pytest.raises(InputError, match=r"starts at voxel \(-7, -9, 0\).*factor \(4, 4, 1\)"):
+        plan_stages(config)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]

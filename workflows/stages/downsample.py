@@ -81,6 +81,20 @@ def restrict(layer: Layer, box: Box, chunk_shape: Vec3) -> Box:
     return Box(start, stop).intersection(full)
 
 
+def check_aligned(source: Layer, bounds: Box, coarsest: Vec3) -> None:
+    """Refuse a layer whose start is off the coarsest mip's grid: tasks start there, so two
+    neighbouring tasks would each write half of the voxels on their border at every coarser
+    mip (and the first block would pool the wrong voxels together)."""
+    start = bounds.start
+    if all(a % f == 0 for a, f in zip(start, coarsest)):
+        return
+    raise InputError(
+        f"layer {source.url} starts at voxel {tuple(start)}, not a multiple of the coarsest "
+        f"mip's factor {tuple(coarsest)}: its tasks would share coarse voxels. Ingest it with a "
+        "voxel offset that is a multiple of it (e.g. 0), or ask for fewer mips"
+    )
+
+
 def task_step(source: Layer, target: Layer, scale: Vec3) -> tuple[Vec3, str]:
     """The smallest task (and what it is called) that writes whole storage chunks at every new
     mip (`scale`: the coarsest one's factor) and, for a copy, whole shards of its mip 0."""
@@ -122,6 +136,7 @@ def downsample_plan(params: DownsampleParams, catalog: Catalog) -> StagePlan:
     bounds = source.bounds(0)
     if params.bounds is not None:
         bounds = restrict(source, Box(*params.bounds), chunk_shape)
+    check_aligned(source, bounds, factor**params.mips)
     spec = {
         **params.hashed_fields(),
         "input": source.url,
