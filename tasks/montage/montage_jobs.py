@@ -80,9 +80,30 @@ class SolvedSection:
         return cls([t["url"] for t in value["tiles"]], transforms, shading)
 
 
+def tile_list_key(z: int) -> str:
+    return f"tiles/{z}.json"
+
+
+def write_tile_lists(work_url: str, sections, context: StorageContext) -> None:
+    """Each section's tiles (`sections`: z → TileEntry tuple) as its own work file."""
+    for z, entries in sections.items():
+        rows = [[e.url, e.x, e.y] for e in entries]
+        put_json(work_url, tile_list_key(z), rows, context)
+
+
+def read_tile_list(work_url: str, z: int, context: StorageContext) -> tuple[TileEntry, ...]:
+    import json
+
+    data = get(work_url, tile_list_key(z), context)
+    rows = json.loads(data) if data is not None else []
+    return tuple(TileEntry(z, url, float(x), float(y)) for url, x, y in rows)
+
+
 @dataclass(frozen=True, kw_only=True)
 class SolveSectionJob:
-    """Per section (chunk z): match, solve, estimate the shading, report."""
+    """Per section (chunk z): match, solve, estimate the shading, report. The tiles come from
+    `sections` or, once the driver wrote them (`write_tile_lists`), from `tiles/<z>.json` under
+    `lists_url`: each task then carries and reads its own section's list, not every one."""
 
     sections: dict[int, tuple[TileEntry, ...]]
     match: MatchParams
@@ -91,10 +112,14 @@ class SolveSectionJob:
     work_url: str
     report_url: str
     context: StorageContext
+    lists_url: str | None = None
 
     def run(self, chunk: Chunk) -> dict:
         z = chunk.write_box.start[2]
-        entries = self.sections.get(z, ())
+        if self.lists_url is None:
+            entries = self.sections.get(z, ())
+        else:
+            entries = read_tile_list(self.lists_url, z, self.context)
         urls = [e.url for e in entries]
         tiles = [read_tile(u, self.context) for u in urls]
         if tiles and len({t.shape for t in tiles}) > 1:

@@ -4,6 +4,7 @@ report, independent of the render chunking, and refused up front on bad tiles.""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,11 @@ from PIL import Image
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.layers import Layer
+from petavox.tasks.montage.montage_jobs import read_tile_list
 from petavox.tasks.synthetic.generator import SyntheticParams, generate
 from petavox.tasks.synthetic.tiles import TileDamage, cut_tiles, write_tiles
 from petavox.workflows.config import parse_config
-from petavox.workflows.pipeline import plan_run, run
+from petavox.workflows.pipeline import plan_run, plan_stages, run
 
 pytestmark = pytest.mark.integration
 
@@ -108,3 +110,22 @@ def test_bad_tiles_are_refused_before_dispatch(tmp_path, tile_set):
     with pytest.raises(InputError, match="not an 8-bit grey image"):
         plan_run(montage_config(tmp_path, sixteen))
     assert not (tmp_path / "montaged").exists()
+
+
+def test_each_solve_task_carries_only_its_own_sections_tiles(tmp_path, tile_set):
+    """The driver writes each section's tile list as a work file and sends the solve job
+    without the lists: what a task unpickles does not grow with the run's sections."""
+    import pickle
+
+    _, manifest, _ = tile_set
+    (stage,) = plan_stages(montage_config(tmp_path, manifest))
+    solve = stage.plans[0]
+    assert len(solve.job.sections) == 3
+    with solve.hooks.bind(solve.job) as bound:
+        assert bound.sections == {} and bound.lists_url == solve.job.work_url
+        sent = len(pickle.dumps(bound))
+        for z in range(3):
+            assert read_tile_list(bound.lists_url, z, bound.context) == solve.job.sections[z]
+    one = {z: tiles for z, tiles in solve.job.sections.items() if z == 0}
+    with solve.hooks.bind(replace(solve.job, sections=one)) as bound_one:
+        assert len(pickle.dumps(bound_one)) == sent

@@ -8,6 +8,9 @@ stage pixels; the render identity derives from the solve's.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +27,7 @@ from petavox.tasks.montage.montage_jobs import (
     RenderSectionsJob,
     SolveSectionJob,
     read_tile,
+    write_tile_lists,
 )
 from petavox.tasks.montage.tile_matches import MatchParams
 from petavox.tasks.montage.tile_solve import TileSolveParams
@@ -223,11 +227,20 @@ def solve_plan(
             context=catalog.context,
         ),
         resources=params.resources,
-        hooks=_summary_hooks(url),
+        hooks=replace(_summary_hooks(url), bind=_section_lists),
         outputs=(Output(url),),  # the reports, in the layer's folder
         report=join_url(url, REPORT_FOLDER),
         work=(work,),
     )
+
+
+@contextmanager
+def _section_lists(job: SolveSectionJob) -> Iterator[SolveSectionJob]:
+    """On the driver before dispatch: each section's tile list written as its own work file,
+    and the job sent without them (Ray unpickles a task's job whole: with every section's
+    list in it, the work would grow with sections × tiles)."""
+    write_tile_lists(job.work_url, job.sections, job.context)
+    yield replace(job, sections={}, lists_url=job.work_url)
 
 
 def _summary_hooks(url: str) -> DriverHooks:
