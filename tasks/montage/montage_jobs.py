@@ -101,25 +101,20 @@ def read_tile_list(work_url: str, z: int, context: StorageContext) -> tuple[Tile
 
 @dataclass(frozen=True, kw_only=True)
 class SolveSectionJob:
-    """Per section (chunk z): match, solve, estimate the shading, report. The tiles come from
-    `sections` or, once the driver wrote them (`write_tile_lists`), from `tiles/<z>.json` under
-    `lists_url`: each task then carries and reads its own section's list, not every one."""
+    """Per section (chunk z): match, solve, estimate the shading, report. A section's tiles
+    are `tiles/<z>.json` under `work_url`, which the driver writes before dispatch
+    (`write_tile_lists`): a task carries and reads its own section's list, not every one."""
 
-    sections: dict[int, tuple[TileEntry, ...]]
     match: MatchParams
     solve: TileSolveParams
     shading_degree: int
     work_url: str
     report_url: str
     context: StorageContext
-    lists_url: str | None = None
 
     def run(self, chunk: Chunk) -> dict:
         z = chunk.write_box.start[2]
-        if self.lists_url is None:
-            entries = self.sections.get(z, ())
-        else:
-            entries = read_tile_list(self.lists_url, z, self.context)
+        entries = read_tile_list(self.work_url, z, self.context)
         urls = [e.url for e in entries]
         tiles = [read_tile(u, self.context) for u in urls]
         if tiles and len({t.shape for t in tiles}) > 1:

@@ -4,7 +4,6 @@ report, independent of the render chunking, and refused up front on bad tiles.""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +12,13 @@ from PIL import Image
 
 from petavox.tasks.core.errors import InputError
 from petavox.tasks.core.layers import Layer
+from petavox.tasks.montage.manifest import read_manifest
 from petavox.tasks.montage.montage_jobs import read_tile_list
 from petavox.tasks.synthetic.generator import SyntheticParams, generate
 from petavox.tasks.synthetic.tiles import TileDamage, cut_tiles, write_tiles
 from petavox.workflows.config import parse_config
 from petavox.workflows.pipeline import plan_run, plan_stages, run
+from petavox.workflows.stages.montage import by_section
 
 pytestmark = pytest.mark.integration
 
@@ -113,19 +114,24 @@ def test_bad_tiles_are_refused_before_dispatch(tmp_path, tile_set):
 
 
 def test_each_solve_task_carries_only_its_own_sections_tiles(tmp_path, tile_set):
-    """The driver writes each section's tile list as a work file and sends the solve job
-    without the lists: what a task unpickles does not grow with the run's sections."""
+    """The driver writes each section's tile list as a work file before dispatch and the solve
+    job holds none: what a task unpickles does not grow with the run's sections."""
     import pickle
 
     _, manifest, _ = tile_set
-    (stage,) = plan_stages(montage_config(tmp_path, manifest))
-    solve = stage.plans[0]
-    assert len(solve.job.sections) == 3
-    with solve.hooks.bind(solve.job) as bound:
-        assert bound.sections == {} and bound.lists_url == solve.job.work_url
-        sent = len(pickle.dumps(bound))
-        for z in range(3):
-            assert read_tile_list(bound.lists_url, z, bound.context) == solve.job.sections[z]
-    one = {z: tiles for z, tiles in solve.job.sections.items() if z == 0}
-    with solve.hooks.bind(replace(solve.job, sections=one)) as bound_one:
-        assert len(pickle.dumps(bound_one)) == sent
+    lines = manifest.read_text().splitlines()
+    first = manifest.parent / "first.csv"  # beside the tiles: their paths are relative
+    first.write_text("\n".join([lines[0], *(line for line in lines[1:] if line[0] == "0")]))
+    jobs = []
+    for name, path in (("all", manifest), ("one", first)):
+        (stage,) = plan_stages(montage_config(tmp_path / name, path))
+        solve = stage.plans[0]
+        with solve.hooks.bind(solve.job) as bound:
+            jobs.append(bound)
+    assert len(pickle.dumps(jobs[0])) == len(pickle.dumps(jobs[1]))
+    sections = by_section(read_manifest(manifest))
+    assert sorted(sections) == [0, 1, 2]
+    for z, tiles in sections.items():
+        assert read_tile_list(jobs[0].work_url, z, jobs[0].context) == tiles
+    assert len(read_tile_list(jobs[1].work_url, 0, jobs[1].context)) == 9
+    assert read_tile_list(jobs[1].work_url, 1, jobs[1].context) == ()

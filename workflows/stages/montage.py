@@ -34,7 +34,7 @@ from petavox.tasks.montage.tile_solve import TileSolveParams
 from petavox.workflows.catalog import Catalog
 from petavox.workflows.fingerprint import fingerprint
 from petavox.workflows.params import PositiveTriple, Resolution, VolumeWriterParams, layer_sharding
-from petavox.workflows.plan import DriverHooks, Output, StagePlan, identity
+from petavox.workflows.plan import DriverHooks, JobBinding, Output, StagePlan, identity
 from petavox.workflows.sizing import writing_task_shape
 from petavox.workflows.stage import Positional, Stage
 from petavox.workflows.stages.downsample import DownsampleParams, downsample_plan
@@ -211,7 +211,6 @@ def solve_plan(
         spec=spec,
         grid=ChunkGrid(bounds, (bounds.shape[0], bounds.shape[1], 1), 0, origin=bounds.start),
         job=SolveSectionJob(
-            sections=by_section(entries),
             match=MatchParams(
                 max_offset=params.max_offset,
                 patch=params.patch,
@@ -227,20 +226,24 @@ def solve_plan(
             context=catalog.context,
         ),
         resources=params.resources,
-        hooks=replace(_summary_hooks(url), bind=_section_lists),
+        hooks=replace(_summary_hooks(url), bind=_writing_tile_lists(by_section(entries))),
         outputs=(Output(url),),  # the reports, in the layer's folder
         report=join_url(url, REPORT_FOLDER),
         work=(work,),
     )
 
 
-@contextmanager
-def _section_lists(job: SolveSectionJob) -> Iterator[SolveSectionJob]:
-    """On the driver before dispatch: each section's tile list written as its own work file,
-    and the job sent without them (Ray unpickles a task's job whole: with every section's
-    list in it, the work would grow with sections × tiles)."""
-    write_tile_lists(job.work_url, job.sections, job.context)
-    yield replace(job, sections={}, lists_url=job.work_url)
+def _writing_tile_lists(sections: dict[int, tuple[TileEntry, ...]]) -> JobBinding:
+    """On the driver before dispatch: each section's tile list written as its own work file
+    for the solve's tasks (Ray unpickles a task's job whole: with every section's list in it,
+    the work would grow with sections × tiles)."""
+
+    @contextmanager
+    def bind(job: SolveSectionJob) -> Iterator[SolveSectionJob]:
+        write_tile_lists(job.work_url, sections, job.context)
+        yield job
+
+    return bind
 
 
 def _summary_hooks(url: str) -> DriverHooks:
