@@ -59,6 +59,15 @@ def overlapping_pairs(stage: np.ndarray, shapes: list[tuple], params: MatchParam
     return pairs
 
 
+def _seam_box(offset: np.ndarray, first: tuple, second: tuple, patch: int):
+    """(lo, hi, patch size) of the seam patches over the overlap at `offset`: the overlap less
+    a pixel each side (slack for the sub-pixel recut), patches `patch` long or the overlap's
+    width, even."""
+    lo, hi = overlap_box(offset, first, second)
+    lo, hi = lo + 1, hi - 1
+    return lo, hi, (np.minimum(patch, hi - lo) // 2 * 2).astype(np.int64)
+
+
 def _seam_centres(lo: np.ndarray, hi: np.ndarray, size: np.ndarray) -> np.ndarray:
     """Patch centres (n, 2) covering [lo, hi) with patches of `size`, half a patch apart."""
     axes = []
@@ -126,12 +135,10 @@ def seam_matches(
     On a long seam the tiles' rotations move the content further apart along it than a patch
     can see (±1° over a 2048 px seam: ±35 px), so patches `GUIDE_SCALE` times longer are
     matched first, and an affine fitted to them says where to look for each patch."""
-    lo, hi = overlap_box(offset, first.shape, second.shape)
-    lo, hi = lo + 1, hi - 1  # a pixel of slack for the sub-pixel recut
-    size = np.minimum(params.patch, hi - lo) // 2 * 2
+    lo, hi, size = _seam_box(offset, first.shape, second.shape, params.patch)
     if (size < params.min_overlap).any():
         return np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0)
-    a_img, b_img = first.astype(np.float32), second.astype(np.float32)
+    a_img, b_img = first.astype(np.float32, copy=False), second.astype(np.float32, copy=False)
 
     def predict(centres: np.ndarray) -> np.ndarray:
         return centres - offset
@@ -153,6 +160,7 @@ def match_tiles(
     `CONSISTENT_PX` are searched again near the tree's offset; pairs the tree says do not
     overlap are dropped. On large tiles the bound grows with the tiles' rotations: a part of a
     seam at the far end of a tile rotated by θ is offset by θ × the tile's side."""
+    images = [t.astype(np.float32, copy=False) for t in tiles]  # once, not per pair
     shapes = [t.shape for t in tiles]
     side = max((max(s) for s in shapes), default=0)
     consistent = max(CONSISTENT_PX, 2 * side * np.tan(np.deg2rad(params.max_rotation_deg)))
@@ -174,7 +182,7 @@ def match_tiles(
         if score < params.min_score:
             points = (np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0))
         else:
-            points = seam_matches(tiles[i], tiles[j], offset, params)
+            points = seam_matches(images[i], images[j], offset, params)
         out.append(TileMatches(i, j, *points, offset.astype(np.float64), score))
     return out
 
@@ -213,7 +221,7 @@ def refine_matches(
     A patch match assumes the two views differ by a shift within the patch; near a corner the
     two tiles' rotations and lens distortion bend them apart (0.5-1 px errors on real EM). Once
     warped by a close solution, what is left is a small shift, measured without that bias."""
-    images = [t.astype(np.float32) for t in tiles]
+    images = [t.astype(np.float32, copy=False) for t in tiles]
     splines: dict[int, CubicSampler] = {}  # the second tiles', prefiltered once each
     out = []
     for m in matches:
@@ -221,8 +229,9 @@ def refine_matches(
             out.append(m)
             continue
         first, second = transforms[m.first], transforms[m.second]
-        lo, hi = overlap_box(np.rint(m.offset), tiles[m.first].shape, tiles[m.second].shape)
-        size = (np.minimum(params.patch, hi - lo - 2) // 2 * 2).astype(np.int64)
+        _, _, size = _seam_box(
+            np.rint(m.offset), tiles[m.first].shape, tiles[m.second].shape, params.patch
+        )
         half = size // 2
         window = hann(size)
         if m.second not in splines:

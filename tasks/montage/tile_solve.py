@@ -330,6 +330,7 @@ def montage_tiles(
     if not tiles:
         return [], []
     shape = tiles[0].shape
+    tiles = [t.astype(np.float32, copy=False) for t in tiles]  # for matching and refining both
     matches = match_tiles(tiles, stage, match)
     transforms = solve_tiles(matches, stage, shape, solve)
     for _ in range(REFINE_ROUNDS if solve.affine else 0):
