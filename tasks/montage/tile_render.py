@@ -143,12 +143,7 @@ def render_box(
 def tiles_touching(
     transforms: list[TileTransform], start: tuple[int, int], stop: tuple[int, int]
 ) -> list[int]:
-    """Indices of the tiles whose footprint reaches the box [start, stop) (x, y)."""
-    out = []
-    for k, t in enumerate(transforms):
-        lo, hi = t.footprint()
-        if np.all(lo - FOOTPRINT_SLACK < np.asarray(stop)) and np.all(
-            hi + FOOTPRINT_SLACK >= np.asarray(start)
-        ):
-            out.append(k)
-    return out
+    """Indices of the tiles whose footprint reaches the box [start, stop) (x, y): those the
+    render will sample (`near_box`)."""
+    low, high = np.asarray(start, np.int64), np.asarray(stop, np.int64)
+    return [k for k, t in enumerate(transforms) if near_box(t, low, high) is not None]
