@@ -18,7 +18,7 @@ from functools import cached_property
 
 import numpy as np
 
-from petavox.tasks.montage.tile_transforms import TileTransform
+from petavox.tasks.montage.tile_transforms import TileTransform, edge_points
 
 SAMPLE_STEP = 2  # overlap pixels sampled every this many (or more: MAX_SAMPLES)
 MAX_SAMPLES = 20_000  # at most about this many per pair, by a coarser grid (a 2048² tile's side
@@ -98,12 +98,8 @@ def _basis(points: np.ndarray, shape: tuple[int, int], degree: int) -> np.ndarra
 
 def _outline(shape: tuple[int, int]) -> np.ndarray:
     """Points (n, 2) along a tile's edge, at most `OUTLINE_PX` apart."""
-    w, h = (float(s - 1) for s in shape)
-    xs, ys = (np.linspace(0, s, max(16, math.ceil(s / OUTLINE_PX)) + 1) for s in (w, h))
-    return np.concatenate(
-        [np.column_stack([xs, np.full_like(xs, y)]) for y in (0.0, h)]
-        + [np.column_stack([np.full_like(ys, x), ys]) for x in (0.0, w)]
-    )
+    counts = [max(16, math.ceil((s - 1) / OUTLINE_PX)) + 1 for s in shape]
+    return edge_points(shape, (counts[0], counts[1]))
 
 
 def overlap_bounds(

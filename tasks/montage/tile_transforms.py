@@ -98,12 +98,7 @@ class TileTransform:
 
     def footprint(self) -> tuple[np.ndarray, np.ndarray]:
         """(low, high) corners of the section box the tile covers."""
-        w, h = self.lens.shape
-        edge = np.concatenate(
-            [np.column_stack([np.linspace(0, w - 1, 16), np.full(16, y)]) for y in (0.0, h - 1.0)]
-            + [np.column_stack([np.full(16, x), np.linspace(0, h - 1, 16)]) for x in (0.0, w - 1.0)]
-        )
-        placed = self.forward(edge)
+        placed = self.forward(edge_points(self.lens.shape, (16, 16)))
         return placed.min(axis=0), placed.max(axis=0)
 
     def to_json(self) -> dict:
@@ -134,6 +129,17 @@ class TileTransform:
             mesh,
             nodes,
         )
+
+
+def edge_points(shape: tuple[int, int], counts: tuple[int, int]) -> np.ndarray:
+    """Points (n, 2) along the edge of a tile of `shape` (x, y): `counts` evenly spaced along
+    each side in x and in y, corners included."""
+    w, h = (float(s - 1) for s in shape)
+    xs, ys = (np.linspace(0, s, n) for s, n in zip((w, h), counts))
+    return np.concatenate(
+        [np.column_stack([xs, np.full_like(xs, y)]) for y in (0.0, h)]
+        + [np.column_stack([np.full_like(ys, x), ys]) for x in (0.0, w)]
+    )
 
 
 def tile_mesh(shape: tuple[int, int], spacing: float) -> MeshGrid:
